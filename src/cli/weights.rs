@@ -1,0 +1,63 @@
+//! `trtllm weights --model DIR`: the weight map as a table, then the validation report.
+
+use std::path::PathBuf;
+
+use trtllm::weights::TpSplit;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// HF model directory.
+    #[arg(long, alias = "model_dir", alias = "model-dir")]
+    model: PathBuf,
+    /// Show the shard shapes of this tensor-parallel size.
+    #[arg(long, alias = "tp_size", default_value_t = 1)]
+    tp_size: usize,
+}
+
+fn split_name(s: &TpSplit) -> &'static str {
+    match s {
+        TpSplit::Replicate => "replicate",
+        TpSplit::Column(_) => "column",
+        TpSplit::Row => "row",
+        TpSplit::Heads(_) => "heads",
+    }
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let mapping = trtllm::Mapping::new(a.tp_size, 1, 0)?;
+    let (cfg, entry, specs, report) = trtllm::model::inspect(&a.model, mapping)?;
+    println!("architecture {} -> {} ({} tensors)", cfg.architecture, entry.type_name, specs.len());
+    let w = specs.iter().map(|s| s.name.len()).max().unwrap_or(10);
+    println!("{:w$}  {:18}  {:9}  {:14}  HF SOURCE(S)", "ENGINE TENSOR", "SHAPE", "TP SPLIT", "TRANSFORM");
+    for s in &specs {
+        let mut tr = vec![];
+        if s.sources.len() > 1 {
+            tr.push(match s.combine {
+                trtllm::weights::Combine::Concat0 => "concat0",
+                trtllm::weights::Combine::Stack => "stack",
+            });
+        }
+        if s.transform.transpose {
+            tr.push("transpose");
+        }
+        if s.transform.add_one {
+            tr.push("add_one");
+        }
+        let srcs: Vec<&str> = s.sources.iter().map(|x| x.name.as_str()).collect();
+        println!(
+            "{:w$}  {:18}  {:9}  {:14}  {}",
+            s.name,
+            format!("{:?}", s.shape),
+            split_name(&s.split),
+            if tr.is_empty() { "-".to_string() } else { tr.join("+") },
+            srcs.join(", ")
+        );
+    }
+    if report.is_ok() {
+        println!("validation: ok (every tensor present with the expected shape, none unused)");
+        Ok(())
+    } else {
+        eprint!("validation failed:\n{}", report.render());
+        std::process::exit(2);
+    }
+}

@@ -1,0 +1,81 @@
+//! One error type for the whole engine. Every variant names what it is about: the file, the
+//! tensor, the config field or the request, so a user can act on the message alone.
+
+use std::path::PathBuf;
+
+/// The engine's error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{path}: invalid JSON: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+
+    #[error("{file}: config field `{field}`: {msg}")]
+    Config { file: PathBuf, field: String, msg: String },
+
+    #[error("{file}: {msg}")]
+    Checkpoint { file: PathBuf, msg: String },
+
+    #[error("tensor `{name}`: {msg}")]
+    Tensor { name: String, msg: String },
+
+    #[error("weight validation failed for {file}:\n{report}")]
+    Validation { file: PathBuf, report: String },
+
+    #[error("unknown architecture `{name}`; supported: {supported}{hint}")]
+    UnknownArchitecture { name: String, supported: String, hint: String },
+
+    #[error("shape mismatch in {op}: {msg}")]
+    Shape { op: &'static str, msg: String },
+
+    #[error("dtype not supported by {op}: {dtype:?}")]
+    DType { op: &'static str, dtype: crate::DType },
+
+    #[error("tokenizer {path}: {msg}")]
+    Tokenizer { path: PathBuf, msg: String },
+
+    #[error("request: {0}")]
+    Request(String),
+
+    #[error("KV cache: {0}")]
+    KvCache(String),
+
+    #[error("device: {0}")]
+    Device(String),
+
+    #[error("{0}")]
+    Msg(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Shape { op, msg: msg.into() }
+    }
+    pub fn tensor(name: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Tensor { name: name.into(), msg: msg.into() }
+    }
+    pub fn config(file: impl Into<PathBuf>, field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config { file: file.into(), field: field.into(), msg: msg.into() }
+    }
+    pub fn checkpoint(file: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Checkpoint { file: file.into(), msg: msg.into() }
+    }
+}
+
+/// Read a whole file, naming it in the error.
+pub fn read_to_string(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// Parse a JSON file, naming it in the error.
+pub fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
+    let text = read_to_string(path)?;
+    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.into(), source })
+}

@@ -1,0 +1,117 @@
+//! `Linear`: `y = x @ w^T + b` with its tensor-parallel role. Column-parallel layers split the
+//! output features (q/k/v by head, gate/up evenly); row-parallel layers split the input
+//! features and all-reduce the partial sums (bias added once, after the reduce).
+
+use super::ForwardCtx;
+use crate::weights::{Combine, Source, TpSplit, VarBuilder, WeightSpec};
+use crate::{ops, Result, Tensor};
+
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    /// Row-parallel: all-reduce the output.
+    reduce: bool,
+}
+
+/// How the checkpoint stores a linear layer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stored {
+    /// GPT-2 `Conv1D`: `[in, out]`.
+    pub transposed: bool,
+    pub bias: bool,
+}
+
+fn spec_for(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], shape: &[usize], split: TpSplit, st: Stored) -> WeightSpec {
+    let mut spec = vb.spec(leaf, hf, shape, split);
+    if st.transposed {
+        spec.transform.transpose = true;
+        for s in &mut spec.sources {
+            s.shape.reverse();
+        }
+    }
+    spec
+}
+
+fn bias_spec(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], rows: usize, split: TpSplit) -> WeightSpec {
+    vb.spec(leaf, hf, &[rows], split)
+}
+
+impl Linear {
+    /// Column-parallel: engine tensor `{leaf}.weight` `[sum(out_parts), in]` from HF sources
+    /// `{hf[i]}.weight` (fused when several), each part split evenly over ranks.
+    pub fn column(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], in_dim: usize, out_parts: &[usize], st: Stored) -> Result<Self> {
+        let out: usize = out_parts.iter().sum();
+        Self::load(vb, leaf, hf, &[out, in_dim], TpSplit::Column(out_parts.to_vec()), st, false)
+    }
+
+    /// Column-parallel by heads: parts are `(heads, head_dim)` groups (q, k, v); KV heads are
+    /// duplicated when there are fewer of them than ranks.
+    pub fn heads(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], in_dim: usize, groups: &[(usize, usize)], st: Stored) -> Result<Self> {
+        let out: usize = groups.iter().map(|(h, d)| h * d).sum();
+        Self::load(vb, leaf, hf, &[out, in_dim], TpSplit::Heads(groups.to_vec()), st, false)
+    }
+
+    /// Row-parallel: `[out, in]` split along `in`; the output is all-reduced.
+    pub fn row(vb: &VarBuilder<'_>, leaf: &str, in_dim: usize, out_dim: usize, st: Stored) -> Result<Self> {
+        Self::load(vb, leaf, &[leaf], &[out_dim, in_dim], TpSplit::Row, st, true)
+    }
+
+    /// Every rank holds the whole layer (small layers: MoE routers).
+    pub fn replicated(vb: &VarBuilder<'_>, leaf: &str, in_dim: usize, out_dim: usize, st: Stored) -> Result<Self> {
+        Self::load(vb, leaf, &[leaf], &[out_dim, in_dim], TpSplit::Replicate, st, false)
+    }
+
+    fn load(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], shape: &[usize], split: TpSplit, st: Stored, reduce: bool) -> Result<Self> {
+        let w_hf: Vec<String> = hf.iter().map(|h| format!("{h}.weight")).collect();
+        let w_hf: Vec<&str> = w_hf.iter().map(|s| s.as_str()).collect();
+        let weight = vb.get_spec(spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st))?;
+        let bias = if st.bias {
+            let b_hf: Vec<String> = hf.iter().map(|h| format!("{h}.bias")).collect();
+            let b_hf: Vec<&str> = b_hf.iter().map(|s| s.as_str()).collect();
+            let bsplit = if reduce { TpSplit::Replicate } else { split };
+            Some(vb.get_spec(bias_spec(vb, &format!("{leaf}.bias"), &b_hf, shape[0], bsplit))?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias, reduce })
+    }
+
+    /// A linear layer over stacked expert weights is built by `SparseMoe`; this builds one
+    /// from tensors already in hand.
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias, reduce: false }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dim(0)
+    }
+
+    pub fn forward(&self, x: &Tensor, cx: &ForwardCtx<'_>) -> Result<Tensor> {
+        if !self.reduce || cx.comm.tp_size() == 1 {
+            return ops::linear(x, &self.weight, self.bias.as_ref());
+        }
+        let y = ops::matmul_t(x, &self.weight)?;
+        let mut v = y.f32s()?.to_vec();
+        cx.comm.all_reduce_sum(&mut v)?;
+        let y = Tensor::from_f32(v, y.shape())?;
+        match &self.bias {
+            Some(b) => ops::add_bias(&y, b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// A spec whose sources are stacked along a new dim 0 (MoE experts).
+pub(crate) fn stacked_spec(vb: &VarBuilder<'_>, leaf: &str, hf: Vec<String>, inner: &[usize], split: TpSplit) -> WeightSpec {
+    let mut shape = vec![hf.len()];
+    shape.extend_from_slice(inner);
+    WeightSpec {
+        name: vb.path(leaf),
+        sources: hf.into_iter().map(|n| Source { name: vb.path(&n), shape: inner.to_vec() }).collect(),
+        combine: Combine::Stack,
+        transform: Default::default(),
+        shape,
+        split,
+        dtype: vb.dtype,
+    }
+}

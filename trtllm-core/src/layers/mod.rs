@@ -1,0 +1,103 @@
+//! Layers (API levels 2 and 3). Each layer builds itself from the config and a `VarBuilder`
+//! (which declares its weights) and runs on a `ForwardCtx`. The role traits are what
+//! `#[decoder_layer]` wires: a field whose type does not implement its role's trait is a
+//! compile error on that field's type.
+
+mod attention;
+mod embedding;
+mod linear;
+mod mlp;
+
+mod norm;
+
+pub use attention::Attention;
+pub use embedding::Embedding;
+pub use linear::Linear;
+pub use mlp::{GatedMlp, Mlp};
+
+pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm};
+
+use crate::model::ModelConfig;
+use crate::runtime::{ForwardBatch, KvCache};
+use crate::weights::VarBuilder;
+use crate::{Result, Tensor};
+
+/// What a layer is built from.
+pub struct BuildCtx<'a> {
+    pub cfg: &'a ModelConfig,
+    /// Index of the decoder layer being built (global, not per pipeline stage).
+    pub layer_idx: usize,
+}
+
+/// Collective ops across the tensor-parallel group.
+pub trait Communicator: Sync {
+    fn tp_size(&self) -> usize;
+    /// Sum `x` elementwise across ranks, in place.
+    fn all_reduce_sum(&self, x: &mut [f32]) -> Result<()>;
+    /// Every rank's `x`, in rank order.
+    fn all_gather(&self, x: &[f32]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// A group of one: nothing to exchange.
+pub struct SingleRank;
+
+impl Communicator for SingleRank {
+    fn tp_size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn all_gather(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![x.to_vec()])
+    }
+}
+
+/// What a forward runs on.
+pub struct ForwardCtx<'a> {
+    pub batch: &'a ForwardBatch,
+    pub kv: &'a mut KvCache,
+    pub comm: &'a dyn Communicator,
+}
+
+/// Built from the config and weights.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a layer: a #[decoder_layer] field must implement `trtllm_core::layers::Module`",
+    label = "not a layer type"
+)]
+pub trait Module: Sized {
+    fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self>;
+}
+
+/// Role `input_norm`, `pre_mlp_norm`, `post_attention_norm`, `post_mlp_norm`, and a model's final norm.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a norm layer (`trtllm_core::layers::NormLayer`)",
+    label = "a norm role needs a norm layer type (RmsNorm, GemmaRmsNorm, LayerNorm)"
+)]
+pub trait NormLayer: Module {
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// `s = x + residual; (s, norm(s))`. Backends fuse it.
+    fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
+        let s = crate::ops::add(x, residual)?;
+        let n = self.forward(&s)?;
+        Ok((s, n))
+    }
+}
+
+/// Role `attention`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an attention layer (`trtllm_core::layers::AttentionLayer`)",
+    label = "role `attention` needs an attention layer type"
+)]
+pub trait AttentionLayer: Module {
+    fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor>;
+}
+
+/// Role `mlp`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an MLP layer (`trtllm_core::layers::MlpLayer`)",
+    label = "role `mlp` needs an MLP layer type (GatedMlp, Mlp, SparseMoe)"
+)]
+pub trait MlpLayer: Module {
+    fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor>;
+}

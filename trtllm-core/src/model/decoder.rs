@@ -1,0 +1,154 @@
+//! API level 4: `DecoderModelForCausalLM<L, N>` = embedding -> `L` x num_layers -> final norm `N`
+//! -> lm_head (tied or not). `L` is a `#[decoder_layer]` struct; `N` the final norm type.
+
+use super::{ModelConfig, ModelLayout};
+use crate::layers::{BuildCtx, Communicator, Embedding, ForwardCtx, NormLayer};
+use crate::runtime::{ForwardBatch, KvCache, KvLayout};
+use crate::weights::{TpSplit, VarBuilder};
+use crate::{ops, Result, Tensor};
+
+/// One decoder block. `#[decoder_layer]` implements it from field roles; a hand-written
+/// implementation is equally valid.
+pub trait DecoderLayer: Sized + Send + Sync {
+    fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self>;
+    /// `x` `[t, hidden]` -> `[t, hidden]` (residuals included).
+    fn forward(&self, x: Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor>;
+}
+
+/// What the engine runs: any causal LM, however it was written.
+pub trait CausalLM: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+    fn kv_layout(&self) -> KvLayout;
+    /// Logits `[rows, vocab]` for `batch.logit_rows()`. When `hidden` is given, it receives the
+    /// hidden state after the embedding, after each layer, and after the final norm.
+    fn forward(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        comm: &dyn Communicator,
+        hidden: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor>;
+}
+
+/// Building a model from its config, weights and checkpoint layout.
+pub trait BuildCausalLM: Sized {
+    fn build(cfg: &ModelConfig, vb: &VarBuilder<'_>, layout: &ModelLayout) -> Result<Self>;
+}
+
+pub struct DecoderModelForCausalLM<L, N = crate::layers::RmsNorm> {
+    cfg: ModelConfig,
+    embed_tokens: Embedding,
+    position_embeddings: Option<Embedding>,
+    layers: Vec<L>,
+    norm: N,
+    /// `None` when tied to the embedding on a single rank.
+    lm_head: Option<Tensor>,
+    tp_size: usize,
+}
+
+impl<L: DecoderLayer, N: NormLayer> BuildCausalLM for DecoderModelForCausalLM<L, N> {
+    fn build(cfg: &ModelConfig, vb: &VarBuilder<'_>, layout: &ModelLayout) -> Result<Self> {
+        let base = if layout.prefix.is_empty() { vb.clone() } else { vb.pp(layout.prefix) };
+        let mult = cfg.arch.embedding_multiplier.map(|m| m as f32);
+        let embed_tokens = Embedding::new(&base.pp(layout.embed_tokens), cfg.vocab_size, cfg.hidden_size, mult)?;
+        let position_embeddings = match layout.position_embeddings {
+            Some(name) => Some(Embedding::new(&base.pp(name), cfg.max_position_embeddings, cfg.hidden_size, None)?),
+            None => None,
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for layer_idx in vb.mapping.pp_layers(cfg.num_hidden_layers) {
+            let cx = BuildCtx { cfg, layer_idx };
+            layers.push(L::build(&cx, &base.pp(layout.layers).pp(layer_idx))?);
+        }
+        let norm = N::build(&BuildCtx { cfg, layer_idx: cfg.num_hidden_layers }, &base.pp(layout.norm))?;
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        let lm_head = if cfg.tie_word_embeddings {
+            if vb.tp_size() == 1 {
+                None
+            } else {
+                // The tied head, vocab-parallel: engine tensor `lm_head.weight` from the embedding.
+                let src = base.pp(layout.embed_tokens).path("weight");
+                let mut spec = vb.pp(layout.lm_head).spec("weight", &["weight"], &[v, h], TpSplit::Column(vec![v]));
+                spec.sources[0].name = src;
+                Some(vb.get_spec(spec)?)
+            }
+        } else {
+            Some(vb.pp(layout.lm_head).get("weight", &[v, h], TpSplit::Column(vec![v]))?)
+        };
+        Ok(DecoderModelForCausalLM {
+            cfg: cfg.clone(),
+            embed_tokens,
+            position_embeddings,
+            layers,
+            norm,
+            lm_head,
+            tp_size: vb.tp_size(),
+        })
+    }
+}
+
+impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCausalLM<L, N> {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn kv_layout(&self) -> KvLayout {
+        KvLayout {
+            num_layers: self.cfg.num_hidden_layers,
+            kv_heads: crate::weights::heads_per_rank(self.cfg.num_key_value_heads, self.tp_size),
+            head_dim: self.cfg.head_dim,
+        }
+    }
+
+    fn forward(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        comm: &dyn Communicator,
+        mut hidden: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
+        let mut x = self.embed_tokens.forward(&batch.tokens)?;
+        if let Some(pe) = &self.position_embeddings {
+            x = ops::add(&x, &pe.forward_positions(&batch.positions)?)?;
+        }
+        let mut cx = ForwardCtx { batch, kv, comm };
+        if let Some(h) = hidden.as_deref_mut() {
+            h.push(x.clone());
+        }
+        for layer in &self.layers {
+            x = layer.forward(x, &mut cx)?;
+            if let Some(h) = hidden.as_deref_mut() {
+                h.push(x.clone());
+            }
+        }
+        // Only the rows whose logits are wanted go through the norm and the head.
+        let rows = batch.logit_rows();
+        let x = if rows.len() == batch.num_tokens() {
+            x
+        } else {
+            Tensor::cat0(&rows.iter().map(|&r| x.narrow0(r, 1)).collect::<Result<Vec<_>>>()?)?
+        };
+        let x = self.norm.forward(&x)?;
+        if let Some(h) = hidden.as_deref_mut() {
+            h.push(x.clone());
+        }
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens.weight);
+        let mut logits = ops::matmul_t(&x, head)?;
+        if self.tp_size > 1 {
+            // [rows, vocab / tp] on each rank -> [rows, vocab]
+            let parts = comm.all_gather(logits.f32s()?)?;
+            let (r, local) = logits.dims2("lm_head")?;
+            let mut full = vec![0f32; r * local * parts.len()];
+            for (rank, p) in parts.iter().enumerate() {
+                for i in 0..r {
+                    full[i * local * parts.len() + rank * local..][..local].copy_from_slice(&p[i * local..(i + 1) * local]);
+                }
+            }
+            logits = Tensor::from_f32(full, &[r, local * parts.len()])?;
+        }
+        if let Some(cap) = self.cfg.final_logit_softcapping {
+            logits = ops::softcap(&logits, cap as f32)?;
+        }
+        Ok(logits)
+    }
+}

@@ -1,0 +1,12 @@
+//! Model configuration, the decoder base, the registry and the factory.
+
+mod config;
+mod decoder;
+mod factory;
+mod registry;
+pub mod rope;
+
+pub use config::{Activation, ArchOptions, AttnKind, ModelConfig};
+pub use decoder::{BuildCausalLM, CausalLM, DecoderLayer, DecoderModelForCausalLM};
+pub use factory::{build_model, inspect, plan_weights, resolve_config, validate, LoadOptions, LoadedModel, ValidationReport};
+pub use registry::{architectures, lookup, ModelEntry, ModelLayout};

@@ -1,0 +1,38 @@
+//! Activations, plain and gated (`act(gate) * up` over a fused `[m, 2i]` gate_up tensor).
+
+use crate::model::Activation;
+use crate::{Error, Result, Tensor};
+
+#[inline]
+fn apply(act: Activation, x: f32) -> f32 {
+    match act {
+        Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x / std::f32::consts::SQRT_2)),
+        Activation::GeluTanh => {
+            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+        Activation::Relu => x.max(0.0),
+    }
+}
+
+/// `act(x)` elementwise.
+pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+    x.map_f32(|v| apply(act, v))
+}
+
+/// `act(x[:, :i]) * x[:, i:]` for x `[m, 2i]` -> `[m, i]`.
+pub fn gated_activation(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
+    let (m, two_i) = gate_up.dims2("gated_activation")?;
+    if two_i % 2 != 0 {
+        return Err(Error::shape("gated_activation", format!("odd width {two_i}")));
+    }
+    let i = two_i / 2;
+    let g = gate_up.f32s()?;
+    let mut out = Vec::with_capacity(m * i);
+    for row in g.chunks_exact(two_i) {
+        let (gate, up) = row.split_at(i);
+        out.extend(gate.iter().zip(up).map(|(&a, &b)| apply(act, a) * b));
+    }
+    Tensor::from_f32(out, &[m, i])
+}

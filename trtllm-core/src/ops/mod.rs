@@ -1,0 +1,21 @@
+//! Functional ops: one op per file, CPU implementations that are the oracle for every other
+//! backend. Activations are f32 `[tokens, features]`; weights may be f32, bf16 or f16 (converted
+//! on the fly, f32 accumulation).
+
+mod activation;
+mod attention;
+mod elementwise;
+mod embedding;
+mod matmul;
+mod norm;
+mod rope;
+mod softmax;
+
+pub use activation::{activation, gated_activation};
+pub use attention::{paged_attention, write_kv, AttnParams};
+pub use elementwise::{add, add_bias, scale, softcap};
+pub use embedding::embedding;
+pub use matmul::{linear, matmul_t};
+pub use norm::{add_rms_norm, layer_norm, rms_norm};
+pub use rope::{apply_rope, rope_tables};
+pub use softmax::{argmax, log_softmax, softmax_inplace};

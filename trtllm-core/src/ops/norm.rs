@@ -1,0 +1,64 @@
+//! RMSNorm (optionally fused with the residual add) and LayerNorm, computed in f32 as HF does.
+
+use crate::{Error, Result, Tensor};
+
+fn check(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize)> {
+    let (m, d) = x.dims2(op)?;
+    if w.shape() != [d] {
+        return Err(Error::shape(op, format!("x {:?}, weight {:?}", x.shape(), w.shape())));
+    }
+    Ok((m, d))
+}
+
+fn rms_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let r = 1.0 / (ms + eps).sqrt();
+    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+        *o = g * (v * r);
+    }
+}
+
+/// `w * x / sqrt(mean(x^2) + eps)` per row. x `[m, d]`, w `[d]` f32 (Gemma's `1 + w` is baked in
+/// at load time).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let (_, d) = check("rms_norm", x, w)?;
+    let (xs, ws) = (x.f32s()?, w.f32s()?);
+    let mut out = vec![0f32; xs.len()];
+    for (xr, or) in xs.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        rms_row(xr, ws, eps as f32, or);
+    }
+    Tensor::from_f32(out, x.shape())
+}
+
+/// `s = x + residual; (s, rms_norm(s))`: the residual add fused with the next norm.
+pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let (_, d) = check("add_rms_norm", x, w)?;
+    let sum = super::add(x, residual)?;
+    let (ss, ws) = (sum.f32s()?, w.f32s()?);
+    let mut out = vec![0f32; ss.len()];
+    for (sr, or) in ss.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        rms_row(sr, ws, eps as f32, or);
+    }
+    let normed = Tensor::from_f32(out, x.shape())?;
+    Ok((sum, normed))
+}
+
+/// `(x - mean) / sqrt(var + eps) * w + b` per row (biased variance, as torch).
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let (_, d) = check("layer_norm", x, w)?;
+    let (xs, ws) = (x.f32s()?, w.f32s()?);
+    let bs = match b {
+        Some(b) => Some(b.f32s()?),
+        None => None,
+    };
+    let mut out = vec![0f32; xs.len()];
+    for (xr, or) in xs.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = xr.iter().sum::<f32>() / d as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let r = 1.0 / (var + eps as f32).sqrt();
+        for i in 0..d {
+            or[i] = (xr[i] - mean) * r * ws[i] + bs.map_or(0.0, |b| b[i]);
+        }
+    }
+    Tensor::from_f32(out, x.shape())
+}

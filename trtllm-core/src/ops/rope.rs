@@ -1,0 +1,44 @@
+//! Rotary position embedding, HF's `rotate_half` (NeoX) layout: in each head the first
+//! `rotary_dim / 2` dims pair with the next `rotary_dim / 2`; dims past `rotary_dim` pass through.
+
+use crate::{Error, Result};
+
+/// cos/sin tables `[positions.len(), rotary_dim / 2]`, computed as HF does: the angle
+/// `pos * inv_freq` rounded to f32, then cos/sin times the attention scaling.
+pub fn rope_tables(positions: &[usize], inv_freq: &[f32], scaling: f32) -> (Vec<f32>, Vec<f32>) {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        for &f in inv_freq {
+            let angle = (p as f32 * f) as f64;
+            cos.push(angle.cos() as f32 * scaling);
+            sin.push(angle.sin() as f32 * scaling);
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotate `x` `[t, heads * head_dim]` in place with tables from `rope_tables`.
+pub fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) -> Result<()> {
+    let width = heads * head_dim;
+    if width == 0 || x.len() % width != 0 {
+        return Err(Error::shape("apply_rope", format!("{} elements, row width {width}", x.len())));
+    }
+    let t = x.len() / width;
+    let half = cos.len() / t.max(1);
+    if cos.len() != t * half || 2 * half > head_dim {
+        return Err(Error::shape("apply_rope", format!("tables for {} rows, x has {t}", cos.len() / half.max(1))));
+    }
+    for (ti, row) in x.chunks_exact_mut(width).enumerate() {
+        let (c, s) = (&cos[ti * half..(ti + 1) * half], &sin[ti * half..(ti + 1) * half]);
+        for head in row.chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let (x1, x2) = (head[i], head[i + half]);
+                head[i] = x1 * c[i] - x2 * s[i];
+                head[i + half] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+    Ok(())
+}

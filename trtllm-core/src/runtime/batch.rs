@@ -1,0 +1,83 @@
+//! `ForwardBatch`: the one input of every forward — prefill, decode or both mixed. Tokens of
+//! all sequences are packed (no padding) with their positions, the sequence each belongs to,
+//! per-sequence block tables, and the cache slot each token's K/V is written to (the
+//! vLLM / TensorRT-LLM representation).
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct SeqMeta {
+    /// Physical KV blocks of this sequence, in order.
+    pub block_table: Vec<u32>,
+    /// First packed token of this sequence in the batch.
+    pub q_start: usize,
+    /// Tokens of this sequence in the batch.
+    pub q_len: usize,
+    /// Tokens in the cache once this step is written (past + this step).
+    pub context_len: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ForwardBatch {
+    pub tokens: Vec<u32>,
+    pub positions: Vec<usize>,
+    /// For each token, the index of its sequence in `seqs`.
+    pub token_seq: Vec<usize>,
+    pub seqs: Vec<SeqMeta>,
+    pub slot_mapping: Vec<usize>,
+    pub block_size: usize,
+    /// Return logits for every token (verification) instead of each sequence's last one.
+    pub all_logits: bool,
+}
+
+/// One sequence's part of a step: its new tokens, the position of the first, its blocks.
+pub struct SeqStep<'a> {
+    pub tokens: &'a [u32],
+    pub start_pos: usize,
+    pub block_table: &'a [u32],
+}
+
+impl ForwardBatch {
+    pub fn new(steps: &[SeqStep<'_>], block_size: usize, all_logits: bool) -> Result<Self> {
+        let mut b = ForwardBatch { block_size, all_logits, ..Default::default() };
+        for (si, s) in steps.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return Err(Error::Request(format!("sequence {si} has no tokens in this step")));
+            }
+            let context_len = s.start_pos + s.tokens.len();
+            if context_len > s.block_table.len() * block_size {
+                return Err(Error::KvCache(format!(
+                    "sequence {si} needs {context_len} slots but has {} blocks of {block_size}",
+                    s.block_table.len()
+                )));
+            }
+            b.seqs.push(SeqMeta { block_table: s.block_table.to_vec(), q_start: b.tokens.len(), q_len: s.tokens.len(), context_len });
+            for (i, &tok) in s.tokens.iter().enumerate() {
+                let p = s.start_pos + i;
+                b.tokens.push(tok);
+                b.positions.push(p);
+                b.token_seq.push(si);
+                b.slot_mapping.push(s.block_table[p / block_size] as usize * block_size + p % block_size);
+            }
+        }
+        Ok(b)
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Rows of the hidden state whose logits are computed.
+    pub fn logit_rows(&self) -> Vec<usize> {
+        if self.all_logits {
+            (0..self.num_tokens()).collect()
+        } else {
+            self.seqs.iter().map(|s| s.q_start + s.q_len - 1).collect()
+        }
+    }
+
+    /// The longest context in the batch (drives dynamic / LongRoPE scaling).
+    pub fn max_context_len(&self) -> usize {
+        self.seqs.iter().map(|s| s.context_len).max().unwrap_or(0)
+    }
+}

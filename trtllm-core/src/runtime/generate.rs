@@ -1,0 +1,211 @@
+//! `Llm`: the high-level API, in the spirit of TensorRT-LLM's `LLM`. All prompts of a call are
+//! run together: their prefills share one packed forward, then every step decodes one token per
+//! unfinished sequence, each through its own KV blocks.
+//!
+//! ```no_run
+//! use trtllm_core::runtime::{Llm, SamplingParams};
+//! let mut llm = Llm::new("path/to/hf-model")?;
+//! let out = llm.generate(&["Born in north-east France, Soyer trained as a"], &SamplingParams::greedy(30))?;
+//! println!("{}", out[0].text);
+//! # Ok::<(), trtllm_core::Error>(())
+//! ```
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{BlockAllocator, ForwardBatch, KvCache, Sampler, SamplingParams, SeqStep, Tokenizer};
+use crate::layers::{Communicator, SingleRank};
+use crate::model::{build_model, CausalLM, LoadOptions};
+use crate::{Error, Result, Tensor};
+
+/// Engine-level limits (the `build` config).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub load: LoadOptions,
+    pub kv_block_size: usize,
+    /// Total KV blocks; `None` sizes the cache for `max_batch_size` sequences of `max_seq_len`.
+    pub kv_num_blocks: Option<usize>,
+    pub max_batch_size: usize,
+    pub max_seq_len: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { load: LoadOptions::default(), kv_block_size: 16, kv_num_blocks: None, max_batch_size: 8, max_seq_len: 4096 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub prompt_ids: Vec<u32>,
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    pub finish_reason: FinishReason,
+    /// Time of the prefill step that produced the first token, and of all decode steps.
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    Length,
+    Stop,
+}
+
+pub struct Llm {
+    pub model: Box<dyn CausalLM>,
+    pub tokenizer: Option<Tokenizer>,
+    kv: KvCache,
+    alloc: BlockAllocator,
+    opts: EngineOptions,
+    eos: Vec<u32>,
+}
+
+struct Seq {
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    cached: usize,
+    blocks: Vec<u32>,
+    sampler: Sampler,
+    done: Option<FinishReason>,
+}
+
+impl Llm {
+    /// Load an HF model directory with default options.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::with_options(dir, EngineOptions::default())
+    }
+
+    pub fn with_options(dir: impl AsRef<Path>, opts: EngineOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let loaded = build_model(dir, &opts.load)?;
+        let tokenizer = if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(dir)?) } else { None };
+        Self::from_model(loaded.model, tokenizer, opts)
+    }
+
+    pub fn from_model(model: Box<dyn CausalLM>, tokenizer: Option<Tokenizer>, opts: EngineOptions) -> Result<Self> {
+        let layout = model.kv_layout();
+        let blocks = opts.kv_num_blocks.unwrap_or(opts.max_batch_size * opts.max_seq_len.div_ceil(opts.kv_block_size));
+        let kv = KvCache::new(layout, opts.kv_block_size, blocks)?;
+        let mut eos = tokenizer.as_ref().map(|t| t.eos_token_ids.clone()).unwrap_or_default();
+        if eos.is_empty() {
+            eos = model.config().eos_token_ids.clone();
+        }
+        Ok(Llm { model, tokenizer, kv, alloc: BlockAllocator::new(blocks), opts, eos })
+    }
+
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| Error::Msg("this model directory has no tokenizer.json".into()))
+    }
+
+    /// Generate from text prompts.
+    pub fn generate(&mut self, prompts: &[&str], params: &SamplingParams) -> Result<Vec<Generation>> {
+        let ids = prompts.iter().map(|p| self.tokenizer()?.encode(p)).collect::<Result<Vec<_>>>()?;
+        self.generate_ids(ids, params, &mut |_, _| {})
+    }
+
+    /// Generate from token ids; `on_token(seq, id)` is called for every new token as it is made.
+    pub fn generate_ids(
+        &mut self,
+        prompts: Vec<Vec<u32>>,
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<Vec<Generation>> {
+        params.validate()?;
+        let max_ctx = self.model.config().max_position_embeddings.max(self.opts.max_seq_len);
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(Error::Request(format!("prompt {i} is empty")));
+            }
+            if p.len() + params.max_new_tokens > max_ctx && self.model.config().arch.no_rope {
+                return Err(Error::Request(format!("prompt {i}: {} tokens + {} new exceed {max_ctx}", p.len(), params.max_new_tokens)));
+            }
+        }
+        let mut seqs: Vec<Seq> = prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Seq {
+                prompt_len: p.len(),
+                tokens: p,
+                cached: 0,
+                blocks: vec![],
+                sampler: Sampler::new(params.seed.map(|s| s + i as u64)),
+                done: None,
+            })
+            .collect();
+        let result = self.run(&mut seqs, params, on_token);
+        for s in &mut seqs {
+            self.alloc.release_all(&mut s.blocks);
+        }
+        let (prefill_time, decode_time) = result?;
+        seqs.into_iter()
+            .map(|s| {
+                let new = s.tokens[s.prompt_len..].to_vec();
+                let text = match &self.tokenizer {
+                    Some(t) => t.decode(&new, true)?,
+                    None => String::new(),
+                };
+                Ok(Generation {
+                    prompt_ids: s.tokens[..s.prompt_len].to_vec(),
+                    token_ids: new,
+                    text,
+                    finish_reason: s.done.unwrap_or(FinishReason::Length),
+                    prefill_time,
+                    decode_time,
+                })
+            })
+            .collect()
+    }
+
+    fn run(&mut self, seqs: &mut [Seq], params: &SamplingParams, on_token: &mut dyn FnMut(usize, u32)) -> Result<(Duration, Duration)> {
+        let (mut prefill, mut decode) = (Duration::ZERO, Duration::ZERO);
+        let mut first = true;
+        while params.max_new_tokens > 0 && seqs.iter().any(|s| s.done.is_none()) {
+            let t0 = Instant::now();
+            let active: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].done.is_none()).collect();
+            for &i in &active {
+                let s = &mut seqs[i];
+                self.alloc.ensure(&mut s.blocks, s.tokens.len(), self.opts.kv_block_size)?;
+            }
+            let steps: Vec<SeqStep<'_>> = active
+                .iter()
+                .map(|&i| SeqStep { tokens: &seqs[i].tokens[seqs[i].cached..], start_pos: seqs[i].cached, block_table: &seqs[i].blocks })
+                .collect();
+            let batch = ForwardBatch::new(&steps, self.opts.kv_block_size, false)?;
+            let logits = self.model.forward(&batch, &mut self.kv, &SingleRank, None)?;
+            let v = logits.dim(1);
+            let lf = logits.f32s()?;
+            for (row, &i) in active.iter().enumerate() {
+                let s = &mut seqs[i];
+                s.cached = s.tokens.len();
+                let tok = s.sampler.sample(&lf[row * v..(row + 1) * v], params);
+                s.tokens.push(tok);
+                on_token(i, tok);
+                let stop = !params.ignore_eos && self.eos.contains(&tok) || params.stop_token_ids.contains(&tok);
+                if stop {
+                    s.done = Some(FinishReason::Stop);
+                } else if s.tokens.len() - s.prompt_len >= params.max_new_tokens {
+                    s.done = Some(FinishReason::Length);
+                }
+            }
+            if first {
+                prefill = t0.elapsed();
+                first = false;
+            } else {
+                decode += t0.elapsed();
+            }
+        }
+        Ok((prefill, decode))
+    }
+
+    /// Logits at every position of `ids` (one prefill), and optionally every hidden state.
+    pub fn logits_all(&mut self, ids: &[u32], hidden: Option<&mut Vec<Tensor>>, comm: &dyn Communicator) -> Result<Tensor> {
+        let mut blocks = vec![];
+        self.alloc.ensure(&mut blocks, ids.len(), self.opts.kv_block_size)?;
+        let step = [SeqStep { tokens: ids, start_pos: 0, block_table: &blocks }];
+        let batch = ForwardBatch::new(&step, self.opts.kv_block_size, true);
+        let out = batch.and_then(|b| self.model.forward(&b, &mut self.kv, comm, hidden));
+        self.alloc.release_all(&mut blocks);
+        out
+    }
+}

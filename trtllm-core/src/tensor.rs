@@ -1,0 +1,283 @@
+//! `Tensor`: a shape over shared, immutable storage. Views (`narrow`, `reshape`) are cheap: they
+//! share the storage and move an offset. Ops produce new tensors. A `Meta` tensor has a shape and a
+//! dtype but no data: the weight planner builds whole models out of them to list every tensor
+//! before any byte is read.
+
+use std::sync::Arc;
+
+use half::{bf16, f16};
+
+use crate::{DType, Error, Result};
+
+/// Where a tensor's data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// Shape and dtype only; no data.
+    Meta,
+}
+
+#[derive(Clone)]
+enum Storage {
+    F32(Arc<Vec<f32>>),
+    F16(Arc<Vec<f16>>),
+    BF16(Arc<Vec<bf16>>),
+    I32(Arc<Vec<i32>>),
+    Meta(DType),
+}
+
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Storage,
+    shape: Vec<usize>,
+    offset: usize,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {:?}, {:?})", self.dtype(), self.shape, self.device())
+    }
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn check_len(len: usize, shape: &[usize]) -> Result<()> {
+    if len != numel(shape) {
+        return Err(Error::shape("tensor", format!("{len} elements cannot have shape {shape:?}")));
+    }
+    Ok(())
+}
+
+impl Tensor {
+    pub fn from_f32(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
+        check_len(data.len(), shape)?;
+        Ok(Tensor { storage: Storage::F32(Arc::new(data)), shape: shape.to_vec(), offset: 0 })
+    }
+    pub fn from_bf16(data: Vec<bf16>, shape: &[usize]) -> Result<Self> {
+        check_len(data.len(), shape)?;
+        Ok(Tensor { storage: Storage::BF16(Arc::new(data)), shape: shape.to_vec(), offset: 0 })
+    }
+    pub fn from_f16(data: Vec<f16>, shape: &[usize]) -> Result<Self> {
+        check_len(data.len(), shape)?;
+        Ok(Tensor { storage: Storage::F16(Arc::new(data)), shape: shape.to_vec(), offset: 0 })
+    }
+    pub fn from_i32(data: Vec<i32>, shape: &[usize]) -> Result<Self> {
+        check_len(data.len(), shape)?;
+        Ok(Tensor { storage: Storage::I32(Arc::new(data)), shape: shape.to_vec(), offset: 0 })
+    }
+    /// A data-less tensor: shape and dtype only.
+    pub fn meta(shape: &[usize], dtype: DType) -> Self {
+        Tensor { storage: Storage::Meta(dtype), shape: shape.to_vec(), offset: 0 }
+    }
+    pub fn zeros(shape: &[usize]) -> Self {
+        Tensor { storage: Storage::F32(Arc::new(vec![0.0; numel(shape)])), shape: shape.to_vec(), offset: 0 }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+    pub fn dim(&self, i: usize) -> usize {
+        self.shape[i]
+    }
+    pub fn dtype(&self) -> DType {
+        match &self.storage {
+            Storage::F32(_) => DType::F32,
+            Storage::F16(_) => DType::F16,
+            Storage::BF16(_) => DType::BF16,
+            Storage::I32(_) => DType::I32,
+            Storage::Meta(d) => *d,
+        }
+    }
+    pub fn device(&self) -> Device {
+        match self.storage {
+            Storage::Meta(_) => Device::Meta,
+            _ => Device::Cpu,
+        }
+    }
+    pub fn is_meta(&self) -> bool {
+        self.device() == Device::Meta
+    }
+    pub fn size_in_bytes(&self) -> usize {
+        self.numel() * self.dtype().size_in_bytes()
+    }
+
+    /// `[a, b]` of a rank-2 tensor, or a shape error naming `op`.
+    pub fn dims2(&self, op: &'static str) -> Result<(usize, usize)> {
+        match self.shape[..] {
+            [a, b] => Ok((a, b)),
+            _ => Err(Error::shape(op, format!("expected a rank-2 tensor, got {:?}", self.shape))),
+        }
+    }
+
+    /// The f32 data of an f32 tensor.
+    pub fn f32s(&self) -> Result<&[f32]> {
+        match &self.storage {
+            Storage::F32(v) => Ok(&v[self.offset..self.offset + self.numel()]),
+            _ => Err(Error::DType { op: "f32s", dtype: self.dtype() }),
+        }
+    }
+    pub fn bf16s(&self) -> Result<&[bf16]> {
+        match &self.storage {
+            Storage::BF16(v) => Ok(&v[self.offset..self.offset + self.numel()]),
+            _ => Err(Error::DType { op: "bf16s", dtype: self.dtype() }),
+        }
+    }
+    pub fn f16s(&self) -> Result<&[f16]> {
+        match &self.storage {
+            Storage::F16(v) => Ok(&v[self.offset..self.offset + self.numel()]),
+            _ => Err(Error::DType { op: "f16s", dtype: self.dtype() }),
+        }
+    }
+    pub fn i32s(&self) -> Result<&[i32]> {
+        match &self.storage {
+            Storage::I32(v) => Ok(&v[self.offset..self.offset + self.numel()]),
+            _ => Err(Error::DType { op: "i32s", dtype: self.dtype() }),
+        }
+    }
+
+    /// A copy of the data as f32, whatever the dtype.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        Ok(match &self.storage {
+            Storage::F32(_) => self.f32s()?.to_vec(),
+            Storage::F16(_) => self.f16s()?.iter().map(|x| x.to_f32()).collect(),
+            Storage::BF16(_) => self.bf16s()?.iter().map(|x| x.to_f32()).collect(),
+            Storage::I32(_) => self.i32s()?.iter().map(|&x| x as f32).collect(),
+            Storage::Meta(_) => return Err(Error::DType { op: "to_f32_vec (meta tensor)", dtype: self.dtype() }),
+        })
+    }
+
+    /// Convert to `dtype` (a no-op view when it already is). Floats round to nearest even.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        if self.is_meta() {
+            return Ok(Tensor::meta(&self.shape, dtype));
+        }
+        let v = self.to_f32_vec()?;
+        match dtype {
+            DType::F32 => Tensor::from_f32(v, &self.shape),
+            DType::BF16 => Tensor::from_bf16(v.iter().map(|&x| bf16::from_f32(x)).collect(), &self.shape),
+            DType::F16 => Tensor::from_f16(v.iter().map(|&x| f16::from_f32(x)).collect(), &self.shape),
+            DType::I32 => Tensor::from_i32(v.iter().map(|&x| x as i32).collect(), &self.shape),
+        }
+    }
+
+    /// Rows `start..start+len` along dim 0, sharing storage.
+    pub fn narrow0(&self, start: usize, len: usize) -> Result<Tensor> {
+        let rows = *self.shape.first().ok_or_else(|| Error::shape("narrow0", "rank-0 tensor"))?;
+        if start + len > rows {
+            return Err(Error::shape("narrow0", format!("rows {start}..{} out of {rows}", start + len)));
+        }
+        let row = numel(&self.shape[1..]);
+        let mut shape = self.shape.clone();
+        shape[0] = len;
+        Ok(Tensor { storage: self.storage.clone(), shape, offset: self.offset + start * row })
+    }
+
+    /// Same data, new shape (same element count).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::shape("reshape", format!("{:?} -> {shape:?}", self.shape)));
+        }
+        Ok(Tensor { storage: self.storage.clone(), shape: shape.to_vec(), offset: self.offset })
+    }
+
+    /// A contiguous copy of columns `start..start+len` of a rank-2 tensor.
+    pub fn narrow1(&self, start: usize, len: usize) -> Result<Tensor> {
+        let (rows, cols) = self.dims2("narrow1")?;
+        if start + len > cols {
+            return Err(Error::shape("narrow1", format!("cols {start}..{} out of {cols}", start + len)));
+        }
+        if self.is_meta() {
+            return Ok(Tensor::meta(&[rows, len], self.dtype()));
+        }
+        macro_rules! cols {
+            ($s:expr, $ctor:ident) => {{
+                let s = $s;
+                let mut out = Vec::with_capacity(rows * len);
+                for r in 0..rows {
+                    out.extend_from_slice(&s[r * cols + start..r * cols + start + len]);
+                }
+                Tensor::$ctor(out, &[rows, len])
+            }};
+        }
+        match self.dtype() {
+            DType::F32 => cols!(self.f32s()?, from_f32),
+            DType::BF16 => cols!(self.bf16s()?, from_bf16),
+            DType::F16 => cols!(self.f16s()?, from_f16),
+            DType::I32 => cols!(self.i32s()?, from_i32),
+        }
+    }
+
+    /// Concatenate along dim 0 (all inputs must share dtype and trailing dims).
+    pub fn cat0(parts: &[Tensor]) -> Result<Tensor> {
+        let first = parts.first().ok_or_else(|| Error::shape("cat0", "no inputs"))?;
+        let tail = &first.shape[1..];
+        let mut rows = 0;
+        for p in parts {
+            if &p.shape[1..] != tail || p.dtype() != first.dtype() {
+                return Err(Error::shape("cat0", format!("{:?} vs {:?}", p.shape, first.shape)));
+            }
+            rows += p.shape[0];
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = rows;
+        if first.is_meta() {
+            return Ok(Tensor::meta(&shape, first.dtype()));
+        }
+        macro_rules! cat {
+            ($get:ident, $ctor:ident) => {{
+                let mut out = Vec::with_capacity(numel(&shape));
+                for p in parts {
+                    out.extend_from_slice(p.$get()?);
+                }
+                Tensor::$ctor(out, &shape)
+            }};
+        }
+        match first.dtype() {
+            DType::F32 => cat!(f32s, from_f32),
+            DType::BF16 => cat!(bf16s, from_bf16),
+            DType::F16 => cat!(f16s, from_f16),
+            DType::I32 => cat!(i32s, from_i32),
+        }
+    }
+
+    /// Transpose a rank-2 tensor (a copy).
+    pub fn t(&self) -> Result<Tensor> {
+        let (r, c) = self.dims2("t")?;
+        if self.is_meta() {
+            return Ok(Tensor::meta(&[c, r], self.dtype()));
+        }
+        macro_rules! tr {
+            ($get:ident, $ctor:ident) => {{
+                let s = self.$get()?;
+                let mut out = Vec::with_capacity(r * c);
+                for j in 0..c {
+                    out.extend((0..r).map(|i| s[i * c + j]));
+                }
+                Tensor::$ctor(out, &[c, r])
+            }};
+        }
+        match self.dtype() {
+            DType::F32 => tr!(f32s, from_f32),
+            DType::BF16 => tr!(bf16s, from_bf16),
+            DType::F16 => tr!(f16s, from_f16),
+            DType::I32 => tr!(i32s, from_i32),
+        }
+    }
+
+    /// Elementwise map of a float tensor into a new f32 tensor.
+    pub fn map_f32(&self, f: impl Fn(f32) -> f32) -> Result<Tensor> {
+        let v: Vec<f32> = self.to_f32_vec()?.into_iter().map(f).collect();
+        Tensor::from_f32(v, &self.shape)
+    }
+}

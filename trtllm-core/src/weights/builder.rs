@@ -1,0 +1,155 @@
+//! `VarBuilder`: the cursor layers use to declare and obtain their weights. A layer calls
+//! `vb.pp("self_attn").get(...)`; the spec it passes goes to a `WeightSource`, which either
+//! records it (the planner: a meta tensor comes back, no data is read) or loads it (from an HF
+//! checkpoint through the spec's transform, or from our converted checkpoint by engine name).
+
+use std::sync::Mutex;
+
+use super::safetensors::SafetensorsFiles;
+use super::spec::{Combine, Source, TpSplit, Transform, WeightSpec};
+use crate::{DType, Error, Mapping, Result, Tensor};
+
+/// Where weights come from.
+pub trait WeightSource: Sync {
+    /// Produce rank `mapping.tp_rank()`'s shard of the tensor `spec` describes.
+    fn get(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Tensor>;
+}
+
+/// Records every spec; returns data-less tensors of the shard shape.
+#[derive(Default)]
+pub struct Planner {
+    specs: Mutex<Vec<WeightSpec>>,
+}
+
+impl Planner {
+    pub fn into_specs(self) -> Vec<WeightSpec> {
+        self.specs.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl WeightSource for Planner {
+    fn get(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Tensor> {
+        let shape = spec.shard_shape(mapping.tp_size)?;
+        self.specs.lock().unwrap_or_else(|p| p.into_inner()).push(spec.clone());
+        Ok(Tensor::meta(&shape, spec.dtype))
+    }
+}
+
+/// Loads from an HF checkpoint: reads the sources, applies the transform, shards.
+pub struct HfSource<'a> {
+    pub files: &'a SafetensorsFiles,
+    /// Rewrites an engine-side HF name to the name stored in this checkpoint (prefix aliases).
+    pub resolve: &'a (dyn Fn(&str) -> String + Sync),
+}
+
+impl WeightSource for HfSource<'_> {
+    fn get(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Tensor> {
+        let sources = spec
+            .sources
+            .iter()
+            .map(|s| self.files.read(&(self.resolve)(&s.name)))
+            .collect::<Result<Vec<_>>>()?;
+        let full = spec.to_engine(sources)?;
+        spec.shard(&full, mapping.tp_rank(), mapping.tp_size)
+    }
+}
+
+/// Loads from our converted checkpoint (`rank{N}.safetensors`): tensors are stored by engine name,
+/// already fused, cast and sharded.
+pub struct EngineSource<'a> {
+    pub files: &'a SafetensorsFiles,
+}
+
+impl WeightSource for EngineSource<'_> {
+    fn get(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Tensor> {
+        let t = self.files.read(&spec.name)?;
+        let want = spec.shard_shape(mapping.tp_size)?;
+        if t.shape() != want.as_slice() {
+            return Err(Error::tensor(&spec.name, format!("shape {:?} in checkpoint, expected {want:?}", t.shape())));
+        }
+        t.to_dtype(spec.dtype)
+    }
+}
+
+/// The cursor: a name prefix, the source, the mapping and the dtype weights are stored in.
+#[derive(Clone)]
+pub struct VarBuilder<'a> {
+    src: &'a dyn WeightSource,
+    prefix: String,
+    pub mapping: Mapping,
+    pub dtype: DType,
+}
+
+impl<'a> VarBuilder<'a> {
+    pub fn new(src: &'a dyn WeightSource, mapping: Mapping, dtype: DType) -> Self {
+        VarBuilder { src, prefix: String::new(), mapping, dtype }
+    }
+
+    /// Descend into a sub-module: `vb.pp("self_attn")`.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        VarBuilder { prefix, ..self.clone() }
+    }
+
+    /// The full name of `leaf` under this prefix.
+    pub fn path(&self, leaf: &str) -> String {
+        if self.prefix.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{leaf}", self.prefix)
+        }
+    }
+
+    pub fn tp_size(&self) -> usize {
+        self.mapping.tp_size
+    }
+
+    /// A tensor stored under its own name with shape `shape`.
+    pub fn get(&self, leaf: &str, shape: &[usize], split: TpSplit) -> Result<Tensor> {
+        self.get_spec(self.spec(leaf, &[leaf], shape, split))
+    }
+
+    /// Same as `get`, but always stored in f32 (norm weights, biases of norms).
+    pub fn get_f32(&self, leaf: &str, shape: &[usize], transform: Transform) -> Result<Tensor> {
+        let mut spec = self.spec(leaf, &[leaf], shape, TpSplit::Replicate);
+        spec.dtype = DType::F32;
+        spec.transform = transform;
+        self.get_spec(spec)
+    }
+
+    /// A spec for engine tensor `leaf` built from sources `hf_leaves` (relative to this prefix),
+    /// each of shape `[rows_i, shape[1..]]` concatenated along dim 0 when there are several.
+    pub fn spec(&self, leaf: &str, hf_leaves: &[&str], shape: &[usize], split: TpSplit) -> WeightSpec {
+        let sources = if hf_leaves.len() == 1 {
+            vec![Source { name: self.path(hf_leaves[0]), shape: shape.to_vec() }]
+        } else {
+            let rows: Vec<usize> = match &split {
+                TpSplit::Column(parts) if parts.len() == hf_leaves.len() => parts.clone(),
+                TpSplit::Heads(groups) if groups.len() == hf_leaves.len() => groups.iter().map(|(h, d)| h * d).collect(),
+                _ => vec![shape[0] / hf_leaves.len(); hf_leaves.len()],
+            };
+            hf_leaves
+                .iter()
+                .zip(rows)
+                .map(|(l, r)| {
+                    let mut s = shape.to_vec();
+                    s[0] = r;
+                    Source { name: self.path(l), shape: s }
+                })
+                .collect()
+        };
+        WeightSpec {
+            name: self.path(leaf),
+            sources,
+            combine: Combine::Concat0,
+            transform: Transform::default(),
+            shape: shape.to_vec(),
+            split,
+            dtype: self.dtype,
+        }
+    }
+
+    pub fn get_spec(&self, spec: WeightSpec) -> Result<Tensor> {
+        self.src.get(&spec, &self.mapping)
+    }
+}

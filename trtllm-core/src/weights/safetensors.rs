@@ -1,0 +1,168 @@
+//! Memory-mapped safetensors checkpoints: one `model.safetensors`, or shards listed by
+//! `model.safetensors.index.json`. Headers are parsed and checked (JSON, dtype, offsets inside
+//! the file) when the checkpoint is opened; tensor bytes are read only on `read`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+
+use crate::{DType, Error, Result, Tensor};
+
+/// Header entry of one tensor.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    file: usize,
+    start: usize,
+    end: usize,
+}
+
+pub struct SafetensorsFiles {
+    files: Vec<(PathBuf, Mmap)>,
+    tensors: BTreeMap<String, TensorInfo>,
+}
+
+fn map_dtype(file: &Path, name: &str, d: safetensors::Dtype) -> Result<DType> {
+    Ok(match d {
+        safetensors::Dtype::F32 => DType::F32,
+        safetensors::Dtype::F16 => DType::F16,
+        safetensors::Dtype::BF16 => DType::BF16,
+        safetensors::Dtype::I32 => DType::I32,
+        other => {
+            return Err(Error::checkpoint(file, format!("tensor `{name}` has unsupported dtype {other:?}")))
+        }
+    })
+}
+
+impl SafetensorsFiles {
+    /// Open the safetensors of an HF or engine directory: `model.safetensors`, the shards named by
+    /// `model.safetensors.index.json`, or an explicit list of files.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let index = dir.join("model.safetensors.index.json");
+        if index.exists() {
+            let v = crate::error::read_json(&index)?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::checkpoint(&index, "missing `weight_map` object"))?;
+            let mut names: Vec<String> = vec![];
+            for (t, f) in map {
+                let f = f.as_str().ok_or_else(|| Error::checkpoint(&index, format!("`{t}`: file is not a string")))?;
+                if !names.iter().any(|n| n == f) {
+                    names.push(f.to_string());
+                }
+            }
+            let files: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+            let me = Self::open_files(&files)?;
+            for t in map.keys() {
+                if !me.tensors.contains_key(t) {
+                    return Err(Error::checkpoint(&index, format!("lists `{t}` but no shard holds it")));
+                }
+            }
+            return Ok(me);
+        }
+        let single = dir.join("model.safetensors");
+        if single.exists() {
+            return Self::open_files(&[single]);
+        }
+        Err(Error::checkpoint(dir, "no model.safetensors or model.safetensors.index.json"))
+    }
+
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut tensors = BTreeMap::new();
+        for (fi, path) in paths.iter().enumerate() {
+            let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            // SAFETY: the file is opened read-only and we never hand out `&mut` to its bytes; a
+            // concurrent truncation by another process is outside what any mmap reader can guard.
+            let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+            let (header_len, meta) = safetensors::SafeTensors::read_metadata(&mmap)
+                .map_err(|e| Error::checkpoint(path, format!("bad safetensors header: {e}")))?;
+            let data_len = mmap.len() - 8 - header_len;
+            for (name, info) in meta.tensors() {
+                let dtype = map_dtype(path, &name, info.dtype)?;
+                let (start, end) = info.data_offsets;
+                let want = info.shape.iter().product::<usize>() * dtype.size_in_bytes();
+                if end > data_len || start > end || end - start != want {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!("tensor `{name}`: data offsets {start}..{end} do not fit {want} bytes in a {data_len}-byte data section (truncated file?)"),
+                    ));
+                }
+                let info = TensorInfo { dtype, shape: info.shape.clone(), file: fi, start: 8 + header_len + start, end: 8 + header_len + end };
+                if tensors.insert(name.clone(), info).is_some() {
+                    return Err(Error::checkpoint(path, format!("tensor `{name}` appears in two shards")));
+                }
+            }
+            files.push((path.clone(), mmap));
+        }
+        Ok(SafetensorsFiles { files, tensors })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+    /// The file a tensor lives in (for messages).
+    pub fn file_of(&self, name: &str) -> Option<&Path> {
+        self.tensors.get(name).map(|i| self.files[i.file].0.as_path())
+    }
+    pub fn first_file(&self) -> &Path {
+        self.files.first().map(|f| f.0.as_path()).unwrap_or(Path::new("(none)"))
+    }
+
+    /// Read one tensor in its stored dtype.
+    pub fn read(&self, name: &str) -> Result<Tensor> {
+        let info = self.tensors.get(name).ok_or_else(|| Error::tensor(name, "not in checkpoint"))?;
+        let bytes = &self.files[info.file].1[info.start..info.end];
+        match info.dtype {
+            DType::F32 => Tensor::from_f32(
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                &info.shape,
+            ),
+            DType::BF16 => Tensor::from_bf16(
+                bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect(),
+                &info.shape,
+            ),
+            DType::F16 => Tensor::from_f16(
+                bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
+                &info.shape,
+            ),
+            DType::I32 => Tensor::from_i32(
+                bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                &info.shape,
+            ),
+        }
+    }
+}
+
+/// Write tensors to `path` atomically (a temp file in the same directory, then rename).
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let mut views = Vec::with_capacity(tensors.len());
+    let mut buffers: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let (dt, bytes): (safetensors::Dtype, Vec<u8>) = match t.dtype() {
+            DType::F32 => (safetensors::Dtype::F32, t.f32s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            DType::BF16 => (safetensors::Dtype::BF16, t.bf16s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            DType::F16 => (safetensors::Dtype::F16, t.f16s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            DType::I32 => (safetensors::Dtype::I32, t.i32s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        };
+        buffers.push((name.clone(), dt, t.shape().to_vec(), bytes));
+    }
+    for (name, dt, shape, bytes) in &buffers {
+        let view = safetensors::tensor::TensorView::new(*dt, shape.clone(), bytes)
+            .map_err(|e| Error::tensor(name, e.to_string()))?;
+        views.push((name.clone(), view));
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, &metadata, &tmp).map_err(|e| Error::checkpoint(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,187 @@
+//! The weight map as data. Every engine tensor is one `WeightSpec`: its HF source tensor(s), the
+//! transform that turns them into the engine layout, its full (unsharded) shape and the rule
+//! that splits it over tensor-parallel ranks. Layers declare specs while they are built, so the
+//! map and the loader can never disagree. The map runs both ways: `to_engine` (HF -> engine, for
+//! loading and `convert`) and `to_hf` (engine -> HF, for export).
+
+use crate::{DType, Error, Result, Tensor};
+
+/// How several sources are combined.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Combine {
+    /// One source, or sources concatenated along dim 0 (q/k/v -> qkv, gate/up -> gate_up).
+    Concat0,
+    /// Sources stacked along a new dim 0 (MoE experts).
+    Stack,
+}
+
+/// Elementwise or layout change applied to each source before combining.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Transform {
+    /// The source is stored `[in, out]` (GPT-2 `Conv1D`); the engine wants `[out, in]`.
+    pub transpose: bool,
+    /// Store `1 + w` (Gemma's RMSNorm).
+    pub add_one: bool,
+}
+
+/// How a tensor is split over `tp_size` ranks.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum TpSplit {
+    /// Every rank holds the whole tensor.
+    Replicate,
+    /// Dim 0 is a concatenation of `parts` (row counts); each part is split evenly by rank
+    /// (ColumnLinear, vocab-parallel embedding, gate_up).
+    Column(Vec<usize>),
+    /// Dim 1 split evenly (RowLinear).
+    Row,
+    /// Dim 0 is a concatenation of head groups `(heads, head_dim)`; each group is split by
+    /// head, duplicating heads when `tp_size > heads` (q/k/v with few KV heads).
+    Heads(Vec<(usize, usize)>),
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Source {
+    pub name: String,
+    /// The shape stored in the HF checkpoint.
+    pub shape: Vec<usize>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WeightSpec {
+    /// Engine (and our checkpoint's) tensor name.
+    pub name: String,
+    pub sources: Vec<Source>,
+    pub combine: Combine,
+    pub transform: Transform,
+    /// Full engine shape, before the tensor-parallel split.
+    pub shape: Vec<usize>,
+    pub split: TpSplit,
+    /// Storage dtype in the engine.
+    pub dtype: DType,
+}
+
+fn split_even(n: usize, tp: usize, what: &str, name: &str) -> Result<usize> {
+    if n % tp != 0 {
+        return Err(Error::tensor(name, format!("{what} {n} is not divisible by tp_size {tp}")));
+    }
+    Ok(n / tp)
+}
+
+impl WeightSpec {
+    /// Shape of rank `tp_rank`'s shard.
+    pub fn shard_shape(&self, tp_size: usize) -> Result<Vec<usize>> {
+        let mut s = self.shape.clone();
+        match &self.split {
+            TpSplit::Replicate => {}
+            TpSplit::Column(parts) => {
+                let mut rows = 0;
+                for &p in parts {
+                    rows += split_even(p, tp_size, "rows", &self.name)?;
+                }
+                s[0] = rows;
+            }
+            TpSplit::Row => s[1] = split_even(s[1], tp_size, "columns", &self.name)?,
+            TpSplit::Heads(groups) => {
+                s[0] = groups.iter().map(|&(h, d)| heads_per_rank(h, tp_size) * d).sum();
+            }
+        }
+        Ok(s)
+    }
+
+    /// HF sources -> the full engine tensor (before sharding), in `self.dtype`.
+    pub fn to_engine(&self, sources: Vec<Tensor>) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(sources.len());
+        for (t, src) in sources.into_iter().zip(&self.sources) {
+            if t.shape() != src.shape.as_slice() {
+                return Err(Error::tensor(&src.name, format!("shape {:?}, expected {:?}", t.shape(), src.shape)));
+            }
+            let mut t = if self.transform.transpose { t.t()? } else { t };
+            if self.transform.add_one {
+                t = t.map_f32(|x| x + 1.0)?;
+            }
+            parts.push(t.to_dtype(self.dtype)?);
+        }
+        let out = match self.combine {
+            Combine::Concat0 if parts.len() == 1 => parts.pop().ok_or_else(|| Error::tensor(&self.name, "no source"))?,
+            Combine::Concat0 => Tensor::cat0(&parts)?,
+            Combine::Stack => {
+                let inner = parts[0].shape().to_vec();
+                let flat: Vec<Tensor> = parts.iter().map(|p| p.reshape(&[1, p.numel()])).collect::<Result<_>>()?;
+                let mut shape = vec![parts.len()];
+                shape.extend(inner);
+                Tensor::cat0(&flat)?.reshape(&shape)?
+            }
+        };
+        if out.shape() != self.shape.as_slice() {
+            return Err(Error::tensor(&self.name, format!("built shape {:?}, expected {:?}", out.shape(), self.shape)));
+        }
+        Ok(out)
+    }
+
+    /// The engine tensor -> its HF sources (the inverse of `to_engine`).
+    pub fn to_hf(&self, t: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::with_capacity(self.sources.len());
+        let mut row = 0;
+        for (i, src) in self.sources.iter().enumerate() {
+            let stored = if self.transform.transpose { vec![src.shape[1], src.shape[0]] } else { src.shape.clone() };
+            let mut part = match self.combine {
+                Combine::Stack => t.narrow0(i, 1)?.reshape(&stored)?,
+                Combine::Concat0 => {
+                    let p = t.narrow0(row, stored[0])?;
+                    row += stored[0];
+                    p
+                }
+            };
+            if self.transform.add_one {
+                part = part.map_f32(|x| x - 1.0)?;
+            }
+            if self.transform.transpose {
+                part = part.t()?;
+            }
+            out.push((src.name.clone(), part));
+        }
+        Ok(out)
+    }
+
+    /// Rank `tp_rank`'s shard of the full engine tensor.
+    pub fn shard(&self, t: &Tensor, tp_rank: usize, tp_size: usize) -> Result<Tensor> {
+        if tp_size == 1 {
+            return Ok(t.clone());
+        }
+        match &self.split {
+            TpSplit::Replicate => Ok(t.clone()),
+            TpSplit::Column(parts) => {
+                let (mut off, mut pieces) = (0, vec![]);
+                for &p in parts {
+                    let n = split_even(p, tp_size, "rows", &self.name)?;
+                    pieces.push(t.narrow0(off + tp_rank * n, n)?);
+                    off += p;
+                }
+                Tensor::cat0(&pieces)
+            }
+            TpSplit::Row => {
+                let cols = split_even(t.dim(1), tp_size, "columns", &self.name)?;
+                t.narrow1(tp_rank * cols, cols)
+            }
+            TpSplit::Heads(groups) => {
+                let (mut off, mut pieces) = (0, vec![]);
+                for &(heads, d) in groups {
+                    let per = heads_per_rank(heads, tp_size);
+                    let first = if heads >= tp_size { tp_rank * per } else { tp_rank * heads / tp_size };
+                    pieces.push(t.narrow0(off + first * d, per * d)?);
+                    off += heads * d;
+                }
+                Tensor::cat0(&pieces)
+            }
+        }
+    }
+}
+
+/// Heads a rank holds: an even share, or one (duplicated) when there are fewer heads than ranks.
+pub fn heads_per_rank(heads: usize, tp_size: usize) -> usize {
+    if heads >= tp_size {
+        heads / tp_size
+    } else {
+        1
+    }
+}

@@ -1,0 +1,98 @@
+//! Emit `impl DecoderLayer`: `build` (each field from its HF-named sub-builder) and `forward`
+//! (the residual wiring its roles describe). Infallible: every check lives in `validate`.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::parse::{LayerField, LayerStruct, Role};
+
+fn field(layer: &LayerStruct, role: Role) -> Option<&LayerField> {
+    layer.fields.iter().find(|f| f.role == role)
+}
+
+/// `<Ty as Trait>::forward(&self.field, args...)`, spanned at the field type so a type that is
+/// not a layer of that role is reported there.
+fn call(f: &LayerField, args: TokenStream) -> TokenStream {
+    let (ident, ty) = (&f.ident, &f.ty);
+    let tr = match f.role {
+        Role::Attention => quote_spanned!(ty.span()=> ::trtllm_core::layers::AttentionLayer),
+        Role::Mlp => quote_spanned!(ty.span()=> ::trtllm_core::layers::MlpLayer),
+        _ => quote_spanned!(ty.span()=> ::trtllm_core::layers::NormLayer),
+    };
+    quote_spanned!(ty.span()=> <#ty as #tr>::forward(&self.#ident, #args)?)
+}
+
+pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
+    let ident = &layer.ident;
+    let (impl_g, ty_g, where_g) = layer.generics.split_for_impl();
+    let builds = layer.fields.iter().map(|f| {
+        let (name, ty, hf) = (&f.ident, &f.ty, &f.hf);
+        quote_spanned!(ty.span()=> #name: <#ty as ::trtllm_core::layers::Module>::build(__cx, &__vb.pp(#hf))?)
+    });
+    // Roles validated present: input_norm, attention, mlp.
+    let (Some(input_norm), Some(attn), Some(mlp)) =
+        (field(layer, Role::InputNorm), field(layer, Role::Attention), field(layer, Role::Mlp))
+    else {
+        return quote!(#item);
+    };
+    let h = call(input_norm, quote!(&__x));
+    let a = call(attn, quote!(&__h, __cx));
+    let post_attn = field(layer, Role::PostAttentionNorm).map(|f| {
+        let c = call(f, quote!(&__a));
+        quote!(let __a = #c;)
+    });
+    let post_mlp = field(layer, Role::PostMlpNorm).map(|f| {
+        let c = call(f, quote!(&__m));
+        quote!(let __m = #c;)
+    });
+    let m_of = |input: TokenStream| call(mlp, quote!(&#input, __cx));
+    let body = match field(layer, Role::PreMlpNorm) {
+        // Sequential pre-norm block: x += attn(norm1(x)); x += mlp(norm2(x)).
+        Some(pre) => {
+            let (pre_ident, pre_ty) = (&pre.ident, &pre.ty);
+            let fused = quote_spanned!(pre_ty.span()=>
+                <#pre_ty as ::trtllm_core::layers::NormLayer>::forward_residual(&self.#pre_ident, &__a, &__x)?);
+            let m = m_of(quote!(__h));
+            quote! {
+                let (__x, __h) = #fused;
+                let __m = #m;
+                #post_mlp
+                ::trtllm_core::ops::add(&__x, &__m)
+            }
+        }
+        // Parallel residual: x + attn(norm(x)) + mlp(norm(x)).
+        None => {
+            let m = m_of(quote!(__h));
+            quote! {
+                let __m = #m;
+                #post_mlp
+                ::trtllm_core::ops::add(&::trtllm_core::ops::add(&__x, &__a)?, &__m)
+            }
+        }
+    };
+    quote! {
+        #item
+
+        #[automatically_derived]
+        impl #impl_g ::trtllm_core::model::DecoderLayer for #ident #ty_g #where_g {
+            fn build(
+                __cx: &::trtllm_core::layers::BuildCtx<'_>,
+                __vb: &::trtllm_core::weights::VarBuilder<'_>,
+            ) -> ::trtllm_core::Result<Self> {
+                ::core::result::Result::Ok(Self { #(#builds,)* })
+            }
+
+            fn forward(
+                &self,
+                __x: ::trtllm_core::Tensor,
+                __cx: &mut ::trtllm_core::layers::ForwardCtx<'_>,
+            ) -> ::trtllm_core::Result<::trtllm_core::Tensor> {
+                let __h = #h;
+                let __a = #a;
+                #post_attn
+                #body
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Expansion snapshots: what `#[decoder_layer]` emits, reviewed as `.snap` files.
+
+use quote::quote;
+
+fn pretty(ts: proc_macro2::TokenStream) -> String {
+    match syn::parse2::<syn::File>(ts.clone()) {
+        Ok(f) => prettyplease::unparse(&f),
+        Err(_) => ts.to_string(),
+    }
+}
+
+#[test]
+fn llama_layer() {
+    let out = super::expand(
+        quote!(),
+        quote! {
+            pub struct LlamaDecoderLayer {
+                #[layer(role = input_norm)] input_layernorm: RmsNorm,
+                #[layer(role = attention)] self_attn: Attention,
+                #[layer(role = pre_mlp_norm)] post_attention_layernorm: RmsNorm,
+                #[layer(role = mlp)] mlp: GatedMlp,
+            }
+        },
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn gemma2_post_norms_and_hf_rename() {
+    let out = super::expand(
+        quote!(),
+        quote! {
+            pub struct Gemma2DecoderLayer {
+                #[layer(role = input_norm)] input_layernorm: GemmaRmsNorm,
+                #[layer(role = attention)] self_attn: Attention,
+                #[layer(role = post_attention_norm)] post_attention_layernorm: GemmaRmsNorm,
+                #[layer(role = pre_mlp_norm)] pre_feedforward_layernorm: GemmaRmsNorm,
+                #[layer(role = mlp)] mlp: GatedMlp,
+                #[layer(role = post_mlp_norm, hf = "post_feedforward_layernorm")] post_ffn_norm: GemmaRmsNorm,
+            }
+        },
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn parallel_residual_without_pre_mlp_norm() {
+    let out = super::expand(
+        quote!(),
+        quote! {
+            pub struct ParallelLayer {
+                #[layer(role = input_norm)] ln: LayerNorm,
+                #[layer(role = attention)] attn: Attention,
+                #[layer(role = mlp)] mlp: Mlp,
+            }
+        },
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn errors_are_collected() {
+    let out = super::expand(
+        quote!(),
+        quote! {
+            pub struct Broken {
+                #[layer(role = attention)] a: Attention,
+                #[layer(role = attention)] b: Attention,
+                #[layer(role = mlp, hf = "a")] c: GatedMlp,
+            }
+        },
+    );
+    let s = out.to_string();
+    assert!(s.contains("a decoder layer has one `attention` field; `b` is a second"), "{s}");
+    assert!(s.contains("missing a field with #[layer(role = input_norm)]"), "{s}");
+    assert!(s.contains("HF name `a` is used twice"), "{s}");
+}

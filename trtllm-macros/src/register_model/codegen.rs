@@ -1,0 +1,68 @@
+//! Emit `CausalLM` for the newtype (delegating to the base) and its `inventory` entry.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::parse::RegisterModel;
+
+pub fn codegen(m: &RegisterModel) -> TokenStream {
+    let item = &m.item;
+    let ident = &item.ident;
+    let inner = &m.inner;
+    let archs = &m.archs;
+    let layout = match &m.layout {
+        Some(e) => quote!(#e),
+        None => quote!(::trtllm_core::model::ModelLayout::LLAMA),
+    };
+    let adapt = match &m.config {
+        Some(p) => quote!(#p(__cfg)),
+        None => quote!(let _ = __cfg;),
+    };
+    let build = quote_spanned!(inner.span()=>
+        <#inner as ::trtllm_core::model::BuildCausalLM>::build(__cfg, __vb, __layout)?);
+    quote! {
+        #item
+
+        #[automatically_derived]
+        impl ::trtllm_core::model::CausalLM for #ident {
+            fn config(&self) -> &::trtllm_core::model::ModelConfig {
+                ::trtllm_core::model::CausalLM::config(&self.0)
+            }
+            fn kv_layout(&self) -> ::trtllm_core::runtime::KvLayout {
+                ::trtllm_core::model::CausalLM::kv_layout(&self.0)
+            }
+            fn forward(
+                &self,
+                __batch: &::trtllm_core::runtime::ForwardBatch,
+                __kv: &mut ::trtllm_core::runtime::KvCache,
+                __comm: &dyn ::trtllm_core::layers::Communicator,
+                __hidden: ::core::option::Option<&mut ::std::vec::Vec<::trtllm_core::Tensor>>,
+            ) -> ::trtllm_core::Result<::trtllm_core::Tensor> {
+                ::trtllm_core::model::CausalLM::forward(&self.0, __batch, __kv, __comm, __hidden)
+            }
+        }
+
+        const _: () = {
+            fn __adapt(__cfg: &mut ::trtllm_core::model::ModelConfig) {
+                #adapt
+            }
+            fn __build(
+                __cfg: &::trtllm_core::model::ModelConfig,
+                __vb: &::trtllm_core::weights::VarBuilder<'_>,
+                __layout: &::trtllm_core::model::ModelLayout,
+            ) -> ::trtllm_core::Result<::std::boxed::Box<dyn ::trtllm_core::model::CausalLM>> {
+                ::core::result::Result::Ok(::std::boxed::Box::new(#ident(#build)))
+            }
+            ::trtllm_core::__private::inventory::submit! {
+                ::trtllm_core::model::ModelEntry {
+                    architectures: &[#(#archs),*],
+                    type_name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                    layout: #layout,
+                    adapt_config: __adapt,
+                    build: __build,
+                }
+            }
+        };
+    }
+}

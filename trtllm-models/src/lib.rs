@@ -1,0 +1,12 @@
+//! The trtllm model zoo: one file per family, each a `#[decoder_layer]` struct and a
+//! `#[register_model]` newtype. Registration happens at link time (`inventory`); nothing here
+//! lists the models.
+
+pub mod llama;
+
+/// Call once from a binary that uses the registry, so the linker keeps this crate's
+/// registrations (`trtllm::init` does).
+#[inline(never)]
+pub fn link() -> usize {
+    std::hint::black_box(0)
+}
