@@ -2,7 +2,13 @@
 //! `#[register_model]` newtype. Registration happens at link time (`inventory`); nothing here
 //! lists the models.
 
+pub mod gemma;
+pub mod gpt2;
 pub mod llama;
+pub mod mixtral;
+pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
 
 /// Call once from a binary that uses the registry, so the linker keeps this crate's
 /// registrations (`trtllm::init` does).

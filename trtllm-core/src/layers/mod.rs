@@ -7,6 +7,7 @@ mod attention;
 mod embedding;
 mod linear;
 mod mlp;
+mod moe;
 
 mod norm;
 
@@ -14,6 +15,7 @@ pub use attention::Attention;
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use mlp::{GatedMlp, Mlp};
+pub use moe::SparseMoe;
 
 pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm};
 

@@ -62,6 +62,18 @@ pub struct ArchOptions {
     pub conv1d: bool,
     /// No rotary embedding (learned absolute positions instead).
     pub no_rope: bool,
+    /// Checkpoint names of MoE experts.
+    pub moe_style: MoeStyle,
+}
+
+/// How a sparse-MoE checkpoint names its router and experts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MoeStyle {
+    /// `gate` router; experts `w1` (gate), `w3` (up), `w2` (down); always renormalized top-k.
+    #[default]
+    Mixtral,
+    /// `gate` router; experts `gate_proj`, `up_proj`, `down_proj`; renormalized iff `norm_topk_prob`.
+    Qwen,
 }
 
 /// The raw keys we read, with their historical spellings as aliases. Unknown keys are ignored

@@ -6,7 +6,7 @@ mod factory;
 mod registry;
 pub mod rope;
 
-pub use config::{Activation, ArchOptions, AttnKind, ModelConfig};
+pub use config::{Activation, ArchOptions, AttnKind, ModelConfig, MoeStyle};
 pub use decoder::{BuildCausalLM, CausalLM, DecoderLayer, DecoderModelForCausalLM};
 pub use factory::{build_model, inspect, plan_weights, resolve_config, validate, LoadOptions, LoadedModel, ValidationReport};
 pub use registry::{architectures, lookup, ModelEntry, ModelLayout};

@@ -144,6 +144,12 @@ pub(crate) fn parse_rope(
     max_pos: usize,
     orig_max_cfg: Option<usize>,
 ) -> Result<(RopeConfig, Option<RopeConfig>)> {
+    // transformers 5 moved `partial_rotary_factor` into `rope_parameters`.
+    let partial_rotary_factor = cfg
+        .get("rope_parameters")
+        .and_then(|p| p.get("partial_rotary_factor"))
+        .and_then(|v| v.as_f64())
+        .unwrap_or(partial_rotary_factor);
     let rotary_dim = ((head_dim as f64) * partial_rotary_factor) as usize;
     if rotary_dim == 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim {
         return Err(Error::config(file, "partial_rotary_factor", format!("gives rotary dim {rotary_dim}")));

@@ -1,0 +1,94 @@
+//! `SparseMoe`: a softmax router picks the top-k experts of each token; each expert is a gated
+//! MLP; outputs are summed with the (optionally renormalized) router weights. Expert weights
+//! are stacked per layer: `[experts, inter, hidden]` for gate and up, `[experts, hidden, inter]`
+//! for down.
+
+use super::linear::{stacked_spec, Stored};
+use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module};
+use crate::model::{Activation, MoeStyle};
+use crate::weights::TpSplit;
+use crate::{ops, Error, Result, Tensor};
+
+pub struct SparseMoe {
+    router: Linear,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+    top_k: usize,
+    renormalize: bool,
+    act: Activation,
+}
+
+impl Module for SparseMoe {
+    fn build(cx: &BuildCtx<'_>, vb: &crate::weights::VarBuilder<'_>) -> Result<Self> {
+        let cfg = cx.cfg;
+        let (e, h) = (cfg.num_experts, cfg.hidden_size);
+        let i = cfg.moe_intermediate_size.unwrap_or(cfg.intermediate_size);
+        if e == 0 || cfg.num_experts_per_tok == 0 || cfg.num_experts_per_tok > e {
+            return Err(Error::Msg(format!("MoE needs num_experts > 0 and 0 < num_experts_per_tok <= {e}")));
+        }
+        let router = Linear::replicated(vb, "gate", h, e, Stored::default())?;
+        let (g, u, d, renormalize) = match cfg.arch.moe_style {
+            MoeStyle::Mixtral => ("w1", "w3", "w2", true),
+            MoeStyle::Qwen => ("gate_proj", "up_proj", "down_proj", cfg.norm_topk_prob),
+        };
+        let names = |n: &str| (0..e).map(|x| format!("experts.{x}.{n}.weight")).collect::<Vec<_>>();
+        let stacked = |engine: &str, n: &str, inner: &[usize]| {
+            vb.get_spec(stacked_spec(vb, engine, names(n), inner, TpSplit::Replicate))
+        };
+        Ok(SparseMoe {
+            router,
+            gate: stacked("experts.gate_proj", g, &[i, h])?,
+            up: stacked("experts.up_proj", u, &[i, h])?,
+            down: stacked("experts.down_proj", d, &[h, i])?,
+            top_k: cfg.num_experts_per_tok,
+            renormalize,
+            act: cfg.hidden_act,
+        })
+    }
+}
+
+impl MlpLayer for SparseMoe {
+    fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
+        let (t, h) = x.dims2("moe")?;
+        let logits = self.router.forward(x, cx)?;
+        let e = logits.dim(1);
+        // Per expert: (token, weight) pairs routed to it.
+        let mut routed: Vec<Vec<(usize, f32)>> = vec![vec![]; e];
+        for (ti, row) in logits.f32s()?.chunks_exact(e).enumerate() {
+            let mut p = row.to_vec();
+            ops::softmax_inplace(&mut p);
+            let mut idx: Vec<usize> = (0..e).collect();
+            idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            let top = &idx[..self.top_k];
+            let sum: f32 = if self.renormalize { top.iter().map(|&j| p[j]).sum() } else { 1.0 };
+            for &j in top {
+                routed[j].push((ti, p[j] / sum));
+            }
+        }
+        let xs = x.f32s()?;
+        let mut out = vec![0f32; t * h];
+        for (j, toks) in routed.iter().enumerate() {
+            if toks.is_empty() {
+                continue;
+            }
+            // [n, h] tokens of expert j -> gate/up [n, i] -> down [n, h]
+            let rows: Vec<f32> = toks.iter().flat_map(|&(ti, _)| xs[ti * h..(ti + 1) * h].iter().copied()).collect();
+            let xe = Tensor::from_f32(rows, &[toks.len(), h])?;
+            let expert = |w: &Tensor| -> Result<Tensor> {
+                let w = w.narrow0(j, 1)?;
+                w.reshape(&w.shape()[1..])
+            };
+            let g = ops::matmul_t(&xe, &expert(&self.gate)?)?;
+            let u = ops::matmul_t(&xe, &expert(&self.up)?)?;
+            let a = ops::gated_activation(&Tensor::cat0(&[g.t()?, u.t()?])?.t()?, self.act)?;
+            let y = ops::matmul_t(&a, &expert(&self.down)?)?;
+            for (r, &(ti, w)) in toks.iter().enumerate() {
+                for (o, v) in out[ti * h..(ti + 1) * h].iter_mut().zip(&y.f32s()?[r * h..(r + 1) * h]) {
+                    *o += w * v;
+                }
+            }
+        }
+        Tensor::from_f32(out, &[t, h])
+    }
+}

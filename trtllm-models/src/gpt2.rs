@@ -1,0 +1,39 @@
+//! GPT-2: LayerNorm with bias, learned absolute positions, `Conv1D` weights (`[in, out]`,
+//! transposed at load), fused `c_attn`, GELU MLP, tied head; tensor names with or without
+//! the `transformer.` prefix.
+
+use trtllm_core::layers::{Attention, LayerNorm, Mlp};
+use trtllm_core::model::{DecoderModelForCausalLM, ModelConfig, ModelLayout};
+use trtllm_macros::{decoder_layer, register_model};
+
+#[decoder_layer]
+pub struct Gpt2Block {
+    #[layer(role = input_norm)]
+    ln_1: LayerNorm,
+    #[layer(role = attention)]
+    attn: Attention,
+    #[layer(role = pre_mlp_norm)]
+    ln_2: LayerNorm,
+    #[layer(role = mlp)]
+    mlp: Mlp,
+}
+
+fn gpt2(cfg: &mut ModelConfig) {
+    cfg.arch.conv1d = true;
+    cfg.arch.no_rope = true;
+    cfg.tie_word_embeddings = true;
+}
+
+pub const GPT2_LAYOUT: ModelLayout = ModelLayout {
+    prefix: "transformer",
+    embed_tokens: "wte",
+    position_embeddings: Some("wpe"),
+    layers: "h",
+    norm: "ln_f",
+    lm_head: "lm_head",
+    prefix_aliases: &[""],
+    ignore: &[],
+};
+
+#[register_model("GPT2LMHeadModel", config = gpt2, layout = GPT2_LAYOUT)]
+pub struct Gpt2(DecoderModelForCausalLM<Gpt2Block, LayerNorm>);
