@@ -1,1 +1,37 @@
+//! trtllm-kernels: the CUDA backend's device side. CUDA C sources (`cuda/*.cu`, one op family per
+//! file with a kernels and a launchers section) compiled by NVRTC for the device's SM and cached
+//! on disk; device buffers; and a Rust launcher per kernel that checks its preconditions.
+//!
+//! Everything loads the CUDA libraries dynamically: the crate builds, and the CPU engine runs,
+//! on machines without CUDA. [`Gpu::available`] says whether a GPU can be used.
 
+mod buffer;
+mod gpu;
+pub mod launch;
+mod module;
+
+pub use buffer::DevBuf;
+pub use gpu::{Gpu, GpuError};
+pub use module::{Kernel, KERNELS};
+
+/// Element types the kernels are instantiated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dt {
+    F32,
+    BF16,
+}
+
+impl Dt {
+    pub fn size(self) -> usize {
+        match self {
+            Dt::F32 => 4,
+            Dt::BF16 => 2,
+        }
+    }
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Dt::F32 => "f32",
+            Dt::BF16 => "bf16",
+        }
+    }
+}

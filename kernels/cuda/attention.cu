@@ -1,0 +1,105 @@
+// Attention over the paged KV cache, and the fused per-token step that feeds it:
+// (q/k RMSNorm) -> RoPE -> q out, k/v into their cache slots.
+
+// ---- kernels
+// grid (tokens, heads + kv_heads); one block per (token, head); hd <= 256.
+template <typename T>
+__device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, const int* pos, const float* inv_freq,
+                         float scaling, const float* qn, const float* kn, float eps, const int* slots, T* q_out, T* kc, T* vc) {
+    __shared__ float buf[256];
+    int t = blockIdx.x, h = blockIdx.y;
+    long width = (long)(nh + 2 * nkv) * hd;
+    bool is_q = h < nh;
+    int kh = h - nh;
+    const T* src = qkv + t * width + (is_q ? (long)h * hd : (long)nh * hd + (long)kh * hd);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) buf[i] = to_f(src[i]);
+    __syncthreads();
+    const float* nw = is_q ? qn : kn;
+    if (nw) {
+        float ss = 0.f;
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) ss += buf[i] * buf[i];
+        float r = rsqrtf(block_sum(ss) / hd + eps);
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) buf[i] = to_f(from_f<T>(nw[i] * (buf[i] * r)));
+        __syncthreads();
+    }
+    if (inv_freq) {
+        float p = (float)pos[t];
+        for (int i = threadIdx.x; i < rot_half; i += blockDim.x) {
+            float ang = p * inv_freq[i];
+            float c = cosf(ang) * scaling, s = sinf(ang) * scaling;
+            float x1 = buf[i], x2 = buf[i + rot_half];
+            buf[i] = x1 * c - x2 * s;
+            buf[i + rot_half] = x2 * c + x1 * s;
+        }
+        __syncthreads();
+    }
+    if (is_q) {
+        T* dst = q_out + (long)t * nh * hd + (long)h * hd;
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) dst[i] = from_f<T>(buf[i]);
+    } else {
+        long base = (long)slots[t] * nkv * hd + (long)kh * hd;
+        const T* v = qkv + t * width + (long)(nh + nkv) * hd + (long)kh * hd;
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+            kc[base + i] = from_f<T>(buf[i]);
+            vc[base + i] = v[i];
+        }
+    }
+}
+
+// grid (tokens, heads); dynamic smem: q[hd], acc[hd], p[blockDim], slot[blockDim].
+// Online softmax over the token's visible positions [lo, pos], read through its block table.
+template <typename T>
+__device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, int nkv, int hd, float scale, int window,
+                          float softcap, const int* positions, const int* token_seq, const int* bt, const int* bt_off, int bs) {
+    extern __shared__ float sm[];
+    float* qs = sm;
+    float* acc = sm + hd;
+    float* ps = sm + 2 * hd;
+    int* sl = (int*)(ps + blockDim.x);
+    int t = blockIdx.x, h = blockIdx.y, kh = h / (nh / nkv);
+    long kvw = (long)nkv * hd;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) { qs[i] = to_f(q[(long)t * nh * hd + (long)h * hd + i]); acc[i] = 0.f; }
+    __syncthreads();
+    int pos = positions[t];
+    int lo = window > 0 ? max(0, pos + 1 - window) : 0;
+    const int* table = bt + bt_off[token_seq[t]];
+    float m = -INFINITY, l = 0.f;
+    for (int j0 = lo; j0 <= pos; j0 += blockDim.x) {
+        int j = j0 + threadIdx.x;
+        float s = -INFINITY;
+        if (j <= pos) {
+            int slot = table[j / bs] * bs + j % bs;
+            sl[threadIdx.x] = slot;
+            const T* k = kc + (long)slot * kvw + (long)kh * hd;
+            float d = 0.f;
+            for (int i = 0; i < hd; i++) d += qs[i] * to_f(k[i]);
+            s = d * scale;
+            if (softcap > 0.f) s = tanhf(s / softcap) * softcap;
+        }
+        float mnew = fmaxf(m, block_max(s));
+        float p = j <= pos ? expf(s - mnew) : 0.f;
+        ps[threadIdx.x] = p;
+        float alpha = expf(m - mnew);
+        l = l * alpha + block_sum(p);
+        __syncthreads();
+        int n = min((int)blockDim.x, pos - j0 + 1);
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            float a = acc[d] * alpha;
+            for (int jj = 0; jj < n; jj++) a += ps[jj] * to_f(vc[(long)sl[jj] * kvw + (long)kh * hd + d]);
+            acc[d] = a;
+        }
+        m = mnew;
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) out[(long)t * nh * hd + (long)h * hd + i] = from_f<T>(acc[i] / l);
+}
+
+// ---- launchers
+#define QKV_ARGS(T) const T* qkv, int nh, int nkv, int hd, int rh, const int* pos, const float* f, float sc, \
+    const float* qn, const float* kn, float eps, const int* slots, T* qo, T* kc, T* vc
+extern "C" __global__ void qkv_prepare_f32(QKV_ARGS(float)) { qkv_impl(qkv, nh, nkv, hd, rh, pos, f, sc, qn, kn, eps, slots, qo, kc, vc); }
+extern "C" __global__ void qkv_prepare_bf16(QKV_ARGS(bf16)) { qkv_impl(qkv, nh, nkv, hd, rh, pos, f, sc, qn, kn, eps, slots, qo, kc, vc); }
+#define ATTN_ARGS(T) const T* q, const T* kc, const T* vc, T* o, int nh, int nkv, int hd, float scale, int win, \
+    float cap, const int* pos, const int* ts, const int* bt, const int* bo, int bs
+extern "C" __global__ void paged_attention_f32(ATTN_ARGS(float)) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs); }
+extern "C" __global__ void paged_attention_bf16(ATTN_ARGS(bf16)) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs); }

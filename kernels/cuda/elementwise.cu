@@ -1,0 +1,60 @@
+// Elementwise ops: residual add, bias add, casts, soft-capping, activations (plain and gated).
+
+// ---- kernels
+enum { ACT_SILU = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_RELU = 3 };
+
+__device__ __forceinline__ float act(float x, int kind) {
+    switch (kind) {
+        case ACT_SILU: return x / (1.f + expf(-x));
+        case ACT_GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+        case ACT_GELU_TANH: return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+        default: return fmaxf(x, 0.f);
+    }
+}
+
+template <typename T> __device__ void add_impl(const T* a, const T* b, T* out, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(to_f(a[i]) + to_f(b[i]));
+}
+template <typename T> __device__ void add_bias_impl(const T* x, const T* bias, T* out, long n, int cols) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(to_f(x[i]) + to_f(bias[i % cols]));
+}
+template <typename T> __device__ void act_impl(const T* x, T* out, long n, int kind) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(act(to_f(x[i]), kind));
+}
+// gate_up [rows, 2*inter] -> out [rows, inter] = act(gate) * up
+template <typename T> __device__ void gated_impl(const T* gu, T* out, long rows, int inter, int kind) {
+    long n = rows * inter;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        long r = i / inter, c = i % inter;
+        float g = to_f(gu[r * 2 * inter + c]), u = to_f(gu[r * 2 * inter + inter + c]);
+        out[i] = from_f<T>(act(g, kind) * u);
+    }
+}
+template <typename T> __device__ void softcap_impl(const T* x, T* out, long n, float cap) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(tanhf(to_f(x[i]) / cap) * cap);
+}
+
+// ---- launchers (extern "C" entry points)
+extern "C" __global__ void add_f32(const float* a, const float* b, float* o, long n) { add_impl(a, b, o, n); }
+extern "C" __global__ void add_bf16(const bf16* a, const bf16* b, bf16* o, long n) { add_impl(a, b, o, n); }
+extern "C" __global__ void add_bias_f32(const float* x, const float* b, float* o, long n, int c) { add_bias_impl(x, b, o, n, c); }
+extern "C" __global__ void add_bias_bf16(const bf16* x, const bf16* b, bf16* o, long n, int c) { add_bias_impl(x, b, o, n, c); }
+extern "C" __global__ void act_f32(const float* x, float* o, long n, int k) { act_impl(x, o, n, k); }
+extern "C" __global__ void act_bf16(const bf16* x, bf16* o, long n, int k) { act_impl(x, o, n, k); }
+extern "C" __global__ void gated_act_f32(const float* g, float* o, long r, int i, int k) { gated_impl(g, o, r, i, k); }
+extern "C" __global__ void gated_act_bf16(const bf16* g, bf16* o, long r, int i, int k) { gated_impl(g, o, r, i, k); }
+extern "C" __global__ void softcap_f32(const float* x, float* o, long n, float c) { softcap_impl(x, o, n, c); }
+extern "C" __global__ void softcap_bf16(const bf16* x, bf16* o, long n, float c) { softcap_impl(x, o, n, c); }
+extern "C" __global__ void cast_f32_bf16(const float* x, bf16* o, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) o[i] = from_f<bf16>(x[i]);
+}
+extern "C" __global__ void cast_bf16_f32(const bf16* x, float* o, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) o[i] = to_f(x[i]);
+}
+extern "C" __global__ void fill_f32(float* o, long n, float v) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) o[i] = v;
+}

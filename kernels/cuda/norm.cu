@@ -1,0 +1,44 @@
+// RMSNorm (optionally fused with the residual add) and LayerNorm; one block per row, f32 math.
+// Norm weights are f32 (Gemma's 1 + w is baked in at load).
+
+// ---- kernels
+template <typename T> __device__ void rms_impl(const T* x, const float* w, T* out, int d, float eps) {
+    long row = blockIdx.x;
+    const T* xr = x + row * d;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) { float v = to_f(xr[i]); ss += v * v; }
+    float r = rsqrtf(block_sum(ss) / d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>(w[i] * (to_f(xr[i]) * r));
+}
+// sum = x + residual (rounded to T, as the model's dtype holds it), out = rms_norm(sum)
+template <typename T> __device__ void add_rms_impl(const T* x, const T* res, const float* w, T* sum, T* out, int d, float eps) {
+    long row = blockIdx.x;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        T s = from_f<T>(to_f(x[row * d + i]) + to_f(res[row * d + i]));
+        sum[row * d + i] = s;
+        float v = to_f(s);
+        ss += v * v;
+    }
+    float r = rsqrtf(block_sum(ss) / d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>(w[i] * (to_f(sum[row * d + i]) * r));
+}
+template <typename T> __device__ void ln_impl(const T* x, const float* w, const float* b, T* out, int d, float eps) {
+    long row = blockIdx.x;
+    const T* xr = x + row * d;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) s += to_f(xr[i]);
+    float mean = block_sum(s) / d;
+    float v = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) { float t = to_f(xr[i]) - mean; v += t * t; }
+    float r = rsqrtf(block_sum(v) / d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>((to_f(xr[i]) - mean) * r * w[i] + (b ? b[i] : 0.f));
+}
+
+// ---- launchers
+extern "C" __global__ void rms_norm_f32(const float* x, const float* w, float* o, int d, float e) { rms_impl(x, w, o, d, e); }
+extern "C" __global__ void rms_norm_bf16(const bf16* x, const float* w, bf16* o, int d, float e) { rms_impl(x, w, o, d, e); }
+extern "C" __global__ void add_rms_norm_f32(const float* x, const float* r, const float* w, float* s, float* o, int d, float e) { add_rms_impl(x, r, w, s, o, d, e); }
+extern "C" __global__ void add_rms_norm_bf16(const bf16* x, const bf16* r, const float* w, bf16* s, bf16* o, int d, float e) { add_rms_impl(x, r, w, s, o, d, e); }
+extern "C" __global__ void layer_norm_f32(const float* x, const float* w, const float* b, float* o, int d, float e) { ln_impl(x, w, b, o, d, e); }
+extern "C" __global__ void layer_norm_bf16(const bf16* x, const float* w, const float* b, bf16* o, int d, float e) { ln_impl(x, w, b, o, d, e); }

@@ -1,0 +1,180 @@
+//! `Gpu`: one device's context, stream, BLAS handles and loaded kernel modules.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::cublaslt::CudaBlasLT;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+
+use crate::module::{cache_dir, cache_path, Kernel};
+
+#[derive(Debug)]
+pub enum GpuError {
+    /// No CUDA driver library or no device.
+    Unavailable(String),
+    Driver(String),
+    Compile { kernel: &'static str, log: String },
+    Launch { kernel: String, msg: String },
+    Precondition { kernel: &'static str, msg: String },
+}
+
+impl GpuError {
+    pub(crate) fn driver(e: impl std::fmt::Debug) -> Self {
+        GpuError::Driver(format!("{e:?}"))
+    }
+}
+
+impl std::fmt::Display for GpuError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GpuError::Unavailable(m) => write!(f, "no usable GPU: {m}"),
+            GpuError::Driver(m) => write!(f, "CUDA driver error: {m}"),
+            GpuError::Compile { kernel, log } => write!(f, "NVRTC failed to compile {kernel}.cu:\n{log}"),
+            GpuError::Launch { kernel, msg } => write!(f, "launching {kernel}: {msg}"),
+            GpuError::Precondition { kernel, msg } => write!(f, "{kernel}: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+pub struct Gpu {
+    pub ordinal: usize,
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub blas: CudaBlas,
+    pub blaslt: CudaBlasLT,
+    /// Compute capability as `major * 10 + minor` (90 on H100).
+    pub sm: u32,
+    pub name: String,
+    modules: Mutex<HashMap<Kernel, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+}
+
+fn driver_library_present() -> bool {
+    ["libcuda.so.1", "libcuda.so"].iter().any(|n| {
+        // SAFETY: loading the CUDA driver runs its initializers, which is what using CUDA
+        // requires anyway; the handle is dropped immediately.
+        unsafe { libloading::Library::new(n) }.is_ok()
+    })
+}
+
+/// NVRTC's (major, minor) version, part of the kernel cache key.
+fn nvrtc_version() -> (i32, i32) {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: nvrtcVersion writes two ints through valid pointers; a missing library panics in
+    // the loader, caught here.
+    let ok = std::panic::catch_unwind(move || {
+        unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+        (major, minor)
+    });
+    ok.unwrap_or((0, 0))
+}
+
+impl Gpu {
+    /// True when a CUDA driver and at least one device are present.
+    pub fn available() -> bool {
+        Self::device_count() > 0
+    }
+
+    pub fn device_count() -> usize {
+        if !driver_library_present() {
+            return 0;
+        }
+        std::panic::catch_unwind(|| CudaContext::device_count().unwrap_or(0) as usize).unwrap_or(0)
+    }
+
+    /// Open device `ordinal`.
+    pub fn new(ordinal: usize) -> Result<Arc<Self>, GpuError> {
+        if !driver_library_present() {
+            return Err(GpuError::Unavailable("the CUDA driver library (libcuda.so.1) is not installed".into()));
+        }
+        let n = Self::device_count();
+        if ordinal >= n {
+            return Err(GpuError::Unavailable(format!("asked for cuda:{ordinal}, {n} device(s) present")));
+        }
+        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| GpuError::Unavailable("CUDA initialization panicked".into()))?
+            .map_err(GpuError::driver)?;
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone()).map_err(GpuError::driver)?;
+        let blaslt = CudaBlasLT::new(stream.clone()).map_err(GpuError::driver)?;
+        let (major, minor) = ctx.compute_capability().map_err(GpuError::driver)?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        Ok(Arc::new(Gpu {
+            ordinal,
+            ctx,
+            stream,
+            blas,
+            blaslt,
+            sm: (major * 10 + minor) as u32,
+            name,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// PTX of `kernel` for this device: from the disk cache, or compiled by NVRTC and stored.
+    pub fn ptx(&self, kernel: Kernel) -> Result<String, GpuError> {
+        Self::ptx_for_sm(kernel, self.sm)
+    }
+
+    /// PTX of `kernel` for an SM (used by `trtllm build --target-sm` too).
+    pub fn ptx_for_sm(kernel: Kernel, sm: u32) -> Result<String, GpuError> {
+        let version = nvrtc_version();
+        let dir = cache_dir();
+        let path = cache_path(&dir, kernel, sm, version);
+        if let Ok(ptx) = std::fs::read_to_string(&path) {
+            return Ok(ptx);
+        }
+        let opts = CompileOptions {
+            options: vec![format!("--gpu-architecture=compute_{sm}"), "--std=c++17".into()],
+            name: Some(format!("{}.cu", kernel.name())),
+            ..Default::default()
+        };
+        let ptx = compile_ptx_with_opts(kernel.source(), opts)
+            .map_err(|e| GpuError::Compile { kernel: kernel.name(), log: format!("{e:?}") })?
+            .to_src();
+        // Best effort: a read-only cache dir only costs a recompile next time.
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, &ptx).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        Ok(ptx)
+    }
+
+    /// The entry point `name` of `kernel` (module loaded on first use).
+    pub fn function(&self, kernel: Kernel, name: &str) -> Result<CudaFunction, GpuError> {
+        let mut fns = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = fns.get(name) {
+            return Ok(f.clone());
+        }
+        let module = {
+            let mut mods = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+            match mods.get(&kernel) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = self.ctx.load_module(Ptx::from_src(self.ptx(kernel)?)).map_err(GpuError::driver)?;
+                    mods.insert(kernel, m.clone());
+                    m
+                }
+            }
+        };
+        let f = module.load_function(name).map_err(|e| GpuError::Launch { kernel: name.into(), msg: format!("{e:?}") })?;
+        fns.insert(name.to_string(), f.clone());
+        Ok(f)
+    }
+
+    pub fn synchronize(&self) -> Result<(), GpuError> {
+        self.stream.synchronize().map_err(GpuError::driver)
+    }
+
+    /// Free and total device memory in bytes.
+    pub fn mem_info(&self) -> Result<(usize, usize), GpuError> {
+        cudarc::driver::result::mem_get_info().map_err(GpuError::driver)
+    }
+}

@@ -1,0 +1,310 @@
+//! Launchers: one Rust function per kernel entry point. Each checks its preconditions (sizes,
+//! alignment, buffer bounds) before it launches; pointers are `(buffer, byte offset)` pairs.
+
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublaslt::{Matmul, MatmulConfig};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use crate::module::Kernel;
+use crate::{DevBuf, Dt, Gpu, GpuError};
+
+/// A device pointer: `buf` at byte `off`.
+#[derive(Clone, Copy)]
+pub struct P<'a> {
+    pub buf: &'a DevBuf,
+    pub off: usize,
+}
+
+impl<'a> P<'a> {
+    pub fn new(buf: &'a DevBuf, off: usize) -> Self {
+        P { buf, off }
+    }
+    fn addr(&self) -> u64 {
+        self.buf.ptr(self.off)
+    }
+    /// Fails unless `bytes` bytes fit after `off`.
+    fn check(&self, kernel: &'static str, what: &str, bytes: usize) -> Result<(), GpuError> {
+        if self.off + bytes > self.buf.len() {
+            return Err(GpuError::Precondition {
+                kernel,
+                msg: format!("{what}: {bytes} bytes at offset {} exceed a {}-byte buffer", self.off, self.buf.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+enum A {
+    P(u64),
+    I(i32),
+    L(i64),
+    F(f32),
+}
+
+fn run(gpu: &Gpu, kernel: Kernel, name: &str, cfg: LaunchConfig, args: &[A]) -> Result<(), GpuError> {
+    let f = gpu.function(kernel, name)?;
+    let mut b = gpu.stream.launch_builder(&f);
+    for a in args {
+        match a {
+            A::P(v) => b.arg(v),
+            A::I(v) => b.arg(v),
+            A::L(v) => b.arg(v),
+            A::F(v) => b.arg(v),
+        };
+    }
+    // SAFETY: every launcher below checked that each pointer's extent fits its buffer and that
+    // the scalar arguments match the kernel's signature, in order and type.
+    unsafe { b.launch(cfg) }.map_err(|e| GpuError::Launch { kernel: name.into(), msg: format!("{e:?}") })?;
+    Ok(())
+}
+
+fn grid1d(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 65535 * 4) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn rows(rows: usize, d: usize) -> LaunchConfig {
+    let threads = (d.div_ceil(32) * 32).clamp(32, 1024) as u32;
+    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn opt(p: Option<P<'_>>) -> A {
+    A::P(p.map_or(0, |p| p.addr()))
+}
+
+pub fn add(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Result<(), GpuError> {
+    for (w, p) in [("a", a), ("b", b), ("out", out)] {
+        p.check("add", w, n * dt.size())?;
+    }
+    run(gpu, Kernel::Elementwise, &format!("add_{}", dt.suffix()), grid1d(n), &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)])
+}
+
+pub fn add_bias(gpu: &Gpu, dt: Dt, x: P<'_>, bias: P<'_>, out: P<'_>, rows_: usize, cols: usize) -> Result<(), GpuError> {
+    let n = rows_ * cols;
+    x.check("add_bias", "x", n * dt.size())?;
+    out.check("add_bias", "out", n * dt.size())?;
+    bias.check("add_bias", "bias", cols * dt.size())?;
+    run(gpu, Kernel::Elementwise, &format!("add_bias_{}", dt.suffix()), grid1d(n), &[A::P(x.addr()), A::P(bias.addr()), A::P(out.addr()), A::L(n as i64), A::I(cols as i32)])
+}
+
+pub fn act(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, n: usize, kind: i32) -> Result<(), GpuError> {
+    x.check("act", "x", n * dt.size())?;
+    out.check("act", "out", n * dt.size())?;
+    run(gpu, Kernel::Elementwise, &format!("act_{}", dt.suffix()), grid1d(n), &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64), A::I(kind)])
+}
+
+pub fn gated_act(gpu: &Gpu, dt: Dt, gu: P<'_>, out: P<'_>, rows_: usize, inter: usize, kind: i32) -> Result<(), GpuError> {
+    gu.check("gated_act", "gate_up", rows_ * 2 * inter * dt.size())?;
+    out.check("gated_act", "out", rows_ * inter * dt.size())?;
+    run(gpu, Kernel::Elementwise, &format!("gated_act_{}", dt.suffix()), grid1d(rows_ * inter), &[A::P(gu.addr()), A::P(out.addr()), A::L(rows_ as i64), A::I(inter as i32), A::I(kind)])
+}
+
+pub fn softcap(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, n: usize, cap: f32) -> Result<(), GpuError> {
+    x.check("softcap", "x", n * dt.size())?;
+    out.check("softcap", "out", n * dt.size())?;
+    run(gpu, Kernel::Elementwise, &format!("softcap_{}", dt.suffix()), grid1d(n), &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64), A::F(cap)])
+}
+
+pub fn cast(gpu: &Gpu, from: Dt, to: Dt, x: P<'_>, out: P<'_>, n: usize) -> Result<(), GpuError> {
+    x.check("cast", "x", n * from.size())?;
+    out.check("cast", "out", n * to.size())?;
+    let name = match (from, to) {
+        (Dt::F32, Dt::BF16) => "cast_f32_bf16",
+        (Dt::BF16, Dt::F32) => "cast_bf16_f32",
+        _ => return Err(GpuError::Precondition { kernel: "cast", msg: format!("{from:?} -> {to:?}") }),
+    };
+    run(gpu, Kernel::Elementwise, name, grid1d(n), &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64)])
+}
+
+pub fn fill_f32(gpu: &Gpu, out: P<'_>, n: usize, v: f32) -> Result<(), GpuError> {
+    out.check("fill", "out", n * 4)?;
+    run(gpu, Kernel::Elementwise, "fill_f32", grid1d(n), &[A::P(out.addr()), A::L(n as i64), A::F(v)])
+}
+
+pub fn rms_norm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: P<'_>, r: usize, d: usize, eps: f32) -> Result<(), GpuError> {
+    x.check("rms_norm", "x", r * d * dt.size())?;
+    out.check("rms_norm", "out", r * d * dt.size())?;
+    w.check("rms_norm", "weight", d * 4)?;
+    run(gpu, Kernel::Norm, &format!("rms_norm_{}", dt.suffix()), rows(r, d), &[A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(d as i32), A::F(eps)])
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn add_rms_norm(gpu: &Gpu, dt: Dt, x: P<'_>, res: P<'_>, w: P<'_>, sum: P<'_>, out: P<'_>, r: usize, d: usize, eps: f32) -> Result<(), GpuError> {
+    for (n, p) in [("x", x), ("residual", res), ("sum", sum), ("out", out)] {
+        p.check("add_rms_norm", n, r * d * dt.size())?;
+    }
+    w.check("add_rms_norm", "weight", d * 4)?;
+    let args = [A::P(x.addr()), A::P(res.addr()), A::P(w.addr()), A::P(sum.addr()), A::P(out.addr()), A::I(d as i32), A::F(eps)];
+    run(gpu, Kernel::Norm, &format!("add_rms_norm_{}", dt.suffix()), rows(r, d), &args)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, b: Option<P<'_>>, out: P<'_>, r: usize, d: usize, eps: f32) -> Result<(), GpuError> {
+    x.check("layer_norm", "x", r * d * dt.size())?;
+    out.check("layer_norm", "out", r * d * dt.size())?;
+    w.check("layer_norm", "weight", d * 4)?;
+    if let Some(b) = b {
+        b.check("layer_norm", "bias", d * 4)?;
+    }
+    run(gpu, Kernel::Norm, &format!("layer_norm_{}", dt.suffix()), rows(r, d), &[A::P(x.addr()), A::P(w.addr()), opt(b), A::P(out.addr()), A::I(d as i32), A::F(eps)])
+}
+
+/// `out[r] = table[ids[r]] * mult`; `ids` (int32 on the device) must be in range (checked by the caller on the host).
+#[allow(clippy::too_many_arguments)]
+pub fn gather_rows(gpu: &Gpu, dt: Dt, table: P<'_>, table_rows: usize, ids: P<'_>, out: P<'_>, r: usize, d: usize, mult: f32) -> Result<(), GpuError> {
+    table.check("gather_rows", "table", table_rows * d * dt.size())?;
+    ids.check("gather_rows", "ids", r * 4)?;
+    out.check("gather_rows", "out", r * d * dt.size())?;
+    run(gpu, Kernel::Embedding, &format!("gather_rows_{}", dt.suffix()), rows(r, d), &[A::P(table.addr()), A::P(ids.addr()), A::P(out.addr()), A::I(d as i32), A::F(mult)])
+}
+
+/// `out[idx[r]] += w[r] * y[r]`; each index at most once per call.
+#[allow(clippy::too_many_arguments)]
+pub fn scatter_add_rows(gpu: &Gpu, dt: Dt, out: P<'_>, out_rows: usize, y: P<'_>, idx: P<'_>, w: P<'_>, r: usize, d: usize) -> Result<(), GpuError> {
+    out.check("scatter_add_rows", "out", out_rows * d * dt.size())?;
+    y.check("scatter_add_rows", "y", r * d * dt.size())?;
+    idx.check("scatter_add_rows", "idx", r * 4)?;
+    w.check("scatter_add_rows", "w", r * 4)?;
+    run(gpu, Kernel::Embedding, &format!("scatter_add_rows_{}", dt.suffix()), rows(r, d), &[A::P(out.addr()), A::P(y.addr()), A::P(idx.addr()), A::P(w.addr()), A::I(d as i32)])
+}
+
+pub fn argmax(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, r: usize, n: usize) -> Result<(), GpuError> {
+    x.check("argmax", "x", r * n * dt.size())?;
+    out.check("argmax", "out", r * 4)?;
+    let cfg = LaunchConfig { grid_dim: (r as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+    run(gpu, Kernel::Sampling, &format!("argmax_{}", dt.suffix()), cfg, &[A::P(x.addr()), A::I(n as i32), A::P(out.addr())])
+}
+
+/// Inputs of `qkv_prepare`: q/k norm, RoPE and the KV-cache write of one step.
+pub struct QkvArgs<'a> {
+    pub qkv: P<'a>,
+    pub tokens: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Rotated dims / 2 (0 when `inv_freq` is None).
+    pub rot_half: usize,
+    pub positions: P<'a>,
+    pub inv_freq: Option<P<'a>>,
+    pub scaling: f32,
+    pub q_norm: Option<P<'a>>,
+    pub k_norm: Option<P<'a>>,
+    pub eps: f32,
+    pub slots: P<'a>,
+    pub q_out: P<'a>,
+    pub k_cache: P<'a>,
+    pub v_cache: P<'a>,
+    pub cache_slots: usize,
+}
+
+pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
+    let k = "qkv_prepare";
+    let (t, hd) = (a.tokens, a.head_dim);
+    if hd > 256 || 2 * a.rot_half > hd {
+        return Err(GpuError::Precondition { kernel: k, msg: format!("head_dim {hd} (max 256), rotary half {}", a.rot_half) });
+    }
+    a.qkv.check(k, "qkv", t * (a.heads + 2 * a.kv_heads) * hd * dt.size())?;
+    a.q_out.check(k, "q_out", t * a.heads * hd * dt.size())?;
+    a.k_cache.check(k, "k_cache", a.cache_slots * a.kv_heads * hd * dt.size())?;
+    a.v_cache.check(k, "v_cache", a.cache_slots * a.kv_heads * hd * dt.size())?;
+    a.positions.check(k, "positions", t * 4)?;
+    a.slots.check(k, "slot_mapping", t * 4)?;
+    let cfg = LaunchConfig { grid_dim: (t as u32, (a.heads + a.kv_heads) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let args = [
+        A::P(a.qkv.addr()), A::I(a.heads as i32), A::I(a.kv_heads as i32), A::I(hd as i32), A::I(a.rot_half as i32),
+        A::P(a.positions.addr()), opt(a.inv_freq), A::F(a.scaling), opt(a.q_norm), opt(a.k_norm), A::F(a.eps),
+        A::P(a.slots.addr()), A::P(a.q_out.addr()), A::P(a.k_cache.addr()), A::P(a.v_cache.addr()),
+    ];
+    run(gpu, Kernel::Attention, &format!("qkv_prepare_{}", dt.suffix()), cfg, &args)
+}
+
+/// Inputs of `paged_attention`.
+pub struct AttnArgs<'a> {
+    pub q: P<'a>,
+    pub k_cache: P<'a>,
+    pub v_cache: P<'a>,
+    pub out: P<'a>,
+    pub tokens: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    /// 0 = no window.
+    pub window: usize,
+    /// 0 = no soft-capping.
+    pub softcap: f32,
+    pub positions: P<'a>,
+    pub token_seq: P<'a>,
+    /// All sequences' block tables, concatenated; `bt_offsets[s]` is sequence s's start.
+    pub block_tables: P<'a>,
+    pub bt_offsets: P<'a>,
+    pub block_size: usize,
+}
+
+pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
+    let k = "paged_attention";
+    if a.heads % a.kv_heads != 0 || a.head_dim == 0 || a.block_size == 0 {
+        return Err(GpuError::Precondition { kernel: k, msg: format!("{} heads / {} kv heads, block size {}", a.heads, a.kv_heads, a.block_size) });
+    }
+    a.q.check(k, "q", a.tokens * a.heads * a.head_dim * dt.size())?;
+    a.out.check(k, "out", a.tokens * a.heads * a.head_dim * dt.size())?;
+    a.positions.check(k, "positions", a.tokens * 4)?;
+    a.token_seq.check(k, "token_seq", a.tokens * 4)?;
+    let threads = 128u32;
+    let smem = (2 * a.head_dim * 4 + threads as usize * 8) as u32;
+    let cfg = LaunchConfig { grid_dim: (a.tokens as u32, a.heads as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: smem };
+    let args = [
+        A::P(a.q.addr()), A::P(a.k_cache.addr()), A::P(a.v_cache.addr()), A::P(a.out.addr()),
+        A::I(a.heads as i32), A::I(a.kv_heads as i32), A::I(a.head_dim as i32), A::F(a.scale), A::I(a.window as i32),
+        A::F(a.softcap), A::P(a.positions.addr()), A::P(a.token_seq.addr()), A::P(a.block_tables.addr()),
+        A::P(a.bt_offsets.addr()), A::I(a.block_size as i32),
+    ];
+    run(gpu, Kernel::Attention, &format!("paged_attention_{}", dt.suffix()), cfg, &args)
+}
+
+/// `out[m, n] = x[m, k] @ w[n, k]^T`: cuBLAS SGEMM (exact f32, no TF32) or cuBLASLt bf16 with f32 accumulation.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: &mut DevBuf, out_off: usize, m: usize, n: usize, k: usize) -> Result<(), GpuError> {
+    x.check("gemm", "x", m * k * dt.size())?;
+    w.check("gemm", "w", n * k * dt.size())?;
+    P::new(out, out_off).check("gemm", "out", m * n * dt.size())?;
+    // Row-major y[m,n] = x w^T is column-major y^T[n,m] = op(W)[n,k] x^T[k,m], W^T stored col-major [k,n].
+    match dt {
+        Dt::F32 => {
+            let (alpha, beta) = (1f32, 0f32);
+            let o = out.ptr(out_off);
+            // SAFETY: extents checked above; pointers are device addresses of live buffers on this
+            // GPU's stream, which the handle is bound to.
+            unsafe {
+                cudarc::cublas::result::sgemm(
+                    *gpu.blas.handle(), cublasOperation_t::CUBLAS_OP_T, cublasOperation_t::CUBLAS_OP_N,
+                    n as i32, m as i32, k as i32, &alpha, w.addr() as *const f32, k as i32,
+                    x.addr() as *const f32, k as i32, &beta, o as *mut f32, n as i32,
+                )
+            }
+            .map_err(|e| GpuError::Launch { kernel: "cublasSgemm".into(), msg: format!("{e:?}") })
+        }
+        Dt::BF16 => {
+            let cfg = MatmulConfig {
+                transa: true, transb: false, transc: false, m: n as u64, n: m as u64, k: k as u64, alpha: 1.0,
+                lda: k as i64, ldb: k as i64, beta: 0.0, ldc: n as i64,
+                stride_a: None, stride_b: None, stride_c: None, stride_bias: None, batch_size: None,
+            };
+            let (wb, xb) = (w.buf.slice().slice(w.off..w.off + n * k * 2), x.buf.slice().slice(x.off..x.off + m * k * 2));
+            // SAFETY: reinterpreting byte views as bf16 of exactly the checked lengths; the bytes
+            // hold bf16 values written by our uploads or kernels.
+            let (wv, xv) = unsafe { (wb.transmute::<half::bf16>(n * k), xb.transmute::<half::bf16>(m * k)) };
+            let (Some(wv), Some(xv)) = (wv, xv) else {
+                return Err(GpuError::Precondition { kernel: "gemm", msg: "bf16 view out of range".into() });
+            };
+            let mut ob = out.slice_mut().slice_mut(out_off..out_off + m * n * 2);
+            // SAFETY: as above, for the output view.
+            let Some(mut ov) = (unsafe { ob.transmute_mut::<half::bf16>(m * n) }) else {
+                return Err(GpuError::Precondition { kernel: "gemm", msg: "bf16 out view out of range".into() });
+            };
+            // SAFETY: layouts describe exactly the checked extents (see MatmulConfig above).
+            unsafe { gpu.blaslt.matmul(cfg, &wv, &xv, &mut ov, None, None) }
+                .map_err(|e| GpuError::Launch { kernel: "cublasLtMatmul".into(), msg: format!("{e:?}") })
+        }
+    }
+}

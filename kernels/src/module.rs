@@ -1,0 +1,68 @@
+//! Kernel sources, compiled once per device by NVRTC and cached on disk under
+//! `$TRTLLM_KERNEL_CACHE` (default `~/.cache/trtllm/kernels`), keyed by source hash + SM +
+//! NVRTC version, so a second process compiles nothing.
+
+use std::path::PathBuf;
+
+/// One kernel source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Elementwise,
+    Norm,
+    Embedding,
+    Attention,
+    Sampling,
+}
+
+pub const KERNELS: [Kernel; 5] = [Kernel::Elementwise, Kernel::Norm, Kernel::Embedding, Kernel::Attention, Kernel::Sampling];
+
+const COMMON: &str = include_str!("../cuda/common.cuh");
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Elementwise => "elementwise",
+            Kernel::Norm => "norm",
+            Kernel::Embedding => "embedding",
+            Kernel::Attention => "attention",
+            Kernel::Sampling => "sampling",
+        }
+    }
+    fn body(self) -> &'static str {
+        match self {
+            Kernel::Elementwise => include_str!("../cuda/elementwise.cu"),
+            Kernel::Norm => include_str!("../cuda/norm.cu"),
+            Kernel::Embedding => include_str!("../cuda/embedding.cu"),
+            Kernel::Attention => include_str!("../cuda/attention.cu"),
+            Kernel::Sampling => include_str!("../cuda/sampling.cu"),
+        }
+    }
+    /// The full translation unit NVRTC compiles.
+    pub fn source(self) -> String {
+        format!("{COMMON}\n{}", self.body())
+    }
+}
+
+/// FNV-1a: a stable hash for cache keys.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TRTLLM_KERNEL_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    home.join(".cache/trtllm/kernels")
+}
+
+/// Cache file of `kernel` for `sm` (e.g. 90) and NVRTC version `(major, minor)`.
+pub fn cache_path(dir: &std::path::Path, kernel: Kernel, sm: u32, nvrtc: (i32, i32)) -> PathBuf {
+    let key = fnv1a(kernel.source().as_bytes());
+    dir.join(format!("{}-{key:016x}-sm{sm}-nvrtc{}.{}.ptx", kernel.name(), nvrtc.0, nvrtc.1))
+}
