@@ -16,6 +16,10 @@ template <typename T> __device__ void add_impl(const T* a, const T* b, T* out, l
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         out[i] = from_f<T>(to_f(a[i]) + to_f(b[i]));
 }
+template <typename T> __device__ void mul_impl(const T* a, const T* b, T* out, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(to_f(a[i]) * to_f(b[i]));
+}
 template <typename T> __device__ void add_bias_impl(const T* x, const T* bias, T* out, long n, int cols) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         out[i] = from_f<T>(to_f(x[i]) + to_f(bias[i % cols]));
@@ -41,6 +45,8 @@ template <typename T> __device__ void softcap_impl(const T* x, T* out, long n, f
 // ---- launchers (extern "C" entry points)
 extern "C" __global__ void add_f32(const float* a, const float* b, float* o, long n) { add_impl(a, b, o, n); }
 extern "C" __global__ void add_bf16(const bf16* a, const bf16* b, bf16* o, long n) { add_impl(a, b, o, n); }
+extern "C" __global__ void mul_f32(const float* a, const float* b, float* o, long n) { mul_impl(a, b, o, n); }
+extern "C" __global__ void mul_bf16(const bf16* a, const bf16* b, bf16* o, long n) { mul_impl(a, b, o, n); }
 extern "C" __global__ void add_bias_f32(const float* x, const float* b, float* o, long n, int c) { add_bias_impl(x, b, o, n, c); }
 extern "C" __global__ void add_bias_bf16(const bf16* x, const bf16* b, bf16* o, long n, int c) { add_bias_impl(x, b, o, n, c); }
 extern "C" __global__ void act_f32(const float* x, float* o, long n, int k) { act_impl(x, o, n, k); }

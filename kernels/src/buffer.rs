@@ -19,6 +19,21 @@ impl DevBuf {
         let data = unsafe { gpu.stream.alloc::<u8>(bytes.max(1)) }.map_err(GpuError::driver)?;
         Ok(DevBuf { gpu: gpu.clone(), data })
     }
+    /// Zero-filled device memory.
+    pub fn zeros(gpu: &Arc<Gpu>, bytes: usize) -> Result<Self, GpuError> {
+        let data = gpu.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(GpuError::driver)?;
+        Ok(DevBuf { gpu: gpu.clone(), data })
+    }
+    /// A device-side copy of `len` bytes starting at `offset`.
+    pub fn copy_range(&self, offset: usize, len: usize) -> Result<Self, GpuError> {
+        let mut out = Self::alloc(&self.gpu, len)?;
+        if len > 0 {
+            let src = self.data.slice(offset..offset + len);
+            let mut dst = out.data.slice_mut(0..len);
+            self.gpu.stream.memcpy_dtod(&src, &mut dst).map_err(GpuError::driver)?;
+        }
+        Ok(out)
+    }
     pub fn upload(gpu: &Arc<Gpu>, bytes: &[u8]) -> Result<Self, GpuError> {
         let data = gpu.stream.clone_htod(if bytes.is_empty() { &[0u8][..] } else { bytes }).map_err(GpuError::driver)?;
         Ok(DevBuf { gpu: gpu.clone(), data })

@@ -79,6 +79,13 @@ pub fn add(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Resul
     run(gpu, Kernel::Elementwise, &format!("add_{}", dt.suffix()), grid1d(n), &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)])
 }
 
+pub fn mul(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Result<(), GpuError> {
+    for (w, p) in [("a", a), ("b", b), ("out", out)] {
+        p.check("mul", w, n * dt.size())?;
+    }
+    run(gpu, Kernel::Elementwise, &format!("mul_{}", dt.suffix()), grid1d(n), &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)])
+}
+
 pub fn add_bias(gpu: &Gpu, dt: Dt, x: P<'_>, bias: P<'_>, out: P<'_>, rows_: usize, cols: usize) -> Result<(), GpuError> {
     let n = rows_ * cols;
     x.check("add_bias", "x", n * dt.size())?;

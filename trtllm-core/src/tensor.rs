@@ -7,12 +7,17 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use trtllm_kernels::DevBuf;
+
 use crate::{DType, Error, Result};
 
 /// Where a tensor's data lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Device {
+    #[default]
     Cpu,
+    /// GPU ordinal.
+    Cuda(usize),
     /// Shape and dtype only; no data.
     Meta,
 }
@@ -24,6 +29,8 @@ enum Storage {
     BF16(Arc<Vec<bf16>>),
     I32(Arc<Vec<i32>>),
     Meta(DType),
+    /// Device memory; `offset` counts elements of the dtype.
+    Cuda(Arc<DevBuf>, DType),
 }
 
 #[derive(Clone)]
@@ -93,13 +100,56 @@ impl Tensor {
             Storage::F16(_) => DType::F16,
             Storage::BF16(_) => DType::BF16,
             Storage::I32(_) => DType::I32,
-            Storage::Meta(d) => *d,
+            Storage::Meta(d) | Storage::Cuda(_, d) => *d,
         }
     }
     pub fn device(&self) -> Device {
-        match self.storage {
+        match &self.storage {
             Storage::Meta(_) => Device::Meta,
+            Storage::Cuda(b, _) => Device::Cuda(b.gpu().ordinal),
             _ => Device::Cpu,
+        }
+    }
+
+    /// A tensor over device memory (`buf` holds at least `numel(shape)` elements of `dtype`).
+    pub fn from_devbuf(buf: DevBuf, shape: &[usize], dtype: DType) -> Result<Self> {
+        if buf.len() < numel(shape) * dtype.size_in_bytes() {
+            return Err(Error::shape("from_devbuf", format!("{} bytes cannot hold {shape:?} {dtype}", buf.len())));
+        }
+        Ok(Tensor { storage: Storage::Cuda(Arc::new(buf), dtype), shape: shape.to_vec(), offset: 0 })
+    }
+
+    /// The device buffer and this tensor's byte offset in it, for CUDA tensors.
+    pub fn devbuf(&self) -> Option<(&Arc<DevBuf>, usize)> {
+        match &self.storage {
+            Storage::Cuda(b, d) => Some((b, self.offset * d.size_in_bytes())),
+            _ => None,
+        }
+    }
+
+    /// Copy to the GPU (a no-op for tensors already there).
+    pub fn to_gpu(&self, gpu: &Arc<trtllm_kernels::Gpu>) -> Result<Tensor> {
+        let bytes: Vec<u8> = match &self.storage {
+            Storage::Cuda(..) => return Ok(self.clone()),
+            Storage::Meta(_) => return Ok(self.clone()),
+            Storage::F32(_) => self.f32s()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Storage::BF16(_) => self.bf16s()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Storage::F16(_) => self.f16s()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Storage::I32(_) => self.i32s()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        let buf = DevBuf::upload(gpu, &bytes).map_err(|e| Error::Device(e.to_string()))?;
+        Tensor::from_devbuf(buf, &self.shape, self.dtype())
+    }
+
+    /// Copy to host memory (a no-op for host tensors).
+    pub fn to_cpu(&self) -> Result<Tensor> {
+        let Some((buf, off)) = self.devbuf() else { return Ok(self.clone()) };
+        let bytes = buf.download(off, self.size_in_bytes()).map_err(|e| Error::Device(e.to_string()))?;
+        match self.dtype() {
+            DType::F32 => Tensor::from_f32(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), &self.shape),
+            DType::BF16 => Tensor::from_bf16(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect(), &self.shape),
+            DType::F16 => Tensor::from_f16(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(), &self.shape),
+            DType::I32 => Tensor::from_i32(bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), &self.shape),
         }
     }
     pub fn is_meta(&self) -> bool {
@@ -151,6 +201,7 @@ impl Tensor {
             Storage::BF16(_) => self.bf16s()?.iter().map(|x| x.to_f32()).collect(),
             Storage::I32(_) => self.i32s()?.iter().map(|&x| x as f32).collect(),
             Storage::Meta(_) => return Err(Error::DType { op: "to_f32_vec (meta tensor)", dtype: self.dtype() }),
+            Storage::Cuda(..) => return self.to_cpu()?.to_f32_vec(),
         })
     }
 
@@ -161,6 +212,9 @@ impl Tensor {
         }
         if self.is_meta() {
             return Ok(Tensor::meta(&self.shape, dtype));
+        }
+        if self.devbuf().is_some() {
+            return crate::ops::cast(self, dtype);
         }
         let v = self.to_f32_vec()?;
         match dtype {

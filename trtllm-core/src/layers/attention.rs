@@ -78,44 +78,26 @@ impl Module for Attention {
     }
 }
 
-/// Per-head RMSNorm of `[t, heads * hd]`.
-fn head_norm(x: Tensor, norm: &Option<RmsNorm>, heads: usize, hd: usize) -> Result<Tensor> {
-    match norm {
-        None => Ok(x),
-        Some(n) => {
-            let t = x.dim(0);
-            ops::rms_norm(&x.reshape(&[t * heads, hd])?, &n.weight, n.eps)?.reshape(&[t, heads * hd])
-        }
-    }
-}
-
 impl AttentionLayer for Attention {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
-        let p = &self.params;
-        let (hd, nh, nkv) = (p.head_dim, p.num_heads, p.num_kv_heads);
-        // [t, hidden] -> [t, (nh + 2 nkv) * hd] -> q [t, nh*hd], k/v [t, nkv*hd]
+        // [t, hidden] -> [t, (nh + 2 nkv) * hd] -> attention [t, nh * hd] -> [t, hidden]
         let qkv = self.qkv.forward(x, cx)?;
-        let q = head_norm(qkv.narrow1(0, nh * hd)?, &self.q_norm, nh, hd)?;
-        let k = head_norm(qkv.narrow1(nh * hd, nkv * hd)?, &self.k_norm, nkv, hd)?;
-        let v = qkv.narrow1((nh + nkv) * hd, nkv * hd)?;
-        let (q, k) = match &self.rope {
-            None => (q, k),
-            Some(rope) => {
-                let (inv, scaling) = match &self.static_freq {
-                    Some(f) => f.clone(),
-                    None => rope.inv_freq(cx.batch.max_context_len()),
-                };
-                let (cos, sin) = ops::rope_tables(&cx.batch.positions, &inv, scaling);
-                let (mut qv, mut kv) = (q.f32s()?.to_vec(), k.f32s()?.to_vec());
-                ops::apply_rope(&mut qv, nh, hd, &cos, &sin)?;
-                ops::apply_rope(&mut kv, nkv, hd, &cos, &sin)?;
-                (Tensor::from_f32(qv, q.shape())?, Tensor::from_f32(kv, k.shape())?)
+        let dynamic;
+        let rope = match (&self.rope, &self.static_freq) {
+            (None, _) => None,
+            (Some(_), Some((inv, s))) => Some((inv.as_slice(), *s)),
+            (Some(r), None) => {
+                dynamic = r.inv_freq(cx.batch.max_context_len());
+                Some((dynamic.0.as_slice(), dynamic.1))
             }
         };
-        let batch = cx.batch;
-        let (kc, vc) = cx.kv.layer_mut(self.layer)?;
-        ops::write_kv(&k, &v, &batch.slot_mapping, kc, vc)?;
-        let attn = ops::paged_attention(&q, kc, vc, batch, p)?;
+        let qk_norm = match (&self.q_norm, &self.k_norm) {
+            (Some(q), Some(k)) => Some((&q.weight, &k.weight, q.eps)),
+            _ => None,
+        };
+        let params = ops::QkvParams { attn: self.params, rope, qk_norm };
+        let (batch, dev) = (cx.batch, cx.dev);
+        let attn = ops::qkv_attention(&qkv, cx.kv.layer(self.layer)?, batch, dev, &params)?;
         self.o.forward(&attn, cx)
     }
 }

@@ -20,7 +20,7 @@ pub use moe::SparseMoe;
 pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm};
 
 use crate::model::ModelConfig;
-use crate::runtime::{ForwardBatch, KvCache};
+use crate::runtime::{DeviceBatch, ForwardBatch, KvCache};
 use crate::weights::VarBuilder;
 use crate::{Result, Tensor};
 
@@ -60,6 +60,8 @@ pub struct ForwardCtx<'a> {
     pub batch: &'a ForwardBatch,
     pub kv: &'a mut KvCache,
     pub comm: &'a dyn Communicator,
+    /// The batch metadata on the GPU, when the model runs there.
+    pub dev: Option<&'a DeviceBatch>,
 }
 
 /// Built from the config and weights.

@@ -51,7 +51,8 @@ impl Module for SparseMoe {
 impl MlpLayer for SparseMoe {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
         let (t, h) = x.dims2("moe")?;
-        let logits = self.router.forward(x, cx)?;
+        // Routing is decided on the host (a [t, experts] transfer); expert GEMMs stay on the device.
+        let logits = self.router.forward(x, cx)?.to_cpu()?.to_dtype(crate::DType::F32)?;
         let e = logits.dim(1);
         // Per expert: (token, weight) pairs routed to it.
         let mut routed: Vec<Vec<(usize, f32)>> = vec![vec![]; e];
@@ -66,29 +67,23 @@ impl MlpLayer for SparseMoe {
                 routed[j].push((ti, p[j] / sum));
             }
         }
-        let xs = x.f32s()?;
-        let mut out = vec![0f32; t * h];
+        let mut out = ops::zeros_like(x, &[t, h])?;
         for (j, toks) in routed.iter().enumerate() {
             if toks.is_empty() {
                 continue;
             }
             // [n, h] tokens of expert j -> gate/up [n, i] -> down [n, h]
-            let rows: Vec<f32> = toks.iter().flat_map(|&(ti, _)| xs[ti * h..(ti + 1) * h].iter().copied()).collect();
-            let xe = Tensor::from_f32(rows, &[toks.len(), h])?;
+            let (rows, weights): (Vec<usize>, Vec<f32>) = toks.iter().copied().unzip();
+            let xe = ops::select_rows(x, &rows)?;
             let expert = |w: &Tensor| -> Result<Tensor> {
                 let w = w.narrow0(j, 1)?;
                 w.reshape(&w.shape()[1..])
             };
-            let g = ops::matmul_t(&xe, &expert(&self.gate)?)?;
-            let u = ops::matmul_t(&xe, &expert(&self.up)?)?;
-            let a = ops::gated_activation(&Tensor::cat0(&[g.t()?, u.t()?])?.t()?, self.act)?;
+            let g = ops::activation(&ops::matmul_t(&xe, &expert(&self.gate)?)?, self.act)?;
+            let a = ops::mul(&g, &ops::matmul_t(&xe, &expert(&self.up)?)?)?;
             let y = ops::matmul_t(&a, &expert(&self.down)?)?;
-            for (r, &(ti, w)) in toks.iter().enumerate() {
-                for (o, v) in out[ti * h..(ti + 1) * h].iter_mut().zip(&y.f32s()?[r * h..(r + 1) * h]) {
-                    *o += w * v;
-                }
-            }
+            out = ops::scatter_add_rows(&out, &y, &rows, &weights)?;
         }
-        Tensor::from_f32(out, &[t, h])
+        Ok(out)
     }
 }

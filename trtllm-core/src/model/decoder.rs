@@ -111,7 +111,11 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
         if let Some(pe) = &self.position_embeddings {
             x = ops::add(&x, &pe.forward_positions(&batch.positions)?)?;
         }
-        let mut cx = ForwardCtx { batch, kv, comm };
+        let dev = match kv.gpu() {
+            Some(gpu) => Some(batch.to_device(&gpu)?),
+            None => None,
+        };
+        let mut cx = ForwardCtx { batch, kv, comm, dev: dev.as_ref() };
         if let Some(h) = hidden.as_deref_mut() {
             h.push(x.clone());
         }
@@ -123,11 +127,7 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
         }
         // Only the rows whose logits are wanted go through the norm and the head.
         let rows = batch.logit_rows();
-        let x = if rows.len() == batch.num_tokens() {
-            x
-        } else {
-            Tensor::cat0(&rows.iter().map(|&r| x.narrow0(r, 1)).collect::<Result<Vec<_>>>()?)?
-        };
+        let x = ops::select_rows(&x, &rows)?;
         let x = self.norm.forward(&x)?;
         if let Some(h) = hidden.as_deref_mut() {
             h.push(x.clone());

@@ -1,6 +1,9 @@
 //! Activations, plain and gated (`act(gate) * up` over a fused `[m, 2i]` gate_up tensor).
 
 use crate::model::Activation;
+use trtllm_kernels::launch::{self, P};
+
+use super::cuda;
 use crate::{Error, Result, Tensor};
 
 #[inline]
@@ -17,7 +20,22 @@ fn apply(act: Activation, x: f32) -> f32 {
 }
 
 /// `act(x)` elementwise.
+fn kind(act: Activation) -> i32 {
+    match act {
+        Activation::Silu => 0,
+        Activation::Gelu => 1,
+        Activation::GeluTanh => 2,
+        Activation::Relu => 3,
+    }
+}
+
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+    if let Some(gpu) = cuda::gpu_of(x) {
+        let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
+        launch::act(&gpu, cuda::dt(x, "activation")?, cuda::p(x, "activation")?, P::new(&out, 0), x.numel(), kind(act))
+            .map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, x.shape(), x.dtype());
+    }
     x.map_f32(|v| apply(act, v))
 }
 
@@ -28,6 +46,12 @@ pub fn gated_activation(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
         return Err(Error::shape("gated_activation", format!("odd width {two_i}")));
     }
     let i = two_i / 2;
+    if let Some(gpu) = cuda::gpu_of(gate_up) {
+        let out = cuda::alloc(&gpu, &[m, i], gate_up.dtype())?;
+        let dt = cuda::dt(gate_up, "gated_activation")?;
+        launch::gated_act(&gpu, dt, cuda::p(gate_up, "gated_activation")?, P::new(&out, 0), m, i, kind(act)).map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, &[m, i], gate_up.dtype());
+    }
     let g = gate_up.f32s()?;
     let mut out = Vec::with_capacity(m * i);
     for row in g.chunks_exact(two_i) {

@@ -32,7 +32,7 @@ pub fn write_kv(k: &Tensor, v: &Tensor, slots: &[usize], k_cache: &mut [f32], v_
     let (ks, vs) = (k.f32s()?, v.f32s()?);
     for (i, &s) in slots.iter().enumerate() {
         let dst = s * w..(s + 1) * w;
-        if dst.end > k_cache.len() {
+        if dst.end > k_cache.len().min(v_cache.len()) {
             return Err(Error::KvCache(format!("slot {s} out of range")));
         }
         k_cache[dst.clone()].copy_from_slice(&ks[i * w..(i + 1) * w]);
@@ -61,7 +61,9 @@ pub fn paged_attention(q: &Tensor, k_cache: &[f32], v_cache: &[f32], batch: &For
         let n = pos + 1 - lo;
         let slot = |j: usize| -> Result<usize> {
             let b = seq.block_table.get(j / bs).ok_or_else(|| Error::KvCache(format!("position {j} has no block")))?;
-            Ok(*b as usize * bs + j % bs)
+            Some(*b as usize * bs + j % bs)
+                .filter(|s| (s + 1) * kvw <= k_cache.len().min(v_cache.len()))
+                .ok_or_else(|| Error::KvCache(format!("position {j}: block {b} is outside the cache")))
         };
         let slots: Vec<usize> = (lo..=pos).map(slot).collect::<Result<_>>()?;
         let mut scores = vec![0f32; n];

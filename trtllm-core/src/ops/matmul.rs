@@ -5,6 +5,7 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::cuda;
 use crate::{DType, Error, Result, Tensor};
 
 /// Rows of w handled per parallel task.
@@ -120,8 +121,20 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if k != k2 {
         return Err(Error::shape("matmul_t", format!("x {:?} @ w^T {:?}", x.shape(), w.shape())));
     }
+    if let Some(gpu) = cuda::gpu_of(x) {
+        cuda::same_device("matmul_t", x, w)?;
+        if x.dtype() != w.dtype() {
+            return Err(Error::shape("matmul_t", format!("x is {}, w is {} (the GPU path needs one dtype)", x.dtype(), w.dtype())));
+        }
+        let dt = cuda::dt(x, "matmul_t")?;
+        let mut out = cuda::alloc(&gpu, &[m, n], x.dtype())?;
+        trtllm_kernels::launch::gemm(&gpu, dt, cuda::p(x, "matmul_t")?, cuda::p(w, "matmul_t")?, &mut out, 0, m, n, k)
+            .map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, &[m, n], x.dtype());
+    }
     let xs = x.f32s()?;
     let y = match (w.dtype(), m <= GEMV_MAX_M) {
+        (DType::F32 | DType::BF16 | DType::F16, _) if m == 0 || k == 0 => vec![0f32; m * n], // empty: nothing to chunk
         (DType::F32, true) => gemv(xs, m, k, w.f32s()?, n),
         (DType::F32, false) => gemm(xs, m, k, w.f32s()?, n),
         (DType::BF16, true) => gemv(xs, m, k, w.bf16s()?, n),

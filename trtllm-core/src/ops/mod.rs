@@ -4,18 +4,21 @@
 
 mod activation;
 mod attention;
+pub mod cuda;
 mod elementwise;
 mod embedding;
 mod matmul;
 mod norm;
+mod qkv_attention;
 mod rope;
 mod softmax;
 
 pub use activation::{activation, gated_activation};
 pub use attention::{paged_attention, write_kv, AttnParams};
-pub use elementwise::{add, add_bias, scale, softcap};
-pub use embedding::embedding;
+pub use elementwise::{add, add_bias, cast, mul, scale, softcap, zeros_like};
+pub use embedding::{embedding, scatter_add_rows, select_rows};
 pub use matmul::{linear, matmul_t};
 pub use norm::{add_rms_norm, layer_norm, rms_norm};
+pub use qkv_attention::{qkv_attention, QkvParams};
 pub use rope::{apply_rope, rope_tables};
-pub use softmax::{argmax, log_softmax, softmax_inplace};
+pub use softmax::{argmax, argmax_rows, log_softmax, softmax_inplace};

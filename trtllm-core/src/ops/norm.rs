@@ -1,5 +1,8 @@
 //! RMSNorm (optionally fused with the residual add) and LayerNorm, computed in f32 as HF does.
 
+use trtllm_kernels::launch::{self, P};
+
+use super::cuda;
 use crate::{Error, Result, Tensor};
 
 fn check(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize)> {
@@ -21,7 +24,13 @@ fn rms_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 /// `w * x / sqrt(mean(x^2) + eps)` per row. x `[m, d]`, w `[d]` f32 (Gemma's `1 + w` is baked in
 /// at load time).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let (_, d) = check("rms_norm", x, w)?;
+    let (m, d) = check("rms_norm", x, w)?;
+    if let Some(gpu) = cuda::gpu_of(x) {
+        let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
+        let (xp, wp) = (cuda::p(x, "rms_norm")?, cuda::p(w, "rms_norm")?);
+        launch::rms_norm(&gpu, cuda::dt(x, "rms_norm")?, xp, wp, P::new(&out, 0), m, d, eps as f32).map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, x.shape(), x.dtype());
+    }
     let (xs, ws) = (x.f32s()?, w.f32s()?);
     let mut out = vec![0f32; xs.len()];
     for (xr, or) in xs.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
@@ -32,7 +41,15 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// `s = x + residual; (s, rms_norm(s))`: the residual add fused with the next norm.
 pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    let (_, d) = check("add_rms_norm", x, w)?;
+    let (m, d) = check("add_rms_norm", x, w)?;
+    if let Some(gpu) = cuda::gpu_of(x) {
+        cuda::same_device("add_rms_norm", x, residual)?;
+        let (sum, out) = (cuda::alloc(&gpu, x.shape(), x.dtype())?, cuda::alloc(&gpu, x.shape(), x.dtype())?);
+        let (xp, rp, wp) = (cuda::p(x, "add_rms_norm")?, cuda::p(residual, "add_rms_norm")?, cuda::p(w, "add_rms_norm")?);
+        let dt = cuda::dt(x, "add_rms_norm")?;
+        launch::add_rms_norm(&gpu, dt, xp, rp, wp, P::new(&sum, 0), P::new(&out, 0), m, d, eps as f32).map_err(cuda::dev_err)?;
+        return Ok((Tensor::from_devbuf(sum, x.shape(), x.dtype())?, Tensor::from_devbuf(out, x.shape(), x.dtype())?));
+    }
     let sum = super::add(x, residual)?;
     let (ss, ws) = (sum.f32s()?, w.f32s()?);
     let mut out = vec![0f32; ss.len()];
@@ -45,7 +62,17 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f64) -> Resu
 
 /// `(x - mean) / sqrt(var + eps) * w + b` per row (biased variance, as torch).
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let (_, d) = check("layer_norm", x, w)?;
+    let (m, d) = check("layer_norm", x, w)?;
+    if let Some(gpu) = cuda::gpu_of(x) {
+        let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
+        let bp = match b {
+            Some(b) => Some(cuda::p(b, "layer_norm")?),
+            None => None,
+        };
+        let (xp, wp) = (cuda::p(x, "layer_norm")?, cuda::p(w, "layer_norm")?);
+        launch::layer_norm(&gpu, cuda::dt(x, "layer_norm")?, xp, wp, bp, P::new(&out, 0), m, d, eps as f32).map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, x.shape(), x.dtype());
+    }
     let (xs, ws) = (x.f32s()?, w.f32s()?);
     let bs = match b {
         Some(b) => Some(b.f32s()?),

@@ -81,3 +81,33 @@ impl ForwardBatch {
         self.seqs.iter().map(|s| s.context_len).max().unwrap_or(0)
     }
 }
+
+/// The batch metadata the GPU kernels read, uploaded once per forward as int32 arrays.
+pub struct DeviceBatch {
+    pub positions: trtllm_kernels::DevBuf,
+    pub token_seq: trtllm_kernels::DevBuf,
+    pub slots: trtllm_kernels::DevBuf,
+    /// Every sequence's block table, concatenated.
+    pub block_tables: trtllm_kernels::DevBuf,
+    /// Start of each sequence's table in `block_tables`.
+    pub bt_offsets: trtllm_kernels::DevBuf,
+}
+
+impl ForwardBatch {
+    pub fn to_device(&self, gpu: &std::sync::Arc<trtllm_kernels::Gpu>) -> Result<DeviceBatch> {
+        let up = |v: Vec<i32>| crate::ops::cuda::upload_i32_pub(gpu, &v);
+        let mut tables = vec![];
+        let mut offsets = vec![];
+        for s in &self.seqs {
+            offsets.push(tables.len() as i32);
+            tables.extend(s.block_table.iter().map(|&b| b as i32));
+        }
+        Ok(DeviceBatch {
+            positions: up(self.positions.iter().map(|&p| p as i32).collect())?,
+            token_seq: up(self.token_seq.iter().map(|&s| s as i32).collect())?,
+            slots: up(self.slot_mapping.iter().map(|&s| s as i32).collect())?,
+            block_tables: up(tables)?,
+            bt_offsets: up(offsets)?,
+        })
+    }
+}

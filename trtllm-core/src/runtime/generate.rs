@@ -10,12 +10,12 @@
 //! # Ok::<(), trtllm_core::Error>(())
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{BlockAllocator, ForwardBatch, KvCache, Sampler, SamplingParams, SeqStep, Tokenizer};
 use crate::layers::{Communicator, SingleRank};
-use crate::model::{build_model, CausalLM, LoadOptions};
+use crate::model::{CausalLM, LoadOptions};
 use crate::{Error, Result, Tensor};
 
 /// Engine-level limits (the `build` config).
@@ -27,11 +27,24 @@ pub struct EngineOptions {
     pub kv_num_blocks: Option<usize>,
     pub max_batch_size: usize,
     pub max_seq_len: usize,
+    /// Tensor-parallel ranks (CPU reference: one thread per rank). `None`: a checkpoint's own
+    /// size, 1 for an HF directory.
+    pub tp_size: Option<usize>,
+    /// Where `tokenizer.json` is, when not in the model directory.
+    pub tokenizer_dir: Option<PathBuf>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { load: LoadOptions::default(), kv_block_size: 16, kv_num_blocks: None, max_batch_size: 8, max_seq_len: 4096 }
+        EngineOptions {
+            load: LoadOptions::default(),
+            kv_block_size: 16,
+            kv_num_blocks: None,
+            max_batch_size: 8,
+            max_seq_len: 4096,
+            tp_size: None,
+            tokenizer_dir: None,
+        }
     }
 }
 
@@ -71,22 +84,30 @@ struct Seq {
 }
 
 impl Llm {
-    /// Load an HF model directory with default options.
+    /// Load an HF, checkpoint or engine directory with default options (an engine's own limits).
     pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::with_options(dir, EngineOptions::default())
+        Self::with_options(&dir, EngineOptions::for_dir(dir.as_ref())?)
     }
 
+    /// Load an HF directory, a `trtllm convert` checkpoint or a `trtllm build` engine.
     pub fn with_options(dir: impl AsRef<Path>, opts: EngineOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let loaded = build_model(dir, &opts.load)?;
-        let tokenizer = if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(dir)?) } else { None };
-        Self::from_model(loaded.model, tokenizer, opts)
+        let model = super::load::load_engine_model(dir, &opts)?;
+        let tok_dir = opts.tokenizer_dir.as_deref().unwrap_or(dir);
+        let tokenizer = if tok_dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(tok_dir)?) } else { None };
+        Self::from_model(model, tokenizer, opts)
     }
 
     pub fn from_model(model: Box<dyn CausalLM>, tokenizer: Option<Tokenizer>, opts: EngineOptions) -> Result<Self> {
         let layout = model.kv_layout();
         let blocks = opts.kv_num_blocks.unwrap_or(opts.max_batch_size * opts.max_seq_len.div_ceil(opts.kv_block_size));
-        let kv = KvCache::new(layout, opts.kv_block_size, blocks)?;
+        let kv = match opts.load.device {
+            crate::Device::Cuda(n) => {
+                let dtype = opts.load.weight_dtype(model.config());
+                KvCache::new_cuda(&crate::ops::cuda::gpu(n)?, dtype, layout, opts.kv_block_size, blocks)?
+            }
+            _ => KvCache::new(layout, opts.kv_block_size, blocks)?,
+        };
         let mut eos = tokenizer.as_ref().map(|t| t.eos_token_ids.clone()).unwrap_or_default();
         if eos.is_empty() {
             eos = model.config().eos_token_ids.clone();
@@ -95,7 +116,7 @@ impl Llm {
     }
 
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| Error::Msg("this model directory has no tokenizer.json".into()))
+        self.tokenizer.as_ref().ok_or_else(|| Error::Msg("no tokenizer.json in the model directory (set a tokenizer directory: `--tokenizer-dir`)".into()))
     }
 
     /// Generate from text prompts.
@@ -174,11 +195,16 @@ impl Llm {
             let batch = ForwardBatch::new(&steps, self.opts.kv_block_size, false)?;
             let logits = self.model.forward(&batch, &mut self.kv, &SingleRank, None)?;
             let v = logits.dim(1);
-            let lf = logits.f32s()?;
+            // Greedy on the GPU: only the ids cross to the host.
+            let greedy = if params.temperature == 0.0 { Some(crate::ops::argmax_rows(&logits)?) } else { None };
+            let host = if greedy.is_none() { logits.to_cpu()?.to_dtype(crate::DType::F32)? } else { logits };
             for (row, &i) in active.iter().enumerate() {
                 let s = &mut seqs[i];
                 s.cached = s.tokens.len();
-                let tok = s.sampler.sample(&lf[row * v..(row + 1) * v], params);
+                let tok = match &greedy {
+                    Some(ids) => ids[row],
+                    None => s.sampler.sample(&host.f32s()?[row * v..(row + 1) * v], params),
+                };
                 s.tokens.push(tok);
                 on_token(i, tok);
                 let stop = !params.ignore_eos && self.eos.contains(&tok) || params.stop_token_ids.contains(&tok);

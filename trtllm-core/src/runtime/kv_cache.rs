@@ -1,7 +1,11 @@
 //! The paged KV cache: per layer, `num_blocks * block_size` slots of `[kv_heads, head_dim]`
 //! keys and values, handed out in fixed-size blocks by a ref-counted allocator.
 
-use crate::{Error, Result};
+use std::sync::Arc;
+
+use trtllm_kernels::{DevBuf, Gpu};
+
+use crate::{DType, Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvLayout {
@@ -11,12 +15,17 @@ pub struct KvLayout {
     pub head_dim: usize,
 }
 
+/// One layer's keys and values: host f32, or device memory in the model's dtype.
+pub enum KvLayer {
+    Cpu { k: Vec<f32>, v: Vec<f32> },
+    Cuda { k: DevBuf, v: DevBuf, dtype: DType },
+}
+
 pub struct KvCache {
     pub layout: KvLayout,
     pub block_size: usize,
     pub num_blocks: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    layers: Vec<KvLayer>,
 }
 
 impl KvCache {
@@ -25,13 +34,42 @@ impl KvCache {
             return Err(Error::KvCache("block_size and num_blocks must be positive".into()));
         }
         let n = num_blocks * block_size * layout.kv_heads * layout.head_dim;
-        Ok(KvCache {
-            layout,
-            block_size,
-            num_blocks,
-            k: (0..layout.num_layers).map(|_| vec![0.0; n]).collect(),
-            v: (0..layout.num_layers).map(|_| vec![0.0; n]).collect(),
-        })
+        let layers = (0..layout.num_layers).map(|_| KvLayer::Cpu { k: vec![0.0; n], v: vec![0.0; n] }).collect();
+        Ok(KvCache { layout, block_size, num_blocks, layers })
+    }
+
+    /// A cache in GPU memory, in `dtype` (f32 or bf16).
+    pub fn new_cuda(gpu: &Arc<Gpu>, dtype: DType, layout: KvLayout, block_size: usize, num_blocks: usize) -> Result<Self> {
+        if block_size == 0 || num_blocks == 0 {
+            return Err(Error::KvCache("block_size and num_blocks must be positive".into()));
+        }
+        let bytes = num_blocks * block_size * layout.kv_heads * layout.head_dim * dtype.size_in_bytes();
+        let mut layers = Vec::with_capacity(layout.num_layers);
+        for _ in 0..layout.num_layers {
+            let alloc = || DevBuf::alloc(gpu, bytes).map_err(|e| Error::KvCache(format!("allocating {bytes} bytes: {e}")));
+            layers.push(KvLayer::Cuda { k: alloc()?, v: alloc()?, dtype });
+        }
+        Ok(KvCache { layout, block_size, num_blocks, layers })
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        matches!(self.layers.first(), Some(KvLayer::Cuda { .. }))
+    }
+
+    /// The GPU holding this cache, if any.
+    pub fn gpu(&self) -> Option<Arc<Gpu>> {
+        match self.layers.first() {
+            Some(KvLayer::Cuda { k, .. }) => Some(k.gpu().clone()),
+            _ => None,
+        }
+    }
+
+    pub fn layer(&mut self, layer: usize) -> Result<&mut KvLayer> {
+        self.layers.get_mut(layer).ok_or_else(|| Error::KvCache(format!("no layer {layer}")))
+    }
+
+    pub fn num_slots(&self) -> usize {
+        self.num_blocks * self.block_size
     }
 
     /// Blocks that fit in `bytes` of f32 K and V.
@@ -42,9 +80,10 @@ impl KvCache {
 
     /// Key and value slots of one layer.
     pub fn layer_mut(&mut self, layer: usize) -> Result<(&mut [f32], &mut [f32])> {
-        match (self.k.get_mut(layer), self.v.get_mut(layer)) {
-            (Some(k), Some(v)) => Ok((k, v)),
-            _ => Err(Error::KvCache(format!("no layer {layer}"))),
+        match self.layers.get_mut(layer) {
+            Some(KvLayer::Cpu { k, v }) => Ok((k, v)),
+            Some(KvLayer::Cuda { .. }) => Err(Error::KvCache(format!("layer {layer} is on the GPU"))),
+            None => Err(Error::KvCache(format!("no layer {layer}"))),
         }
     }
 }

@@ -78,11 +78,19 @@ pub struct VarBuilder<'a> {
     prefix: String,
     pub mapping: Mapping,
     pub dtype: DType,
+    /// Upload every loaded tensor to this GPU.
+    gpu: Option<std::sync::Arc<trtllm_kernels::Gpu>>,
 }
 
 impl<'a> VarBuilder<'a> {
     pub fn new(src: &'a dyn WeightSource, mapping: Mapping, dtype: DType) -> Self {
-        VarBuilder { src, prefix: String::new(), mapping, dtype }
+        VarBuilder { src, prefix: String::new(), mapping, dtype, gpu: None }
+    }
+
+    /// Place the weights on `gpu` as they load.
+    pub fn on_gpu(mut self, gpu: std::sync::Arc<trtllm_kernels::Gpu>) -> Self {
+        self.gpu = Some(gpu);
+        self
     }
 
     /// Descend into a sub-module: `vb.pp("self_attn")`.
@@ -150,6 +158,10 @@ impl<'a> VarBuilder<'a> {
     }
 
     pub fn get_spec(&self, spec: WeightSpec) -> Result<Tensor> {
-        self.src.get(&spec, &self.mapping)
+        let t = self.src.get(&spec, &self.mapping)?;
+        match &self.gpu {
+            Some(gpu) if !t.is_meta() => t.to_gpu(gpu),
+            _ => Ok(t),
+        }
     }
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole GPU suite in two halves.
+#   bash scripts/gpu-check.sh build   # here (Rust toolchain): build the GPU test binaries + trtllm into .device/
+#   bash scripts/gpu-check.sh run     # on the GPU machine (device tool, carry .device): run everything, print a table
+# The GPU machine has no Rust toolchain and no network: everything it runs is staged by `build`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+D=.device
+
+if [ "$mode" = build ]; then
+  mkdir -p $D/bin
+  cargo build --release --bin trtllm
+  cp target/release/trtllm $D/bin/
+  cargo test --release -p trtllm-tests --no-run --message-format=json \
+      --test gpu_ops --test gpu_models --test gpu_shapes 2>/dev/null \
+    | python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"]==["test"]:
+        print(m["target"]["name"], m["executable"])' \
+    | while read -r name exe; do cp "$exe" "$D/bin/$name"; done
+  ls -la $D/bin
+  exit 0
+fi
+
+[ "$mode" = run ] || { echo "usage: $0 build|run" >&2; exit 2; }
+export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+OUT=${OUT:-/tmp/gpu-check-out}; mkdir -p "$OUT"
+export TRTLLM_KERNEL_CACHE=/tmp/trtllm-kernels
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+declare -a rows
+run_suite() {  # name, command...
+  local name=$1; shift
+  local log="$OUT/$name.log" t0=$SECONDS rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  local summary; summary=$(grep -E '^test result:' "$log" | tail -1 | sed 's/test result: //; s/; finished.*//')
+  rows+=("$(printf '%-26s %-6s %4ss  %s' "$name" "$([ $rc = 0 ] && echo PASS || echo FAIL)" $((SECONDS - t0)) "${summary:-rc=$rc}")")
+  [ $rc = 0 ] || tail -30 "$log"
+}
+# tests/ reads fixtures relative to the crate dir baked in at build time: run from the same path layout.
+export CARGO_MANIFEST_DIR="$PWD/tests"
+run_suite gpu_ops $D/bin/gpu_ops --test-threads=1
+run_suite gpu_models $D/bin/gpu_models --test-threads=1 --nocapture
+run_suite memcheck compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_ops --test-threads=1
+if [ "${SHAPES:-1}" = 1 ]; then
+  S=/tmp/shapes; mkdir -p $S
+  ids=$(python3 -c 'import random; random.seed(0); print(",".join(str(random.randrange(3, 30000)) for _ in range(16)))')
+  for shape in ${SHAPE_LIST:-smollm2 llama3-8b}; do
+    python3 scripts/make_random_hf.py --shape $shape --out $S/$shape --std 0.05 >>"$OUT/shapes.log" 2>&1
+    python3 scripts/hf_reference.py --model $S/$shape --input-ids "$ids" --dtype float32 --greedy 16 --device cuda \
+        --output $S/$shape/reference_f32.safetensors >>"$OUT/shapes.log" 2>&1
+    python3 scripts/hf_reference.py --model $S/$shape --input-ids "$ids" --dtype bfloat16 --greedy 16 --device cuda \
+        --output $S/$shape/reference_bf16.safetensors >>"$OUT/shapes.log" 2>&1
+  done
+  TRTLLM_SHAPES_DIR=$S run_suite gpu_shapes $D/bin/gpu_shapes --test-threads=1 --nocapture
+  grep '^SHAPE' "$OUT/gpu_shapes.log" || true
+fi
+echo
+echo "GPU check: $card | commit $commit | $(date -u +%Y-%m-%dT%H:%MZ)"
+printf '%s\n' "${rows[@]}"

@@ -1,0 +1,137 @@
+//! One attention step after the qkv projection: (q/k RMSNorm) -> RoPE -> write k, v into the
+//! paged cache -> attention of every query over its sequence's cache. On the GPU the first three
+//! are one fused kernel; the CPU twin composes the single ops (the oracle).
+
+use trtllm_kernels::launch::{self, AttnArgs, QkvArgs, P};
+
+use super::{cuda, AttnParams};
+use crate::runtime::{DeviceBatch, ForwardBatch, KvLayer};
+use crate::{Error, Result, Tensor};
+
+pub struct QkvParams<'a> {
+    pub attn: AttnParams,
+    /// Inverse frequencies (`rotary_dim / 2`) and the cos/sin multiplier; None = no RoPE.
+    pub rope: Option<(&'a [f32], f32)>,
+    /// Per-head RMSNorm weights (`[head_dim]`, f32) of q and k, and their eps.
+    pub qk_norm: Option<(&'a Tensor, &'a Tensor, f64)>,
+}
+
+/// `qkv` `[t, (heads + 2 kv_heads) * head_dim]` -> attention output `[t, heads * head_dim]`.
+pub fn qkv_attention(qkv: &Tensor, cache: &mut KvLayer, batch: &ForwardBatch, dev: Option<&DeviceBatch>, p: &QkvParams<'_>) -> Result<Tensor> {
+    let a = &p.attn;
+    let (hd, nh, nkv) = (a.head_dim, a.num_heads, a.num_kv_heads);
+    let (t, w) = qkv.dims2("qkv_attention")?;
+    if w != (nh + 2 * nkv) * hd || t != batch.num_tokens() {
+        return Err(Error::shape("qkv_attention", format!("qkv {:?} for {} tokens, {a:?}", qkv.shape(), batch.num_tokens())));
+    }
+    match cache {
+        KvLayer::Cpu { k, v } => cpu(qkv, k, v, batch, p),
+        KvLayer::Cuda { k, v, dtype } => {
+            let dev = dev.ok_or_else(|| Error::Device("qkv_attention: GPU cache without device batch metadata".into()))?;
+            if qkv.dtype() != *dtype {
+                return Err(Error::Device(format!("qkv is {}, the KV cache is {dtype}", qkv.dtype())));
+            }
+            gpu(qkv, k, v, batch, dev, p)
+        }
+    }
+}
+
+fn head_norm(x: Tensor, w: &Tensor, eps: f64, heads: usize, hd: usize) -> Result<Tensor> {
+    let t = x.dim(0);
+    super::rms_norm(&x.reshape(&[t * heads, hd])?, w, eps)?.reshape(&[t, heads * hd])
+}
+
+fn cpu(qkv: &Tensor, kc: &mut [f32], vc: &mut [f32], batch: &ForwardBatch, p: &QkvParams<'_>) -> Result<Tensor> {
+    let a = &p.attn;
+    let (hd, nh, nkv) = (a.head_dim, a.num_heads, a.num_kv_heads);
+    let mut q = qkv.narrow1(0, nh * hd)?;
+    let mut k = qkv.narrow1(nh * hd, nkv * hd)?;
+    let v = qkv.narrow1((nh + nkv) * hd, nkv * hd)?;
+    if let Some((qn, kn, eps)) = p.qk_norm {
+        q = head_norm(q, qn, eps, nh, hd)?;
+        k = head_norm(k, kn, eps, nkv, hd)?;
+    }
+    if let Some((inv, scaling)) = p.rope {
+        let (cos, sin) = super::rope_tables(&batch.positions, inv, scaling);
+        let (mut qv, mut kv) = (q.f32s()?.to_vec(), k.f32s()?.to_vec());
+        super::apply_rope(&mut qv, nh, hd, &cos, &sin)?;
+        super::apply_rope(&mut kv, nkv, hd, &cos, &sin)?;
+        q = Tensor::from_f32(qv, q.shape())?;
+        k = Tensor::from_f32(kv, k.shape())?;
+    }
+    super::write_kv(&k, &v, &batch.slot_mapping, kc, vc)?;
+    super::paged_attention(&q, kc, vc, batch, a)
+}
+
+fn gpu(
+    qkv: &Tensor,
+    kc: &mut trtllm_kernels::DevBuf,
+    vc: &mut trtllm_kernels::DevBuf,
+    batch: &ForwardBatch,
+    dev: &DeviceBatch,
+    p: &QkvParams<'_>,
+) -> Result<Tensor> {
+    let a = &p.attn;
+    let (hd, nh, nkv, t) = (a.head_dim, a.num_heads, a.num_kv_heads, batch.num_tokens());
+    let gpu = cuda::gpu_of(qkv).ok_or_else(|| Error::Device("qkv_attention: qkv is not on the GPU".into()))?;
+    let dt = cuda::dt(qkv, "qkv_attention")?;
+    let cache_slots = kc.len() / (nkv * hd * dt.size());
+    let freq = match p.rope {
+        Some((inv, _)) => Some(cuda::upload_f32(&gpu, inv)?),
+        None => None,
+    };
+    let q_out = cuda::alloc(&gpu, &[t, nh * hd], qkv.dtype())?;
+    let (qn, kn, eps) = match p.qk_norm {
+        Some((qn, kn, eps)) => (Some(cuda::p(qn, "q_norm")?), Some(cuda::p(kn, "k_norm")?), eps as f32),
+        None => (None, None, 0.0),
+    };
+    launch::qkv_prepare(
+        &gpu,
+        dt,
+        &QkvArgs {
+            qkv: cuda::p(qkv, "qkv_attention")?,
+            tokens: t,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            rot_half: p.rope.map_or(0, |(inv, _)| inv.len()),
+            positions: P::new(&dev.positions, 0),
+            inv_freq: freq.as_ref().map(|f| P::new(f, 0)),
+            scaling: p.rope.map_or(1.0, |(_, s)| s),
+            q_norm: qn,
+            k_norm: kn,
+            eps,
+            slots: P::new(&dev.slots, 0),
+            q_out: P::new(&q_out, 0),
+            k_cache: P::new(kc, 0),
+            v_cache: P::new(vc, 0),
+            cache_slots,
+        },
+    )
+    .map_err(cuda::dev_err)?;
+    let out = cuda::alloc(&gpu, &[t, nh * hd], qkv.dtype())?;
+    launch::paged_attention(
+        &gpu,
+        dt,
+        &AttnArgs {
+            q: P::new(&q_out, 0),
+            k_cache: P::new(kc, 0),
+            v_cache: P::new(vc, 0),
+            out: P::new(&out, 0),
+            tokens: t,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            scale: a.scale,
+            window: a.window.unwrap_or(0),
+            softcap: a.softcap.unwrap_or(0.0),
+            positions: P::new(&dev.positions, 0),
+            token_seq: P::new(&dev.token_seq, 0),
+            block_tables: P::new(&dev.block_tables, 0),
+            bt_offsets: P::new(&dev.bt_offsets, 0),
+            block_size: batch.block_size,
+        },
+    )
+    .map_err(cuda::dev_err)?;
+    Tensor::from_devbuf(out, &[t, nh * hd], qkv.dtype())
+}
