@@ -1,5 +1,8 @@
 // Shared device helpers: bf16 <-> f32 without CUDA headers (NVRTC needs no include path),
 // warp/block reductions. Prepended to every kernel file at compile time.
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
 struct bf16 { unsigned short x; };
 
 __device__ __forceinline__ float to_f(float v) { return v; }

@@ -4,8 +4,10 @@
 //! The four API levels: [`ops`] (functional), [`layers`] (Linear, Embedding, norms; Attention,
 //! GatedMlp), and [`model::DecoderModelForCausalLM`] (the model base).
 
+pub mod checkpoint;
 pub mod dtype;
 pub mod error;
+pub mod gguf;
 pub mod layers;
 pub mod mapping;
 pub mod model;

@@ -11,6 +11,8 @@ pub struct Linear {
     pub bias: Option<Tensor>,
     /// Row-parallel: all-reduce the output.
     reduce: bool,
+    /// Tensor-parallel size the weights were sharded for.
+    tp_size: usize,
 }
 
 /// How the checkpoint stores a linear layer.
@@ -73,13 +75,13 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias, reduce })
+        Ok(Linear { weight, bias, reduce, tp_size: vb.tp_size() })
     }
 
     /// A linear layer over stacked expert weights is built by `SparseMoe`; this builds one
     /// from tensors already in hand.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, reduce: false }
+        Linear { weight, bias, reduce: false, tp_size: 1 }
     }
 
     pub fn out_features(&self) -> usize {
@@ -87,7 +89,15 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, cx: &ForwardCtx<'_>) -> Result<Tensor> {
-        if !self.reduce || cx.comm.tp_size() == 1 {
+        if self.reduce && cx.comm.tp_size() != self.tp_size {
+            // Partial sums of a shard would otherwise come out as if they were the result.
+            return Err(crate::Error::Msg(format!(
+                "row-parallel linear sharded for tp_size {} run with a communicator of {} rank(s)",
+                self.tp_size,
+                cx.comm.tp_size()
+            )));
+        }
+        if !self.reduce || self.tp_size == 1 {
             return ops::linear(x, &self.weight, self.bias.as_ref());
         }
         let y = ops::matmul_t(x, &self.weight)?;

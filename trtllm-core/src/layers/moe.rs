@@ -27,7 +27,10 @@ impl Module for SparseMoe {
         if e == 0 || cfg.num_experts_per_tok == 0 || cfg.num_experts_per_tok > e {
             return Err(Error::Msg(format!("MoE needs num_experts > 0 and 0 < num_experts_per_tok <= {e}")));
         }
-        let router = Linear::replicated(vb, "gate", h, e, Stored::default())?;
+        // The router runs in f32 whatever the model dtype: a bf16 router flips close expert choices.
+        let mut vb32 = vb.clone();
+        vb32.dtype = crate::DType::F32;
+        let router = Linear::replicated(&vb32, "gate", h, e, Stored::default())?;
         let (g, u, d, renormalize) = match cfg.arch.moe_style {
             MoeStyle::Mixtral => ("w1", "w3", "w2", true),
             MoeStyle::Qwen => ("gate_proj", "up_proj", "down_proj", cfg.norm_topk_prob),
@@ -52,7 +55,7 @@ impl MlpLayer for SparseMoe {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
         let (t, h) = x.dims2("moe")?;
         // Routing is decided on the host (a [t, experts] transfer); expert GEMMs stay on the device.
-        let logits = self.router.forward(x, cx)?.to_cpu()?.to_dtype(crate::DType::F32)?;
+        let logits = self.router.forward(&ops::cast(x, crate::DType::F32)?, cx)?.to_cpu()?;
         let e = logits.dim(1);
         // Per expert: (token, weight) pairs routed to it.
         let mut routed: Vec<Vec<(usize, f32)>> = vec![vec![]; e];

@@ -179,6 +179,19 @@ fn normalize_keys(v: &mut Value) {
     }
 }
 
+/// The key whose value fails to deserialize (serde's message does not name it).
+fn schema_field(v: &Value) -> String {
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            let single = serde_json::json!({ k.clone(): val.clone() });
+            if serde_json::from_value::<RawConfig>(single).is_err() {
+                return k.clone();
+            }
+        }
+    }
+    "(schema)".to_string()
+}
+
 fn token_ids(file: &Path, field: &str, v: &Option<Value>) -> Result<Vec<u32>> {
     let bad = || Error::config(file, field, "expected a token id or a list of token ids");
     match v {
@@ -216,7 +229,7 @@ impl ModelConfig {
         }
         normalize_keys(&mut text);
         let raw: RawConfig = serde_json::from_value(text.clone())
-            .map_err(|e| Error::config(&file, "(schema)", e.to_string()))?;
+            .map_err(|e| Error::config(&file, schema_field(&text), e.to_string()))?;
         let need = |v: Option<usize>, field: &str| -> Result<usize> {
             match v {
                 Some(0) => Err(Error::config(&file, field, "must be positive")),

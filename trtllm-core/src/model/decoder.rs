@@ -16,6 +16,10 @@ pub trait DecoderLayer: Sized + Send + Sync {
 }
 
 /// What the engine runs: any causal LM, however it was written.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a causal LM: #[register_model] wraps a model base such as `DecoderModelForCausalLM<MyLayer>`",
+    label = "not a model (implement `trtllm_core::model::CausalLM` and `BuildCausalLM`)"
+)]
 pub trait CausalLM: Send + Sync {
     fn config(&self) -> &ModelConfig;
     fn kv_layout(&self) -> KvLayout;
@@ -31,6 +35,10 @@ pub trait CausalLM: Send + Sync {
 }
 
 /// Building a model from its config, weights and checkpoint layout.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be built by #[register_model]: it needs `trtllm_core::model::BuildCausalLM`",
+    label = "use a model base such as `DecoderModelForCausalLM<MyLayer>`"
+)]
 pub trait BuildCausalLM: Sized {
     fn build(cfg: &ModelConfig, vb: &VarBuilder<'_>, layout: &ModelLayout) -> Result<Self>;
 }

@@ -5,14 +5,23 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::{lookup, CausalLM, ModelConfig, ModelEntry, ModelLayout};
-use crate::weights::{HfSource, Planner, SafetensorsFiles, VarBuilder, WeightSpec};
-use crate::{DType, Error, Mapping, Result};
+use crate::weights::{HfSource, Planner, SafetensorsFiles, VarBuilder, WeightSource, WeightSpec};
+use crate::{DType, Device, Error, Mapping, Result};
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Weight dtype; `None` keeps the checkpoint's `torch_dtype` (f32 if absent).
     pub dtype: Option<DType>,
     pub mapping: Mapping,
+    /// `Device::Cuda(n)` loads the weights onto GPU n (f32 or bf16).
+    pub device: Device,
+}
+
+impl LoadOptions {
+    /// The dtype weights (and, on the GPU, activations) are stored in.
+    pub fn weight_dtype(&self, cfg: &ModelConfig) -> DType {
+        self.dtype.or(cfg.torch_dtype).unwrap_or(DType::F32)
+    }
 }
 
 pub struct LoadedModel {
@@ -38,7 +47,10 @@ impl ValidationReport {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (name, engine, near) in &self.missing {
-            s += &format!("  missing tensor `{name}` (for engine tensor `{engine}`)");
+            s += &format!("  missing tensor `{name}`");
+            if name != engine {
+                s += &format!(" (for engine tensor `{engine}`)");
+            }
             if let Some(n) = near {
                 s += &format!("; closest existing name: `{n}`");
             }
@@ -91,12 +103,7 @@ pub fn validate(specs: &[WeightSpec], files: &SafetensorsFiles, layout: &ModelLa
             let stored = resolve(&src.name);
             match files.info(&stored) {
                 None => {
-                    let near = all
-                        .iter()
-                        .map(|n| (strsim::levenshtein(n, &src.name), *n))
-                        .min()
-                        .map(|(_, n)| n.clone());
-                    report.missing.push((src.name.clone(), spec.name.clone(), near));
+                    report.missing.push((src.name.clone(), spec.name.clone(), None));
                 }
                 Some(info) => {
                     used.insert(stored.clone());
@@ -106,6 +113,13 @@ pub fn validate(specs: &[WeightSpec], files: &SafetensorsFiles, layout: &ModelLa
                 }
             }
         }
+    }
+    // Suggest, for each missing tensor, the closest name nothing else uses (a renamed tensor is
+    // unused; its used siblings are closer by spelling but wrong).
+    let unused: Vec<&String> = all.iter().copied().filter(|n| !used.contains(*n)).collect();
+    for (name, _, near) in &mut report.missing {
+        let pool = if unused.is_empty() { &all } else { &unused };
+        *near = pool.iter().map(|n| (strsim::levenshtein(n, name), *n)).min().map(|(_, n)| n.clone());
     }
     for name in all {
         let ignored = name.ends_with("rotary_emb.inv_freq")
@@ -126,44 +140,82 @@ pub fn resolve_config(dir: &Path) -> Result<(ModelConfig, &'static ModelEntry)> 
     Ok((cfg, entry))
 }
 
-/// Build the model of an HF directory: plan, validate, load.
+/// An HF directory opened for loading: the normalized config (with the tied head detected from
+/// the tensors present), its registry entry, the safetensors and the tensors that may be
+/// present without being used.
+pub struct HfCheckpoint {
+    pub cfg: ModelConfig,
+    pub entry: &'static ModelEntry,
+    pub files: SafetensorsFiles,
+    pub ignorable: Vec<String>,
+}
+
+impl HfCheckpoint {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let (mut cfg, entry) = resolve_config(dir)?;
+        let files = SafetensorsFiles::open_dir(dir)?;
+        let head = resolver(&entry.layout, &files)(&format!("{}.weight", entry.layout.lm_head));
+        let mut ignorable = vec![];
+        if !files.contains(&head) {
+            cfg.tie_word_embeddings = true;
+        } else if cfg.tie_word_embeddings {
+            ignorable.push(head);
+        }
+        Ok(HfCheckpoint { cfg, entry, files, ignorable })
+    }
+
+    /// Engine-side HF name -> name stored in this checkpoint.
+    pub fn resolver(&self) -> impl Fn(&str) -> String + Sync + '_ {
+        resolver(&self.entry.layout, &self.files)
+    }
+
+    /// Compare a plan with the headers.
+    pub fn validate(&self, specs: &[WeightSpec]) -> ValidationReport {
+        validate(specs, &self.files, &self.entry.layout, &self.ignorable)
+    }
+}
+
+/// The builder that loads from `src` as `opts` asks (mapping, dtype, device).
+pub(crate) fn var_builder<'a>(src: &'a dyn WeightSource, opts: &LoadOptions, dtype: DType) -> Result<VarBuilder<'a>> {
+    let vb = VarBuilder::new(src, opts.mapping, dtype);
+    Ok(match opts.device {
+        Device::Cuda(n) => vb.on_gpu(crate::ops::cuda::gpu(n)?),
+        _ => vb,
+    })
+}
+
+/// Build the model of a directory: an HF directory (plan, validate, load through the weight
+/// map), a `trtllm convert` checkpoint or a `trtllm build` engine (tensors by engine name).
 pub fn build_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
-    let (mut cfg, entry) = resolve_config(dir)?;
-    let files = SafetensorsFiles::open_dir(dir)?;
-    let resolve = resolver(&entry.layout, &files);
-    let head = format!("{}.weight", entry.layout.lm_head);
-    let mut ignorable = vec![];
-    if !files.contains(&resolve(&head)) {
-        cfg.tie_word_embeddings = true;
-    } else if cfg.tie_word_embeddings {
-        ignorable.push(resolve(&head));
+    match crate::checkpoint::ModelDir::detect(dir)? {
+        crate::checkpoint::ModelDir::Hf => build_hf_model(dir, opts),
+        crate::checkpoint::ModelDir::Checkpoint(c) | crate::checkpoint::ModelDir::Engine(c, _) => {
+            crate::checkpoint::load_checkpoint(dir, &c, opts)
+        }
     }
-    let dtype = opts.dtype.or(cfg.torch_dtype).unwrap_or(DType::F32);
-    let specs = plan_weights(entry, &cfg, opts.mapping, dtype)?;
-    let report = validate(&specs, &files, &entry.layout, &ignorable);
+}
+
+/// Build the model of an HF directory: plan, validate, load.
+pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let hf = HfCheckpoint::open(dir)?;
+    let dtype = opts.weight_dtype(&hf.cfg);
+    let specs = plan_weights(hf.entry, &hf.cfg, opts.mapping, dtype)?;
+    let report = hf.validate(&specs);
     if !report.is_ok() {
-        return Err(Error::Validation { file: files.first_file().to_path_buf(), report: report.render() });
+        return Err(Error::Validation { file: hf.files.first_file().to_path_buf(), report: report.render() });
     }
-    let src = HfSource { files: &files, resolve: &resolve };
-    let vb = VarBuilder::new(&src, opts.mapping, dtype);
-    let model = (entry.build)(&cfg, &vb, &entry.layout)?;
-    Ok(LoadedModel { model, entry, specs })
+    let resolve = hf.resolver();
+    let src = HfSource { files: &hf.files, resolve: &resolve };
+    let vb = var_builder(&src, opts, dtype)?;
+    let model = (hf.entry.build)(&hf.cfg, &vb, &hf.entry.layout)?;
+    Ok(LoadedModel { model, entry: hf.entry, specs })
 }
 
 /// The plan and validation report of an HF directory (`trtllm weights`).
 pub fn inspect(dir: &Path, mapping: Mapping) -> Result<(ModelConfig, &'static ModelEntry, Vec<WeightSpec>, ValidationReport)> {
-    let (mut cfg, entry) = resolve_config(dir)?;
-    let files = SafetensorsFiles::open_dir(dir)?;
-    let resolve = resolver(&entry.layout, &files);
-    let head = format!("{}.weight", entry.layout.lm_head);
-    let mut ignorable = vec![];
-    if !files.contains(&resolve(&head)) {
-        cfg.tie_word_embeddings = true;
-    } else if cfg.tie_word_embeddings {
-        ignorable.push(resolve(&head));
-    }
-    let dtype = cfg.torch_dtype.unwrap_or(DType::F32);
-    let specs = plan_weights(entry, &cfg, mapping, dtype)?;
-    let report = validate(&specs, &files, &entry.layout, &ignorable);
-    Ok((cfg, entry, specs, report))
+    let hf = HfCheckpoint::open(dir)?;
+    let dtype = hf.cfg.torch_dtype.unwrap_or(DType::F32);
+    let specs = plan_weights(hf.entry, &hf.cfg, mapping, dtype)?;
+    let report = hf.validate(&specs);
+    Ok((hf.cfg, hf.entry, specs, report))
 }

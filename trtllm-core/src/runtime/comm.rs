@@ -175,7 +175,8 @@ mod tests {
         let out = run(4, |c| {
             let mut total = vec![];
             for step in 0..50 {
-                let mut x: Vec<f32> = (0..33).map(|i| ((i * 7 + c.rank() * 13 + step) % 17) as f32 * 0.1 + 1e-3).collect();
+                let mut x: Vec<f32> =
+                    (0..33).map(|i| ((i * 7 + c.rank() * 13 + step) % 17) as f32 * 0.1 + 1e-3).collect();
                 c.all_reduce_sum(&mut x).expect("all_reduce");
                 total.extend(x);
             }

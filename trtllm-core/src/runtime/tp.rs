@@ -24,11 +24,15 @@ pub struct TpModel {
 impl TpModel {
     /// A group from the shards of ranks 0..N, in order.
     pub fn new(ranks: Vec<Box<dyn CausalLM>>) -> Result<Self> {
-        let first = ranks.first().ok_or_else(|| Error::Msg("a tensor-parallel group needs at least one rank".into()))?;
+        let first = ranks
+            .first()
+            .ok_or_else(|| Error::Msg("a tensor-parallel group needs at least one rank".into()))?;
         let layout = first.kv_layout();
         for (r, m) in ranks.iter().enumerate() {
             if m.kv_layout() != layout || m.config().architecture != first.config().architecture {
-                return Err(Error::Msg(format!("tensor-parallel rank {r} was built for another model or mapping than rank 0")));
+                return Err(Error::Msg(format!(
+                    "tensor-parallel rank {r} was built for another model or mapping than rank 0"
+                )));
             }
         }
         let comms = LocalComm::group(ranks.len());
@@ -63,7 +67,13 @@ impl CausalLM for TpModel {
     }
 
     /// `comm` is not used: the group communicates through its own in-process communicators.
-    fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache, _comm: &dyn Communicator, hidden: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        _comm: &dyn Communicator,
+        hidden: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
         if self.ranks.len() == 1 {
             return self.ranks[0].forward(batch, kv, &self.comms[0], hidden);
         }
@@ -90,7 +100,10 @@ impl CausalLM for TpModel {
             }
             let others: Vec<Result<Tensor>> = handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Msg("a tensor-parallel rank thread panicked".into()))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Msg("a tensor-parallel rank thread panicked".into())))
+                })
                 .collect();
             (out0, others)
         });

@@ -119,6 +119,27 @@ impl SafetensorsFiles {
         self.files.first().map(|f| f.0.as_path()).unwrap_or(Path::new("(none)"))
     }
 
+    /// Drop the mapped pages of tensor `name` from this process's resident set (they stay in
+    /// the page cache and are read again if the tensor is). A streaming converter calls this
+    /// after each read so its RSS stays near one tensor, not the whole mapped checkpoint.
+    /// Best effort: does nothing where unsupported.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(info) = self.tensors.get(name) {
+            // SAFETY: the mapping is private and read-only, so none of its pages was ever written
+            // (copied-on-write): MADV_DONTNEED only unmaps them and the next access refaults the
+            // same file contents. A reader of this or a neighbouring tensor (pages at the edges
+            // are shared) sees identical bytes before and after; `read` copies out of the map.
+            let _ = unsafe {
+                self.files[info.file].1.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    info.start,
+                    info.end - info.start,
+                )
+            };
+        }
+    }
+
     /// Read one tensor in its stored dtype.
     pub fn read(&self, name: &str) -> Result<Tensor> {
         let info = self.tensors.get(name).ok_or_else(|| Error::tensor(name, "not in checkpoint"))?;

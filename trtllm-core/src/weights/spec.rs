@@ -67,6 +67,19 @@ fn split_even(n: usize, tp: usize, what: &str, name: &str) -> Result<usize> {
     Ok(n / tp)
 }
 
+/// Heads must split evenly, or (fewer heads than ranks) each head must go to a whole number
+/// of ranks; anything else would silently drop or misalign heads.
+fn check_heads(heads: usize, tp: usize, name: &str) -> Result<()> {
+    if heads == 0 || (heads >= tp && !heads.is_multiple_of(tp)) || (heads < tp && !tp.is_multiple_of(heads)) {
+        return Err(Error::tensor(name, format!("{heads} heads cannot be split over tp_size {tp}")));
+    }
+    Ok(())
+}
+
+fn dim(shape: &[usize], i: usize, name: &str) -> Result<usize> {
+    shape.get(i).copied().ok_or_else(|| Error::tensor(name, format!("shape {shape:?} has no dim {i} to split")))
+}
+
 impl WeightSpec {
     /// Shape of rank `tp_rank`'s shard.
     pub fn shard_shape(&self, tp_size: usize) -> Result<Vec<usize>> {
@@ -80,8 +93,12 @@ impl WeightSpec {
                 }
                 s[0] = rows;
             }
-            TpSplit::Row => s[1] = split_even(s[1], tp_size, "columns", &self.name)?,
+            TpSplit::Row => s[1] = split_even(dim(&s, 1, &self.name)?, tp_size, "columns", &self.name)?,
             TpSplit::Heads(groups) => {
+                dim(&s, 0, &self.name)?;
+                for &(h, _) in groups {
+                    check_heads(h, tp_size, &self.name)?;
+                }
                 s[0] = groups.iter().map(|&(h, d)| heads_per_rank(h, tp_size) * d).sum();
             }
         }
@@ -166,6 +183,7 @@ impl WeightSpec {
             TpSplit::Heads(groups) => {
                 let (mut off, mut pieces) = (0, vec![]);
                 for &(heads, d) in groups {
+                    check_heads(heads, tp_size, &self.name)?;
                     let per = heads_per_rank(heads, tp_size);
                     let first = if heads >= tp_size { tp_rank * per } else { tp_rank * heads / tp_size };
                     pieces.push(t.narrow0(off + first * d, per * d)?);
@@ -183,5 +201,58 @@ pub fn heads_per_rank(heads: usize, tp_size: usize) -> usize {
         heads / tp_size
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qkv(heads: usize, kv: usize) -> WeightSpec {
+        let d = 2;
+        let rows = (heads + 2 * kv) * d;
+        WeightSpec {
+            name: "qkv".into(),
+            sources: vec![Source { name: "qkv".into(), shape: vec![rows, 1] }],
+            combine: Combine::Concat0,
+            transform: Transform::default(),
+            shape: vec![rows, 1],
+            split: TpSplit::Heads(vec![(heads, d), (kv, d), (kv, d)]),
+            dtype: DType::F32,
+        }
+    }
+
+    /// Row r of the fused tensor holds the value r.
+    fn rows(spec: &WeightSpec, rank: usize, tp: usize) -> Vec<f32> {
+        let n = spec.shape[0];
+        let t = Tensor::from_f32((0..n).map(|r| r as f32).collect(), &[n, 1]).expect("tensor");
+        let s = spec.shard(&t, rank, tp).expect("shard");
+        assert_eq!(s.shape(), spec.shard_shape(tp).expect("shape").as_slice());
+        s.f32s().expect("f32").to_vec()
+    }
+
+    #[test]
+    fn kv_heads_are_duplicated_for_the_query_heads_of_each_rank() {
+        // 4 q heads, 1 kv head (rows: q 0..8, k 8..10, v 10..12), tp 2: each rank gets its 2 q
+        // heads and the one k/v head.
+        let s = qkv(4, 1);
+        assert_eq!(rows(&s, 0, 2), [0., 1., 2., 3., 8., 9., 10., 11.]);
+        assert_eq!(rows(&s, 1, 2), [4., 5., 6., 7., 8., 9., 10., 11.]);
+        // 4 q, 2 kv, tp 4: q head r uses kv head r / 2.
+        let s = qkv(4, 2);
+        assert_eq!(rows(&s, 1, 4), [2., 3., 8., 9., 12., 13.]);
+        assert_eq!(rows(&s, 2, 4), [4., 5., 10., 11., 14., 15.]);
+    }
+
+    #[test]
+    fn uneven_heads_are_an_error_not_a_silent_drop() {
+        let s = qkv(6, 3);
+        assert!(s.shard_shape(4).is_err());
+        let t = Tensor::zeros(&s.shape);
+        assert!(s.shard(&t, 0, 4).is_err());
+        let mut row = qkv(4, 4);
+        row.split = TpSplit::Row;
+        row.shape = vec![8];
+        assert!(row.shard_shape(2).is_err(), "a rank-1 tensor has no dim 1 to split");
     }
 }

@@ -42,6 +42,8 @@ pub struct LayerStruct {
     pub ident: syn::Ident,
     pub generics: syn::Generics,
     pub fields: Vec<LayerField>,
+    /// Some field's attribute failed to parse: whole-struct checks would only add noise.
+    pub had_field_errors: bool,
 }
 
 /// Parse; returns the IR and the struct with our attributes removed.
@@ -69,6 +71,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
         }
     };
     let mut fields = vec![];
+    let mut had_field_errors = false;
     for f in named.named.iter_mut() {
         let ident = f.ident.clone()?;
         let mut role = None;
@@ -101,6 +104,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
             });
             if let Err(e) = res {
                 cx.push(e);
+                had_field_errors = true;
             }
         }
         f.attrs.retain(|a| !a.path().is_ident("layer"));
@@ -109,11 +113,14 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
                 let (hf, hf_span) = hf.unwrap_or_else(|| (ident.to_string(), ident.span()));
                 fields.push(LayerField { ident, ty: f.ty.clone(), role, hf, hf_span });
             }
-            None if found => {}
-            None => cx.error_spanned_by(&ident, format!("field `{ident}` needs #[layer(role = ...)]")),
+            None if found && had_field_errors => {}
+            None => {
+                had_field_errors = true;
+                cx.error_spanned_by(&ident, format!("field `{ident}` needs #[layer(role = ...)]"));
+            }
         }
     }
-    Some((LayerStruct { ident: item.ident.clone(), generics: item.generics.clone(), fields }, item))
+    Some((LayerStruct { ident: item.ident.clone(), generics: item.generics.clone(), fields, had_field_errors }, item))
 }
 
 /// The keyword of a non-struct item (`enum`, `fn`, ...), for the error caret.

@@ -5,6 +5,9 @@ use crate::ctxt::Ctxt;
 
 pub fn validate(cx: &mut Ctxt, layer: &LayerStruct) {
     for (name, role) in Role::ALL {
+        if layer.had_field_errors {
+            break;
+        }
         let with: Vec<_> = layer.fields.iter().filter(|f| f.role == role).collect();
         for dup in with.iter().skip(1) {
             cx.error_spanned_by(&dup.ident, format!("a decoder layer has one `{name}` field; `{}` is a second", dup.ident));

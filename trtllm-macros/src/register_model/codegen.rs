@@ -19,6 +19,7 @@ pub fn codegen(m: &RegisterModel) -> TokenStream {
         Some(p) => quote!(#p(__cfg)),
         None => quote!(let _ = __cfg;),
     };
+    let lm = quote_spanned!(inner.span()=> <#inner as ::trtllm_core::model::CausalLM>);
     let build = quote_spanned!(inner.span()=>
         <#inner as ::trtllm_core::model::BuildCausalLM>::build(__cfg, __vb, __layout)?);
     quote! {
@@ -27,10 +28,10 @@ pub fn codegen(m: &RegisterModel) -> TokenStream {
         #[automatically_derived]
         impl ::trtllm_core::model::CausalLM for #ident {
             fn config(&self) -> &::trtllm_core::model::ModelConfig {
-                ::trtllm_core::model::CausalLM::config(&self.0)
+                #lm::config(&self.0)
             }
             fn kv_layout(&self) -> ::trtllm_core::runtime::KvLayout {
-                ::trtllm_core::model::CausalLM::kv_layout(&self.0)
+                #lm::kv_layout(&self.0)
             }
             fn forward(
                 &self,
@@ -39,7 +40,7 @@ pub fn codegen(m: &RegisterModel) -> TokenStream {
                 __comm: &dyn ::trtllm_core::layers::Communicator,
                 __hidden: ::core::option::Option<&mut ::std::vec::Vec<::trtllm_core::Tensor>>,
             ) -> ::trtllm_core::Result<::trtllm_core::Tensor> {
-                ::trtllm_core::model::CausalLM::forward(&self.0, __batch, __kv, __comm, __hidden)
+                #lm::forward(&self.0, __batch, __kv, __comm, __hidden)
             }
         }
 

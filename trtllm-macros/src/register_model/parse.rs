@@ -68,7 +68,13 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<Regi
     let item: syn::ItemStruct = match syn::parse2::<syn::Item>(item) {
         Ok(syn::Item::Struct(s)) => s,
         Ok(other) => {
-            cx.error_spanned_by(&other, "#[register_model] must be applied to a newtype struct, e.g. `pub struct Llama(DecoderModelForCausalLM<LlamaDecoderLayer>);`");
+            let span: Box<dyn quote::ToTokens> = match &other {
+                syn::Item::Enum(e) => Box::new(e.enum_token),
+                syn::Item::Fn(f) => Box::new(f.sig.fn_token),
+                syn::Item::Union(u) => Box::new(u.union_token),
+                _ => Box::new(other.clone()),
+            };
+            cx.error_spanned_by(span, "#[register_model] must be applied to a newtype struct, e.g. `pub struct Llama(DecoderModelForCausalLM<LlamaDecoderLayer>);`");
             return None;
         }
         Err(e) => {

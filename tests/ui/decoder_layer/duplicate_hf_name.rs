@@ -1,0 +1,16 @@
+use trtllm::decoder_layer;
+use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
+
+#[decoder_layer]
+pub struct Layer {
+    #[layer(role = input_norm, hf = "layernorm")]
+    input_layernorm: RmsNorm,
+    #[layer(role = attention)]
+    self_attn: Attention,
+    #[layer(role = pre_mlp_norm, hf = "layernorm")]
+    post_attention_layernorm: RmsNorm,
+    #[layer(role = mlp)]
+    mlp: GatedMlp,
+}
+
+fn main() {}

@@ -1,0 +1,21 @@
+// Fixed: the error names the field (this case guards against regressions).
+//
+//
+use trtllm::decoder_layer;
+use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
+
+#[decoder_layer]
+pub struct Layer {
+    #[layer(role = input_norm)]
+    input_layernorm: RmsNorm,
+    #[layer(role = attention)]
+    self_attn: Attention,
+    #[layer(role = pre_mlp_norm)]
+    post_attention_layernorm: RmsNorm,
+    #[layer(role = mlp)]
+    mlp: GatedMlp,
+    #[layer(hf = "extra_norm")]
+    extra: RmsNorm,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use trtllm::decoder_layer;
+
+#[decoder_layer]
+pub enum NotAStruct {
+    Norm,
+    Attention,
+}
+
+fn main() {}

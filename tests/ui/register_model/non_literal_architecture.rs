@@ -1,0 +1,20 @@
+use trtllm::{decoder_layer, register_model};
+use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
+use trtllm_core::model::DecoderModelForCausalLM;
+
+#[decoder_layer]
+pub struct Layer {
+    #[layer(role = input_norm)]
+    input_layernorm: RmsNorm,
+    #[layer(role = attention)]
+    self_attn: Attention,
+    #[layer(role = pre_mlp_norm)]
+    post_attention_layernorm: RmsNorm,
+    #[layer(role = mlp)]
+    mlp: GatedMlp,
+}
+
+#[register_model(UiLlamaForCausalLM)]
+pub struct UiLlama(DecoderModelForCausalLM<Layer>);
+
+fn main() {}

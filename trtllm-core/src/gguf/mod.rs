@@ -1,0 +1,39 @@
+//! GGUF import: a reader for GGUF v2/v3 files (llama.cpp's format), dequantization of the
+//! common ggml types, and conversion of llama-, qwen2- and gemma3-architecture GGUFs into a
+//! Hugging Face model directory the engine (and transformers) loads.
+//!
+//! ```no_run
+//! use trtllm_core::gguf::{convert_gguf, ConvertOptions};
+//! convert_gguf("model.gguf".as_ref(), "hf_dir".as_ref(), &ConvertOptions::default())?;
+//! # Ok::<(), trtllm_core::Error>(())
+//! ```
+
+mod convert;
+pub mod dequant;
+mod ggml_type;
+mod hf_config;
+mod kquants;
+mod merges;
+mod meta;
+pub mod names;
+mod reader;
+mod st_writer;
+mod tokenizer;
+mod tokenizer_files;
+mod value;
+mod writer;
+
+#[cfg(test)]
+mod tests_convert;
+#[cfg(test)]
+mod tests_dequant;
+#[cfg(test)]
+mod tests_reader;
+
+pub use convert::{convert_gguf, ConvertOptions, ConvertReport};
+pub use dequant::dequantize;
+pub use ggml_type::{GgmlType, QK_K};
+pub use reader::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT};
+pub use st_writer::OutDType;
+pub use value::{Value, ValueType};
+pub use writer::GgufWriter;
