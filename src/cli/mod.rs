@@ -1,5 +1,8 @@
 //! Subcommands.
 
+mod build;
+mod convert;
+mod convert_gguf;
 mod models;
 mod run;
 mod weights;
@@ -19,6 +22,10 @@ enum Cmd {
     Models,
     /// Print a model's weight map (engine tensor <- HF sources) and validate its checkpoint.
     Weights(weights::Args),
+    /// HF directory -> trtllm checkpoint (fused, cast, sharded), or GGUF -> HF directory.
+    Convert(convert::Args),
+    /// Checkpoint -> engine directory (build config, weights, tokenizer).
+    Build(build::Args),
     /// Generate text.
     Run(run::Args),
 }
@@ -27,6 +34,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Models => models::main(),
         Cmd::Weights(a) => weights::main(a),
+        Cmd::Convert(a) => convert::main(a),
+        Cmd::Build(a) => build::main(a),
         Cmd::Run(a) => run::main(a),
     }
 }

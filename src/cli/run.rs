@@ -1,4 +1,6 @@
-//! `trtllm run --model DIR --input-text TEXT`: generate and print the continuation.
+//! `trtllm run --model DIR --input-text TEXT` (or `--engine-dir DIR [--tokenizer-dir DIR]`):
+//! generate and print the continuation. Any of the three directory kinds (HF, checkpoint,
+//! engine) loads through either flag.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,9 +9,18 @@ use trtllm::runtime::{EngineOptions, Llm, SamplingParams, StreamDecoder};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF model directory.
-    #[arg(long, alias = "model_dir", alias = "model-dir")]
-    model: PathBuf,
+    /// HF model directory (or a checkpoint / engine directory).
+    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
+    model: Option<PathBuf>,
+    /// Engine directory from `trtllm build` (or a checkpoint / HF directory).
+    #[arg(long, alias = "engine_dir")]
+    engine_dir: Option<PathBuf>,
+    /// Where tokenizer.json is, when the model directory has none.
+    #[arg(long, alias = "tokenizer_dir")]
+    tokenizer_dir: Option<PathBuf>,
+    /// Tensor-parallel ranks, run as threads (CPU reference). Default: the checkpoint's, or 1.
+    #[arg(long, alias = "tp_size")]
+    tp_size: Option<usize>,
     #[arg(long, alias = "input_text")]
     input_text: Vec<String>,
     #[arg(long, alias = "max_output_len", default_value_t = 64)]
@@ -43,10 +54,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if a.input_text.is_empty() {
         anyhow::bail!("--input-text is required");
     }
-    let mut opts = EngineOptions::default();
+    let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else { anyhow::bail!("--model or --engine-dir is required") };
+    let mut opts = EngineOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
+    opts.tp_size = a.tp_size;
+    opts.tokenizer_dir = a.tokenizer_dir.clone();
     let t0 = std::time::Instant::now();
-    let mut llm = Llm::with_options(&a.model, opts)?;
+    let mut llm = Llm::with_options(dir, opts)?;
     let load = t0.elapsed();
     let params = SamplingParams {
         max_new_tokens: a.max_output_len,

@@ -73,6 +73,9 @@ fn dequant_rows(
     rows: std::ops::Range<usize>,
     out: &mut [f32],
 ) -> Result<()> {
+    if out.is_empty() || row == 0 {
+        return Ok(());
+    }
     let row_bytes = data.len() / t.dims.iter().skip(1).product::<u64>().max(1) as usize;
     let bytes = &data[rows.start * row_bytes..rows.end * row_bytes];
     let per = (CHUNK / 16 / row).max(1);
@@ -86,7 +89,7 @@ fn write_tensor(g: &GgufFile, p: &Planned, w: &mut SafetensorsWriter) -> Result<
     let t = p.info;
     let data = g.tensor_data(t)?;
     let row = t.dims.first().copied().unwrap_or(1) as usize;
-    let n_rows = if row == 0 { 0 } else { t.n_elements as usize / row };
+    let n_rows = (t.n_elements as usize).checked_div(row).unwrap_or(0);
     match p.transform {
         Transform::None => {
             let step = (CHUNK / row.max(1)).max(1);

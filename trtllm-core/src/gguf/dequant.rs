@@ -20,7 +20,7 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
 /// block size and `data.len()` exactly the bytes of that many blocks; the error says what is off.
 pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), String> {
     let (blk, bytes) = ty.block().ok_or_else(|| format!("unknown ggml type {ty}"))?;
-    if out.len() % blk != 0 {
+    if !out.len().is_multiple_of(blk) {
         return Err(format!("{} elements is not a whole number of {ty} blocks of {blk}", out.len()));
     }
     let need = out.len() / blk * bytes;

@@ -107,7 +107,7 @@ pub fn map_tensor(arch: Arch, name: &str, heads: usize, kv_heads: usize) -> Resu
 /// `2 i + j` is HF row `j * (rows / heads / 2) + i` (GGUF interleaves the two rotary halves).
 /// `data` is `rows` rows of `cols` values (a bias has `cols == 1`).
 pub fn unpermute_rope(data: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>, String> {
-    if heads == 0 || rows % (2 * heads) != 0 || data.len() != rows * cols {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) || data.len() != rows * cols {
         return Err(format!("cannot un-permute {rows} rows of {cols} for {heads} heads (rows must be a multiple of 2 * heads)"));
     }
     let head_dim = rows / heads;

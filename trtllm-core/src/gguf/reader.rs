@@ -2,6 +2,7 @@
 //! infos, alignment (`general.alignment`) and the data section, over a memory map. Every count,
 //! length, dimension and offset is checked against the file before it is used, so a truncated or
 //! malformed file is an error naming the file and the field or tensor, never a panic.
+//! Strings that are not valid UTF-8 are kept with U+FFFD in place of the bad bytes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,84 @@
+//! `trtllm convert --model-dir HF_DIR --output-dir CKPT_DIR`: HF directory -> our checkpoint
+//! (fused, cast, tensor-parallel sharded, streamed tensor by tensor), or
+//! `trtllm convert --gguf FILE --output-dir HF_DIR`: GGUF -> HF directory.
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use trtllm::checkpoint::{convert, ConvertOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// HF model directory (config.json, safetensors, tokenizer files).
+    #[arg(long, alias = "model_dir", required_unless_present = "gguf", conflicts_with = "gguf")]
+    model_dir: Option<PathBuf>,
+    /// A GGUF file to import into an HF directory instead.
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// The directory to write (must not exist, or be empty; see --force).
+    #[arg(long, alias = "output_dir")]
+    output_dir: PathBuf,
+    /// Weight dtype: auto (the HF torch_dtype; f32 for --gguf), float32, float16, bfloat16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+    #[arg(long, alias = "tp_size", default_value_t = 1, conflicts_with = "gguf")]
+    tp_size: usize,
+    #[arg(long, alias = "pp_size", default_value_t = 1, conflicts_with = "gguf")]
+    pp_size: usize,
+    /// Replace an existing checkpoint at --output-dir.
+    #[arg(long)]
+    force: bool,
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    if let Some(gguf) = &a.gguf {
+        return match a.dtype.as_str() {
+            "auto" => super::convert_gguf::run(gguf, &a.output_dir),
+            dtype => super::convert_gguf::run_with_dtype(gguf, &a.output_dir, Some(dtype)),
+        };
+    }
+    let Some(model_dir) = &a.model_dir else { anyhow::bail!("--model-dir (or --gguf) is required") };
+    let opts = ConvertOptions {
+        dtype: super::parse_dtype(&a.dtype)?,
+        tp_size: a.tp_size,
+        pp_size: a.pp_size,
+        force: a.force,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} {msg}",
+        )
+        .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?,
+    );
+    let t0 = std::time::Instant::now();
+    let summary = convert(model_dir, &a.output_dir, &opts, &mut |p| {
+        bar.set_length(p.total_bytes);
+        bar.set_position(p.done_bytes);
+        bar.set_message(p.tensor.to_string());
+    })
+    .inspect_err(|_| bar.abandon())?;
+    bar.finish_and_clear();
+    let total: u64 = summary.rank_bytes.iter().sum();
+    println!(
+        "converted {} ({}) -> {}: {} engine tensors, tp_size {} pp_size {}, {} in {} rank file(s), {:.1}s",
+        summary.architecture,
+        summary.dtype,
+        a.output_dir.display(),
+        summary.num_tensors,
+        a.tp_size,
+        a.pp_size,
+        gib(total),
+        summary.rank_bytes.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    println!("largest tensor: {} ({})", summary.largest_tensor.0, gib(summary.largest_tensor.1));
+    if summary.tokenizer_files.is_empty() {
+        println!("note: no tokenizer files in {}; pass --tokenizer-dir to `trtllm run`", model_dir.display());
+    }
+    Ok(())
+}
