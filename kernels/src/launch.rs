@@ -269,6 +269,30 @@ pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuErr
     run(gpu, Kernel::Attention, &format!("paged_attention_{}", dt.suffix()), cfg, &args)
 }
 
+/// Largest m the GEMV kernel takes.
+pub const GEMV_MAX_M: usize = 8;
+
+/// True when `gemv` can run these operands: m <= 8, k a multiple of one 16-byte load, and
+/// 16-byte aligned weight rows.
+pub fn gemv_ok(dt: Dt, w: P<'_>, m: usize, k: usize) -> bool {
+    let v = 16 / dt.size();
+    m >= 1 && m <= GEMV_MAX_M && k % v == 0 && w.addr() % 16 == 0
+}
+
+/// Decode-sized `out[m, n] = x[m, k] @ w[n, k]^T` (m <= 8): one warp per output row, 16-byte loads.
+pub fn gemv(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: P<'_>, m: usize, n: usize, k: usize) -> Result<(), GpuError> {
+    if !gemv_ok(dt, w, m, k) {
+        return Err(GpuError::Precondition { kernel: "gemv", msg: format!("m={m} k={k} (need m<=8, k % {} == 0, aligned w)", 16 / dt.size()) });
+    }
+    x.check("gemv", "x", m * k * dt.size())?;
+    w.check("gemv", "w", n * k * dt.size())?;
+    out.check("gemv", "out", m * n * dt.size())?;
+    let warps = 8usize;
+    let cfg = LaunchConfig { grid_dim: (n.div_ceil(warps) as u32, 1, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
+    let args = [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
+    run(gpu, Kernel::Gemv, &format!("gemv_{}", dt.suffix()), cfg, &args)
+}
+
 /// `out[m, n] = x[m, k] @ w[n, k]^T`: cuBLAS SGEMM (exact f32, no TF32) or cuBLASLt bf16 with f32 accumulation.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: &mut DevBuf, out_off: usize, m: usize, n: usize, k: usize) -> Result<(), GpuError> {

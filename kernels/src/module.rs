@@ -12,9 +12,11 @@ pub enum Kernel {
     Embedding,
     Attention,
     Sampling,
+    Gemv,
 }
 
-pub const KERNELS: [Kernel; 5] = [Kernel::Elementwise, Kernel::Norm, Kernel::Embedding, Kernel::Attention, Kernel::Sampling];
+pub const KERNELS: [Kernel; 6] =
+    [Kernel::Elementwise, Kernel::Norm, Kernel::Embedding, Kernel::Attention, Kernel::Sampling, Kernel::Gemv];
 
 const COMMON: &str = include_str!("../cuda/common.cuh");
 
@@ -26,6 +28,7 @@ impl Kernel {
             Kernel::Embedding => "embedding",
             Kernel::Attention => "attention",
             Kernel::Sampling => "sampling",
+            Kernel::Gemv => "gemv",
         }
     }
     fn body(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Kernel {
             Kernel::Embedding => include_str!("../cuda/embedding.cu"),
             Kernel::Attention => include_str!("../cuda/attention.cu"),
             Kernel::Sampling => include_str!("../cuda/sampling.cu"),
+            Kernel::Gemv => include_str!("../cuda/gemv.cu"),
         }
     }
     /// The full translation unit NVRTC compiles.

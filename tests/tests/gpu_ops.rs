@@ -162,8 +162,9 @@ fn qkv_attention() {
                 let t = batch.num_tokens();
                 let (qkv, qkvr) = up(&g, &rand_t(&mut rng, &[t, (nh + 2 * nkv) * hd], 1.0), dt);
                 let (qkn_g, qkn_c) = if qk_norm { (Some((&qng, &kng, 1e-6)), Some((&qn, &kn, 1e-6))) } else { (None, None) };
-                let pg = QkvParams { attn, rope: Some((&inv, 1.0)), qk_norm: qkn_g };
-                let pc = QkvParams { attn, rope: Some((&inv, 1.0)), qk_norm: qkn_c };
+                let inv_dev = Tensor::from_f32(inv.clone(), &[inv.len()]).expect("t").to_gpu(&g).expect("up");
+                let pg = QkvParams { attn, rope: Some((&inv, 1.0)), rope_on_device: Some(&inv_dev), qk_norm: qkn_g };
+                let pc = QkvParams { attn, rope: Some((&inv, 1.0)), rope_on_device: None, qk_norm: qkn_c };
                 let dev = batch.to_device(&g).expect("batch to device");
                 let got = ops::qkv_attention(&qkv, &mut gk, &batch, Some(&dev), &pg).expect("gpu");
                 let want = ops::qkv_attention(&qkvr, &mut ck, &batch, None, &pc).expect("cpu");

@@ -17,6 +17,8 @@ pub struct Attention {
     rope: Option<RopeConfig>,
     /// inv_freq and cos/sin scaling when they do not depend on the sequence length.
     static_freq: Option<(Vec<f32>, f32)>,
+    /// `static_freq` uploaded to the GPU on first use there.
+    static_freq_dev: std::sync::OnceLock<Tensor>,
     layer: usize,
     params: ops::AttnParams,
 }
@@ -65,6 +67,7 @@ impl Module for Attention {
             k_norm,
             rope,
             static_freq,
+            static_freq_dev: std::sync::OnceLock::new(),
             layer: cx.layer_idx,
             params: ops::AttnParams {
                 num_heads: nh / tp,
@@ -95,7 +98,17 @@ impl AttentionLayer for Attention {
             (Some(q), Some(k)) => Some((&q.weight, &k.weight, q.eps)),
             _ => None,
         };
-        let params = ops::QkvParams { attn: self.params, rope, qk_norm };
+        let rope_on_device = match (&self.static_freq, ops::cuda::gpu_of_tensor(&qkv)) {
+            (Some((inv, _)), Some(gpu)) => {
+                if self.static_freq_dev.get().is_none() {
+                    let t = Tensor::from_f32(inv.clone(), &[inv.len()])?.to_gpu(&gpu)?;
+                    let _ = self.static_freq_dev.set(t);
+                }
+                self.static_freq_dev.get()
+            }
+            _ => None,
+        };
+        let params = ops::QkvParams { attn: self.params, rope, rope_on_device, qk_norm };
         let (batch, dev) = (cx.batch, cx.dev);
         let attn = ops::qkv_attention(&qkv, cx.kv.layer(self.layer)?, batch, dev, &params)?;
         self.o.forward(&attn, cx)

@@ -20,7 +20,13 @@ pub struct LoadOptions {
 impl LoadOptions {
     /// The dtype weights (and, on the GPU, activations) are stored in.
     pub fn weight_dtype(&self, cfg: &ModelConfig) -> DType {
-        self.dtype.or(cfg.torch_dtype).unwrap_or(DType::F32)
+        match (self.dtype, cfg.torch_dtype, self.device) {
+            (Some(d), _, _) => d,
+            // The GPU kernels take f32 and bf16: an f16 checkpoint runs in bf16 there.
+            (None, Some(DType::F16), Device::Cuda(_)) => DType::BF16,
+            (None, Some(d), _) => d,
+            (None, None, _) => DType::F32,
+        }
     }
 }
 

@@ -53,10 +53,14 @@ pub fn gated_activation(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
         return Tensor::from_devbuf(out, &[m, i], gate_up.dtype());
     }
     let g = gate_up.f32s()?;
-    let mut out = Vec::with_capacity(m * i);
-    for row in g.chunks_exact(two_i) {
+    let mut out = vec![0f32; m * i];
+    for (row, o) in g.chunks_exact(two_i).zip(out.chunks_exact_mut(i.max(1))) {
         let (gate, up) = row.split_at(i);
-        out.extend(gate.iter().zip(up).map(|(&a, &b)| apply(act, a) * b));
+        match act {
+            // SiLU: vectorized exp (cpu::simd).
+            Activation::Silu => super::cpu::simd::silu_mul(o, gate, up),
+            _ => o.iter_mut().zip(gate.iter().zip(up)).for_each(|(o, (&a, &b))| *o = apply(act, a) * b),
+        }
     }
     Tensor::from_f32(out, &[m, i])
 }

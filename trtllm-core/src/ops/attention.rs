@@ -5,8 +5,6 @@
 //! cached positions (within the sliding window, if any). GQA: query head `h` reads KV head
 //! `h / (heads / kv_heads)`.
 
-use rayon::prelude::*;
-
 use crate::runtime::ForwardBatch;
 use crate::{Error, Result, Tensor};
 
@@ -49,48 +47,8 @@ pub fn paged_attention(q: &Tensor, k_cache: &[f32], v_cache: &[f32], batch: &For
     if qw != p.num_heads * hd || t != batch.num_tokens() || p.num_heads % nkv != 0 {
         return Err(Error::shape("paged_attention", format!("q {:?} for {} tokens, {p:?}", q.shape(), batch.num_tokens())));
     }
-    let group = p.num_heads / nkv;
-    let kvw = nkv * hd;
-    let qs = q.f32s()?;
-    let bs = batch.block_size;
+    // CPU: SIMD kernels on the persistent pool (`cpu::attn`), scratch reused across calls.
     let mut out = vec![0f32; t * qw];
-    out.par_chunks_mut(qw).enumerate().try_for_each(|(ti, orow)| -> Result<()> {
-        let seq = &batch.seqs[batch.token_seq[ti]];
-        let pos = batch.positions[ti];
-        let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let n = pos + 1 - lo;
-        let slot = |j: usize| -> Result<usize> {
-            let b = seq.block_table.get(j / bs).ok_or_else(|| Error::KvCache(format!("position {j} has no block")))?;
-            Some(*b as usize * bs + j % bs)
-                .filter(|s| (s + 1) * kvw <= k_cache.len().min(v_cache.len()))
-                .ok_or_else(|| Error::KvCache(format!("position {j}: block {b} is outside the cache")))
-        };
-        let slots: Vec<usize> = (lo..=pos).map(slot).collect::<Result<_>>()?;
-        let mut scores = vec![0f32; n];
-        for h in 0..p.num_heads {
-            let qh = &qs[ti * qw + h * hd..ti * qw + (h + 1) * hd];
-            let kh = h / group;
-            for (s, &sl) in scores.iter_mut().zip(&slots) {
-                let k = &k_cache[sl * kvw + kh * hd..sl * kvw + (kh + 1) * hd];
-                let mut d = 0f32;
-                for i in 0..hd {
-                    d += qh[i] * k[i];
-                }
-                *s = d * p.scale;
-                if let Some(cap) = p.softcap {
-                    *s = (*s / cap).tanh() * cap;
-                }
-            }
-            super::softmax_inplace(&mut scores);
-            let oh = &mut orow[h * hd..(h + 1) * hd];
-            for (&w, &sl) in scores.iter().zip(&slots) {
-                let v = &v_cache[sl * kvw + kh * hd..sl * kvw + (kh + 1) * hd];
-                for i in 0..hd {
-                    oh[i] += w * v[i];
-                }
-            }
-        }
-        Ok(())
-    })?;
+    super::cpu::attn::paged_attention(q.f32s()?, k_cache, v_cache, batch, p, &mut out)?;
     Tensor::from_f32(out, &[t, qw])
 }

@@ -25,6 +25,11 @@ pub(crate) fn dev_err(e: trtllm_kernels::GpuError) -> Error {
     Error::Device(e.to_string())
 }
 
+/// The GPU of a CUDA tensor (public for layers that cache device copies).
+pub fn gpu_of_tensor(t: &Tensor) -> Option<Arc<Gpu>> {
+    gpu_of(t)
+}
+
 /// The GPU of a CUDA tensor.
 pub(crate) fn gpu_of(t: &Tensor) -> Option<Arc<Gpu>> {
     t.devbuf().map(|(b, _)| b.gpu().clone())

@@ -4,6 +4,7 @@
 
 mod activation;
 mod attention;
+pub mod cpu;
 pub mod cuda;
 mod elementwise;
 mod embedding;

@@ -14,11 +14,9 @@ fn check(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize)> {
 }
 
 fn rms_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let ms = super::cpu::simd::sum_sq(x) / x.len() as f32;
     let r = 1.0 / (ms + eps).sqrt();
-    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
-        *o = g * (v * r);
-    }
+    super::cpu::simd::scale_mul(out, x, w, r);
 }
 
 /// `w * x / sqrt(mean(x^2) + eps)` per row. x `[m, d]`, w `[d]` f32 (Gemma's `1 + w` is baked in
@@ -50,14 +48,18 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f64) -> Resu
         launch::add_rms_norm(&gpu, dt, xp, rp, wp, P::new(&sum, 0), P::new(&out, 0), m, d, eps as f32).map_err(cuda::dev_err)?;
         return Ok((Tensor::from_devbuf(sum, x.shape(), x.dtype())?, Tensor::from_devbuf(out, x.shape(), x.dtype())?));
     }
-    let sum = super::add(x, residual)?;
-    let (ss, ws) = (sum.f32s()?, w.f32s()?);
-    let mut out = vec![0f32; ss.len()];
-    for (sr, or) in ss.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+    if residual.shape() != x.shape() {
+        return Err(Error::shape("add_rms_norm", format!("x {:?}, residual {:?}", x.shape(), residual.shape())));
+    }
+    // One pass per row: the sum, then its norm while the row is in L1.
+    let (xs, rs, ws) = (x.f32s()?, residual.f32s()?, w.f32s()?);
+    let mut sum = vec![0f32; xs.len()];
+    let mut out = vec![0f32; xs.len()];
+    for (((xr, rr), sr), or) in xs.chunks_exact(d).zip(rs.chunks_exact(d)).zip(sum.chunks_exact_mut(d)).zip(out.chunks_exact_mut(d)) {
+        super::cpu::simd::add(sr, xr, rr);
         rms_row(sr, ws, eps as f32, or);
     }
-    let normed = Tensor::from_f32(out, x.shape())?;
-    Ok((sum, normed))
+    Ok((Tensor::from_f32(sum, x.shape())?, Tensor::from_f32(out, x.shape())?))
 }
 
 /// `(x - mean) / sqrt(var + eps) * w + b` per row (biased variance, as torch).

@@ -12,6 +12,8 @@ pub struct QkvParams<'a> {
     pub attn: AttnParams,
     /// Inverse frequencies (`rotary_dim / 2`) and the cos/sin multiplier; None = no RoPE.
     pub rope: Option<(&'a [f32], f32)>,
+    /// The same inverse frequencies already on the GPU (saves an upload per layer and step).
+    pub rope_on_device: Option<&'a Tensor>,
     /// Per-head RMSNorm weights (`[head_dim]`, f32) of q and k, and their eps.
     pub qk_norm: Option<(&'a Tensor, &'a Tensor, f64)>,
 }
@@ -76,9 +78,14 @@ fn gpu(
     let gpu = cuda::gpu_of(qkv).ok_or_else(|| Error::Device("qkv_attention: qkv is not on the GPU".into()))?;
     let dt = cuda::dt(qkv, "qkv_attention")?;
     let cache_slots = kc.len() / (nkv * hd * dt.size());
-    let freq = match p.rope {
-        Some((inv, _)) => Some(cuda::upload_f32(&gpu, inv)?),
-        None => None,
+    let uploaded = match (p.rope, p.rope_on_device) {
+        (Some((inv, _)), None) => Some(cuda::upload_f32(&gpu, inv)?),
+        _ => None,
+    };
+    let freq: Option<P<'_>> = match (&uploaded, p.rope_on_device) {
+        (Some(b), _) => Some(P::new(b, 0)),
+        (None, Some(t)) => Some(cuda::p(t, "inv_freq")?),
+        (None, None) => None,
     };
     let q_out = cuda::alloc(&gpu, &[t, nh * hd], qkv.dtype())?;
     let (qn, kn, eps) = match p.qk_norm {
@@ -96,7 +103,7 @@ fn gpu(
             head_dim: hd,
             rot_half: p.rope.map_or(0, |(inv, _)| inv.len()),
             positions: P::new(&dev.positions, 0),
-            inv_freq: freq.as_ref().map(|f| P::new(f, 0)),
+            inv_freq: freq,
             scaling: p.rope.map_or(1.0, |(_, s)| s),
             q_norm: qn,
             k_norm: kn,

@@ -2,12 +2,9 @@
 
 /// Numerically stable softmax of one row, in place.
 pub fn softmax_inplace(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
+    let max = super::cpu::simd::max(x);
+    // Vectorized exp on the CPU tiers that have one.
+    let sum = super::cpu::simd::exp_shift_sum(x, max);
     for v in x.iter_mut() {
         *v /= sum;
     }

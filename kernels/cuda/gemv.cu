@@ -1,0 +1,55 @@
+// Skinny GEMM for decode: y[m, n] = x[m, k] @ w[n, k]^T with m <= 8. Memory-bound on w, so:
+// one warp per output row, 16-byte weight loads, several loads in flight, each weight element
+// read once for all m rows of x; f32 accumulation, warp-shuffle reduction.
+
+// ---- kernels
+__device__ __forceinline__ void unpack(uint4 r, float* o, const bf16*) {
+    unsigned int u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        o[2 * i] = __uint_as_float(u[i] << 16);
+        o[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+}
+__device__ __forceinline__ void unpack(uint4 r, float* o, const float*) {
+    o[0] = __uint_as_float(r.x); o[1] = __uint_as_float(r.y); o[2] = __uint_as_float(r.z); o[3] = __uint_as_float(r.w);
+}
+
+template <typename T>
+__device__ void gemv_impl(const T* x, const T* w, T* y, int m, int n, int k) {
+    constexpr int V = 16 / sizeof(T);   // elements per 16-byte load
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (row >= n) return;
+    float acc[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[i] = 0.f;
+    const uint4* wr = (const uint4*)(w + (long)row * k);
+    int kv = k / V;
+#pragma unroll 4
+    for (int c = lane; c < kv; c += 32) {
+        float wf[V];
+        unpack(__ldg(wr + c), wf, (const T*)nullptr);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            if (i < m) {
+                const T* xr = x + (long)i * k + c * V;
+                float s = 0.f;
+#pragma unroll
+                for (int j = 0; j < V; j++) s += wf[j] * to_f(xr[j]);
+                acc[i] += s;
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        if (i < m) {
+            float s = warp_sum(acc[i]);
+            if (lane == 0) y[(long)i * n + row] = from_f<T>(s);
+        }
+    }
+}
+
+// ---- launchers (k % (16 / sizeof(T)) == 0 and 16-byte aligned rows: checked by the host)
+extern "C" __global__ void gemv_f32(const float* x, const float* w, float* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }
+extern "C" __global__ void gemv_bf16(const bf16* x, const bf16* w, bf16* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }

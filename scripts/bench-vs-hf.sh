@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One run on the GPU machine: make random-weight checkpoints (SmolLM2-135M and Llama-3-8B shapes,
+# bf16, by transformers), run ours and HF transformers (eager; static cache + torch.compile) on them,
+# print one table with ratios. Build first here: `bash scripts/gpu-check.sh build` (stages .device/).
+#   device: bash scripts/bench-vs-hf.sh     (carry .device)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRTLLM_KERNEL_CACHE=/tmp/trtllm-kernels
+OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
+T=.device/bin/trtllm
+S=/tmp/shapes; mkdir -p $S
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+commit=$(cat .device/COMMIT 2>/dev/null || echo unknown)
+IN=${INPUT_LEN:-16}; OL=${OUTPUT_LEN:-128}
+declare -a rows
+for shape in ${SHAPE_LIST:-smollm2 llama3-8b}; do
+  [ -f $S/$shape/config.json ] || python3 scripts/make_random_hf.py --shape $shape --out $S/$shape --std 0.02 >>"$OUT/make.log" 2>&1
+  cp tests/fixtures/llama/tokenizer.json tests/fixtures/llama/tokenizer_config.json $S/$shape/ 2>/dev/null
+  gb=$(du -b --apparent-size $S/$shape/*.safetensors | awk '{s+=$1} END {printf "%.3f", s/1e9}')
+  # ours: one warm-up run (kernel cache), then the measured runs; bench prints JSON
+  $T bench --model $S/$shape --device cuda --input-len $IN --output-len $OL --json --runs 3 --warmup 1 >"$OUT/ours-$shape.json" 2>"$OUT/ours-$shape.err"
+  ours=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("decode_tok_s",0), d.get("ttft_ms",0), d.get("load_s",0))' "$OUT/ours-$shape.json" 2>/dev/null || echo "0 0 0")
+  $T bench --model $S/$shape --device cuda --input-len 2048 --output-len 1 --json --runs 3 --warmup 1 >"$OUT/ours-ttft-$shape.json" 2>>"$OUT/ours-$shape.err"
+  ttft=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ttft_ms",0))' "$OUT/ours-ttft-$shape.json" 2>/dev/null || echo 0)
+  python3 scripts/bench_hf.py --model $S/$shape --input-len $IN --output-len $OL >"$OUT/hf-$shape.jsonl" 2>"$OUT/hf-$shape.err"
+  hf=$(python3 -c 'import json,sys
+r={}
+for l in open(sys.argv[1]):
+    d=json.loads(l); r[d["mode"]]=d
+print(r.get("eager",{}).get("decode_tok_s",0), r.get("compiled",{}).get("decode_tok_s",0), r.get("eager",{}).get("ttft_ms") or 0)' "$OUT/hf-$shape.jsonl" 2>/dev/null || echo "0 0 0")
+  read -r o_tok o_ttft16 o_load <<<"$ours"; read -r h_e h_c h_ttft <<<"$hf"
+  rows+=("$(python3 -c 'import sys
+s,gb,o,e,c,ot,ht,ld=sys.argv[1],float(sys.argv[2]),float(sys.argv[3]),float(sys.argv[4]),float(sys.argv[5]),float(sys.argv[6]),float(sys.argv[7]),float(sys.argv[8])
+bw=gb*o
+r=lambda a,b: f"{a/b:.2f}x" if b else "-"
+print(f"| {s} | {gb:.2f} GB | {o:.1f} | {bw:.0f} GB/s ({bw/3350*100:.0f}% of 3.35 TB/s) | {e:.1f} | {c:.1f} | {r(o,e)} | {r(o,c)} | {ot:.1f} | {ht:.1f} | {ld:.1f} s |")' "$shape" "$gb" "$o_tok" "$h_e" "$h_c" "$ttft" "$h_ttft" "$o_load")")
+done
+echo
+echo "bench-vs-hf: $card | commit $commit | $(date -u +%Y-%m-%dT%H:%MZ) | batch 1, ${IN}-token prompt, $OL decode steps, bf16"
+echo "| shape | weights | ours tok/s | ours GB/s | HF eager tok/s | HF compiled tok/s | vs eager | vs compiled | ours TTFT 2048 (ms) | HF eager TTFT 2048 (ms) | ours load |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""HF transformers peer for `trtllm bench`: batch-1 decode tok/s (eager, and static cache +
+torch.compile) and TTFT, on the same checkpoint, in bf16 on the GPU.
+
+usage: bench_hf.py --model DIR [--input-len 16] [--output-len 128] [--ttft-len 2048] [--modes eager,compiled]
+Prints one JSON line per mode: {"mode", "decode_tok_s", "tpot_ms", "ttft_ms", "ttft_len"}.
+"""
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from transformers import AutoModelForCausalLM
+
+
+def timed_generate(model, ids, n):
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1, eos_token_id=None,
+                         pad_token_id=0)
+    torch.cuda.synchronize()
+    assert out.shape[1] == ids.shape[1] + n
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--input-len", type=int, default=16)
+    ap.add_argument("--output-len", type=int, default=128)
+    ap.add_argument("--ttft-len", type=int, default=2048)
+    ap.add_argument("--modes", default="eager,compiled")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16).cuda().eval()
+    vocab = model.config.vocab_size
+    ids = torch.randint(3, min(vocab, 30000), (1, a.input_len), device="cuda")
+    for mode in a.modes.split(","):
+        if mode == "compiled":
+            model.generation_config.cache_implementation = "static"
+            model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        with torch.no_grad():
+            for _ in range(2 if mode == "compiled" else 1):
+                timed_generate(model, ids, a.output_len)  # warm-up (and compilation)
+            one = min(timed_generate(model, ids, 1) for _ in range(3))  # prefill + first token
+            full = sorted(timed_generate(model, ids, a.output_len) for _ in range(3))[1]
+            tpot = (full - one) / (a.output_len - 1)
+            ttft = None
+            if mode == "eager" and a.ttft_len:
+                long = torch.randint(3, min(vocab, 30000), (1, a.ttft_len), device="cuda")
+                model(long)
+                torch.cuda.synchronize()
+                ts = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    model(long)
+                    torch.cuda.synchronize()
+                    ts.append(time.perf_counter() - t)
+                ttft = sorted(ts)[1] * 1e3
+        print(json.dumps({"mode": mode, "decode_tok_s": 1.0 / tpot, "tpot_ms": tpot * 1e3, "ttft_ms": ttft,
+                          "ttft_len": a.ttft_len}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
