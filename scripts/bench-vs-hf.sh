@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRTLLM_KERNEL_CACHE=/tmp/trtllm-kernels
-OUT=${OUT:-/tmp/bench-out}; mkdir -p "$OUT"
+RES=${OUT:-/tmp}; OUT=/tmp/bench-out; mkdir -p "$OUT"
 T=.device/bin/trtllm
 S=/tmp/shapes; mkdir -p $S
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
@@ -29,11 +29,12 @@ for l in open(sys.argv[1]):
     d=json.loads(l); r[d["mode"]]=d
 print(r.get("eager",{}).get("decode_tok_s",0), r.get("compiled",{}).get("decode_tok_s",0), r.get("eager",{}).get("ttft_ms") or 0)' "$OUT/hf-$shape.jsonl" 2>/dev/null || echo "0 0 0")
   read -r o_tok o_ttft16 o_load <<<"$ours"; read -r h_e h_c h_ttft <<<"$hf"
-  rows+=("$(python3 -c 'import sys
+  row="$(python3 -c 'import sys
 s,gb,o,e,c,ot,ht,ld=sys.argv[1],float(sys.argv[2]),float(sys.argv[3]),float(sys.argv[4]),float(sys.argv[5]),float(sys.argv[6]),float(sys.argv[7]),float(sys.argv[8])
 bw=gb*o
 r=lambda a,b: f"{a/b:.2f}x" if b else "-"
-print(f"| {s} | {gb:.2f} GB | {o:.1f} | {bw:.0f} GB/s ({bw/3350*100:.0f}% of 3.35 TB/s) | {e:.1f} | {c:.1f} | {r(o,e)} | {r(o,c)} | {ot:.1f} | {ht:.1f} | {ld:.1f} s |")' "$shape" "$gb" "$o_tok" "$h_e" "$h_c" "$ttft" "$h_ttft" "$o_load")")
+print(f"| {s} | {gb:.2f} GB | {o:.1f} | {bw:.0f} GB/s ({bw/3350*100:.0f}% of 3.35 TB/s) | {e:.1f} | {c:.1f} | {r(o,e)} | {r(o,c)} | {ot:.1f} | {ht:.1f} | {ld:.1f} s |")' "$shape" "$gb" "$o_tok" "$h_e" "$h_c" "$ttft" "$h_ttft" "$o_load")"
+  rows+=("$row"); echo "ROW $row"; cat "$OUT/ours-$shape.json" "$OUT/hf-$shape.jsonl" >> "$RES/bench-raw.txt" 2>/dev/null
 done
 echo
 echo "bench-vs-hf: $card | commit $commit | $(date -u +%Y-%m-%dT%H:%MZ) | batch 1, ${IN}-token prompt, $OL decode steps, bf16"

@@ -10,6 +10,7 @@ D=.device
 
 if [ "$mode" = build ]; then
   mkdir -p $D/bin
+  export CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols
   cargo build --release --bin trtllm
   cp target/release/trtllm $D/bin/
   cargo test --release -p trtllm-tests --no-run --message-format=json \
@@ -20,6 +21,7 @@ for l in sys.stdin:
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"]==["test"]:
         print(m["target"]["name"], m["executable"])' \
     | while read -r name exe; do cp "$exe" "$D/bin/$name"; done
+  git rev-parse --short HEAD > $D/COMMIT
   ls -la $D/bin
   exit 0
 fi
@@ -29,7 +31,7 @@ export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/gpu-check-out}; mkdir -p "$OUT"
 export TRTLLM_KERNEL_CACHE=/tmp/trtllm-kernels
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit=$(cat $D/COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
 declare -a rows
 run_suite() {  # name, command...
   local name=$1; shift

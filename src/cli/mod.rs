@@ -1,10 +1,14 @@
 //! Subcommands.
 
+mod bench;
 mod build;
 mod convert;
 mod convert_gguf;
 mod models;
 mod run;
+mod serve;
+mod summarize;
+mod verify;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +32,14 @@ enum Cmd {
     Build(build::Args),
     /// Generate text.
     Run(run::Args),
+    /// OpenAI-compatible HTTP server (continuous batching).
+    Serve(serve::Args),
+    /// Compare with an HF reference dump layer by layer (scripts/hf_reference.py).
+    Verify(verify::Args),
+    /// Summarize a document set and score it with ROUGE (vs references and HF outputs).
+    Summarize(summarize::Args),
+    /// Measure TTFT, TPOT, tokens/s and achieved bandwidth.
+    Bench(bench::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -37,6 +49,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Convert(a) => convert::main(a),
         Cmd::Build(a) => build::main(a),
         Cmd::Run(a) => run::main(a),
+        Cmd::Serve(a) => serve::main(a),
+        Cmd::Verify(a) => verify::main(a),
+        Cmd::Summarize(a) => summarize::main(a),
+        Cmd::Bench(a) => bench::main(a),
     }
 }
 
@@ -63,11 +79,20 @@ impl std::str::FromStr for DeviceArg {
     }
 }
 
-/// The device to run on, or a clear error when CUDA is asked for and not available.
-pub fn resolve_device(d: &DeviceArg) -> anyhow::Result<DeviceArg> {
+/// The device to run on: `auto` picks GPU 0 when one is usable; asking for a GPU that is not
+/// there is a clear error, not a crash.
+pub fn resolve_device(d: &DeviceArg) -> anyhow::Result<trtllm::Device> {
     match d {
-        DeviceArg::Auto | DeviceArg::Cpu => Ok(DeviceArg::Cpu),
-        DeviceArg::Cuda(n) => anyhow::bail!("--device cuda:{n}: this build has no CUDA backend yet; use --device cpu"),
+        DeviceArg::Cpu => Ok(trtllm::Device::Cpu),
+        DeviceArg::Auto if trtllm::kernels::Gpu::available() => Ok(trtllm::Device::Cuda(0)),
+        DeviceArg::Auto => Ok(trtllm::Device::Cpu),
+        DeviceArg::Cuda(n) => {
+            let count = trtllm::kernels::Gpu::device_count();
+            if *n >= count {
+                anyhow::bail!("--device cuda:{n}: {count} CUDA device(s) usable on this machine; use --device cpu");
+            }
+            Ok(trtllm::Device::Cuda(*n))
+        }
     }
 }
 

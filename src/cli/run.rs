@@ -50,13 +50,14 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    super::resolve_device(&a.device)?;
+    let device = super::resolve_device(&a.device)?;
     if a.input_text.is_empty() {
         anyhow::bail!("--input-text is required");
     }
     let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else { anyhow::bail!("--model or --engine-dir is required") };
     let mut opts = EngineOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
+    opts.load.device = device;
     opts.tp_size = a.tp_size;
     opts.tokenizer_dir = a.tokenizer_dir.clone();
     let t0 = std::time::Instant::now();

@@ -28,7 +28,8 @@ fn checkpoint(seed: u64) -> tempfile::TempDir {
 }
 
 fn engine(dir: &Path) -> Llm {
-    let mut opts = EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+    let mut opts =
+        EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     Llm::with_options(dir, opts).expect("load MyLlamaForCausalLM")
 }
@@ -103,7 +104,11 @@ fn weight_plan_is_the_layers_declarations() {
     let qkv_src: Vec<&str> = qkv.sources.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         qkv_src,
-        ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight", "model.layers.0.self_attn.v_proj.weight"]
+        [
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.k_proj.weight",
+            "model.layers.0.self_attn.v_proj.weight"
+        ]
     );
     assert_eq!(qkv.shape, [64 + 2 * 32, 64]);
 
@@ -195,6 +200,7 @@ fn one_token_matches_a_hand_written_parallel_block() {
     let got = llm.logits_all(&[tok as u32], None, &SingleRank).expect("forward");
     assert_eq!(got.shape(), [1, v]);
     let got = got.f32s().expect("f32");
-    let err = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / want.iter().map(|b| b * b).sum::<f32>();
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f32>()
+        / want.iter().map(|b| b * b).sum::<f32>();
     assert!(err < 1e-10, "NMSE {err:e} between the engine and the hand-written parallel block");
 }

@@ -52,6 +52,7 @@ pub fn gated_activation(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
         launch::gated_act(&gpu, dt, cuda::p(gate_up, "gated_activation")?, P::new(&out, 0), m, i, kind(act)).map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, i], gate_up.dtype());
     }
+    let _t = super::cpu::prof::scope(|| "gated_activation".to_string());
     let g = gate_up.f32s()?;
     let mut out = vec![0f32; m * i];
     for (row, o) in g.chunks_exact(two_i).zip(out.chunks_exact_mut(i.max(1))) {

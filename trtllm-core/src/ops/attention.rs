@@ -47,6 +47,7 @@ pub fn paged_attention(q: &Tensor, k_cache: &[f32], v_cache: &[f32], batch: &For
     if qw != p.num_heads * hd || t != batch.num_tokens() || p.num_heads % nkv != 0 {
         return Err(Error::shape("paged_attention", format!("q {:?} for {} tokens, {p:?}", q.shape(), batch.num_tokens())));
     }
+    let _t = super::cpu::prof::scope(|| "paged_attention".to_string());
     // CPU: SIMD kernels on the persistent pool (`cpu::attn`), scratch reused across calls.
     let mut out = vec![0f32; t * qw];
     super::cpu::attn::paged_attention(q.f32s()?, k_cache, v_cache, batch, p, &mut out)?;

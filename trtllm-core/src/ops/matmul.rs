@@ -31,6 +31,7 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
             .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, n], x.dtype());
     }
+    let _t = super::cpu::prof::scope(|| format!("{} {n}x{k} {}", if m == 1 { "gemv" } else { "gemm" }, w.dtype()));
     let xs = x.f32s()?;
     let w = match w.dtype() {
         DType::F32 => Weights::F32(w.f32s()?),

@@ -29,6 +29,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
         launch::rms_norm(&gpu, cuda::dt(x, "rms_norm")?, xp, wp, P::new(&out, 0), m, d, eps as f32).map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
+    let _t = super::cpu::prof::scope(|| "rms_norm".to_string());
     let (xs, ws) = (x.f32s()?, w.f32s()?);
     let mut out = vec![0f32; xs.len()];
     for (xr, or) in xs.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
@@ -51,6 +52,7 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f64) -> Resu
     if residual.shape() != x.shape() {
         return Err(Error::shape("add_rms_norm", format!("x {:?}, residual {:?}", x.shape(), residual.shape())));
     }
+    let _t = super::cpu::prof::scope(|| "add_rms_norm".to_string());
     // One pass per row: the sum, then its norm while the row is in L1.
     let (xs, rs, ws) = (x.f32s()?, residual.f32s()?, w.f32s()?);
     let mut sum = vec![0f32; xs.len()];

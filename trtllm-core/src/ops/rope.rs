@@ -6,6 +6,7 @@ use crate::{Error, Result};
 /// cos/sin tables `[positions.len(), rotary_dim / 2]`, computed as HF does: the angle
 /// `pos * inv_freq` rounded to f32, then cos/sin times the attention scaling.
 pub fn rope_tables(positions: &[usize], inv_freq: &[f32], scaling: f32) -> (Vec<f32>, Vec<f32>) {
+    let _t = super::cpu::prof::scope(|| "rope_tables".to_string());
     let half = inv_freq.len();
     let mut cos = Vec::with_capacity(positions.len() * half);
     let mut sin = Vec::with_capacity(positions.len() * half);
@@ -21,6 +22,7 @@ pub fn rope_tables(positions: &[usize], inv_freq: &[f32], scaling: f32) -> (Vec<
 
 /// Rotate `x` `[t, heads * head_dim]` in place with tables from `rope_tables`.
 pub fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) -> Result<()> {
+    let _t = super::cpu::prof::scope(|| "apply_rope".to_string());
     let width = heads * head_dim;
     if width == 0 || x.len() % width != 0 {
         return Err(Error::shape("apply_rope", format!("{} elements, row width {width}", x.len())));

@@ -1,9 +1,16 @@
-//! Sampling: greedy, temperature, top-k, top-p, min-p, seeded.
+//! Sampling: greedy, temperature, top-k, top-p, min-p, seeded. The serving fields (stop strings,
+//! `n`, logprobs, penalties) are applied by the scheduler (`runtime/scheduler.rs`,
+//! `runtime/logits.rs`); `Llm::generate` uses the others.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::{Error, Result};
+
+/// Most completions per request (`n`).
+pub const MAX_N: usize = 64;
+/// Most top alternatives per token (`logprobs`).
+pub const MAX_LOGPROBS: usize = 20;
 
 #[derive(Clone, Debug)]
 pub struct SamplingParams {
@@ -19,6 +26,17 @@ pub struct SamplingParams {
     pub stop_token_ids: Vec<u32>,
     /// Keep generating past EOS (benchmarks, reference comparisons).
     pub ignore_eos: bool,
+    /// Stop when the generated text contains one of these (excluded from the output). Serving.
+    pub stop: Vec<String>,
+    /// Independent completions of the prompt (seeds `seed + i`). Serving.
+    pub n: usize,
+    /// Return the sampled token's log-probability and this many top alternatives. Serving.
+    pub logprobs: Option<usize>,
+    /// OpenAI penalties on generated tokens: `-presence` if seen, `-frequency * count`.
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// HF repetition penalty over prompt and output (1 = off).
+    pub repetition_penalty: f32,
 }
 
 impl Default for SamplingParams {
@@ -32,6 +50,12 @@ impl Default for SamplingParams {
             seed: None,
             stop_token_ids: vec![],
             ignore_eos: false,
+            stop: vec![],
+            n: 1,
+            logprobs: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
         }
     }
 }
@@ -51,7 +75,33 @@ impl SamplingParams {
         if !(0.0..=1.0).contains(&self.min_p) {
             return bad("min_p must be in [0, 1]");
         }
+        if self.n == 0 || self.n > MAX_N {
+            return Err(Error::Request(format!("n must be in [1, {MAX_N}]")));
+        }
+        if self.logprobs.is_some_and(|k| k > MAX_LOGPROBS) {
+            return Err(Error::Request(format!("logprobs must be in [0, {MAX_LOGPROBS}]")));
+        }
+        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(Error::Request(format!("{name} must be in [-2, 2]")));
+            }
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad("repetition_penalty must be a finite number > 0");
+        }
+        if self.stop.iter().any(|s| s.is_empty()) {
+            return bad("stop strings must not be empty");
+        }
         Ok(())
+    }
+
+    /// Whether sampling needs the logits on the host (anything but plain greedy).
+    pub fn needs_host_logits(&self) -> bool {
+        self.temperature != 0.0 || self.logprobs.is_some() || self.has_penalties()
+    }
+
+    pub fn has_penalties(&self) -> bool {
+        self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 || self.repetition_penalty != 1.0
     }
 }
 

@@ -61,6 +61,13 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` as written, nothing added (a rendered chat template carries its own
+    /// special tokens; transformers encodes it with `add_special_tokens=False`).
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner.decode(ids, skip_special).map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })
     }

@@ -55,13 +55,13 @@ pub fn paged_attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], batch: &Forw
         }
         work += (pos + 1 - lo) * qw * 2;
     }
-    let threads = if work < PARALLEL_MIN_FMAS { 1 } else { usize::MAX };
     let op = SendPtr(out.as_mut_ptr());
     let ntask = t * nkv;
-    pool::run_max(threads, &|tid, nt| {
+    let parts = if work < PARALLEL_MIN_FMAS { 1 } else { (4 * pool::num_threads()).min(ntask) };
+    pool::run_parts(parts, &|part, nt| {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
-            let mut task = tid;
+            let mut task = part;
             while task < ntask {
                 let (ti, kh) = (task / nkv, task % nkv);
                 // SAFETY: the checks above cover every slot the task reads; the task writes

@@ -41,6 +41,8 @@ impl Weights<'_> {
 
 /// Below this many multiply-adds a matmul runs on one thread (the pool's handshake is ~1 us).
 const PARALLEL_MIN_FMAS: usize = 32 * 1024;
+/// Parts per pool thread.
+const PARTS_PER_THREAD: usize = 4;
 
 /// `y = x @ w^T`: x `[m, k]`, w `[n, k]`, y `[m, n]` (overwritten).
 pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [f32]) {
@@ -52,16 +54,17 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [
         y[..m * n].fill(0.0);
         return;
     }
-    let threads = if m * n * k < PARALLEL_MIN_FMAS { 1 } else { usize::MAX };
+    // A few parts per thread, claimed dynamically (a descheduled thread's share is picked up).
+    let parts = if m * n * k < PARALLEL_MIN_FMAS { 1 } else { (PARTS_PER_THREAD * pool::num_threads()).min(n.div_ceil(16)) };
     let yp = SendPtr(y.as_mut_ptr());
-    pool::run_max(threads, &|tid, nt| {
-        let r = pool::split(n, tid, nt, 16);
+    pool::run_parts(parts, &|part, np| {
+        let r = pool::split(n, part, np, 16);
         if r.is_empty() {
             return;
         }
-        // SAFETY: x holds m*k, w holds n*k (asserted above); this thread writes columns
+        // SAFETY: x holds m*k, w holds n*k (asserted above); this part writes columns
         // r.start..r.end of each of the m rows of y (row stride n), disjoint from the other
-        // threads' columns, and y outlives `run`.
+        // parts' columns, and y outlives `run_parts`.
         unsafe { rows(x.as_ptr(), m, k, w, r.start, r.len(), yp.get().add(r.start), n) }
     });
 }
@@ -99,6 +102,12 @@ unsafe fn rows(x: *const f32, m: usize, k: usize, w: Weights<'_>, r0: usize, nro
             Weights::F16(w) => scalar::block(x, m, k, &w[r0 * k..(r0 + nrows) * k], nrows, y, ys),
         }
     }
+}
+
+/// Experiment switch (TRTLLM_GEMV_VARIANT), temporary.
+pub(crate) fn variant() -> u32 {
+    static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var("TRTLLM_GEMV_VARIANT").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// A weight element, widened to f32 (scalar paths and tails).
@@ -248,7 +257,7 @@ mod avx512 {
     }
 
     macro_rules! kernels {
-        ($block:ident, $tile:ident, $T:ty, $ld:ident, $ldm:ident) => {
+        ($block:ident, $tile:ident, $seq:ident, $T:ty, $ld:ident, $ldm:ident) => {
             /// One MR x NR tile of outputs over the whole of k.
             ///
             /// # Safety
@@ -294,6 +303,35 @@ mod avx512 {
                 }
             }
 
+            /// One output row of a GEMV, `U` accumulators over k (the weights are read in
+            /// memory order: one sequential stream for the prefetchers).
+            ///
+            /// # Safety
+            /// x: k valid elements; w: one row of k; y: one writable output.
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+            unsafe fn $seq(x: *const f32, w: *const $T, k: usize, y: *mut f32) {
+                unsafe {
+                    let mut acc = [_mm512_setzero_ps(); 4];
+                    let mut p = 0;
+                    while p + 64 <= k {
+                        for u in 0..4 {
+                            acc[u] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(p + 16 * u)), $ld(w.add(p + 16 * u)), acc[u]);
+                        }
+                        p += 64;
+                    }
+                    while p + 16 <= k {
+                        acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(p)), $ld(w.add(p)), acc[0]);
+                        p += 16;
+                    }
+                    if p < k {
+                        let m = tail_mask(k - p);
+                        acc[1] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x.add(p)), $ldm(m, w.add(p)), acc[1]);
+                    }
+                    *y = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+                }
+            }
+
             /// # Safety
             /// As `super::rows`, with `w` pointing at the first of `nrows` rows.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
@@ -302,6 +340,26 @@ mod avx512 {
                 unsafe {
                     if m == 1 {
                         let mut j = 0;
+                        let v = super::variant();
+                        if v == 1 {
+                            while j < nrows {
+                                $seq(x, w.add(j * k), k, y.add(j));
+                                j += 1;
+                            }
+                            return;
+                        }
+                        if v == 2 {
+                            while j + 2 <= nrows {
+                                $tile::<1, 2>(x, k, w.add(j * k), k, y.add(j), ys);
+                                j += 2;
+                            }
+                        }
+                        if v == 3 {
+                            while j + 4 <= nrows {
+                                $tile::<1, 4>(x, k, w.add(j * k), k, y.add(j), ys);
+                                j += 4;
+                            }
+                        }
                         while j + 8 <= nrows {
                             $tile::<1, 8>(x, k, w.add(j * k), k, y.add(j), ys);
                             j += 8;
@@ -354,9 +412,9 @@ mod avx512 {
         };
     }
 
-    kernels!(block_f32, tile_f32, f32, ld_f32, ldm_f32);
-    kernels!(block_bf16, tile_bf16, u16, ld_bf16, ldm_bf16);
-    kernels!(block_f16, tile_f16, u16, ld_f16, ldm_f16);
+    kernels!(block_f32, tile_f32, seq_f32, f32, ld_f32, ldm_f32);
+    kernels!(block_bf16, tile_bf16, seq_bf16, u16, ld_bf16, ldm_bf16);
+    kernels!(block_f16, tile_f16, seq_f16, u16, ld_f16, ldm_f16);
 }
 
 #[cfg(target_arch = "x86_64")]

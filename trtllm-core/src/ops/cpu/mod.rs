@@ -15,6 +15,7 @@
 pub mod attn;
 pub mod gemm;
 pub mod pool;
+pub mod prof;
 pub mod simd;
 
 use std::sync::OnceLock;

@@ -1,30 +1,33 @@
 //! A persistent CPU thread pool for the ops: `nthreads - 1` workers plus the calling thread,
 //! one synchronization per op. Rayon's fork-join costs several microseconds per op and wakes
 //! sleeping workers through the OS; at SmolLM2-135M's size a decode step is ~300 ops of
-//! 5-50 us each, so that overhead is a large share of the step. Here the workers spin on an
-//! epoch counter while ops keep coming (a few hundred microseconds), then park.
+//! 5-50 us each, so that overhead is a large share of the step. Here the workers spin on a
+//! job word while ops keep coming (a few hundred microseconds), then park.
 //!
-//! `run(f)` calls `f(tid, n)` once on each of the `n` threads (the caller is `tid` 0) and
-//! returns when all have finished; the op partitions its work by `(tid, n)` (see [`split`]).
-//! Only one `run` uses the workers at a time: a concurrent caller (another test thread, a
-//! tensor-parallel rank, a nested call from inside a job) runs `f(0, 1)` on its own thread.
+//! `run_parts(p, f)` calls `f(i, p)` once for each part `i` in `0..p` and returns when all have
+//! returned. Parts are claimed dynamically (a CAS on one word) by whichever threads are
+//! running, the caller included: when a worker is descheduled (an oversubscribed machine, a
+//! test suite running beside us) the caller does its parts instead of waiting a scheduler
+//! tick for it. Only one caller uses the workers at a time: a concurrent caller (another test
+//! thread, a tensor-parallel rank, a nested call from inside a part) runs its parts itself.
 //!
 //! Threads: `TRTLLM_NUM_THREADS`, else `std::thread::available_parallelism()`.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, TryLockError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(500);
+/// Most parts of one job (the part index and count share the job word with the epoch).
+pub const MAX_PARTS: usize = 0xffff;
 
 type JobFn<'a> = dyn Fn(usize, usize) + Sync + 'a;
 
 struct Job<'a> {
     f: &'a JobFn<'a>,
-    n: usize,
 }
 
 struct Slot {
@@ -36,17 +39,30 @@ struct Pool {
     nthreads: usize,
     /// Serializes users of the workers.
     lock: Mutex<()>,
-    epoch: AtomicUsize,
-    /// The current job (valid while `pending > 0`).
+    /// `epoch << 32 | next part << 16 | parts`.
+    state: AtomicU64,
+    /// The current job (valid while some part of it is unfinished).
     job: AtomicPtr<Job<'static>>,
-    /// Workers that have not finished the current job.
-    pending: AtomicUsize,
+    /// Finished parts of the current job.
+    done: AtomicUsize,
     panicked: AtomicBool,
     slots: Vec<Slot>,
 }
 
 thread_local! {
     static IN_POOL: Cell<bool> = const { Cell::new(false) };
+}
+
+fn new_pool(n: usize) -> Pool {
+    Pool {
+        nthreads: n,
+        lock: Mutex::new(()),
+        state: AtomicU64::new(0),
+        job: AtomicPtr::new(std::ptr::null_mut()),
+        done: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+        slots: (1..n).map(|_| Slot { sleeping: AtomicBool::new(false), thread: OnceLock::new() }).collect(),
+    }
 }
 
 fn pool() -> &'static Pool {
@@ -58,50 +74,54 @@ fn pool() -> &'static Pool {
             .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .min(256);
-        let p: &'static Pool = Box::leak(Box::new(Pool {
-            nthreads: n,
-            lock: Mutex::new(()),
-            epoch: AtomicUsize::new(0),
-            job: AtomicPtr::new(std::ptr::null_mut()),
-            pending: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
-            slots: (1..n).map(|_| Slot { sleeping: AtomicBool::new(false), thread: OnceLock::new() }).collect(),
-        }));
+        let p: &'static Pool = Box::leak(Box::new(new_pool(n)));
         for id in 1..n {
-            let spawned = std::thread::Builder::new().name(format!("trtllm-cpu-{id}")).spawn(move || worker(p, id));
-            match spawned {
+            match std::thread::Builder::new().name(format!("trtllm-cpu-{id}")).spawn(move || worker(p, id)) {
                 Ok(h) => {
                     let _ = p.slots[id - 1].thread.set(h.thread().clone());
                 }
-                Err(_) => {
-                    // No thread: run single-threaded from here on.
-                    // (Workers already started stay idle: nthreads is only read under `lock`.)
-                    return Box::leak(Box::new(Pool {
-                        nthreads: 1,
-                        lock: Mutex::new(()),
-                        epoch: AtomicUsize::new(0),
-                        job: AtomicPtr::new(std::ptr::null_mut()),
-                        pending: AtomicUsize::new(0),
-                        panicked: AtomicBool::new(false),
-                        slots: vec![],
-                    }));
-                }
+                // No thread: a pool of one (workers already started find no parts).
+                Err(_) => return Box::leak(Box::new(new_pool(1))),
             }
         }
         p
     })
 }
 
+/// Claim and run parts of the job of `epoch` until none is left (or another job started).
+fn work(p: &Pool, epoch: u64) {
+    loop {
+        let v = p.state.load(Ordering::Acquire);
+        let (e, next, parts) = (v >> 32, (v >> 16) & 0xffff, v & 0xffff);
+        if e != epoch || next >= parts {
+            return;
+        }
+        if p.state.compare_exchange_weak(v, v + (1 << 16), Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            continue;
+        }
+        // SAFETY: a part of the job of `epoch` was claimed and is not finished, so `run_parts`
+        // is still waiting (it returns only when every part is done): the `Job` on its stack
+        // and the closure it borrows are alive. The Acquire CAS orders the read after the
+        // caller's store of the pointer.
+        let job = unsafe { &*p.job.load(Ordering::Acquire) };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.f)(next as usize, parts as usize)));
+        if r.is_err() {
+            p.panicked.store(true, Ordering::Relaxed);
+        }
+        p.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 fn worker(p: &'static Pool, id: usize) {
     IN_POOL.with(|c| c.set(true));
     let slot = &p.slots[id - 1];
-    let mut seen = 0usize;
+    let mut seen = 0u64;
     loop {
         // Wait for a new epoch: spin, then park.
         let mut since: Option<Instant> = None;
         let mut spins = 0u32;
         loop {
-            let e = p.epoch.load(Ordering::Acquire);
+            let e = p.state.load(Ordering::Acquire) >> 32;
             if e != seen {
                 seen = e;
                 break;
@@ -115,61 +135,48 @@ fn worker(p: &'static Pool, id: usize) {
             if t0.elapsed() < SPIN {
                 continue;
             }
-            // Dekker-style handshake with `run`: announce, re-check, park.
+            // Dekker-style handshake with `run_parts`: announce, re-check, park.
             slot.sleeping.store(true, Ordering::SeqCst);
-            if p.epoch.load(Ordering::SeqCst) == seen {
+            if p.state.load(Ordering::SeqCst) >> 32 == seen {
                 std::thread::park();
             }
             slot.sleeping.store(false, Ordering::SeqCst);
             since = None;
         }
-        let job = p.job.load(Ordering::Acquire);
-        // SAFETY: `run` stores a pointer to a `Job` on its stack before bumping the epoch and
-        // does not return (so the job and the closure it borrows stay alive) until `pending`
-        // reaches zero, which happens only after this worker's decrement below.
-        let job = unsafe { &*job };
-        if id < job.n {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.f)(id, job.n)));
-            if r.is_err() {
-                p.panicked.store(true, Ordering::Relaxed);
-            }
-        }
-        p.pending.fetch_sub(1, Ordering::AcqRel);
+        work(p, seen);
     }
 }
 
-/// Threads a `run` may use (1 when there are no workers).
+/// Threads that may run parts (1 when there are no workers).
 pub fn num_threads() -> usize {
     pool().nthreads
 }
 
-/// `f(tid, n)` on each of `n` threads (`n` = the pool size, or 1 when the workers are busy
-/// with another caller). Returns when every call has returned; a panic in any is re-raised.
+/// `f(tid, n)` once on each of `n = num_threads()` parts (see [`run_parts`]).
 pub fn run(f: &(dyn Fn(usize, usize) + Sync)) {
-    run_max(usize::MAX, f)
+    run_parts(num_threads(), f)
 }
 
-/// As [`run`], with at most `max` threads (small ops: less synchronization than work).
-pub fn run_max(max: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+/// `f(i, parts)` for every `i` in `0..parts` (at most [`MAX_PARTS`]), spread over the pool's
+/// threads and the caller. Returns when every call has returned; a panic in any is re-raised.
+pub fn run_parts(parts: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+    assert!(parts <= MAX_PARTS, "run_parts: {parts} parts");
     let p = pool();
-    if max <= 1 || p.nthreads <= 1 || IN_POOL.with(|c| c.get()) {
-        f(0, 1);
-        return;
+    let serial = |f: &(dyn Fn(usize, usize) + Sync)| (0..parts).for_each(|i| f(i, parts));
+    if parts <= 1 || p.nthreads <= 1 || IN_POOL.with(|c| c.get()) {
+        return serial(f);
     }
     let guard = match p.lock.try_lock() {
         Ok(g) => g,
         Err(TryLockError::Poisoned(e)) => e.into_inner(),
-        Err(TryLockError::WouldBlock) => {
-            f(0, 1);
-            return;
-        }
+        Err(TryLockError::WouldBlock) => return serial(f),
     };
-    let n = max.min(p.nthreads);
-    let job = Job { f, n };
-    // Lifetime erased for the workers; see the SAFETY note in `worker`.
-    p.job.store((&job as *const Job<'_>).cast_mut().cast::<Job<'static>>(), Ordering::Release);
-    p.pending.store(p.slots.len(), Ordering::Release);
-    p.epoch.fetch_add(1, Ordering::SeqCst);
+    let job = Job { f };
+    // Lifetime erased for the workers; see the SAFETY note in `work`.
+    p.job.store((&job as *const Job<'_>).cast_mut().cast::<Job<'static>>(), Ordering::Relaxed);
+    p.done.store(0, Ordering::Relaxed);
+    let epoch = ((p.state.load(Ordering::Relaxed) >> 32) + 1) & 0xffff_ffff;
+    p.state.store(epoch << 32 | parts as u64, Ordering::SeqCst);
     for s in &p.slots {
         if s.sleeping.load(Ordering::SeqCst) {
             if let Some(t) = s.thread.get() {
@@ -178,18 +185,23 @@ pub fn run_max(max: usize, f: &(dyn Fn(usize, usize) + Sync)) {
         }
     }
     IN_POOL.with(|c| c.set(true));
-    let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0, n)));
+    work(p, epoch);
     IN_POOL.with(|c| c.set(false));
-    while p.pending.load(Ordering::Acquire) != 0 {
-        std::hint::spin_loop();
+    let mut spins = 0u32;
+    while p.done.load(Ordering::Acquire) < parts {
+        // Only parts a worker has claimed and not finished are left: spin (microseconds); if
+        // that worker was descheduled, yield so it gets the core back.
+        spins = spins.wrapping_add(1);
+        if spins < 1 << 14 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
-    let theirs = p.panicked.swap(false, Ordering::Relaxed);
+    let panicked = p.panicked.swap(false, Ordering::Relaxed);
     drop(guard);
-    if let Err(e) = mine {
-        std::panic::resume_unwind(e);
-    }
-    if theirs {
-        panic!("a CPU pool worker panicked");
+    if panicked {
+        panic!("a part of a CPU pool job panicked");
     }
 }
 
@@ -248,14 +260,19 @@ mod tests {
         for _ in 0..1000 {
             let calls = AtomicU64::new(0);
             let seen_n = AtomicU64::new(0);
-            run(&|tid, n| {
-                assert!(tid < n);
-                calls.fetch_add(1, Ordering::Relaxed);
+            run_parts(7, &|i, n| {
+                assert!(i < n);
+                calls.fetch_add(1 << (4 * i), Ordering::Relaxed);
                 seen_n.store(n as u64, Ordering::Relaxed);
-                // A nested call runs inline.
-                run(&|t2, n2| assert_eq!((t2, n2), (0, 1)));
+                // A nested call runs inline, all parts.
+                let inner = AtomicU64::new(0);
+                run_parts(3, &|_, _| {
+                    inner.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(inner.load(Ordering::Relaxed), 3);
             });
-            assert_eq!(calls.load(Ordering::Relaxed), seen_n.load(Ordering::Relaxed));
+            assert_eq!(calls.load(Ordering::Relaxed), 0x111_1111);
+            assert_eq!(seen_n.load(Ordering::Relaxed), 7);
         }
     }
 }

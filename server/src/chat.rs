@@ -1,0 +1,100 @@
+//! `POST /v1/chat/completions`: messages rendered with the model's chat template (minijinja,
+//! `runtime::ChatTemplate`), `n` choices, stop strings, logprobs, streaming.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use trtllm_core::runtime::TokenLogprob;
+
+use crate::error::{parse_body, ApiError, ApiResult};
+use crate::gen::{finish_str, token_text, Running};
+use crate::protocol::{Sampling, chat_logprobs, max_tokens, messages, ChatRequest};
+use crate::sse::{self, usage_json, Item};
+use crate::AppState;
+
+pub async fn handler(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    match handle(st, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
+    let req: ChatRequest = parse_body(body)?;
+    let sampling: Sampling = parse_body(body)?;
+    st.check_model(req.model.as_deref())?;
+    let msgs = messages(req.messages.as_ref())?;
+    let Some(tmpl) = &st.chat_template else {
+        return Err(ApiError::invalid("messages", "this model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); use /v1/completions"));
+    };
+    let text = tmpl.render(&msgs, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let ids = st.tokenizer.encode_raw(&text).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let logprobs = chat_logprobs(req.logprobs, req.top_logprobs)?;
+    // Without a limit, generate up to the end of the context.
+    let room = st.engine.limits().max_total_tokens.saturating_sub(ids.len()).max(1);
+    let max_new = match (req.max_completion_tokens, req.max_tokens) {
+        (Some(m), _) => max_tokens(Some(m), "max_completion_tokens", room)?,
+        (None, m) => max_tokens(m, "max_tokens", room)?,
+    };
+    let params = sampling.params(max_new, logprobs)?;
+    let choices = params.n;
+    let run = Running::submit(&st, vec![ids], params)?;
+    let (id, created, model) = (format!("chatcmpl-{}", st.next_id()), crate::unix_now(), st.model_name.clone());
+    if sampling.stream() {
+        let include_usage = sampling.include_usage();
+        let want_lp = logprobs.is_some();
+        let st2 = st.clone();
+        let format = move |item: Item| -> Vec<Value> {
+            let base = |choices: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices});
+            match item {
+                Item::Start => (0..choices)
+                    .map(|i| base(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
+                    .collect(),
+                Item::Delta(_, d) if d.text.is_empty() && d.finish.is_none() && !want_lp => vec![],
+                Item::Delta(i, d) => {
+                    let delta = if d.text.is_empty() { json!({}) } else { json!({"content": d.text}) };
+                    let lp = want_lp.then(|| logprobs_json(&st2, &d.logprobs));
+                    vec![base(json!([{"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish_str(d.finish)}]))]
+                }
+                Item::End(u) if include_usage => {
+                    let mut v = base(json!([]));
+                    v["usage"] = usage_json(&u);
+                    vec![v]
+                }
+                Item::End(_) => vec![],
+            }
+        };
+        return Ok(sse::stream(run, format).into_response());
+    }
+    let (out, usage) = run.collect(choices).await?;
+    let choices: Vec<Value> = out
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let lp = logprobs.is_some().then(|| logprobs_json(&st, &c.logprobs));
+            json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": finish_str(c.finish)})
+        })
+        .collect();
+    let body = json!({"id": id, "object": "chat.completion", "created": created, "model": model, "choices": choices, "usage": usage_json(&usage)});
+    Ok(axum::Json(body).into_response())
+}
+
+/// The chat logprobs object: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
+fn logprobs_json(st: &Arc<AppState>, lps: &[TokenLogprob]) -> Value {
+    let entry = |id: u32, lp: f32| {
+        let t = token_text(st, id);
+        json!({"token": t, "logprob": lp, "bytes": t.as_bytes()})
+    };
+    let content: Vec<Value> = lps
+        .iter()
+        .map(|lp| {
+            let mut e = entry(lp.token, lp.logprob);
+            e["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
+            e
+        })
+        .collect();
+    json!({"content": content})
+}

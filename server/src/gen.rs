@@ -1,0 +1,131 @@
+//! One API request in flight: its prompts submitted to the engine (one engine request per
+//! prompt, each with `n` choices) and their events merged into one stream of
+//! `(choice index, delta)`. Dropping it — the handler future or the SSE body dropped when the
+//! client goes away — cancels whatever is still running, which frees its KV blocks.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use trtllm_core::runtime::{Delta, Event, EventSink, Finish, RequestHandle, SamplingParams, TokenLogprob, Usage};
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+struct Sink {
+    tx: UnboundedSender<(usize, Event)>,
+    tag: usize,
+}
+
+impl EventSink for Sink {
+    fn send(&self, ev: Event) -> bool {
+        self.tx.send((self.tag, ev)).is_ok()
+    }
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+pub struct Running {
+    rx: UnboundedReceiver<(usize, Event)>,
+    handles: Vec<RequestHandle>,
+    pub n: usize,
+    remaining: usize,
+    pub usage: Usage,
+}
+
+impl Running {
+    pub fn submit(state: &AppState, prompts: Vec<Vec<u32>>, params: SamplingParams) -> ApiResult<Self> {
+        if state.is_draining() {
+            return Err(ApiError::unavailable("the server is shutting down"));
+        }
+        let (tx, rx) = unbounded_channel();
+        let n = params.n;
+        let mut run = Running { rx, handles: vec![], n, remaining: prompts.len(), usage: Usage::default() };
+        for (tag, p) in prompts.into_iter().enumerate() {
+            let sink = Box::new(Sink { tx: tx.clone(), tag });
+            // An error drops `run`, which cancels the prompts already submitted.
+            let h = state.engine.submit(p, params.clone(), sink).map_err(|e| prompt_error(e.into(), tag))?;
+            run.handles.push(h);
+        }
+        Ok(run)
+    }
+
+    /// The next delta as `(choice index, delta)`; `None` once every choice has finished.
+    pub async fn next(&mut self) -> Option<ApiResult<(usize, Delta)>> {
+        while self.remaining > 0 {
+            let Some((tag, ev)) = self.rx.recv().await else {
+                return Some(Err(ApiError::internal("the engine stopped")));
+            };
+            match ev {
+                Event::Delta(d) => return Some(Ok((tag * self.n + d.index, d))),
+                Event::Done(u) => {
+                    self.remaining -= 1;
+                    self.usage.prompt_tokens += u.prompt_tokens;
+                    self.usage.completion_tokens += u.completion_tokens;
+                    self.usage.cached_tokens += u.cached_tokens;
+                }
+                Event::Error(e) => {
+                    self.remaining = 0;
+                    return Some(Err(ApiError::internal(e)));
+                }
+            }
+        }
+        None
+    }
+
+    /// Run to the end, collecting every choice.
+    pub async fn collect(mut self, choices: usize) -> ApiResult<(Vec<Choice>, Usage)> {
+        let mut out: Vec<Choice> = (0..choices).map(|_| Choice::default()).collect();
+        while let Some(r) = self.next().await {
+            let (i, d) = r?;
+            if let Some(c) = out.get_mut(i) {
+                c.push(d);
+            }
+        }
+        Ok((out, self.usage))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.remaining > 0 {
+            for h in &self.handles {
+                h.cancel();
+            }
+        }
+    }
+}
+
+fn prompt_error(mut e: ApiError, tag: usize) -> ApiError {
+    if tag > 0 {
+        e.message = format!("prompt {tag}: {}", e.message);
+    }
+    e
+}
+
+/// One choice, accumulated.
+#[derive(Default)]
+pub struct Choice {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub logprobs: Vec<TokenLogprob>,
+    pub finish: Option<Finish>,
+}
+
+impl Choice {
+    pub fn push(&mut self, d: Delta) {
+        self.text.push_str(&d.text);
+        self.token_ids.extend(d.token_ids);
+        self.logprobs.extend(d.logprobs);
+        self.finish = d.finish.or(self.finish);
+    }
+}
+
+pub fn finish_str(f: Option<Finish>) -> Option<&'static str> {
+    f.map(Finish::as_str)
+}
+
+/// Token text for logprobs.
+pub fn token_text(state: &Arc<AppState>, id: u32) -> String {
+    state.tokenizer.decode(&[id], false).unwrap_or_default()
+}

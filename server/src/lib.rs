@@ -1,0 +1,215 @@
+//! `trtllm serve`: an OpenAI-compatible HTTP server over the continuous-batching engine
+//! (`trtllm_core::runtime::{Scheduler, Engine}`).
+//!
+//! Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (SSE streaming with
+//! `stream: true`, a usage chunk with `stream_options.include_usage`), `GET /v1/models`,
+//! `GET /health`, `GET /metrics` (Prometheus text). Errors are OpenAI-style JSON (`error.rs`).
+//! The engine runs on its own thread; each request's tokens come back over a tokio channel, and
+//! a request whose client has gone (handler or stream dropped) is cancelled, freeing its KV
+//! blocks. SIGINT / SIGTERM stop accepting requests and drain the ones in flight.
+//!
+//! Dependencies, and why: `axum` (HTTP/1 routing, SSE responses, graceful shutdown over hyper:
+//! the smallest mature stack that does all three) on `tokio` (the runtime axum needs; also the
+//! per-request channels and signal handling); `futures-util` (building the SSE body stream);
+//! `serde_path_to_error` (a 400 for a wrongly typed field names that field). The engine itself
+//! stays free of async code and of these crates: `trtllm-core` only sees the `EventSink` trait.
+
+mod chat;
+mod completions;
+pub mod error;
+mod gen;
+mod protocol;
+mod setup;
+mod sse;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use trtllm_core::runtime::{ChatTemplate, EngineHandle, Tokenizer};
+
+pub use setup::{build_engine, ServeConfig, Served};
+
+use error::{ApiError, ApiResult};
+
+/// Most choices one request may ask for (prompts x n).
+pub const MAX_CHOICES: usize = 256;
+
+/// What the handlers share.
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
+    pub model_name: String,
+    pub api_key: Option<String>,
+    draining: AtomicBool,
+    ids: AtomicU64,
+    created: u64,
+}
+
+impl AppState {
+    pub fn new(served: &Served, api_key: Option<String>) -> Self {
+        AppState {
+            engine: served.engine.handle(),
+            tokenizer: served.tokenizer.clone(),
+            chat_template: served.chat_template.clone(),
+            model_name: served.model_name.clone(),
+            api_key,
+            draining: AtomicBool::new(false),
+            ids: AtomicU64::new(1),
+            created: unix_now(),
+        }
+    }
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Relaxed)
+    }
+    /// A request naming another model is a 404; no name means this one.
+    fn check_model(&self, model: Option<&str>) -> ApiResult<()> {
+        match model {
+            Some(m) if !m.is_empty() && m != self.model_name => Err(ApiError::model_not_found(m)),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.api_key {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if given.map(str::trim) != Some(key.as_str()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    if st.is_draining() {
+        return ApiError::unavailable("the server is shutting down").into_response();
+    }
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let text = st.engine.metrics().render_prometheus();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+async fn models(State(st): State<Arc<AppState>>) -> Response {
+    let limits = st.engine.limits();
+    Json(json!({"object": "list", "data": [{
+        "id": st.model_name, "object": "model", "created": st.created, "owned_by": "trtllm",
+        "max_model_len": limits.max_total_tokens,
+    }]}))
+    .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    ApiError::not_found(uri.path()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut e = ApiError::invalid("", "Method not allowed for this endpoint.");
+    e.status = StatusCode::METHOD_NOT_ALLOWED;
+    e.into_response()
+}
+
+/// The application: routes, auth on `/v1/*`, JSON 404 / 405.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/completions", post(completions::handler))
+        .route("/v1/chat/completions", post(chat::handler))
+        .route("/v1/models", get(models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .merge(v1)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Engine(#[from] trtllm_core::Error),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// Load the model, start the engine, serve until SIGINT / SIGTERM, then drain and stop.
+pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
+    let served = build_engine(&cfg)?;
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| ServeError::Io { what, source }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.http_workers.max(1))
+        .enable_all()
+        .build()
+        .map_err(io("starting the tokio runtime"))?;
+    let state = Arc::new(AppState::new(&served, cfg.api_key.clone()));
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&addr).await.map_err(io(&format!("binding {addr}")))?;
+        let local: SocketAddr = listener.local_addr().map_err(io("local address"))?;
+        println!("trtllm serve: model `{}` listening on http://{local}", state.model_name);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let (st, stop2) = (state.clone(), stop.clone());
+        let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            st.draining.store(true, Relaxed);
+            println!("trtllm serve: shutting down; draining requests in flight");
+            stop2.notify_one();
+        });
+        let drain = cfg.drain_timeout;
+        tokio::select! {
+            r = server.into_future() => r.map_err(io("serving"))?,
+            _ = async { stop.notified().await; tokio::time::sleep(drain).await } => {
+                eprintln!("trtllm serve: drain timeout ({drain:?}) reached; cancelling what is left");
+            }
+        }
+        Ok::<(), ServeError>(())
+    })?;
+    drop(state);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served.engine.shutdown();
+    println!("trtllm serve: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

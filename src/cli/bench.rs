@@ -1,0 +1,383 @@
+//! `trtllm bench`: latency / throughput of one engine on one device.
+//!
+//! ```text
+//! trtllm bench --model DIR --device cpu --dtype f32 --input-text "Born in ..." --output-len 64 \
+//!     --warmup 1 --runs 3
+//! trtllm bench --model DIR --device cpu --input-len 512 --output-len 32 --json
+//! ```
+//!
+//! Each run is one `Llm::generate_ids` call: `batch-size` copies of the prompt, greedy,
+//! exactly `output-len` new tokens (EOS ignored). The prefill step (all prompts, one forward)
+//! produces the first token; decode is the remaining `output-len - 1` steps. Reported (median
+//! over the timed runs): TTFT (the prefill step), TPOT (decode time / decode steps), prefill
+//! tok/s (prompt tokens / TTFT), decode tok/s (generated tokens after the first / decode time),
+//! tokens/s (all generated tokens / whole run), the load time, the achieved bandwidth
+//! (weight bytes one decode step reads / TPOT) and that as a share of a roofline: `--peak-gbps`,
+//! or by default a bandwidth measured on the device (CPU: a multi-threaded memcpy, counting
+//! bytes read + written; GPU: to be added with the CUDA path — without `--peak-gbps` the
+//! roofline is left out). On the CPU it also reports the cores busy during the timed runs
+//! (process CPU time / wall time) and the heap allocations per decode step (a counting
+//! wrapper around the system allocator: the `#[global_allocator]` of this binary, defined here).
+//!
+//! The device is a parameter all the way down (`Device` in `EngineOptions::load`); a device
+//! only has to say how to measure its peak bandwidth (`measure_peak`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[path = "bench_throughput.rs"]
+mod throughput;
+
+use trtllm::model::{lookup, plan_weights};
+use trtllm::runtime::{EngineOptions, Llm, SamplingParams};
+use trtllm::{Device, Mapping};
+
+/// Counts heap allocations (one relaxed atomic add per call; otherwise the system allocator).
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; the counters have no effect on memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(new as u64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, new) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// HF model directory (or a checkpoint / engine directory).
+    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
+    model: Option<PathBuf>,
+    /// Engine directory from `trtllm build`.
+    #[arg(long, alias = "engine_dir")]
+    engine_dir: Option<PathBuf>,
+    #[arg(long, alias = "tokenizer_dir")]
+    tokenizer_dir: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    device: super::DeviceArg,
+    /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+    #[arg(long, alias = "batch_size", default_value_t = 1)]
+    batch_size: usize,
+    /// Prompt length in tokens (a synthetic prompt; ignored with --input-text).
+    #[arg(long, alias = "input_len", default_value_t = 128)]
+    input_len: usize,
+    /// New tokens per sequence (EOS ignored).
+    #[arg(long, alias = "output_len", default_value_t = 64)]
+    output_len: usize,
+    /// Use this prompt (tokenized, no BOS added beyond the tokenizer's own) instead of a synthetic one.
+    #[arg(long, alias = "input_text")]
+    input_text: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Roofline bandwidth in GB/s (default: measured on the device where we know how).
+    #[arg(long, alias = "peak_gbps")]
+    peak_gbps: Option<f64>,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// `--mode throughput` and its flags (src/cli/bench_throughput.rs).
+    #[command(flatten)]
+    throughput: throughput::ThroughputArgs,
+}
+
+struct Run {
+    prefill: Duration,
+    decode: Duration,
+    total: Duration,
+    /// Allocations (count, bytes) between consecutive decode tokens, one entry per step.
+    step_allocs: Vec<(u64, u64)>,
+    tokens: Vec<u32>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Process CPU time (user + system) in seconds, where the OS tells it.
+fn cpu_time() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(comm)`: state is field 3; utime, stime are fields 14, 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (u, st): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((u + st) / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// Weight bytes one decode step reads: every engine tensor, except that the input embedding
+/// table counts only when it doubles as the (tied) LM head, and position tables not at all.
+/// (For MoE models this counts every expert, an upper bound.)
+fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType) -> anyhow::Result<u64> {
+    let cfg = llm.model.config();
+    let entry = lookup(&cfg.architecture)?;
+    let specs = plan_weights(entry, cfg, Mapping::default(), dtype)?;
+    let embed = format!("{}{}.weight", if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) }, entry.layout.embed_tokens);
+    let pos = entry.layout.position_embeddings.map(|p| {
+        format!("{}{p}.weight", if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) })
+    });
+    let mut bytes = 0u64;
+    for s in &specs {
+        if Some(&s.name) == pos.as_ref() || (s.name == embed && !cfg.tie_word_embeddings) {
+            continue;
+        }
+        bytes += (s.shape.iter().product::<usize>() * s.dtype.size_in_bytes()) as u64;
+    }
+    Ok(bytes)
+}
+
+/// The device's bandwidth roofline in GB/s and how it was obtained.
+fn measure_peak(device: Device) -> Option<(f64, String)> {
+    match device {
+        Device::Cpu => {
+            let (copy, read) = cpu_bandwidth();
+            Some((copy, format!("measured memcpy, read+write bytes, {} threads (read-only stream: {read:.1} GB/s)", trtllm::ops::cpu::pool::num_threads())))
+        }
+        // The CUDA path measures a device-to-device copy (added with the GPU bench).
+        _ => None,
+    }
+}
+
+/// (memcpy GB/s counting read + write, read-only GB/s) over 256 MiB buffers on all pool threads.
+fn cpu_bandwidth() -> (f64, f64) {
+    use trtllm::ops::cpu::pool::{self, split, SendPtr};
+    const N: usize = 64 << 20; // f32s = 256 MiB
+    let src: Vec<f32> = (0..N).map(|i| i as f32).collect();
+    let mut dst = vec![0f32; N];
+    let mut best_copy = f64::INFINITY;
+    let mut best_read = f64::INFINITY;
+    for _ in 0..4 {
+        let d = SendPtr(dst.as_mut_ptr());
+        let t = Instant::now();
+        pool::run(&|tid, n| {
+            let r = split(N, tid, n, 1024);
+            // SAFETY: each thread copies its own disjoint range of two N-element buffers.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(r.start), d.get().add(r.start), r.len()) };
+        });
+        best_copy = best_copy.min(t.elapsed().as_secs_f64());
+        let sums = std::sync::Mutex::new(0f32);
+        let t = Instant::now();
+        pool::run(&|tid, n| {
+            let r = split(N, tid, n, 1024);
+            let mut acc = [0f32; 16];
+            for c in src[r].chunks_exact(16) {
+                for i in 0..16 {
+                    acc[i] += c[i];
+                }
+            }
+            if let Ok(mut s) = sums.lock() {
+                *s += acc.iter().sum::<f32>();
+            }
+        });
+        best_read = best_read.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(sums.into_inner().ok());
+    }
+    std::hint::black_box(&dst);
+    let bytes = (N * 4) as f64;
+    (2.0 * bytes / best_copy / 1e9, bytes / best_read / 1e9)
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else { anyhow::bail!("--model or --engine-dir is required") };
+    if a.throughput.mode != "latency" && a.throughput.mode != "throughput" {
+        anyhow::bail!("--mode {}: expected latency or throughput", a.throughput.mode);
+    }
+    if a.throughput.mode == "throughput" {
+        let (device, dtype) = (super::resolve_device(&a.device)?, super::parse_dtype(&a.dtype)?);
+        let c = throughput::Common { dir, tokenizer_dir: a.tokenizer_dir.as_deref(), device, dtype, input_len: a.input_len, output_len: a.output_len, json: a.json };
+        return throughput::main(c, &a.throughput);
+    }
+    if a.output_len == 0 || a.batch_size == 0 || a.runs == 0 {
+        anyhow::bail!("--output-len, --batch-size and --runs must be positive");
+    }
+    let device: Device = super::resolve_device(&a.device)?;
+    let mut opts = EngineOptions::for_dir(dir)?;
+    opts.load.dtype = super::parse_dtype(&a.dtype)?;
+    opts.load.device = device;
+    opts.tokenizer_dir = a.tokenizer_dir.clone();
+    opts.max_batch_size = opts.max_batch_size.max(a.batch_size);
+    let t0 = Instant::now();
+    let mut llm = Llm::with_options(dir, opts.clone())?;
+    let load = t0.elapsed();
+    let dtype = opts.load.weight_dtype(llm.model.config());
+
+    let prompt: Vec<u32> = match &a.input_text {
+        Some(t) => llm.tokenizer()?.encode(t)?,
+        None => synthetic_prompt(&llm, a.input_len)?,
+    };
+    if prompt.is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
+    let params = SamplingParams { max_new_tokens: a.output_len, ignore_eos: true, ..SamplingParams::greedy(a.output_len) };
+
+    let run_once = |llm: &mut Llm| -> anyhow::Result<Run> {
+        let prompts = vec![prompt.clone(); a.batch_size];
+        let mut marks: Vec<(u64, u64)> = Vec::with_capacity(a.output_len * a.batch_size + 1);
+        let t = Instant::now();
+        let gens = llm.generate_ids(prompts, &params, &mut |seq, _| {
+            if seq == 0 {
+                // The capacity reserved above keeps this push from allocating.
+                marks.push((ALLOCS.load(Ordering::Relaxed), ALLOC_BYTES.load(Ordering::Relaxed)));
+            }
+        })?;
+        let total = t.elapsed();
+        let step_allocs = marks.windows(2).map(|w| (w[1].0 - w[0].0, w[1].1 - w[0].1)).collect();
+        let g = &gens[0];
+        Ok(Run { prefill: g.prefill_time, decode: g.decode_time, total, step_allocs, tokens: g.token_ids.clone() })
+    };
+    for _ in 0..a.warmup {
+        run_once(&mut llm)?;
+    }
+    let cpu0 = cpu_time();
+    let wall0 = Instant::now();
+    let mut runs = Vec::with_capacity(a.runs);
+    for _ in 0..a.runs {
+        runs.push(run_once(&mut llm)?);
+    }
+    let wall = wall0.elapsed().as_secs_f64();
+    let profile = trtllm::ops::cpu::prof::report();
+    let cores_busy = match (cpu0, cpu_time()) {
+        (Some(c0), Some(c1)) if wall > 0.0 => Some((c1 - c0) / wall),
+        _ => None,
+    };
+
+    let (b, o, i) = (a.batch_size as f64, a.output_len as f64, prompt.len() as f64);
+    let steps = (a.output_len - 1) as f64;
+    let ttft = median(runs.iter().map(|r| r.prefill.as_secs_f64()).collect());
+    let decode_s = median(runs.iter().map(|r| r.decode.as_secs_f64()).collect());
+    let tpot = if steps > 0.0 { median(runs.iter().map(|r| r.decode.as_secs_f64() / steps).collect()) } else { f64::NAN };
+    let prefill_tps = median(runs.iter().map(|r| b * i / r.prefill.as_secs_f64()).collect());
+    let decode_tps = if steps > 0.0 { median(runs.iter().map(|r| b * steps / r.decode.as_secs_f64()).collect()) } else { f64::NAN };
+    let tps = median(runs.iter().map(|r| b * o / r.total.as_secs_f64()).collect());
+    let allocs: Vec<f64> = runs.iter().flat_map(|r| r.step_allocs.iter().map(|s| s.0 as f64)).collect();
+    let alloc_bytes: Vec<f64> = runs.iter().flat_map(|r| r.step_allocs.iter().map(|s| s.1 as f64)).collect();
+    let (allocs_step, alloc_bytes_step) = (median(allocs), median(alloc_bytes));
+    let wbytes = decode_weight_bytes(&llm, dtype)?;
+    let gbps = wbytes as f64 / tpot / 1e9;
+    let peak = match a.peak_gbps {
+        Some(p) => Some((p, "--peak-gbps".to_string())),
+        None => measure_peak(device),
+    };
+    let same_tokens = runs.windows(2).all(|w| w[0].tokens == w[1].tokens);
+    let text = llm.tokenizer.as_ref().and_then(|t| t.decode(&runs[0].tokens, true).ok());
+    let dev_name = match device {
+        Device::Cpu => format!(
+            "cpu ({} threads, {} kernels)",
+            trtllm::ops::cpu::pool::num_threads(),
+            trtllm::ops::cpu::isa().name()
+        ),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        Device::Meta => "meta".into(),
+    };
+
+    if a.json {
+        let j = serde_json::json!({
+            "model": dir.display().to_string(),
+            "device": dev_name,
+            "dtype": dtype.to_string(),
+            "batch_size": a.batch_size,
+            "input_len": prompt.len(),
+            "output_len": a.output_len,
+            "warmup": a.warmup,
+            "runs": a.runs,
+            "load_s": load.as_secs_f64(),
+            "ttft_ms": ttft * 1e3,
+            "tpot_ms": tpot * 1e3,
+            "decode_s": decode_s,
+            "prefill_tok_s": prefill_tps,
+            "decode_tok_s": decode_tps,
+            "tokens_s": tps,
+            "weight_bytes_per_step": wbytes,
+            "achieved_gbps": gbps,
+            "peak_gbps": peak.as_ref().map(|p| p.0),
+            "peak_source": peak.as_ref().map(|p| p.1.clone()),
+            "roofline_pct": peak.as_ref().map(|p| 100.0 * gbps / p.0),
+            "cores_busy": cores_busy,
+            "allocs_per_decode_step": allocs_step,
+            "alloc_bytes_per_decode_step": alloc_bytes_step,
+            "tokens_identical_across_runs": same_tokens,
+            "prompt_ids": prompt,
+            "token_ids": runs[0].tokens,
+            "text": text,
+        });
+        println!("{j}");
+        return Ok(());
+    }
+    println!("model        {}", dir.display());
+    println!("device       {dev_name}");
+    println!("dtype        {dtype}   batch {}   prompt {} tokens   output {} tokens   warmup {}   runs {} (median)", a.batch_size, prompt.len(), a.output_len, a.warmup, a.runs);
+    println!("load         {:.3} s", load.as_secs_f64());
+    println!("TTFT         {:.2} ms   (prefill {:.1} tok/s)", ttft * 1e3, prefill_tps);
+    println!("TPOT         {:.3} ms   (decode {:.2} tok/s)", tpot * 1e3, decode_tps);
+    println!("tokens/s     {tps:.2}   (all generated tokens / whole run)");
+    print!("bandwidth    {gbps:.1} GB/s achieved ({:.1} MB weights per decode step)", wbytes as f64 / 1e6);
+    match &peak {
+        Some((p, src)) => println!(" = {:.0}% of {p:.1} GB/s ({src})", 100.0 * gbps / p),
+        None => println!(),
+    }
+    if let Some(c) = cores_busy {
+        println!("cores busy   {c:.2} (process CPU time / wall time over the timed runs)");
+    }
+    println!("allocations  {allocs_step:.0} per decode step ({:.1} KiB)", alloc_bytes_step / 1024.0);
+    if !same_tokens {
+        println!("WARNING: the runs generated different tokens");
+    }
+    if let Some(t) = text {
+        println!("text         {t:?}");
+    }
+    if !profile.is_empty() {
+        // TRTLLM_PROFILE=1: per-op wall time over warm-up + timed runs.
+        let total: f64 = profile.iter().map(|p| p.2).sum();
+        println!("profile      (TRTLLM_PROFILE=1; warm-up + timed runs; op wall time, {total:.3} s in ops)");
+        for (label, calls, s) in &profile {
+            println!("  {label:<28} {calls:>8} calls {:>9.3} ms {:>8.2} us/call {:>5.1}%", s * 1e3, s * 1e6 / *calls as f64, 100.0 * s / total);
+        }
+    }
+    Ok(())
+}
+
+/// `n` prompt tokens: a fixed English passage, tokenized and repeated (ids cycle through the
+/// vocabulary when there is no tokenizer).
+fn synthetic_prompt(llm: &Llm, n: usize) -> anyhow::Result<Vec<u32>> {
+    const TEXT: &str = "The history of cartography traces the development of maps from the earliest \
+        sketches on clay tablets to satellite surveys. Surveyors measured angles with chains and \
+        theodolites, engravers cut copper plates, and printers coloured each sheet by hand. ";
+    let ids = match &llm.tokenizer {
+        Some(t) => t.encode(TEXT)?,
+        None => vec![],
+    };
+    let vocab = llm.model.config().vocab_size.max(2) as u32;
+    Ok((0..n).map(|i| if ids.is_empty() { 1 + (i as u32 * 7919) % (vocab - 1) } else { ids[i % ids.len()] }).collect())
+}

@@ -1,0 +1,133 @@
+//! `trtllm bench --mode throughput --num-requests N --input-len I --output-len O`: offline
+//! throughput through the serving scheduler (continuous batching, chunked prefill, paged KV):
+//! all N requests (distinct seeded random prompts, EOS ignored) are queued at once and the
+//! scheduler runs until every one has its O tokens. Reports requests/s, output tokens/s, total
+//! tokens/s, TTFT and time per output token.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use trtllm::runtime::{load_engine_model, EngineOptions, SamplingParams, Scheduler, SchedulerConfig, SeqRequest};
+use trtllm::{DType, Device};
+
+/// The throughput mode's flags (flattened into `trtllm bench`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ThroughputArgs {
+    /// `latency` (one batch through `Llm`, the default) or `throughput` (the serving scheduler).
+    #[arg(long, default_value = "latency")]
+    pub mode: String,
+    /// Throughput mode: requests queued at once.
+    #[arg(long, alias = "num_requests", default_value_t = 64)]
+    pub num_requests: usize,
+    /// Throughput mode: most sequences per step.
+    #[arg(long, alias = "max_num_seqs", default_value_t = 64)]
+    pub max_num_seqs: usize,
+    /// Throughput mode: most tokens (prefill + decode) per step.
+    #[arg(long, alias = "max_num_tokens", default_value_t = 2048)]
+    pub max_num_tokens: usize,
+    /// Throughput mode: KV blocks (default: max-num-seqs sequences of input + output).
+    #[arg(long, alias = "kv_blocks")]
+    pub kv_blocks: Option<usize>,
+}
+
+/// What the caller's flags say about the model and the request shape.
+pub struct Common<'a> {
+    pub dir: &'a Path,
+    pub tokenizer_dir: Option<&'a Path>,
+    pub device: Device,
+    pub dtype: Option<DType>,
+    pub input_len: usize,
+    pub output_len: usize,
+    pub json: bool,
+}
+
+fn prompt(seed: u64, len: usize, vocab: u32) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            3 + (x % (vocab as u64 - 3)) as u32
+        })
+        .collect()
+}
+
+pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
+    if a.num_requests == 0 || c.input_len == 0 || c.output_len == 0 {
+        anyhow::bail!("--num-requests, --input-len and --output-len must be positive");
+    }
+    let mut opts = EngineOptions::for_dir(c.dir)?;
+    opts.load.dtype = c.dtype;
+    opts.load.device = c.device;
+    opts.tokenizer_dir = c.tokenizer_dir.map(Path::to_path_buf);
+    let t0 = Instant::now();
+    let model = load_engine_model(c.dir, &opts)?;
+    let load = t0.elapsed();
+    let vocab = model.config().vocab_size.max(4) as u32;
+    let eos = model.config().eos_token_ids.clone();
+    let bs = opts.kv_block_size;
+    let seq_len = c.input_len + c.output_len;
+    let blocks = a.kv_blocks.unwrap_or(a.max_num_seqs * seq_len.div_ceil(bs) + 1);
+    let dtype = opts.load.weight_dtype(model.config());
+    let kv = Scheduler::make_kv(model.as_ref(), c.device, dtype, bs, blocks)?;
+    let cfg = SchedulerConfig { max_batch_size: a.max_num_seqs, max_num_tokens: a.max_num_tokens, max_seq_len: seq_len, prefix_caching: true };
+    let mut s = Scheduler::new(model, kv, cfg, eos)?;
+    let params = Arc::new(SamplingParams { ignore_eos: true, ..SamplingParams::greedy(c.output_len) });
+
+    // Warm-up (kernels, allocator): one short request, not counted.
+    s.add(SeqRequest { id: u64::MAX, prompt: prompt(u64::MAX, c.input_len.min(16), vocab), params: Arc::new(SamplingParams::greedy(2)), seed: None })?;
+    while s.has_work() {
+        s.step()?;
+    }
+    let start = Instant::now();
+    for i in 0..a.num_requests {
+        s.add(SeqRequest { id: i as u64, prompt: prompt(i as u64 + 1, c.input_len, vocab), params: params.clone(), seed: None })?;
+    }
+    let mut first: HashMap<u64, f64> = HashMap::new();
+    let mut last: HashMap<u64, f64> = HashMap::new();
+    let (mut steps, mut preempted, mut out_tokens, mut peak) = (0usize, 0usize, 0usize, 0usize);
+    while s.has_work() {
+        let out = s.step()?;
+        let now = start.elapsed().as_secs_f64();
+        steps += 1;
+        preempted += out.preempted.len();
+        peak = peak.max(s.num_running() + out.tokens.iter().filter(|t| t.finish.is_some()).count());
+        for t in &out.tokens {
+            out_tokens += 1;
+            first.entry(t.seq).or_insert(now);
+            last.insert(t.seq, now);
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let n = a.num_requests as f64;
+    let mut ttft: Vec<f64> = first.values().copied().collect();
+    ttft.sort_by(f64::total_cmp);
+    let tpot: f64 = first.iter().map(|(k, f)| (last[k] - f) / (c.output_len.max(2) - 1) as f64).sum::<f64>() / n;
+    let pct = |p: f64| ttft.get(((ttft.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let total_tokens = a.num_requests * c.input_len + out_tokens;
+    if c.json {
+        let j = serde_json::json!({
+            "mode": "throughput", "model": c.dir.display().to_string(), "device": format!("{:?}", c.device),
+            "dtype": format!("{dtype:?}"), "num_requests": a.num_requests, "input_len": c.input_len, "output_len": c.output_len,
+            "max_num_seqs": a.max_num_seqs, "max_num_tokens": a.max_num_tokens, "kv_blocks": blocks,
+            "wall_s": wall, "requests_per_s": n / wall, "output_tokens_per_s": out_tokens as f64 / wall,
+            "total_tokens_per_s": total_tokens as f64 / wall, "ttft_mean_s": ttft.iter().sum::<f64>() / n,
+            "ttft_p50_s": pct(0.5), "ttft_p99_s": pct(0.99), "tpot_mean_s": tpot, "steps": steps, "preemptions": preempted,
+            "peak_batch": peak, "load_s": load.as_secs_f64(),
+        });
+        println!("{j}");
+        return Ok(());
+    }
+    println!("model             {}  ({:?}, {dtype:?})", c.dir.display(), c.device);
+    println!("requests          {} x ({} in, {} out)  max-num-seqs {}  max-num-tokens {}  kv blocks {blocks} x {bs}", a.num_requests, c.input_len, c.output_len, a.max_num_seqs, a.max_num_tokens);
+    println!("wall              {wall:.2} s  ({steps} steps, {preempted} preemptions, peak batch {peak}, load {:.2} s)", load.as_secs_f64());
+    println!("requests/s        {:.2}", n / wall);
+    println!("output tokens/s   {:.1}", out_tokens as f64 / wall);
+    println!("total tokens/s    {:.1}", total_tokens as f64 / wall);
+    println!("TTFT              mean {:.1} ms  p50 {:.1} ms  p99 {:.1} ms", ttft.iter().sum::<f64>() / n * 1e3, pct(0.5) * 1e3, pct(0.99) * 1e3);
+    println!("TPOT              mean {:.2} ms", tpot * 1e3);
+    Ok(())
+}

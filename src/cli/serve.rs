@@ -1,0 +1,82 @@
+//! `trtllm serve --model DIR | --engine-dir DIR`: the OpenAI-compatible server
+//! (`trtllm-server`): `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`,
+//! `/metrics`. `--port 0` picks a free port; the address is printed on stdout.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use trtllm_server::ServeConfig;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// HF model directory (or a checkpoint / engine directory).
+    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
+    model: Option<PathBuf>,
+    /// Engine directory from `trtllm build` (its build limits are the defaults).
+    #[arg(long, alias = "engine_dir")]
+    engine_dir: Option<PathBuf>,
+    /// Where tokenizer.json is, when the model directory has none.
+    #[arg(long, alias = "tokenizer_dir")]
+    tokenizer_dir: Option<PathBuf>,
+    /// The model name clients use (default: the directory name).
+    #[arg(long, alias = "served_model_name")]
+    served_model_name: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1/* (default: $TRTLLM_API_KEY, else none).
+    #[arg(long, alias = "api_key")]
+    api_key: Option<String>,
+    /// Most sequences in one step.
+    #[arg(long, alias = "max_batch_size")]
+    max_batch_size: Option<usize>,
+    /// Most tokens (prefill chunks + decodes) in one step.
+    #[arg(long, alias = "max_num_tokens")]
+    max_num_tokens: Option<usize>,
+    /// Longest prompt + completion (capped by the model's max_position_embeddings).
+    #[arg(long, alias = "max_seq_len")]
+    max_seq_len: Option<usize>,
+    /// Requests waiting to start before new ones get 429.
+    #[arg(long, alias = "max_queue", default_value_t = 256)]
+    max_queue: usize,
+    /// KV cache block size in tokens.
+    #[arg(long, alias = "kv_block_size")]
+    kv_block_size: Option<usize>,
+    /// KV cache blocks (default: max-batch-size full-length sequences).
+    #[arg(long, alias = "kv_blocks")]
+    kv_blocks: Option<usize>,
+    #[arg(long)]
+    no_prefix_caching: bool,
+    #[arg(long, default_value = "auto")]
+    device: super::DeviceArg,
+    /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+    /// Seconds to wait for requests in flight after SIGINT / SIGTERM.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout: u64,
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let device = super::resolve_device(&a.device)?;
+    let Some(dir) = a.engine_dir.or(a.model) else { anyhow::bail!("--model or --engine-dir is required") };
+    let mut cfg = ServeConfig::new(dir);
+    cfg.tokenizer_dir = a.tokenizer_dir;
+    cfg.served_model_name = a.served_model_name;
+    cfg.host = a.host;
+    cfg.port = a.port;
+    cfg.api_key = a.api_key.or_else(|| std::env::var("TRTLLM_API_KEY").ok()).filter(|k| !k.is_empty());
+    cfg.max_batch_size = a.max_batch_size;
+    cfg.max_num_tokens = a.max_num_tokens;
+    cfg.max_seq_len = a.max_seq_len;
+    cfg.max_queue = a.max_queue;
+    cfg.kv_block_size = a.kv_block_size;
+    cfg.kv_blocks = a.kv_blocks;
+    cfg.prefix_caching = !a.no_prefix_caching;
+    cfg.device = device;
+    cfg.dtype = super::parse_dtype(&a.dtype)?;
+    cfg.drain_timeout = Duration::from_secs(a.drain_timeout);
+    trtllm_server::serve(cfg)?;
+    Ok(())
+}

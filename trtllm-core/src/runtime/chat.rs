@@ -1,0 +1,107 @@
+//! Chat templates: the Jinja template of `tokenizer_config.json` (or `chat_template.jinja`)
+//! rendered with minijinja the way transformers' `apply_chat_template` does (`trim_blocks`,
+//! `lstrip_blocks`, loop controls, Python string methods, `raise_exception`, `bos_token` /
+//! `eos_token`). The rendered text carries its own special tokens: encode it with
+//! [`Tokenizer::encode_raw`](super::Tokenizer::encode_raw).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::Tokenizer;
+use crate::{Error, Result};
+
+/// One chat message.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn user(content: impl Into<String>) -> Self {
+        ChatMessage { role: "user".into(), content: content.into() }
+    }
+}
+
+/// A model's chat template with the special-token strings templates refer to.
+#[derive(Clone, Debug)]
+pub struct ChatTemplate {
+    pub source: String,
+    pub bos_token: String,
+    pub eos_token: String,
+    /// Where the template came from (for messages).
+    pub origin: PathBuf,
+}
+
+/// A special token in `tokenizer_config.json`: a string, or `{"content": "..."}`.
+fn token_str(v: Option<&serde_json::Value>) -> String {
+    match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
+        _ => String::new(),
+    }
+}
+
+impl ChatTemplate {
+    /// The template of the tokenizer loaded from `dir`, or `None` when the model has none.
+    pub fn for_tokenizer(tok: &Tokenizer, dir: &Path) -> Result<Option<Self>> {
+        let Some(source) = tok.chat_template.clone() else { return Ok(None) };
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg = if cfg_path.exists() { Some(crate::error::read_json(&cfg_path)?) } else { None };
+        let get = |k: &str| token_str(cfg.as_ref().and_then(|c| c.get(k)));
+        let origin = if cfg.as_ref().is_some_and(|c| c.get("chat_template").is_some()) {
+            cfg_path
+        } else {
+            dir.join("chat_template.jinja")
+        };
+        Ok(Some(ChatTemplate { source, bos_token: get("bos_token"), eos_token: get("eos_token"), origin }))
+    }
+
+    /// Render `messages`, ending with the assistant prompt when `add_generation_prompt`.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let err = |e: minijinja::Error| Error::Msg(format!("{}: chat template: {e:#}", self.origin.display()));
+        let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        let tmpl = env.template_from_str(&self.source).map_err(err)?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        })
+        .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpl(src: &str) -> ChatTemplate {
+        ChatTemplate { source: src.into(), bos_token: "<s>".into(), eos_token: "</s>".into(), origin: "t".into() }
+    }
+
+    #[test]
+    fn renders_like_transformers() {
+        // SmolLM2's template: a default system turn when the first message is not one.
+        let t = tmpl(concat!(
+            "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}",
+            "{{ '<|im_start|>system\nHi<|im_end|>\n' }}{% endif %}",
+            "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}",
+            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+        ));
+        let out = t.render(&[ChatMessage::user("Q")], true).expect("render");
+        assert_eq!(out, "<|im_start|>system\nHi<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
+        // trim_blocks / lstrip_blocks, Python methods, bos_token.
+        let t = tmpl("{{ bos_token }}\n{% for m in messages %}\n  {% if m %}{{ m.content.strip() }}{% endif %}|\n{% endfor %}");
+        assert_eq!(t.render(&[ChatMessage::user("  a ")], false).expect("render"), "<s>\na|\n");
+        let t = tmpl("{{ raise_exception('no system role') }}");
+        assert!(t.render(&[], false).is_err_and(|e| e.to_string().contains("no system role")));
+    }
+}

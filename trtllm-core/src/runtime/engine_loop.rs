@@ -1,0 +1,228 @@
+//! The engine thread's loop: take messages, apply cancellations, run a step, turn its tokens
+//! into per-request events (text, stop strings, logprobs, usage) and update the metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::detok::{IncrementalDetokenizer, StopMatcher};
+use super::engine::{count_step, new_seq, recv, Delta, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE};
+use super::scheduler::{Scheduler, StepOutput, TokenOut};
+use super::sequence::Finish;
+use super::Tokenizer;
+
+pub(crate) struct EngineLoop {
+    sched: Scheduler,
+    tok: Option<Arc<Tokenizer>>,
+    shared: Arc<Shared>,
+    reqs: HashMap<u64, ReqState>,
+    seqs: HashMap<u64, SeqState>,
+    draining: bool,
+}
+
+impl EngineLoop {
+    pub fn new(sched: Scheduler, tok: Option<Arc<Tokenizer>>, shared: Arc<Shared>) -> Self {
+        EngineLoop { sched, tok, shared, reqs: HashMap::new(), seqs: HashMap::new(), draining: false }
+    }
+
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        let mut connected = true;
+        loop {
+            while connected {
+                match recv(&rx, self.sched.has_work() || self.draining) {
+                    Ok(Some(m)) => self.on_msg(m),
+                    Ok(None) => break,
+                    Err(()) => connected = false,
+                }
+                if self.sched.has_work() {
+                    // Take whatever else arrived, without blocking.
+                    while let Ok(m) = rx.try_recv() {
+                        self.on_msg(m);
+                    }
+                    break;
+                }
+            }
+            self.reap_cancelled();
+            if !self.sched.has_work() {
+                self.publish();
+                if self.draining || !connected {
+                    return;
+                }
+                continue;
+            }
+            match self.sched.step() {
+                Ok(out) => self.on_step(out),
+                Err(e) => self.fail_all(&e.to_string()),
+            }
+            self.publish();
+        }
+    }
+
+    fn on_msg(&mut self, m: Msg) {
+        match m {
+            Msg::Add(p) => self.add(*p),
+            Msg::Abort(id) => self.end_request(id, false),
+            Msg::Shutdown => self.draining = true,
+        }
+    }
+
+    fn add(&mut self, p: Pending) {
+        let n = p.params.n.max(1);
+        for i in 0..n {
+            if let Err(e) = self.sched.add(new_seq(&p, i)) {
+                for j in 0..i {
+                    self.sched.abort(p.id * SEQ_STRIDE + j as u64);
+                }
+                self.shared.metrics.queued_requests.fetch_sub(1, Relaxed);
+                self.shared.metrics.requests_rejected.fetch_add(1, Relaxed);
+                p.sink.send(Event::Error(e.to_string()));
+                return;
+            }
+            let detok = IncrementalDetokenizer::new(&p.prompt);
+            let stop = StopMatcher::new(p.params.stop.clone());
+            self.seqs.insert(p.id * SEQ_STRIDE + i as u64, SeqState { req: p.id, index: i, detok, stop, last: None });
+        }
+        let usage = super::engine::Usage { prompt_tokens: p.prompt.len(), ..Default::default() };
+        let st = ReqState { sink: p.sink, cancel: p.cancel, prompt_len: p.prompt.len(), live: n, usage, queued: true, arrival: p.arrival };
+        self.reqs.insert(p.id, st);
+    }
+
+    /// End a request: abort its live sequences (their blocks are freed), send `Done` if it
+    /// finished normally.
+    fn end_request(&mut self, id: u64, ok: bool) {
+        let Some(r) = self.reqs.remove(&id) else { return };
+        let children: Vec<u64> = self.seqs.iter().filter(|(_, s)| s.req == id).map(|(&k, _)| k).collect();
+        for sid in children {
+            self.sched.abort(sid);
+            self.seqs.remove(&sid);
+        }
+        let m = &self.shared.metrics;
+        if r.queued {
+            m.queued_requests.fetch_sub(1, Relaxed);
+        }
+        if ok {
+            m.requests_ok.fetch_add(1, Relaxed);
+            m.e2e.observe(r.arrival.elapsed());
+            r.sink.send(Event::Done(r.usage));
+        } else {
+            m.requests_aborted.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn reap_cancelled(&mut self) {
+        let dead: Vec<u64> = self.reqs.iter().filter(|(_, r)| r.cancel.load(Relaxed) || r.sink.is_closed()).map(|(&k, _)| k).collect();
+        for id in dead {
+            self.end_request(id, false);
+        }
+    }
+
+    fn fail_all(&mut self, msg: &str) {
+        tracing::error!("engine step failed: {msg}");
+        self.sched.abort_all();
+        self.seqs.clear();
+        let m = &self.shared.metrics;
+        for (_, r) in self.reqs.drain() {
+            if r.queued {
+                m.queued_requests.fetch_sub(1, Relaxed);
+            }
+            m.requests_aborted.fetch_add(1, Relaxed);
+            r.sink.send(Event::Error(format!("engine error: {msg}")));
+        }
+    }
+
+    fn on_step(&mut self, out: StepOutput) {
+        let m = &self.shared.metrics;
+        count_step(m, &out);
+        for &(sid, cached) in &out.admitted {
+            if let Some(r) = self.reqs.get_mut(&(sid / SEQ_STRIDE)) {
+                if r.queued {
+                    r.queued = false;
+                    m.queued_requests.fetch_sub(1, Relaxed);
+                    m.prompt_tokens.fetch_add(r.prompt_len as u64, Relaxed);
+                }
+                if sid % SEQ_STRIDE == 0 {
+                    r.usage.cached_tokens = cached;
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut finished_reqs = vec![];
+        let mut gone = vec![];
+        for t in out.tokens {
+            let Some(req) = self.seqs.get(&t.seq).map(|s| s.req) else { continue };
+            match self.on_token(t, now) {
+                Some(true) => finished_reqs.push(req),
+                Some(false) => {}
+                None => gone.push(req),
+            }
+        }
+        for id in gone {
+            self.end_request(id, false);
+        }
+        for id in finished_reqs {
+            self.end_request(id, true);
+        }
+    }
+
+    /// Emit one token. `Some(true)`: its request is complete; `None`: the client is gone.
+    fn on_token(&mut self, t: TokenOut, now: Instant) -> Option<bool> {
+        let m = &self.shared.metrics;
+        m.generation_tokens.fetch_add(1, Relaxed);
+        let s = self.seqs.get_mut(&t.seq)?;
+        let r = self.reqs.get_mut(&s.req)?;
+        match s.last {
+            None => m.ttft.observe(now - r.arrival),
+            Some(l) => m.itl.observe(now - l),
+        }
+        s.last = Some(now);
+        r.usage.completion_tokens += 1;
+        let mut finish = t.finish;
+        let mut text = String::new();
+        if let Some(tok) = &self.tok {
+            // A stop token's own text is not part of the output.
+            let mut piece = if finish == Some(Finish::Stop) { Ok(String::new()) } else { s.detok.push(tok, t.token) };
+            if let (Ok(p), Some(_)) = (&mut piece, finish) {
+                p.push_str(&s.detok.flush(tok).unwrap_or_default());
+            }
+            match piece {
+                Ok(piece) => {
+                    let (emit, stopped) = s.stop.push(&piece);
+                    text = emit;
+                    if stopped && finish.is_none() {
+                        finish = Some(Finish::Stop);
+                        self.sched.abort(t.seq);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("sequence {}: detokenizing token {}: {e}", t.seq, t.token);
+                }
+            }
+            if finish.is_some() && !s.stop.stopped() {
+                text.push_str(&s.stop.flush());
+            }
+        }
+        let delta = Delta { index: s.index, token_ids: vec![t.token], text, logprobs: t.logprob.into_iter().collect(), finish };
+        if !r.sink.send(Event::Delta(delta)) {
+            return None;
+        }
+        if finish.is_some() {
+            self.seqs.remove(&t.seq);
+            r.live -= 1;
+            return Some(r.live == 0);
+        }
+        Some(false)
+    }
+
+    fn publish(&self) {
+        let m = &self.shared.metrics;
+        let b = self.sched.blocks();
+        m.running_seqs.store(self.sched.num_running() as u64, Relaxed);
+        m.waiting_seqs.store(self.sched.num_waiting() as u64, Relaxed);
+        m.kv_blocks_free.store(b.num_available() as u64, Relaxed);
+        m.kv_blocks_cached.store(b.num_cached() as u64, Relaxed);
+        m.prefix_cache_queried_tokens.store(b.queried_tokens, Relaxed);
+        m.prefix_cache_hit_tokens.store(b.hit_tokens, Relaxed);
+    }
+}

@@ -1,0 +1,135 @@
+//! Serving metrics, shared between the engine thread (writer) and the server (reader), and
+//! their Prometheus text rendering. Lock-free counters and gauges; histograms with fixed
+//! buckets.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A Prometheus histogram over seconds.
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0];
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram { bounds, counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(), sum_us: AtomicU64::new(0), count: AtomicU64::new(0) }
+    }
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|&b| s <= b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+    pub fn mean(&self) -> Duration {
+        Duration::from_micros(self.sum_us.load(Relaxed) / self.count().max(1))
+    }
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut acc = 0;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            acc += c.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {acc}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count());
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", self.count());
+    }
+}
+
+/// Everything `/metrics` shows.
+pub struct EngineMetrics {
+    /// Requests accepted and not yet started (the admission queue).
+    pub queued_requests: AtomicU64,
+    pub running_seqs: AtomicU64,
+    pub waiting_seqs: AtomicU64,
+    pub kv_blocks_total: AtomicU64,
+    /// Free for new sequences (includes cached blocks no sequence uses).
+    pub kv_blocks_free: AtomicU64,
+    pub kv_blocks_cached: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub generation_tokens: AtomicU64,
+    pub prefix_cache_queried_tokens: AtomicU64,
+    pub prefix_cache_hit_tokens: AtomicU64,
+    pub preemptions: AtomicU64,
+    pub requests_ok: AtomicU64,
+    pub requests_aborted: AtomicU64,
+    pub requests_rejected: AtomicU64,
+    pub steps: AtomicU64,
+    pub ttft: Histogram,
+    pub itl: Histogram,
+    pub e2e: Histogram,
+}
+
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        let z = || AtomicU64::new(0);
+        EngineMetrics {
+            queued_requests: z(),
+            running_seqs: z(),
+            waiting_seqs: z(),
+            kv_blocks_total: z(),
+            kv_blocks_free: z(),
+            kv_blocks_cached: z(),
+            prompt_tokens: z(),
+            generation_tokens: z(),
+            prefix_cache_queried_tokens: z(),
+            prefix_cache_hit_tokens: z(),
+            preemptions: z(),
+            requests_ok: z(),
+            requests_aborted: z(),
+            requests_rejected: z(),
+            steps: z(),
+            ttft: Histogram::new(LATENCY_BUCKETS),
+            itl: Histogram::new(LATENCY_BUCKETS),
+            e2e: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl EngineMetrics {
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP trtllm_{name} {help}\n# TYPE trtllm_{name} {kind}\ntrtllm_{name} {v}");
+        };
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        one("queue_length", "gauge", "Requests waiting to start.", g(&self.queued_requests));
+        one("num_requests_running", "gauge", "Sequences in the running batch.", g(&self.running_seqs));
+        one("num_requests_waiting", "gauge", "Sequences waiting (new or preempted).", g(&self.waiting_seqs));
+        one("kv_blocks_total", "gauge", "KV cache blocks.", g(&self.kv_blocks_total));
+        one("kv_blocks_free", "gauge", "KV blocks available to new sequences (incl. evictable cached).", g(&self.kv_blocks_free));
+        one("kv_blocks_cached", "gauge", "KV blocks held by the prefix cache.", g(&self.kv_blocks_cached));
+        let total = g(&self.kv_blocks_total).max(1) as f64;
+        let used = g(&self.kv_blocks_total).saturating_sub(g(&self.kv_blocks_free)) as f64;
+        let _ = writeln!(out, "# HELP trtllm_kv_cache_usage_ratio Fraction of KV blocks in use.\n# TYPE trtllm_kv_cache_usage_ratio gauge\ntrtllm_kv_cache_usage_ratio {}", used / total);
+        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP trtllm_{name} {help}\n# TYPE trtllm_{name} {kind}\ntrtllm_{name} {v}");
+        };
+        one("prompt_tokens_total", "counter", "Prompt tokens of started requests.", g(&self.prompt_tokens));
+        one("generation_tokens_total", "counter", "Generated tokens.", g(&self.generation_tokens));
+        one("prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", g(&self.prefix_cache_queried_tokens));
+        one("prefix_cache_hits_total", "counter", "Prompt tokens served from the prefix cache.", g(&self.prefix_cache_hit_tokens));
+        one("preemptions_total", "counter", "Sequences preempted (recomputed) for lack of KV blocks.", g(&self.preemptions));
+        one("engine_steps_total", "counter", "Scheduler steps.", g(&self.steps));
+        let _ = writeln!(out, "# HELP trtllm_requests_total Finished requests by outcome.\n# TYPE trtllm_requests_total counter");
+        for (k, v) in [("ok", &self.requests_ok), ("aborted", &self.requests_aborted), ("rejected", &self.requests_rejected)] {
+            let _ = writeln!(out, "trtllm_requests_total{{outcome=\"{k}\"}} {}", g(v));
+        }
+        self.ttft.render(&mut out, "trtllm_time_to_first_token_seconds", "Time from arrival to the first token.");
+        self.itl.render(&mut out, "trtllm_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.");
+        self.e2e.render(&mut out, "trtllm_e2e_request_latency_seconds", "Time from arrival to the last token.");
+        out
+    }
+}

@@ -1,0 +1,312 @@
+//! The continuous-batching scheduler: each [`Scheduler::step`] packs the decode tokens of the
+//! running sequences and chunks of prefill of new or partially prefilled ones into one
+//! [`ForwardBatch`], under a budget of `max_num_tokens` tokens and `max_batch_size` sequences.
+//!
+//! - **FCFS.** Running sequences are served in admission order, then waiting ones in arrival
+//!   order; a waiting sequence is admitted only when its next chunk's blocks are available and
+//!   nothing was preempted in this step.
+//! - **Chunked prefill.** A prompt longer than the remaining budget is computed over several
+//!   steps; only the step that completes it samples.
+//! - **Preemption by recompute.** When a running sequence needs a block and none is left, the
+//!   most recently admitted running sequence gives back its blocks and goes to the front of the
+//!   queue with all its tokens so far; when readmitted it prefills them again (largely from the
+//!   prefix cache) and continues where it was.
+//! - **Prefix caching** ([`BlockManager`]): full computed blocks are registered by hash; a new
+//!   sequence starts with the cached blocks of its prompt and skips their prefill.
+//! - **Sampling** per sequence ([`SamplingParams`]): greedy on the device (`argmax_rows`, only the
+//!   ids reach the host) when every sampled row is plain greedy, else on host rows with
+//!   penalties and logprobs (`runtime/logits.rs`).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::logits::{sample_row, TokenLogprob};
+use super::prefix_cache::BlockManager;
+use super::sequence::{Finish, SeqRequest, Sequence};
+use super::{ForwardBatch, KvCache, SeqStep};
+use crate::layers::SingleRank;
+use crate::model::CausalLM;
+use crate::{DType, Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Most sequences in one step.
+    pub max_batch_size: usize,
+    /// Most tokens (prefill + decode) in one step.
+    pub max_num_tokens: usize,
+    /// Longest sequence (prompt + generated).
+    pub max_seq_len: usize,
+    pub prefix_caching: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { max_batch_size: 64, max_num_tokens: 2048, max_seq_len: 4096, prefix_caching: true }
+    }
+}
+
+/// A token a sequence produced in a step.
+#[derive(Clone, Debug)]
+pub struct TokenOut {
+    pub seq: u64,
+    pub token: u32,
+    pub logprob: Option<TokenLogprob>,
+    /// Set when this token ends the sequence (its blocks are already released).
+    pub finish: Option<Finish>,
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default)]
+pub struct StepOutput {
+    pub tokens: Vec<TokenOut>,
+    /// Sequences that ran for the first time (left the queue), with the prompt tokens they took
+    /// from the prefix cache.
+    pub admitted: Vec<(u64, usize)>,
+    pub preempted: Vec<u64>,
+    pub prefill_tokens: usize,
+    pub decode_tokens: usize,
+}
+
+pub struct Scheduler {
+    model: Box<dyn CausalLM>,
+    kv: KvCache,
+    blocks: BlockManager,
+    cfg: SchedulerConfig,
+    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence>,
+    eos: Vec<u32>,
+}
+
+impl Scheduler {
+    /// A scheduler over `model` and its KV cache. `eos`: the ids that end a sequence.
+    pub fn new(model: Box<dyn CausalLM>, kv: KvCache, cfg: SchedulerConfig, eos: Vec<u32>) -> Result<Self> {
+        if cfg.max_batch_size == 0 || cfg.max_num_tokens == 0 || cfg.max_seq_len == 0 {
+            return Err(Error::Request("max_batch_size, max_num_tokens and max_seq_len must be positive".into()));
+        }
+        let blocks = BlockManager::new(kv.num_blocks, kv.block_size, cfg.prefix_caching);
+        Ok(Scheduler { model, kv, blocks, cfg, waiting: VecDeque::new(), running: vec![], eos })
+    }
+
+    /// A KV cache for `model` on `device` (`dtype` on the GPU; the host cache is f32).
+    pub fn make_kv(model: &dyn CausalLM, device: crate::Device, dtype: DType, block_size: usize, num_blocks: usize) -> Result<KvCache> {
+        match device {
+            crate::Device::Cuda(n) => KvCache::new_cuda(&crate::ops::cuda::gpu(n)?, dtype, model.kv_layout(), block_size, num_blocks),
+            _ => KvCache::new(model.kv_layout(), block_size, num_blocks),
+        }
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.cfg
+    }
+    pub fn model(&self) -> &dyn CausalLM {
+        self.model.as_ref()
+    }
+    pub fn blocks(&self) -> &BlockManager {
+        &self.blocks
+    }
+    pub fn block_size(&self) -> usize {
+        self.kv.block_size
+    }
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    /// Longest prompt + output that can ever run: the model's and the config's limits, and the
+    /// whole cache (a sequence alone must fit, or preemption could never make room).
+    pub fn max_total_tokens(&self) -> usize {
+        self.cfg.max_seq_len.min(self.kv.num_blocks * self.kv.block_size)
+    }
+
+    /// Queue a sequence. Errors name the sequence and what is wrong with it.
+    pub fn add(&mut self, r: SeqRequest) -> Result<()> {
+        let total = r.prompt.len() + r.params.max_new_tokens;
+        if r.prompt.is_empty() {
+            return Err(Error::Request(format!("sequence {}: empty prompt", r.id)));
+        }
+        if total > self.max_total_tokens() {
+            return Err(Error::Request(format!(
+                "sequence {}: {} prompt tokens + {} new tokens exceed the limit of {}",
+                r.id,
+                r.prompt.len(),
+                r.params.max_new_tokens,
+                self.max_total_tokens()
+            )));
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(t) = r.prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::Request(format!("sequence {}: token id {t} is outside the vocabulary ({vocab})", r.id)));
+        }
+        r.params.validate()?;
+        self.waiting.push_back(Sequence::new(r));
+        Ok(())
+    }
+
+    /// End a sequence now, wherever it is, and release its blocks. `false` if unknown.
+    pub fn abort(&mut self, id: u64) -> bool {
+        if let Some(i) = self.running.iter().position(|s| s.id == id) {
+            let mut s = self.running.remove(i);
+            self.blocks.release_all(&mut s.blocks);
+            return true;
+        }
+        if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
+            if let Some(mut s) = self.waiting.remove(i) {
+                self.blocks.release_all(&mut s.blocks);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// End every sequence (after a failed step) and release all blocks.
+    pub fn abort_all(&mut self) -> Vec<u64> {
+        let ids: Vec<u64> = self.running.iter().chain(&self.waiting).map(|s| s.id).collect();
+        for &id in &ids {
+            self.abort(id);
+        }
+        ids
+    }
+
+    fn preempt(&mut self, mut s: Sequence, out: &mut StepOutput) {
+        self.blocks.release_all(&mut s.blocks);
+        s.reset();
+        out.preempted.push(s.id);
+        self.waiting.push_front(s);
+    }
+
+    /// Choose this step's work: `(index in running, tokens)`.
+    fn schedule(&mut self, out: &mut StepOutput) -> Result<Vec<(usize, usize)>> {
+        let mut budget = self.cfg.max_num_tokens;
+        let mut plan = vec![];
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let n = self.running[i].uncomputed().min(budget);
+            let len = self.running[i].cached + n;
+            loop {
+                let s = &mut self.running[i];
+                if self.blocks.try_grow(&mut s.blocks, len)? {
+                    plan.push((i, n));
+                    budget -= n;
+                    i += 1;
+                    break;
+                }
+                // No block left: preempt the most recently admitted sequence, this one last.
+                let Some(victim) = self.running.pop() else { break };
+                let is_self = self.running.len() == i;
+                self.preempt(victim, out);
+                if is_self {
+                    break;
+                }
+            }
+        }
+        if !out.preempted.is_empty() {
+            return Ok(plan);
+        }
+        while budget > 0 && self.running.len() < self.cfg.max_batch_size {
+            let Some(s) = self.waiting.front_mut() else { break };
+            let hits = if s.cached == 0 && s.blocks.is_empty() { self.blocks.lookup(&s.tokens) } else { vec![] };
+            let cached = s.cached.max(hits.len() * self.blocks.block_size());
+            let n = (s.tokens.len() - cached).min(budget);
+            let need = self.blocks.blocks_needed(&hits, cached + n);
+            if need + self.blocks.evictable_among(&hits) > self.blocks.num_available() {
+                break;
+            }
+            let mut table = std::mem::take(&mut s.blocks);
+            self.blocks.take_cached(&hits, &mut table);
+            if !self.blocks.try_grow(&mut table, cached + n)? {
+                self.blocks.release_all(&mut table);
+                break;
+            }
+            s.blocks = table;
+            s.cached = cached;
+            if s.preemptions == 0 {
+                s.cached_prompt_tokens = cached;
+                self.blocks.record_lookup(s.prompt_len, cached);
+            }
+            let Some(s) = self.waiting.pop_front() else { break };
+            if s.preemptions == 0 {
+                out.admitted.push((s.id, s.cached_prompt_tokens));
+            }
+            self.running.push(s);
+            plan.push((self.running.len() - 1, n));
+            budget -= n;
+        }
+        Ok(plan)
+    }
+
+    /// Run one step: schedule, one forward, sample, retire finished sequences.
+    pub fn step(&mut self) -> Result<StepOutput> {
+        let mut out = StepOutput::default();
+        let plan = self.schedule(&mut out)?;
+        if plan.is_empty() {
+            return Ok(out);
+        }
+        let steps: Vec<SeqStep<'_>> = plan
+            .iter()
+            .map(|&(i, n)| {
+                let s = &self.running[i];
+                SeqStep { tokens: &s.tokens[s.cached..s.cached + n], start_pos: s.cached, block_table: &s.blocks }
+            })
+            .collect();
+        let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
+        let logits = self.model.forward(&batch, &mut self.kv, &SingleRank, None)?;
+        let now = Instant::now();
+        let sampled: Vec<bool> = plan.iter().map(|&(i, n)| self.running[i].cached + n == self.running[i].tokens.len()).collect();
+        let host = plan.iter().zip(&sampled).any(|(&(i, _), &smp)| smp && self.running[i].params.needs_host_logits());
+        let (greedy, host_rows) = if host {
+            (None, Some(logits.to_cpu()?.to_dtype(DType::F32)?))
+        } else {
+            (Some(crate::ops::argmax_rows(&logits)?), None)
+        };
+        let vocab = logits.dim(1);
+        let bs = self.kv.block_size;
+        for (row, &(i, n)) in plan.iter().enumerate() {
+            let s = &mut self.running[i];
+            if s.cached < s.prompt_len {
+                out.prefill_tokens += n;
+            } else if s.tokens.len() - s.cached > 1 {
+                out.prefill_tokens += n; // recompute after preemption
+            } else {
+                out.decode_tokens += n;
+            }
+            s.cached += n;
+            for (bi, hash) in s.new_full_blocks(bs) {
+                self.blocks.register(s.blocks[bi], hash, &s.tokens[bi * bs..(bi + 1) * bs]);
+            }
+            if !sampled[row] {
+                continue;
+            }
+            let (tok, logprob) = match (&greedy, &host_rows) {
+                (Some(ids), _) => (ids[row], None),
+                (None, Some(h)) => {
+                    let r = &h.f32s()?[row * vocab..(row + 1) * vocab];
+                    let (prompt, output) = s.tokens.split_at(s.prompt_len);
+                    sample_row(r, prompt, output, &s.params, &mut s.sampler)
+                }
+                (None, None) => return Err(Error::Msg("no logits sampled".into())),
+            };
+            s.tokens.push(tok);
+            s.first_token.get_or_insert(now);
+            s.last_token = Some(now);
+            let p = &s.params;
+            let finish = if (!p.ignore_eos && self.eos.contains(&tok)) || p.stop_token_ids.contains(&tok) {
+                Some(Finish::Stop)
+            } else if s.num_generated() >= p.max_new_tokens || s.tokens.len() >= self.cfg.max_seq_len {
+                Some(Finish::Length)
+            } else {
+                None
+            };
+            out.tokens.push(TokenOut { seq: s.id, token: tok, logprob, finish });
+        }
+        let done: Vec<u64> = out.tokens.iter().filter(|t| t.finish.is_some()).map(|t| t.seq).collect();
+        for id in done {
+            self.abort(id);
+        }
+        Ok(out)
+    }
+}
