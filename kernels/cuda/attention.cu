@@ -47,7 +47,9 @@ __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, co
 }
 
 // grid (tokens, heads); dynamic smem: q[hd], acc[hd], p[blockDim], slot[blockDim].
-// Online softmax over the token's visible positions [lo, pos], read through its block table.
+// Online softmax over the token's visible positions [lo, pos], read through its block table,
+// in chunks of blockDim keys: each warp scores keys with its lanes splitting head_dim (coalesced
+// K reads), then every thread accumulates its output dims over the chunk (coalesced V reads).
 template <typename T>
 __device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, int nkv, int hd, float scale, int window,
                           float softcap, const int* positions, const int* token_seq, const int* bt, const int* bt_off, int bs) {
@@ -57,32 +59,35 @@ __device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, 
     float* ps = sm + 2 * hd;
     int* sl = (int*)(ps + blockDim.x);
     int t = blockIdx.x, h = blockIdx.y, kh = h / (nh / nkv);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     long kvw = (long)nkv * hd;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) { qs[i] = to_f(q[(long)t * nh * hd + (long)h * hd + i]); acc[i] = 0.f; }
-    __syncthreads();
     int pos = positions[t];
     int lo = window > 0 ? max(0, pos + 1 - window) : 0;
     const int* table = bt + bt_off[token_seq[t]];
+    __syncthreads();
     float m = -INFINITY, l = 0.f;
     for (int j0 = lo; j0 <= pos; j0 += blockDim.x) {
-        int j = j0 + threadIdx.x;
-        float s = -INFINITY;
-        if (j <= pos) {
+        int n = min((int)blockDim.x, pos - j0 + 1);
+        // Scores of this chunk: warp w takes keys w, w + nwarps, ...
+        for (int jj = warp; jj < n; jj += nwarps) {
+            int j = j0 + jj;
             int slot = table[j / bs] * bs + j % bs;
-            sl[threadIdx.x] = slot;
             const T* k = kc + (long)slot * kvw + (long)kh * hd;
             float d = 0.f;
-            for (int i = 0; i < hd; i++) d += qs[i] * to_f(k[i]);
-            s = d * scale;
-            if (softcap > 0.f) s = tanhf(s / softcap) * softcap;
+            for (int i = lane; i < hd; i += 32) d += qs[i] * to_f(k[i]);
+            d = warp_sum(d) * scale;
+            if (softcap > 0.f) d = tanhf(d / softcap) * softcap;
+            if (lane == 0) { ps[jj] = d; sl[jj] = slot; }
         }
-        float mnew = fmaxf(m, block_max(s));
-        float p = j <= pos ? expf(s - mnew) : 0.f;
-        ps[threadIdx.x] = p;
-        float alpha = expf(m - mnew);
-        l = l * alpha + block_sum(p);
         __syncthreads();
-        int n = min((int)blockDim.x, pos - j0 + 1);
+        float s = threadIdx.x < n ? ps[threadIdx.x] : -INFINITY;
+        float mnew = fmaxf(m, block_max(s));
+        float p = threadIdx.x < n ? expf(s - mnew) : 0.f;
+        float alpha = expf(m - mnew);
+        l = l * alpha + block_sum(p);  // block_sum syncs before its shared writes: ps reads above are done
+        ps[threadIdx.x] = p;
+        __syncthreads();
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
             float a = acc[d] * alpha;
             for (int jj = 0; jj < n; jj++) a += ps[jj] * to_f(vc[(long)sl[jj] * kvw + (long)kh * hd + d]);

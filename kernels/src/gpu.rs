@@ -73,6 +73,27 @@ fn nvrtc_version() -> (i32, i32) {
     ok.unwrap_or((0, 0))
 }
 
+/// Make the device's default memory pool keep freed memory instead of returning it to the OS at
+/// every synchronization (release threshold 0 by default), so the per-op stream-ordered
+/// allocations of a decode step are served from the pool.
+fn keep_freed_memory(ctx: &Arc<CudaContext>) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: plain driver calls on a live context's device with valid out/in pointers; failure
+    // (an old driver without pools) only loses the optimization.
+    unsafe {
+        let _ = ctx.bind_to_thread();
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS && !pool.is_null() {
+            let _ = sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut threshold as *mut u64 as *mut std::ffi::c_void,
+            );
+        }
+    }
+}
+
 impl Gpu {
     /// True when a CUDA driver and at least one device are present.
     pub fn available() -> bool {
@@ -98,6 +119,7 @@ impl Gpu {
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| GpuError::Unavailable("CUDA initialization panicked".into()))?
             .map_err(GpuError::driver)?;
+        keep_freed_memory(&ctx);
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(GpuError::driver)?;
         let blaslt = CudaBlasLT::new(stream.clone()).map_err(GpuError::driver)?;
