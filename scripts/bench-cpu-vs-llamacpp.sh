@@ -63,10 +63,11 @@ fi
 
 # ---- 2. F32 / BF16 GGUFs ----------------------------------------------------------------------
 SRC=$WORK/llama.cpp-src
-if [ ! -f "$SRC/convert_hf_to_gguf.py" ]; then
+if [ ! -f "$SRC/convert_hf_to_gguf.py" ] || [ ! -d "$SRC/conversion" ]; then
     rm -rf "$SRC" && mkdir -p "$SRC"
     tar -xzf "$SDIST" -C "$SRC" --strip-components=3 \
         "llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp/convert_hf_to_gguf.py" \
+        "llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp/conversion" \
         "llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp/gguf-py"
 fi
 CONVERT_PY=${CONVERT_PY:-/tmp/trtllm-models/venv/bin/python}
@@ -75,14 +76,20 @@ if ! [ -x "$CONVERT_PY" ] || ! "$CONVERT_PY" -c "import torch, transformers, saf
     if ! "$CONVERT_PY" -c "import torch, transformers, safetensors, numpy" 2>/dev/null; then
         log "creating $WORK/convert-venv (torch, transformers) for convert_hf_to_gguf.py"
         python3 -m venv "$WORK/convert-venv"
-        "$WORK/convert-venv/bin/pip" install -q torch transformers safetensors numpy sentencepiece protobuf
+        "$WORK/convert-venv/bin/pip" install -q torch transformers safetensors numpy
     fi
+fi
+# The converter also imports sentencepiece (and protobuf for some tokenizers): install them
+# beside it rather than into a venv we do not own.
+PYDEPS=$WORK/pydeps
+if ! PYTHONPATH=$PYDEPS "$CONVERT_PY" -c "import sentencepiece" 2>/dev/null; then
+    "$CONVERT_PY" -m pip install -q --target "$PYDEPS" sentencepiece
 fi
 for t in f32 bf16; do
     out=$WORK/gguf/$NAME-$t.gguf
     if [ ! -s "$out" ]; then
         log "converting $MODEL -> $out"
-        PYTHONPATH=$SRC/gguf-py "$CONVERT_PY" "$SRC/convert_hf_to_gguf.py" "$MODEL" --outtype "$t" --outfile "$out" >"$WORK/convert-$t.log" 2>&1 \
+        PYTHONPATH=$SRC/gguf-py:$PYDEPS "$CONVERT_PY" "$SRC/convert_hf_to_gguf.py" "$MODEL" --outtype "$t" --outfile "$out" >"$WORK/convert-$t.log" 2>&1 \
             || { tail -20 "$WORK/convert-$t.log"; exit 1; }
     fi
 done

@@ -57,7 +57,8 @@ pub fn paged_attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], batch: &Forw
     }
     let op = SendPtr(out.as_mut_ptr());
     let ntask = t * nkv;
-    let parts = if work < PARALLEL_MIN_FMAS { 1 } else { (4 * pool::num_threads()).min(ntask) };
+    let min = std::env::var("TRTLLM_ATTN_MIN").ok().and_then(|v| v.parse().ok()).unwrap_or(PARALLEL_MIN_FMAS);
+    let parts = if work < min { 1 } else { (4 * pool::num_threads()).min(ntask) };
     pool::run_parts(parts, &|part, nt| {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();

@@ -55,7 +55,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [
         return;
     }
     // A few parts per thread, claimed dynamically (a descheduled thread's share is picked up).
-    let parts = if m * n * k < PARALLEL_MIN_FMAS { 1 } else { (PARTS_PER_THREAD * pool::num_threads()).min(n.div_ceil(16)) };
+    let parts = if m * n * k < PARALLEL_MIN_FMAS { 1 } else { (super::gemm::ppt() * pool::num_threads()).min(n.div_ceil(16)) };
     let yp = SendPtr(y.as_mut_ptr());
     pool::run_parts(parts, &|part, np| {
         let r = pool::split(n, part, np, 16);
@@ -108,6 +108,16 @@ unsafe fn rows(x: *const f32, m: usize, k: usize, w: Weights<'_>, r0: usize, nro
 pub(crate) fn variant() -> u32 {
     static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *V.get_or_init(|| std::env::var("TRTLLM_GEMV_VARIANT").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+pub(crate) fn ppt() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var("TRTLLM_PPT").ok().and_then(|v| v.parse().ok()).unwrap_or(PARTS_PER_THREAD))
+}
+
+pub(crate) fn pf_dist() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var("TRTLLM_PF").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// A weight element, widened to f32 (scalar paths and tails).
@@ -314,7 +324,12 @@ mod avx512 {
                 unsafe {
                     let mut acc = [_mm512_setzero_ps(); 4];
                     let mut p = 0;
+                    let pf = super::pf_dist();
                     while p + 64 <= k {
+                        if pf > 0 {
+                            _mm_prefetch::<_MM_HINT_T0>(w.add(p + pf).cast());
+                            _mm_prefetch::<_MM_HINT_T0>(w.add(p + pf + 64 / std::mem::size_of::<$T>()).cast());
+                        }
                         for u in 0..4 {
                             acc[u] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(p + 16 * u)), $ld(w.add(p + 16 * u)), acc[u]);
                         }
