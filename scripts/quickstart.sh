@@ -48,9 +48,16 @@ EOF
 fi
 
 # 2. The engine binary.
-step "cargo build --release"
-cargo build --release >&2
-TRTLLM=target/release/trtllm
+# PROFILE=dev reuses a debug build (CI builds the workspace in dev already; the dev profile is optimized).
+if [ "${PROFILE:-release}" = dev ]; then
+  step "cargo build --bin trtllm (dev profile)"
+  cargo build --locked --bin trtllm >&2
+  TRTLLM=target/debug/trtllm
+else
+  step "cargo build --release"
+  cargo build --release --locked --bin trtllm >&2
+  TRTLLM=target/release/trtllm
+fi
 
 # 3. Import, convert, build (fresh every run, so a newer binary never meets stale outputs), run.
 HF=$MODELS/smollm2-hf
