@@ -1,0 +1,42 @@
+//! Every architecture the zoo promises is registered (inventory collects at link time, so this
+//! also proves `trtllm::init()` force-links trtllm-models), aliases resolve to the same entry,
+//! and an unknown name lists the supported ones with the nearest match.
+
+const EXPECTED: &[(&str, &str)] = &[
+    ("LlamaForCausalLM", "trtllm_models::llama::Llama"),
+    ("MistralForCausalLM", "trtllm_models::llama::Llama"),
+    ("Qwen2ForCausalLM", "trtllm_models::qwen2::Qwen2"),
+    ("Qwen3ForCausalLM", "trtllm_models::qwen3::Qwen3"),
+    ("Qwen3MoeForCausalLM", "trtllm_models::mixtral::Qwen3Moe"),
+    ("MixtralForCausalLM", "trtllm_models::mixtral::Mixtral"),
+    ("GemmaForCausalLM", "trtllm_models::gemma::Gemma"),
+    ("Gemma2ForCausalLM", "trtllm_models::gemma::Gemma2"),
+    ("Gemma3ForCausalLM", "trtllm_models::gemma::Gemma3"),
+    ("Gemma3ForConditionalGeneration", "trtllm_models::gemma::Gemma3"),
+    ("Phi3ForCausalLM", "trtllm_models::phi3::Phi3"),
+    ("GPT2LMHeadModel", "trtllm_models::gpt2::Gpt2"),
+];
+
+#[test]
+fn every_expected_architecture_is_registered() {
+    trtllm::init();
+    let all = trtllm_core::model::architectures();
+    for (arch, ty) in EXPECTED {
+        let e = trtllm_core::model::lookup(arch).unwrap_or_else(|err| panic!("{arch}: {err}"));
+        assert_eq!(e.type_name, *ty, "{arch} is served by {}", e.type_name);
+        assert!(all.contains(&(*arch, *ty)), "{arch} missing from architectures()");
+    }
+    let mut names: Vec<&str> = all.iter().map(|(a, _)| *a).collect();
+    names.dedup();
+    assert_eq!(names.len(), all.len(), "an architecture string is registered twice: {all:?}");
+}
+
+#[test]
+fn aliases_share_an_entry_and_unknown_names_get_a_hint() {
+    trtllm::init();
+    let (a, b) = (trtllm_core::model::lookup("LlamaForCausalLM"), trtllm_core::model::lookup("MistralForCausalLM"));
+    assert!(std::ptr::eq(a.expect("llama"), b.expect("mistral")));
+    let err = trtllm_core::model::lookup("LLamaForCausalLM").err().expect("unknown").to_string();
+    assert!(err.contains("did you mean `LlamaForCausalLM`"), "{err}");
+    assert!(err.contains("Qwen2ForCausalLM") && err.contains("GPT2LMHeadModel"), "{err}");
+}
