@@ -8,7 +8,7 @@ use cudarc::cublaslt::CudaBlasLT;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
-use crate::module::{cache_dir, cache_path, Kernel};
+use crate::module::{cache_dir, cache_path, prebuilt, Kernel};
 
 #[derive(Debug)]
 pub enum GpuError {
@@ -57,6 +57,14 @@ fn driver_library_present() -> bool {
     ["libcuda.so.1", "libcuda.so"].iter().any(|n| {
         // SAFETY: loading the CUDA driver runs its initializers, which is what using CUDA
         // requires anyway; the handle is dropped immediately.
+        unsafe { libloading::Library::new(n) }.is_ok()
+    })
+}
+
+/// True when NVRTC can be loaded (cudarc panics instead of returning an error when it cannot).
+pub fn nvrtc_available() -> bool {
+    ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"].iter().any(|n| {
+        // SAFETY: loading NVRTC runs only its initializers; the handle is dropped immediately.
         unsafe { libloading::Library::new(n) }.is_ok()
     })
 }
@@ -140,11 +148,20 @@ impl Gpu {
 
     /// PTX of `kernel` for this device: from the disk cache, or compiled by NVRTC and stored.
     pub fn ptx(&self, kernel: Kernel) -> Result<String, GpuError> {
+        if let Some(ptx) = prebuilt(kernel, self.sm) {
+            return Ok(ptx);
+        }
         Self::ptx_for_sm(kernel, self.sm)
     }
 
     /// PTX of `kernel` for an SM (used by `trtllm build --target-sm` too).
     pub fn ptx_for_sm(kernel: Kernel, sm: u32) -> Result<String, GpuError> {
+        if !nvrtc_available() {
+            return Err(GpuError::Compile {
+                kernel: kernel.name(),
+                log: "NVRTC (libnvrtc.so) is not installed or not on LD_LIBRARY_PATH".into(),
+            });
+        }
         let version = nvrtc_version();
         let dir = cache_dir();
         let path = cache_path(&dir, kernel, sm, version);

@@ -11,8 +11,8 @@ pub mod launch;
 mod module;
 
 pub use buffer::DevBuf;
-pub use gpu::{Gpu, GpuError};
-pub use module::{Kernel, KERNELS};
+pub use gpu::{nvrtc_available, Gpu, GpuError};
+pub use module::{prebuilt_name, set_prebuilt_dir, Kernel, KERNELS};
 
 /// Element types the kernels are instantiated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

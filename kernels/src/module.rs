@@ -65,6 +65,25 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/trtllm/kernels")
 }
 
+/// File name of `kernel`'s PTX for `sm` inside an engine directory's `kernels/` (keyed by the
+/// source hash, so a stale engine's kernels are never used).
+pub fn prebuilt_name(kernel: Kernel, sm: u32) -> String {
+    format!("{}-{:016x}-sm{sm}.ptx", kernel.name(), fnv1a(kernel.source().as_bytes()))
+}
+
+static PREBUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Use the kernels precompiled into an engine directory (`trtllm build --target-sm`).
+pub fn set_prebuilt_dir(dir: Option<PathBuf>) {
+    *PREBUILT.lock().unwrap_or_else(|p| p.into_inner()) = dir;
+}
+
+/// Precompiled PTX of `kernel` for `sm`, if an engine provided it.
+pub fn prebuilt(kernel: Kernel, sm: u32) -> Option<String> {
+    let dir = PREBUILT.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+    std::fs::read_to_string(dir.join(prebuilt_name(kernel, sm))).ok()
+}
+
 /// Cache file of `kernel` for `sm` (e.g. 90) and NVRTC version `(major, minor)`.
 pub fn cache_path(dir: &std::path::Path, kernel: Kernel, sm: u32, nvrtc: (i32, i32)) -> PathBuf {
     let key = fnv1a(kernel.source().as_bytes());

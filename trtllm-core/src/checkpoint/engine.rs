@@ -80,7 +80,30 @@ pub fn build_engine(ckpt_dir: &Path, out: &Path, opts: &BuildOptions) -> Result<
         kernels: vec![],
     };
 
+    let mut cfg = cfg;
+    // Kernels for the target SM (or the present GPU's), so `run` compiles nothing.
+    let sm = opts.target_sm.or_else(|| {
+        trtllm_kernels::Gpu::available().then(|| crate::ops::cuda::gpu(0).ok().map(|g| g.sm)).flatten()
+    });
+    let mut ptx = vec![];
+    if let Some(sm) = sm {
+        for k in trtllm_kernels::KERNELS {
+            let text = trtllm_kernels::Gpu::ptx_for_sm(k, sm).map_err(|e| {
+                Error::Device(format!("precompiling kernels for sm_{sm} needs NVRTC (libnvrtc): {e}"))
+            })?;
+            ptx.push((trtllm_kernels::prebuilt_name(k, sm), text));
+        }
+        cfg.target_sm = Some(sm);
+        cfg.kernels = ptx.iter().map(|(n, _)| format!("kernels/{n}")).collect();
+    }
     let staged = StagedDir::new(out, opts.force)?;
+    if !ptx.is_empty() {
+        let kdir = staged.path().join("kernels");
+        std::fs::create_dir_all(&kdir).map_err(|e| Error::io(&kdir, e))?;
+        for (name, text) in &ptx {
+            std::fs::write(kdir.join(name), text).map_err(|e| Error::io(kdir.join(name), e))?;
+        }
+    }
     std::fs::copy(ckpt_dir.join("config.json"), staged.path().join("config.json"))
         .map_err(|e| Error::io(ckpt_dir.join("config.json"), e))?;
     for rank in 0..m.world_size {

@@ -51,6 +51,9 @@ fn resolve_tp(dir: &Path, kind: &ModelDir, asked: Option<usize>) -> Result<usize
 /// from `opts.load.mapping.tp_size`) for an HF directory, sharded in memory.
 pub fn load_engine_model(dir: &Path, opts: &EngineOptions) -> Result<Box<dyn CausalLM>> {
     let kind = ModelDir::detect(dir)?;
+    if matches!(kind, ModelDir::Engine(..)) && dir.join("kernels").is_dir() {
+        trtllm_kernels::set_prebuilt_dir(Some(dir.join("kernels")));
+    }
     let asked = opts.tp_size.or((opts.load.mapping.tp_size > 1).then_some(opts.load.mapping.tp_size));
     let tp = resolve_tp(dir, &kind, asked)?;
     if tp == 1 {
