@@ -154,15 +154,38 @@ print("RESULT " + json.dumps({"load_s": load, "prompt_len": len(toks), "prefill_
 PY
 
 LLAMA_PY=$VENV/bin/python
+# Shared boxes: before each measurement wait (up to QUIET_WAIT s) until the whole machine was
+# at most QUIET_MAX % busy over one second, and log what it was (results/quiet.log).
+QUIET_MAX=${QUIET_MAX:-10}
+QUIET_WAIT=${QUIET_WAIT:-300}
+busy_pct() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+wait_quiet() {
+    local t0=$SECONDS b
+    while :; do
+        b=$(busy_pct)
+        if [ "$b" -le "$QUIET_MAX" ] || [ $(( SECONDS - t0 )) -ge "$QUIET_WAIT" ]; then
+            echo "$(date -u +%H:%M:%S) $1: machine ${b}% busy before the run (waited $(( SECONDS - t0 )) s)" >>"$WORK/results/quiet.log"
+            return
+        fi
+    done
+}
 ours() { # dtype new-tokens input-args... -> json line
     local dt=$1 n=$2; shift 2
+    wait_quiet "trtllm $dt $*"
     "$TRTLLM" bench --model "$MODEL" --device cpu --dtype "$dt" --output-len "$n" --warmup 1 --runs "$RUNS" --json "$@" 2>>"$WORK/results/trtllm.err"
 }
 theirs() { # gguf new-tokens [ids-file] -> json line
+    wait_quiet "llama.cpp $(basename "$1") ${3:+long}"
     "$LLAMA_PY" "$WORK/llama_bench.py" "$1" "$THREADS" "$RUNS" "$2" ${3:-} 2>>"$WORK/results/llama.err" | sed -n 's/^RESULT //p'
 }
 export TRTLLM_NUM_THREADS=$THREADS
-: >"$WORK/results/trtllm.err"; : >"$WORK/results/llama.err"
+: >"$WORK/results/trtllm.err"; : >"$WORK/results/llama.err"; : >"$WORK/results/quiet.log"
 
 log "trtllm f32";  ours f32 "$NEW_TOKENS" --input-text "$PROMPT" >"$WORK/results/trtllm-f32.json"
 log "trtllm bf16"; ours bf16 "$NEW_TOKENS" --input-text "$PROMPT" >"$WORK/results/trtllm-bf16.json"
@@ -224,3 +247,6 @@ if ours32:
                   f"{r['allocs_per_decode_step']:.0f} allocations per decode step; device: {r['device']}")
     print(f"- trtllm f32 text: {ours32['text']!r}")
 PY
+echo
+echo "Machine load before each run (results/quiet.log):"
+sed 's/^/    /' "$WORK/results/quiet.log"

@@ -19,13 +19,21 @@ pub fn log_softmax(x: &[f32]) -> Vec<f32> {
 
 /// Index of the largest value (the first one on ties, as torch.argmax).
 pub fn argmax(x: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
+    // The maximum over 16 lanes (vectorizes), then the first index holding it: the same answer
+    // as a running `v > best` scan (NaNs are never picked; a NaN at index 0 wins, as there).
+    if x.is_empty() || x[0].is_nan() {
+        return 0;
+    }
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] = acc[l].max(c[l]);
         }
     }
-    best
+    let m = rest.iter().chain(&acc).copied().fold(f32::NEG_INFINITY, f32::max);
+    x.iter().position(|&v| v == m).unwrap_or(0)
 }
 
 /// Greedy token of every row of `logits` `[rows, vocab]` (on the GPU: an argmax kernel, and only

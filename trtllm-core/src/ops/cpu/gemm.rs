@@ -7,10 +7,12 @@
 //! exactly bf16 -> f32), f16 through F16C. Tails along k use masked loads (AVX-512) or a scalar
 //! loop (AVX2). The accumulators are reduced 4 at a time with `hadd`.
 //!
-//! - m = 1 (decode): tiles of 1 x 8 rows: eight independent FMA chains per thread, one pass
-//!   over the weights (memory bound).
-//! - m > 1 (prefill): x is cut into blocks of 64 rows; for each block, every 4-row w tile is
-//!   loaded once into L1 and used by all 4-row x tiles of the block (compute bound).
+//! - m <= 4 (decode, small batches): one weight row at a time against all m x rows, so each
+//!   thread reads its weights as one sequential stream (memory bound; interleaving 8 rows was
+//!   25% slower for bf16, see docs/perf-notes.md).
+//! - m > 4 (prefill): x is cut into L2-sized blocks of rows (`m_block`); for each block, every
+//!   4-row w tile is loaded once into L1 and used by all 4-row x tiles of the block (compute
+//!   bound). bf16/f16 tiles are widened once into an f32 panel for the whole block.
 //!
 //! Work is split over n (weight rows) between the pool's threads, so each thread streams its
 //! own part of the weights.
@@ -41,8 +43,9 @@ impl Weights<'_> {
 
 /// Below this many multiply-adds a matmul runs on one thread (the pool's handshake is ~1 us).
 const PARALLEL_MIN_FMAS: usize = 32 * 1024;
-/// Parts per pool thread.
-const PARTS_PER_THREAD: usize = 4;
+/// Parts per pool thread: claimed dynamically, so a descheduled thread's share is picked up by
+/// the others; few enough that each part is one long sequential stream (2 measured best).
+const PARTS_PER_THREAD: usize = 2;
 
 /// `y = x @ w^T`: x `[m, k]`, w `[n, k]`, y `[m, n]` (overwritten).
 pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [f32]) {
@@ -55,7 +58,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [
         return;
     }
     // A few parts per thread, claimed dynamically (a descheduled thread's share is picked up).
-    let parts = if m * n * k < PARALLEL_MIN_FMAS { 1 } else { (super::gemm::ppt() * pool::num_threads()).min(n.div_ceil(16)) };
+    let parts = if m * n * k < PARALLEL_MIN_FMAS { 1 } else { (PARTS_PER_THREAD * pool::num_threads()).min(n.div_ceil(16)) };
     let yp = SendPtr(y.as_mut_ptr());
     pool::run_parts(parts, &|part, np| {
         let r = pool::split(n, part, np, 16);
@@ -104,20 +107,32 @@ unsafe fn rows(x: *const f32, m: usize, k: usize, w: Weights<'_>, r0: usize, nro
     }
 }
 
-/// Experiment switch (TRTLLM_GEMV_VARIANT), temporary.
-pub(crate) fn variant() -> u32 {
-    static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("TRTLLM_GEMV_VARIANT").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
+/// Rows of x per cache block of the prefill GEMM: the block (~512 KiB of f32) stays in L2
+/// while the thread's weight rows stream past it once, so the weights are read
+/// `m / m_block` times in all (64-row blocks read them 8 times for a 512-token prompt).
+fn m_block(k: usize) -> usize {
+    ((512 * 1024 / (4 * k.max(1))).clamp(16, 256)) / 4 * 4
 }
 
-pub(crate) fn ppt() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("TRTLLM_PPT").ok().and_then(|v| v.parse().ok()).unwrap_or(PARTS_PER_THREAD))
+thread_local! {
+    /// Per-thread f32 panel for widened weight tiles (kept between calls: no allocation per op
+    /// once grown).
+    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-pub(crate) fn pf_dist() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("TRTLLM_PF").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
+/// This thread's panel, at least `n` long (returned with [`put_panel`]).
+#[cfg(target_arch = "x86_64")]
+fn take_panel(n: usize) -> Vec<f32> {
+    let mut v = PANEL.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    v
+}
+
+#[cfg(target_arch = "x86_64")]
+fn put_panel(v: Vec<f32>) {
+    PANEL.with(|p| *p.borrow_mut() = v);
 }
 
 /// A weight element, widened to f32 (scalar paths and tails).
@@ -313,37 +328,41 @@ mod avx512 {
                 }
             }
 
-            /// One output row of a GEMV, `U` accumulators over k (the weights are read in
-            /// memory order: one sequential stream for the prefetchers).
+            /// One weight row against `MR` (1..=4) x rows: the weights are read once, in
+            /// memory order (one sequential stream per thread for the hardware prefetchers;
+            /// measured faster than interleaving 2, 4 or 8 rows, see docs/perf-notes.md), with
+            /// two accumulators per x row.
             ///
             /// # Safety
-            /// x: k valid elements; w: one row of k; y: one writable output.
+            /// x: MR rows of stride xs with k valid elements; w: one row of k; y: MR writable
+            /// outputs of stride ys; AVX-512 present.
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-            unsafe fn $seq(x: *const f32, w: *const $T, k: usize, y: *mut f32) {
+            unsafe fn $seq<const MR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
+                // SAFETY (whole body): loads stay below k (tail masked); MR outputs written.
                 unsafe {
-                    let mut acc = [_mm512_setzero_ps(); 4];
+                    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
                     let mut p = 0;
-                    let pf = super::pf_dist();
-                    while p + 64 <= k {
-                        if pf > 0 {
-                            _mm_prefetch::<_MM_HINT_T0>(w.add(p + pf).cast());
-                            _mm_prefetch::<_MM_HINT_T0>(w.add(p + pf + 64 / std::mem::size_of::<$T>()).cast());
+                    while p + 32 <= k {
+                        let w0 = $ld(w.add(p));
+                        let w1 = $ld(w.add(p + 16));
+                        for i in 0..MR {
+                            acc[i][0] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(i * xs + p)), w0, acc[i][0]);
+                            acc[i][1] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(i * xs + p + 16)), w1, acc[i][1]);
                         }
-                        for u in 0..4 {
-                            acc[u] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(p + 16 * u)), $ld(w.add(p + 16 * u)), acc[u]);
-                        }
-                        p += 64;
+                        p += 32;
                     }
-                    while p + 16 <= k {
-                        acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(p)), $ld(w.add(p)), acc[0]);
+                    while p < k {
+                        let m = if p + 16 <= k { 0xffff } else { tail_mask(k - p) };
+                        let w0 = $ldm(m, w.add(p));
+                        for i in 0..MR {
+                            acc[i][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x.add(i * xs + p)), w0, acc[i][0]);
+                        }
                         p += 16;
                     }
-                    if p < k {
-                        let m = tail_mask(k - p);
-                        acc[1] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x.add(p)), $ldm(m, w.add(p)), acc[1]);
+                    for i in 0..MR {
+                        *y.add(i * ys) = _mm512_reduce_add_ps(_mm512_add_ps(acc[i][0], acc[i][1]));
                     }
-                    *y = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
                 }
             }
 
@@ -353,47 +372,51 @@ mod avx512 {
             pub unsafe fn $block(x: *const f32, m: usize, k: usize, w: *const $T, nrows: usize, y: *mut f32, ys: usize) {
                 // SAFETY (whole body): every tile call stays inside m x nrows.
                 unsafe {
-                    if m == 1 {
-                        let mut j = 0;
-                        let v = super::variant();
-                        if v == 1 {
-                            while j < nrows {
-                                $seq(x, w.add(j * k), k, y.add(j));
-                                j += 1;
+                    if m <= 4 {
+                        // Decode (and small batches): weight rows in memory order.
+                        for j in 0..nrows {
+                            let (wj, yj) = (w.add(j * k), y.add(j));
+                            match m {
+                                1 => $seq::<1>(x, k, wj, k, yj, ys),
+                                2 => $seq::<2>(x, k, wj, k, yj, ys),
+                                3 => $seq::<3>(x, k, wj, k, yj, ys),
+                                _ => $seq::<4>(x, k, wj, k, yj, ys),
                             }
-                            return;
-                        }
-                        if v == 2 {
-                            while j + 2 <= nrows {
-                                $tile::<1, 2>(x, k, w.add(j * k), k, y.add(j), ys);
-                                j += 2;
-                            }
-                        }
-                        if v == 3 {
-                            while j + 4 <= nrows {
-                                $tile::<1, 4>(x, k, w.add(j * k), k, y.add(j), ys);
-                                j += 4;
-                            }
-                        }
-                        while j + 8 <= nrows {
-                            $tile::<1, 8>(x, k, w.add(j * k), k, y.add(j), ys);
-                            j += 8;
-                        }
-                        while j + 4 <= nrows {
-                            $tile::<1, 4>(x, k, w.add(j * k), k, y.add(j), ys);
-                            j += 4;
-                        }
-                        while j < nrows {
-                            $tile::<1, 1>(x, k, w.add(j * k), k, y.add(j), ys);
-                            j += 1;
                         }
                         return;
                     }
-                    const MB: usize = 64;
+                    let mb = super::m_block(k);
+                    // 2-byte weights: widen each 4-row w tile once into an f32 panel and run
+                    // the f32 tiles on it, instead of widening it again for every x tile.
+                    let widen = std::mem::size_of::<$T>() == 2 && m >= 8;
+                    let mut panel = if widen { super::take_panel(4 * k) } else { Vec::new() };
                     let mut i0 = 0;
                     while i0 < m {
-                        let i1 = (i0 + MB).min(m);
+                        let i1 = (i0 + mb).min(m);
                         let mut j = 0;
+                        while widen && j + 4 <= nrows {
+                            let (wj, yj) = (w.add(j * k), y.add(j));
+                            let pp = panel.as_mut_ptr();
+                            for r in 0..4 {
+                                let (src, dst) = (wj.add(r * k), pp.add(r * k));
+                                let mut q = 0;
+                                while q < k {
+                                    let msk = if q + 16 <= k { 0xffff } else { tail_mask(k - q) };
+                                    _mm512_mask_storeu_ps(dst.add(q), msk, $ldm(msk, src.add(q)));
+                                    q += 16;
+                                }
+                            }
+                            let mut i = i0;
+                            while i + 4 <= i1 {
+                                tile_f32::<4, 4>(x.add(i * k), k, pp, k, yj.add(i * ys), ys);
+                                i += 4;
+                            }
+                            while i < i1 {
+                                tile_f32::<1, 4>(x.add(i * k), k, pp, k, yj.add(i * ys), ys);
+                                i += 1;
+                            }
+                            j += 4;
+                        }
                         while j + 4 <= nrows {
                             let (wj, yj) = (w.add(j * k), y.add(j));
                             let mut i = i0;
@@ -421,6 +444,9 @@ mod avx512 {
                             j += 1;
                         }
                         i0 = i1;
+                    }
+                    if widen {
+                        super::put_panel(panel);
                     }
                 }
             }
@@ -476,7 +502,7 @@ mod avx2 {
     }
 
     macro_rules! kernels {
-        ($block:ident, $tile:ident, $T:ty, $ld:ident, $sc:ident) => {
+        ($block:ident, $tile:ident, $seq:ident, $T:ty, $ld:ident, $sc:ident) => {
             /// # Safety
             /// As the AVX-512 tile; AVX2+FMA present.
             #[inline]
@@ -522,28 +548,59 @@ mod avx2 {
                 }
             }
 
+            /// One weight row against `MR` (1..=4) x rows, weights in memory order (as the
+            /// AVX-512 kernel).
+            ///
+            /// # Safety
+            /// As the AVX-512 `seq` kernel; AVX2+FMA present.
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $seq<const MR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
+                // SAFETY (whole body): loads stay below k; MR outputs written.
+                unsafe {
+                    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+                    let mut p = 0;
+                    while p + 16 <= k {
+                        let w0 = $ld(w.add(p));
+                        let w1 = $ld(w.add(p + 8));
+                        for i in 0..MR {
+                            acc[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i * xs + p)), w0, acc[i][0]);
+                            acc[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i * xs + p + 8)), w1, acc[i][1]);
+                        }
+                        p += 16;
+                    }
+                    for i in 0..MR {
+                        let mut s = super::super::simd::avx2::hsum(_mm256_add_ps(acc[i][0], acc[i][1]));
+                        for q in p..k {
+                            s += *x.add(i * xs + q) * $sc(*w.add(q));
+                        }
+                        *y.add(i * ys) = s;
+                    }
+                }
+            }
+
             /// # Safety
             /// As `super::rows`, with `w` pointing at the first of `nrows` rows.
             #[target_feature(enable = "avx2,fma,f16c")]
             pub unsafe fn $block(x: *const f32, m: usize, k: usize, w: *const $T, nrows: usize, y: *mut f32, ys: usize) {
                 // SAFETY (whole body): every tile call stays inside m x nrows.
                 unsafe {
-                    if m == 1 {
-                        let mut j = 0;
-                        while j + 8 <= nrows {
-                            $tile::<1, 8>(x, k, w.add(j * k), k, y.add(j), ys);
-                            j += 8;
-                        }
-                        while j < nrows {
-                            $tile::<1, 1>(x, k, w.add(j * k), k, y.add(j), ys);
-                            j += 1;
+                    if m <= 4 {
+                        for j in 0..nrows {
+                            let (wj, yj) = (w.add(j * k), y.add(j));
+                            match m {
+                                1 => $seq::<1>(x, k, wj, k, yj, ys),
+                                2 => $seq::<2>(x, k, wj, k, yj, ys),
+                                3 => $seq::<3>(x, k, wj, k, yj, ys),
+                                _ => $seq::<4>(x, k, wj, k, yj, ys),
+                            }
                         }
                         return;
                     }
-                    const MB: usize = 64;
+                    let mb = super::m_block(k);
                     let mut i0 = 0;
                     while i0 < m {
-                        let i1 = (i0 + MB).min(m);
+                        let i1 = (i0 + mb).min(m);
                         let mut j = 0;
                         while j + 4 <= nrows {
                             let (wj, yj) = (w.add(j * k), y.add(j));
@@ -572,7 +629,7 @@ mod avx2 {
         };
     }
 
-    kernels!(block_f32, tile_f32, f32, ld_f32, sc_f32);
-    kernels!(block_bf16, tile_bf16, u16, ld_bf16, sc_bf16);
-    kernels!(block_f16, tile_f16, u16, ld_f16, sc_f16);
+    kernels!(block_f32, tile_f32, seq_f32, f32, ld_f32, sc_f32);
+    kernels!(block_bf16, tile_bf16, seq_bf16, u16, ld_bf16, sc_bf16);
+    kernels!(block_f16, tile_f16, seq_f16, u16, ld_f16, sc_f16);
 }
