@@ -23,7 +23,6 @@
 //! only has to say how to measure its peak bandwidth (`measure_peak`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -71,14 +70,8 @@ static GLOBAL: Counting = Counting;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF model directory (or a checkpoint / engine directory).
-    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
-    model: Option<PathBuf>,
-    /// Engine directory from `trtllm build`.
-    #[arg(long, alias = "engine_dir")]
-    engine_dir: Option<PathBuf>,
-    #[arg(long, alias = "tokenizer_dir")]
-    tokenizer_dir: Option<PathBuf>,
+    #[command(flatten)]
+    m: super::ModelArgs,
     #[arg(long, default_value = "auto")]
     device: super::DeviceArg,
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
@@ -210,13 +203,13 @@ fn cpu_bandwidth() -> (f64, f64) {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else { anyhow::bail!("--model or --engine-dir is required") };
+    let dir = a.m.dir()?;
     if a.throughput.mode != "latency" && a.throughput.mode != "throughput" {
         anyhow::bail!("--mode {}: expected latency or throughput", a.throughput.mode);
     }
     if a.throughput.mode == "throughput" {
         let (device, dtype) = (super::resolve_device(&a.device)?, super::parse_dtype(&a.dtype)?);
-        let c = throughput::Common { dir, tokenizer_dir: a.tokenizer_dir.as_deref(), device, dtype, input_len: a.input_len, output_len: a.output_len, json: a.json };
+        let c = throughput::Common { dir, tokenizer_dir: a.m.tokenizer_dir.as_deref(), device, dtype, input_len: a.input_len, output_len: a.output_len, json: a.json };
         return throughput::main(c, &a.throughput);
     }
     if a.output_len == 0 || a.batch_size == 0 || a.runs == 0 {
@@ -226,7 +219,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let mut opts = EngineOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
-    opts.tokenizer_dir = a.tokenizer_dir.clone();
+    opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);
     let t0 = Instant::now();
     let mut llm = Llm::with_options(dir, opts.clone())?;

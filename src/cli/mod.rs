@@ -103,3 +103,28 @@ pub fn parse_dtype(s: &str) -> anyhow::Result<Option<trtllm::DType>> {
     }
     Ok(Some(trtllm::DType::parse(s)?))
 }
+
+/// Where the model comes from: `--model` (an HF, checkpoint or engine directory) or
+/// `--engine-dir`, and where its tokenizer is when that directory has none.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// HF model directory (or a checkpoint / engine directory).
+    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
+    pub model: Option<std::path::PathBuf>,
+    /// Engine directory from `trtllm build` (its build limits are the defaults).
+    #[arg(long, alias = "engine_dir")]
+    pub engine_dir: Option<std::path::PathBuf>,
+    /// Where tokenizer.json is, when the model directory has none.
+    #[arg(long, alias = "tokenizer_dir")]
+    pub tokenizer_dir: Option<std::path::PathBuf>,
+}
+
+impl ModelArgs {
+    /// The directory to load.
+    pub fn dir(&self) -> anyhow::Result<&std::path::Path> {
+        match self.engine_dir.as_ref().or(self.model.as_ref()) {
+            Some(d) => Ok(d),
+            None => anyhow::bail!("--model or --engine-dir is required"),
+        }
+    }
+}

@@ -3,21 +3,13 @@
 //! engine) loads through either flag.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use trtllm::runtime::{EngineOptions, Llm, SamplingParams, StreamDecoder};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF model directory (or a checkpoint / engine directory).
-    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
-    model: Option<PathBuf>,
-    /// Engine directory from `trtllm build` (or a checkpoint / HF directory).
-    #[arg(long, alias = "engine_dir")]
-    engine_dir: Option<PathBuf>,
-    /// Where tokenizer.json is, when the model directory has none.
-    #[arg(long, alias = "tokenizer_dir")]
-    tokenizer_dir: Option<PathBuf>,
+    #[command(flatten)]
+    m: super::ModelArgs,
     /// Tensor-parallel ranks, run as threads (CPU reference). Default: the checkpoint's, or 1.
     #[arg(long, alias = "tp_size")]
     tp_size: Option<usize>,
@@ -54,12 +46,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if a.input_text.is_empty() {
         anyhow::bail!("--input-text is required");
     }
-    let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else { anyhow::bail!("--model or --engine-dir is required") };
+    let dir = a.m.dir()?;
     let mut opts = EngineOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
     opts.tp_size = a.tp_size;
-    opts.tokenizer_dir = a.tokenizer_dir.clone();
+    opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     let t0 = std::time::Instant::now();
     let mut llm = Llm::with_options(dir, opts)?;
     let load = t0.elapsed();

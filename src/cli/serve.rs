@@ -2,22 +2,14 @@
 //! (`trtllm-server`): `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`,
 //! `/metrics`. `--port 0` picks a free port; the address is printed on stdout.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use trtllm_server::ServeConfig;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF model directory (or a checkpoint / engine directory).
-    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
-    model: Option<PathBuf>,
-    /// Engine directory from `trtllm build` (its build limits are the defaults).
-    #[arg(long, alias = "engine_dir")]
-    engine_dir: Option<PathBuf>,
-    /// Where tokenizer.json is, when the model directory has none.
-    #[arg(long, alias = "tokenizer_dir")]
-    tokenizer_dir: Option<PathBuf>,
+    #[command(flatten)]
+    m: super::ModelArgs,
     /// The model name clients use (default: the directory name).
     #[arg(long, alias = "served_model_name")]
     served_model_name: Option<String>,
@@ -60,9 +52,9 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let device = super::resolve_device(&a.device)?;
-    let Some(dir) = a.engine_dir.or(a.model) else { anyhow::bail!("--model or --engine-dir is required") };
+    let dir = a.m.dir()?.to_path_buf();
     let mut cfg = ServeConfig::new(dir);
-    cfg.tokenizer_dir = a.tokenizer_dir;
+    cfg.tokenizer_dir = a.m.tokenizer_dir;
     cfg.served_model_name = a.served_model_name;
     cfg.host = a.host;
     cfg.port = a.port;

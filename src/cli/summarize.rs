@@ -12,15 +12,8 @@ use trtllm::runtime::{ChatTemplate, EngineOptions, Llm, Tokenizer};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF model directory (or a checkpoint / engine directory).
-    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
-    model: Option<PathBuf>,
-    /// Engine directory from `trtllm build` (or a checkpoint / HF directory).
-    #[arg(long, alias = "engine_dir")]
-    engine_dir: Option<PathBuf>,
-    /// Where tokenizer.json is, when the model directory has none.
-    #[arg(long, alias = "tokenizer_dir")]
-    tokenizer_dir: Option<PathBuf>,
+    #[command(flatten)]
+    m: super::ModelArgs,
     /// A JSONL file of {"id", "document", "summary"}, or a directory holding one.
     #[arg(long, default_value = "data/summarize")]
     dataset: PathBuf,
@@ -53,7 +46,7 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let device = super::resolve_device(&a.device)?;
-    let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else { anyhow::bail!("--model or --engine-dir is required") };
+    let dir = a.m.dir()?;
     let mut docs = load_dataset(&a.dataset)?;
     docs.truncate(a.max_docs.unwrap_or(usize::MAX));
     if docs.is_empty() {
@@ -61,7 +54,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     let hf = a.hf_outputs.as_deref().map(load_hf_outputs).transpose()?;
 
-    let tok_dir = a.tokenizer_dir.as_deref().unwrap_or(dir);
+    let tok_dir = a.m.tokenizer_dir.as_deref().unwrap_or(dir);
     if !tok_dir.join("tokenizer.json").exists() {
         anyhow::bail!("{}: no tokenizer.json (pass --tokenizer-dir)", tok_dir.display());
     }
@@ -73,7 +66,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let mut opts = EngineOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
-    opts.tokenizer_dir = a.tokenizer_dir.clone();
+    opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.max_batch_size = a.batch_size.max(1);
     opts.max_seq_len = longest + a.max_output_len;
     let t0 = std::time::Instant::now();
