@@ -129,15 +129,16 @@ impl Tensor {
 
     /// Copy to the GPU (a no-op for tensors already there).
     pub fn to_gpu(&self, gpu: &Arc<trtllm_kernels::Gpu>) -> Result<Tensor> {
-        let bytes: Vec<u8> = match &self.storage {
+        // The host bytes as they are (little-endian x86/ARM hosts), no per-element copy.
+        let bytes: &[u8] = match &self.storage {
             Storage::Cuda(..) => return Ok(self.clone()),
             Storage::Meta(_) => return Ok(self.clone()),
-            Storage::F32(_) => self.f32s()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Storage::BF16(_) => self.bf16s()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Storage::F16(_) => self.f16s()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Storage::I32(_) => self.i32s()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Storage::F32(_) => bytemuck::cast_slice(self.f32s()?),
+            Storage::BF16(_) => bytemuck::cast_slice(self.bf16s()?),
+            Storage::F16(_) => bytemuck::cast_slice(self.f16s()?),
+            Storage::I32(_) => bytemuck::cast_slice(self.i32s()?),
         };
-        let buf = DevBuf::upload(gpu, &bytes).map_err(|e| Error::Device(e.to_string()))?;
+        let buf = DevBuf::upload(gpu, bytes).map_err(|e| Error::Device(e.to_string()))?;
         Tensor::from_devbuf(buf, &self.shape, self.dtype())
     }
 
