@@ -44,7 +44,7 @@ pub fn write_kv(k: &Tensor, v: &Tensor, slots: &[usize], k_cache: &mut [f32], v_
 pub fn paged_attention(q: &Tensor, k_cache: &[f32], v_cache: &[f32], batch: &ForwardBatch, p: &AttnParams) -> Result<Tensor> {
     let (t, qw) = q.dims2("paged_attention")?;
     let (hd, nkv) = (p.head_dim, p.num_kv_heads);
-    if qw != p.num_heads * hd || t != batch.num_tokens() || p.num_heads % nkv != 0 {
+    if qw != p.num_heads * hd || t != batch.num_tokens() || nkv == 0 || !p.num_heads.is_multiple_of(nkv) {
         return Err(Error::shape("paged_attention", format!("q {:?} for {} tokens, {p:?}", q.shape(), batch.num_tokens())));
     }
     let _t = super::cpu::prof::scope(|| "paged_attention".to_string());

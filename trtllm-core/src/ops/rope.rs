@@ -43,7 +43,7 @@ fn compute_tables(positions: &[usize], inv_freq: &[f32], scaling: f32) -> (Vec<f
 pub fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) -> Result<()> {
     let _t = super::cpu::prof::scope(|| "apply_rope".to_string());
     let width = heads * head_dim;
-    if width == 0 || x.len() % width != 0 {
+    if width == 0 || !x.len().is_multiple_of(width) {
         return Err(Error::shape("apply_rope", format!("{} elements, row width {width}", x.len())));
     }
     let t = x.len() / width;

@@ -6,6 +6,9 @@
 //! warm); softmax uses the vectorized exp; the output is `sum_j p_j v_j` with SIMD axpy. Tasks
 //! are dealt round-robin to the threads (causal prefill: later tokens cost more).
 
+// Register arrays are indexed by const loop counters on purpose (they unroll into registers).
+#![allow(clippy::needless_range_loop)]
+
 use std::cell::RefCell;
 
 use super::pool::{self, SendPtr};
@@ -154,7 +157,7 @@ macro_rules! task_body {
         /// Every pointer in `t` is valid for what the task touches.
         $(#[target_feature(enable = $feat)])?
         unsafe fn $name(t: &Task<'_>) {
-            // SAFETY (whole body): slots come from the checked block table; q/out/s cover
+            // SAFETY: slots come from the checked block table; q/out/s cover
             // group heads x hd and group x n.
             unsafe {
                 let (hd, n) = (t.hd, t.n);
@@ -277,7 +280,7 @@ mod blocked {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn chunk<const HV: usize, const G: usize>(t: &Task<'_>, g0: usize) {
-        // SAFETY (whole body): q/out rows g0..g0+G of the group, scores g*n..g*n+n, and K/V
+        // SAFETY: q/out rows g0..g0+G of the group, scores g*n..g*n+n, and K/V
         // rows at checked slots.
         unsafe {
             let (hd, n) = (t.hd, t.n);

@@ -17,6 +17,9 @@
 //! Work is split over n (weight rows) between the pool's threads, so each thread streams its
 //! own part of the weights.
 
+// Register arrays are indexed by const loop counters on purpose (they unroll into registers).
+#![allow(clippy::needless_range_loop)]
+
 use half::{bf16, f16};
 
 use super::pool::{self, SendPtr};
@@ -77,32 +80,30 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [
 /// # Safety
 /// `x` valid for `m * k` reads; `w` holds rows `r0 .. r0 + nrows` of length k; `y` valid for
 /// writes of `nrows` columns in each of `m` rows of stride `ys`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn rows(x: *const f32, m: usize, k: usize, w: Weights<'_>, r0: usize, nrows: usize, y: *mut f32, ys: usize) {
+    let off = r0 * k;
     #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY (both arms): the tier was detected on this CPU; pointer contracts forwarded.
+    // SAFETY: the tier was detected on this CPU; `off` is inside w (the caller's rows), and the
+    // pointer contracts are forwarded unchanged.
+    unsafe {
         match (super::isa(), w) {
-            (Isa::Avx512, Weights::F32(w)) => return unsafe { avx512::block_f32(x, m, k, w.as_ptr().add(r0 * k), nrows, y, ys) },
-            (Isa::Avx512, Weights::Bf16(w)) => {
-                return unsafe { avx512::block_bf16(x, m, k, w.as_ptr().add(r0 * k).cast(), nrows, y, ys) }
-            }
-            (Isa::Avx512, Weights::F16(w)) => {
-                return unsafe { avx512::block_f16(x, m, k, w.as_ptr().add(r0 * k).cast(), nrows, y, ys) }
-            }
-            (Isa::Avx2, Weights::F32(w)) => return unsafe { avx2::block_f32(x, m, k, w.as_ptr().add(r0 * k), nrows, y, ys) },
-            (Isa::Avx2, Weights::Bf16(w)) => {
-                return unsafe { avx2::block_bf16(x, m, k, w.as_ptr().add(r0 * k).cast(), nrows, y, ys) }
-            }
-            (Isa::Avx2, Weights::F16(w)) => return unsafe { avx2::block_f16(x, m, k, w.as_ptr().add(r0 * k).cast(), nrows, y, ys) },
+            (Isa::Avx512, Weights::F32(w)) => return avx512::block_f32(x, m, k, w.as_ptr().add(off), nrows, y, ys),
+            (Isa::Avx512, Weights::Bf16(w)) => return avx512::block_bf16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys),
+            (Isa::Avx512, Weights::F16(w)) => return avx512::block_f16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys),
+            (Isa::Avx2, Weights::F32(w)) => return avx2::block_f32(x, m, k, w.as_ptr().add(off), nrows, y, ys),
+            (Isa::Avx2, Weights::Bf16(w)) => return avx2::block_bf16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys),
+            (Isa::Avx2, Weights::F16(w)) => return avx2::block_f16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys),
             _ => {}
         }
     }
+    let end = off + nrows * k;
     // SAFETY: contracts forwarded.
     unsafe {
         match w {
-            Weights::F32(w) => scalar::block(x, m, k, &w[r0 * k..(r0 + nrows) * k], nrows, y, ys),
-            Weights::Bf16(w) => scalar::block(x, m, k, &w[r0 * k..(r0 + nrows) * k], nrows, y, ys),
-            Weights::F16(w) => scalar::block(x, m, k, &w[r0 * k..(r0 + nrows) * k], nrows, y, ys),
+            Weights::F32(w) => scalar::block(x, m, k, &w[off..end], nrows, y, ys),
+            Weights::Bf16(w) => scalar::block(x, m, k, &w[off..end], nrows, y, ys),
+            Weights::F16(w) => scalar::block(x, m, k, &w[off..end], nrows, y, ys),
         }
     }
 }
@@ -291,7 +292,7 @@ mod avx512 {
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
             unsafe fn $tile<const MR: usize, const NR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
-                // SAFETY (whole body): loads stay below k in each row (tail masked); stores
+                // SAFETY: loads stay below k in each row (tail masked); stores
                 // go to the MR x NR outputs of the contract.
                 unsafe {
                     let mut acc = [[_mm512_setzero_ps(); NR]; MR];
@@ -339,7 +340,7 @@ mod avx512 {
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
             unsafe fn $seq<const MR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
-                // SAFETY (whole body): loads stay below k (tail masked); MR outputs written.
+                // SAFETY: loads stay below k (tail masked); MR outputs written.
                 unsafe {
                     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
                     let mut p = 0;
@@ -370,17 +371,22 @@ mod avx512 {
             /// As `super::rows`, with `w` pointing at the first of `nrows` rows.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
             pub unsafe fn $block(x: *const f32, m: usize, k: usize, w: *const $T, nrows: usize, y: *mut f32, ys: usize) {
-                // SAFETY (whole body): every tile call stays inside m x nrows.
+                // SAFETY: every tile call stays inside m x nrows.
                 unsafe {
                     if m <= 4 {
                         // Decode (and small batches): weight rows in memory order.
                         for j in 0..nrows {
                             let (wj, yj) = (w.add(j * k), y.add(j));
-                            match m {
-                                1 => $seq::<1>(x, k, wj, k, yj, ys),
-                                2 => $seq::<2>(x, k, wj, k, yj, ys),
-                                3 => $seq::<3>(x, k, wj, k, yj, ys),
-                                _ => $seq::<4>(x, k, wj, k, yj, ys),
+                            let mut i = 0;
+                            while i < m {
+                                let (xi, yi) = (x.add(i * k), yj.add(i * ys));
+                                match m - i {
+                                    1 => $seq::<1>(xi, k, wj, k, yi, ys),
+                                    2 => $seq::<2>(xi, k, wj, k, yi, ys),
+                                    3 => $seq::<3>(xi, k, wj, k, yi, ys),
+                                    _ => $seq::<4>(xi, k, wj, k, yi, ys),
+                                }
+                                i += 4;
                             }
                         }
                         return;
@@ -508,7 +514,7 @@ mod avx2 {
             #[inline]
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn $tile<const MR: usize, const NR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
-                // SAFETY (whole body): loads stay below k in each row; stores go to the
+                // SAFETY: loads stay below k in each row; stores go to the
                 // MR x NR outputs of the contract.
                 unsafe {
                     let mut acc = [[_mm256_setzero_ps(); NR]; MR];
@@ -556,7 +562,7 @@ mod avx2 {
             #[inline]
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn $seq<const MR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
-                // SAFETY (whole body): loads stay below k; MR outputs written.
+                // SAFETY: loads stay below k; MR outputs written.
                 unsafe {
                     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
                     let mut p = 0;
@@ -583,7 +589,7 @@ mod avx2 {
             /// As `super::rows`, with `w` pointing at the first of `nrows` rows.
             #[target_feature(enable = "avx2,fma,f16c")]
             pub unsafe fn $block(x: *const f32, m: usize, k: usize, w: *const $T, nrows: usize, y: *mut f32, ys: usize) {
-                // SAFETY (whole body): every tile call stays inside m x nrows.
+                // SAFETY: every tile call stays inside m x nrows.
                 unsafe {
                     if m <= 4 {
                         for j in 0..nrows {
@@ -632,4 +638,54 @@ mod avx2 {
     kernels!(block_f32, tile_f32, seq_f32, f32, ld_f32, sc_f32);
     kernels!(block_bf16, tile_bf16, seq_bf16, u16, ld_bf16, sc_bf16);
     kernels!(block_f16, tile_f16, seq_f16, u16, ld_f16, sc_f16);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GEMV bandwidth over 4 KiB pages vs transparent huge pages (Linux, `MADV_HUGEPAGE`).
+    /// `cargo test --release -p trtllm-core --lib gemv_hugepages -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    #[cfg(target_os = "linux")]
+    fn gemv_hugepages() {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_HUGEPAGE: i32 = 14;
+        let (k, n) = (576usize, 98304usize); // 226 MB of f32
+        let bytes = n * k * 4;
+        let layout = std::alloc::Layout::from_size_align(bytes, 2 << 20).expect("layout");
+        for huge in [false, true, false, true] {
+            // SAFETY: a fresh allocation of `bytes`, freed below; filled before it is read.
+            let p = unsafe { std::alloc::alloc(layout) }.cast::<f32>();
+            assert!(!p.is_null());
+            if huge {
+                // SAFETY: the range is our allocation.
+                let r = unsafe { madvise(p.cast(), bytes, MADV_HUGEPAGE) };
+                assert_eq!(r, 0);
+            }
+            // SAFETY: p holds n*k f32s.
+            let w = unsafe { std::slice::from_raw_parts_mut(p, n * k) };
+            for (i, v) in w.iter_mut().enumerate() {
+                *v = (i % 7) as f32 * 0.1;
+            }
+            let x: Vec<f32> = (0..k).map(|i| i as f32 * 0.01).collect();
+            let mut y = vec![0f32; n];
+            matmul(&x, 1, k, Weights::F32(w), n, &mut y);
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                matmul(&x, 1, k, Weights::F32(w), n, &mut y);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let thp = std::fs::read_to_string("/proc/self/smaps_rollup").ok().and_then(|s| {
+                s.lines().find(|l| l.starts_with("AnonHugePages")).map(|l| l.to_string())
+            });
+            println!("huge={huge}: {:.1} GB/s ({thp:?})", bytes as f64 / best / 1e9);
+            // SAFETY: allocated above with this layout.
+            unsafe { std::alloc::dealloc(p.cast(), layout) };
+        }
+    }
 }

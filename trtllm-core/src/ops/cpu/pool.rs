@@ -127,7 +127,7 @@ fn worker(p: &'static Pool, id: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 1024 != 0 {
+            if !spins.is_multiple_of(1024) {
                 std::hint::spin_loop();
                 continue;
             }

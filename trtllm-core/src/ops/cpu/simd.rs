@@ -4,6 +4,9 @@
 //! `exp` is Cephes' `expf` range reduction + degree-6 polynomial (about 1 ulp on the ranges
 //! softmax and SiLU use; `exp(x)` underflows to 0 below about -87 and saturates above 88.7).
 
+// Register arrays are indexed by const loop counters on purpose (they unroll into registers).
+#![allow(clippy::needless_range_loop)]
+
 use super::{isa, Isa};
 
 /// `sum(a[i] * b[i])`.
@@ -122,7 +125,7 @@ const P1: f32 = 1.398_199_9e-3;
 const P2: f32 = 8.333_452e-3;
 const P3: f32 = 4.166_579_6e-2;
 const P4: f32 = 1.666_666_5e-1;
-const P5: f32 = 5.000_000_1e-1;
+const P5: f32 = 0.5;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
@@ -130,6 +133,8 @@ pub mod avx512 {
     use std::arch::x86_64::*;
 
     /// Horizontal sum.
+    /// # Safety
+    /// AVX-512 present.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub unsafe fn hsum(v: __m512) -> f32 {
@@ -143,6 +148,8 @@ pub mod avx512 {
     }
 
     /// `exp(x)` per lane.
+    /// # Safety
+    /// AVX-512 present.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub unsafe fn exp(x: __m512) -> __m512 {
@@ -166,7 +173,7 @@ pub mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
-        // SAFETY (whole body): every access is below `n`; tails use masked loads.
+        // SAFETY: every access is below `n`; tails use masked loads.
         unsafe {
             let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
             let mut i = 0;
@@ -193,7 +200,7 @@ pub mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub unsafe fn axpy(y: *mut f32, a: f32, x: *const f32, n: usize) {
-        // SAFETY (whole body): accesses below `n`; masked tail.
+        // SAFETY: accesses below `n`; masked tail.
         unsafe {
             let av = _mm512_set1_ps(a);
             let mut i = 0;
@@ -213,7 +220,7 @@ pub mod avx512 {
     /// Pointers valid for `n` elements; AVX-512 present.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub unsafe fn scale_mul(out: *mut f32, x: *const f32, w: *const f32, r: f32, n: usize) {
-        // SAFETY (whole body): accesses below `n`; masked tail.
+        // SAFETY: accesses below `n`; masked tail.
         unsafe {
             let rv = _mm512_set1_ps(r);
             let mut i = 0;
@@ -230,7 +237,7 @@ pub mod avx512 {
     /// `x` valid for `n` elements; AVX-512 present.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub unsafe fn exp_shift_sum(x: *mut f32, n: usize, max: f32) -> f32 {
-        // SAFETY (whole body): accesses below `n`; masked tail (masked-off lanes add 0).
+        // SAFETY: accesses below `n`; masked tail (masked-off lanes add 0).
         unsafe {
             let mv = _mm512_set1_ps(max);
             let mut s = _mm512_setzero_ps();
@@ -250,7 +257,7 @@ pub mod avx512 {
     /// Pointers valid for `n` elements; AVX-512 present.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub unsafe fn silu_mul(out: *mut f32, g: *const f32, u: *const f32, n: usize) {
-        // SAFETY (whole body): accesses below `n`; masked tail.
+        // SAFETY: accesses below `n`; masked tail.
         unsafe {
             let one = _mm512_set1_ps(1.0);
             let zero = _mm512_setzero_ps();
@@ -272,6 +279,9 @@ pub mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// Horizontal sum.
+    /// # Safety
+    /// AVX2 present.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn hsum(v: __m256) -> f32 {
@@ -282,6 +292,8 @@ pub mod avx2 {
     }
 
     /// `exp(x)` per lane (0 below about -87.3).
+    /// # Safety
+    /// AVX2+FMA present.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn exp(x: __m256) -> __m256 {
@@ -309,7 +321,7 @@ pub mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
-        // SAFETY (whole body): accesses below `n`.
+        // SAFETY: accesses below `n`.
         unsafe {
             let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut i = 0;
@@ -337,7 +349,7 @@ pub mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn axpy(y: *mut f32, a: f32, x: *const f32, n: usize) {
-        // SAFETY (whole body): accesses below `n`.
+        // SAFETY: accesses below `n`.
         unsafe {
             let av = _mm256_set1_ps(a);
             let mut i = 0;
@@ -356,7 +368,7 @@ pub mod avx2 {
     /// `x` valid for `n` elements; AVX2+FMA present.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn exp_shift_sum(x: *mut f32, n: usize, max: f32) -> f32 {
-        // SAFETY (whole body): accesses below `n`.
+        // SAFETY: accesses below `n`.
         unsafe {
             let mv = _mm256_set1_ps(max);
             let mut s = _mm256_setzero_ps();
@@ -382,7 +394,7 @@ pub mod avx2 {
     /// Pointers valid for `n` elements; AVX2+FMA present.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn silu_mul(out: *mut f32, g: *const f32, u: *const f32, n: usize) {
-        // SAFETY (whole body): accesses below `n`.
+        // SAFETY: accesses below `n`.
         unsafe {
             let one = _mm256_set1_ps(1.0);
             let zero = _mm256_setzero_ps();
