@@ -35,14 +35,20 @@ impl DevBuf {
         Ok(out)
     }
     pub fn upload(gpu: &Arc<Gpu>, bytes: &[u8]) -> Result<Self, GpuError> {
-        let data = gpu.stream.clone_htod(if bytes.is_empty() { &[0u8][..] } else { bytes }).map_err(GpuError::driver)?;
+        let data = gpu
+            .stream
+            .clone_htod(if bytes.is_empty() { &[0u8][..] } else { bytes })
+            .map_err(GpuError::driver)?;
         Ok(DevBuf { gpu: gpu.clone(), data })
     }
     /// Copy `len` bytes from `offset` back to the host (synchronizes the stream).
     pub fn download(&self, offset: usize, len: usize) -> Result<Vec<u8>, GpuError> {
         let mut out = vec![0u8; len];
         if len > 0 {
-            self.gpu.stream.memcpy_dtoh(&self.data.slice(offset..offset + len), &mut out).map_err(GpuError::driver)?;
+            self.gpu
+                .stream
+                .memcpy_dtoh(&self.data.slice(offset..offset + len), &mut out)
+                .map_err(GpuError::driver)?;
         }
         Ok(out)
     }

@@ -15,9 +15,18 @@ pub enum GpuError {
     /// No CUDA driver library or no device.
     Unavailable(String),
     Driver(String),
-    Compile { kernel: &'static str, log: String },
-    Launch { kernel: String, msg: String },
-    Precondition { kernel: &'static str, msg: String },
+    Compile {
+        kernel: &'static str,
+        log: String,
+    },
+    Launch {
+        kernel: String,
+        msg: String,
+    },
+    Precondition {
+        kernel: &'static str,
+        msg: String,
+    },
 }
 
 impl GpuError {
@@ -92,7 +101,9 @@ fn keep_freed_memory(ctx: &Arc<CudaContext>) {
     // (an old driver without pools) only loses the optimization.
     unsafe {
         let _ = ctx.bind_to_thread();
-        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS && !pool.is_null() {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS
+            && !pool.is_null()
+        {
             let _ = sys::cuMemPoolSetAttribute(
                 pool,
                 sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
@@ -118,7 +129,9 @@ impl Gpu {
     /// Open device `ordinal`.
     pub fn new(ordinal: usize) -> Result<Arc<Self>, GpuError> {
         if !driver_library_present() {
-            return Err(GpuError::Unavailable("the CUDA driver library (libcuda.so.1) is not installed".into()));
+            return Err(GpuError::Unavailable(
+                "the CUDA driver library (libcuda.so.1) is not installed".into(),
+            ));
         }
         let n = Self::device_count();
         if ordinal >= n {
@@ -197,13 +210,16 @@ impl Gpu {
             match mods.get(&kernel) {
                 Some(m) => m.clone(),
                 None => {
-                    let m = self.ctx.load_module(Ptx::from_src(self.ptx(kernel)?)).map_err(GpuError::driver)?;
+                    let m =
+                        self.ctx.load_module(Ptx::from_src(self.ptx(kernel)?)).map_err(GpuError::driver)?;
                     mods.insert(kernel, m.clone());
                     m
                 }
             }
         };
-        let f = module.load_function(name).map_err(|e| GpuError::Launch { kernel: name.into(), msg: format!("{e:?}") })?;
+        let f = module
+            .load_function(name)
+            .map_err(|e| GpuError::Launch { kernel: name.into(), msg: format!("{e:?}") })?;
         fns.insert(name.to_string(), f.clone());
         Ok(f)
     }

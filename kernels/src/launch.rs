@@ -27,7 +27,11 @@ impl<'a> P<'a> {
         if self.off + bytes > self.buf.len() {
             return Err(GpuError::Precondition {
                 kernel,
-                msg: format!("{what}: {bytes} bytes at offset {} exceed a {}-byte buffer", self.off, self.buf.len()),
+                msg: format!(
+                    "{what}: {bytes} bytes at offset {} exceed a {}-byte buffer",
+                    self.off,
+                    self.buf.len()
+                ),
             });
         }
         Ok(())
@@ -76,40 +80,92 @@ pub fn add(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Resul
     for (w, p) in [("a", a), ("b", b), ("out", out)] {
         p.check("add", w, n * dt.size())?;
     }
-    run(gpu, Kernel::Elementwise, &format!("add_{}", dt.suffix()), grid1d(n), &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)])
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("add_{}", dt.suffix()),
+        grid1d(n),
+        &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)],
+    )
 }
 
 pub fn mul(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Result<(), GpuError> {
     for (w, p) in [("a", a), ("b", b), ("out", out)] {
         p.check("mul", w, n * dt.size())?;
     }
-    run(gpu, Kernel::Elementwise, &format!("mul_{}", dt.suffix()), grid1d(n), &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)])
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("mul_{}", dt.suffix()),
+        grid1d(n),
+        &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)],
+    )
 }
 
-pub fn add_bias(gpu: &Gpu, dt: Dt, x: P<'_>, bias: P<'_>, out: P<'_>, rows_: usize, cols: usize) -> Result<(), GpuError> {
+pub fn add_bias(
+    gpu: &Gpu,
+    dt: Dt,
+    x: P<'_>,
+    bias: P<'_>,
+    out: P<'_>,
+    rows_: usize,
+    cols: usize,
+) -> Result<(), GpuError> {
     let n = rows_ * cols;
     x.check("add_bias", "x", n * dt.size())?;
     out.check("add_bias", "out", n * dt.size())?;
     bias.check("add_bias", "bias", cols * dt.size())?;
-    run(gpu, Kernel::Elementwise, &format!("add_bias_{}", dt.suffix()), grid1d(n), &[A::P(x.addr()), A::P(bias.addr()), A::P(out.addr()), A::L(n as i64), A::I(cols as i32)])
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("add_bias_{}", dt.suffix()),
+        grid1d(n),
+        &[A::P(x.addr()), A::P(bias.addr()), A::P(out.addr()), A::L(n as i64), A::I(cols as i32)],
+    )
 }
 
 pub fn act(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, n: usize, kind: i32) -> Result<(), GpuError> {
     x.check("act", "x", n * dt.size())?;
     out.check("act", "out", n * dt.size())?;
-    run(gpu, Kernel::Elementwise, &format!("act_{}", dt.suffix()), grid1d(n), &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64), A::I(kind)])
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("act_{}", dt.suffix()),
+        grid1d(n),
+        &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64), A::I(kind)],
+    )
 }
 
-pub fn gated_act(gpu: &Gpu, dt: Dt, gu: P<'_>, out: P<'_>, rows_: usize, inter: usize, kind: i32) -> Result<(), GpuError> {
+pub fn gated_act(
+    gpu: &Gpu,
+    dt: Dt,
+    gu: P<'_>,
+    out: P<'_>,
+    rows_: usize,
+    inter: usize,
+    kind: i32,
+) -> Result<(), GpuError> {
     gu.check("gated_act", "gate_up", rows_ * 2 * inter * dt.size())?;
     out.check("gated_act", "out", rows_ * inter * dt.size())?;
-    run(gpu, Kernel::Elementwise, &format!("gated_act_{}", dt.suffix()), grid1d(rows_ * inter), &[A::P(gu.addr()), A::P(out.addr()), A::L(rows_ as i64), A::I(inter as i32), A::I(kind)])
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("gated_act_{}", dt.suffix()),
+        grid1d(rows_ * inter),
+        &[A::P(gu.addr()), A::P(out.addr()), A::L(rows_ as i64), A::I(inter as i32), A::I(kind)],
+    )
 }
 
 pub fn softcap(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, n: usize, cap: f32) -> Result<(), GpuError> {
     x.check("softcap", "x", n * dt.size())?;
     out.check("softcap", "out", n * dt.size())?;
-    run(gpu, Kernel::Elementwise, &format!("softcap_{}", dt.suffix()), grid1d(n), &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64), A::F(cap)])
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("softcap_{}", dt.suffix()),
+        grid1d(n),
+        &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64), A::F(cap)],
+    )
 }
 
 pub fn cast(gpu: &Gpu, from: Dt, to: Dt, x: P<'_>, out: P<'_>, n: usize) -> Result<(), GpuError> {
@@ -128,58 +184,146 @@ pub fn fill_f32(gpu: &Gpu, out: P<'_>, n: usize, v: f32) -> Result<(), GpuError>
     run(gpu, Kernel::Elementwise, "fill_f32", grid1d(n), &[A::P(out.addr()), A::L(n as i64), A::F(v)])
 }
 
-pub fn rms_norm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: P<'_>, r: usize, d: usize, eps: f32) -> Result<(), GpuError> {
+pub fn rms_norm(
+    gpu: &Gpu,
+    dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    r: usize,
+    d: usize,
+    eps: f32,
+) -> Result<(), GpuError> {
     x.check("rms_norm", "x", r * d * dt.size())?;
     out.check("rms_norm", "out", r * d * dt.size())?;
     w.check("rms_norm", "weight", d * 4)?;
-    run(gpu, Kernel::Norm, &format!("rms_norm_{}", dt.suffix()), rows(r, d), &[A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(d as i32), A::F(eps)])
+    run(
+        gpu,
+        Kernel::Norm,
+        &format!("rms_norm_{}", dt.suffix()),
+        rows(r, d),
+        &[A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(d as i32), A::F(eps)],
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn add_rms_norm(gpu: &Gpu, dt: Dt, x: P<'_>, res: P<'_>, w: P<'_>, sum: P<'_>, out: P<'_>, r: usize, d: usize, eps: f32) -> Result<(), GpuError> {
+pub fn add_rms_norm(
+    gpu: &Gpu,
+    dt: Dt,
+    x: P<'_>,
+    res: P<'_>,
+    w: P<'_>,
+    sum: P<'_>,
+    out: P<'_>,
+    r: usize,
+    d: usize,
+    eps: f32,
+) -> Result<(), GpuError> {
     for (n, p) in [("x", x), ("residual", res), ("sum", sum), ("out", out)] {
         p.check("add_rms_norm", n, r * d * dt.size())?;
     }
     w.check("add_rms_norm", "weight", d * 4)?;
-    let args = [A::P(x.addr()), A::P(res.addr()), A::P(w.addr()), A::P(sum.addr()), A::P(out.addr()), A::I(d as i32), A::F(eps)];
+    let args = [
+        A::P(x.addr()),
+        A::P(res.addr()),
+        A::P(w.addr()),
+        A::P(sum.addr()),
+        A::P(out.addr()),
+        A::I(d as i32),
+        A::F(eps),
+    ];
     run(gpu, Kernel::Norm, &format!("add_rms_norm_{}", dt.suffix()), rows(r, d), &args)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn layer_norm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, b: Option<P<'_>>, out: P<'_>, r: usize, d: usize, eps: f32) -> Result<(), GpuError> {
+pub fn layer_norm(
+    gpu: &Gpu,
+    dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    b: Option<P<'_>>,
+    out: P<'_>,
+    r: usize,
+    d: usize,
+    eps: f32,
+) -> Result<(), GpuError> {
     x.check("layer_norm", "x", r * d * dt.size())?;
     out.check("layer_norm", "out", r * d * dt.size())?;
     w.check("layer_norm", "weight", d * 4)?;
     if let Some(b) = b {
         b.check("layer_norm", "bias", d * 4)?;
     }
-    run(gpu, Kernel::Norm, &format!("layer_norm_{}", dt.suffix()), rows(r, d), &[A::P(x.addr()), A::P(w.addr()), opt(b), A::P(out.addr()), A::I(d as i32), A::F(eps)])
+    run(
+        gpu,
+        Kernel::Norm,
+        &format!("layer_norm_{}", dt.suffix()),
+        rows(r, d),
+        &[A::P(x.addr()), A::P(w.addr()), opt(b), A::P(out.addr()), A::I(d as i32), A::F(eps)],
+    )
 }
 
 /// `out[r] = table[ids[r]] * mult`; `ids` (int32 on the device) must be in range (checked by the caller on the host).
 #[allow(clippy::too_many_arguments)]
-pub fn gather_rows(gpu: &Gpu, dt: Dt, table: P<'_>, table_rows: usize, ids: P<'_>, out: P<'_>, r: usize, d: usize, mult: f32) -> Result<(), GpuError> {
+pub fn gather_rows(
+    gpu: &Gpu,
+    dt: Dt,
+    table: P<'_>,
+    table_rows: usize,
+    ids: P<'_>,
+    out: P<'_>,
+    r: usize,
+    d: usize,
+    mult: f32,
+) -> Result<(), GpuError> {
     table.check("gather_rows", "table", table_rows * d * dt.size())?;
     ids.check("gather_rows", "ids", r * 4)?;
     out.check("gather_rows", "out", r * d * dt.size())?;
-    run(gpu, Kernel::Embedding, &format!("gather_rows_{}", dt.suffix()), rows(r, d), &[A::P(table.addr()), A::P(ids.addr()), A::P(out.addr()), A::I(d as i32), A::F(mult)])
+    run(
+        gpu,
+        Kernel::Embedding,
+        &format!("gather_rows_{}", dt.suffix()),
+        rows(r, d),
+        &[A::P(table.addr()), A::P(ids.addr()), A::P(out.addr()), A::I(d as i32), A::F(mult)],
+    )
 }
 
 /// `out[idx[r]] += w[r] * y[r]`; each index at most once per call.
 #[allow(clippy::too_many_arguments)]
-pub fn scatter_add_rows(gpu: &Gpu, dt: Dt, out: P<'_>, out_rows: usize, y: P<'_>, idx: P<'_>, w: P<'_>, r: usize, d: usize) -> Result<(), GpuError> {
+pub fn scatter_add_rows(
+    gpu: &Gpu,
+    dt: Dt,
+    out: P<'_>,
+    out_rows: usize,
+    y: P<'_>,
+    idx: P<'_>,
+    w: P<'_>,
+    r: usize,
+    d: usize,
+) -> Result<(), GpuError> {
     out.check("scatter_add_rows", "out", out_rows * d * dt.size())?;
     y.check("scatter_add_rows", "y", r * d * dt.size())?;
     idx.check("scatter_add_rows", "idx", r * 4)?;
     w.check("scatter_add_rows", "w", r * 4)?;
-    run(gpu, Kernel::Embedding, &format!("scatter_add_rows_{}", dt.suffix()), rows(r, d), &[A::P(out.addr()), A::P(y.addr()), A::P(idx.addr()), A::P(w.addr()), A::I(d as i32)])
+    run(
+        gpu,
+        Kernel::Embedding,
+        &format!("scatter_add_rows_{}", dt.suffix()),
+        rows(r, d),
+        &[A::P(out.addr()), A::P(y.addr()), A::P(idx.addr()), A::P(w.addr()), A::I(d as i32)],
+    )
 }
 
 pub fn argmax(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, r: usize, n: usize) -> Result<(), GpuError> {
     x.check("argmax", "x", r * n * dt.size())?;
     out.check("argmax", "out", r * 4)?;
     let cfg = LaunchConfig { grid_dim: (r as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-    run(gpu, Kernel::Sampling, &format!("argmax_{}", dt.suffix()), cfg, &[A::P(x.addr()), A::I(n as i32), A::P(out.addr())])
+    run(
+        gpu,
+        Kernel::Sampling,
+        &format!("argmax_{}", dt.suffix()),
+        cfg,
+        &[A::P(x.addr()), A::I(n as i32), A::P(out.addr())],
+    )
 }
 
 /// Inputs of `qkv_prepare`: q/k norm, RoPE and the KV-cache write of one step.
@@ -208,7 +352,10 @@ pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
     let k = "qkv_prepare";
     let (t, hd) = (a.tokens, a.head_dim);
     if hd > 256 || 2 * a.rot_half > hd {
-        return Err(GpuError::Precondition { kernel: k, msg: format!("head_dim {hd} (max 256), rotary half {}", a.rot_half) });
+        return Err(GpuError::Precondition {
+            kernel: k,
+            msg: format!("head_dim {hd} (max 256), rotary half {}", a.rot_half),
+        });
     }
     a.qkv.check(k, "qkv", t * (a.heads + 2 * a.kv_heads) * hd * dt.size())?;
     a.q_out.check(k, "q_out", t * a.heads * hd * dt.size())?;
@@ -216,11 +363,27 @@ pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
     a.v_cache.check(k, "v_cache", a.cache_slots * a.kv_heads * hd * dt.size())?;
     a.positions.check(k, "positions", t * 4)?;
     a.slots.check(k, "slot_mapping", t * 4)?;
-    let cfg = LaunchConfig { grid_dim: (t as u32, (a.heads + a.kv_heads) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (t as u32, (a.heads + a.kv_heads) as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let args = [
-        A::P(a.qkv.addr()), A::I(a.heads as i32), A::I(a.kv_heads as i32), A::I(hd as i32), A::I(a.rot_half as i32),
-        A::P(a.positions.addr()), opt(a.inv_freq), A::F(a.scaling), opt(a.q_norm), opt(a.k_norm), A::F(a.eps),
-        A::P(a.slots.addr()), A::P(a.q_out.addr()), A::P(a.k_cache.addr()), A::P(a.v_cache.addr()),
+        A::P(a.qkv.addr()),
+        A::I(a.heads as i32),
+        A::I(a.kv_heads as i32),
+        A::I(hd as i32),
+        A::I(a.rot_half as i32),
+        A::P(a.positions.addr()),
+        opt(a.inv_freq),
+        A::F(a.scaling),
+        opt(a.q_norm),
+        opt(a.k_norm),
+        A::F(a.eps),
+        A::P(a.slots.addr()),
+        A::P(a.q_out.addr()),
+        A::P(a.k_cache.addr()),
+        A::P(a.v_cache.addr()),
     ];
     run(gpu, Kernel::Attention, &format!("qkv_prepare_{}", dt.suffix()), cfg, &args)
 }
@@ -251,7 +414,10 @@ pub struct AttnArgs<'a> {
 pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
     let k = "paged_attention";
     if a.heads % a.kv_heads != 0 || a.head_dim == 0 || a.block_size == 0 {
-        return Err(GpuError::Precondition { kernel: k, msg: format!("{} heads / {} kv heads, block size {}", a.heads, a.kv_heads, a.block_size) });
+        return Err(GpuError::Precondition {
+            kernel: k,
+            msg: format!("{} heads / {} kv heads, block size {}", a.heads, a.kv_heads, a.block_size),
+        });
     }
     a.q.check(k, "q", a.tokens * a.heads * a.head_dim * dt.size())?;
     a.out.check(k, "out", a.tokens * a.heads * a.head_dim * dt.size())?;
@@ -259,12 +425,27 @@ pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuErr
     a.token_seq.check(k, "token_seq", a.tokens * 4)?;
     let threads = 128u32;
     let smem = (2 * a.head_dim * 4 + threads as usize * 8) as u32;
-    let cfg = LaunchConfig { grid_dim: (a.tokens as u32, a.heads as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: smem };
+    let cfg = LaunchConfig {
+        grid_dim: (a.tokens as u32, a.heads as u32, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: smem,
+    };
     let args = [
-        A::P(a.q.addr()), A::P(a.k_cache.addr()), A::P(a.v_cache.addr()), A::P(a.out.addr()),
-        A::I(a.heads as i32), A::I(a.kv_heads as i32), A::I(a.head_dim as i32), A::F(a.scale), A::I(a.window as i32),
-        A::F(a.softcap), A::P(a.positions.addr()), A::P(a.token_seq.addr()), A::P(a.block_tables.addr()),
-        A::P(a.bt_offsets.addr()), A::I(a.block_size as i32),
+        A::P(a.q.addr()),
+        A::P(a.k_cache.addr()),
+        A::P(a.v_cache.addr()),
+        A::P(a.out.addr()),
+        A::I(a.heads as i32),
+        A::I(a.kv_heads as i32),
+        A::I(a.head_dim as i32),
+        A::F(a.scale),
+        A::I(a.window as i32),
+        A::F(a.softcap),
+        A::P(a.positions.addr()),
+        A::P(a.token_seq.addr()),
+        A::P(a.block_tables.addr()),
+        A::P(a.bt_offsets.addr()),
+        A::I(a.block_size as i32),
     ];
     run(gpu, Kernel::Attention, &format!("paged_attention_{}", dt.suffix()), cfg, &args)
 }
@@ -280,22 +461,49 @@ pub fn gemv_ok(dt: Dt, w: P<'_>, m: usize, k: usize) -> bool {
 }
 
 /// Decode-sized `out[m, n] = x[m, k] @ w[n, k]^T` (m <= 8): one warp per output row, 16-byte loads.
-pub fn gemv(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: P<'_>, m: usize, n: usize, k: usize) -> Result<(), GpuError> {
+pub fn gemv(
+    gpu: &Gpu,
+    dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
     if !gemv_ok(dt, w, m, k) {
-        return Err(GpuError::Precondition { kernel: "gemv", msg: format!("m={m} k={k} (need m<=8, k % {} == 0, aligned w)", 16 / dt.size()) });
+        return Err(GpuError::Precondition {
+            kernel: "gemv",
+            msg: format!("m={m} k={k} (need m<=8, k % {} == 0, aligned w)", 16 / dt.size()),
+        });
     }
     x.check("gemv", "x", m * k * dt.size())?;
     w.check("gemv", "w", n * k * dt.size())?;
     out.check("gemv", "out", m * n * dt.size())?;
     let warps = 8usize;
-    let cfg = LaunchConfig { grid_dim: (n.div_ceil(warps) as u32, 1, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
-    let args = [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(warps) as u32, 1, 1),
+        block_dim: (32 * warps as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args =
+        [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
     run(gpu, Kernel::Gemv, &format!("gemv_{}", dt.suffix()), cfg, &args)
 }
 
 /// `out[m, n] = x[m, k] @ w[n, k]^T`: cuBLAS SGEMM (exact f32, no TF32) or cuBLASLt bf16 with f32 accumulation.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: &mut DevBuf, out_off: usize, m: usize, n: usize, k: usize) -> Result<(), GpuError> {
+pub fn gemm(
+    gpu: &Gpu,
+    dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: &mut DevBuf,
+    out_off: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
     x.check("gemm", "x", m * k * dt.size())?;
     w.check("gemm", "w", n * k * dt.size())?;
     P::new(out, out_off).check("gemm", "out", m * n * dt.size())?;
@@ -308,20 +516,47 @@ pub fn gemm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: &mut DevBuf, out_off: us
             // GPU's stream, which the handle is bound to.
             unsafe {
                 cudarc::cublas::result::sgemm(
-                    *gpu.blas.handle(), cublasOperation_t::CUBLAS_OP_T, cublasOperation_t::CUBLAS_OP_N,
-                    n as i32, m as i32, k as i32, &alpha, w.addr() as *const f32, k as i32,
-                    x.addr() as *const f32, k as i32, &beta, o as *mut f32, n as i32,
+                    *gpu.blas.handle(),
+                    cublasOperation_t::CUBLAS_OP_T,
+                    cublasOperation_t::CUBLAS_OP_N,
+                    n as i32,
+                    m as i32,
+                    k as i32,
+                    &alpha,
+                    w.addr() as *const f32,
+                    k as i32,
+                    x.addr() as *const f32,
+                    k as i32,
+                    &beta,
+                    o as *mut f32,
+                    n as i32,
                 )
             }
             .map_err(|e| GpuError::Launch { kernel: "cublasSgemm".into(), msg: format!("{e:?}") })
         }
         Dt::BF16 => {
             let cfg = MatmulConfig {
-                transa: true, transb: false, transc: false, m: n as u64, n: m as u64, k: k as u64, alpha: 1.0,
-                lda: k as i64, ldb: k as i64, beta: 0.0, ldc: n as i64,
-                stride_a: None, stride_b: None, stride_c: None, stride_bias: None, batch_size: None,
+                transa: true,
+                transb: false,
+                transc: false,
+                m: n as u64,
+                n: m as u64,
+                k: k as u64,
+                alpha: 1.0,
+                lda: k as i64,
+                ldb: k as i64,
+                beta: 0.0,
+                ldc: n as i64,
+                stride_a: None,
+                stride_b: None,
+                stride_c: None,
+                stride_bias: None,
+                batch_size: None,
             };
-            let (wb, xb) = (w.buf.slice().slice(w.off..w.off + n * k * 2), x.buf.slice().slice(x.off..x.off + m * k * 2));
+            let (wb, xb) = (
+                w.buf.slice().slice(w.off..w.off + n * k * 2),
+                x.buf.slice().slice(x.off..x.off + m * k * 2),
+            );
             // SAFETY: reinterpreting byte views as bf16 of exactly the checked lengths; the bytes
             // hold bf16 values written by our uploads or kernels.
             let (wv, xv) = unsafe { (wb.transmute::<half::bf16>(n * k), xb.transmute::<half::bf16>(m * k)) };
@@ -331,7 +566,10 @@ pub fn gemm(gpu: &Gpu, dt: Dt, x: P<'_>, w: P<'_>, out: &mut DevBuf, out_off: us
             let mut ob = out.slice_mut().slice_mut(out_off..out_off + m * n * 2);
             // SAFETY: as above, for the output view.
             let Some(mut ov) = (unsafe { ob.transmute_mut::<half::bf16>(m * n) }) else {
-                return Err(GpuError::Precondition { kernel: "gemm", msg: "bf16 out view out of range".into() });
+                return Err(GpuError::Precondition {
+                    kernel: "gemm",
+                    msg: "bf16 out view out of range".into(),
+                });
             };
             // SAFETY: layouts describe exactly the checked extents (see MatmulConfig above).
             unsafe { gpu.blaslt.matmul(cfg, &wv, &xv, &mut ov, None, None) }

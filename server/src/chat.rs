@@ -11,7 +11,7 @@ use trtllm_core::runtime::TokenLogprob;
 
 use crate::error::{parse_body, ApiError, ApiResult};
 use crate::gen::{finish_str, token_text, Running};
-use crate::protocol::{Sampling, chat_logprobs, max_tokens, messages, ChatRequest};
+use crate::protocol::{chat_logprobs, max_tokens, messages, ChatRequest, Sampling};
 use crate::sse::{self, usage_json, Item};
 use crate::AppState;
 
@@ -42,7 +42,8 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
     let params = sampling.params(max_new, logprobs)?;
     let choices = params.n;
     let run = Running::submit(&st, vec![ids], params)?;
-    let (id, created, model) = (format!("chatcmpl-{}", st.next_id()), crate::unix_now(), st.model_name.clone());
+    let (id, created, model) =
+        (format!("chatcmpl-{}", st.next_id()), crate::unix_now(), st.model_name.clone());
     if sampling.stream() {
         let include_usage = sampling.include_usage();
         let want_lp = logprobs.is_some();

@@ -11,7 +11,7 @@ use trtllm_core::runtime::TokenLogprob;
 
 use crate::error::{parse_body, ApiError, ApiResult};
 use crate::gen::{finish_str, token_text, Running};
-use crate::protocol::{Sampling, completion_logprobs, max_tokens, prompts, CompletionRequest, Prompt};
+use crate::protocol::{completion_logprobs, max_tokens, prompts, CompletionRequest, Prompt, Sampling};
 use crate::sse::{self, usage_json, Item};
 use crate::AppState;
 
@@ -35,13 +35,20 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
     let logprobs = completion_logprobs(req.logprobs)?;
     let params = sampling.params(max_tokens(req.max_tokens, "max_tokens", 16)?, logprobs)?;
     if req.best_of.is_some_and(|b| b != params.n as i64) {
-        return Err(ApiError::invalid("best_of", "`best_of` must equal `n` (no server-side best-of selection)"));
+        return Err(ApiError::invalid(
+            "best_of",
+            "`best_of` must equal `n` (no server-side best-of selection)",
+        ));
     }
     let mut ids = vec![];
     for (i, p) in prompts(req.prompt.as_ref())?.into_iter().enumerate() {
         match p {
             Prompt::Ids(v) => ids.push(v),
-            Prompt::Text(s) => ids.push(st.tokenizer.encode(&s).map_err(|e| ApiError::invalid("prompt", format!("prompt {i}: {e}")))?),
+            Prompt::Text(s) => ids.push(
+                st.tokenizer
+                    .encode(&s)
+                    .map_err(|e| ApiError::invalid("prompt", format!("prompt {i}: {e}")))?,
+            ),
         }
     }
     if ids.len() * params.n > crate::MAX_CHOICES {
@@ -61,9 +68,12 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
                 Item::Start => vec![],
                 Item::Delta(_, d) if d.text.is_empty() && d.finish.is_none() && !want_lp => vec![],
                 Item::Delta(i, d) => {
-                    let off = offsets.get_mut(i).map(|o| std::mem::replace(o, *o + d.text.len())).unwrap_or(0);
+                    let off =
+                        offsets.get_mut(i).map(|o| std::mem::replace(o, *o + d.text.len())).unwrap_or(0);
                     let lp = want_lp.then(|| logprobs_json(&st2, &d.logprobs, off));
-                    vec![base(json!([{"index": i, "text": d.text, "logprobs": lp, "finish_reason": finish_str(d.finish)}]))]
+                    vec![base(
+                        json!([{"index": i, "text": d.text, "logprobs": lp, "finish_reason": finish_str(d.finish)}]),
+                    )]
                 }
                 Item::End(u) if include_usage => {
                     let mut v = base(json!([]));

@@ -47,13 +47,31 @@ impl ApiError {
         }
     }
     pub fn not_found(path: &str) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, message: format!("No route for {path}."), kind: "invalid_request_error", param: None, code: None }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("No route for {path}."),
+            kind: "invalid_request_error",
+            param: None,
+            code: None,
+        }
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: message.into(), kind: "server_error", param: None, code: None }
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: message.into(), kind: "server_error", param: None, code: None }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
     }
 
     pub fn body(&self) -> serde_json::Value {

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use trtllm_core::runtime::{Delta, Event, EventSink, Finish, RequestHandle, SamplingParams, TokenLogprob, Usage};
+use trtllm_core::runtime::{
+    Delta, Event, EventSink, Finish, RequestHandle, SamplingParams, TokenLogprob, Usage,
+};
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;

@@ -68,7 +68,9 @@ fn ids(v: &[Value], param: &str) -> ApiResult<Vec<u32>> {
     v.iter()
         .map(|x| x.as_u64().filter(|&t| t <= u32::MAX as u64).map(|t| t as u32))
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| ApiError::invalid(param, format!("`{param}` must be a string, an array of strings, or token ids")))
+        .ok_or_else(|| {
+            ApiError::invalid(param, format!("`{param}` must be a string, an array of strings, or token ids"))
+        })
 }
 
 /// `prompt`: a string, an array of strings, an array of token ids, or an array of those.
@@ -77,12 +79,17 @@ pub fn prompts(v: Option<&Value>) -> ApiResult<Vec<Prompt>> {
     let out = match v {
         None | Some(Value::Null) => return Err(ApiError::invalid("prompt", "`prompt` is required")),
         Some(Value::String(s)) => vec![Prompt::Text(s.clone())],
-        Some(Value::Array(a)) if a.is_empty() => return Err(ApiError::invalid("prompt", "`prompt` is empty")),
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a.iter().filter_map(|s| s.as_str()).map(|s| Prompt::Text(s.into())).collect(),
-        Some(Value::Array(a)) if a.iter().all(Value::is_number) => vec![Prompt::Ids(ids(a, "prompt")?)],
-        Some(Value::Array(a)) if a.iter().all(Value::is_array) => {
-            a.iter().map(|x| Ok(Prompt::Ids(ids(x.as_array().ok_or_else(bad)?, "prompt")?))).collect::<ApiResult<_>>()?
+        Some(Value::Array(a)) if a.is_empty() => {
+            return Err(ApiError::invalid("prompt", "`prompt` is empty"))
         }
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(|s| s.as_str()).map(|s| Prompt::Text(s.into())).collect()
+        }
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) => vec![Prompt::Ids(ids(a, "prompt")?)],
+        Some(Value::Array(a)) if a.iter().all(Value::is_array) => a
+            .iter()
+            .map(|x| Ok(Prompt::Ids(ids(x.as_array().ok_or_else(bad)?, "prompt")?)))
+            .collect::<ApiResult<_>>()?,
         Some(_) => return Err(bad()),
     };
     Ok(out)
@@ -90,11 +97,14 @@ pub fn prompts(v: Option<&Value>) -> ApiResult<Vec<Prompt>> {
 
 /// `stop`: a string or an array of up to 16 non-empty strings.
 fn stops(v: Option<&Value>) -> ApiResult<Vec<String>> {
-    let bad = || ApiError::invalid("stop", "`stop` must be a string or an array of up to 16 non-empty strings");
+    let bad =
+        || ApiError::invalid("stop", "`stop` must be a string or an array of up to 16 non-empty strings");
     let out: Vec<String> = match v {
         None | Some(Value::Null) => vec![],
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().map(|s| s.as_str().map(String::from).ok_or_else(bad)).collect::<ApiResult<_>>()?,
+        Some(Value::Array(a)) => {
+            a.iter().map(|s| s.as_str().map(String::from).ok_or_else(bad)).collect::<ApiResult<_>>()?
+        }
         Some(_) => return Err(bad()),
     };
     if out.len() > 16 || out.iter().any(String::is_empty) {
@@ -103,7 +113,13 @@ fn stops(v: Option<&Value>) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-fn range<T: PartialOrd + Copy + std::fmt::Display>(v: Option<T>, name: &str, lo: T, hi: T, default: T) -> ApiResult<T> {
+fn range<T: PartialOrd + Copy + std::fmt::Display>(
+    v: Option<T>,
+    name: &str,
+    lo: T,
+    hi: T,
+    default: T,
+) -> ApiResult<T> {
     match v {
         None => Ok(default),
         Some(x) if x >= lo && x <= hi => Ok(x),
@@ -118,7 +134,10 @@ impl Sampling {
             return Err(ApiError::invalid("logit_bias", "`logit_bias` is not supported"));
         }
         if self.stream_options.is_some() && self.stream != Some(true) {
-            return Err(ApiError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true"));
+            return Err(ApiError::invalid(
+                "stream_options",
+                "`stream_options` is only allowed when `stream` is true",
+            ));
         }
         let temperature = range(self.temperature, "temperature", 0.0, 2.0, 1.0)?;
         if temperature.is_nan() {
@@ -174,7 +193,9 @@ pub fn chat_logprobs(logprobs: Option<bool>, top: Option<i64>) -> ApiResult<Opti
     let k = range(top, "top_logprobs", 0, MAX_LOGPROBS as i64, 0)? as usize;
     match (logprobs.unwrap_or(false), top) {
         (true, _) => Ok(Some(k)),
-        (false, Some(_)) => Err(ApiError::invalid("top_logprobs", "`top_logprobs` requires `logprobs` to be true")),
+        (false, Some(_)) => {
+            Err(ApiError::invalid("top_logprobs", "`top_logprobs` requires `logprobs` to be true"))
+        }
         (false, None) => Ok(None),
     }
 }
@@ -190,7 +211,10 @@ pub fn messages(v: Option<&Value>) -> ApiResult<Vec<trtllm_core::runtime::ChatMe
     let mut out = vec![];
     for (i, m) in list.iter().enumerate() {
         let p = |f: &str| format!("messages[{i}].{f}");
-        let role = m.get("role").and_then(Value::as_str).ok_or_else(|| ApiError::invalid(p("role"), "each message needs a string `role`"))?;
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid(p("role"), "each message needs a string `role`"))?;
         if !["system", "developer", "user", "assistant", "tool"].contains(&role) {
             return Err(ApiError::invalid(p("role"), format!("unknown role `{role}`")));
         }
@@ -200,14 +224,25 @@ pub fn messages(v: Option<&Value>) -> ApiResult<Vec<trtllm_core::runtime::ChatMe
             Some(Value::Array(parts)) => {
                 let mut s = String::new();
                 for (j, part) in parts.iter().enumerate() {
-                    match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                    match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str))
+                    {
                         (Some("text"), Some(t)) => s.push_str(t),
-                        _ => return Err(ApiError::invalid(format!("messages[{i}].content[{j}]"), "only text content parts are supported")),
+                        _ => {
+                            return Err(ApiError::invalid(
+                                format!("messages[{i}].content[{j}]"),
+                                "only text content parts are supported",
+                            ))
+                        }
                     }
                 }
                 s
             }
-            _ => return Err(ApiError::invalid(p("content"), "`content` must be a string or an array of text parts")),
+            _ => {
+                return Err(ApiError::invalid(
+                    p("content"),
+                    "`content` must be a string or an array of text parts",
+                ))
+            }
         };
         out.push(trtllm_core::runtime::ChatMessage { role: role.into(), content });
     }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use trtllm_core::runtime::{load_engine_model, ChatTemplate, Engine, EngineOptions, Scheduler, SchedulerConfig, Tokenizer};
+use trtllm_core::runtime::{
+    load_engine_model, ChatTemplate, Engine, EngineOptions, Scheduler, SchedulerConfig, Tokenizer,
+};
 use trtllm_core::{DType, Device, Error, Result};
 
 /// `trtllm serve` settings. `None` means the engine directory's build setting, else a default.
@@ -76,7 +78,10 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     }
     let tok_dir = cfg.tokenizer_dir.clone().unwrap_or_else(|| dir.clone());
     if !tok_dir.join("tokenizer.json").exists() {
-        return Err(Error::Msg(format!("{}: no tokenizer.json (serving needs one; pass --tokenizer-dir)", tok_dir.display())));
+        return Err(Error::Msg(format!(
+            "{}: no tokenizer.json (serving needs one; pass --tokenizer-dir)",
+            tok_dir.display()
+        )));
     }
     let tokenizer = Tokenizer::from_dir(&tok_dir)?;
     let chat_template = ChatTemplate::for_tokenizer(&tokenizer, &tok_dir)?;
@@ -105,7 +110,10 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     let tokenizer = Arc::new(tokenizer);
     let engine = Engine::start(sched, Some(tokenizer.clone()), cfg.max_queue)?;
     let model_name = cfg.served_model_name.clone().unwrap_or_else(|| {
-        dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into())
+        dir.canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into())
     });
     Ok(Served { engine, tokenizer, chat_template, model_name, scheduler: sched_cfg, kv_blocks })
 }

@@ -197,9 +197,16 @@ fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType) -> anyhow::Result<u64> {
     let cfg = llm.model.config();
     let entry = lookup(&cfg.architecture)?;
     let specs = plan_weights(entry, cfg, Mapping::default(), dtype)?;
-    let embed = format!("{}{}.weight", if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) }, entry.layout.embed_tokens);
+    let embed = format!(
+        "{}{}.weight",
+        if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) },
+        entry.layout.embed_tokens
+    );
     let pos = entry.layout.position_embeddings.map(|p| {
-        format!("{}{p}.weight", if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) })
+        format!(
+            "{}{p}.weight",
+            if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) }
+        )
     });
     let mut bytes = 0u64;
     for s in &specs {
@@ -216,7 +223,13 @@ fn measure_peak(device: Device) -> Option<(f64, String)> {
     match device {
         Device::Cpu => {
             let (copy, read) = cpu_bandwidth();
-            Some((copy, format!("measured memcpy, read+write bytes, {} threads (read-only stream: {read:.1} GB/s)", trtllm::ops::cpu::pool::num_threads())))
+            Some((
+                copy,
+                format!(
+                    "measured memcpy, read+write bytes, {} threads (read-only stream: {read:.1} GB/s)",
+                    trtllm::ops::cpu::pool::num_threads()
+                ),
+            ))
         }
         // The CUDA path measures a device-to-device copy (added with the GPU bench).
         _ => None,
@@ -237,7 +250,9 @@ fn cpu_bandwidth() -> (f64, f64) {
         pool::run(&|tid, n| {
             let r = split(N, tid, n, 1024);
             // SAFETY: each thread copies its own disjoint range of two N-element buffers.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(r.start), d.get().add(r.start), r.len()) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.as_ptr().add(r.start), d.get().add(r.start), r.len())
+            };
         });
         best_copy = best_copy.min(t.elapsed().as_secs_f64());
         let sums = std::sync::Mutex::new(0f32);
@@ -269,7 +284,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     if a.throughput.mode == "throughput" {
         let (device, dtype) = (super::resolve_device(&a.device)?, super::parse_dtype(&a.dtype)?);
-        let c = throughput::Common { dir, tokenizer_dir: a.m.tokenizer_dir.as_deref(), device, dtype, input_len: a.input_len, output_len: a.output_len, json: a.json };
+        let c = throughput::Common {
+            dir,
+            tokenizer_dir: a.m.tokenizer_dir.as_deref(),
+            device,
+            dtype,
+            input_len: a.input_len,
+            output_len: a.output_len,
+            json: a.json,
+        };
         return throughput::main(c, &a.throughput);
     }
     if a.output_len == 0 || a.batch_size == 0 || a.runs == 0 {
@@ -293,7 +316,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if prompt.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let params = SamplingParams { max_new_tokens: a.output_len, ignore_eos: true, ..SamplingParams::greedy(a.output_len) };
+    let params = SamplingParams {
+        max_new_tokens: a.output_len,
+        ignore_eos: true,
+        ..SamplingParams::greedy(a.output_len)
+    };
 
     let run_once = |llm: &mut Llm| -> anyhow::Result<Run> {
         let prompts = vec![prompt.clone(); a.batch_size];
@@ -308,7 +335,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         let total = t.elapsed();
         let step_allocs = marks.windows(2).map(|w| (w[1].0 - w[0].0, w[1].1 - w[0].1)).collect();
         let g = &gens[0];
-        Ok(Run { prefill: g.prefill_time, decode: g.decode_time, total, step_allocs, tokens: g.token_ids.clone() })
+        Ok(Run {
+            prefill: g.prefill_time,
+            decode: g.decode_time,
+            total,
+            step_allocs,
+            tokens: g.token_ids.clone(),
+        })
     };
     for _ in 0..a.warmup {
         run_once(&mut llm)?;
@@ -330,9 +363,17 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let steps = (a.output_len - 1) as f64;
     let ttft = median(runs.iter().map(|r| r.prefill.as_secs_f64()).collect());
     let decode_s = median(runs.iter().map(|r| r.decode.as_secs_f64()).collect());
-    let tpot = if steps > 0.0 { median(runs.iter().map(|r| r.decode.as_secs_f64() / steps).collect()) } else { f64::NAN };
+    let tpot = if steps > 0.0 {
+        median(runs.iter().map(|r| r.decode.as_secs_f64() / steps).collect())
+    } else {
+        f64::NAN
+    };
     let prefill_tps = median(runs.iter().map(|r| b * i / r.prefill.as_secs_f64()).collect());
-    let decode_tps = if steps > 0.0 { median(runs.iter().map(|r| b * steps / r.decode.as_secs_f64()).collect()) } else { f64::NAN };
+    let decode_tps = if steps > 0.0 {
+        median(runs.iter().map(|r| b * steps / r.decode.as_secs_f64()).collect())
+    } else {
+        f64::NAN
+    };
     let tps = median(runs.iter().map(|r| b * o / r.total.as_secs_f64()).collect());
     let allocs: Vec<f64> = runs.iter().flat_map(|r| r.step_allocs.iter().map(|s| s.0 as f64)).collect();
     let alloc_bytes: Vec<f64> = runs.iter().flat_map(|r| r.step_allocs.iter().map(|s| s.1 as f64)).collect();
@@ -415,7 +456,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         let total: f64 = profile.iter().map(|p| p.2).sum();
         println!("profile      (TRTLLM_PROFILE=1; warm-up + timed runs; op wall time, {total:.3} s in ops)");
         for (label, calls, s) in &profile {
-            println!("  {label:<28} {calls:>8} calls {:>9.3} ms {:>8.2} us/call {:>5.1}%", s * 1e3, s * 1e6 / *calls as f64, 100.0 * s / total);
+            println!(
+                "  {label:<28} {calls:>8} calls {:>9.3} ms {:>8.2} us/call {:>5.1}%",
+                s * 1e3,
+                s * 1e6 / *calls as f64,
+                100.0 * s / total
+            );
         }
     }
     Ok(())
@@ -432,5 +478,7 @@ fn synthetic_prompt(llm: &Llm, n: usize) -> anyhow::Result<Vec<u32>> {
         None => vec![],
     };
     let vocab = llm.model.config().vocab_size.max(2) as u32;
-    Ok((0..n).map(|i| if ids.is_empty() { 1 + (i as u32 * 7919) % (vocab - 1) } else { ids[i % ids.len()] }).collect())
+    Ok((0..n)
+        .map(|i| if ids.is_empty() { 1 + (i as u32 * 7919) % (vocab - 1) } else { ids[i % ids.len()] })
+        .collect())
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use trtllm::runtime::{load_engine_model, EngineOptions, SamplingParams, Scheduler, SchedulerConfig, SeqRequest};
+use trtllm::runtime::{
+    load_engine_model, EngineOptions, SamplingParams, Scheduler, SchedulerConfig, SeqRequest,
+};
 use trtllm::{DType, Device};
 
 /// The throughput mode's flags (flattened into `trtllm bench`).
@@ -73,18 +75,33 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let blocks = a.kv_blocks.unwrap_or(a.max_num_seqs * seq_len.div_ceil(bs) + 1);
     let dtype = opts.load.weight_dtype(model.config());
     let kv = Scheduler::make_kv(model.as_ref(), c.device, dtype, bs, blocks)?;
-    let cfg = SchedulerConfig { max_batch_size: a.max_num_seqs, max_num_tokens: a.max_num_tokens, max_seq_len: seq_len, prefix_caching: true };
+    let cfg = SchedulerConfig {
+        max_batch_size: a.max_num_seqs,
+        max_num_tokens: a.max_num_tokens,
+        max_seq_len: seq_len,
+        prefix_caching: true,
+    };
     let mut s = Scheduler::new(model, kv, cfg, eos)?;
     let params = Arc::new(SamplingParams { ignore_eos: true, ..SamplingParams::greedy(c.output_len) });
 
     // Warm-up (kernels, allocator): one short request, not counted.
-    s.add(SeqRequest { id: u64::MAX, prompt: prompt(u64::MAX, c.input_len.min(16), vocab), params: Arc::new(SamplingParams::greedy(2)), seed: None })?;
+    s.add(SeqRequest {
+        id: u64::MAX,
+        prompt: prompt(u64::MAX, c.input_len.min(16), vocab),
+        params: Arc::new(SamplingParams::greedy(2)),
+        seed: None,
+    })?;
     while s.has_work() {
         s.step()?;
     }
     let start = Instant::now();
     for i in 0..a.num_requests {
-        s.add(SeqRequest { id: i as u64, prompt: prompt(i as u64 + 1, c.input_len, vocab), params: params.clone(), seed: None })?;
+        s.add(SeqRequest {
+            id: i as u64,
+            prompt: prompt(i as u64 + 1, c.input_len, vocab),
+            params: params.clone(),
+            seed: None,
+        })?;
     }
     let mut first: HashMap<u64, f64> = HashMap::new();
     let mut last: HashMap<u64, f64> = HashMap::new();
@@ -105,7 +122,8 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let n = a.num_requests as f64;
     let mut ttft: Vec<f64> = first.values().copied().collect();
     ttft.sort_by(f64::total_cmp);
-    let tpot: f64 = first.iter().map(|(k, f)| (last[k] - f) / (c.output_len.max(2) - 1) as f64).sum::<f64>() / n;
+    let tpot: f64 =
+        first.iter().map(|(k, f)| (last[k] - f) / (c.output_len.max(2) - 1) as f64).sum::<f64>() / n;
     let pct = |p: f64| ttft.get(((ttft.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
     let total_tokens = a.num_requests * c.input_len + out_tokens;
     if c.json {
@@ -127,7 +145,12 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     println!("requests/s        {:.2}", n / wall);
     println!("output tokens/s   {:.1}", out_tokens as f64 / wall);
     println!("total tokens/s    {:.1}", total_tokens as f64 / wall);
-    println!("TTFT              mean {:.1} ms  p50 {:.1} ms  p99 {:.1} ms", ttft.iter().sum::<f64>() / n * 1e3, pct(0.5) * 1e3, pct(0.99) * 1e3);
+    println!(
+        "TTFT              mean {:.1} ms  p50 {:.1} ms  p99 {:.1} ms",
+        ttft.iter().sum::<f64>() / n * 1e3,
+        pct(0.5) * 1e3,
+        pct(0.99) * 1e3
+    );
     println!("TPOT              mean {:.2} ms", tpot * 1e3);
     Ok(())
 }

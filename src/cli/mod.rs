@@ -14,7 +14,11 @@ mod weights;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "trtllm", version, about = "LLM inference: models defined with Rust macros, run on CPU or CUDA")]
+#[command(
+    name = "trtllm",
+    version,
+    about = "LLM inference: models defined with Rust macros, run on CPU or CUDA"
+)]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -89,7 +93,9 @@ pub fn resolve_device(d: &DeviceArg) -> anyhow::Result<trtllm::Device> {
         DeviceArg::Cuda(n) => {
             let count = trtllm::kernels::Gpu::device_count();
             if *n >= count {
-                anyhow::bail!("--device cuda:{n}: {count} CUDA device(s) usable on this machine; use --device cpu");
+                anyhow::bail!(
+                    "--device cuda:{n}: {count} CUDA device(s) usable on this machine; use --device cpu"
+                );
             }
             Ok(trtllm::Device::Cuda(*n))
         }
@@ -109,7 +115,13 @@ pub fn parse_dtype(s: &str) -> anyhow::Result<Option<trtllm::DType>> {
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// HF model directory (or a checkpoint / engine directory).
-    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
+    #[arg(
+        long,
+        alias = "model_dir",
+        alias = "model-dir",
+        required_unless_present = "engine_dir",
+        conflicts_with = "engine_dir"
+    )]
     pub model: Option<std::path::PathBuf>,
     /// Engine directory from `trtllm build` (its build limits are the defaults).
     #[arg(long, alias = "engine_dir")]

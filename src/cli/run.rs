@@ -65,7 +65,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         ignore_eos: a.ignore_eos,
         ..Default::default()
     };
-    let prompts = a.input_text.iter().map(|p| llm.tokenizer()?.encode(p)).collect::<trtllm::Result<Vec<_>>>()?;
+    let prompts =
+        a.input_text.iter().map(|p| llm.tokenizer()?.encode(p)).collect::<trtllm::Result<Vec<_>>>()?;
     let single = prompts.len() == 1;
     let tok = llm.tokenizer.take();
     let mut dec = StreamDecoder::new();

@@ -60,7 +60,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     let tok = Tokenizer::from_dir(tok_dir)?;
     let chat = ChatTemplate::for_tokenizer(&tok, tok_dir)?;
-    let prompts = docs.iter().map(|d| prompt_ids(&tok, chat.as_ref(), &d.document)).collect::<trtllm::Result<Vec<_>>>()?;
+    let prompts = docs
+        .iter()
+        .map(|d| prompt_ids(&tok, chat.as_ref(), &d.document))
+        .collect::<trtllm::Result<Vec<_>>>()?;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
 
     let mut opts = EngineOptions::for_dir(dir)?;
@@ -96,7 +99,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &a.output_file {
-        let list: Vec<_> = docs.iter().zip(&ours).map(|(d, o)| serde_json::json!({"id": d.id, "output": o})).collect();
+        let list: Vec<_> =
+            docs.iter().zip(&ours).map(|(d, o)| serde_json::json!({"id": d.id, "output": o})).collect();
         let text = serde_json::to_string_pretty(&list)?;
         std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }

@@ -11,7 +11,13 @@ use trtllm::runtime::{EngineOptions, Llm};
 #[derive(clap::Args)]
 pub struct Args {
     /// HF model directory (or a checkpoint / engine directory).
-    #[arg(long, alias = "model_dir", alias = "model-dir", required_unless_present = "engine_dir", conflicts_with = "engine_dir")]
+    #[arg(
+        long,
+        alias = "model_dir",
+        alias = "model-dir",
+        required_unless_present = "engine_dir",
+        conflicts_with = "engine_dir"
+    )]
     model: Option<PathBuf>,
     /// Engine directory from `trtllm build` (or a checkpoint / HF directory).
     #[arg(long, alias = "engine_dir")]
@@ -37,7 +43,9 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let device = super::resolve_device(&a.device)?;
-    let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else { anyhow::bail!("--model or --engine-dir is required") };
+    let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else {
+        anyhow::bail!("--model or --engine-dir is required")
+    };
     let refs = Reference::open(&a.reference)?;
     let ref_dtype = refs.meta("dtype").unwrap_or("float32");
     let mut opts = EngineOptions::for_dir(dir)?;
@@ -61,7 +69,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         ref_dtype,
         refs.meta("seq_len").unwrap_or("?"),
     );
-    let vopts = VerifyOptions { nmse_threshold: a.nmse_threshold, kl_threshold: a.kl_threshold, greedy: !a.no_greedy };
+    let vopts = VerifyOptions {
+        nmse_threshold: a.nmse_threshold,
+        kl_threshold: a.kl_threshold,
+        greedy: !a.no_greedy,
+    };
     let report = verify(&mut llm, &refs, &vopts)?;
     print!("{}", report.render());
     if !report.passed() {

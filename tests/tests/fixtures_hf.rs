@@ -27,13 +27,15 @@ fn ids(t: &Tensor) -> Vec<u32> {
 
 fn engine(name: &str, block_size: usize) -> Llm {
     trtllm::init();
-    let mut opts = EngineOptions { kv_block_size: block_size, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+    let mut opts =
+        EngineOptions { kv_block_size: block_size, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     Llm::with_options(fixture(name), opts).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn check(name: &str) {
-    let refs = SafetensorsFiles::open_files(&[fixture(name).join("reference.safetensors")]).expect("reference");
+    let refs =
+        SafetensorsFiles::open_files(&[fixture(name).join("reference.safetensors")]).expect("reference");
     let read = |n: &str| refs.read(n).unwrap_or_else(|e| panic!("{name}: {e}"));
     let input = ids(&read("input_ids"));
     // Block size 3: every sequence spans several non-trivially aligned blocks.
@@ -50,7 +52,8 @@ fn check(name: &str) {
     }
     let e = nmse(hidden[layers].f32s().expect("f32"), read("final_norm_input").f32s().expect("f32"));
     assert!(e <= 1e-6, "{name}: last layer output NMSE {e:e}");
-    let e = nmse(hidden[layers + 1].f32s().expect("f32"), read(&format!("hidden.{layers}")).f32s().expect("f32"));
+    let e =
+        nmse(hidden[layers + 1].f32s().expect("f32"), read(&format!("hidden.{layers}")).f32s().expect("f32"));
     assert!(e <= 1e-6, "{name}: final norm output NMSE {e:e}");
 
     if refs.contains("prefix.input_ids") {

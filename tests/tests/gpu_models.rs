@@ -10,7 +10,9 @@ use trtllm_core::{DType, Device, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
     // At run time when set (the GPU machine runs binaries built elsewhere), else where they were built.
-    let root = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     root.join("fixtures").join(name)
 }
 
@@ -30,22 +32,33 @@ fn check(name: &str) {
         return;
     }
     trtllm::init();
-    let refs = SafetensorsFiles::open_files(&[fixture(name).join("reference.safetensors")]).expect("reference");
+    let refs =
+        SafetensorsFiles::open_files(&[fixture(name).join("reference.safetensors")]).expect("reference");
     let input = ids(&refs.read("input_ids").expect("ids"));
     let want_logits = refs.read("logits").expect("logits");
     for (dt, limit) in [(DType::F32, 1e-5), (DType::BF16, 1e-3)] {
-        let mut opts = EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+        let mut opts =
+            EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
         opts.load.dtype = Some(dt);
         opts.load.device = Device::Cuda(0);
         let mut llm = Llm::with_options(fixture(name), opts).unwrap_or_else(|e| panic!("{name} {dt}: {e}"));
-        let logits = llm.logits_all(&input, None, &SingleRank).expect("forward").to_cpu().expect("dl").to_f32_vec().expect("f32");
+        let logits = llm
+            .logits_all(&input, None, &SingleRank)
+            .expect("forward")
+            .to_cpu()
+            .expect("dl")
+            .to_f32_vec()
+            .expect("f32");
         let e = nmse(&logits, want_logits.f32s().expect("f32"));
         println!("{name:20} {dt:9} logits NMSE {e:.2e}");
         assert!(e <= limit, "{name} {dt}: logits NMSE {e:e} > {limit:e}");
         if dt == DType::F32 {
             let want = ids(&refs.read("greedy").expect("greedy"));
-            let params = SamplingParams { max_new_tokens: want.len(), ignore_eos: true, ..Default::default() };
-            let got = llm.generate_ids(vec![input.clone(), input.clone()], &params, &mut |_, _| {}).expect("generate");
+            let params =
+                SamplingParams { max_new_tokens: want.len(), ignore_eos: true, ..Default::default() };
+            let got = llm
+                .generate_ids(vec![input.clone(), input.clone()], &params, &mut |_, _| {})
+                .expect("generate");
             assert_eq!(got[0].token_ids, want, "{name}: GPU greedy differs from HF");
             assert_eq!(got[1].token_ids, want, "{name}: GPU batched greedy differs from HF");
         }
@@ -57,6 +70,24 @@ macro_rules! fixtures {
 }
 
 fixtures!(
-    llama, llama_tied, llama_rope_linear, llama_rope_dynamic, llama_rope_llama3, llama_rope_yarn, mistral_swa, qwen2,
-    qwen2_swa, qwen3, gemma, gemma2, gemma3, gemma3_cond, phi3, phi3_longrope, gpt2, gpt2_noprefix, mixtral, qwen3_moe,
+    llama,
+    llama_tied,
+    llama_rope_linear,
+    llama_rope_dynamic,
+    llama_rope_llama3,
+    llama_rope_yarn,
+    mistral_swa,
+    qwen2,
+    qwen2_swa,
+    qwen3,
+    gemma,
+    gemma2,
+    gemma3,
+    gemma3_cond,
+    phi3,
+    phi3_longrope,
+    gpt2,
+    gpt2_noprefix,
+    mixtral,
+    qwen3_moe,
 );

@@ -12,7 +12,9 @@ use trtllm_kernels::{DevBuf, Gpu};
 
 fn gpu() -> Option<std::sync::Arc<Gpu>> {
     if !Gpu::available() {
-        eprintln!("SKIPPED: no CUDA GPU on this machine (GPU tests run through scripts/gpu-check.sh on the device)");
+        eprintln!(
+            "SKIPPED: no CUDA GPU on this machine (GPU tests run through scripts/gpu-check.sh on the device)"
+        );
         return None;
     }
     // Read once, at the first allocation: every output of this process starts as NaN.
@@ -27,7 +29,8 @@ fn rand_t(rng: &mut SmallRng, shape: &[usize], scale: f32) -> Tensor {
 }
 
 fn rel(got: &Tensor, want: &Tensor) -> f64 {
-    let (g, w) = (got.to_cpu().expect("download").to_f32_vec().expect("f32"), want.to_f32_vec().expect("f32"));
+    let (g, w) =
+        (got.to_cpu().expect("download").to_f32_vec().expect("f32"), want.to_f32_vec().expect("f32"));
     assert_eq!(g.len(), w.len());
     assert!(g.iter().all(|x| x.is_finite()), "non-finite (unwritten or NaN) output");
     let num: f64 = g.iter().zip(&w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
@@ -42,7 +45,11 @@ fn up(g: &std::sync::Arc<Gpu>, t: &Tensor, dt: DType) -> (Tensor, Tensor) {
 }
 
 fn tol(dt: DType) -> f64 {
-    if dt == DType::F32 { 1e-5 } else { 1e-2 }
+    if dt == DType::F32 {
+        1e-5
+    } else {
+        1e-2
+    }
 }
 
 const DTS: [DType; 2] = [DType::F32, DType::BF16];
@@ -85,21 +92,41 @@ fn elementwise_and_norms() {
             check("mul", ops::mul(&a, &b).expect("gpu"), ops::mul(&ar, &br).expect("cpu"));
             check("add_bias", ops::add_bias(&a, &bb).expect("gpu"), ops::add_bias(&ar, &bbr).expect("cpu"));
             check("softcap", ops::softcap(&a, 1.5).expect("gpu"), ops::softcap(&ar, 1.5).expect("cpu"));
-            check("rms_norm", ops::rms_norm(&a, &wg, 1e-6).expect("gpu"), ops::rms_norm(&ar, &w, 1e-6).expect("cpu"));
+            check(
+                "rms_norm",
+                ops::rms_norm(&a, &wg, 1e-6).expect("gpu"),
+                ops::rms_norm(&ar, &w, 1e-6).expect("cpu"),
+            );
             let (s, n) = ops::add_rms_norm(&a, &b, &wg, 1e-6).expect("gpu");
             let (sr, nr) = ops::add_rms_norm(&ar, &br, &w, 1e-6).expect("cpu");
             check("add_rms_norm.sum", s, sr);
             check("add_rms_norm.norm", n, nr);
-            check("layer_norm", ops::layer_norm(&a, &wg, Some(&biasg), 1e-5).expect("gpu"), ops::layer_norm(&ar, &w, Some(&bias), 1e-5).expect("cpu"));
+            check(
+                "layer_norm",
+                ops::layer_norm(&a, &wg, Some(&biasg), 1e-5).expect("gpu"),
+                ops::layer_norm(&ar, &w, Some(&bias), 1e-5).expect("cpu"),
+            );
             for act in [Activation::Silu, Activation::Gelu, Activation::GeluTanh, Activation::Relu] {
-                check("activation", ops::activation(&a, act).expect("gpu"), ops::activation(&ar, act).expect("cpu"));
+                check(
+                    "activation",
+                    ops::activation(&a, act).expect("gpu"),
+                    ops::activation(&ar, act).expect("cpu"),
+                );
             }
             if d % 2 == 0 {
-                check("gated", ops::gated_activation(&a, Activation::Silu).expect("gpu"), ops::gated_activation(&ar, Activation::Silu).expect("cpu"));
+                check(
+                    "gated",
+                    ops::gated_activation(&a, Activation::Silu).expect("gpu"),
+                    ops::gated_activation(&ar, Activation::Silu).expect("cpu"),
+                );
             }
             if dt == DType::F32 {
                 let c = ops::cast(&a, DType::BF16).expect("cast");
-                check("cast", ops::cast(&c, DType::F32).expect("cast"), ar.to_dtype(DType::BF16).expect("r").to_dtype(DType::F32).expect("r"));
+                check(
+                    "cast",
+                    ops::cast(&c, DType::F32).expect("cast"),
+                    ar.to_dtype(DType::BF16).expect("r").to_dtype(DType::F32).expect("r"),
+                );
             }
         }
     }
@@ -112,19 +139,30 @@ fn gather_scatter_argmax() {
     for dt in DTS {
         let (table, tr) = up(&g, &rand_t(&mut rng, &[50, 37], 1.0), dt);
         let ids = [3u32, 0, 49, 3, 17];
-        let e = rel(&ops::embedding(&ids, &table, Some(2.5)).expect("gpu"), &ops::embedding(&ids, &tr, Some(2.5)).expect("cpu"));
+        let e = rel(
+            &ops::embedding(&ids, &table, Some(2.5)).expect("gpu"),
+            &ops::embedding(&ids, &tr, Some(2.5)).expect("cpu"),
+        );
         assert!(e <= tol(dt), "embedding {dt}: {e:e}");
         assert!(ops::embedding(&[50], &table, None).is_err(), "out-of-range id must be an error");
         let rows = [4usize, 1, 1, 30];
-        let e = rel(&ops::select_rows(&table, &rows).expect("gpu"), &ops::select_rows(&tr, &rows).expect("cpu"));
+        let e =
+            rel(&ops::select_rows(&table, &rows).expect("gpu"), &ops::select_rows(&tr, &rows).expect("cpu"));
         assert!(e <= tol(dt), "select_rows {dt}: {e:e}");
         let (y, yr) = up(&g, &rand_t(&mut rng, &[3, 37], 1.0), dt);
         let (idx, w) = ([7usize, 0, 49], [0.25f32, 1.0, -0.5]);
-        let e = rel(&ops::scatter_add_rows(&table, &y, &idx, &w).expect("gpu"), &ops::scatter_add_rows(&tr, &yr, &idx, &w).expect("cpu"));
+        let e = rel(
+            &ops::scatter_add_rows(&table, &y, &idx, &w).expect("gpu"),
+            &ops::scatter_add_rows(&tr, &yr, &idx, &w).expect("cpu"),
+        );
         assert!(e <= tol(dt), "scatter_add_rows {dt}: {e:e}");
         for (r, v) in [(1, 49152), (4, 1000), (3, 7)] {
             let (l, lr) = up(&g, &rand_t(&mut rng, &[r, v], 5.0), dt);
-            assert_eq!(ops::argmax_rows(&l).expect("gpu"), ops::argmax_rows(&lr).expect("cpu"), "argmax {dt} [{r},{v}]");
+            assert_eq!(
+                ops::argmax_rows(&l).expect("gpu"),
+                ops::argmax_rows(&lr).expect("cpu"),
+                "argmax {dt} [{r},{v}]"
+            );
         }
     }
 }
@@ -135,22 +173,37 @@ fn qkv_attention() {
     let Some(g) = gpu() else { return };
     let mut rng = SmallRng::seed_from_u64(4);
     for dt in DTS {
-        for (nh, nkv, hd, window, softcap, qk_norm, rot) in
-            [(4, 2, 16, None, None, false, 8), (8, 1, 64, Some(5), Some(3.0), true, 32), (6, 6, 128, None, None, false, 32), (2, 1, 256, None, None, true, 64)]
-        {
+        for (nh, nkv, hd, window, softcap, qk_norm, rot) in [
+            (4, 2, 16, None, None, false, 8),
+            (8, 1, 64, Some(5), Some(3.0), true, 32),
+            (6, 6, 128, None, None, false, 32),
+            (2, 1, 256, None, None, true, 64),
+        ] {
             let bs = 4;
             let slots = 40 * bs;
             let tables: [Vec<u32>; 2] = [vec![7, 2, 30, 11], vec![5, 19, 3]];
             let mut steps_hist = vec![];
             let (mut kc, mut vc) = (vec![0f32; slots * nkv * hd], vec![0f32; slots * nkv * hd]);
             let kv_bytes = slots * nkv * hd * dt.size_in_bytes();
-            let mut gk = KvLayer::Cuda { k: DevBuf::zeros(&g, kv_bytes).expect("kv"), v: DevBuf::zeros(&g, kv_bytes).expect("kv"), dtype: dt };
+            let mut gk = KvLayer::Cuda {
+                k: DevBuf::zeros(&g, kv_bytes).expect("kv"),
+                v: DevBuf::zeros(&g, kv_bytes).expect("kv"),
+                dtype: dt,
+            };
             let mut ck = KvLayer::Cpu { k: std::mem::take(&mut kc), v: std::mem::take(&mut vc) };
             let qn = rand_t(&mut rng, &[hd], 1.0).map_f32(|x| 1.0 + 0.3 * x).expect("w");
             let kn = rand_t(&mut rng, &[hd], 1.0).map_f32(|x| 1.0 + 0.3 * x).expect("w");
             let (qng, kng) = (qn.to_gpu(&g).expect("up"), kn.to_gpu(&g).expect("up"));
-            let inv: Vec<f32> = (0..rot / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / rot as f32)).collect();
-            let attn = AttnParams { num_heads: nh, num_kv_heads: nkv, head_dim: hd, scale: (hd as f32).powf(-0.5), window, softcap };
+            let inv: Vec<f32> =
+                (0..rot / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / rot as f32)).collect();
+            let attn = AttnParams {
+                num_heads: nh,
+                num_kv_heads: nkv,
+                head_dim: hd,
+                scale: (hd as f32).powf(-0.5),
+                window,
+                softcap,
+            };
             // Step 1: seq 0 prefills 11, seq 1 prefills 9. Step 2: seq 0 decodes 1, seq 1 prefills 3 more.
             for (s0, s1) in [((0usize, 11usize), (0usize, 9usize)), ((11, 1), (9, 3))] {
                 let toks = vec![1u32; 16];
@@ -161,15 +214,24 @@ fn qkv_attention() {
                 let batch = ForwardBatch::new(&steps, bs, true).expect("batch");
                 let t = batch.num_tokens();
                 let (qkv, qkvr) = up(&g, &rand_t(&mut rng, &[t, (nh + 2 * nkv) * hd], 1.0), dt);
-                let (qkn_g, qkn_c) = if qk_norm { (Some((&qng, &kng, 1e-6)), Some((&qn, &kn, 1e-6))) } else { (None, None) };
+                let (qkn_g, qkn_c) =
+                    if qk_norm { (Some((&qng, &kng, 1e-6)), Some((&qn, &kn, 1e-6))) } else { (None, None) };
                 let inv_dev = Tensor::from_f32(inv.clone(), &[inv.len()]).expect("t").to_gpu(&g).expect("up");
-                let pg = QkvParams { attn, rope: Some((&inv, 1.0)), rope_on_device: Some(&inv_dev), qk_norm: qkn_g };
+                let pg = QkvParams {
+                    attn,
+                    rope: Some((&inv, 1.0)),
+                    rope_on_device: Some(&inv_dev),
+                    qk_norm: qkn_g,
+                };
                 let pc = QkvParams { attn, rope: Some((&inv, 1.0)), rope_on_device: None, qk_norm: qkn_c };
                 let dev = batch.to_device(&g).expect("batch to device");
                 let got = ops::qkv_attention(&qkv, &mut gk, &batch, Some(&dev), &pg).expect("gpu");
                 let want = ops::qkv_attention(&qkvr, &mut ck, &batch, None, &pc).expect("cpu");
                 let e = rel(&got, &want);
-                assert!(e <= tol(dt) * if dt == DType::BF16 { 2.0 } else { 1.0 }, "qkv_attention {dt} nh={nh} nkv={nkv} hd={hd}: {e:e}");
+                assert!(
+                    e <= tol(dt) * if dt == DType::BF16 { 2.0 } else { 1.0 },
+                    "qkv_attention {dt} nh={nh} nkv={nkv} hd={hd}: {e:e}"
+                );
                 steps_hist.push(t);
             }
             assert_eq!(steps_hist, vec![20, 4]);

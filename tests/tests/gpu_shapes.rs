@@ -28,17 +28,27 @@ fn real_shapes_match_hf() {
         return;
     }
     trtllm::init();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).expect("shapes dir").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(&root).expect("shapes dir").filter_map(|e| e.ok().map(|e| e.path())).collect();
     dirs.sort();
     for dir in dirs {
-        for (dt, file) in [(DType::F32, "reference_f32.safetensors"), (DType::BF16, "reference_bf16.safetensors")] {
+        for (dt, file) in
+            [(DType::F32, "reference_f32.safetensors"), (DType::BF16, "reference_bf16.safetensors")]
+        {
             if !dir.join(file).exists() {
                 continue;
             }
             let refs = SafetensorsFiles::open_files(&[dir.join(file)]).expect("reference");
-            let input: Vec<u32> = refs.read("input_ids").expect("ids").i32s().expect("i32").iter().map(|&x| x as u32).collect();
-            let want: Vec<u32> = refs.read("greedy").expect("greedy").i32s().expect("i32").iter().map(|&x| x as u32).collect();
-            let mut opts = EngineOptions { kv_block_size: 16, max_batch_size: 1, max_seq_len: 256, ..Default::default() };
+            let input: Vec<u32> =
+                refs.read("input_ids").expect("ids").i32s().expect("i32").iter().map(|&x| x as u32).collect();
+            let want: Vec<u32> =
+                refs.read("greedy").expect("greedy").i32s().expect("i32").iter().map(|&x| x as u32).collect();
+            let mut opts = EngineOptions {
+                kv_block_size: 16,
+                max_batch_size: 1,
+                max_seq_len: 256,
+                ..Default::default()
+            };
             opts.load.dtype = Some(dt);
             opts.load.device = Device::Cuda(0);
             let t0 = std::time::Instant::now();
@@ -48,7 +58,9 @@ fn real_shapes_match_hf() {
             let ours = logits.to_cpu().expect("dl").to_f32_vec().expect("f32");
             let e = nmse(&ours, refs.read("logits").expect("logits").f32s().expect("f32"));
             // Against the f32 reference: ours vs HF's own bf16.
-            let f32_ref = SafetensorsFiles::open_files(&[dir.join("reference_f32.safetensors")]).ok().and_then(|r| r.read("logits").ok());
+            let f32_ref = SafetensorsFiles::open_files(&[dir.join("reference_f32.safetensors")])
+                .ok()
+                .and_then(|r| r.read("logits").ok());
             let (ours_vs_f32, hf_vs_f32) = match &f32_ref {
                 Some(r) => (
                     nmse(&ours, r.f32s().expect("f32")),
@@ -56,7 +68,8 @@ fn real_shapes_match_hf() {
                 ),
                 None => (f64::NAN, f64::NAN),
             };
-            let params = SamplingParams { max_new_tokens: want.len(), ignore_eos: true, ..Default::default() };
+            let params =
+                SamplingParams { max_new_tokens: want.len(), ignore_eos: true, ..Default::default() };
             let got = llm.generate_ids(vec![input], &params, &mut |_, _| {}).expect("generate");
             let same = got[0].token_ids == want;
             let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();

@@ -34,7 +34,8 @@ fn every_expected_architecture_is_registered() {
 #[test]
 fn aliases_share_an_entry_and_unknown_names_get_a_hint() {
     trtllm::init();
-    let (a, b) = (trtllm_core::model::lookup("LlamaForCausalLM"), trtllm_core::model::lookup("MistralForCausalLM"));
+    let (a, b) =
+        (trtllm_core::model::lookup("LlamaForCausalLM"), trtllm_core::model::lookup("MistralForCausalLM"));
     assert!(std::ptr::eq(a.expect("llama"), b.expect("mistral")));
     let err = trtllm_core::model::lookup("LLamaForCausalLM").err().expect("unknown").to_string();
     assert!(err.contains("did you mean `LlamaForCausalLM`"), "{err}");

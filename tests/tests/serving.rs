@@ -8,8 +8,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use trtllm_core::runtime::{
-    load_engine_model, Engine, EngineOptions, Event, Finish, KvCache, Llm, SamplingParams, Scheduler, SchedulerConfig,
-    SeqRequest, Tokenizer,
+    load_engine_model, Engine, EngineOptions, Event, Finish, KvCache, Llm, SamplingParams, Scheduler,
+    SchedulerConfig, SeqRequest, Tokenizer,
 };
 use trtllm_core::{DType, Device};
 
@@ -28,13 +28,19 @@ fn opts() -> EngineOptions {
 fn reference(prompts: &[Vec<u32>], max_new: usize) -> Vec<Vec<u32>> {
     let mut llm = Llm::with_options(fixture(), opts()).expect("load");
     let p = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(max_new) };
-    prompts.iter().map(|pr| llm.generate_ids(vec![pr.clone()], &p, &mut |_, _| {}).expect("generate")[0].token_ids.clone()).collect()
+    prompts
+        .iter()
+        .map(|pr| {
+            llm.generate_ids(vec![pr.clone()], &p, &mut |_, _| {}).expect("generate")[0].token_ids.clone()
+        })
+        .collect()
 }
 
 fn scheduler(num_blocks: usize, cfg: SchedulerConfig) -> Scheduler {
     let o = opts();
     let model = load_engine_model(&fixture(), &o).expect("load");
-    let kv = Scheduler::make_kv(model.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, num_blocks).expect("kv");
+    let kv =
+        Scheduler::make_kv(model.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, num_blocks).expect("kv");
     Scheduler::new(model, kv, cfg, vec![2]).expect("scheduler")
 }
 
@@ -233,7 +239,8 @@ fn engine_streams_n_choices_stop_strings_and_cancels() {
     // A stop string cuts the text before it and ends the choice.
     if let Some(stop) = full.get(3..5).filter(|s| !s.trim().is_empty()) {
         let (tx, rx) = mpsc::channel();
-        let p = SamplingParams { stop: vec![stop.to_string()], ignore_eos: true, ..SamplingParams::greedy(16) };
+        let p =
+            SamplingParams { stop: vec![stop.to_string()], ignore_eos: true, ..SamplingParams::greedy(16) };
         h.submit(ids.clone(), p, Box::new(tx)).expect("submit");
         let (_, text, fin, _) = collect(&rx);
         assert_eq!(fin[0], Some(Finish::Stop));
@@ -259,7 +266,8 @@ fn engine_streams_n_choices_stop_strings_and_cancels() {
     let prom = m.render_prometheus();
     assert!(prom.contains("trtllm_requests_total{outcome=\"aborted\"} 1"), "{prom}");
     // Invalid input is refused at submit, naming the field.
-    let e = h.submit(vec![], SamplingParams::default(), Box::new(mpsc::channel().0)).err().expect("empty prompt");
+    let e =
+        h.submit(vec![], SamplingParams::default(), Box::new(mpsc::channel().0)).err().expect("empty prompt");
     assert!(e.to_string().contains("prompt"), "{e}");
     let e = h.submit(ids, SamplingParams::greedy(1000), Box::new(mpsc::channel().0)).err().expect("too long");
     assert!(e.to_string().contains("max_tokens"), "{e}");

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use trtllm_core::runtime::rouge::tokenize;
-use trtllm_core::runtime::summarize::{load_dataset, load_hf_outputs, prompt_ids, score, summarize, INSTRUCTION};
+use trtllm_core::runtime::summarize::{
+    load_dataset, load_hf_outputs, prompt_ids, score, summarize, INSTRUCTION,
+};
 use trtllm_core::runtime::{ChatTemplate, EngineOptions, Llm, Tokenizer};
 use trtllm_core::DType;
 
@@ -33,7 +35,8 @@ fn committed_dataset() {
 fn prompts() {
     let dir = fixture("llama");
     let tok = Tokenizer::from_dir(&dir).expect("tokenizer");
-    let chat = ChatTemplate::for_tokenizer(&tok, &dir).expect("template").expect("fixture has a chat template");
+    let chat =
+        ChatTemplate::for_tokenizer(&tok, &dir).expect("template").expect("fixture has a chat template");
     let ids = prompt_ids(&tok, Some(&chat), "Doc.").expect("prompt");
     let want = format!("<s>user\n{INSTRUCTION}Doc.</s>\n<s>assistant\n");
     assert_eq!(ids, tok.encode_raw(&want).expect("encode"));
@@ -46,7 +49,11 @@ fn prompts() {
 fn errors_name_file_and_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let f = tmp.path().join("d.jsonl");
-    std::fs::write(&f, "{\"id\": \"a\", \"document\": \"x\", \"summary\": \"y\"}\n\n{\"id\": \"b\", \"summary\": \"y\"}\n").expect("write");
+    std::fs::write(
+        &f,
+        "{\"id\": \"a\", \"document\": \"x\", \"summary\": \"y\"}\n\n{\"id\": \"b\", \"summary\": \"y\"}\n",
+    )
+    .expect("write");
     let e = load_dataset(tmp.path()).expect_err("error").to_string();
     assert!(e.contains("d.jsonl") && e.contains("line 3") && e.contains("`document`"), "{e}");
     std::fs::write(&f, "{\"id\": \"a\", \"document\": \"x\", \"summary\": \"y\"}\n{\"id\": \"a\", \"document\": \"x\", \"summary\": \"y\"}\n").expect("write");
@@ -82,12 +89,14 @@ fn summarizes_with_a_fixture() {
     std::fs::write(&f, lines.join("\n")).expect("write");
     let docs = load_dataset(&f).expect("docs");
     let dir = fixture("llama");
-    let mut opts = EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 128, ..Default::default() };
+    let mut opts =
+        EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 128, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     let mut llm = Llm::with_options(&dir, opts).expect("load");
     let tok = Tokenizer::from_dir(&dir).expect("tokenizer");
     let chat = ChatTemplate::for_tokenizer(&tok, &dir).expect("template");
-    let prompts: Vec<_> = docs.iter().map(|d| prompt_ids(&tok, chat.as_ref(), &d.document).expect("prompt")).collect();
+    let prompts: Vec<_> =
+        docs.iter().map(|d| prompt_ids(&tok, chat.as_ref(), &d.document).expect("prompt")).collect();
     let mut batches = vec![];
     let a = summarize(&mut llm, &prompts, 6, 2, &mut |n| batches.push(n)).expect("summarize");
     assert_eq!(batches, [2, 3]);

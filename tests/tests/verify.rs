@@ -16,7 +16,8 @@ fn fixture(name: &str) -> PathBuf {
 
 fn llm(dir: &Path) -> Llm {
     trtllm::init();
-    let mut opts = EngineOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 64, ..Default::default() };
+    let mut opts =
+        EngineOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     Llm::with_options(dir, opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
@@ -35,7 +36,10 @@ fn fixture_passes() {
     let stages: Vec<Stage> = report.rows.iter().map(|r| r.stage.clone()).collect();
     assert_eq!(stages, [Stage::Embedding, Stage::Layer(0), Stage::Layer(1), Stage::FinalNorm, Stage::Logits]);
     assert!(report.kl_mean < 1e-8, "{text}");
-    assert!(report.greedy.as_ref().is_some_and(|g| g.first_mismatch.is_none() && g.ours.len() == 16), "{text}");
+    assert!(
+        report.greedy.as_ref().is_some_and(|g| g.first_mismatch.is_none() && g.ours.len() == 16),
+        "{text}"
+    );
     assert!(text.contains("first divergence: none") && text.ends_with("PASS\n"), "{text}");
 
     // The same model converted and built into an engine directory.

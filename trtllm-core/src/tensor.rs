@@ -114,7 +114,10 @@ impl Tensor {
     /// A tensor over device memory (`buf` holds at least `numel(shape)` elements of `dtype`).
     pub fn from_devbuf(buf: DevBuf, shape: &[usize], dtype: DType) -> Result<Self> {
         if buf.len() < numel(shape) * dtype.size_in_bytes() {
-            return Err(Error::shape("from_devbuf", format!("{} bytes cannot hold {shape:?} {dtype}", buf.len())));
+            return Err(Error::shape(
+                "from_devbuf",
+                format!("{} bytes cannot hold {shape:?} {dtype}", buf.len()),
+            ));
         }
         Ok(Tensor { storage: Storage::Cuda(Arc::new(buf), dtype), shape: shape.to_vec(), offset: 0 })
     }
@@ -147,10 +150,22 @@ impl Tensor {
         let Some((buf, off)) = self.devbuf() else { return Ok(self.clone()) };
         let bytes = buf.download(off, self.size_in_bytes()).map_err(|e| Error::Device(e.to_string()))?;
         match self.dtype() {
-            DType::F32 => Tensor::from_f32(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), &self.shape),
-            DType::BF16 => Tensor::from_bf16(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect(), &self.shape),
-            DType::F16 => Tensor::from_f16(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(), &self.shape),
-            DType::I32 => Tensor::from_i32(bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), &self.shape),
+            DType::F32 => Tensor::from_f32(
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                &self.shape,
+            ),
+            DType::BF16 => Tensor::from_bf16(
+                bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect(),
+                &self.shape,
+            ),
+            DType::F16 => Tensor::from_f16(
+                bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
+                &self.shape,
+            ),
+            DType::I32 => Tensor::from_i32(
+                bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                &self.shape,
+            ),
         }
     }
     pub fn is_meta(&self) -> bool {
@@ -201,7 +216,9 @@ impl Tensor {
             Storage::F16(_) => self.f16s()?.iter().map(|x| x.to_f32()).collect(),
             Storage::BF16(_) => self.bf16s()?.iter().map(|x| x.to_f32()).collect(),
             Storage::I32(_) => self.i32s()?.iter().map(|&x| x as f32).collect(),
-            Storage::Meta(_) => return Err(Error::DType { op: "to_f32_vec (meta tensor)", dtype: self.dtype() }),
+            Storage::Meta(_) => {
+                return Err(Error::DType { op: "to_f32_vec (meta tensor)", dtype: self.dtype() })
+            }
             Storage::Cuda(..) => return self.to_cpu()?.to_f32_vec(),
         })
     }

@@ -49,7 +49,12 @@ fn gemma3(cfg: &mut ModelConfig) {
 /// and projector are not used.
 pub const GEMMA3_LAYOUT: ModelLayout = ModelLayout {
     prefix_aliases: &["model.language_model", "language_model.model"],
-    ignore: &["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."],
+    ignore: &[
+        "vision_tower.",
+        "multi_modal_projector.",
+        "model.vision_tower.",
+        "model.multi_modal_projector.",
+    ],
     ..ModelLayout::LLAMA
 };
 

@@ -36,7 +36,14 @@ impl Module for Attention {
         let qkv = if a.conv1d {
             Linear::heads(vb, "c_attn", &["c_attn"], h, &groups, Stored { bias: true, transposed: true })?
         } else if a.fused_qkv {
-            Linear::heads(vb, "qkv_proj", &["qkv_proj"], h, &groups, Stored { bias: a.qkv_bias, transposed: false })?
+            Linear::heads(
+                vb,
+                "qkv_proj",
+                &["qkv_proj"],
+                h,
+                &groups,
+                Stored { bias: a.qkv_bias, transposed: false },
+            )?
         } else {
             let st = Stored { bias: a.qkv_bias, transposed: false };
             Linear::heads(vb, "qkv_proj", &["q_proj", "k_proj", "v_proj"], h, &groups, st)?

@@ -23,7 +23,14 @@ pub struct Stored {
     pub bias: bool,
 }
 
-fn spec_for(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], shape: &[usize], split: TpSplit, st: Stored) -> WeightSpec {
+fn spec_for(
+    vb: &VarBuilder<'_>,
+    leaf: &str,
+    hf: &[&str],
+    shape: &[usize],
+    split: TpSplit,
+    st: Stored,
+) -> WeightSpec {
     let mut spec = vb.spec(leaf, hf, shape, split);
     if st.transposed {
         spec.transform.transpose = true;
@@ -41,14 +48,28 @@ fn bias_spec(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], rows: usize, split: T
 impl Linear {
     /// Column-parallel: engine tensor `{leaf}.weight` `[sum(out_parts), in]` from HF sources
     /// `{hf[i]}.weight` (fused when several), each part split evenly over ranks.
-    pub fn column(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], in_dim: usize, out_parts: &[usize], st: Stored) -> Result<Self> {
+    pub fn column(
+        vb: &VarBuilder<'_>,
+        leaf: &str,
+        hf: &[&str],
+        in_dim: usize,
+        out_parts: &[usize],
+        st: Stored,
+    ) -> Result<Self> {
         let out: usize = out_parts.iter().sum();
         Self::load(vb, leaf, hf, &[out, in_dim], TpSplit::Column(out_parts.to_vec()), st, false)
     }
 
     /// Column-parallel by heads: parts are `(heads, head_dim)` groups (q, k, v); KV heads are
     /// duplicated when there are fewer of them than ranks.
-    pub fn heads(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], in_dim: usize, groups: &[(usize, usize)], st: Stored) -> Result<Self> {
+    pub fn heads(
+        vb: &VarBuilder<'_>,
+        leaf: &str,
+        hf: &[&str],
+        in_dim: usize,
+        groups: &[(usize, usize)],
+        st: Stored,
+    ) -> Result<Self> {
         let out: usize = groups.iter().map(|(h, d)| h * d).sum();
         Self::load(vb, leaf, hf, &[out, in_dim], TpSplit::Heads(groups.to_vec()), st, false)
     }
@@ -59,11 +80,25 @@ impl Linear {
     }
 
     /// Every rank holds the whole layer (small layers: MoE routers).
-    pub fn replicated(vb: &VarBuilder<'_>, leaf: &str, in_dim: usize, out_dim: usize, st: Stored) -> Result<Self> {
+    pub fn replicated(
+        vb: &VarBuilder<'_>,
+        leaf: &str,
+        in_dim: usize,
+        out_dim: usize,
+        st: Stored,
+    ) -> Result<Self> {
         Self::load(vb, leaf, &[leaf], &[out_dim, in_dim], TpSplit::Replicate, st, false)
     }
 
-    fn load(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], shape: &[usize], split: TpSplit, st: Stored, reduce: bool) -> Result<Self> {
+    fn load(
+        vb: &VarBuilder<'_>,
+        leaf: &str,
+        hf: &[&str],
+        shape: &[usize],
+        split: TpSplit,
+        st: Stored,
+        reduce: bool,
+    ) -> Result<Self> {
         let w_hf: Vec<String> = hf.iter().map(|h| format!("{h}.weight")).collect();
         let w_hf: Vec<&str> = w_hf.iter().map(|s| s.as_str()).collect();
         let weight = vb.get_spec(spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st))?;
@@ -112,7 +147,13 @@ impl Linear {
 }
 
 /// A spec whose sources are stacked along a new dim 0 (MoE experts).
-pub(crate) fn stacked_spec(vb: &VarBuilder<'_>, leaf: &str, hf: Vec<String>, inner: &[usize], split: TpSplit) -> WeightSpec {
+pub(crate) fn stacked_spec(
+    vb: &VarBuilder<'_>,
+    leaf: &str,
+    hf: Vec<String>,
+    inner: &[usize],
+    split: TpSplit,
+) -> WeightSpec {
     let mut shape = vec![hf.len()];
     shape.extend_from_slice(inner);
     WeightSpec {

@@ -213,7 +213,8 @@ impl ModelConfig {
     /// Normalize a parsed HF config. `file` only names the source in errors.
     pub fn from_hf_value(value: &Value, file: &Path) -> Result<Self> {
         let file: PathBuf = file.into();
-        let obj = value.as_object().ok_or_else(|| Error::config(&file, "(root)", "expected a JSON object"))?;
+        let obj =
+            value.as_object().ok_or_else(|| Error::config(&file, "(root)", "expected a JSON object"))?;
         // Multimodal wrappers (Gemma3ForConditionalGeneration) keep the text model in `text_config`.
         let architecture = obj
             .get("architectures")
@@ -287,14 +288,19 @@ impl ModelConfig {
                         "sliding_attention" if sliding_window.is_some() => AttnKind::Sliding,
                         "sliding_attention" => AttnKind::Full,
                         other => {
-                            return Err(Error::config(&file, "layer_types", format!("unknown layer type `{other}`")))
+                            return Err(Error::config(
+                                &file,
+                                "layer_types",
+                                format!("unknown layer type `{other}`"),
+                            ))
                         }
                     });
                 }
                 out
             }
             None => {
-                let first_sliding = raw.max_window_layers.filter(|_| raw.use_sliding_window.is_some()).unwrap_or(0);
+                let first_sliding =
+                    raw.max_window_layers.filter(|_| raw.use_sliding_window.is_some()).unwrap_or(0);
                 let pattern = raw.sliding_window_pattern;
                 (0..num_hidden_layers)
                     .map(|i| match (sliding_window, pattern) {

@@ -58,9 +58,12 @@ impl<L: DecoderLayer, N: NormLayer> BuildCausalLM for DecoderModelForCausalLM<L,
     fn build(cfg: &ModelConfig, vb: &VarBuilder<'_>, layout: &ModelLayout) -> Result<Self> {
         let base = if layout.prefix.is_empty() { vb.clone() } else { vb.pp(layout.prefix) };
         let mult = cfg.arch.embedding_multiplier.map(|m| m as f32);
-        let embed_tokens = Embedding::new(&base.pp(layout.embed_tokens), cfg.vocab_size, cfg.hidden_size, mult)?;
+        let embed_tokens =
+            Embedding::new(&base.pp(layout.embed_tokens), cfg.vocab_size, cfg.hidden_size, mult)?;
         let position_embeddings = match layout.position_embeddings {
-            Some(name) => Some(Embedding::new(&base.pp(name), cfg.max_position_embeddings, cfg.hidden_size, None)?),
+            Some(name) => {
+                Some(Embedding::new(&base.pp(name), cfg.max_position_embeddings, cfg.hidden_size, None)?)
+            }
             None => None,
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -76,7 +79,8 @@ impl<L: DecoderLayer, N: NormLayer> BuildCausalLM for DecoderModelForCausalLM<L,
             } else {
                 // The tied head, vocab-parallel: engine tensor `lm_head.weight` from the embedding.
                 let src = base.pp(layout.embed_tokens).path("weight");
-                let mut spec = vb.pp(layout.lm_head).spec("weight", &["weight"], &[v, h], TpSplit::Column(vec![v]));
+                let mut spec =
+                    vb.pp(layout.lm_head).spec("weight", &["weight"], &[v, h], TpSplit::Column(vec![v]));
                 spec.sources[0].name = src;
                 Some(vb.get_spec(spec)?)
             }
@@ -149,7 +153,8 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
             let mut full = vec![0f32; r * local * parts.len()];
             for (rank, p) in parts.iter().enumerate() {
                 for i in 0..r {
-                    full[i * local * parts.len() + rank * local..][..local].copy_from_slice(&p[i * local..(i + 1) * local]);
+                    full[i * local * parts.len() + rank * local..][..local]
+                        .copy_from_slice(&p[i * local..(i + 1) * local]);
                 }
             }
             logits = Tensor::from_f32(full, &[r, local * parts.len()])?;

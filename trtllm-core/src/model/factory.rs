@@ -73,7 +73,10 @@ impl ValidationReport {
 }
 
 /// Maps an HF name as the layers spell it to the name stored in this checkpoint.
-pub fn resolver<'a>(layout: &'a ModelLayout, files: &'a SafetensorsFiles) -> impl Fn(&str) -> String + Sync + 'a {
+pub fn resolver<'a>(
+    layout: &'a ModelLayout,
+    files: &'a SafetensorsFiles,
+) -> impl Fn(&str) -> String + Sync + 'a {
     move |name: &str| {
         if files.contains(name) || layout.prefix.is_empty() {
             return name.to_string();
@@ -91,7 +94,12 @@ pub fn resolver<'a>(layout: &'a ModelLayout, files: &'a SafetensorsFiles) -> imp
 }
 
 /// Every engine tensor the model needs, built without reading data.
-pub fn plan_weights(entry: &ModelEntry, cfg: &ModelConfig, mapping: Mapping, dtype: DType) -> Result<Vec<WeightSpec>> {
+pub fn plan_weights(
+    entry: &ModelEntry,
+    cfg: &ModelConfig,
+    mapping: Mapping,
+    dtype: DType,
+) -> Result<Vec<WeightSpec>> {
     let planner = Planner::default();
     let vb = VarBuilder::new(&planner, mapping, dtype);
     (entry.build)(cfg, &vb, &entry.layout)?;
@@ -99,7 +107,12 @@ pub fn plan_weights(entry: &ModelEntry, cfg: &ModelConfig, mapping: Mapping, dty
 }
 
 /// Compare the plan with the checkpoint's headers.
-pub fn validate(specs: &[WeightSpec], files: &SafetensorsFiles, layout: &ModelLayout, ignorable: &[String]) -> ValidationReport {
+pub fn validate(
+    specs: &[WeightSpec],
+    files: &SafetensorsFiles,
+    layout: &ModelLayout,
+    ignorable: &[String],
+) -> ValidationReport {
     let resolve = resolver(layout, files);
     let mut report = ValidationReport::default();
     let mut used = BTreeSet::new();
@@ -182,7 +195,11 @@ impl HfCheckpoint {
 }
 
 /// The builder that loads from `src` as `opts` asks (mapping, dtype, device).
-pub(crate) fn var_builder<'a>(src: &'a dyn WeightSource, opts: &LoadOptions, dtype: DType) -> Result<VarBuilder<'a>> {
+pub(crate) fn var_builder<'a>(
+    src: &'a dyn WeightSource,
+    opts: &LoadOptions,
+    dtype: DType,
+) -> Result<VarBuilder<'a>> {
     let vb = VarBuilder::new(src, opts.mapping, dtype);
     Ok(match opts.device {
         Device::Cuda(n) => vb.on_gpu(crate::ops::cuda::gpu(n)?),
@@ -218,7 +235,10 @@ pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
 }
 
 /// The plan and validation report of an HF directory (`trtllm weights`).
-pub fn inspect(dir: &Path, mapping: Mapping) -> Result<(ModelConfig, &'static ModelEntry, Vec<WeightSpec>, ValidationReport)> {
+pub fn inspect(
+    dir: &Path,
+    mapping: Mapping,
+) -> Result<(ModelConfig, &'static ModelEntry, Vec<WeightSpec>, ValidationReport)> {
     let hf = HfCheckpoint::open(dir)?;
     let dtype = hf.cfg.torch_dtype.unwrap_or(DType::F32);
     let specs = plan_weights(hf.entry, &hf.cfg, mapping, dtype)?;

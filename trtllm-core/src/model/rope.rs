@@ -10,13 +10,35 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum RopeScaling {
     Default,
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// NTK-aware scaling whose base grows with the sequence length.
-    Dynamic { factor: f64, original_max: usize },
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max: usize },
-    Yarn { factor: f64, original_max: usize, beta_fast: f64, beta_slow: f64, attention_factor: f64, truncate: bool },
+    Dynamic {
+        factor: f64,
+        original_max: usize,
+    },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max: usize,
+    },
+    Yarn {
+        factor: f64,
+        original_max: usize,
+        beta_fast: f64,
+        beta_slow: f64,
+        attention_factor: f64,
+        truncate: bool,
+    },
     /// Phi-3's LongRoPE (`su` in older configs): per-frequency factors, short below `original_max`.
-    LongRope { short_factor: Vec<f64>, long_factor: Vec<f64>, original_max: usize, attention_factor: f64 },
+    LongRope {
+        short_factor: Vec<f64>,
+        long_factor: Vec<f64>,
+        original_max: usize,
+        attention_factor: f64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -42,8 +64,10 @@ fn req(file: &Path, m: &Map<String, Value>, key: &str) -> Result<f64> {
 }
 
 fn list(file: &Path, m: &Map<String, Value>, key: &str, len: usize) -> Result<Vec<f64>> {
-    let bad = || Error::config(file, format!("rope_scaling.{key}"), format!("expected a list of {len} numbers"));
-    let v: Vec<f64> = m.get(key).and_then(|v| v.as_array()).ok_or_else(bad)?.iter().filter_map(|x| x.as_f64()).collect();
+    let bad =
+        || Error::config(file, format!("rope_scaling.{key}"), format!("expected a list of {len} numbers"));
+    let v: Vec<f64> =
+        m.get(key).and_then(|v| v.as_array()).ok_or_else(bad)?.iter().filter_map(|x| x.as_f64()).collect();
     if v.len() != len {
         return Err(bad());
     }
@@ -72,66 +96,72 @@ fn parse_one(
     let theta = f(file, m, "rope_theta")?.unwrap_or(theta);
     let kind = m.get("rope_type").or_else(|| m.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
     let orig = |key_default: usize| -> Result<usize> {
-        Ok(f(file, m, "original_max_position_embeddings")?.map(|x| x as usize).or(orig_max_cfg).unwrap_or(key_default))
+        Ok(f(file, m, "original_max_position_embeddings")?
+            .map(|x| x as usize)
+            .or(orig_max_cfg)
+            .unwrap_or(key_default))
     };
-    let scaling = match kind {
-        "default" => RopeScaling::Default,
-        "linear" => RopeScaling::Linear { factor: req(file, m, "factor")? },
-        "dynamic" => RopeScaling::Dynamic { factor: req(file, m, "factor")?, original_max: max_pos },
-        "llama3" => RopeScaling::Llama3 {
-            factor: req(file, m, "factor")?,
-            low_freq_factor: req(file, m, "low_freq_factor")?,
-            high_freq_factor: req(file, m, "high_freq_factor")?,
-            original_max: req(file, m, "original_max_position_embeddings")? as usize,
-        },
-        "yarn" => {
-            let mut factor = req(file, m, "factor")?;
-            let original_max = orig(max_pos)?;
-            if f(file, m, "original_max_position_embeddings")?.is_some() && max_pos > original_max {
-                factor = max_pos as f64 / original_max as f64;
+    let scaling =
+        match kind {
+            "default" => RopeScaling::Default,
+            "linear" => RopeScaling::Linear { factor: req(file, m, "factor")? },
+            "dynamic" => RopeScaling::Dynamic { factor: req(file, m, "factor")?, original_max: max_pos },
+            "llama3" => RopeScaling::Llama3 {
+                factor: req(file, m, "factor")?,
+                low_freq_factor: req(file, m, "low_freq_factor")?,
+                high_freq_factor: req(file, m, "high_freq_factor")?,
+                original_max: req(file, m, "original_max_position_embeddings")? as usize,
+            },
+            "yarn" => {
+                let mut factor = req(file, m, "factor")?;
+                let original_max = orig(max_pos)?;
+                if f(file, m, "original_max_position_embeddings")?.is_some() && max_pos > original_max {
+                    factor = max_pos as f64 / original_max as f64;
+                }
+                let attention_factor = match f(file, m, "attention_factor")? {
+                    Some(a) => a,
+                    None => match (f(file, m, "mscale")?, f(file, m, "mscale_all_dim")?) {
+                        (Some(ms), Some(msa)) if ms != 0.0 && msa != 0.0 => {
+                            get_mscale(factor, ms) / get_mscale(factor, msa)
+                        }
+                        _ => get_mscale(factor, 1.0),
+                    },
+                };
+                RopeScaling::Yarn {
+                    factor,
+                    original_max,
+                    beta_fast: f(file, m, "beta_fast")?.unwrap_or(32.0),
+                    beta_slow: f(file, m, "beta_slow")?.unwrap_or(1.0),
+                    attention_factor,
+                    truncate: m.get("truncate").and_then(|v| v.as_bool()).unwrap_or(true),
+                }
             }
-            let attention_factor = match f(file, m, "attention_factor")? {
-                Some(a) => a,
-                None => match (f(file, m, "mscale")?, f(file, m, "mscale_all_dim")?) {
-                    (Some(ms), Some(msa)) if ms != 0.0 && msa != 0.0 => get_mscale(factor, ms) / get_mscale(factor, msa),
-                    _ => get_mscale(factor, 1.0),
-                },
-            };
-            RopeScaling::Yarn {
-                factor,
-                original_max,
-                beta_fast: f(file, m, "beta_fast")?.unwrap_or(32.0),
-                beta_slow: f(file, m, "beta_slow")?.unwrap_or(1.0),
-                attention_factor,
-                truncate: m.get("truncate").and_then(|v| v.as_bool()).unwrap_or(true),
+            "longrope" | "su" => {
+                let original_max = orig(max_pos)?;
+                let factor = match orig_max_cfg {
+                    Some(o) => max_pos as f64 / o as f64,
+                    None => f(file, m, "factor")?.unwrap_or(1.0),
+                };
+                let attention_factor = match f(file, m, "attention_factor")? {
+                    Some(a) => a,
+                    None if factor <= 1.0 => 1.0,
+                    None => (1.0 + factor.ln() / (original_max as f64).ln()).sqrt(),
+                };
+                RopeScaling::LongRope {
+                    short_factor: list(file, m, "short_factor", rotary_dim / 2)?,
+                    long_factor: list(file, m, "long_factor", rotary_dim / 2)?,
+                    original_max,
+                    attention_factor,
+                }
             }
-        }
-        "longrope" | "su" => {
-            let original_max = orig(max_pos)?;
-            let factor = match orig_max_cfg {
-                Some(o) => max_pos as f64 / o as f64,
-                None => f(file, m, "factor")?.unwrap_or(1.0),
-            };
-            let attention_factor = match f(file, m, "attention_factor")? {
-                Some(a) => a,
-                None if factor <= 1.0 => 1.0,
-                None => (1.0 + factor.ln() / (original_max as f64).ln()).sqrt(),
-            };
-            RopeScaling::LongRope {
-                short_factor: list(file, m, "short_factor", rotary_dim / 2)?,
-                long_factor: list(file, m, "long_factor", rotary_dim / 2)?,
-                original_max,
-                attention_factor,
-            }
-        }
-        other => {
-            return Err(Error::config(
+            other => return Err(Error::config(
                 file,
                 "rope_scaling.rope_type",
-                format!("unknown rope type `{other}` (known: default, linear, dynamic, llama3, yarn, longrope)"),
-            ))
-        }
-    };
+                format!(
+                    "unknown rope type `{other}` (known: default, linear, dynamic, llama3, yarn, longrope)"
+                ),
+            )),
+        };
     Ok(RopeConfig { theta, rotary_dim, scaling })
 }
 
@@ -164,7 +194,9 @@ pub(crate) fn parse_rope(
     };
     let params = obj("rope_parameters")?;
     if let Some(p) = params {
-        if let (Some(Value::Object(full)), Some(Value::Object(local))) = (p.get("full_attention"), p.get("sliding_attention")) {
+        if let (Some(Value::Object(full)), Some(Value::Object(local))) =
+            (p.get("full_attention"), p.get("sliding_attention"))
+        {
             let global = parse_one(file, Some(full), theta, rotary_dim, max_pos, orig_max_cfg)?;
             let local = parse_one(file, Some(local), theta, rotary_dim, max_pos, orig_max_cfg)?;
             return Ok((global, Some(local)));
@@ -172,10 +204,11 @@ pub(crate) fn parse_rope(
     }
     let scaling = obj("rope_scaling")?.or(params);
     let global = parse_one(file, scaling, theta, rotary_dim, max_pos, orig_max_cfg)?;
-    let local = cfg
-        .get("rope_local_base_freq")
-        .and_then(|v| v.as_f64())
-        .map(|t| RopeConfig { theta: t, rotary_dim, scaling: RopeScaling::Default });
+    let local = cfg.get("rope_local_base_freq").and_then(|v| v.as_f64()).map(|t| RopeConfig {
+        theta: t,
+        rotary_dim,
+        scaling: RopeScaling::Default,
+    });
     Ok((global, local))
 }
 
@@ -191,7 +224,9 @@ impl RopeConfig {
         let d = self.rotary_dim as f64;
         let (inv, scale) = match &self.scaling {
             RopeScaling::Default => (self.base_inv_freq(self.theta), 1.0),
-            RopeScaling::Linear { factor } => (self.base_inv_freq(self.theta).iter().map(|x| x / factor).collect(), 1.0),
+            RopeScaling::Linear { factor } => {
+                (self.base_inv_freq(self.theta).iter().map(|x| x / factor).collect(), 1.0)
+            }
             RopeScaling::Dynamic { factor, original_max } => {
                 let base = if seq_len > *original_max {
                     let s = factor * seq_len as f64 / *original_max as f64 - (factor - 1.0);
@@ -223,7 +258,10 @@ impl RopeConfig {
                 (inv, 1.0)
             }
             RopeScaling::Yarn { factor, original_max, beta_fast, beta_slow, attention_factor, truncate } => {
-                let corr = |rot: f64| d * ((*original_max as f64) / (rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * self.theta.ln());
+                let corr = |rot: f64| {
+                    d * ((*original_max as f64) / (rot * 2.0 * std::f64::consts::PI)).ln()
+                        / (2.0 * self.theta.ln())
+                };
                 let (mut lo, mut hi) = (corr(*beta_fast), corr(*beta_slow));
                 if *truncate {
                     lo = lo.floor();

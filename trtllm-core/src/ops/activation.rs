@@ -32,8 +32,15 @@ fn kind(act: Activation) -> i32 {
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(x) {
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
-        launch::act(&gpu, cuda::dt(x, "activation")?, cuda::p(x, "activation")?, P::new(&out, 0), x.numel(), kind(act))
-            .map_err(cuda::dev_err)?;
+        launch::act(
+            &gpu,
+            cuda::dt(x, "activation")?,
+            cuda::p(x, "activation")?,
+            P::new(&out, 0),
+            x.numel(),
+            kind(act),
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
     x.map_f32(|v| apply(act, v))
@@ -49,7 +56,8 @@ pub fn gated_activation(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(gate_up) {
         let out = cuda::alloc(&gpu, &[m, i], gate_up.dtype())?;
         let dt = cuda::dt(gate_up, "gated_activation")?;
-        launch::gated_act(&gpu, dt, cuda::p(gate_up, "gated_activation")?, P::new(&out, 0), m, i, kind(act)).map_err(cuda::dev_err)?;
+        launch::gated_act(&gpu, dt, cuda::p(gate_up, "gated_activation")?, P::new(&out, 0), m, i, kind(act))
+            .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, i], gate_up.dtype());
     }
     let _t = super::cpu::prof::scope(|| "gated_activation".to_string());

@@ -22,10 +22,19 @@ pub struct AttnParams {
 }
 
 /// Write this step's k, v `[t, kv_heads * head_dim]` into their cache slots.
-pub fn write_kv(k: &Tensor, v: &Tensor, slots: &[usize], k_cache: &mut [f32], v_cache: &mut [f32]) -> Result<()> {
+pub fn write_kv(
+    k: &Tensor,
+    v: &Tensor,
+    slots: &[usize],
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+) -> Result<()> {
     let (t, w) = k.dims2("write_kv")?;
     if v.shape() != k.shape() || slots.len() != t {
-        return Err(Error::shape("write_kv", format!("k {:?}, v {:?}, {} slots", k.shape(), v.shape(), slots.len())));
+        return Err(Error::shape(
+            "write_kv",
+            format!("k {:?}, v {:?}, {} slots", k.shape(), v.shape(), slots.len()),
+        ));
     }
     let (ks, vs) = (k.f32s()?, v.f32s()?);
     for (i, &s) in slots.iter().enumerate() {
@@ -41,11 +50,20 @@ pub fn write_kv(k: &Tensor, v: &Tensor, slots: &[usize], k_cache: &mut [f32], v_
 
 /// Attention of every query token in `batch` over its sequence's cached keys and values.
 /// q `[t, heads * head_dim]` -> `[t, heads * head_dim]`.
-pub fn paged_attention(q: &Tensor, k_cache: &[f32], v_cache: &[f32], batch: &ForwardBatch, p: &AttnParams) -> Result<Tensor> {
+pub fn paged_attention(
+    q: &Tensor,
+    k_cache: &[f32],
+    v_cache: &[f32],
+    batch: &ForwardBatch,
+    p: &AttnParams,
+) -> Result<Tensor> {
     let (t, qw) = q.dims2("paged_attention")?;
     let (hd, nkv) = (p.head_dim, p.num_kv_heads);
     if qw != p.num_heads * hd || t != batch.num_tokens() || nkv == 0 || !p.num_heads.is_multiple_of(nkv) {
-        return Err(Error::shape("paged_attention", format!("q {:?} for {} tokens, {p:?}", q.shape(), batch.num_tokens())));
+        return Err(Error::shape(
+            "paged_attention",
+            format!("q {:?} for {} tokens, {p:?}", q.shape(), batch.num_tokens()),
+        ));
     }
     let _t = super::cpu::prof::scope(|| "paged_attention".to_string());
     // CPU: SIMD kernels on the persistent pool (`cpu::attn`), scratch reused across calls.

@@ -61,7 +61,8 @@ pub(crate) fn alloc(gpu: &Arc<Gpu>, shape: &[usize], dtype: DType) -> Result<Dev
     let bytes = shape.iter().product::<usize>() * dtype.size_in_bytes();
     let buf = DevBuf::alloc(gpu, bytes).map_err(dev_err)?;
     if poison() && bytes >= 4 {
-        trtllm_kernels::launch::fill_f32(gpu, trtllm_kernels::launch::P::new(&buf, 0), bytes / 4, f32::NAN).map_err(dev_err)?;
+        trtllm_kernels::launch::fill_f32(gpu, trtllm_kernels::launch::P::new(&buf, 0), bytes / 4, f32::NAN)
+            .map_err(dev_err)?;
     }
     Ok(buf)
 }

@@ -13,7 +13,8 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let dt = cuda::dt(a, "add")?;
         let out = cuda::alloc(&gpu, a.shape(), a.dtype())?;
         let o = trtllm_kernels::launch::P::new(&out, 0);
-        trtllm_kernels::launch::add(&gpu, dt, cuda::p(a, "add")?, cuda::p(b, "add")?, o, a.numel()).map_err(cuda::dev_err)?;
+        trtllm_kernels::launch::add(&gpu, dt, cuda::p(a, "add")?, cuda::p(b, "add")?, o, a.numel())
+            .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, a.shape(), a.dtype());
     }
     let v = a.f32s()?.iter().zip(b.f32s()?).map(|(x, y)| x + y).collect();
@@ -29,7 +30,15 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         cuda::same_device("mul", a, b)?;
         let out = cuda::alloc(&gpu, a.shape(), a.dtype())?;
         let o = trtllm_kernels::launch::P::new(&out, 0);
-        trtllm_kernels::launch::mul(&gpu, cuda::dt(a, "mul")?, cuda::p(a, "mul")?, cuda::p(b, "mul")?, o, a.numel()).map_err(cuda::dev_err)?;
+        trtllm_kernels::launch::mul(
+            &gpu,
+            cuda::dt(a, "mul")?,
+            cuda::p(a, "mul")?,
+            cuda::p(b, "mul")?,
+            o,
+            a.numel(),
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, a.shape(), a.dtype());
     }
     let v = a.f32s()?.iter().zip(b.f32s()?).map(|(x, y)| x * y).collect();
@@ -41,7 +50,11 @@ pub fn zeros_like(like: &Tensor, shape: &[usize]) -> Result<Tensor> {
     match cuda::gpu_of(like) {
         Some(gpu) => {
             let n = shape.iter().product::<usize>() * like.dtype().size_in_bytes();
-            Tensor::from_devbuf(trtllm_kernels::DevBuf::zeros(&gpu, n).map_err(cuda::dev_err)?, shape, like.dtype())
+            Tensor::from_devbuf(
+                trtllm_kernels::DevBuf::zeros(&gpu, n).map_err(cuda::dev_err)?,
+                shape,
+                like.dtype(),
+            )
         }
         None => Ok(Tensor::zeros(shape)),
     }
@@ -58,8 +71,16 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let dt = cuda::dt(x, "add_bias")?;
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
         let o = trtllm_kernels::launch::P::new(&out, 0);
-        trtllm_kernels::launch::add_bias(&gpu, dt, cuda::p(x, "add_bias")?, cuda::p(bias, "add_bias")?, o, x.dim(0), n)
-            .map_err(cuda::dev_err)?;
+        trtllm_kernels::launch::add_bias(
+            &gpu,
+            dt,
+            cuda::p(x, "add_bias")?,
+            cuda::p(bias, "add_bias")?,
+            o,
+            x.dim(0),
+            n,
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
     let b = bias.to_f32_vec()?;
@@ -83,7 +104,8 @@ pub fn softcap(x: &Tensor, cap: f32) -> Result<Tensor> {
         let dt = cuda::dt(x, "softcap")?;
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
         let o = trtllm_kernels::launch::P::new(&out, 0);
-        trtllm_kernels::launch::softcap(&gpu, dt, cuda::p(x, "softcap")?, o, x.numel(), cap).map_err(cuda::dev_err)?;
+        trtllm_kernels::launch::softcap(&gpu, dt, cuda::p(x, "softcap")?, o, x.numel(), cap)
+            .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
     x.map_f32(|v| (v / cap).tanh() * cap)

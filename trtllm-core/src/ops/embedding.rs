@@ -29,12 +29,29 @@ pub fn embedding(ids: &[u32], table: &Tensor, multiplier: Option<f32>) -> Result
     Tensor::from_f32(out, &[ids.len(), d])
 }
 
-fn gather(gpu: &std::sync::Arc<trtllm_kernels::Gpu>, table: &Tensor, rows: usize, ids: &[i32], d: usize, mult: f32) -> Result<Tensor> {
+fn gather(
+    gpu: &std::sync::Arc<trtllm_kernels::Gpu>,
+    table: &Tensor,
+    rows: usize,
+    ids: &[i32],
+    d: usize,
+    mult: f32,
+) -> Result<Tensor> {
     let idb = cuda::upload_i32(gpu, ids)?;
     let out = cuda::alloc(gpu, &[ids.len(), d], table.dtype())?;
     let dt = cuda::dt(table, "gather_rows")?;
-    launch::gather_rows(gpu, dt, cuda::p(table, "gather_rows")?, rows, P::new(&idb, 0), P::new(&out, 0), ids.len(), d, mult)
-        .map_err(cuda::dev_err)?;
+    launch::gather_rows(
+        gpu,
+        dt,
+        cuda::p(table, "gather_rows")?,
+        rows,
+        P::new(&idb, 0),
+        P::new(&out, 0),
+        ids.len(),
+        d,
+        mult,
+    )
+    .map_err(cuda::dev_err)?;
     Tensor::from_devbuf(out, &[ids.len(), d], table.dtype())
 }
 
@@ -60,17 +77,31 @@ pub fn scatter_add_rows(base: &Tensor, y: &Tensor, idx: &[usize], w: &[f32]) -> 
     let (m, d) = base.dims2("scatter_add_rows")?;
     let (r, d2) = y.dims2("scatter_add_rows")?;
     if d != d2 || idx.len() != r || w.len() != r || idx.iter().any(|&i| i >= m) {
-        return Err(Error::shape("scatter_add_rows", format!("base {:?}, y {:?}, {} indices", base.shape(), y.shape(), idx.len())));
+        return Err(Error::shape(
+            "scatter_add_rows",
+            format!("base {:?}, y {:?}, {} indices", base.shape(), y.shape(), idx.len()),
+        ));
     }
     if let Some(gpu) = cuda::gpu_of(base) {
         cuda::same_device("scatter_add_rows", base, y)?;
-        let (b, off) = base.devbuf().ok_or_else(|| Error::Device("scatter_add_rows: base not on GPU".into()))?;
+        let (b, off) =
+            base.devbuf().ok_or_else(|| Error::Device("scatter_add_rows: base not on GPU".into()))?;
         let out = b.copy_range(off, base.size_in_bytes()).map_err(cuda::dev_err)?;
         let iv: Vec<i32> = idx.iter().map(|&i| i as i32).collect();
         let (ib, wb) = (cuda::upload_i32(&gpu, &iv)?, cuda::upload_f32(&gpu, w)?);
         let dt = cuda::dt(base, "scatter_add_rows")?;
-        launch::scatter_add_rows(&gpu, dt, P::new(&out, 0), m, cuda::p(y, "scatter_add_rows")?, P::new(&ib, 0), P::new(&wb, 0), r, d)
-            .map_err(cuda::dev_err)?;
+        launch::scatter_add_rows(
+            &gpu,
+            dt,
+            P::new(&out, 0),
+            m,
+            cuda::p(y, "scatter_add_rows")?,
+            P::new(&ib, 0),
+            P::new(&wb, 0),
+            r,
+            d,
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, base.shape(), base.dtype());
     }
     let mut out = base.f32s()?.to_vec();

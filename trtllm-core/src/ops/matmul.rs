@@ -17,21 +17,36 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(x) {
         cuda::same_device("matmul_t", x, w)?;
         if x.dtype() != w.dtype() {
-            return Err(Error::shape("matmul_t", format!("x is {}, w is {} (the GPU path needs one dtype)", x.dtype(), w.dtype())));
+            return Err(Error::shape(
+                "matmul_t",
+                format!("x is {}, w is {} (the GPU path needs one dtype)", x.dtype(), w.dtype()),
+            ));
         }
         let dt = cuda::dt(x, "matmul_t")?;
         let mut out = cuda::alloc(&gpu, &[m, n], x.dtype())?;
         let (xp, wp) = (cuda::p(x, "matmul_t")?, cuda::p(w, "matmul_t")?);
         if trtllm_kernels::launch::gemv_ok(dt, wp, m, k) {
             // Decode: a bandwidth-bound GEMV of our own beats cuBLAS's heuristics + launch cost.
-            trtllm_kernels::launch::gemv(&gpu, dt, xp, wp, trtllm_kernels::launch::P::new(&out, 0), m, n, k).map_err(cuda::dev_err)?;
+            trtllm_kernels::launch::gemv(&gpu, dt, xp, wp, trtllm_kernels::launch::P::new(&out, 0), m, n, k)
+                .map_err(cuda::dev_err)?;
             return Tensor::from_devbuf(out, &[m, n], x.dtype());
         }
-        trtllm_kernels::launch::gemm(&gpu, dt, cuda::p(x, "matmul_t")?, cuda::p(w, "matmul_t")?, &mut out, 0, m, n, k)
-            .map_err(cuda::dev_err)?;
+        trtllm_kernels::launch::gemm(
+            &gpu,
+            dt,
+            cuda::p(x, "matmul_t")?,
+            cuda::p(w, "matmul_t")?,
+            &mut out,
+            0,
+            m,
+            n,
+            k,
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, n], x.dtype());
     }
-    let _t = super::cpu::prof::scope(|| format!("{} {n}x{k} {}", if m == 1 { "gemv" } else { "gemm" }, w.dtype()));
+    let _t =
+        super::cpu::prof::scope(|| format!("{} {n}x{k} {}", if m == 1 { "gemv" } else { "gemm" }, w.dtype()));
     let xs = x.f32s()?;
     let w = match w.dtype() {
         DType::F32 => Weights::F32(w.f32s()?),

@@ -26,7 +26,8 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(x) {
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
         let (xp, wp) = (cuda::p(x, "rms_norm")?, cuda::p(w, "rms_norm")?);
-        launch::rms_norm(&gpu, cuda::dt(x, "rms_norm")?, xp, wp, P::new(&out, 0), m, d, eps as f32).map_err(cuda::dev_err)?;
+        launch::rms_norm(&gpu, cuda::dt(x, "rms_norm")?, xp, wp, P::new(&out, 0), m, d, eps as f32)
+            .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
     let _t = super::cpu::prof::scope(|| "rms_norm".to_string());
@@ -44,20 +45,30 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f64) -> Resu
     if let Some(gpu) = cuda::gpu_of(x) {
         cuda::same_device("add_rms_norm", x, residual)?;
         let (sum, out) = (cuda::alloc(&gpu, x.shape(), x.dtype())?, cuda::alloc(&gpu, x.shape(), x.dtype())?);
-        let (xp, rp, wp) = (cuda::p(x, "add_rms_norm")?, cuda::p(residual, "add_rms_norm")?, cuda::p(w, "add_rms_norm")?);
+        let (xp, rp, wp) =
+            (cuda::p(x, "add_rms_norm")?, cuda::p(residual, "add_rms_norm")?, cuda::p(w, "add_rms_norm")?);
         let dt = cuda::dt(x, "add_rms_norm")?;
-        launch::add_rms_norm(&gpu, dt, xp, rp, wp, P::new(&sum, 0), P::new(&out, 0), m, d, eps as f32).map_err(cuda::dev_err)?;
-        return Ok((Tensor::from_devbuf(sum, x.shape(), x.dtype())?, Tensor::from_devbuf(out, x.shape(), x.dtype())?));
+        launch::add_rms_norm(&gpu, dt, xp, rp, wp, P::new(&sum, 0), P::new(&out, 0), m, d, eps as f32)
+            .map_err(cuda::dev_err)?;
+        return Ok((
+            Tensor::from_devbuf(sum, x.shape(), x.dtype())?,
+            Tensor::from_devbuf(out, x.shape(), x.dtype())?,
+        ));
     }
     if residual.shape() != x.shape() {
-        return Err(Error::shape("add_rms_norm", format!("x {:?}, residual {:?}", x.shape(), residual.shape())));
+        return Err(Error::shape(
+            "add_rms_norm",
+            format!("x {:?}, residual {:?}", x.shape(), residual.shape()),
+        ));
     }
     let _t = super::cpu::prof::scope(|| "add_rms_norm".to_string());
     // One pass per row: the sum, then its norm while the row is in L1.
     let (xs, rs, ws) = (x.f32s()?, residual.f32s()?, w.f32s()?);
     let mut sum = vec![0f32; xs.len()];
     let mut out = vec![0f32; xs.len()];
-    for (((xr, rr), sr), or) in xs.chunks_exact(d).zip(rs.chunks_exact(d)).zip(sum.chunks_exact_mut(d)).zip(out.chunks_exact_mut(d)) {
+    for (((xr, rr), sr), or) in
+        xs.chunks_exact(d).zip(rs.chunks_exact(d)).zip(sum.chunks_exact_mut(d)).zip(out.chunks_exact_mut(d))
+    {
         super::cpu::simd::add(sr, xr, rr);
         rms_row(sr, ws, eps as f32, or);
     }
@@ -74,7 +85,8 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> Resul
             None => None,
         };
         let (xp, wp) = (cuda::p(x, "layer_norm")?, cuda::p(w, "layer_norm")?);
-        launch::layer_norm(&gpu, cuda::dt(x, "layer_norm")?, xp, wp, bp, P::new(&out, 0), m, d, eps as f32).map_err(cuda::dev_err)?;
+        launch::layer_norm(&gpu, cuda::dt(x, "layer_norm")?, xp, wp, bp, P::new(&out, 0), m, d, eps as f32)
+            .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
     let (xs, ws) = (x.f32s()?, w.f32s()?);

@@ -19,17 +19,28 @@ pub struct QkvParams<'a> {
 }
 
 /// `qkv` `[t, (heads + 2 kv_heads) * head_dim]` -> attention output `[t, heads * head_dim]`.
-pub fn qkv_attention(qkv: &Tensor, cache: &mut KvLayer, batch: &ForwardBatch, dev: Option<&DeviceBatch>, p: &QkvParams<'_>) -> Result<Tensor> {
+pub fn qkv_attention(
+    qkv: &Tensor,
+    cache: &mut KvLayer,
+    batch: &ForwardBatch,
+    dev: Option<&DeviceBatch>,
+    p: &QkvParams<'_>,
+) -> Result<Tensor> {
     let a = &p.attn;
     let (hd, nh, nkv) = (a.head_dim, a.num_heads, a.num_kv_heads);
     let (t, w) = qkv.dims2("qkv_attention")?;
     if w != (nh + 2 * nkv) * hd || t != batch.num_tokens() {
-        return Err(Error::shape("qkv_attention", format!("qkv {:?} for {} tokens, {a:?}", qkv.shape(), batch.num_tokens())));
+        return Err(Error::shape(
+            "qkv_attention",
+            format!("qkv {:?} for {} tokens, {a:?}", qkv.shape(), batch.num_tokens()),
+        ));
     }
     match cache {
         KvLayer::Cpu { k, v } => cpu(qkv, k, v, batch, p),
         KvLayer::Cuda { k, v, dtype } => {
-            let dev = dev.ok_or_else(|| Error::Device("qkv_attention: GPU cache without device batch metadata".into()))?;
+            let dev = dev.ok_or_else(|| {
+                Error::Device("qkv_attention: GPU cache without device batch metadata".into())
+            })?;
             if qkv.dtype() != *dtype {
                 return Err(Error::Device(format!("qkv is {}, the KV cache is {dtype}", qkv.dtype())));
             }
@@ -43,7 +54,13 @@ fn head_norm(x: Tensor, w: &Tensor, eps: f64, heads: usize, hd: usize) -> Result
     super::rms_norm(&x.reshape(&[t * heads, hd])?, w, eps)?.reshape(&[t, heads * hd])
 }
 
-fn cpu(qkv: &Tensor, kc: &mut [f32], vc: &mut [f32], batch: &ForwardBatch, p: &QkvParams<'_>) -> Result<Tensor> {
+fn cpu(
+    qkv: &Tensor,
+    kc: &mut [f32],
+    vc: &mut [f32],
+    batch: &ForwardBatch,
+    p: &QkvParams<'_>,
+) -> Result<Tensor> {
     let a = &p.attn;
     let (hd, nh, nkv) = (a.head_dim, a.num_heads, a.num_kv_heads);
     let mut q = qkv.narrow1(0, nh * hd)?;
@@ -75,7 +92,8 @@ fn gpu(
 ) -> Result<Tensor> {
     let a = &p.attn;
     let (hd, nh, nkv, t) = (a.head_dim, a.num_heads, a.num_kv_heads, batch.num_tokens());
-    let gpu = cuda::gpu_of(qkv).ok_or_else(|| Error::Device("qkv_attention: qkv is not on the GPU".into()))?;
+    let gpu =
+        cuda::gpu_of(qkv).ok_or_else(|| Error::Device("qkv_attention: qkv is not on the GPU".into()))?;
     let dt = cuda::dt(qkv, "qkv_attention")?;
     let cache_slots = kc.len() / (nkv * hd * dt.size());
     let uploaded = match (p.rope, p.rope_on_device) {

@@ -14,14 +14,19 @@ pub fn rope_tables(positions: &[usize], inv_freq: &[f32], scaling: f32) -> (Vec<
         static LAST: std::cell::RefCell<Last> = const { std::cell::RefCell::new(None) };
     }
     let hit = LAST.with(|l| match &*l.borrow() {
-        Some((p, f, s, c, si)) if p == positions && f == inv_freq && *s == scaling.to_bits() => Some((c.clone(), si.clone())),
+        Some((p, f, s, c, si)) if p == positions && f == inv_freq && *s == scaling.to_bits() => {
+            Some((c.clone(), si.clone()))
+        }
         _ => None,
     });
     if let Some(t) = hit {
         return t;
     }
     let (cos, sin) = compute_tables(positions, inv_freq, scaling);
-    LAST.with(|l| *l.borrow_mut() = Some((positions.to_vec(), inv_freq.to_vec(), scaling.to_bits(), cos.clone(), sin.clone())));
+    LAST.with(|l| {
+        *l.borrow_mut() =
+            Some((positions.to_vec(), inv_freq.to_vec(), scaling.to_bits(), cos.clone(), sin.clone()))
+    });
     (cos, sin)
 }
 
@@ -49,7 +54,10 @@ pub fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin
     let t = x.len() / width;
     let half = cos.len() / t.max(1);
     if cos.len() != t * half || 2 * half > head_dim {
-        return Err(Error::shape("apply_rope", format!("tables for {} rows, x has {t}", cos.len() / half.max(1))));
+        return Err(Error::shape(
+            "apply_rope",
+            format!("tables for {} rows, x has {t}", cos.len() / half.max(1)),
+        ));
     }
     for (ti, row) in x.chunks_exact_mut(width).enumerate() {
         let (c, s) = (&cos[ti * half..(ti + 1) * half], &sin[ti * half..(ti + 1) * half]);

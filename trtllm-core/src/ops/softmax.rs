@@ -43,10 +43,20 @@ pub fn argmax_rows(logits: &crate::Tensor) -> crate::Result<Vec<u32>> {
     if let Some(gpu) = super::cuda::gpu_of(logits) {
         let out = trtllm_kernels::DevBuf::alloc(&gpu, r * 4).map_err(super::cuda::dev_err)?;
         let dt = super::cuda::dt(logits, "argmax_rows")?;
-        trtllm_kernels::launch::argmax(&gpu, dt, super::cuda::p(logits, "argmax_rows")?, trtllm_kernels::launch::P::new(&out, 0), r, v)
-            .map_err(super::cuda::dev_err)?;
+        trtllm_kernels::launch::argmax(
+            &gpu,
+            dt,
+            super::cuda::p(logits, "argmax_rows")?,
+            trtllm_kernels::launch::P::new(&out, 0),
+            r,
+            v,
+        )
+        .map_err(super::cuda::dev_err)?;
         let bytes = out.download(0, r * 4).map_err(super::cuda::dev_err)?;
-        return Ok(bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32).collect());
+        return Ok(bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32)
+            .collect());
     }
     let l = logits.f32s()?;
     Ok(l.chunks_exact(v).map(|row| argmax(row) as u32).collect())

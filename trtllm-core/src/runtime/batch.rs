@@ -51,7 +51,12 @@ impl ForwardBatch {
                     s.block_table.len()
                 )));
             }
-            b.seqs.push(SeqMeta { block_table: s.block_table.to_vec(), q_start: b.tokens.len(), q_len: s.tokens.len(), context_len });
+            b.seqs.push(SeqMeta {
+                block_table: s.block_table.to_vec(),
+                q_start: b.tokens.len(),
+                q_len: s.tokens.len(),
+                context_len,
+            });
             for (i, &tok) in s.tokens.iter().enumerate() {
                 let p = s.start_pos + i;
                 b.tokens.push(tok);

@@ -38,7 +38,9 @@ pub struct ChatTemplate {
 fn token_str(v: Option<&serde_json::Value>) -> String {
     match v {
         Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
+        Some(serde_json::Value::Object(o)) => {
+            o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string()
+        }
         _ => String::new(),
     }
 }
@@ -60,7 +62,8 @@ impl ChatTemplate {
 
     /// Render `messages`, ending with the assistant prompt when `add_generation_prompt`.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let err = |e: minijinja::Error| Error::Msg(format!("{}: chat template: {e:#}", self.origin.display()));
+        let err =
+            |e: minijinja::Error| Error::Msg(format!("{}: chat template: {e:#}", self.origin.display()));
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -84,7 +87,12 @@ mod tests {
     use super::*;
 
     fn tmpl(src: &str) -> ChatTemplate {
-        ChatTemplate { source: src.into(), bos_token: "<s>".into(), eos_token: "</s>".into(), origin: "t".into() }
+        ChatTemplate {
+            source: src.into(),
+            bos_token: "<s>".into(),
+            eos_token: "</s>".into(),
+            origin: "t".into(),
+        }
     }
 
     #[test]
@@ -97,7 +105,10 @@ mod tests {
             "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
         ));
         let out = t.render(&[ChatMessage::user("Q")], true).expect("render");
-        assert_eq!(out, "<|im_start|>system\nHi<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>system\nHi<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+        );
         // trim_blocks / lstrip_blocks, Python methods, bos_token.
         let t = tmpl("{{ bos_token }}\n{% for m in messages %}\n  {% if m %}{{ m.content.strip() }}{% endif %}|\n{% endfor %}");
         assert_eq!(t.render(&[ChatMessage::user("  a ")], false).expect("render"), "<s>\na|\n");

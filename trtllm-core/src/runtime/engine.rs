@@ -142,7 +142,12 @@ impl EngineHandle {
     }
 
     /// Queue `prompt` with `params`; events go to `sink`.
-    pub fn submit(&self, prompt: Vec<u32>, params: SamplingParams, sink: Box<dyn EventSink>) -> Result<RequestHandle, SubmitError> {
+    pub fn submit(
+        &self,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+        sink: Box<dyn EventSink>,
+    ) -> Result<RequestHandle, SubmitError> {
         let reject = |e| {
             self.shared.metrics.requests_rejected.fetch_add(1, Relaxed);
             Err(e)
@@ -160,7 +165,14 @@ impl EngineHandle {
         }
         let id = self.shared.next_id.fetch_add(1, Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
-        let p = Pending { id, prompt, params: Arc::new(params), sink, cancel: cancel.clone(), arrival: Instant::now() };
+        let p = Pending {
+            id,
+            prompt,
+            params: Arc::new(params),
+            sink,
+            cancel: cancel.clone(),
+            arrival: Instant::now(),
+        };
         if self.tx.send(Msg::Add(Box::new(p))).is_err() {
             self.shared.metrics.queued_requests.fetch_sub(1, Relaxed);
             return reject(SubmitError::ShuttingDown);
@@ -178,7 +190,14 @@ impl EngineHandle {
             return inv("prompt", format!("token id {t} is outside the vocabulary (size {})", l.vocab_size));
         }
         if prompt.len() >= l.max_total_tokens {
-            return inv("prompt", format!("the prompt has {} tokens; this model's context is {} tokens", prompt.len(), l.max_total_tokens));
+            return inv(
+                "prompt",
+                format!(
+                    "the prompt has {} tokens; this model's context is {} tokens",
+                    prompt.len(),
+                    l.max_total_tokens
+                ),
+            );
         }
         if prompt.len() + p.max_new_tokens > l.max_total_tokens {
             let msg = format!(
@@ -211,8 +230,15 @@ pub struct Engine {
 impl Engine {
     /// Start the engine thread over `sched`. `tokenizer` turns tokens into text (and enables
     /// stop strings); without one, deltas carry ids only.
-    pub fn start(sched: Scheduler, tokenizer: Option<Arc<Tokenizer>>, max_queue: usize) -> crate::Result<Engine> {
-        let limits = Limits { max_total_tokens: sched.max_total_tokens(), vocab_size: sched.model().config().vocab_size };
+    pub fn start(
+        sched: Scheduler,
+        tokenizer: Option<Arc<Tokenizer>>,
+        max_queue: usize,
+    ) -> crate::Result<Engine> {
+        let limits = Limits {
+            max_total_tokens: sched.max_total_tokens(),
+            vocab_size: sched.model().config().vocab_size,
+        };
         let shared = Arc::new(Shared {
             metrics: EngineMetrics::default(),
             limits,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::detok::{IncrementalDetokenizer, StopMatcher};
-use super::engine::{count_step, new_seq, recv, Delta, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE};
+use super::engine::{
+    count_step, new_seq, recv, Delta, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE,
+};
 use super::scheduler::{Scheduler, StepOutput, TokenOut};
 use super::sequence::Finish;
 use super::Tokenizer;
@@ -82,10 +84,21 @@ impl EngineLoop {
             }
             let detok = IncrementalDetokenizer::new(&p.prompt);
             let stop = StopMatcher::new(p.params.stop.clone());
-            self.seqs.insert(p.id * SEQ_STRIDE + i as u64, SeqState { req: p.id, index: i, detok, stop, last: None });
+            self.seqs.insert(
+                p.id * SEQ_STRIDE + i as u64,
+                SeqState { req: p.id, index: i, detok, stop, last: None },
+            );
         }
         let usage = super::engine::Usage { prompt_tokens: p.prompt.len(), ..Default::default() };
-        let st = ReqState { sink: p.sink, cancel: p.cancel, prompt_len: p.prompt.len(), live: n, usage, queued: true, arrival: p.arrival };
+        let st = ReqState {
+            sink: p.sink,
+            cancel: p.cancel,
+            prompt_len: p.prompt.len(),
+            live: n,
+            usage,
+            queued: true,
+            arrival: p.arrival,
+        };
         self.reqs.insert(p.id, st);
     }
 
@@ -112,7 +125,12 @@ impl EngineLoop {
     }
 
     fn reap_cancelled(&mut self) {
-        let dead: Vec<u64> = self.reqs.iter().filter(|(_, r)| r.cancel.load(Relaxed) || r.sink.is_closed()).map(|(&k, _)| k).collect();
+        let dead: Vec<u64> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.cancel.load(Relaxed) || r.sink.is_closed())
+            .map(|(&k, _)| k)
+            .collect();
         for id in dead {
             self.end_request(id, false);
         }
@@ -182,7 +200,8 @@ impl EngineLoop {
         let mut text = String::new();
         if let Some(tok) = &self.tok {
             // A stop token's own text is not part of the output.
-            let mut piece = if finish == Some(Finish::Stop) { Ok(String::new()) } else { s.detok.push(tok, t.token) };
+            let mut piece =
+                if finish == Some(Finish::Stop) { Ok(String::new()) } else { s.detok.push(tok, t.token) };
             if let (Ok(p), Some(_)) = (&mut piece, finish) {
                 p.push_str(&s.detok.flush(tok).unwrap_or_default());
             }
@@ -203,7 +222,13 @@ impl EngineLoop {
                 text.push_str(&s.stop.flush());
             }
         }
-        let delta = Delta { index: s.index, token_ids: vec![t.token], text, logprobs: t.logprob.into_iter().collect(), finish };
+        let delta = Delta {
+            index: s.index,
+            token_ids: vec![t.token],
+            text,
+            logprobs: t.logprob.into_iter().collect(),
+            finish,
+        };
         if !r.sink.send(Event::Delta(delta)) {
             return None;
         }

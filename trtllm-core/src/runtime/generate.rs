@@ -94,13 +94,19 @@ impl Llm {
         let dir = dir.as_ref();
         let model = super::load::load_engine_model(dir, &opts)?;
         let tok_dir = opts.tokenizer_dir.as_deref().unwrap_or(dir);
-        let tokenizer = if tok_dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(tok_dir)?) } else { None };
+        let tokenizer =
+            if tok_dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(tok_dir)?) } else { None };
         Self::from_model(model, tokenizer, opts)
     }
 
-    pub fn from_model(model: Box<dyn CausalLM>, tokenizer: Option<Tokenizer>, opts: EngineOptions) -> Result<Self> {
+    pub fn from_model(
+        model: Box<dyn CausalLM>,
+        tokenizer: Option<Tokenizer>,
+        opts: EngineOptions,
+    ) -> Result<Self> {
         let layout = model.kv_layout();
-        let blocks = opts.kv_num_blocks.unwrap_or(opts.max_batch_size * opts.max_seq_len.div_ceil(opts.kv_block_size));
+        let blocks =
+            opts.kv_num_blocks.unwrap_or(opts.max_batch_size * opts.max_seq_len.div_ceil(opts.kv_block_size));
         let kv = match opts.load.device {
             crate::Device::Cuda(n) => {
                 let dtype = opts.load.weight_dtype(model.config());
@@ -116,7 +122,12 @@ impl Llm {
     }
 
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| Error::Msg("no tokenizer.json in the model directory (set a tokenizer directory: `--tokenizer-dir`)".into()))
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Msg(
+                "no tokenizer.json in the model directory (set a tokenizer directory: `--tokenizer-dir`)"
+                    .into(),
+            )
+        })
     }
 
     /// Generate from text prompts.
@@ -139,7 +150,11 @@ impl Llm {
                 return Err(Error::Request(format!("prompt {i} is empty")));
             }
             if p.len() + params.max_new_tokens > max_ctx && self.model.config().arch.no_rope {
-                return Err(Error::Request(format!("prompt {i}: {} tokens + {} new exceed {max_ctx}", p.len(), params.max_new_tokens)));
+                return Err(Error::Request(format!(
+                    "prompt {i}: {} tokens + {} new exceed {max_ctx}",
+                    p.len(),
+                    params.max_new_tokens
+                )));
             }
         }
         let mut seqs: Vec<Seq> = prompts
@@ -178,7 +193,12 @@ impl Llm {
             .collect()
     }
 
-    fn run(&mut self, seqs: &mut [Seq], params: &SamplingParams, on_token: &mut dyn FnMut(usize, u32)) -> Result<(Duration, Duration)> {
+    fn run(
+        &mut self,
+        seqs: &mut [Seq],
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<(Duration, Duration)> {
         let (mut prefill, mut decode) = (Duration::ZERO, Duration::ZERO);
         let mut first = true;
         while params.max_new_tokens > 0 && seqs.iter().any(|s| s.done.is_none()) {
@@ -190,13 +210,18 @@ impl Llm {
             }
             let steps: Vec<SeqStep<'_>> = active
                 .iter()
-                .map(|&i| SeqStep { tokens: &seqs[i].tokens[seqs[i].cached..], start_pos: seqs[i].cached, block_table: &seqs[i].blocks })
+                .map(|&i| SeqStep {
+                    tokens: &seqs[i].tokens[seqs[i].cached..],
+                    start_pos: seqs[i].cached,
+                    block_table: &seqs[i].blocks,
+                })
                 .collect();
             let batch = ForwardBatch::new(&steps, self.opts.kv_block_size, false)?;
             let logits = self.model.forward(&batch, &mut self.kv, &SingleRank, None)?;
             let v = logits.dim(1);
             // Greedy on the GPU: only the ids cross to the host.
-            let greedy = if params.temperature == 0.0 { Some(crate::ops::argmax_rows(&logits)?) } else { None };
+            let greedy =
+                if params.temperature == 0.0 { Some(crate::ops::argmax_rows(&logits)?) } else { None };
             let host = if greedy.is_none() { logits.to_cpu()?.to_dtype(crate::DType::F32)? } else { logits };
             for (row, &i) in active.iter().enumerate() {
                 let s = &mut seqs[i];
@@ -207,7 +232,8 @@ impl Llm {
                 };
                 s.tokens.push(tok);
                 on_token(i, tok);
-                let stop = !params.ignore_eos && self.eos.contains(&tok) || params.stop_token_ids.contains(&tok);
+                let stop =
+                    !params.ignore_eos && self.eos.contains(&tok) || params.stop_token_ids.contains(&tok);
                 if stop {
                     s.done = Some(FinishReason::Stop);
                 } else if s.tokens.len() - s.prompt_len >= params.max_new_tokens {
@@ -225,7 +251,12 @@ impl Llm {
     }
 
     /// Logits at every position of `ids` (one prefill), and optionally every hidden state.
-    pub fn logits_all(&mut self, ids: &[u32], hidden: Option<&mut Vec<Tensor>>, comm: &dyn Communicator) -> Result<Tensor> {
+    pub fn logits_all(
+        &mut self,
+        ids: &[u32],
+        hidden: Option<&mut Vec<Tensor>>,
+        comm: &dyn Communicator,
+    ) -> Result<Tensor> {
         let mut blocks = vec![];
         self.alloc.ensure(&mut blocks, ids.len(), self.opts.kv_block_size)?;
         let step = [SeqStep { tokens: ids, start_pos: 0, block_table: &blocks }];

@@ -34,19 +34,29 @@ impl KvCache {
             return Err(Error::KvCache("block_size and num_blocks must be positive".into()));
         }
         let n = num_blocks * block_size * layout.kv_heads * layout.head_dim;
-        let layers = (0..layout.num_layers).map(|_| KvLayer::Cpu { k: vec![0.0; n], v: vec![0.0; n] }).collect();
+        let layers =
+            (0..layout.num_layers).map(|_| KvLayer::Cpu { k: vec![0.0; n], v: vec![0.0; n] }).collect();
         Ok(KvCache { layout, block_size, num_blocks, layers })
     }
 
     /// A cache in GPU memory, in `dtype` (f32 or bf16).
-    pub fn new_cuda(gpu: &Arc<Gpu>, dtype: DType, layout: KvLayout, block_size: usize, num_blocks: usize) -> Result<Self> {
+    pub fn new_cuda(
+        gpu: &Arc<Gpu>,
+        dtype: DType,
+        layout: KvLayout,
+        block_size: usize,
+        num_blocks: usize,
+    ) -> Result<Self> {
         if block_size == 0 || num_blocks == 0 {
             return Err(Error::KvCache("block_size and num_blocks must be positive".into()));
         }
         let bytes = num_blocks * block_size * layout.kv_heads * layout.head_dim * dtype.size_in_bytes();
         let mut layers = Vec::with_capacity(layout.num_layers);
         for _ in 0..layout.num_layers {
-            let alloc = || DevBuf::alloc(gpu, bytes).map_err(|e| Error::KvCache(format!("allocating {bytes} bytes: {e}")));
+            let alloc = || {
+                DevBuf::alloc(gpu, bytes)
+                    .map_err(|e| Error::KvCache(format!("allocating {bytes} bytes: {e}")))
+            };
             layers.push(KvLayer::Cuda { k: alloc()?, v: alloc()?, dtype });
         }
         Ok(KvCache { layout, block_size, num_blocks, layers })
@@ -126,7 +136,11 @@ impl BlockAllocator {
     pub fn ensure(&mut self, table: &mut Vec<u32>, len: usize, block_size: usize) -> Result<()> {
         let need = len.div_ceil(block_size);
         if need.saturating_sub(table.len()) > self.free.len() {
-            return Err(Error::KvCache(format!("need {} more blocks, {} free", need - table.len(), self.free.len())));
+            return Err(Error::KvCache(format!(
+                "need {} more blocks, {} free",
+                need - table.len(),
+                self.free.len()
+            )));
         }
         while table.len() < need {
             table.push(self.allocate()?);

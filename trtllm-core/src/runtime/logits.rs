@@ -81,7 +81,12 @@ mod tests {
 
     #[test]
     fn penalties_and_logprobs() {
-        let p = SamplingParams { presence_penalty: 1.0, frequency_penalty: 0.5, repetition_penalty: 2.0, ..Default::default() };
+        let p = SamplingParams {
+            presence_penalty: 1.0,
+            frequency_penalty: 0.5,
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
         let mut row = vec![2.0, -1.0, 1.0, 0.5];
         apply_penalties(&mut row, &[3], &[0, 0, 1], &p);
         // token 0: (2 - 1 - 1) / 2; token 1: (-1 - 1.5) * 2; token 3 (prompt): 0.5 / 2.

@@ -14,11 +14,19 @@ pub struct Histogram {
     count: AtomicU64,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+    80.0,
+];
 
 impl Histogram {
     pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram { bounds, counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(), sum_us: AtomicU64::new(0), count: AtomicU64::new(0) }
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
@@ -102,34 +110,72 @@ impl EngineMetrics {
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
         let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP trtllm_{name} {help}\n# TYPE trtllm_{name} {kind}\ntrtllm_{name} {v}");
+            let _ =
+                writeln!(out, "# HELP trtllm_{name} {help}\n# TYPE trtllm_{name} {kind}\ntrtllm_{name} {v}");
         };
         let g = |a: &AtomicU64| a.load(Relaxed);
         one("queue_length", "gauge", "Requests waiting to start.", g(&self.queued_requests));
         one("num_requests_running", "gauge", "Sequences in the running batch.", g(&self.running_seqs));
         one("num_requests_waiting", "gauge", "Sequences waiting (new or preempted).", g(&self.waiting_seqs));
         one("kv_blocks_total", "gauge", "KV cache blocks.", g(&self.kv_blocks_total));
-        one("kv_blocks_free", "gauge", "KV blocks available to new sequences (incl. evictable cached).", g(&self.kv_blocks_free));
+        one(
+            "kv_blocks_free",
+            "gauge",
+            "KV blocks available to new sequences (incl. evictable cached).",
+            g(&self.kv_blocks_free),
+        );
         one("kv_blocks_cached", "gauge", "KV blocks held by the prefix cache.", g(&self.kv_blocks_cached));
         let total = g(&self.kv_blocks_total).max(1) as f64;
         let used = g(&self.kv_blocks_total).saturating_sub(g(&self.kv_blocks_free)) as f64;
         let _ = writeln!(out, "# HELP trtllm_kv_cache_usage_ratio Fraction of KV blocks in use.\n# TYPE trtllm_kv_cache_usage_ratio gauge\ntrtllm_kv_cache_usage_ratio {}", used / total);
         let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP trtllm_{name} {help}\n# TYPE trtllm_{name} {kind}\ntrtllm_{name} {v}");
+            let _ =
+                writeln!(out, "# HELP trtllm_{name} {help}\n# TYPE trtllm_{name} {kind}\ntrtllm_{name} {v}");
         };
         one("prompt_tokens_total", "counter", "Prompt tokens of started requests.", g(&self.prompt_tokens));
         one("generation_tokens_total", "counter", "Generated tokens.", g(&self.generation_tokens));
-        one("prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", g(&self.prefix_cache_queried_tokens));
-        one("prefix_cache_hits_total", "counter", "Prompt tokens served from the prefix cache.", g(&self.prefix_cache_hit_tokens));
-        one("preemptions_total", "counter", "Sequences preempted (recomputed) for lack of KV blocks.", g(&self.preemptions));
+        one(
+            "prefix_cache_queries_total",
+            "counter",
+            "Prompt tokens looked up in the prefix cache.",
+            g(&self.prefix_cache_queried_tokens),
+        );
+        one(
+            "prefix_cache_hits_total",
+            "counter",
+            "Prompt tokens served from the prefix cache.",
+            g(&self.prefix_cache_hit_tokens),
+        );
+        one(
+            "preemptions_total",
+            "counter",
+            "Sequences preempted (recomputed) for lack of KV blocks.",
+            g(&self.preemptions),
+        );
         one("engine_steps_total", "counter", "Scheduler steps.", g(&self.steps));
         let _ = writeln!(out, "# HELP trtllm_requests_total Finished requests by outcome.\n# TYPE trtllm_requests_total counter");
-        for (k, v) in [("ok", &self.requests_ok), ("aborted", &self.requests_aborted), ("rejected", &self.requests_rejected)] {
+        for (k, v) in [
+            ("ok", &self.requests_ok),
+            ("aborted", &self.requests_aborted),
+            ("rejected", &self.requests_rejected),
+        ] {
             let _ = writeln!(out, "trtllm_requests_total{{outcome=\"{k}\"}} {}", g(v));
         }
-        self.ttft.render(&mut out, "trtllm_time_to_first_token_seconds", "Time from arrival to the first token.");
-        self.itl.render(&mut out, "trtllm_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.");
-        self.e2e.render(&mut out, "trtllm_e2e_request_latency_seconds", "Time from arrival to the last token.");
+        self.ttft.render(
+            &mut out,
+            "trtllm_time_to_first_token_seconds",
+            "Time from arrival to the first token.",
+        );
+        self.itl.render(
+            &mut out,
+            "trtllm_inter_token_latency_seconds",
+            "Time between consecutive tokens of a sequence.",
+        );
+        self.e2e.render(
+            &mut out,
+            "trtllm_e2e_request_latency_seconds",
+            "Time from arrival to the last token.",
+        );
         out
     }
 }

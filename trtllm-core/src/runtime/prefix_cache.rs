@@ -148,7 +148,9 @@ impl BlockManager {
         for chunk in usable.chunks_exact(self.block_size) {
             parent = block_hash(parent, chunk);
             match self.by_hash.get(&parent) {
-                Some(&b) if self.cached[b as usize].as_ref().is_some_and(|c| c.tokens == chunk) => hits.push(b),
+                Some(&b) if self.cached[b as usize].as_ref().is_some_and(|c| c.tokens == chunk) => {
+                    hits.push(b)
+                }
                 _ => break,
             }
         }

@@ -29,7 +29,8 @@ impl Score {
     fn new(hits: usize, cand: usize, reference: usize) -> Self {
         let precision = if cand == 0 { 0.0 } else { hits as f64 / cand as f64 };
         let recall = if reference == 0 { 0.0 } else { hits as f64 / reference as f64 };
-        let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+        let f1 =
+            if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
         Score { precision, recall, f1 }
     }
 }
@@ -79,7 +80,11 @@ pub struct Rouge {
 
 pub fn rouge(candidate: &str, reference: &str) -> Rouge {
     let (c, r) = (tokenize(candidate), tokenize(reference));
-    Rouge { rouge1: rouge_n_tokens(&c, &r, 1), rouge2: rouge_n_tokens(&c, &r, 2), rouge_l: rouge_l_tokens(&c, &r) }
+    Rouge {
+        rouge1: rouge_n_tokens(&c, &r, 1),
+        rouge2: rouge_n_tokens(&c, &r, 2),
+        rouge_l: rouge_l_tokens(&c, &r),
+    }
 }
 
 /// Mean F1 over a corpus of (candidate, reference) pairs, in percent.

@@ -81,7 +81,9 @@ impl SamplingParams {
         if self.logprobs.is_some_and(|k| k > MAX_LOGPROBS) {
             return Err(Error::Request(format!("logprobs must be in [0, {MAX_LOGPROBS}]")));
         }
-        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+        for (name, v) in
+            [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)]
+        {
             if !(-2.0..=2.0).contains(&v) {
                 return Err(Error::Request(format!("{name} must be in [-2, 2]")));
             }

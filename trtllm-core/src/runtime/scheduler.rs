@@ -81,16 +81,30 @@ impl Scheduler {
     /// A scheduler over `model` and its KV cache. `eos`: the ids that end a sequence.
     pub fn new(model: Box<dyn CausalLM>, kv: KvCache, cfg: SchedulerConfig, eos: Vec<u32>) -> Result<Self> {
         if cfg.max_batch_size == 0 || cfg.max_num_tokens == 0 || cfg.max_seq_len == 0 {
-            return Err(Error::Request("max_batch_size, max_num_tokens and max_seq_len must be positive".into()));
+            return Err(Error::Request(
+                "max_batch_size, max_num_tokens and max_seq_len must be positive".into(),
+            ));
         }
         let blocks = BlockManager::new(kv.num_blocks, kv.block_size, cfg.prefix_caching);
         Ok(Scheduler { model, kv, blocks, cfg, waiting: VecDeque::new(), running: vec![], eos })
     }
 
     /// A KV cache for `model` on `device` (`dtype` on the GPU; the host cache is f32).
-    pub fn make_kv(model: &dyn CausalLM, device: crate::Device, dtype: DType, block_size: usize, num_blocks: usize) -> Result<KvCache> {
+    pub fn make_kv(
+        model: &dyn CausalLM,
+        device: crate::Device,
+        dtype: DType,
+        block_size: usize,
+        num_blocks: usize,
+    ) -> Result<KvCache> {
         match device {
-            crate::Device::Cuda(n) => KvCache::new_cuda(&crate::ops::cuda::gpu(n)?, dtype, model.kv_layout(), block_size, num_blocks),
+            crate::Device::Cuda(n) => KvCache::new_cuda(
+                &crate::ops::cuda::gpu(n)?,
+                dtype,
+                model.kv_layout(),
+                block_size,
+                num_blocks,
+            ),
             _ => KvCache::new(model.kv_layout(), block_size, num_blocks),
         }
     }
@@ -140,7 +154,10 @@ impl Scheduler {
         }
         let vocab = self.model.config().vocab_size;
         if let Some(t) = r.prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Request(format!("sequence {}: token id {t} is outside the vocabulary ({vocab})", r.id)));
+            return Err(Error::Request(format!(
+                "sequence {}: token id {t} is outside the vocabulary ({vocab})",
+                r.id
+            )));
         }
         r.params.validate()?;
         self.waiting.push_back(Sequence::new(r));
@@ -209,7 +226,8 @@ impl Scheduler {
         }
         while budget > 0 && self.running.len() < self.cfg.max_batch_size {
             let Some(s) = self.waiting.front_mut() else { break };
-            let hits = if s.cached == 0 && s.blocks.is_empty() { self.blocks.lookup(&s.tokens) } else { vec![] };
+            let hits =
+                if s.cached == 0 && s.blocks.is_empty() { self.blocks.lookup(&s.tokens) } else { vec![] };
             let cached = s.cached.max(hits.len() * self.blocks.block_size());
             let n = (s.tokens.len() - cached).min(budget);
             let need = self.blocks.blocks_needed(&hits, cached + n);
@@ -250,14 +268,22 @@ impl Scheduler {
             .iter()
             .map(|&(i, n)| {
                 let s = &self.running[i];
-                SeqStep { tokens: &s.tokens[s.cached..s.cached + n], start_pos: s.cached, block_table: &s.blocks }
+                SeqStep {
+                    tokens: &s.tokens[s.cached..s.cached + n],
+                    start_pos: s.cached,
+                    block_table: &s.blocks,
+                }
             })
             .collect();
         let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
         let logits = self.model.forward(&batch, &mut self.kv, &SingleRank, None)?;
         let now = Instant::now();
-        let sampled: Vec<bool> = plan.iter().map(|&(i, n)| self.running[i].cached + n == self.running[i].tokens.len()).collect();
-        let host = plan.iter().zip(&sampled).any(|(&(i, _), &smp)| smp && self.running[i].params.needs_host_logits());
+        let sampled: Vec<bool> =
+            plan.iter().map(|&(i, n)| self.running[i].cached + n == self.running[i].tokens.len()).collect();
+        let host = plan
+            .iter()
+            .zip(&sampled)
+            .any(|(&(i, _), &smp)| smp && self.running[i].params.needs_host_logits());
         let (greedy, host_rows) = if host {
             (None, Some(logits.to_cpu()?.to_dtype(DType::F32)?))
         } else {

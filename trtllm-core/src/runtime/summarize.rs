@@ -43,7 +43,10 @@ pub fn dataset_file(path: &Path) -> Result<PathBuf> {
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(Error::checkpoint(path, "no *.jsonl dataset file in this directory")),
-        _ => Err(Error::checkpoint(path, format!("{} *.jsonl files; pass one with --dataset FILE", found.len()))),
+        _ => Err(Error::checkpoint(
+            path,
+            format!("{} *.jsonl files; pass one with --dataset FILE", found.len()),
+        )),
     }
 }
 
@@ -66,7 +69,8 @@ pub fn load_dataset(path: &Path) -> Result<Vec<Document>> {
             continue;
         }
         let bad = |msg: String| Error::checkpoint(&file, format!("line {n}: {msg}"));
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let field = |k: &str| -> Result<String> {
             match v.get(k).and_then(|x| x.as_str()) {
                 Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
@@ -74,7 +78,8 @@ pub fn load_dataset(path: &Path) -> Result<Vec<Document>> {
                 None => Err(bad(format!("field `{k}` is missing or not a string"))),
             }
         };
-        let id = id_of(v.get("id")).ok_or_else(|| bad("field `id` is missing or not a string/number".into()))?;
+        let id =
+            id_of(v.get("id")).ok_or_else(|| bad("field `id` is missing or not a string/number".into()))?;
         if !seen.insert(id.clone()) {
             return Err(bad(format!("duplicate id `{id}`")));
         }
@@ -89,14 +94,16 @@ pub fn load_dataset(path: &Path) -> Result<Vec<Document>> {
 /// HF's outputs (`scripts/hf_summarize.py`): id -> summary.
 pub fn load_hf_outputs(path: &Path) -> Result<BTreeMap<String, String>> {
     let v = crate::error::read_json(path)?;
-    let list = v.as_array().ok_or_else(|| Error::checkpoint(path, "expected a JSON list of {\"id\", \"output\"}"))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| Error::checkpoint(path, "expected a JSON list of {\"id\", \"output\"}"))?;
     let mut out = BTreeMap::new();
     for (i, item) in list.iter().enumerate() {
-        let id = id_of(item.get("id")).ok_or_else(|| Error::checkpoint(path, format!("item {i}: field `id` missing")))?;
-        let text = item
-            .get("output")
-            .and_then(|x| x.as_str())
-            .ok_or_else(|| Error::checkpoint(path, format!("item {i} (`{id}`): field `output` missing or not a string")))?;
+        let id = id_of(item.get("id"))
+            .ok_or_else(|| Error::checkpoint(path, format!("item {i}: field `id` missing")))?;
+        let text = item.get("output").and_then(|x| x.as_str()).ok_or_else(|| {
+            Error::checkpoint(path, format!("item {i} (`{id}`): field `output` missing or not a string"))
+        })?;
         out.insert(id, text.to_string());
     }
     Ok(out)
@@ -142,17 +149,25 @@ pub struct SummaryScores {
     pub exact_hf: Option<usize>,
 }
 
-pub fn score(docs: &[Document], ours: &[String], hf: Option<&BTreeMap<String, String>>, hf_file: &Path) -> Result<SummaryScores> {
+pub fn score(
+    docs: &[Document],
+    ours: &[String],
+    hf: Option<&BTreeMap<String, String>>,
+    hf_file: &Path,
+) -> Result<SummaryScores> {
     let vs_references = corpus_rouge(ours.iter().zip(docs).map(|(o, d)| (o.as_str(), d.summary.as_str())));
     let (mut vs_hf, mut hf_vs_references, mut exact_hf) = (None, None, None);
     if let Some(hf) = hf {
         let mut theirs = Vec::with_capacity(docs.len());
         for d in docs {
-            let t = hf.get(&d.id).ok_or_else(|| Error::checkpoint(hf_file, format!("no output for document `{}`", d.id)))?;
+            let t = hf
+                .get(&d.id)
+                .ok_or_else(|| Error::checkpoint(hf_file, format!("no output for document `{}`", d.id)))?;
             theirs.push(t.trim());
         }
         vs_hf = Some(corpus_rouge(ours.iter().map(String::as_str).zip(theirs.iter().copied())));
-        hf_vs_references = Some(corpus_rouge(theirs.iter().copied().zip(docs.iter().map(|d| d.summary.as_str()))));
+        hf_vs_references =
+            Some(corpus_rouge(theirs.iter().copied().zip(docs.iter().map(|d| d.summary.as_str()))));
         exact_hf = Some(ours.iter().zip(&theirs).filter(|(a, b)| a.as_str() == **b).count());
     }
     Ok(SummaryScores { vs_references, vs_hf, hf_vs_references, exact_hf })

@@ -46,30 +46,40 @@ impl Tokenizer {
             .first()
             .copied()
             .or_else(|| ids(cfg.as_ref().and_then(|c| c.get("bos_token_id"))).first().copied());
-        let mut chat_template = tc.as_ref().and_then(|t| t.get("chat_template")).and_then(|t| t.as_str()).map(String::from);
+        let mut chat_template =
+            tc.as_ref().and_then(|t| t.get("chat_template")).and_then(|t| t.as_str()).map(String::from);
         let jinja = dir.join("chat_template.jinja");
         if chat_template.is_none() && jinja.exists() {
             chat_template = Some(crate::error::read_to_string(&jinja)?);
         }
-        let add_bos = tc.as_ref().and_then(|t| t.get("add_bos_token")).and_then(|b| b.as_bool()).unwrap_or(false);
+        let add_bos =
+            tc.as_ref().and_then(|t| t.get("add_bos_token")).and_then(|b| b.as_bool()).unwrap_or(false);
         Ok(Tokenizer { inner, path, eos_token_ids: eos, bos_token_id: bos, chat_template, add_bos })
     }
 
     /// Token ids of `text`, with the special tokens the tokenizer's post-processor adds (BOS).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, true).map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Token ids of `text` as written, nothing added (a rendered chat template carries its own
     /// special tokens; transformers encodes it with `add_special_tokens=False`).
     pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -51,7 +51,10 @@ impl Reference {
 
     fn tensor(&self, name: &str) -> Result<Tensor> {
         if !self.files.contains(name) {
-            return Err(Error::checkpoint(&self.path, format!("no tensor `{name}` (not a hf_reference.py dump?)")));
+            return Err(Error::checkpoint(
+                &self.path,
+                format!("no tensor `{name}` (not a hf_reference.py dump?)"),
+            ));
         }
         self.files.read(name)
     }
@@ -59,9 +62,14 @@ impl Reference {
     /// Token ids stored as int32 (`input_ids`, `greedy`).
     pub fn ids(&self, name: &str) -> Result<Vec<u32>> {
         let t = self.tensor(name)?;
-        let v = t.i32s().map_err(|_| Error::checkpoint(&self.path, format!("`{name}` must be int32, is {}", t.dtype())))?;
+        let v = t.i32s().map_err(|_| {
+            Error::checkpoint(&self.path, format!("`{name}` must be int32, is {}", t.dtype()))
+        })?;
         v.iter()
-            .map(|&x| u32::try_from(x).map_err(|_| Error::checkpoint(&self.path, format!("`{name}` holds negative id {x}"))))
+            .map(|&x| {
+                u32::try_from(x)
+                    .map_err(|_| Error::checkpoint(&self.path, format!("`{name}` holds negative id {x}")))
+            })
             .collect()
     }
 
@@ -98,8 +106,16 @@ pub fn kl_rows(ours: &[f32], reference: &[f32], vocab: usize) -> Vec<f64> {
         .zip(reference.chunks(vocab.max(1)))
         .map(|(q, p)| {
             let (lq, lp) = (log_softmax(q), log_softmax(p));
-            let kl: f64 = lp.iter().zip(&lq).map(|(&a, &b)| if a == f64::NEG_INFINITY { 0.0 } else { a.exp() * (a - b) }).sum();
-            if kl.is_nan() { f64::INFINITY } else { kl.max(0.0) }
+            let kl: f64 = lp
+                .iter()
+                .zip(&lq)
+                .map(|(&a, &b)| if a == f64::NEG_INFINITY { 0.0 } else { a.exp() * (a - b) })
+                .sum();
+            if kl.is_nan() {
+                f64::INFINITY
+            } else {
+                kl.max(0.0)
+            }
         })
         .collect()
 }
@@ -193,10 +209,18 @@ impl VerifyReport {
     /// The per-stage table and the verdict lines.
     pub fn render(&self) -> String {
         let t = self.opts.nmse_threshold;
-        let mut s = format!("{:<12} {:<18} {:>12} {:>12}  status\n", "stage", "reference", "NMSE", "max |diff|");
+        let mut s =
+            format!("{:<12} {:<18} {:>12} {:>12}  status\n", "stage", "reference", "NMSE", "max |diff|");
         for r in &self.rows {
             let status = if within(r.nmse, t) { "ok" } else { "DIVERGES" };
-            let _ = writeln!(s, "{:<12} {:<18} {:>12.3e} {:>12.3e}  {status}", r.stage.to_string(), r.reference, r.nmse, r.max_abs);
+            let _ = writeln!(
+                s,
+                "{:<12} {:<18} {:>12.3e} {:>12.3e}  {status}",
+                r.stage.to_string(),
+                r.reference,
+                r.nmse,
+                r.max_abs
+            );
         }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
@@ -221,14 +245,23 @@ impl VerifyReport {
                     None => writeln!(s, "greedy: {n}/{n} tokens match ok"),
                     Some(i) => {
                         let tok = |v: &[u32]| v.get(i).map_or("none".to_string(), u32::to_string);
-                        writeln!(s, "greedy: differs at token {i} of {n} (ours {}, reference {}) FAIL", tok(&g.ours), tok(&g.reference))
+                        writeln!(
+                            s,
+                            "greedy: differs at token {i} of {n} (ours {}, reference {}) FAIL",
+                            tok(&g.ours),
+                            tok(&g.reference)
+                        )
                     }
                 };
             }
         }
         match self.first_divergence() {
             Some(r) => {
-                let _ = writeln!(s, "first divergence: {} (NMSE {:.3e} > {t:.0e} vs `{}`)", r.stage, r.nmse, r.reference);
+                let _ = writeln!(
+                    s,
+                    "first divergence: {} (NMSE {:.3e} > {t:.0e} vs `{}`)",
+                    r.stage, r.nmse, r.reference
+                );
             }
             None => s.push_str("first divergence: none\n"),
         }
@@ -242,13 +275,20 @@ fn compare(stage: Stage, ours: &Tensor, refs: &Reference, name: &str) -> Result<
     if ours.shape() != shape.as_slice() {
         return Err(Error::checkpoint(
             &refs.path,
-            format!("`{name}` has shape {shape:?}, the engine's {stage} output {:?} (a dump of another model?)", ours.shape()),
+            format!(
+                "`{name}` has shape {shape:?}, the engine's {stage} output {:?} (a dump of another model?)",
+                ours.shape()
+            ),
         ));
     }
     let got = ours.to_f32_vec()?;
     let max_abs = got.iter().zip(&want).fold(0.0f64, |m, (&a, &b)| {
         let d = (a as f64 - b as f64).abs();
-        if d.is_nan() { f64::INFINITY } else { m.max(d) }
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max(d)
+        }
     });
     Ok(StageRow { stage, reference: name.to_string(), nmse: nmse(&got, &want), max_abs })
 }
@@ -264,10 +304,17 @@ pub fn verify(llm: &mut Llm, refs: &Reference, opts: &VerifyOptions) -> Result<V
     let logits = llm.logits_all(&ids, Some(&mut hidden), &SingleRank)?;
     let layers = llm.model.config().num_hidden_layers;
     if let Some(l) = refs.meta("num_layers").and_then(|v| v.parse::<usize>().ok()).filter(|&l| l != layers) {
-        return Err(Error::checkpoint(&refs.path, format!("dump of a {l}-layer model; this model has {layers}")));
+        return Err(Error::checkpoint(
+            &refs.path,
+            format!("dump of a {l}-layer model; this model has {layers}"),
+        ));
     }
     if hidden.len() != layers + 2 {
-        return Err(Error::Msg(format!("the model captured {} hidden states, expected {} (embedding, {layers} layers, final norm)", hidden.len(), layers + 2)));
+        return Err(Error::Msg(format!(
+            "the model captured {} hidden states, expected {} (embedding, {layers} layers, final norm)",
+            hidden.len(),
+            layers + 2
+        )));
     }
     let mut rows = vec![compare(Stage::Embedding, &hidden[0], refs, "hidden.0")?];
     let mut notes = vec![];
@@ -301,7 +348,10 @@ pub fn verify(llm: &mut Llm, refs: &Reference, opts: &VerifyOptions) -> Result<V
         let got = llm.generate_ids(vec![ids.clone()], &params, &mut |_, _| {})?;
         let ours = got.into_iter().next().map(|g| g.token_ids).unwrap_or_default();
         let mut first_mismatch = (0..want.len()).find(|&i| ours.get(i) != want.get(i));
-        if first_mismatch.is_some() && refs.contains("greedy_recompute") && refs.ids("greedy_recompute")? == ours {
+        if first_mismatch.is_some()
+            && refs.contains("greedy_recompute")
+            && refs.ids("greedy_recompute")? == ours
+        {
             notes.push("greedy: equals the reference's full-recompute greedy (`greedy_recompute`), not its cached one".into());
             first_mismatch = None;
         }

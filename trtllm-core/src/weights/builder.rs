@@ -65,7 +65,10 @@ impl WeightSource for EngineSource<'_> {
         let t = self.files.read(&spec.name)?;
         let want = spec.shard_shape(mapping.tp_size)?;
         if t.shape() != want.as_slice() {
-            return Err(Error::tensor(&spec.name, format!("shape {:?} in checkpoint, expected {want:?}", t.shape())));
+            return Err(Error::tensor(
+                &spec.name,
+                format!("shape {:?} in checkpoint, expected {want:?}", t.shape()),
+            ));
         }
         t.to_dtype(spec.dtype)
     }
@@ -95,7 +98,8 @@ impl<'a> VarBuilder<'a> {
 
     /// Descend into a sub-module: `vb.pp("self_attn")`.
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        let prefix =
+            if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
         VarBuilder { prefix, ..self.clone() }
     }
 
@@ -133,7 +137,9 @@ impl<'a> VarBuilder<'a> {
         } else {
             let rows: Vec<usize> = match &split {
                 TpSplit::Column(parts) if parts.len() == hf_leaves.len() => parts.clone(),
-                TpSplit::Heads(groups) if groups.len() == hf_leaves.len() => groups.iter().map(|(h, d)| h * d).collect(),
+                TpSplit::Heads(groups) if groups.len() == hf_leaves.len() => {
+                    groups.iter().map(|(h, d)| h * d).collect()
+                }
                 _ => vec![shape[0] / hf_leaves.len(); hf_leaves.len()],
             };
             hf_leaves

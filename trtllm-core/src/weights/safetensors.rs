@@ -50,7 +50,9 @@ impl SafetensorsFiles {
                 .ok_or_else(|| Error::checkpoint(&index, "missing `weight_map` object"))?;
             let mut names: Vec<String> = vec![];
             for (t, f) in map {
-                let f = f.as_str().ok_or_else(|| Error::checkpoint(&index, format!("`{t}`: file is not a string")))?;
+                let f = f
+                    .as_str()
+                    .ok_or_else(|| Error::checkpoint(&index, format!("`{t}`: file is not a string")))?;
                 if !names.iter().any(|n| n == f) {
                     names.push(f.to_string());
                 }
@@ -92,7 +94,13 @@ impl SafetensorsFiles {
                         format!("tensor `{name}`: data offsets {start}..{end} do not fit {want} bytes in a {data_len}-byte data section (truncated file?)"),
                     ));
                 }
-                let info = TensorInfo { dtype, shape: info.shape.clone(), file: fi, start: 8 + header_len + start, end: 8 + header_len + end };
+                let info = TensorInfo {
+                    dtype,
+                    shape: info.shape.clone(),
+                    file: fi,
+                    start: 8 + header_len + start,
+                    end: 8 + header_len + end,
+                };
                 if tensors.insert(name.clone(), info).is_some() {
                     return Err(Error::checkpoint(path, format!("tensor `{name}` appears in two shards")));
                 }
@@ -166,13 +174,20 @@ impl SafetensorsFiles {
 }
 
 /// Write tensors to `path` atomically (a temp file in the same directory, then rename).
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     let mut views = Vec::with_capacity(tensors.len());
-    let mut buffers: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    let mut buffers: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let (dt, bytes): (safetensors::Dtype, Vec<u8>) = match t.dtype() {
             DType::F32 => (safetensors::Dtype::F32, t.f32s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            DType::BF16 => (safetensors::Dtype::BF16, t.bf16s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            DType::BF16 => {
+                (safetensors::Dtype::BF16, t.bf16s()?.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
             DType::F16 => (safetensors::Dtype::F16, t.f16s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
             DType::I32 => (safetensors::Dtype::I32, t.i32s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
         };
@@ -184,6 +199,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: Op
         views.push((name.clone(), view));
     }
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, &metadata, &tmp).map_err(|e| Error::checkpoint(&tmp, e.to_string()))?;
+    safetensors::serialize_to_file(views, &metadata, &tmp)
+        .map_err(|e| Error::checkpoint(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

@@ -77,7 +77,10 @@ fn check_heads(heads: usize, tp: usize, name: &str) -> Result<()> {
 }
 
 fn dim(shape: &[usize], i: usize, name: &str) -> Result<usize> {
-    shape.get(i).copied().ok_or_else(|| Error::tensor(name, format!("shape {shape:?} has no dim {i} to split")))
+    shape
+        .get(i)
+        .copied()
+        .ok_or_else(|| Error::tensor(name, format!("shape {shape:?} has no dim {i} to split")))
 }
 
 impl WeightSpec {
@@ -110,7 +113,10 @@ impl WeightSpec {
         let mut parts = Vec::with_capacity(sources.len());
         for (t, src) in sources.into_iter().zip(&self.sources) {
             if t.shape() != src.shape.as_slice() {
-                return Err(Error::tensor(&src.name, format!("shape {:?}, expected {:?}", t.shape(), src.shape)));
+                return Err(Error::tensor(
+                    &src.name,
+                    format!("shape {:?}, expected {:?}", t.shape(), src.shape),
+                ));
             }
             let mut t = if self.transform.transpose { t.t()? } else { t };
             if self.transform.add_one {
@@ -119,18 +125,24 @@ impl WeightSpec {
             parts.push(t.to_dtype(self.dtype)?);
         }
         let out = match self.combine {
-            Combine::Concat0 if parts.len() == 1 => parts.pop().ok_or_else(|| Error::tensor(&self.name, "no source"))?,
+            Combine::Concat0 if parts.len() == 1 => {
+                parts.pop().ok_or_else(|| Error::tensor(&self.name, "no source"))?
+            }
             Combine::Concat0 => Tensor::cat0(&parts)?,
             Combine::Stack => {
                 let inner = parts[0].shape().to_vec();
-                let flat: Vec<Tensor> = parts.iter().map(|p| p.reshape(&[1, p.numel()])).collect::<Result<_>>()?;
+                let flat: Vec<Tensor> =
+                    parts.iter().map(|p| p.reshape(&[1, p.numel()])).collect::<Result<_>>()?;
                 let mut shape = vec![parts.len()];
                 shape.extend(inner);
                 Tensor::cat0(&flat)?.reshape(&shape)?
             }
         };
         if out.shape() != self.shape.as_slice() {
-            return Err(Error::tensor(&self.name, format!("built shape {:?}, expected {:?}", out.shape(), self.shape)));
+            return Err(Error::tensor(
+                &self.name,
+                format!("built shape {:?}, expected {:?}", out.shape(), self.shape),
+            ));
         }
         Ok(out)
     }
@@ -140,7 +152,8 @@ impl WeightSpec {
         let mut out = Vec::with_capacity(self.sources.len());
         let mut row = 0;
         for (i, src) in self.sources.iter().enumerate() {
-            let stored = if self.transform.transpose { vec![src.shape[1], src.shape[0]] } else { src.shape.clone() };
+            let stored =
+                if self.transform.transpose { vec![src.shape[1], src.shape[0]] } else { src.shape.clone() };
             let mut part = match self.combine {
                 Combine::Stack => t.narrow0(i, 1)?.reshape(&stored)?,
                 Combine::Concat0 => {

@@ -12,7 +12,10 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut cx = Ctxt::default();
     let parsed = parse::parse(&mut cx, args, item.clone());
     let Some((layer, stripped)) = parsed else {
-        let err = cx.check().err().unwrap_or_else(|| syn::Error::new(proc_macro2::Span::call_site(), "invalid input"));
+        let err = cx
+            .check()
+            .err()
+            .unwrap_or_else(|| syn::Error::new(proc_macro2::Span::call_site(), "invalid input"));
         return with_errors(strip_layer_attrs(item), err);
     };
     validate::validate(&mut cx, &layer);

@@ -54,7 +54,10 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
     let mut item: syn::ItemStruct = match syn::parse2::<syn::Item>(item) {
         Ok(syn::Item::Struct(s)) => s,
         Ok(other) => {
-            cx.push(syn::Error::new(item_kind_span(&other), "#[decoder_layer] can only be applied to a struct with named fields"));
+            cx.push(syn::Error::new(
+                item_kind_span(&other),
+                "#[decoder_layer] can only be applied to a struct with named fields",
+            ));
             return None;
         }
         Err(e) => {
@@ -66,7 +69,10 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
         syn::Fields::Named(n) => n,
         other => {
             let span = if matches!(other, syn::Fields::Unit) { item.ident.span() } else { other.span() };
-            cx.push(syn::Error::new(span, "#[decoder_layer] needs named fields: one per sub-layer, named as in the HF checkpoint"));
+            cx.push(syn::Error::new(
+                span,
+                "#[decoder_layer] needs named fields: one per sub-layer, named as in the HF checkpoint",
+            ));
             return None;
         }
     };
@@ -86,7 +92,10 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
                         Some((_, r)) => role = Some(*r),
                         None => {
                             let known: Vec<&str> = Role::ALL.iter().map(|(n, _)| *n).collect();
-                            return Err(syn::Error::new(v.span(), format!("unknown role `{v}`; expected one of: {}", known.join(", "))));
+                            return Err(syn::Error::new(
+                                v.span(),
+                                format!("unknown role `{v}`; expected one of: {}", known.join(", ")),
+                            ));
                         }
                     }
                     Ok(())
@@ -120,7 +129,10 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
             }
         }
     }
-    Some((LayerStruct { ident: item.ident.clone(), generics: item.generics.clone(), fields, had_field_errors }, item))
+    Some((
+        LayerStruct { ident: item.ident.clone(), generics: item.generics.clone(), fields, had_field_errors },
+        item,
+    ))
 }
 
 /// The keyword of a non-struct item (`enum`, `fn`, ...), for the error caret.

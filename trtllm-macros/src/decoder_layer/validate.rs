@@ -10,7 +10,10 @@ pub fn validate(cx: &mut Ctxt, layer: &LayerStruct) {
         }
         let with: Vec<_> = layer.fields.iter().filter(|f| f.role == role).collect();
         for dup in with.iter().skip(1) {
-            cx.error_spanned_by(&dup.ident, format!("a decoder layer has one `{name}` field; `{}` is a second", dup.ident));
+            cx.error_spanned_by(
+                &dup.ident,
+                format!("a decoder layer has one `{name}` field; `{}` is a second", dup.ident),
+            );
         }
         let required = matches!(role, Role::InputNorm | Role::Attention | Role::Mlp);
         if required && with.is_empty() {

@@ -55,11 +55,19 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<Regi
                     Arg::Arch(s) => archs.push(s),
                     Arg::KeyValue(k, v) if k == "config" => match v {
                         syn::Expr::Path(p) => config = Some(p.path),
-                        other => cx.error_spanned_by(&other, "`config` takes the path of a `fn(&mut ModelConfig)`"),
+                        other => {
+                            cx.error_spanned_by(&other, "`config` takes the path of a `fn(&mut ModelConfig)`")
+                        }
                     },
                     Arg::KeyValue(k, v) if k == "layout" => layout = Some(v),
-                    Arg::KeyValue(k, _) => cx.error_spanned_by(&k, format!("unknown #[register_model] key `{k}`; expected `config` or `layout`")),
-                    Arg::Other(e) => cx.error_spanned_by(&e, "architecture names must be string literals, e.g. \"LlamaForCausalLM\""),
+                    Arg::KeyValue(k, _) => cx.error_spanned_by(
+                        &k,
+                        format!("unknown #[register_model] key `{k}`; expected `config` or `layout`"),
+                    ),
+                    Arg::Other(e) => cx.error_spanned_by(
+                        &e,
+                        "architecture names must be string literals, e.g. \"LlamaForCausalLM\"",
+                    ),
                 }
             }
         }

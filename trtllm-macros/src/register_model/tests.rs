@@ -13,7 +13,9 @@ fn pretty(ts: proc_macro2::TokenStream) -> String {
 fn llama_with_alias() {
     let out = super::expand(
         quote!("LlamaForCausalLM", "MistralForCausalLM"),
-        quote!(pub struct Llama(DecoderModelForCausalLM<LlamaDecoderLayer>);),
+        quote!(
+            pub struct Llama(DecoderModelForCausalLM<LlamaDecoderLayer>);
+        ),
     );
     insta::assert_snapshot!(pretty(out));
 }
@@ -22,14 +24,22 @@ fn llama_with_alias() {
 fn config_and_layout() {
     let out = super::expand(
         quote!("GPT2LMHeadModel", config = gpt2_config, layout = GPT2_LAYOUT),
-        quote!(pub struct Gpt2(DecoderModelForCausalLM<Gpt2Block, LayerNorm>);),
+        quote!(
+            pub struct Gpt2(DecoderModelForCausalLM<Gpt2Block, LayerNorm>);
+        ),
     );
     insta::assert_snapshot!(pretty(out));
 }
 
 #[test]
 fn non_literal_and_duplicate() {
-    let out = super::expand(quote!(ARCH, "A", "A"), quote!(pub struct M(Base);)).to_string();
+    let out = super::expand(
+        quote!(ARCH, "A", "A"),
+        quote!(
+            pub struct M(Base);
+        ),
+    )
+    .to_string();
     assert!(out.contains("architecture names must be string literals"), "{out}");
     assert!(out.contains("architecture `A` is listed twice"), "{out}");
 }

@@ -7,7 +7,10 @@ pub fn validate(cx: &mut Ctxt, m: &RegisterModel) {
     for (i, a) in m.archs.iter().enumerate() {
         let v = a.value();
         if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            cx.error_spanned_by(a, format!("`{v}` is not an HF architecture name (letters, digits and `_` only)"));
+            cx.error_spanned_by(
+                a,
+                format!("`{v}` is not an HF architecture name (letters, digits and `_` only)"),
+            );
         }
         if m.archs[..i].iter().any(|b| b.value() == v) {
             cx.error_spanned_by(a, format!("architecture `{v}` is listed twice"));

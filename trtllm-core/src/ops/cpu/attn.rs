@@ -28,7 +28,14 @@ const PARALLEL_MIN_FMAS: usize = 256 * 1024;
 
 /// `out` `[t, heads * head_dim]` (overwritten) from q `[t, heads * head_dim]`.
 /// Checks every block table and slot first, so the kernels index without checks.
-pub fn paged_attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], batch: &ForwardBatch, p: &AttnParams, out: &mut [f32]) -> Result<()> {
+pub fn paged_attention(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    batch: &ForwardBatch,
+    p: &AttnParams,
+    out: &mut [f32],
+) -> Result<()> {
     let t = batch.num_tokens();
     let (hd, nh, nkv) = (p.head_dim, p.num_heads, p.num_kv_heads);
     let qw = nh * hd;
@@ -43,13 +50,22 @@ pub fn paged_attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], batch: &Forw
     for ti in 0..t {
         let seq = batch
             .seqs
-            .get(*batch.token_seq.get(ti).ok_or_else(|| Error::KvCache(format!("token {ti} has no sequence")))?)
+            .get(
+                *batch
+                    .token_seq
+                    .get(ti)
+                    .ok_or_else(|| Error::KvCache(format!("token {ti} has no sequence")))?,
+            )
             .ok_or_else(|| Error::KvCache(format!("token {ti}: unknown sequence")))?;
-        let pos = *batch.positions.get(ti).ok_or_else(|| Error::KvCache(format!("token {ti} has no position")))?;
+        let pos =
+            *batch.positions.get(ti).ok_or_else(|| Error::KvCache(format!("token {ti} has no position")))?;
         let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         for bi in lo / bs..=pos / bs {
             let j = (bi * bs).max(lo);
-            let b = seq.block_table.get(bi).ok_or_else(|| Error::KvCache(format!("position {j} has no block")))?;
+            let b = seq
+                .block_table
+                .get(bi)
+                .ok_or_else(|| Error::KvCache(format!("position {j} has no block")))?;
             if (*b as usize + 1) * bs > cache_slots {
                 // The last slot this token reads in the block must exist.
                 let last = (*b as usize) * bs + (pos.min(bi * bs + bs - 1) % bs);
@@ -83,7 +99,17 @@ pub fn paged_attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], batch: &Forw
 /// The block tables of `ti`'s sequence cover its attended positions within the caches (checked
 /// by the caller); `out` is valid for token ti's row.
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_task(q: &[f32], kc: &[f32], vc: &[f32], batch: &ForwardBatch, p: &AttnParams, ti: usize, kh: usize, out: *mut f32, s: &mut Vec<f32>) {
+unsafe fn run_task(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    batch: &ForwardBatch,
+    p: &AttnParams,
+    ti: usize,
+    kh: usize,
+    out: *mut f32,
+    s: &mut Vec<f32>,
+) {
     let (hd, nh, nkv) = (p.head_dim, p.num_heads, p.num_kv_heads);
     let group = nh / nkv;
     let seq = &batch.seqs[batch.token_seq[ti]];
@@ -201,7 +227,13 @@ task_body!(
     super::simd::avx512::exp_shift_sum
 );
 #[cfg(target_arch = "x86_64")]
-task_body!(task_avx2, "avx2,fma,f16c", super::simd::avx2::dot, super::simd::avx2::axpy, super::simd::avx2::exp_shift_sum);
+task_body!(
+    task_avx2,
+    "avx2,fma,f16c",
+    super::simd::avx2::dot,
+    super::simd::avx2::axpy,
+    super::simd::avx2::exp_shift_sum
+);
 
 /// # Safety
 /// Pointers valid for `n` elements.
@@ -267,7 +299,10 @@ mod blocked {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
         let half = |v: __m512| {
-            _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))))
+            _mm256_add_ps(
+                _mm512_castps512_ps256(v),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+            )
         };
         let abcd = _mm256_hadd_ps(_mm256_hadd_ps(half(a), half(b)), _mm256_hadd_ps(half(c), half(d)));
         _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps::<1>(abcd))
@@ -384,7 +419,8 @@ mod tests {
                 let mut s: Vec<f64> = (lo..=pos)
                     .map(|j| {
                         let k = &kc[slot(j) * kvw + kh * hd..][..hd];
-                        let mut d = qh.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * p.scale as f64;
+                        let mut d = qh.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+                            * p.scale as f64;
                         if let Some(c) = p.softcap {
                             d = (d / c as f64).tanh() * c as f64;
                         }
@@ -428,7 +464,14 @@ mod tests {
                         let step = [SeqStep { tokens: &toks[..l], start_pos: st, block_table: &blocks }];
                         let batch = ForwardBatch::new(&step, bs, true).expect("batch");
                         let q: Vec<f32> = (0..l * nh * hd).map(|_| rnd()).collect();
-                        let p = AttnParams { num_heads: nh, num_kv_heads: nkv, head_dim: hd, scale: (hd as f32).powf(-0.5), window, softcap };
+                        let p = AttnParams {
+                            num_heads: nh,
+                            num_kv_heads: nkv,
+                            head_dim: hd,
+                            scale: (hd as f32).powf(-0.5),
+                            window,
+                            softcap,
+                        };
                         let mut out = vec![f32::NAN; l * nh * hd];
                         paged_attention(&q, &kc, &vc, &batch, &p, &mut out).expect("attention");
                         let r = reference(&q, &kc, &vc, &batch, &p);
@@ -451,9 +494,17 @@ mod tests {
             let blocks: Vec<u32> = (0..(ctx as u32).div_ceil(16)).collect();
             let step = [SeqStep { tokens: &[1], start_pos: ctx - 1, block_table: &blocks }];
             let batch = ForwardBatch::new(&step, bs, false).expect("batch");
-            let kc: Vec<f32> = (0..blocks.len() * bs * nkv * hd).map(|i| ((i % 97) as f32 - 48.0) * 0.01).collect();
+            let kc: Vec<f32> =
+                (0..blocks.len() * bs * nkv * hd).map(|i| ((i % 97) as f32 - 48.0) * 0.01).collect();
             let q: Vec<f32> = (0..nh * hd).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
-            let p = AttnParams { num_heads: nh, num_kv_heads: nkv, head_dim: hd, scale: 0.125, window: None, softcap: None };
+            let p = AttnParams {
+                num_heads: nh,
+                num_kv_heads: nkv,
+                head_dim: hd,
+                scale: 0.125,
+                window: None,
+                softcap: None,
+            };
             let mut out = vec![0f32; nh * hd];
             for _ in 0..100 {
                 paged_attention(&q, &kc, &kc, &batch, &p, &mut out).expect("attn");

@@ -61,7 +61,11 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [
         return;
     }
     // A few parts per thread, claimed dynamically (a descheduled thread's share is picked up).
-    let parts = if m * n * k < PARALLEL_MIN_FMAS { 1 } else { (PARTS_PER_THREAD * pool::num_threads()).min(n.div_ceil(16)) };
+    let parts = if m * n * k < PARALLEL_MIN_FMAS {
+        1
+    } else {
+        (PARTS_PER_THREAD * pool::num_threads()).min(n.div_ceil(16))
+    };
     let yp = SendPtr(y.as_mut_ptr());
     pool::run_parts(parts, &|part, np| {
         let r = pool::split(n, part, np, 16);
@@ -81,19 +85,40 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [
 /// `x` valid for `m * k` reads; `w` holds rows `r0 .. r0 + nrows` of length k; `y` valid for
 /// writes of `nrows` columns in each of `m` rows of stride `ys`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows(x: *const f32, m: usize, k: usize, w: Weights<'_>, r0: usize, nrows: usize, y: *mut f32, ys: usize) {
+unsafe fn rows(
+    x: *const f32,
+    m: usize,
+    k: usize,
+    w: Weights<'_>,
+    r0: usize,
+    nrows: usize,
+    y: *mut f32,
+    ys: usize,
+) {
     let off = r0 * k;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the tier was detected on this CPU; `off` is inside w (the caller's rows), and the
     // pointer contracts are forwarded unchanged.
     unsafe {
         match (super::isa(), w) {
-            (Isa::Avx512, Weights::F32(w)) => return avx512::block_f32(x, m, k, w.as_ptr().add(off), nrows, y, ys),
-            (Isa::Avx512, Weights::Bf16(w)) => return avx512::block_bf16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys),
-            (Isa::Avx512, Weights::F16(w)) => return avx512::block_f16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys),
-            (Isa::Avx2, Weights::F32(w)) => return avx2::block_f32(x, m, k, w.as_ptr().add(off), nrows, y, ys),
-            (Isa::Avx2, Weights::Bf16(w)) => return avx2::block_bf16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys),
-            (Isa::Avx2, Weights::F16(w)) => return avx2::block_f16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys),
+            (Isa::Avx512, Weights::F32(w)) => {
+                return avx512::block_f32(x, m, k, w.as_ptr().add(off), nrows, y, ys)
+            }
+            (Isa::Avx512, Weights::Bf16(w)) => {
+                return avx512::block_bf16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys)
+            }
+            (Isa::Avx512, Weights::F16(w)) => {
+                return avx512::block_f16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys)
+            }
+            (Isa::Avx2, Weights::F32(w)) => {
+                return avx2::block_f32(x, m, k, w.as_ptr().add(off), nrows, y, ys)
+            }
+            (Isa::Avx2, Weights::Bf16(w)) => {
+                return avx2::block_bf16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys)
+            }
+            (Isa::Avx2, Weights::F16(w)) => {
+                return avx2::block_f16(x, m, k, w.as_ptr().add(off).cast(), nrows, y, ys)
+            }
             _ => {}
         }
     }
@@ -185,7 +210,15 @@ mod scalar {
     /// # Safety
     /// `x` valid for `m * k` reads; `y` for writes of `w.len() / k` columns in `m` rows of
     /// stride `ys`.
-    pub unsafe fn block<T: Elem>(x: *const f32, m: usize, k: usize, w: &[T], nrows: usize, y: *mut f32, ys: usize) {
+    pub unsafe fn block<T: Elem>(
+        x: *const f32,
+        m: usize,
+        k: usize,
+        w: &[T],
+        nrows: usize,
+        y: *mut f32,
+        ys: usize,
+    ) {
         // SAFETY: see the contract.
         let x = unsafe { std::slice::from_raw_parts(x, m * k) };
         for j in 0..nrows {
@@ -232,13 +265,20 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn ld_bf16(p: *const u16) -> __m512 {
         // SAFETY: the caller reads 16 valid elements. bf16 -> f32 is a 16-bit left shift.
-        unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))) }
+        unsafe {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()))))
+        }
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn ldm_bf16(m: __mmask16, p: *const u16) -> __m512 {
         // SAFETY: masked-off lanes are not read.
-        unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p.cast())))) }
+        unsafe {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+                m,
+                p.cast(),
+            ))))
+        }
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
@@ -258,7 +298,10 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
         let half = |v: __m512| {
-            _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))))
+            _mm256_add_ps(
+                _mm512_castps512_ps256(v),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+            )
         };
         let ab = _mm256_hadd_ps(half(a), half(b));
         let cd = _mm256_hadd_ps(half(c), half(d));
@@ -291,7 +334,14 @@ mod avx512 {
             /// rows of stride ys with NR writable outputs; AVX-512 present.
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-            unsafe fn $tile<const MR: usize, const NR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
+            unsafe fn $tile<const MR: usize, const NR: usize>(
+                x: *const f32,
+                xs: usize,
+                w: *const $T,
+                k: usize,
+                y: *mut f32,
+                ys: usize,
+            ) {
                 // SAFETY: loads stay below k in each row (tail masked); stores
                 // go to the MR x NR outputs of the contract.
                 unsafe {
@@ -339,7 +389,14 @@ mod avx512 {
             /// outputs of stride ys; AVX-512 present.
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-            unsafe fn $seq<const MR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
+            unsafe fn $seq<const MR: usize>(
+                x: *const f32,
+                xs: usize,
+                w: *const $T,
+                k: usize,
+                y: *mut f32,
+                ys: usize,
+            ) {
                 // SAFETY: loads stay below k (tail masked); MR outputs written.
                 unsafe {
                     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -349,7 +406,8 @@ mod avx512 {
                         let w1 = $ld(w.add(p + 16));
                         for i in 0..MR {
                             acc[i][0] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(i * xs + p)), w0, acc[i][0]);
-                            acc[i][1] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(i * xs + p + 16)), w1, acc[i][1]);
+                            acc[i][1] =
+                                _mm512_fmadd_ps(_mm512_loadu_ps(x.add(i * xs + p + 16)), w1, acc[i][1]);
                         }
                         p += 32;
                     }
@@ -357,7 +415,8 @@ mod avx512 {
                         let m = if p + 16 <= k { 0xffff } else { tail_mask(k - p) };
                         let w0 = $ldm(m, w.add(p));
                         for i in 0..MR {
-                            acc[i][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x.add(i * xs + p)), w0, acc[i][0]);
+                            acc[i][0] =
+                                _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x.add(i * xs + p)), w0, acc[i][0]);
                         }
                         p += 16;
                     }
@@ -370,7 +429,15 @@ mod avx512 {
             /// # Safety
             /// As `super::rows`, with `w` pointing at the first of `nrows` rows.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-            pub unsafe fn $block(x: *const f32, m: usize, k: usize, w: *const $T, nrows: usize, y: *mut f32, ys: usize) {
+            pub unsafe fn $block(
+                x: *const f32,
+                m: usize,
+                k: usize,
+                w: *const $T,
+                nrows: usize,
+                y: *mut f32,
+                ys: usize,
+            ) {
                 // SAFETY: every tile call stays inside m x nrows.
                 unsafe {
                     if m <= 4 {
@@ -479,7 +546,9 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn ld_bf16(p: *const u16) -> __m256 {
         // SAFETY: the caller reads 8 valid elements.
-        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
+        unsafe {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))))
+        }
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -513,7 +582,14 @@ mod avx2 {
             /// As the AVX-512 tile; AVX2+FMA present.
             #[inline]
             #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn $tile<const MR: usize, const NR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
+            unsafe fn $tile<const MR: usize, const NR: usize>(
+                x: *const f32,
+                xs: usize,
+                w: *const $T,
+                k: usize,
+                y: *mut f32,
+                ys: usize,
+            ) {
                 // SAFETY: loads stay below k in each row; stores go to the
                 // MR x NR outputs of the contract.
                 unsafe {
@@ -536,7 +612,10 @@ mod avx2 {
                         let mut out = [0f32; NR];
                         let mut j = 0;
                         while j + 4 <= NR {
-                            _mm_storeu_ps(out.as_mut_ptr().add(j), reduce4(acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]));
+                            _mm_storeu_ps(
+                                out.as_mut_ptr().add(j),
+                                reduce4(acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]),
+                            );
                             j += 4;
                         }
                         while j < NR {
@@ -561,7 +640,14 @@ mod avx2 {
             /// As the AVX-512 `seq` kernel; AVX2+FMA present.
             #[inline]
             #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn $seq<const MR: usize>(x: *const f32, xs: usize, w: *const $T, k: usize, y: *mut f32, ys: usize) {
+            unsafe fn $seq<const MR: usize>(
+                x: *const f32,
+                xs: usize,
+                w: *const $T,
+                k: usize,
+                y: *mut f32,
+                ys: usize,
+            ) {
                 // SAFETY: loads stay below k; MR outputs written.
                 unsafe {
                     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
@@ -571,7 +657,8 @@ mod avx2 {
                         let w1 = $ld(w.add(p + 8));
                         for i in 0..MR {
                             acc[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i * xs + p)), w0, acc[i][0]);
-                            acc[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i * xs + p + 8)), w1, acc[i][1]);
+                            acc[i][1] =
+                                _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i * xs + p + 8)), w1, acc[i][1]);
                         }
                         p += 16;
                     }
@@ -588,7 +675,15 @@ mod avx2 {
             /// # Safety
             /// As `super::rows`, with `w` pointing at the first of `nrows` rows.
             #[target_feature(enable = "avx2,fma,f16c")]
-            pub unsafe fn $block(x: *const f32, m: usize, k: usize, w: *const $T, nrows: usize, y: *mut f32, ys: usize) {
+            pub unsafe fn $block(
+                x: *const f32,
+                m: usize,
+                k: usize,
+                w: *const $T,
+                nrows: usize,
+                y: *mut f32,
+                ys: usize,
+            ) {
                 // SAFETY: every tile call stays inside m x nrows.
                 unsafe {
                     if m <= 4 {
@@ -680,9 +775,9 @@ mod tests {
                 matmul(&x, 1, k, Weights::F32(w), n, &mut y);
                 best = best.min(t.elapsed().as_secs_f64());
             }
-            let thp = std::fs::read_to_string("/proc/self/smaps_rollup").ok().and_then(|s| {
-                s.lines().find(|l| l.starts_with("AnonHugePages")).map(|l| l.to_string())
-            });
+            let thp = std::fs::read_to_string("/proc/self/smaps_rollup")
+                .ok()
+                .and_then(|s| s.lines().find(|l| l.starts_with("AnonHugePages")).map(|l| l.to_string()));
             println!("huge={huge}: {:.1} GB/s ({thp:?})", bytes as f64 / best / 1e9);
             // SAFETY: allocated above with this layout.
             unsafe { std::alloc::dealloc(p.cast(), layout) };

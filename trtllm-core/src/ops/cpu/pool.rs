@@ -104,7 +104,8 @@ fn work(p: &Pool, epoch: u64) {
         // and the closure it borrows are alive. The Acquire CAS orders the read after the
         // caller's store of the pointer.
         let job = unsafe { &*p.job.load(Ordering::Acquire) };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.f)(next as usize, parts as usize)));
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.f)(next as usize, parts as usize)));
         if r.is_err() {
             p.panicked.store(true, Ordering::Relaxed);
         }

@@ -154,7 +154,10 @@ pub mod avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub unsafe fn exp(x: __m512) -> __m512 {
         let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(LOG2E),
+        ));
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
         let mut y = _mm512_set1_ps(P0);
@@ -188,7 +191,11 @@ pub mod avx512 {
             }
             if i < n {
                 let m = tail_mask(n - i);
-                s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a.add(i)), _mm512_maskz_loadu_ps(m, b.add(i)), s1);
+                s1 = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(m, a.add(i)),
+                    _mm512_maskz_loadu_ps(m, b.add(i)),
+                    s1,
+                );
             }
             hsum(_mm512_add_ps(s0, s1))
         }
@@ -205,12 +212,19 @@ pub mod avx512 {
             let av = _mm512_set1_ps(a);
             let mut i = 0;
             while i + 16 <= n {
-                _mm512_storeu_ps(y.add(i), _mm512_fmadd_ps(av, _mm512_loadu_ps(x.add(i)), _mm512_loadu_ps(y.add(i))));
+                _mm512_storeu_ps(
+                    y.add(i),
+                    _mm512_fmadd_ps(av, _mm512_loadu_ps(x.add(i)), _mm512_loadu_ps(y.add(i))),
+                );
                 i += 16;
             }
             if i < n {
                 let m = tail_mask(n - i);
-                let v = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x.add(i)), _mm512_maskz_loadu_ps(m, y.add(i)));
+                let v = _mm512_fmadd_ps(
+                    av,
+                    _mm512_maskz_loadu_ps(m, x.add(i)),
+                    _mm512_maskz_loadu_ps(m, y.add(i)),
+                );
                 _mm512_mask_storeu_ps(y.add(i), m, v);
             }
         }
@@ -226,7 +240,10 @@ pub mod avx512 {
             let mut i = 0;
             while i < n {
                 let m = if i + 16 <= n { 0xffff } else { tail_mask(n - i) };
-                let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w.add(i)), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.add(i)), rv));
+                let v = _mm512_mul_ps(
+                    _mm512_maskz_loadu_ps(m, w.add(i)),
+                    _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.add(i)), rv),
+                );
                 _mm512_mask_storeu_ps(out.add(i), m, v);
                 i += 16;
             }
@@ -299,7 +316,10 @@ pub mod avx2 {
     pub unsafe fn exp(x: __m256) -> __m256 {
         let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.3));
         let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3)), _mm256_set1_ps(EXP_HI));
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            x,
+            _mm256_set1_ps(LOG2E),
+        ));
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
         let mut y = _mm256_set1_ps(P0);
@@ -354,7 +374,10 @@ pub mod avx2 {
             let av = _mm256_set1_ps(a);
             let mut i = 0;
             while i + 8 <= n {
-                _mm256_storeu_ps(y.add(i), _mm256_fmadd_ps(av, _mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(y.add(i))));
+                _mm256_storeu_ps(
+                    y.add(i),
+                    _mm256_fmadd_ps(av, _mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(y.add(i))),
+                );
                 i += 8;
             }
             while i < n {
@@ -402,7 +425,10 @@ pub mod avx2 {
             while i + 8 <= n {
                 let gv = _mm256_loadu_ps(g.add(i));
                 let den = _mm256_add_ps(one, exp(_mm256_sub_ps(zero, gv)));
-                _mm256_storeu_ps(out.add(i), _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u.add(i))));
+                _mm256_storeu_ps(
+                    out.add(i),
+                    _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u.add(i))),
+                );
                 i += 8;
             }
             while i < n {
@@ -440,7 +466,10 @@ mod tests {
         silu_mul(&mut o, &xs, &u);
         for (&x, &got) in xs.iter().zip(&o) {
             let want = x as f64 / (1.0 + (-x as f64).exp()) * 1.5;
-            assert!((got as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "silu({x}) = {got}, want {want}");
+            assert!(
+                (got as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "silu({x}) = {got}, want {want}"
+            );
         }
         let mut neg = vec![f32::NEG_INFINITY, 0.0];
         let s = exp_shift_sum(&mut neg, 0.0);
