@@ -101,67 +101,68 @@ fn parse_one(
             .or(orig_max_cfg)
             .unwrap_or(key_default))
     };
-    let scaling =
-        match kind {
-            "default" => RopeScaling::Default,
-            "linear" => RopeScaling::Linear { factor: req(file, m, "factor")? },
-            "dynamic" => RopeScaling::Dynamic { factor: req(file, m, "factor")?, original_max: max_pos },
-            "llama3" => RopeScaling::Llama3 {
-                factor: req(file, m, "factor")?,
-                low_freq_factor: req(file, m, "low_freq_factor")?,
-                high_freq_factor: req(file, m, "high_freq_factor")?,
-                original_max: req(file, m, "original_max_position_embeddings")? as usize,
-            },
-            "yarn" => {
-                let mut factor = req(file, m, "factor")?;
-                let original_max = orig(max_pos)?;
-                if f(file, m, "original_max_position_embeddings")?.is_some() && max_pos > original_max {
-                    factor = max_pos as f64 / original_max as f64;
-                }
-                let attention_factor = match f(file, m, "attention_factor")? {
-                    Some(a) => a,
-                    None => match (f(file, m, "mscale")?, f(file, m, "mscale_all_dim")?) {
-                        (Some(ms), Some(msa)) if ms != 0.0 && msa != 0.0 => {
-                            get_mscale(factor, ms) / get_mscale(factor, msa)
-                        }
-                        _ => get_mscale(factor, 1.0),
-                    },
-                };
-                RopeScaling::Yarn {
-                    factor,
-                    original_max,
-                    beta_fast: f(file, m, "beta_fast")?.unwrap_or(32.0),
-                    beta_slow: f(file, m, "beta_slow")?.unwrap_or(1.0),
-                    attention_factor,
-                    truncate: m.get("truncate").and_then(|v| v.as_bool()).unwrap_or(true),
-                }
+    let scaling = match kind {
+        "default" => RopeScaling::Default,
+        "linear" => RopeScaling::Linear { factor: req(file, m, "factor")? },
+        "dynamic" => RopeScaling::Dynamic { factor: req(file, m, "factor")?, original_max: max_pos },
+        "llama3" => RopeScaling::Llama3 {
+            factor: req(file, m, "factor")?,
+            low_freq_factor: req(file, m, "low_freq_factor")?,
+            high_freq_factor: req(file, m, "high_freq_factor")?,
+            original_max: req(file, m, "original_max_position_embeddings")? as usize,
+        },
+        "yarn" => {
+            let mut factor = req(file, m, "factor")?;
+            let original_max = orig(max_pos)?;
+            if f(file, m, "original_max_position_embeddings")?.is_some() && max_pos > original_max {
+                factor = max_pos as f64 / original_max as f64;
             }
-            "longrope" | "su" => {
-                let original_max = orig(max_pos)?;
-                let factor = match orig_max_cfg {
-                    Some(o) => max_pos as f64 / o as f64,
-                    None => f(file, m, "factor")?.unwrap_or(1.0),
-                };
-                let attention_factor = match f(file, m, "attention_factor")? {
-                    Some(a) => a,
-                    None if factor <= 1.0 => 1.0,
-                    None => (1.0 + factor.ln() / (original_max as f64).ln()).sqrt(),
-                };
-                RopeScaling::LongRope {
-                    short_factor: list(file, m, "short_factor", rotary_dim / 2)?,
-                    long_factor: list(file, m, "long_factor", rotary_dim / 2)?,
-                    original_max,
-                    attention_factor,
-                }
+            let attention_factor = match f(file, m, "attention_factor")? {
+                Some(a) => a,
+                None => match (f(file, m, "mscale")?, f(file, m, "mscale_all_dim")?) {
+                    (Some(ms), Some(msa)) if ms != 0.0 && msa != 0.0 => {
+                        get_mscale(factor, ms) / get_mscale(factor, msa)
+                    }
+                    _ => get_mscale(factor, 1.0),
+                },
+            };
+            RopeScaling::Yarn {
+                factor,
+                original_max,
+                beta_fast: f(file, m, "beta_fast")?.unwrap_or(32.0),
+                beta_slow: f(file, m, "beta_slow")?.unwrap_or(1.0),
+                attention_factor,
+                truncate: m.get("truncate").and_then(|v| v.as_bool()).unwrap_or(true),
             }
-            other => return Err(Error::config(
+        }
+        "longrope" | "su" => {
+            let original_max = orig(max_pos)?;
+            let factor = match orig_max_cfg {
+                Some(o) => max_pos as f64 / o as f64,
+                None => f(file, m, "factor")?.unwrap_or(1.0),
+            };
+            let attention_factor = match f(file, m, "attention_factor")? {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / (original_max as f64).ln()).sqrt(),
+            };
+            RopeScaling::LongRope {
+                short_factor: list(file, m, "short_factor", rotary_dim / 2)?,
+                long_factor: list(file, m, "long_factor", rotary_dim / 2)?,
+                original_max,
+                attention_factor,
+            }
+        }
+        other => {
+            return Err(Error::config(
                 file,
                 "rope_scaling.rope_type",
                 format!(
                     "unknown rope type `{other}` (known: default, linear, dynamic, llama3, yarn, longrope)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     Ok(RopeConfig { theta, rotary_dim, scaling })
 }
 
