@@ -1,1 +1,28 @@
+//! Helpers shared by the integration tests in `tests/tests/`.
 
+use std::path::PathBuf;
+
+use trtllm_core::Tensor;
+
+/// A fixture directory under `tests/fixtures`. `CARGO_MANIFEST_DIR` at run time wins (the GPU
+/// machine runs test binaries built elsewhere); else the directory they were built in.
+pub fn fixture(name: &str) -> PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    root.join("fixtures").join(name)
+}
+
+/// `||a - b||^2 / ||b||^2`, after checking lengths match and `a` is finite.
+pub fn nmse(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    num / den.max(1e-30)
+}
+
+/// Token ids stored as an int32 tensor.
+pub fn ids(t: &Tensor) -> Vec<u32> {
+    t.i32s().expect("int32 ids").iter().map(|&x| x as u32).collect()
+}

@@ -2,28 +2,12 @@
 //! (made by scripts/make_fixtures.py) run on the CPU in f32 and must reproduce HF's logits at
 //! every position (NMSE <= 1e-6), its hidden states layer by layer, and its 16 greedy tokens.
 
-use std::path::PathBuf;
+use trtllm_tests::{fixture, ids, nmse};
 
 use trtllm_core::layers::SingleRank;
 use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
 use trtllm_core::weights::SafetensorsFiles;
-use trtllm_core::{DType, Tensor};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
-
-fn nmse(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    num / den.max(1e-30)
-}
-
-fn ids(t: &Tensor) -> Vec<u32> {
-    t.i32s().expect("int32 ids").iter().map(|&x| x as u32).collect()
-}
+use trtllm_core::DType;
 
 fn engine(name: &str, block_size: usize) -> Llm {
     trtllm::init();

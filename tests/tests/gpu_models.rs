@@ -1,30 +1,12 @@
 //! Every fixture architecture on the GPU against its HF reference: f32 logits NMSE <= 1e-5 and
 //! identical greedy tokens; bf16 logits NMSE <= 1e-3. Skips without a GPU.
 
-use std::path::PathBuf;
+use trtllm_tests::{fixture, ids, nmse};
 
 use trtllm_core::layers::SingleRank;
 use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
 use trtllm_core::weights::SafetensorsFiles;
-use trtllm_core::{DType, Device, Tensor};
-
-fn fixture(name: &str) -> PathBuf {
-    // At run time when set (the GPU machine runs binaries built elsewhere), else where they were built.
-    let root = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    root.join("fixtures").join(name)
-}
-
-fn nmse(a: &[f32], b: &[f32]) -> f64 {
-    assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    num / b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().max(1e-30)
-}
-
-fn ids(t: &Tensor) -> Vec<u32> {
-    t.i32s().expect("ids").iter().map(|&x| x as u32).collect()
-}
+use trtllm_core::{DType, Device};
 
 fn check(name: &str) {
     if !trtllm_kernels::Gpu::available() {

@@ -5,6 +5,7 @@
 //! another converter version, a non-empty output dir, pipeline stages at run time.
 
 use std::path::{Path, PathBuf};
+use trtllm_tests::{fixture, nmse};
 
 use tempfile::TempDir;
 use trtllm_core::checkpoint::{
@@ -15,18 +16,6 @@ use trtllm_core::model::{build_model, LoadOptions};
 use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
 use trtllm_core::weights::{write_safetensors, SafetensorsFiles};
 use trtllm_core::{DType, Mapping, Tensor};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
-
-fn nmse(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    num / den.max(1e-30)
-}
 
 fn input_ids(name: &str) -> Vec<u32> {
     let refs =

@@ -105,7 +105,7 @@ impl AttentionLayer for Attention {
             (Some(q), Some(k)) => Some((&q.weight, &k.weight, q.eps)),
             _ => None,
         };
-        let rope_on_device = match (&self.static_freq, ops::cuda::gpu_of_tensor(&qkv)) {
+        let rope_on_device = match (&self.static_freq, ops::cuda::gpu_of(&qkv)) {
             (Some((inv, _)), Some(gpu)) => {
                 if self.static_freq_dev.get().is_none() {
                     let t = Tensor::from_f32(inv.clone(), &[inv.len()])?.to_gpu(&gpu)?;

@@ -25,13 +25,8 @@ pub(crate) fn dev_err(e: trtllm_kernels::GpuError) -> Error {
     Error::Device(e.to_string())
 }
 
-/// The GPU of a CUDA tensor (public for layers that cache device copies).
-pub fn gpu_of_tensor(t: &Tensor) -> Option<Arc<Gpu>> {
-    gpu_of(t)
-}
-
 /// The GPU of a CUDA tensor.
-pub(crate) fn gpu_of(t: &Tensor) -> Option<Arc<Gpu>> {
+pub fn gpu_of(t: &Tensor) -> Option<Arc<Gpu>> {
     t.devbuf().map(|(b, _)| b.gpu().clone())
 }
 
@@ -68,14 +63,9 @@ pub(crate) fn alloc(gpu: &Arc<Gpu>, shape: &[usize], dtype: DType) -> Result<Dev
 }
 
 /// Upload host int32 values (ids, positions, slots).
-pub(crate) fn upload_i32(gpu: &Arc<Gpu>, v: &[i32]) -> Result<DevBuf> {
+pub fn upload_i32(gpu: &Arc<Gpu>, v: &[i32]) -> Result<DevBuf> {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     DevBuf::upload(gpu, &bytes).map_err(dev_err)
-}
-
-/// Upload host int32 values (used by the runtime for batch metadata).
-pub fn upload_i32_pub(gpu: &Arc<Gpu>, v: &[i32]) -> Result<DevBuf> {
-    upload_i32(gpu, v)
 }
 
 pub(crate) fn upload_f32(gpu: &Arc<Gpu>, v: &[f32]) -> Result<DevBuf> {
