@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub kv_blocks: Option<usize>,
     pub prefix_caching: bool,
     pub device: Device,
+    /// Tensor-parallel ranks (threads in this process); default: the checkpoint's, or 1.
+    pub tp_size: Option<usize>,
     pub dtype: Option<DType>,
     pub http_workers: usize,
     pub drain_timeout: Duration,
@@ -50,6 +52,7 @@ impl ServeConfig {
             kv_blocks: None,
             prefix_caching: true,
             device: Device::Cpu,
+            tp_size: None,
             dtype: None,
             http_workers: 2,
             drain_timeout: Duration::from_secs(60),
@@ -73,6 +76,13 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     opts.load.dtype = cfg.dtype;
     opts.load.device = cfg.device;
     opts.tokenizer_dir = cfg.tokenizer_dir.clone();
+    opts.tp_size = cfg.tp_size;
+    if trtllm_core::runtime::DistEnv::from_env()?.is_some() {
+        return Err(Error::Msg(
+            "serve runs tensor parallelism as threads of one process (--tp-size); unset WORLD_SIZE/RANK"
+                .into(),
+        ));
+    }
     if let Some(bs) = cfg.kv_block_size {
         opts.kv_block_size = bs;
     }

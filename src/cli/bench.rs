@@ -139,6 +139,9 @@ pub struct Args {
     dtype: String,
     #[arg(long, alias = "batch_size", default_value_t = 1)]
     batch_size: usize,
+    /// Tensor-parallel ranks (one thread per GPU, NCCL). Default: the checkpoint's, or 1.
+    #[arg(long, alias = "tp_size")]
+    tp_size: Option<usize>,
     /// Prompt length in tokens (a synthetic prompt; ignored with --input-text).
     #[arg(long, alias = "input_len", default_value_t = 128)]
     input_len: usize,
@@ -289,6 +292,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             tokenizer_dir: a.m.tokenizer_dir.as_deref(),
             device,
             dtype,
+            tp_size: a.tp_size,
             input_len: a.input_len,
             output_len: a.output_len,
             json: a.json,
@@ -304,6 +308,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.load.device = device;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);
+    opts.tp_size = a.tp_size;
+    opts.apply_dist_env()?;
+    let tp = opts.tp_size.unwrap_or(1);
     let t0 = Instant::now();
     let mut llm = Llm::with_options(dir, opts.clone())?;
     let load = t0.elapsed();
@@ -382,7 +389,14 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let gbps = wbytes as f64 / tpot / 1e9;
     let peak = match a.peak_gbps {
         Some(p) => Some((p, "--peak-gbps".to_string())),
-        None => measure_peak(device),
+        None => measure_peak(device).map(|(p, src)| {
+            // Tensor parallelism: each of the tp GPUs streams 1/tp of the weights.
+            if tp > 1 {
+                (p * tp as f64, format!("{src} x {tp} GPUs"))
+            } else {
+                (p, src)
+            }
+        }),
     };
     let same_tokens = runs.windows(2).all(|w| w[0].tokens == w[1].tokens);
     let text = llm.tokenizer.as_ref().and_then(|t| t.decode(&runs[0].tokens, true).ok());
@@ -402,6 +416,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             "device": dev_name,
             "dtype": dtype.to_string(),
             "batch_size": a.batch_size,
+            "tp_size": tp,
             "input_len": prompt.len(),
             "output_len": a.output_len,
             "warmup": a.warmup,

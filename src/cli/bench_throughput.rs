@@ -40,6 +40,7 @@ pub struct Common<'a> {
     pub tokenizer_dir: Option<&'a Path>,
     pub device: Device,
     pub dtype: Option<DType>,
+    pub tp_size: Option<usize>,
     pub input_len: usize,
     pub output_len: usize,
     pub json: bool,
@@ -65,6 +66,8 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     opts.load.dtype = c.dtype;
     opts.load.device = c.device;
     opts.tokenizer_dir = c.tokenizer_dir.map(Path::to_path_buf);
+    opts.tp_size = c.tp_size;
+    opts.apply_dist_env()?;
     let t0 = Instant::now();
     let model = load_engine_model(c.dir, &opts)?;
     let load = t0.elapsed();
@@ -74,7 +77,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let seq_len = c.input_len + c.output_len;
     let blocks = a.kv_blocks.unwrap_or(a.max_num_seqs * seq_len.div_ceil(bs) + 1);
     let dtype = opts.load.weight_dtype(model.config());
-    let kv = Scheduler::make_kv(model.as_ref(), c.device, dtype, bs, blocks)?;
+    let kv = Scheduler::make_kv(model.as_ref(), opts.load.device, dtype, bs, blocks)?;
     let cfg = SchedulerConfig {
         max_batch_size: a.max_num_seqs,
         max_num_tokens: a.max_num_tokens,

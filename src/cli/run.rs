@@ -10,7 +10,9 @@ use trtllm::runtime::{EngineOptions, Llm, SamplingParams, StreamDecoder};
 pub struct Args {
     #[command(flatten)]
     m: super::ModelArgs,
-    /// Tensor-parallel ranks, run as threads (CPU reference). Default: the checkpoint's, or 1.
+    /// Tensor-parallel ranks: one thread per rank (NCCL between GPUs cuda:N.., the in-process
+    /// reference on the CPU). Default: the checkpoint's, or 1. Under WORLD_SIZE/RANK (one process
+    /// per rank) it is WORLD_SIZE.
     #[arg(long, alias = "tp_size")]
     tp_size: Option<usize>,
     #[arg(long, alias = "input_text")]
@@ -52,6 +54,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.load.device = device;
     opts.tp_size = a.tp_size;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
+    opts.apply_dist_env()?;
+    // In a multi-process launch every rank runs the same loop; rank 0 prints.
+    let quiet = std::env::var("RANK").is_ok_and(|r| r.trim() != "0") && opts.tp_size.unwrap_or(1) > 1;
     let t0 = std::time::Instant::now();
     let mut llm = Llm::with_options(dir, opts)?;
     let load = t0.elapsed();
@@ -72,7 +77,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let mut dec = StreamDecoder::new();
     let mut stream_err = None;
     let gens = llm.generate_ids(prompts, &params, &mut |_, id| {
-        if a.streaming && single {
+        if a.streaming && single && !quiet {
             if let Some(t) = &tok {
                 match dec.push(t, id) {
                     Ok(Some(piece)) => {
@@ -90,6 +95,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         return Err(e.into());
     }
     let gens = gens?;
+    if quiet {
+        return Ok(());
+    }
     let t = llm.tokenizer()?;
     for (i, g) in gens.iter().enumerate() {
         let text = t.decode(&g.token_ids, true)?;

@@ -42,6 +42,9 @@ pub struct Args {
     no_prefix_caching: bool,
     #[arg(long, default_value = "auto")]
     device: super::DeviceArg,
+    /// Tensor-parallel ranks, one thread per GPU (cuda:N..N+tp-1), NCCL between them.
+    #[arg(long, alias = "tp_size")]
+    tp_size: Option<usize>,
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
@@ -67,6 +70,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     cfg.kv_blocks = a.kv_blocks;
     cfg.prefix_caching = !a.no_prefix_caching;
     cfg.device = device;
+    cfg.tp_size = a.tp_size;
     cfg.dtype = super::parse_dtype(&a.dtype)?;
     cfg.drain_timeout = Duration::from_secs(a.drain_timeout);
     trtllm_server::serve(cfg)?;

@@ -135,10 +135,7 @@ impl Linear {
         if !self.reduce || self.tp_size == 1 {
             return ops::linear(x, &self.weight, self.bias.as_ref());
         }
-        let y = ops::matmul_t(x, &self.weight)?;
-        let mut v = y.f32s()?.to_vec();
-        cx.comm.all_reduce_sum(&mut v)?;
-        let y = Tensor::from_f32(v, y.shape())?;
+        let y = cx.comm.all_reduce_tensor(ops::matmul_t(x, &self.weight)?)?;
         match &self.bias {
             Some(b) => ops::add_bias(&y, b),
             None => Ok(y),

@@ -148,16 +148,7 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
         let mut logits = ops::matmul_t(&x, head)?;
         if self.tp_size > 1 {
             // [rows, vocab / tp] on each rank -> [rows, vocab]
-            let parts = comm.all_gather(logits.f32s()?)?;
-            let (r, local) = logits.dims2("lm_head")?;
-            let mut full = vec![0f32; r * local * parts.len()];
-            for (rank, p) in parts.iter().enumerate() {
-                for i in 0..r {
-                    full[i * local * parts.len() + rank * local..][..local]
-                        .copy_from_slice(&p[i * local..(i + 1) * local]);
-                }
-            }
-            logits = Tensor::from_f32(full, &[r, local * parts.len()])?;
+            logits = comm.all_gather_cols(&logits)?;
         }
         if let Some(cap) = self.cfg.final_logit_softcapping {
             logits = ops::softcap(&logits, cap as f32)?;

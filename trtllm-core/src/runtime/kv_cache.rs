@@ -66,6 +66,14 @@ impl KvCache {
         matches!(self.layers.first(), Some(KvLayer::Cuda { .. }))
     }
 
+    /// The element type of a GPU cache (`None` for the host cache, always f32).
+    pub fn cuda_dtype(&self) -> Option<DType> {
+        match self.layers.first() {
+            Some(KvLayer::Cuda { dtype, .. }) => Some(*dtype),
+            _ => None,
+        }
+    }
+
     /// The GPU holding this cache, if any.
     pub fn gpu(&self) -> Option<Arc<Gpu>> {
         match self.layers.first() {

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use super::comm_nccl::NcclComm;
+use super::dist::DistEnv;
 use super::tp::TpModel;
 use super::EngineOptions;
 use crate::checkpoint::ModelDir;
@@ -46,9 +48,34 @@ fn resolve_tp(dir: &Path, kind: &ModelDir, asked: Option<usize>) -> Result<usize
     }
 }
 
+impl EngineOptions {
+    /// Adopt a multi-process launch (WORLD_SIZE > 1 with RANK, MASTER_ADDR, MASTER_PORT and
+    /// optionally LOCAL_RANK in the environment): the tensor-parallel size becomes WORLD_SIZE and
+    /// the device this rank's GPU. A no-op without those variables.
+    pub fn apply_dist_env(&mut self) -> Result<()> {
+        let Some(d) = DistEnv::from_env()? else { return Ok(()) };
+        if let Some(t) = self.tp_size.filter(|&t| t != d.world) {
+            return Err(Error::Msg(format!("--tp-size {t} contradicts WORLD_SIZE={}", d.world)));
+        }
+        self.tp_size = Some(d.world);
+        match self.load.device {
+            Device::Cuda(_) => self.load.device = Device::Cuda(d.local_rank),
+            other => {
+                return Err(Error::Device(format!(
+                    "multi-process tensor parallelism (WORLD_SIZE={}) runs on GPUs through NCCL; the device is {other:?}",
+                    d.world
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Load the model of `dir` as `opts` asks: one model when the tensor-parallel size is 1, else
-/// every rank in a [`TpModel`]. The size is a checkpoint's own, or `opts.tp_size` (also read
-/// from `opts.load.mapping.tp_size`) for an HF directory, sharded in memory.
+/// every rank in a [`TpModel`] (one thread per rank; NCCL between GPUs, the in-process reference
+/// on the CPU), or, in a multi-process launch (see [`EngineOptions::apply_dist_env`]), this
+/// process's rank. The size is a checkpoint's own, or `opts.tp_size` (also read from
+/// `opts.load.mapping.tp_size`) for an HF directory, sharded in memory.
 pub fn load_engine_model(dir: &Path, opts: &EngineOptions) -> Result<Box<dyn CausalLM>> {
     let kind = ModelDir::detect(dir)?;
     if matches!(kind, ModelDir::Engine(..)) && dir.join("kernels").is_dir() {
@@ -56,19 +83,93 @@ pub fn load_engine_model(dir: &Path, opts: &EngineOptions) -> Result<Box<dyn Cau
     }
     let asked = opts.tp_size.or((opts.load.mapping.tp_size > 1).then_some(opts.load.mapping.tp_size));
     let tp = resolve_tp(dir, &kind, asked)?;
+    if let Some(d) = DistEnv::from_env()? {
+        return load_rank(dir, opts, tp, &d);
+    }
     if tp == 1 {
         let load = LoadOptions { mapping: Mapping::default(), ..opts.load.clone() };
         return Ok(build_model(dir, &load)?.model);
     }
-    if opts.load.device != Device::Cpu {
+    let device_of = |rank: usize| match opts.load.device {
+        Device::Cuda(base) => Device::Cuda(base + rank),
+        d => d,
+    };
+    let gpus = match opts.load.device {
+        Device::Cuda(base) => {
+            let n = trtllm_kernels::Gpu::device_count();
+            if base + tp > n {
+                return Err(Error::Device(format!(
+                    "tp_size {tp} from cuda:{base} needs GPUs {base}..{}, {n} present",
+                    base + tp - 1
+                )));
+            }
+            Some((base..base + tp).map(crate::ops::cuda::gpu).collect::<Result<Vec<_>>>()?)
+        }
+        Device::Cpu => None,
+        Device::Meta => return Err(Error::Device("cannot run a model on the meta device".into())),
+    };
+    // The shards load side by side (each reads its slices of the same files).
+    let ranks: Vec<Result<Box<dyn CausalLM>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..tp)
+            .map(|rank| {
+                s.spawn(move || {
+                    let mapping = Mapping::new(tp, 1, rank)?;
+                    let load = LoadOptions { mapping, device: device_of(rank), ..opts.load.clone() };
+                    Ok(build_model(dir, &load)?.model)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Msg("a rank's loader thread panicked".into()))))
+            .collect()
+    });
+    let ranks = ranks.into_iter().collect::<Result<Vec<_>>>()?;
+    match gpus {
+        Some(gpus) => Ok(Box::new(TpModel::new_nccl(ranks, gpus)?)),
+        None => Ok(Box::new(TpModel::new(ranks)?)),
+    }
+}
+
+/// One rank of a multi-process group: its shard on its GPU, joined to the others through NCCL.
+fn load_rank(dir: &Path, opts: &EngineOptions, tp: usize, d: &DistEnv) -> Result<Box<dyn CausalLM>> {
+    if tp != d.world {
+        return Err(Error::checkpoint(dir, format!("tp_size {tp} but WORLD_SIZE={}", d.world)));
+    }
+    if opts.load.device != Device::Cuda(d.local_rank) {
         return Err(Error::Device(format!(
-            "tensor parallelism (tp_size {tp}) runs on the CPU reference only for now; use --device cpu"
+            "rank {} must run on cuda:{} (LOCAL_RANK), not {:?} (EngineOptions::apply_dist_env sets it)",
+            d.rank, d.local_rank, opts.load.device
         )));
     }
-    let mut ranks = Vec::with_capacity(tp);
-    for rank in 0..tp {
-        let load = LoadOptions { mapping: Mapping::new(tp, 1, rank)?, ..opts.load.clone() };
-        ranks.push(build_model(dir, &load)?.model);
+    let gpu = crate::ops::cuda::gpu(d.local_rank)?;
+    tracing::info!(rank = d.rank, world = d.world, "rendezvous at {}:{}", d.master_addr, d.master_port);
+    let id = d.rendezvous()?;
+    let comm = NcclComm::init_rank(&gpu, &id, d.rank, d.world)?;
+    let load = LoadOptions { mapping: Mapping::new(tp, 1, d.rank)?, ..opts.load.clone() };
+    let model = build_model(dir, &load)?.model;
+    Ok(Box::new(RankModel { model, comm }))
+}
+
+/// A shard that runs its collectives on its own communicator (whatever `forward` is handed).
+struct RankModel {
+    model: Box<dyn CausalLM>,
+    comm: NcclComm,
+}
+
+impl CausalLM for RankModel {
+    fn config(&self) -> &crate::model::ModelConfig {
+        self.model.config()
     }
-    Ok(Box::new(TpModel::new(ranks)?))
+    fn kv_layout(&self) -> super::KvLayout {
+        self.model.kv_layout()
+    }
+    fn forward(
+        &self,
+        batch: &super::ForwardBatch,
+        kv: &mut super::KvCache,
+        _comm: &dyn crate::layers::Communicator,
+        hidden: Option<&mut Vec<crate::Tensor>>,
+    ) -> Result<crate::Tensor> {
+        self.model.forward(batch, kv, &self.comm, hidden)
+    }
 }

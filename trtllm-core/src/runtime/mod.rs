@@ -4,7 +4,9 @@
 mod batch;
 mod chat;
 mod comm;
+mod comm_nccl;
 mod detok;
+mod dist;
 mod engine;
 mod engine_loop;
 mod generate;
@@ -25,6 +27,8 @@ pub mod verify;
 pub use batch::{DeviceBatch, ForwardBatch, SeqMeta, SeqStep};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use comm::LocalComm;
+pub use comm_nccl::NcclComm;
+pub use dist::DistEnv;
 pub use generate::{EngineOptions, FinishReason, Generation, Llm};
 pub use kv_cache::{BlockAllocator, KvCache, KvLayer, KvLayout};
 pub use load::load_engine_model;

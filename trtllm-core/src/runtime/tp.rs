@@ -1,29 +1,66 @@
-//! The CPU reference of tensor parallelism: the ranks of a group run in one process, one
-//! thread per rank, each with its own model shard (built with `Mapping::new(tp, 1, rank)`) and
-//! its own KV cache, exchanging partial sums through [`LocalComm`]. `TpModel` is itself a
-//! `CausalLM`, so `Llm` runs it unchanged: rank 0 runs on the caller's thread with the caller's
-//! KV cache and returns the full logits (the model all-gathers the vocab-parallel lm_head);
-//! ranks 1..N run on scoped threads with caches the group keeps, sized like the caller's.
+//! Tensor parallelism inside one process: one thread per rank, each with its own model shard
+//! (built with `Mapping::new(tp, 1, rank)`) and its own KV cache. On the CPU (the reference) the
+//! ranks exchange partial sums through [`LocalComm`]; on GPUs rank r runs on its own device and
+//! the collectives are NCCL's ([`NcclComm`]), issued on each GPU's stream.
+//!
+//! Why threads and not processes for one host: the engine (scheduler, KV block tables, sampling,
+//! the HTTP server) stays a single copy that drives all ranks with the same batch, there is no
+//! second process to launch, monitor or feed, and a failing rank is reported as an error of the
+//! call. Processes (one per GPU, `RANK`/`WORLD_SIZE` rendezvous) are the multi-node shape; see
+//! `dist.rs`.
+//!
+//! `TpModel` is itself a `CausalLM`, so `Llm` and the scheduler run it unchanged: rank 0 runs on
+//! the caller's thread with the caller's KV cache and returns the full logits (the model
+//! all-gathers the vocab-parallel lm_head); ranks 1..N run on scoped threads with caches the
+//! group keeps, shaped like the caller's and placed on their own GPUs.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use trtllm_kernels::Gpu;
 
 use super::comm::LocalComm;
+use super::comm_nccl::NcclComm;
 use super::{ForwardBatch, KvCache, KvLayout};
 use crate::layers::Communicator;
 use crate::model::{CausalLM, ModelConfig};
 use crate::{Error, Result, Tensor};
 
+enum Comms {
+    Local(Vec<LocalComm>),
+    /// With the GPU of each rank.
+    Nccl(Vec<NcclComm>, Vec<Arc<Gpu>>),
+}
+
 pub struct TpModel {
     /// Rank order; `ranks[r]` was built for tensor-parallel rank r.
     ranks: Vec<Box<dyn CausalLM>>,
-    comms: Vec<LocalComm>,
+    comms: Comms,
     /// KV caches of ranks 1..N.
     peer_kv: Mutex<Vec<KvCache>>,
+    /// An NCCL group whose forward failed on some rank: its collectives were aborted.
+    broken: AtomicBool,
 }
 
 impl TpModel {
-    /// A group from the shards of ranks 0..N, in order.
+    /// A CPU group from the shards of ranks 0..N, in order.
     pub fn new(ranks: Vec<Box<dyn CausalLM>>) -> Result<Self> {
+        Self::check(&ranks)?;
+        let comms = Comms::Local(LocalComm::group(ranks.len()));
+        Ok(TpModel { ranks, comms, peer_kv: Mutex::new(vec![]), broken: AtomicBool::new(false) })
+    }
+
+    /// A GPU group: rank r's shard lives on `gpus[r]`; collectives through NCCL.
+    pub fn new_nccl(ranks: Vec<Box<dyn CausalLM>>, gpus: Vec<Arc<Gpu>>) -> Result<Self> {
+        Self::check(&ranks)?;
+        if gpus.len() != ranks.len() {
+            return Err(Error::Msg(format!("{} ranks but {} GPUs", ranks.len(), gpus.len())));
+        }
+        let comms = Comms::Nccl(NcclComm::group(&gpus)?, gpus);
+        Ok(TpModel { ranks, comms, peer_kv: Mutex::new(vec![]), broken: AtomicBool::new(false) })
+    }
+
+    fn check(ranks: &[Box<dyn CausalLM>]) -> Result<()> {
         let first = ranks
             .first()
             .ok_or_else(|| Error::Msg("a tensor-parallel group needs at least one rank".into()))?;
@@ -35,8 +72,27 @@ impl TpModel {
                 )));
             }
         }
-        let comms = LocalComm::group(ranks.len());
-        Ok(TpModel { ranks, comms, peer_kv: Mutex::new(vec![]) })
+        Ok(())
+    }
+
+    fn comm(&self, r: usize) -> &dyn Communicator {
+        match &self.comms {
+            Comms::Local(c) => &c[r],
+            Comms::Nccl(c, _) => &c[r],
+        }
+    }
+
+    /// Rank `r` failed: wake the ranks waiting for it.
+    fn abort(&self, r: usize) {
+        match &self.comms {
+            Comms::Local(c) => c[r].abort(),
+            Comms::Nccl(c, _) => {
+                self.broken.store(true, Ordering::SeqCst);
+                for comm in c {
+                    comm.abort();
+                }
+            }
+        }
     }
 
     pub fn tp_size(&self) -> usize {
@@ -49,8 +105,18 @@ impl TpModel {
             || peers.iter().any(|p| p.block_size != kv.block_size || p.num_blocks != kv.num_blocks);
         if stale {
             peers.clear();
-            for m in &self.ranks[1..] {
-                peers.push(KvCache::new(m.kv_layout(), kv.block_size, kv.num_blocks)?);
+            for (r, m) in self.ranks.iter().enumerate().skip(1) {
+                let cache = match (&self.comms, kv.cuda_dtype()) {
+                    (Comms::Nccl(_, gpus), Some(dtype)) => {
+                        KvCache::new_cuda(&gpus[r], dtype, m.kv_layout(), kv.block_size, kv.num_blocks)?
+                    }
+                    (Comms::Local(_), None) => KvCache::new(m.kv_layout(), kv.block_size, kv.num_blocks)?,
+                    _ => return Err(Error::Device(
+                        "a tensor-parallel group on GPUs needs a GPU KV cache (and a CPU group a host one)"
+                            .into(),
+                    )),
+                };
+                peers.push(cache);
             }
         }
         Ok(peers)
@@ -74,8 +140,13 @@ impl CausalLM for TpModel {
         _comm: &dyn Communicator,
         hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(Error::Msg(
+                "this tensor-parallel group was aborted after a rank failed; load the model again".into(),
+            ));
+        }
         if self.ranks.len() == 1 {
-            return self.ranks[0].forward(batch, kv, &self.comms[0], hidden);
+            return self.ranks[0].forward(batch, kv, self.comm(0), hidden);
         }
         let mut guard = self.peer_kv.lock().unwrap_or_else(|p| p.into_inner());
         let peers = self.peer_caches(kv, &mut guard)?;
@@ -83,20 +154,20 @@ impl CausalLM for TpModel {
             let handles: Vec<_> = self.ranks[1..]
                 .iter()
                 .zip(peers.iter_mut())
-                .zip(&self.comms[1..])
-                .map(|((model, cache), comm)| {
+                .enumerate()
+                .map(|(i, (model, cache))| {
                     s.spawn(move || {
-                        let r = model.forward(batch, cache, comm, None);
+                        let r = model.forward(batch, cache, self.comm(i + 1), None);
                         if r.is_err() {
-                            comm.abort();
+                            self.abort(i + 1);
                         }
                         r
                     })
                 })
                 .collect();
-            let out0 = self.ranks[0].forward(batch, kv, &self.comms[0], hidden);
+            let out0 = self.ranks[0].forward(batch, kv, self.comm(0), hidden);
             if out0.is_err() {
-                self.comms[0].abort();
+                self.abort(0);
             }
             let others: Vec<Result<Tensor>> = handles
                 .into_iter()
@@ -110,7 +181,9 @@ impl CausalLM for TpModel {
         // Every rank has left its collectives: the group can be reused whatever happened.
         let failed = out0.is_err() || others.iter().any(|r| r.is_err());
         if failed {
-            self.comms[0].reset();
+            if let Comms::Local(c) = &self.comms {
+                c[0].reset();
+            }
             // Report the rank that failed first-hand, not the ranks it aborted.
             let mut errs: Vec<Error> = std::iter::once(out0).chain(others).filter_map(|r| r.err()).collect();
             let pos = errs.iter().position(|e| !e.to_string().contains("collective aborted")).unwrap_or(0);
