@@ -14,7 +14,7 @@ if [ "$mode" = build ]; then
   mkdir -p $D/bin
   export CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols
   cargo build --release --bin trtllm
-  cp target/release/trtllm $D/bin/
+  cp "${CARGO_TARGET_DIR:-target}"/release/trtllm $D/bin/
   cargo test --release -p trtllm-tests --no-run --message-format=json --test gpu_tp 2>/dev/null \
     | python3 -c 'import json,sys
 for l in sys.stdin:
