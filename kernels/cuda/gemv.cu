@@ -15,8 +15,8 @@ __device__ __forceinline__ void unpack(uint4 r, float* o, const float*) {
     o[0] = __uint_as_float(r.x); o[1] = __uint_as_float(r.y); o[2] = __uint_as_float(r.z); o[3] = __uint_as_float(r.w);
 }
 
-template <typename T>
-__device__ void gemv_impl(const T* x, const T* w, T* y, int m, int n, int k) {
+template <typename T, typename O>
+__device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
     constexpr int V = 16 / sizeof(T);   // elements per 16-byte load
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + warp;
@@ -45,7 +45,7 @@ __device__ void gemv_impl(const T* x, const T* w, T* y, int m, int n, int k) {
     for (int i = 0; i < 8; i++) {
         if (i < m) {
             float s = warp_sum(acc[i]);
-            if (lane == 0) y[(long)i * n + row] = from_f<T>(s);
+            if (lane == 0) y[(long)i * n + row] = from_f<O>(s);
         }
     }
 }
@@ -53,3 +53,5 @@ __device__ void gemv_impl(const T* x, const T* w, T* y, int m, int n, int k) {
 // ---- launchers (k % (16 / sizeof(T)) == 0 and 16-byte aligned rows: checked by the host)
 extern "C" __global__ void gemv_f32(const float* x, const float* w, float* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }
 extern "C" __global__ void gemv_bf16(const bf16* x, const bf16* w, bf16* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }
+// bf16 operands, f32 output (row-parallel partial sums kept in f32 until the all-reduce)
+extern "C" __global__ void gemv_bf16_f32out(const bf16* x, const bf16* w, float* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }

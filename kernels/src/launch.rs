@@ -8,6 +8,9 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use crate::module::Kernel;
 use crate::{DevBuf, Dt, Gpu, GpuError};
 
+mod mixed;
+pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
+
 /// A device pointer: `buf` at byte `off`.
 #[derive(Clone, Copy)]
 pub struct P<'a> {

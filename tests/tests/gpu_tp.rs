@@ -86,3 +86,32 @@ fixtures!(
     mixtral,
     qwen3_moe
 );
+
+/// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on
+/// the same bf16 values) at decode (GEMV) and prefill (cuBLAS GemmEx) sizes. Needs one GPU.
+#[test]
+fn matmul_t_f32_matches_cpu() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use trtllm_core::{ops, Tensor};
+    if !trtllm_kernels::Gpu::available() {
+        eprintln!("SKIPPED matmul_t_f32_matches_cpu: no CUDA GPU");
+        return;
+    }
+    let gpu = trtllm_core::ops::cuda::gpu(0).expect("gpu");
+    let mut rng = SmallRng::seed_from_u64(7);
+    for (m, n, k) in [(1, 96, 64), (3, 200, 136), (8, 64, 512), (17, 130, 264), (64, 256, 1024)] {
+        let mut rand = |len: usize| -> Tensor {
+            let v: Vec<f32> = (0..len).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+            Tensor::from_f32(v, &[len]).expect("t").to_dtype(DType::BF16).expect("bf16")
+        };
+        let (x, w) = (rand(m * k).reshape(&[m, k]).expect("x"), rand(n * k).reshape(&[n, k]).expect("w"));
+        let want = ops::matmul_t(&x.to_dtype(DType::F32).expect("x32"), &w.to_dtype(DType::F32).expect("w32"))
+            .expect("cpu");
+        let got = ops::matmul_t_f32(&x.to_gpu(&gpu).expect("up"), &w.to_gpu(&gpu).expect("up")).expect("gpu");
+        assert_eq!(got.dtype(), DType::F32);
+        let e = nmse(&got.to_cpu().expect("dl").to_f32_vec().expect("f32"), want.f32s().expect("f32"));
+        println!("matmul_t_f32 m={m} n={n} k={k}: NMSE vs CPU {e:.2e}");
+        assert!(e <= 1e-10, "matmul_t_f32 m={m} n={n} k={k}: NMSE {e:e}");
+    }
+}

@@ -135,7 +135,10 @@ impl Linear {
         if !self.reduce || self.tp_size == 1 {
             return ops::linear(x, &self.weight, self.bias.as_ref());
         }
-        let y = cx.comm.all_reduce_tensor(ops::matmul_t(x, &self.weight)?)?;
+        // Partial sums stay f32 through the all-reduce and round to the activation dtype once,
+        // as the unsharded layer does.
+        let y = cx.comm.all_reduce_tensor(ops::matmul_t_f32(x, &self.weight)?)?;
+        let y = y.to_dtype(x.dtype())?;
         match &self.bias {
             Some(b) => ops::add_bias(&y, b),
             None => Ok(y),

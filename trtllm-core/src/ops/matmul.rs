@@ -59,6 +59,33 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Tensor::from_f32(y, &[m, n])
 }
 
+/// `x @ w^T` with the result in f32 whatever the operands' dtype: bf16 operands on the GPU
+/// accumulate in f32 and store f32 (no bf16 rounding of the result); elsewhere `matmul_t` (f32
+/// already). Row-parallel layers use it for partial sums that are all-reduced before rounding.
+pub fn matmul_t_f32(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (Some(gpu), DType::BF16) = (cuda::gpu_of(x), x.dtype()) else {
+        return matmul_t(x, w)?.to_dtype(DType::F32);
+    };
+    let (m, k) = x.dims2("matmul_t_f32")?;
+    let (n, k2) = w.dims2("matmul_t_f32")?;
+    if k != k2 || w.dtype() != DType::BF16 {
+        return Err(Error::shape(
+            "matmul_t_f32",
+            format!("x {:?} {} @ w^T {:?} {}", x.shape(), x.dtype(), w.shape(), w.dtype()),
+        ));
+    }
+    cuda::same_device("matmul_t_f32", x, w)?;
+    let out = cuda::alloc(&gpu, &[m, n], DType::F32)?;
+    let (xp, wp, op) =
+        (cuda::p(x, "matmul_t_f32")?, cuda::p(w, "matmul_t_f32")?, trtllm_kernels::launch::P::new(&out, 0));
+    if trtllm_kernels::launch::gemv_ok(trtllm_kernels::Dt::BF16, wp, m, k) {
+        trtllm_kernels::launch::gemv_bf16_f32out(&gpu, xp, wp, op, m, n, k).map_err(cuda::dev_err)?;
+    } else {
+        trtllm_kernels::launch::gemm_bf16_f32out(&gpu, xp, wp, op, m, n, k).map_err(cuda::dev_err)?;
+    }
+    Tensor::from_devbuf(out, &[m, n], DType::F32)
+}
+
 /// `x @ w^T + b`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let y = matmul_t(x, w)?;

@@ -1,0 +1,83 @@
+//! bf16 operands with an f32 result: `out[m, n] = x[m, k] @ w[n, k]^T` accumulated in f32 and
+//! stored in f32. Row-parallel layers under tensor parallelism keep their partial sums in f32 so
+//! the all-reduce adds unrounded partials and rounds to bf16 once, as one GPU would.
+
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
+use cudarc::driver::LaunchConfig;
+
+use super::{gemv_ok, run, A, P};
+use crate::{Dt, Gpu, GpuError, Kernel};
+
+/// `gemv` with bf16 `x`, `w` and an f32 `out` (m <= 8).
+pub fn gemv_bf16_f32out(
+    gpu: &Gpu,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    if !gemv_ok(Dt::BF16, w, m, k) {
+        return Err(GpuError::Precondition {
+            kernel: "gemv_bf16_f32out",
+            msg: format!("m={m} k={k} (need m<=8, k % 8 == 0, aligned w)"),
+        });
+    }
+    x.check("gemv_bf16_f32out", "x", m * k * 2)?;
+    w.check("gemv_bf16_f32out", "w", n * k * 2)?;
+    out.check("gemv_bf16_f32out", "out", m * n * 4)?;
+    let warps = 8usize;
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(warps) as u32, 1, 1),
+        block_dim: (32 * warps as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args =
+        [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
+    run(gpu, Kernel::Gemv, "gemv_bf16_f32out", cfg, &args)
+}
+
+/// Any m: cuBLAS `GemmEx` with bf16 A/B, f32 C, f32 compute.
+pub fn gemm_bf16_f32out(
+    gpu: &Gpu,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    x.check("gemm_bf16_f32out", "x", m * k * 2)?;
+    w.check("gemm_bf16_f32out", "w", n * k * 2)?;
+    out.check("gemm_bf16_f32out", "out", m * n * 4)?;
+    let (alpha, beta) = (1f32, 0f32);
+    // Row-major y[m,n] = x w^T is column-major y^T[n,m] = op(W)[n,k] x^T[k,m] (as in `gemm`).
+    // SAFETY: the three extents were checked above; the pointers are device addresses of live
+    // buffers on this GPU, whose stream the cuBLAS handle is bound to; alpha/beta are f32 as the
+    // f32 compute type requires.
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            *gpu.blas.handle(),
+            cublasOperation_t::CUBLAS_OP_T,
+            cublasOperation_t::CUBLAS_OP_N,
+            n as i32,
+            m as i32,
+            k as i32,
+            &alpha as *const f32 as *const _,
+            w.addr() as *const _,
+            cudaDataType::CUDA_R_16BF,
+            k as i32,
+            x.addr() as *const _,
+            cudaDataType::CUDA_R_16BF,
+            k as i32,
+            &beta as *const f32 as *const _,
+            out.addr() as *mut _,
+            cudaDataType::CUDA_R_32F,
+            n as i32,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| GpuError::Launch { kernel: "cublasGemmEx (bf16 -> f32)".into(), msg: format!("{e:?}") })
+}
