@@ -9,6 +9,7 @@ mod buffer;
 mod gpu;
 pub mod launch;
 mod module;
+pub mod flash;
 pub mod nccl;
 
 pub use buffer::DevBuf;

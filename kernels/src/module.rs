@@ -13,10 +13,19 @@ pub enum Kernel {
     Attention,
     Sampling,
     Gemv,
+    /// Flash-attention prefill (bf16 tensor cores, `flash.rs`).
+    Flash,
 }
 
-pub const KERNELS: [Kernel; 6] =
-    [Kernel::Elementwise, Kernel::Norm, Kernel::Embedding, Kernel::Attention, Kernel::Sampling, Kernel::Gemv];
+pub const KERNELS: [Kernel; 7] = [
+    Kernel::Elementwise,
+    Kernel::Norm,
+    Kernel::Embedding,
+    Kernel::Attention,
+    Kernel::Sampling,
+    Kernel::Gemv,
+    Kernel::Flash,
+];
 
 const COMMON: &str = include_str!("../cuda/common.cuh");
 
@@ -29,6 +38,7 @@ impl Kernel {
             Kernel::Attention => "attention",
             Kernel::Sampling => "sampling",
             Kernel::Gemv => "gemv",
+            Kernel::Flash => "flash_attention",
         }
     }
     fn body(self) -> &'static str {
@@ -39,6 +49,7 @@ impl Kernel {
             Kernel::Attention => include_str!("../cuda/attention.cu"),
             Kernel::Sampling => include_str!("../cuda/sampling.cu"),
             Kernel::Gemv => include_str!("../cuda/gemv.cu"),
+            Kernel::Flash => include_str!("../cuda/flash_attention.cu"),
         }
     }
     /// The full translation unit NVRTC compiles.

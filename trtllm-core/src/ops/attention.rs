@@ -71,3 +71,59 @@ pub fn paged_attention(
     super::cpu::attn::paged_attention(q.f32s()?, k_cache, v_cache, batch, p, &mut out)?;
     Tensor::from_f32(out, &[t, qw])
 }
+
+// ---- CUDA dispatch: flash prefill kernel or the per-(token, head) paged kernel -------------
+
+/// A batch is prefill-shaped (flash kernel) when one of its sequences brings this many query tokens.
+pub(crate) const FLASH_MIN_Q: usize = 16;
+
+/// The attention of `qkv_attention` on the GPU, after K/V of this step are in the cache. Uses the
+/// flash prefill kernel (64-query tiles sharing K/V tiles in shared memory, tensor cores) when
+/// some sequence has >= FLASH_MIN_Q query tokens and the kernel supports the operands (bf16,
+/// head_dim 64/96/128, sm_80+), unless `TRTLLM_NO_FLASH=1`; else the paged kernel (every decode
+/// step, f32, other head sizes). The flash kernel then runs every sequence of the batch, decode
+/// rows of a mixed batch included.
+pub(crate) fn cuda_attention(
+    batch: &ForwardBatch,
+    gpu: &std::sync::Arc<trtllm_kernels::Gpu>,
+    dt: trtllm_kernels::Dt,
+    a: &trtllm_kernels::launch::AttnArgs<'_>,
+) -> std::result::Result<(), trtllm_kernels::GpuError> {
+    use trtllm_kernels::flash::{self, FlashArgs, FlashSeq};
+    let prefill = batch.seqs.iter().any(|s| s.q_len >= FLASH_MIN_Q);
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var_os("TRTLLM_NO_FLASH").is_some_and(|v| v == "1"));
+    let covered = batch.seqs.iter().map(|s| s.q_len).sum::<usize>() == a.tokens;
+    if prefill && !off && covered && flash::eligible(gpu, dt, a) {
+        // The kernel takes each sequence's (non-empty) rows at consecutive positions, as
+        // ForwardBatch::new builds them; anything else stays on the paged kernel.
+        let mut seqs = Vec::with_capacity(batch.seqs.len());
+        for (seq, s) in batch.seqs.iter().enumerate() {
+            let pos = batch.positions.get(s.q_start..s.q_start + s.q_len).unwrap_or(&[]);
+            let first_pos = pos.first().copied().unwrap_or(0);
+            if s.q_len == 0
+                || pos.len() != s.q_len
+                || pos.iter().enumerate().any(|(i, &p)| p != first_pos + i)
+            {
+                return trtllm_kernels::launch::paged_attention(gpu, dt, a);
+            }
+            seqs.push(FlashSeq {
+                q_start: s.q_start,
+                q_len: s.q_len,
+                first_pos,
+                seq,
+                bt_len: s.block_table.len(),
+            });
+        }
+        let row = a.kv_heads * a.head_dim * dt.size();
+        let slots = |p: &trtllm_kernels::launch::P<'_>| p.buf.len().saturating_sub(p.off) / row.max(1);
+        let fa = FlashArgs {
+            attn: a,
+            seqs: &seqs,
+            num_seqs: batch.seqs.len(),
+            cache_slots: slots(&a.k_cache).min(slots(&a.v_cache)),
+        };
+        return flash::flash_prefill(gpu, dt, &fa);
+    }
+    trtllm_kernels::launch::paged_attention(gpu, dt, a)
+}

@@ -135,7 +135,8 @@ fn gpu(
     )
     .map_err(cuda::dev_err)?;
     let out = cuda::alloc(&gpu, &[t, nh * hd], qkv.dtype())?;
-    launch::paged_attention(
+    super::attention::cuda_attention(
+        batch,
         &gpu,
         dt,
         &AttnArgs {
