@@ -50,16 +50,21 @@ if [ "$mode" = tests ]; then
   common=(--model $F --input-text "$P" --max-output-len 24 --ignore-eos --dtype f32)
   $T run "${common[@]}" --device cuda:0 >"$OUT/tp1.txt" 2>"$OUT/tp1.err"
   $T run "${common[@]}" --device cuda:0 --tp-size 2 >"$OUT/tp2-threads.txt" 2>"$OUT/tp2-threads.err"
-  for r in 0 1; do
-    RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=29533 \
-      $T run "${common[@]}" --device cuda >"$OUT/mp-rank$r.txt" 2>"$OUT/mp-rank$r.err" &
+  worlds="2"; [ "$ngpu" -ge 4 ] && worlds="2 4"
+  checks="tp2-threads"
+  for w in $worlds; do
+    for r in $(seq 0 $((w - 1))); do
+      RANK=$r WORLD_SIZE=$w LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29500 + w)) \
+        $T run "${common[@]}" --device cuda >"$OUT/mp$w-rank$r.txt" 2>"$OUT/mp$w-rank$r.err" &
+    done
+    wait
+    checks="$checks mp$w-rank0"
   done
-  wait
-  for f in tp2-threads mp-rank0; do
-    if [ -s "$OUT/tp1.txt" ] && cmp -s "$OUT/tp1.txt" "$OUT/$f.txt"; then echo "$f: PASS (same text as tp 1)"; else echo "$f: FAIL"; cat "$OUT/$f.err" | tail -5; fi
+  for f in $checks; do
+    if [ -s "$OUT/tp1.txt" ] && cmp -s "$OUT/tp1.txt" "$OUT/$f.txt"; then echo "$f: PASS (same text as tp 1)"; else echo "$f: FAIL"; tail -5 "$OUT/$f.err"; fi
   done
-  echo "tp1 text: $(cat "$OUT/tp1.txt")"; echo "mp-rank1 stdout bytes: $(wc -c <"$OUT/mp-rank1.txt") (rank 1 prints nothing)"
-  tail -2 "$OUT/mp-rank0.err" "$OUT/mp-rank1.err"
+  echo "mp2-rank1 stdout bytes: $(wc -c <"$OUT/mp2-rank1.txt") (ranks > 0 print nothing)"
+  tail -n 2 "$OUT/mp2-rank0.err" "$OUT/mp2-rank1.err"
   exit 0
 fi
 
@@ -68,7 +73,8 @@ if [ "$mode" = bench ]; then
   [ -f $S/config.json ] || python3 scripts/make_random_hf.py --shape llama3-8b --out $S --std 0.02 >"$OUT/make.log" 2>&1
   cp tests/fixtures/llama/tokenizer.json tests/fixtures/llama/tokenizer_config.json $S/ 2>/dev/null
   IN=${INPUT_LEN:-16}; OL=${OUTPUT_LEN:-128}; NREQ=${NUM_REQUESTS:-512}
-  for tp in 1 2; do
+  tps="1 2"; [ "$ngpu" -ge 4 ] && tps="1 2 4"
+  for tp in $tps; do
     $T bench --model $S --device cuda:0 --tp-size $tp --input-len $IN --output-len $OL --runs 3 --warmup 1 --json \
       >"$OUT/lat-tp$tp.json" 2>"$OUT/lat-tp$tp.err" || tail -5 "$OUT/lat-tp$tp.err"
     $T bench --mode throughput --model $S --device cuda:0 --tp-size $tp --num-requests $NREQ --max-num-seqs 256 \
@@ -83,8 +89,9 @@ def j(p):
 print(f"\nTP scaling: Llama-3-8B shape bf16 | {card} | commit {commit}")
 print("| tp | decode tok/s (batch 1) | TPOT ms | TTFT ms | load s | throughput out tok/s | total tok/s |")
 print("|---|---|---|---|---|---|---|")
-for tp in (1, 2):
+for tp in (1, 2, 4):
     l, t = j(f"lat-tp{tp}.json"), j(f"thr-tp{tp}.json")
+    if not l and not t: continue
     g = lambda d, k: d.get(k) if isinstance(d.get(k), (int, float)) else float("nan")
     print(f"| {tp} | {g(l,'decode_tok_s'):.1f} | {g(l,'tpot_ms'):.2f} | {g(l,'ttft_ms'):.1f} | {g(l,'load_s'):.1f} | {g(t,'output_tokens_per_s'):.0f} | {g(t,'total_tokens_per_s'):.0f} |")
 print(f"(latency: batch 1, {i}-token prompt, {o} steps; throughput: {n} requests 128/128, max 256 seqs)")

@@ -36,7 +36,7 @@ __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, co
     if (is_q) {
         T* dst = q_out + (long)t * nh * hd + (long)h * hd;
         for (int i = threadIdx.x; i < hd; i += blockDim.x) dst[i] = from_f<T>(buf[i]);
-    } else {
+    } else if (slots[t] >= 0) {  // slot -1: a padding row (CUDA-graph bucket), nothing cached
         long base = (long)slots[t] * nkv * hd + (long)kh * hd;
         const T* v = qkv + t * width + (long)(nh + nkv) * hd + (long)kh * hd;
         for (int i = threadIdx.x; i < hd; i += blockDim.x) {

@@ -184,6 +184,7 @@ pub fn flash_prefill(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>) -> Result<(), Gp
     let tiles_p = tiles_dev.ptr(0);
     let bt_p = at.block_tables.buf.ptr(at.block_tables.off);
     let bo_p = at.bt_offsets.buf.ptr(at.bt_offsets.off);
+    let _gate = gpu.enter();
     let mut b = gpu.stream.launch_builder(&f);
     b.arg(&ptrs[0]).arg(&ptrs[1]).arg(&ptrs[2]).arg(&ptrs[3]);
     b.arg(&nh_i).arg(&nkv_i).arg(&at.scale).arg(&win).arg(&at.softcap);

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::cublaslt::CudaBlasLT;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use crate::module::{cache_dir, cache_path, prebuilt, Kernel};
@@ -27,6 +27,8 @@ pub enum GpuError {
         kernel: &'static str,
         msg: String,
     },
+    /// CUDA-graph capture failed, or something not capturable ran inside it.
+    Capture(String),
 }
 
 impl GpuError {
@@ -43,6 +45,7 @@ impl std::fmt::Display for GpuError {
             GpuError::Compile { kernel, log } => write!(f, "NVRTC failed to compile {kernel}.cu:\n{log}"),
             GpuError::Launch { kernel, msg } => write!(f, "launching {kernel}: {msg}"),
             GpuError::Precondition { kernel, msg } => write!(f, "{kernel}: {msg}"),
+            GpuError::Capture(m) => write!(f, "CUDA graph: {m}"),
         }
     }
 }
@@ -52,9 +55,15 @@ impl std::error::Error for GpuError {}
 pub struct Gpu {
     pub ordinal: usize,
     pub ctx: Arc<CudaContext>,
+    /// The one stream everything of this device runs on: our own (the legacy NULL stream cannot
+    /// be captured into a CUDA graph). Enqueue on it only inside `enter` (see `capture.rs`).
     pub stream: Arc<CudaStream>,
     pub blas: CudaBlas,
     pub blaslt: CudaBlasLT,
+    /// cuBLAS's fixed workspace (declared after `blas`, so the handle goes first): no
+    /// allocation inside a captured GEMM.
+    _blas_workspace: CudaSlice<u8>,
+    pub(crate) gate: crate::capture::Gate,
     /// Compute capability as `major * 10 + minor` (90 on H100).
     pub sm: u32,
     pub name: String,
@@ -141,9 +150,31 @@ impl Gpu {
             .map_err(|_| GpuError::Unavailable("CUDA initialization panicked".into()))?
             .map_err(GpuError::driver)?;
         keep_freed_memory(&ctx);
-        let stream = ctx.default_stream();
+        // SAFETY: every buffer, kernel, copy and BLAS call of this context goes to the one stream
+        // below, so cudarc's per-buffer events (which it records on every use once a second
+        // stream exists) order nothing; turned off before any buffer exists.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(GpuError::driver)?;
         let blas = CudaBlas::new(stream.clone()).map_err(GpuError::driver)?;
         let blaslt = CudaBlasLT::new(stream.clone()).map_err(GpuError::driver)?;
+        let ws_bytes = 32 << 20; // cuBLAS's recommendation for Hopper
+                                 // SAFETY: workspace memory needs no initialization.
+        let ws = unsafe { stream.alloc::<u8>(ws_bytes) }.map_err(GpuError::driver)?;
+        {
+            let (ptr, _sync) = ws.device_ptr(&stream);
+            // SAFETY: the handle is live and bound to `stream`; the workspace lives as long as
+            // the handle (a later field of the same struct).
+            let st = unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    ws_bytes,
+                )
+            };
+            if st != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(GpuError::Driver(format!("cublasSetWorkspace: {st:?}")));
+            }
+        }
         let (major, minor) = ctx.compute_capability().map_err(GpuError::driver)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         Ok(Arc::new(Gpu {
@@ -152,6 +183,8 @@ impl Gpu {
             stream,
             blas,
             blaslt,
+            _blas_workspace: ws,
+            gate: Default::default(),
             sm: (major * 10 + minor) as u32,
             name,
             modules: Mutex::new(HashMap::new()),
@@ -225,6 +258,8 @@ impl Gpu {
     }
 
     pub fn synchronize(&self) -> Result<(), GpuError> {
+        let _a = self.enter();
+        self.no_host_sync("synchronize")?;
         self.stream.synchronize().map_err(GpuError::driver)
     }
 

@@ -49,6 +49,7 @@ enum A {
 }
 
 fn run(gpu: &Gpu, kernel: Kernel, name: &str, cfg: LaunchConfig, args: &[A]) -> Result<(), GpuError> {
+    let _a = gpu.enter();
     let f = gpu.function(kernel, name)?;
     let mut b = gpu.stream.launch_builder(&f);
     for a in args {
@@ -510,6 +511,7 @@ pub fn gemm(
     x.check("gemm", "x", m * k * dt.size())?;
     w.check("gemm", "w", n * k * dt.size())?;
     P::new(out, out_off).check("gemm", "out", m * n * dt.size())?;
+    let _a = gpu.enter();
     // Row-major y[m,n] = x w^T is column-major y^T[n,m] = op(W)[n,k] x^T[k,m], W^T stored col-major [k,n].
     match dt {
         Dt::F32 => {

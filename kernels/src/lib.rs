@@ -5,14 +5,18 @@
 //! Everything loads the CUDA libraries dynamically: the crate builds, and the CPU engine runs,
 //! on machines without CUDA. [`Gpu::available`] says whether a GPU can be used.
 
+mod arena;
 mod buffer;
+mod capture;
+pub mod flash;
 mod gpu;
 pub mod launch;
 mod module;
-pub mod flash;
 pub mod nccl;
 
+pub use arena::Arena;
 pub use buffer::DevBuf;
+pub use capture::{Graph, Pinned};
 pub use gpu::{nvrtc_available, Gpu, GpuError};
 pub use module::{prebuilt_name, set_prebuilt_dir, Kernel, KERNELS};
 

@@ -174,6 +174,7 @@ impl NcclComm {
         self.check("nccl all_reduce", buf, off, count * dt.size())?;
         let comm = self.comm.lock().unwrap_or_else(|p| p.into_inner());
         let raw = Self::live(&comm)?;
+        let _gate = self.gpu.enter();
         self.gpu.ctx.bind_to_thread().map_err(GpuError::driver)?;
         let p = buf.ptr(off);
         // SAFETY: `p` addresses `count` elements of `dt` inside `buf` (checked above), on this
@@ -206,6 +207,7 @@ impl NcclComm {
         self.check("nccl all_gather (recv)", recv, 0, count * dt.size() * self.world)?;
         let comm = self.comm.lock().unwrap_or_else(|p| p.into_inner());
         let raw = Self::live(&comm)?;
+        let _gate = self.gpu.enter();
         self.gpu.ctx.bind_to_thread().map_err(GpuError::driver)?;
         // SAFETY: both extents were checked on this communicator's GPU; send and recv do not
         // overlap (recv is a fresh buffer the caller owns).
@@ -242,6 +244,7 @@ pub fn interleave_cols(
         });
     }
     let gpu = src.gpu();
+    let _gate = gpu.enter();
     gpu.ctx.bind_to_thread().map_err(GpuError::driver)?;
     for p in 0..parts {
         use cudarc::driver::sys as d;

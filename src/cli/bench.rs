@@ -399,6 +399,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         }),
     };
     let same_tokens = runs.windows(2).all(|w| w[0].tokens == w[1].tokens);
+    // Decode steps replayed as CUDA graphs: the buckets captured, or why not.
+    let graphs = match llm.cuda_graphs() {
+        Some(g) if g.off_reason().is_none() => format!("buckets {:?}", g.captured()),
+        Some(g) => format!("off: {}", g.off_reason().unwrap_or_default()),
+        None => "off".to_string(),
+    };
     let text = llm.tokenizer.as_ref().and_then(|t| t.decode(&runs[0].tokens, true).ok());
     let dev_name = match device {
         Device::Cpu => format!(
@@ -436,6 +442,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             "cores_busy": cores_busy,
             "allocs_per_decode_step": allocs_step,
             "alloc_bytes_per_decode_step": alloc_bytes_step,
+            "cuda_graphs": graphs,
             "tokens_identical_across_runs": same_tokens,
             "prompt_ids": prompt,
             "token_ids": runs[0].tokens,
@@ -460,6 +467,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         println!("cores busy   {c:.2} (process CPU time / wall time over the timed runs)");
     }
     println!("allocations  {allocs_step:.0} per decode step ({:.1} KiB)", alloc_bytes_step / 1024.0);
+    if matches!(device, Device::Cuda(_)) {
+        println!("CUDA graphs  {graphs}");
+    }
     if !same_tokens {
         println!("WARNING: the runs generated different tokens");
     }

@@ -106,8 +106,9 @@ fn matmul_t_f32_matches_cpu() {
             Tensor::from_f32(v, &[len]).expect("t").to_dtype(DType::BF16).expect("bf16")
         };
         let (x, w) = (rand(m * k).reshape(&[m, k]).expect("x"), rand(n * k).reshape(&[n, k]).expect("w"));
-        let want = ops::matmul_t(&x.to_dtype(DType::F32).expect("x32"), &w.to_dtype(DType::F32).expect("w32"))
-            .expect("cpu");
+        let want =
+            ops::matmul_t(&x.to_dtype(DType::F32).expect("x32"), &w.to_dtype(DType::F32).expect("w32"))
+                .expect("cpu");
         let got = ops::matmul_t_f32(&x.to_gpu(&gpu).expect("up"), &w.to_gpu(&gpu).expect("up")).expect("gpu");
         assert_eq!(got.dtype(), DType::F32);
         let e = nmse(&got.to_cpu().expect("dl").to_f32_vec().expect("f32"), want.f32s().expect("f32"));

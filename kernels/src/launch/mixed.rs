@@ -52,6 +52,7 @@ pub fn gemm_bf16_f32out(
     w.check("gemm_bf16_f32out", "w", n * k * 2)?;
     out.check("gemm_bf16_f32out", "out", m * n * 4)?;
     let (alpha, beta) = (1f32, 0f32);
+    let _gate = gpu.enter();
     // Row-major y[m,n] = x w^T is column-major y^T[n,m] = op(W)[n,k] x^T[k,m] (as in `gemm`).
     // SAFETY: the three extents were checked above; the pointers are device addresses of live
     // buffers on this GPU, whose stream the cuBLAS handle is bound to; alpha/beta are f32 as the

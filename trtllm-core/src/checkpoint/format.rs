@@ -12,7 +12,7 @@ use crate::{DType, Error, Mapping, Result};
 /// Layout version of the checkpoints `trtllm convert` writes. Bumped whenever the engine tensor
 /// names, layouts or the `model_config` schema change; a checkpoint or engine from another
 /// version is refused (re-run `trtllm convert`).
-pub const CONVERTER_VERSION: u32 = 1;
+pub const CONVERTER_VERSION: u32 = 2;
 pub const CHECKPOINT_FORMAT: &str = "trtllm-checkpoint";
 pub const ENGINE_FORMAT: &str = "trtllm-engine";
 pub const BUILD_CONFIG: &str = "build_config.json";

@@ -1,6 +1,8 @@
 //! API level 4: `DecoderModelForCausalLM<L, N>` = embedding -> `L` x num_layers -> final norm `N`
 //! -> lm_head (tied or not). `L` is a `#[decoder_layer]` struct; `N` the final norm type.
 
+use std::sync::Arc;
+
 use super::{ModelConfig, ModelLayout};
 use crate::layers::{BuildCtx, Communicator, Embedding, ForwardCtx, NormLayer};
 use crate::runtime::{ForwardBatch, KvCache, KvLayout};
@@ -49,7 +51,7 @@ pub struct DecoderModelForCausalLM<L, N = crate::layers::RmsNorm> {
     position_embeddings: Option<Embedding>,
     layers: Vec<L>,
     norm: N,
-    /// `None` when tied to the embedding on a single rank.
+    /// `None` when tied to the embedding (its vocab-parallel shard under tensor parallelism).
     lm_head: Option<Tensor>,
     tp_size: usize,
 }
@@ -59,7 +61,7 @@ impl<L: DecoderLayer, N: NormLayer> BuildCausalLM for DecoderModelForCausalLM<L,
         let base = if layout.prefix.is_empty() { vb.clone() } else { vb.pp(layout.prefix) };
         let mult = cfg.arch.embedding_multiplier.map(|m| m as f32);
         let embed_tokens =
-            Embedding::new(&base.pp(layout.embed_tokens), cfg.vocab_size, cfg.hidden_size, mult)?;
+            Embedding::vocab_parallel(&base.pp(layout.embed_tokens), cfg.vocab_size, cfg.hidden_size, mult)?;
         let position_embeddings = match layout.position_embeddings {
             Some(name) => {
                 Some(Embedding::new(&base.pp(name), cfg.max_position_embeddings, cfg.hidden_size, None)?)
@@ -74,16 +76,9 @@ impl<L: DecoderLayer, N: NormLayer> BuildCausalLM for DecoderModelForCausalLM<L,
         let norm = N::build(&BuildCtx { cfg, layer_idx: cfg.num_hidden_layers }, &base.pp(layout.norm))?;
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let lm_head = if cfg.tie_word_embeddings {
-            if vb.tp_size() == 1 {
-                None
-            } else {
-                // The tied head, vocab-parallel: engine tensor `lm_head.weight` from the embedding.
-                let src = base.pp(layout.embed_tokens).path("weight");
-                let mut spec =
-                    vb.pp(layout.lm_head).spec("weight", &["weight"], &[v, h], TpSplit::Column(vec![v]));
-                spec.sources[0].name = src;
-                Some(vb.get_spec(spec)?)
-            }
+            // Tied: the head is the embedding table, whose vocab-parallel shard (rank r's rows)
+            // is exactly the head's column split.
+            None
         } else {
             Some(vb.pp(layout.lm_head).get("weight", &[v, h], TpSplit::Column(vec![v]))?)
         };
@@ -119,15 +114,23 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
         comm: &dyn Communicator,
         mut hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
-        let mut x = self.embed_tokens.forward(&batch.tokens)?;
-        if let Some(pe) = &self.position_embeddings {
-            x = ops::add(&x, &pe.forward_positions(&batch.positions)?)?;
-        }
-        let dev = match kv.gpu() {
-            Some(gpu) => Some(batch.to_device(&gpu)?),
-            None => None,
+        // Batch metadata on the device: the caller's persistent buffers (a CUDA-graph decode
+        // step) when they are on this cache's GPU, else uploaded now.
+        let gpu = kv.gpu();
+        let given = batch
+            .device
+            .as_deref()
+            .filter(|d| gpu.as_ref().is_some_and(|g| Arc::ptr_eq(g, d.positions.gpu())));
+        let uploaded = match (given, gpu) {
+            (None, Some(gpu)) => Some(batch.to_device(&gpu)?),
+            _ => None,
         };
-        let mut cx = ForwardCtx { batch, kv, comm, dev: dev.as_ref() };
+        let dev = given.or(uploaded.as_ref());
+        let mut x = self.embed_tokens.forward_tp(batch, dev, comm)?;
+        if let Some(pe) = &self.position_embeddings {
+            x = ops::add(&x, &pe.forward_positions_batch(batch, dev)?)?;
+        }
+        let mut cx = ForwardCtx { batch, kv, comm, dev };
         if let Some(h) = hidden.as_deref_mut() {
             h.push(x.clone());
         }

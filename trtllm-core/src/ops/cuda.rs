@@ -9,9 +9,10 @@ use trtllm_kernels::{DevBuf, Dt, Gpu};
 
 use crate::{DType, Error, Result, Tensor};
 
+static GPUS: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
+
 /// The GPU with this ordinal, opened once per process.
 pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
-    static GPUS: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
     let mut map = GPUS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(g) = map.get(&ordinal) {
         return Ok(g.clone());
@@ -19,6 +20,12 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
     let g = Gpu::new(ordinal).map_err(dev_err)?;
     map.insert(ordinal, g.clone());
     Ok(g)
+}
+
+/// Every GPU this process has opened.
+pub fn open_gpus() -> Vec<Arc<Gpu>> {
+    let map = GPUS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    map.values().cloned().collect()
 }
 
 pub(crate) fn dev_err(e: trtllm_kernels::GpuError) -> Error {

@@ -2,6 +2,8 @@
 
 use trtllm_kernels::launch::{self, P};
 
+use std::sync::Arc;
+
 use super::cuda;
 use crate::{Error, Result, Tensor};
 
@@ -38,21 +40,41 @@ fn gather(
     mult: f32,
 ) -> Result<Tensor> {
     let idb = cuda::upload_i32(gpu, ids)?;
-    let out = cuda::alloc(gpu, &[ids.len(), d], table.dtype())?;
+    gather_dev(gpu, table, rows, P::new(&idb, 0), ids.len(), d, mult)
+}
+
+/// `[n, d]` rows of `table` (`[rows, d]`) at the `n` int32 ids in device memory.
+fn gather_dev(
+    gpu: &std::sync::Arc<trtllm_kernels::Gpu>,
+    table: &Tensor,
+    rows: usize,
+    ids: P<'_>,
+    n: usize,
+    d: usize,
+    mult: f32,
+) -> Result<Tensor> {
+    let out = cuda::alloc(gpu, &[n, d], table.dtype())?;
     let dt = cuda::dt(table, "gather_rows")?;
-    launch::gather_rows(
-        gpu,
-        dt,
-        cuda::p(table, "gather_rows")?,
-        rows,
-        P::new(&idb, 0),
-        P::new(&out, 0),
-        ids.len(),
-        d,
-        mult,
-    )
-    .map_err(cuda::dev_err)?;
-    Tensor::from_devbuf(out, &[ids.len(), d], table.dtype())
+    launch::gather_rows(gpu, dt, cuda::p(table, "gather_rows")?, rows, ids, P::new(&out, 0), n, d, mult)
+        .map_err(cuda::dev_err)?;
+    Tensor::from_devbuf(out, &[n, d], table.dtype())
+}
+
+/// [`embedding`] of the first `n` int32 ids of `ids`, already on the table's GPU (the CUDA-graph
+/// decode step's persistent inputs). The caller range-checked them on the host.
+pub fn embedding_device_ids(
+    ids: &trtllm_kernels::DevBuf,
+    n: usize,
+    table: &Tensor,
+    multiplier: Option<f32>,
+) -> Result<Tensor> {
+    let (vocab, d) = table.dims2("embedding")?;
+    let gpu = cuda::gpu_of(table)
+        .ok_or_else(|| Error::Device("embedding from device ids: the table is not on the GPU".into()))?;
+    if !Arc::ptr_eq(&gpu, ids.gpu()) {
+        return Err(Error::Device("embedding from device ids: ids and table on different GPUs".into()));
+    }
+    gather_dev(&gpu, table, vocab, P::new(ids, 0), n, d, multiplier.unwrap_or(1.0))
 }
 
 /// Rows `rows` of x `[m, d]` -> `[rows.len(), d]`.

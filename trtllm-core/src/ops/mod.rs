@@ -17,7 +17,7 @@ mod softmax;
 pub use activation::{activation, gated_activation};
 pub use attention::{paged_attention, write_kv, AttnParams};
 pub use elementwise::{add, add_bias, cast, mul, scale, softcap, zeros_like};
-pub use embedding::{embedding, scatter_add_rows, select_rows};
+pub use embedding::{embedding, embedding_device_ids, scatter_add_rows, select_rows};
 pub use matmul::{linear, matmul_t, matmul_t_f32};
 pub use norm::{add_rms_norm, layer_norm, rms_norm};
 pub use qkv_attention::{qkv_attention, QkvParams};

@@ -28,6 +28,9 @@ pub struct ForwardBatch {
     pub block_size: usize,
     /// Return logits for every token (verification) instead of each sequence's last one.
     pub all_logits: bool,
+    /// The batch metadata already in device memory (persistent buffers of a CUDA-graph decode
+    /// step, token ids included); `None`: the forward uploads it.
+    pub device: Option<std::sync::Arc<DeviceBatch>>,
 }
 
 /// One sequence's part of a step: its new tokens, the position of the first, its blocks.
@@ -96,6 +99,19 @@ pub struct DeviceBatch {
     pub block_tables: trtllm_kernels::DevBuf,
     /// Start of each sequence's table in `block_tables`.
     pub bt_offsets: trtllm_kernels::DevBuf,
+    /// The token ids, when the embedding reads them from the device (CUDA-graph decode).
+    pub tokens: Option<trtllm_kernels::DevBuf>,
+}
+
+impl std::fmt::Debug for DeviceBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DeviceBatch({} position bytes, tokens on device: {})",
+            self.positions.len(),
+            self.tokens.is_some()
+        )
+    }
 }
 
 impl ForwardBatch {
@@ -113,6 +129,7 @@ impl ForwardBatch {
             slots: up(self.slot_mapping.iter().map(|&s| s as i32).collect())?,
             block_tables: up(tables)?,
             bt_offsets: up(offsets)?,
+            tokens: None,
         })
     }
 }

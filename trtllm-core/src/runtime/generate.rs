@@ -32,6 +32,9 @@ pub struct EngineOptions {
     pub tp_size: Option<usize>,
     /// Where `tokenizer.json` is, when not in the model directory.
     pub tokenizer_dir: Option<PathBuf>,
+    /// Replay decode steps as CUDA graphs on a single GPU (`runtime::DecodeGraphs`); also off
+    /// with `TRTLLM_NO_CUDA_GRAPH=1`.
+    pub cuda_graphs: bool,
 }
 
 impl Default for EngineOptions {
@@ -44,6 +47,7 @@ impl Default for EngineOptions {
             max_seq_len: 4096,
             tp_size: None,
             tokenizer_dir: None,
+            cuda_graphs: true,
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Llm {
     alloc: BlockAllocator,
     opts: EngineOptions,
     eos: Vec<u32>,
+    /// Captured decode steps (GPU, one rank); built from `model` and `kv`, which never change.
+    graphs: Option<super::DecodeGraphs>,
 }
 
 struct Seq {
@@ -118,7 +124,20 @@ impl Llm {
         if eos.is_empty() {
             eos = model.config().eos_token_ids.clone();
         }
-        Ok(Llm { model, tokenizer, kv, alloc: BlockAllocator::new(blocks), opts, eos })
+        let one_rank = opts.tp_size.unwrap_or(1) == 1 && opts.load.mapping.tp_size <= 1;
+        let graphs = super::DecodeGraphs::new(
+            &*model,
+            &kv,
+            opts.max_batch_size,
+            opts.max_seq_len,
+            opts.cuda_graphs && one_rank,
+        );
+        Ok(Llm { model, tokenizer, kv, alloc: BlockAllocator::new(blocks), opts, eos, graphs })
+    }
+
+    /// The CUDA-graph decode state (`None`: every step runs eagerly).
+    pub fn cuda_graphs(&self) -> Option<&super::DecodeGraphs> {
+        self.graphs.as_ref()
     }
 
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
@@ -217,7 +236,14 @@ impl Llm {
                 })
                 .collect();
             let batch = ForwardBatch::new(&steps, self.opts.kv_block_size, false)?;
-            let logits = self.model.forward(&batch, &mut self.kv, &SingleRank, None)?;
+            let graphed = match self.graphs.as_mut() {
+                Some(g) => g.forward(&*self.model, &batch, &mut self.kv, &SingleRank)?,
+                None => None,
+            };
+            let logits = match graphed {
+                Some(l) => l,
+                None => self.model.forward(&batch, &mut self.kv, &SingleRank, None)?,
+            };
             let v = logits.dim(1);
             // Greedy on the GPU: only the ids cross to the host.
             let greedy =

@@ -75,6 +75,8 @@ pub struct Scheduler {
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     eos: Vec<u32>,
+    /// Pure decode steps replay CUDA graphs (GPU, one rank; see `runtime::DecodeGraphs`).
+    graphs: Option<super::DecodeGraphs>,
 }
 
 impl Scheduler {
@@ -86,7 +88,13 @@ impl Scheduler {
             ));
         }
         let blocks = BlockManager::new(kv.num_blocks, kv.block_size, cfg.prefix_caching);
-        Ok(Scheduler { model, kv, blocks, cfg, waiting: VecDeque::new(), running: vec![], eos })
+        let graphs = super::DecodeGraphs::new(&*model, &kv, cfg.max_batch_size, cfg.max_seq_len, true);
+        Ok(Scheduler { model, kv, blocks, cfg, waiting: VecDeque::new(), running: vec![], eos, graphs })
+    }
+
+    /// Run every step eagerly (no CUDA graphs; `TRTLLM_NO_CUDA_GRAPH=1` does the same).
+    pub fn disable_cuda_graphs(&mut self) {
+        self.graphs = None;
     }
 
     /// A KV cache for `model` on `device` (`dtype` on the GPU; the host cache is f32).
@@ -276,7 +284,14 @@ impl Scheduler {
             })
             .collect();
         let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
-        let logits = self.model.forward(&batch, &mut self.kv, &SingleRank, None)?;
+        let graphed = match self.graphs.as_mut() {
+            Some(g) => g.forward(&*self.model, &batch, &mut self.kv, &SingleRank)?,
+            None => None,
+        };
+        let logits = match graphed {
+            Some(l) => l,
+            None => self.model.forward(&batch, &mut self.kv, &SingleRank, None)?,
+        };
         let now = Instant::now();
         let sampled: Vec<bool> =
             plan.iter().map(|&(i, n)| self.running[i].cached + n == self.running[i].tokens.len()).collect();

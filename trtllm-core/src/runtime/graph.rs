@@ -1,0 +1,327 @@
+//! CUDA-graph decode: the forward of a plain decode step (one new token per sequence), captured
+//! once per batch-size bucket (1, 2, 4, ... up to the engine's `max_batch_size`) and replayed
+//! with one launch, instead of ~300 kernel launches and their stream-ordered allocations.
+//!
+//! - **Inputs** live in one persistent device buffer, written before each replay by one async
+//!   copy from pinned host memory (int32, `mb` = largest bucket):
+//!   `[tokens mb | positions mb | token_seq mb | slots mb | bt_offsets mb | block tables cap]`.
+//!   The [`DeviceBatch`] handed to the model is made of views into it, so every kernel argument
+//!   of the captured step is a fixed pointer. A batch of `n` rows runs in the smallest bucket
+//!   `b >= n`; rows `n..b` are padding: token 0 at position 0, slot -1 (the KV write skips it),
+//!   attending to sequence 0's first key. Rows never mix, so the real rows are exact.
+//! - **Memory.** The buffers the step allocates come from an arena per bucket (sized from the
+//!   warm-up's peak), so the graph holds plain pointers and no allocation nodes (what does not
+//!   fit becomes one, freed inside the graph); the logits are copied into a persistent
+//!   `[mb, vocab]` buffer (inside the graph), and each replay returns a fresh copy of its rows.
+//! - **Capture** happens the first time a bucket is used: that step runs eagerly (the warm-up:
+//!   kernels loaded, lazy uploads done) and is the step's result; then the same forward is
+//!   captured (nothing executes). Any failure logs one warning and turns graphs off: every later
+//!   step runs eagerly. `TRTLLM_NO_CUDA_GRAPH=1` turns them off from the start.
+//! - **Not captured:** prefill and mixed steps, tensor parallelism (a model whose forward touches
+//!   another GPU, or a multi-process launch), MoE (the router reads logits on the host), RoPE
+//!   that depends on the sequence length (dynamic NTK, LongRoPE), all-logits verification.
+
+use std::sync::Arc;
+
+use trtllm_kernels::{Arena, DevBuf, Gpu, Graph, Pinned};
+
+use super::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta};
+use crate::layers::Communicator;
+use crate::model::rope::RopeScaling;
+use crate::model::CausalLM;
+use crate::{ops::cuda::dev_err, Error, Result, Tensor};
+
+/// True when `TRTLLM_NO_CUDA_GRAPH=1` forces eager decode.
+pub fn cuda_graphs_disabled_by_env() -> bool {
+    std::env::var_os("TRTLLM_NO_CUDA_GRAPH").is_some_and(|v| v == "1")
+}
+
+/// The persistent inputs: one device buffer, its views, the pinned staging.
+struct Io {
+    buf: Arc<DevBuf>,
+    dev: Arc<DeviceBatch>,
+    staging: Pinned,
+}
+
+/// Captured decode steps of one model + KV cache (see the module docs).
+pub struct DecodeGraphs {
+    gpu: Arc<Gpu>,
+    buckets: Vec<usize>,
+    /// Block-table entries the input buffer holds (a step needing more runs eagerly).
+    table_cap: usize,
+    block_size: usize,
+    vocab: usize,
+    /// Positions must stay below this (learned position embeddings).
+    max_pos: Option<usize>,
+    io: Option<Io>,
+    /// `[mb, vocab]` logits of the last replay, with (vocab, dtype).
+    out: Option<(DevBuf, usize, crate::DType)>,
+    graphs: Vec<Option<Graph>>,
+    /// Model and KV cache the graphs were captured for (their addresses).
+    key: (usize, u64),
+    /// The first eager decode step showed that the model runs on this GPU alone.
+    probed: bool,
+    /// Why graphs are off for good.
+    off: Option<String>,
+}
+
+fn kv_key(kv: &mut KvCache) -> u64 {
+    match kv.layer(0) {
+        Ok(KvLayer::Cuda { k, .. }) => k.ptr(0),
+        _ => 0,
+    }
+}
+
+fn put(h: &mut [u8], i: usize, v: i32) {
+    h[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+impl DecodeGraphs {
+    /// Graphs for `model` decoding into `kv` with up to `max_batch` sequences of `max_seq_len`;
+    /// `None` (and a debug line saying why) where they do not apply.
+    pub fn new(
+        model: &dyn CausalLM,
+        kv: &KvCache,
+        max_batch: usize,
+        max_seq_len: usize,
+        enabled: bool,
+    ) -> Option<Self> {
+        let cfg = model.config();
+        let ropes = std::iter::once(&cfg.rope).chain(cfg.rope_local.as_ref());
+        let why = if !enabled || cuda_graphs_disabled_by_env() {
+            "turned off (EngineOptions::cuda_graphs / TRTLLM_NO_CUDA_GRAPH=1)"
+        } else if !kv.is_cuda() || max_batch == 0 {
+            return None;
+        } else if std::env::var("WORLD_SIZE").ok().and_then(|w| w.parse::<usize>().ok()).unwrap_or(1) > 1 {
+            "multi-process tensor parallelism"
+        } else if cfg.num_experts > 0 {
+            "MoE routing reads the router logits on the host"
+        } else if ropes
+            .into_iter()
+            .any(|r| matches!(r.scaling, RopeScaling::Dynamic { .. } | RopeScaling::LongRope { .. }))
+        {
+            "RoPE frequencies depend on the sequence length"
+        } else {
+            ""
+        };
+        if !why.is_empty() {
+            tracing::debug!("CUDA graphs off: {why}");
+            return None;
+        }
+        let gpu = kv.gpu()?;
+        let mut buckets: Vec<usize> =
+            std::iter::successors(Some(1usize), |b| Some(b * 2)).take_while(|&b| b < max_batch).collect();
+        buckets.push(max_batch);
+        let per_seq = max_seq_len.max(1).div_ceil(kv.block_size);
+        let table_cap = (max_batch * per_seq).max(kv.num_blocks).min(1 << 22);
+        Some(DecodeGraphs {
+            gpu,
+            graphs: buckets.iter().map(|_| None).collect(),
+            buckets,
+            table_cap,
+            block_size: kv.block_size,
+            vocab: cfg.vocab_size,
+            max_pos: cfg.arch.no_rope.then_some(cfg.max_position_embeddings),
+            io: None,
+            out: None,
+            key: (0, 0),
+            probed: false,
+            off: None,
+        })
+    }
+
+    /// Buckets captured so far.
+    pub fn captured(&self) -> Vec<usize> {
+        self.buckets.iter().zip(&self.graphs).filter(|(_, g)| g.is_some()).map(|(&b, _)| b).collect()
+    }
+
+    /// Why graphs were turned off, if they were.
+    pub fn off_reason(&self) -> Option<&str> {
+        self.off.as_deref()
+    }
+
+    fn turn_off(&mut self, why: String) {
+        tracing::warn!("CUDA graphs off, decoding eagerly: {why}");
+        self.graphs.iter_mut().for_each(|g| *g = None);
+        self.off = Some(why);
+    }
+
+    /// The smallest bucket for `batch` when it is a plain decode step that fits, else `None`.
+    fn bucket(&self, batch: &ForwardBatch) -> Option<usize> {
+        let n = batch.seqs.len();
+        let plain = n > 0
+            && !batch.all_logits
+            && batch.device.is_none()
+            && batch.block_size == self.block_size
+            && batch.num_tokens() == n
+            && batch.seqs.iter().enumerate().all(|(i, s)| s.q_len == 1 && s.q_start == i)
+            && batch.tokens.iter().all(|&t| (t as usize) < self.vocab)
+            && batch.positions.iter().all(|&p| p < self.max_pos.unwrap_or(i32::MAX as usize))
+            && batch.seqs.iter().map(|s| s.block_table.len()).sum::<usize>() <= self.table_cap;
+        if !plain {
+            return None;
+        }
+        self.buckets.iter().position(|&b| b >= n)
+    }
+
+    /// Run `batch` through a graph when it is a plain decode step: logits `[n, vocab]`, as
+    /// `model.forward` gives them. `Ok(None)`: not for graphs, the caller runs it eagerly.
+    pub fn forward(
+        &mut self,
+        model: &dyn CausalLM,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        comm: &dyn Communicator,
+    ) -> Result<Option<Tensor>> {
+        if self.off.is_some() || comm.tp_size() != 1 {
+            return Ok(None);
+        }
+        let Some(bi) = self.bucket(batch) else { return Ok(None) };
+        let key = (model as *const dyn CausalLM as *const () as usize, kv_key(kv));
+        if key != self.key {
+            self.graphs.iter_mut().for_each(|g| *g = None);
+            self.key = key;
+            self.probed = false;
+        }
+        if !self.probed {
+            // One eager step first: a model that also runs on other GPUs (tensor parallelism
+            // in this process) must never see the padded batch or be captured.
+            let others: Vec<_> =
+                crate::ops::cuda::open_gpus().into_iter().filter(|g| !Arc::ptr_eq(g, &self.gpu)).collect();
+            let before: Vec<u64> = others.iter().map(|g| g.enqueue_count()).collect();
+            let logits = model.forward(batch, kv, comm, None)?;
+            if others.iter().zip(&before).any(|(g, &c)| g.enqueue_count() != c) {
+                self.off = Some("the model runs on several GPUs".into());
+                tracing::debug!("CUDA graphs off: the model runs on several GPUs");
+            }
+            self.probed = true;
+            return Ok(Some(logits));
+        }
+        let (n, b) = (batch.seqs.len(), self.buckets[bi]);
+        if let Err(e) = self.stage(batch, b) {
+            self.turn_off(format!("staging the step's inputs: {e}"));
+            return Ok(None);
+        }
+        if let Some(graph) = self.graphs[bi].as_mut() {
+            if let Err(e) = graph.launch() {
+                self.turn_off(format!("replaying the {b}-row step: {e}"));
+                return Ok(None);
+            }
+            let (out, vocab, dtype) =
+                self.out.as_ref().ok_or_else(|| Error::Device("no graph output".into()))?;
+            let row = vocab * dtype.size_in_bytes();
+            let rows = out.copy_range(0, n * row).map_err(dev_err)?;
+            return Ok(Some(Tensor::from_devbuf(rows, &[n, *vocab], *dtype)?));
+        }
+        self.warm_up_and_capture(model, kv, comm, bi, n)
+    }
+
+    /// Write `batch` (padded to `b` rows) into the persistent inputs.
+    fn stage(&mut self, batch: &ForwardBatch, b: usize) -> Result<()> {
+        let mb = *self.buckets.last().unwrap_or(&1);
+        if self.io.is_none() {
+            let bytes = (5 * mb + self.table_cap) * 4;
+            let buf = Arc::new(DevBuf::zeros(&self.gpu, bytes).map_err(dev_err)?);
+            let view = |at: usize, len: usize| DevBuf::view(&buf, at * 4, len * 4).map_err(dev_err);
+            let dev = DeviceBatch {
+                tokens: Some(view(0, mb)?),
+                positions: view(mb, mb)?,
+                token_seq: view(2 * mb, mb)?,
+                slots: view(3 * mb, mb)?,
+                bt_offsets: view(4 * mb, mb)?,
+                block_tables: view(5 * mb, self.table_cap)?,
+            };
+            let staging = Pinned::new(&self.gpu, bytes).map_err(dev_err)?;
+            self.io = Some(Io { dev: Arc::new(dev), buf, staging });
+        }
+        let io = self.io.as_mut().ok_or_else(|| Error::Device("no graph inputs".into()))?;
+        let h = io.staging.host_mut().map_err(dev_err)?;
+        let mut at = 5 * mb;
+        for i in 0..b {
+            let real = batch.seqs.get(i);
+            put(h, i, real.map_or(0, |_| batch.tokens[i] as i32));
+            put(h, mb + i, real.map_or(0, |_| batch.positions[i] as i32));
+            put(h, 2 * mb + i, i as i32);
+            put(h, 3 * mb + i, real.map_or(-1, |_| batch.slot_mapping[i] as i32));
+            put(h, 4 * mb + i, real.map_or(0, |_| (at - 5 * mb) as i32));
+            if let Some(s) = real {
+                for &blk in &s.block_table {
+                    put(h, at, blk as i32);
+                    at += 1;
+                }
+            }
+        }
+        io.staging.copy_to(&io.buf, 0, at * 4).map_err(dev_err)
+    }
+
+    /// First use of bucket `bi`: run the padded step eagerly (its result is returned), then
+    /// capture it. A failed capture turns graphs off (the step's result stands); a failed
+    /// warm-up too (`None`: the caller runs the step eagerly, as it would have).
+    fn warm_up_and_capture(
+        &mut self,
+        model: &dyn CausalLM,
+        kv: &mut KvCache,
+        comm: &dyn Communicator,
+        bi: usize,
+        n: usize,
+    ) -> Result<Option<Tensor>> {
+        let b = self.buckets[bi];
+        let io = self.io.as_ref().ok_or_else(|| Error::Device("no graph inputs".into()))?;
+        let template = ForwardBatch {
+            tokens: vec![0; b],
+            positions: vec![0; b],
+            token_seq: (0..b).collect(),
+            seqs: (0..b)
+                .map(|i| SeqMeta { block_table: vec![], q_start: i, q_len: 1, context_len: 1 })
+                .collect(),
+            slot_mapping: vec![0; b],
+            block_size: self.block_size,
+            all_logits: false,
+            device: Some(io.dev.clone()),
+        };
+        let (res, peak) = self.gpu.peak_alloc(|| model.forward(&template, kv, comm, None));
+        let logits = match res {
+            Ok(l) => l,
+            Err(e) => {
+                self.turn_off(format!("the padded {b}-row step failed: {e}"));
+                return Ok(None);
+            }
+        };
+        let (rows, vocab) = logits.dims2("decode graph")?;
+        let dtype = logits.dtype();
+        let row = vocab * dtype.size_in_bytes();
+        if rows != b || logits.devbuf().is_none() {
+            self.turn_off(format!("the step gave {:?} logits on {:?}", logits.shape(), logits.device()));
+            return logits.narrow0(0, n.min(rows)).map(Some);
+        }
+        if self.out.is_none() {
+            let mb = *self.buckets.last().unwrap_or(&1);
+            self.out = Some((DevBuf::alloc(&self.gpu, mb * row).map_err(dev_err)?, vocab, dtype));
+        }
+        let same = matches!(&self.out, Some((_, v, d)) if *v == vocab && *d == dtype);
+        let out = self.out.as_ref().map(|(o, _, _)| o).filter(|_| same);
+        let Some(out) = out else {
+            self.turn_off("the logits changed shape between buckets".into());
+            return logits.narrow0(0, n).map(Some);
+        };
+        // The step's buffers: an arena with room for twice the warm-up's peak (first fit can
+        // fragment; whatever does not fit becomes a graph allocation node instead).
+        let arena = match Arena::new(&self.gpu, 2 * peak + (1 << 20)) {
+            Ok(a) => a,
+            Err(e) => {
+                self.turn_off(format!("allocating the {b}-row step's arena: {e}"));
+                return logits.narrow0(0, n).map(Some);
+            }
+        };
+        let captured = self.gpu.capture(Some(arena), || {
+            let l = model.forward(&template, kv, comm, None).map_err(|e| e.to_string())?;
+            let (src, off) = l.devbuf().ok_or("the captured logits are not on the GPU")?;
+            out.copy_from(0, src, off, b * row).map_err(|e| e.to_string())
+        });
+        match captured {
+            Ok(graph) => self.graphs[bi] = Some(graph),
+            Err(e) => self.turn_off(format!("capturing the {b}-row decode step: {e}")),
+        }
+        logits.narrow0(0, n).map(Some)
+    }
+}
