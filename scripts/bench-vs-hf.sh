@@ -12,6 +12,8 @@ S=/tmp/shapes; mkdir -p $S
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 commit=$(cat .device/COMMIT 2>/dev/null || echo unknown)
 IN=${INPUT_LEN:-16}; OL=${OUTPUT_LEN:-128}
+# bandwidth roofline of the card (datasheet HBM; KINDS.md measured ~3.0 TB/s copy on the H100)
+case "$card" in *H200*) PEAK=4800;; *) PEAK=3350;; esac
 declare -a rows
 for shape in ${SHAPE_LIST:-smollm2 llama3-8b}; do
   [ -f $S/$shape/config.json ] || python3 scripts/make_random_hf.py --shape $shape --out $S/$shape --std 0.02 >>"$OUT/make.log" 2>&1
@@ -33,7 +35,9 @@ print(r.get("eager",{}).get("decode_tok_s",0), r.get("compiled",{}).get("decode_
 s,gb,o,e,c,ot,ht,ld=sys.argv[1],float(sys.argv[2]),float(sys.argv[3]),float(sys.argv[4]),float(sys.argv[5]),float(sys.argv[6]),float(sys.argv[7]),float(sys.argv[8])
 bw=gb*o
 r=lambda a,b: f"{a/b:.2f}x" if b else "-"
-print(f"| {s} | {gb:.2f} GB | {o:.1f} | {bw:.0f} GB/s ({bw/3350*100:.0f}% of 3.35 TB/s) | {e:.1f} | {c:.1f} | {r(o,e)} | {r(o,c)} | {ot:.1f} | {ht:.1f} | {ld:.1f} s |")' "$shape" "$gb" "$o_tok" "$h_e" "$h_c" "$ttft" "$h_ttft" "$o_load")"
+pk=float(sys.argv[9])
+print(f"| {s} | {gb:.2f} GB | {o:.1f} | {bw:.0f} GB/s ({bw/pk*100:.0f}% of {pk/1000:.2f} TB/s) | {e:.1f} | {c:.1f} | {r(o,e)} | {r(o,c)} | {ot:.1f} | {ht:.1f} | {ld:.1f} s |")' "$shape" "$gb" "$o_tok" "$h_e" "$h_c" "$ttft" "$h_ttft" "$o_load" "$PEAK")"
+  grep -h '"error"' "$OUT/hf-$shape.jsonl" | sed "s/^/HF $shape: /" | cut -c1-300
   rows+=("$row"); echo "ROW $row"; cat "$OUT/ours-$shape.json" "$OUT/hf-$shape.jsonl" >> "$RES/bench-raw.txt" 2>/dev/null
 done
 echo

@@ -15,6 +15,10 @@ __device__ __forceinline__ void unpack(uint4 r, float* o, const float*) {
     o[0] = __uint_as_float(r.x); o[1] = __uint_as_float(r.y); o[2] = __uint_as_float(r.z); o[3] = __uint_as_float(r.w);
 }
 
+// Weight chunks in flight per lane: U 16-byte loads are issued before any is used, so a warp has
+// 32 * U * 16 bytes outstanding (Little's law: ~2 KB per warp keeps HBM busy with 8 warps/block).
+#define GEMV_U 4
+
 template <typename T, typename O>
 __device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
     constexpr int V = 16 / sizeof(T);   // elements per 16-byte load
@@ -26,18 +30,30 @@ __device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
     for (int i = 0; i < 8; i++) acc[i] = 0.f;
     const uint4* wr = (const uint4*)(w + (long)row * k);
     int kv = k / V;
-#pragma unroll 4
-    for (int c = lane; c < kv; c += 32) {
-        float wf[V];
-        unpack(__ldg(wr + c), wf, (const T*)nullptr);
+    for (int c0 = lane; c0 < kv; c0 += 32 * GEMV_U) {
+        uint4 wv[GEMV_U];
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            if (i < m) {
-                const T* xr = x + (long)i * k + c * V;
-                float s = 0.f;
+        for (int u = 0; u < GEMV_U; u++) {
+            int c = c0 + 32 * u;
+            wv[u] = c < kv ? __ldg(wr + c) : make_uint4(0u, 0u, 0u, 0u);
+        }
 #pragma unroll
-                for (int j = 0; j < V; j++) s += wf[j] * to_f(xr[j]);
-                acc[i] += s;
+        for (int u = 0; u < GEMV_U; u++) {
+            int c = c0 + 32 * u;
+            if (c >= kv) break;
+            float wf[V];
+            unpack(wv[u], wf, (const T*)nullptr);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                if (i < m) {
+                    // x rows are 16-byte aligned (checked by the host): one vector load per chunk
+                    float xf[V];
+                    unpack(__ldg((const uint4*)(x + (long)i * k) + c), xf, (const T*)nullptr);
+                    float s = 0.f;
+#pragma unroll
+                    for (int j = 0; j < V; j++) s += wf[j] * xf[j];
+                    acc[i] += s;
+                }
             }
         }
     }
@@ -50,7 +66,7 @@ __device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
     }
 }
 
-// ---- launchers (k % (16 / sizeof(T)) == 0 and 16-byte aligned rows: checked by the host)
+// ---- launchers (k % (16 / sizeof(T)) == 0, 16-byte aligned w and x: checked by the host)
 extern "C" __global__ void gemv_f32(const float* x, const float* w, float* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }
 extern "C" __global__ void gemv_bf16(const bf16* x, const bf16* w, bf16* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }
 // bf16 operands, f32 output (row-parallel partial sums kept in f32 until the all-reduce)

@@ -459,9 +459,11 @@ pub const GEMV_MAX_M: usize = 8;
 
 /// True when `gemv` can run these operands: m <= 8, k a multiple of one 16-byte load, and
 /// 16-byte aligned weight rows.
-pub fn gemv_ok(dt: Dt, w: P<'_>, m: usize, k: usize) -> bool {
+/// The GEMV takes `x @ w^T` when m <= 8, k is a whole number of 16-byte vectors and both
+/// operands start 16-byte aligned (it reads both with 16-byte loads).
+pub fn gemv_ok(dt: Dt, x: P<'_>, w: P<'_>, m: usize, k: usize) -> bool {
     let v = 16 / dt.size();
-    m >= 1 && m <= GEMV_MAX_M && k % v == 0 && w.addr() % 16 == 0
+    m >= 1 && m <= GEMV_MAX_M && k % v == 0 && w.addr() % 16 == 0 && x.addr() % 16 == 0
 }
 
 /// Decode-sized `out[m, n] = x[m, k] @ w[n, k]^T` (m <= 8): one warp per output row, 16-byte loads.
@@ -475,10 +477,10 @@ pub fn gemv(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    if !gemv_ok(dt, w, m, k) {
+    if !gemv_ok(dt, x, w, m, k) {
         return Err(GpuError::Precondition {
             kernel: "gemv",
-            msg: format!("m={m} k={k} (need m<=8, k % {} == 0, aligned w)", 16 / dt.size()),
+            msg: format!("m={m} k={k} (need m<=8, k % {} == 0, aligned x and w)", 16 / dt.size()),
         });
     }
     x.check("gemv", "x", m * k * dt.size())?;

@@ -59,7 +59,17 @@ fn matmul() {
     let Some(g) = gpu() else { return };
     let mut rng = SmallRng::seed_from_u64(1);
     for dt in DTS {
-        for (m, k, n) in [(1, 64, 33), (3, 200, 300), (17, 64, 1), (64, 128, 96), (5, 8, 7)] {
+        // (GEMV: m <= 8; k = 1040 and 4096 run the 4-deep load pipeline with a ragged tail)
+        for (m, k, n) in [
+            (1, 64, 33),
+            (3, 200, 300),
+            (17, 64, 1),
+            (64, 128, 96),
+            (5, 8, 7),
+            (1, 1040, 70),
+            (8, 4096, 40),
+            (2, 4104, 9),
+        ] {
             let (x, xr) = up(&g, &rand_t(&mut rng, &[m, k], 1.0), dt);
             let (w, wr) = up(&g, &rand_t(&mut rng, &[n, k], 1.0), dt);
             let (b, br) = up(&g, &rand_t(&mut rng, &[n], 1.0), dt);

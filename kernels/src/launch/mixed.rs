@@ -18,10 +18,10 @@ pub fn gemv_bf16_f32out(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    if !gemv_ok(Dt::BF16, w, m, k) {
+    if !gemv_ok(Dt::BF16, x, w, m, k) {
         return Err(GpuError::Precondition {
             kernel: "gemv_bf16_f32out",
-            msg: format!("m={m} k={k} (need m<=8, k % 8 == 0, aligned w)"),
+            msg: format!("m={m} k={k} (need m<=8, k % 8 == 0, aligned x and w)"),
         });
     }
     x.check("gemv_bf16_f32out", "x", m * k * 2)?;
