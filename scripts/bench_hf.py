@@ -41,10 +41,17 @@ def main():
         t_mode = time.perf_counter()
         try:
             if mode == "compiled":
-                # Static KV cache + torch.compile of the forward (CUDA graphs via reduce-overhead):
-                # transformers' recommended fast path for generate().
+                # Static KV cache + torch.compile (CUDA graphs via reduce-overhead), compiled by
+                # generate() itself: transformers compiles the decoding forward when the cache is
+                # static and marks the CUDA-graph steps. Wrapping model.forward in torch.compile by
+                # hand failed on the H100 (2026-11-27, transformers 5.17): "accessing tensor output
+                # of CUDAGraphs that has been overwritten by a subsequent run".
                 model.generation_config.cache_implementation = "static"
-                model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+                try:
+                    from transformers import CompileConfig
+                    model.generation_config.compile_config = CompileConfig(fullgraph=True, mode="reduce-overhead")
+                except ImportError:
+                    pass
             with torch.no_grad():
                 for _ in range(2 if mode == "compiled" else 1):
                     timed_generate(model, ids, a.output_len)  # warm-up (and compilation)
