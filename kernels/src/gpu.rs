@@ -90,9 +90,9 @@ pub fn nvrtc_available() -> bool {
 /// NVRTC's (major, minor) version, part of the kernel cache key.
 fn nvrtc_version() -> (i32, i32) {
     let (mut major, mut minor) = (0, 0);
-    // SAFETY: nvrtcVersion writes two ints through valid pointers; a missing library panics in
-    // the loader, caught here.
+    // A missing library panics in the loader, caught here.
     let ok = std::panic::catch_unwind(move || {
+        // SAFETY: nvrtcVersion writes two ints through valid pointers.
         unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
         (major, minor)
     });

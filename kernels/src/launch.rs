@@ -477,6 +477,23 @@ pub fn gemv(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
+    gemv_launch(gpu, &format!("gemv_{}", dt.suffix()), dt, dt, x, w, out, m, n, k)
+}
+
+/// The GEMV entry point `name`: `dt` operands, `out_dt` result.
+#[allow(clippy::too_many_arguments)]
+fn gemv_launch(
+    gpu: &Gpu,
+    name: &str,
+    dt: Dt,
+    out_dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
     if !gemv_ok(dt, x, w, m, k) {
         return Err(GpuError::Precondition {
             kernel: "gemv",
@@ -485,7 +502,7 @@ pub fn gemv(
     }
     x.check("gemv", "x", m * k * dt.size())?;
     w.check("gemv", "w", n * k * dt.size())?;
-    out.check("gemv", "out", m * n * dt.size())?;
+    out.check("gemv", "out", m * n * out_dt.size())?;
     let warps = 8usize;
     let cfg = LaunchConfig {
         grid_dim: (n.div_ceil(warps) as u32, 1, 1),
@@ -494,7 +511,7 @@ pub fn gemv(
     };
     let args =
         [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
-    run(gpu, Kernel::Gemv, &format!("gemv_{}", dt.suffix()), cfg, &args)
+    run(gpu, Kernel::Gemv, name, cfg, &args)
 }
 
 /// `out[m, n] = x[m, k] @ w[n, k]^T`: cuBLAS SGEMM (exact f32, no TF32) or cuBLASLt bf16 with f32 accumulation.

@@ -3,10 +3,9 @@
 //! the all-reduce adds unrounded partials and rounds to bf16 once, as one GPU would.
 
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
-use cudarc::driver::LaunchConfig;
 
-use super::{gemv_ok, run, A, P};
-use crate::{Dt, Gpu, GpuError, Kernel};
+use super::{gemv_launch, P};
+use crate::{Dt, Gpu, GpuError};
 
 /// `gemv` with bf16 `x`, `w` and an f32 `out` (m <= 8).
 pub fn gemv_bf16_f32out(
@@ -18,24 +17,7 @@ pub fn gemv_bf16_f32out(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    if !gemv_ok(Dt::BF16, x, w, m, k) {
-        return Err(GpuError::Precondition {
-            kernel: "gemv_bf16_f32out",
-            msg: format!("m={m} k={k} (need m<=8, k % 8 == 0, aligned x and w)"),
-        });
-    }
-    x.check("gemv_bf16_f32out", "x", m * k * 2)?;
-    w.check("gemv_bf16_f32out", "w", n * k * 2)?;
-    out.check("gemv_bf16_f32out", "out", m * n * 4)?;
-    let warps = 8usize;
-    let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(warps) as u32, 1, 1),
-        block_dim: (32 * warps as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let args =
-        [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
-    run(gpu, Kernel::Gemv, "gemv_bf16_f32out", cfg, &args)
+    gemv_launch(gpu, "gemv_bf16_f32out", Dt::BF16, Dt::F32, x, w, out, m, n, k)
 }
 
 /// Any m: cuBLAS `GemmEx` with bf16 A/B, f32 C, f32 compute.

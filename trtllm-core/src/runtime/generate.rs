@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{BlockAllocator, ForwardBatch, KvCache, Sampler, SamplingParams, SeqStep, Tokenizer};
-use crate::layers::{Communicator, SingleRank};
+use crate::layers::Communicator;
 use crate::model::{CausalLM, LoadOptions};
 use crate::{Error, Result, Tensor};
 
@@ -236,14 +236,8 @@ impl Llm {
                 })
                 .collect();
             let batch = ForwardBatch::new(&steps, self.opts.kv_block_size, false)?;
-            let graphed = match self.graphs.as_mut() {
-                Some(g) => g.forward(&*self.model, &batch, &mut self.kv, &SingleRank)?,
-                None => None,
-            };
-            let logits = match graphed {
-                Some(l) => l,
-                None => self.model.forward(&batch, &mut self.kv, &SingleRank, None)?,
-            };
+            let logits =
+                super::graph::forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
             let v = logits.dim(1);
             // Greedy on the GPU: only the ids cross to the host.
             let greedy =

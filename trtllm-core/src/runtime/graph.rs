@@ -43,6 +43,22 @@ struct Io {
     staging: Pinned,
 }
 
+/// A step's logits: replayed through `graphs` when they take this batch, else the model's own
+/// forward (what `Llm` and the scheduler both run).
+pub(crate) fn forward_step(
+    graphs: Option<&mut DecodeGraphs>,
+    model: &dyn CausalLM,
+    batch: &ForwardBatch,
+    kv: &mut KvCache,
+) -> Result<Tensor> {
+    if let Some(g) = graphs {
+        if let Some(logits) = g.forward(model, batch, kv, &crate::layers::SingleRank)? {
+            return Ok(logits);
+        }
+    }
+    model.forward(batch, kv, &crate::layers::SingleRank, None)
+}
+
 /// Captured decode steps of one model + KV cache (see the module docs).
 pub struct DecodeGraphs {
     gpu: Arc<Gpu>,

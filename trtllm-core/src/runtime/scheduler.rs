@@ -24,7 +24,6 @@ use super::logits::{sample_row, TokenLogprob};
 use super::prefix_cache::BlockManager;
 use super::sequence::{Finish, SeqRequest, Sequence};
 use super::{ForwardBatch, KvCache, SeqStep};
-use crate::layers::SingleRank;
 use crate::model::CausalLM;
 use crate::{DType, Error, Result};
 
@@ -284,14 +283,7 @@ impl Scheduler {
             })
             .collect();
         let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
-        let graphed = match self.graphs.as_mut() {
-            Some(g) => g.forward(&*self.model, &batch, &mut self.kv, &SingleRank)?,
-            None => None,
-        };
-        let logits = match graphed {
-            Some(l) => l,
-            None => self.model.forward(&batch, &mut self.kv, &SingleRank, None)?,
-        };
+        let logits = super::graph::forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
         let now = Instant::now();
         let sampled: Vec<bool> =
             plan.iter().map(|&(i, n)| self.running[i].cached + n == self.running[i].tokens.len()).collect();
