@@ -1,0 +1,155 @@
+//! Matrix-product launchers: our GEMV for decode-sized m, cuBLAS / cuBLASLt otherwise.
+
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublaslt::{Matmul, MatmulConfig};
+use cudarc::driver::LaunchConfig;
+
+use super::{run, A, P};
+use crate::module::Kernel;
+use crate::{DevBuf, Dt, Gpu, GpuError};
+
+/// Largest m the GEMV kernel takes.
+pub const GEMV_MAX_M: usize = 8;
+
+/// The GEMV takes `x @ w^T` when m <= 8, k is a whole number of 16-byte vectors and both
+/// operands start 16-byte aligned (it reads both with 16-byte loads).
+pub fn gemv_ok(dt: Dt, x: P<'_>, w: P<'_>, m: usize, k: usize) -> bool {
+    let v = 16 / dt.size();
+    m >= 1 && m <= GEMV_MAX_M && k % v == 0 && w.addr() % 16 == 0 && x.addr() % 16 == 0
+}
+
+/// Decode-sized `out[m, n] = x[m, k] @ w[n, k]^T` (m <= 8): one warp per output row, 16-byte loads.
+pub fn gemv(
+    gpu: &Gpu,
+    dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    gemv_launch(gpu, &format!("gemv_{}", dt.suffix()), dt, dt, x, w, out, m, n, k)
+}
+
+/// The GEMV entry point `name`: `dt` operands, `out_dt` result.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemv_launch(
+    gpu: &Gpu,
+    name: &str,
+    dt: Dt,
+    out_dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    if !gemv_ok(dt, x, w, m, k) {
+        return Err(GpuError::Precondition {
+            kernel: "gemv",
+            msg: format!("m={m} k={k} (need m<=8, k % {} == 0, aligned x and w)", 16 / dt.size()),
+        });
+    }
+    x.check("gemv", "x", m * k * dt.size())?;
+    w.check("gemv", "w", n * k * dt.size())?;
+    out.check("gemv", "out", m * n * out_dt.size())?;
+    let warps = 8usize;
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(warps) as u32, 1, 1),
+        block_dim: (32 * warps as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args =
+        [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
+    run(gpu, Kernel::Gemv, name, cfg, &args)
+}
+
+/// `out[m, n] = x[m, k] @ w[n, k]^T`: cuBLAS SGEMM (exact f32, no TF32) or cuBLASLt bf16 with f32 accumulation.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    gpu: &Gpu,
+    dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: &mut DevBuf,
+    out_off: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    x.check("gemm", "x", m * k * dt.size())?;
+    w.check("gemm", "w", n * k * dt.size())?;
+    P::new(out, out_off).check("gemm", "out", m * n * dt.size())?;
+    let _a = gpu.enter();
+    // Row-major y[m,n] = x w^T is column-major y^T[n,m] = op(W)[n,k] x^T[k,m], W^T stored col-major [k,n].
+    match dt {
+        Dt::F32 => {
+            let (alpha, beta) = (1f32, 0f32);
+            let o = out.ptr(out_off);
+            // SAFETY: extents checked above; pointers are device addresses of live buffers on this
+            // GPU's stream, which the handle is bound to.
+            unsafe {
+                cudarc::cublas::result::sgemm(
+                    *gpu.blas.handle(),
+                    cublasOperation_t::CUBLAS_OP_T,
+                    cublasOperation_t::CUBLAS_OP_N,
+                    n as i32,
+                    m as i32,
+                    k as i32,
+                    &alpha,
+                    w.addr() as *const f32,
+                    k as i32,
+                    x.addr() as *const f32,
+                    k as i32,
+                    &beta,
+                    o as *mut f32,
+                    n as i32,
+                )
+            }
+            .map_err(|e| GpuError::Launch { kernel: "cublasSgemm".into(), msg: format!("{e:?}") })
+        }
+        Dt::BF16 => {
+            let cfg = MatmulConfig {
+                transa: true,
+                transb: false,
+                transc: false,
+                m: n as u64,
+                n: m as u64,
+                k: k as u64,
+                alpha: 1.0,
+                lda: k as i64,
+                ldb: k as i64,
+                beta: 0.0,
+                ldc: n as i64,
+                stride_a: None,
+                stride_b: None,
+                stride_c: None,
+                stride_bias: None,
+                batch_size: None,
+            };
+            let (wb, xb) = (
+                w.buf.slice().slice(w.off..w.off + n * k * 2),
+                x.buf.slice().slice(x.off..x.off + m * k * 2),
+            );
+            // SAFETY: reinterpreting byte views as bf16 of exactly the checked lengths; the bytes
+            // hold bf16 values written by our uploads or kernels.
+            let (wv, xv) = unsafe { (wb.transmute::<half::bf16>(n * k), xb.transmute::<half::bf16>(m * k)) };
+            let (Some(wv), Some(xv)) = (wv, xv) else {
+                return Err(GpuError::Precondition { kernel: "gemm", msg: "bf16 view out of range".into() });
+            };
+            let mut ob = out.slice_mut().slice_mut(out_off..out_off + m * n * 2);
+            // SAFETY: as above, for the output view.
+            let Some(mut ov) = (unsafe { ob.transmute_mut::<half::bf16>(m * n) }) else {
+                return Err(GpuError::Precondition {
+                    kernel: "gemm",
+                    msg: "bf16 out view out of range".into(),
+                });
+            };
+            // SAFETY: layouts describe exactly the checked extents (see MatmulConfig above).
+            unsafe { gpu.blaslt.matmul(cfg, &wv, &xv, &mut ov, None, None) }
+                .map_err(|e| GpuError::Launch { kernel: "cublasLtMatmul".into(), msg: format!("{e:?}") })
+        }
+    }
+}
