@@ -15,10 +15,14 @@ pub const GEMV_MAX_M: usize = 8;
 /// operands start 16-byte aligned (it reads both with 16-byte loads).
 pub fn gemv_ok(dt: Dt, x: P<'_>, w: P<'_>, m: usize, k: usize) -> bool {
     let v = 16 / dt.size();
-    m >= 1 && m <= GEMV_MAX_M && k % v == 0 && w.addr() % 16 == 0 && x.addr() % 16 == 0
+    (1..=GEMV_MAX_M).contains(&m)
+        && k.is_multiple_of(v)
+        && w.addr().is_multiple_of(16)
+        && x.addr().is_multiple_of(16)
 }
 
 /// Decode-sized `out[m, n] = x[m, k] @ w[n, k]^T` (m <= 8): one warp per output row, 16-byte loads.
+#[allow(clippy::too_many_arguments)]
 pub fn gemv(
     gpu: &Gpu,
     dt: Dt,
