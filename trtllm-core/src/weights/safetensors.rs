@@ -152,25 +152,23 @@ impl SafetensorsFiles {
     pub fn read(&self, name: &str) -> Result<Tensor> {
         let info = self.tensors.get(name).ok_or_else(|| Error::tensor(name, "not in checkpoint"))?;
         let bytes = &self.files[info.file].1[info.start..info.end];
+        // One memcpy per tensor (the mapped bytes may be unaligned for the element type; the
+        // little-endian layout is the host's on every platform we build for).
         match info.dtype {
-            DType::F32 => Tensor::from_f32(
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                &info.shape,
-            ),
-            DType::BF16 => Tensor::from_bf16(
-                bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect(),
-                &info.shape,
-            ),
-            DType::F16 => Tensor::from_f16(
-                bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect(),
-                &info.shape,
-            ),
-            DType::I32 => Tensor::from_i32(
-                bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                &info.shape,
-            ),
+            DType::F32 => Tensor::from_f32(pod_vec(bytes), &info.shape),
+            DType::BF16 => Tensor::from_bf16(pod_vec(bytes), &info.shape),
+            DType::F16 => Tensor::from_f16(pod_vec(bytes), &info.shape),
+            DType::I32 => Tensor::from_i32(pod_vec(bytes), &info.shape),
         }
     }
+}
+
+/// `bytes` (any alignment) as a vector of `T`, by one copy.
+fn pod_vec<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    let n = bytes.len() / std::mem::size_of::<T>();
+    let mut v = vec![T::zeroed(); n];
+    bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(&bytes[..n * std::mem::size_of::<T>()]);
+    v
 }
 
 /// Write tensors to `path` atomically (a temp file in the same directory, then rename).
