@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 use memmap2::Mmap;
 
 use crate::{DType, Error, Result, Tensor};
@@ -177,22 +176,17 @@ pub fn write_safetensors(
     tensors: &[(String, Tensor)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    // Views borrow the tensors' own bytes (little-endian hosts): nothing is copied before the
+    // serializer writes them.
     let mut views = Vec::with_capacity(tensors.len());
-    let mut buffers: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
-        Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let (dt, bytes): (safetensors::Dtype, Vec<u8>) = match t.dtype() {
-            DType::F32 => (safetensors::Dtype::F32, t.f32s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            DType::BF16 => {
-                (safetensors::Dtype::BF16, t.bf16s()?.iter().flat_map(|x| x.to_le_bytes()).collect())
-            }
-            DType::F16 => (safetensors::Dtype::F16, t.f16s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            DType::I32 => (safetensors::Dtype::I32, t.i32s()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        let (dt, bytes): (safetensors::Dtype, &[u8]) = match t.dtype() {
+            DType::F32 => (safetensors::Dtype::F32, bytemuck::cast_slice(t.f32s()?)),
+            DType::BF16 => (safetensors::Dtype::BF16, bytemuck::cast_slice(t.bf16s()?)),
+            DType::F16 => (safetensors::Dtype::F16, bytemuck::cast_slice(t.f16s()?)),
+            DType::I32 => (safetensors::Dtype::I32, bytemuck::cast_slice(t.i32s()?)),
         };
-        buffers.push((name.clone(), dt, t.shape().to_vec(), bytes));
-    }
-    for (name, dt, shape, bytes) in &buffers {
-        let view = safetensors::tensor::TensorView::new(*dt, shape.clone(), bytes)
+        let view = safetensors::tensor::TensorView::new(dt, t.shape().to_vec(), bytes)
             .map_err(|e| Error::tensor(name, e.to_string()))?;
         views.push((name.clone(), view));
     }
