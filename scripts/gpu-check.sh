@@ -21,6 +21,9 @@ for l in sys.stdin:
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"]==["test"]:
         print(m["target"]["name"], m["executable"])' \
     | while read -r name exe; do cp "$exe" "$D/bin/$name"; done
+  # the GEMV tuning sweep (run it on the device: .device/bin/gemv_sweep)
+  cargo build --release -p trtllm-kernels --example gemv_sweep
+  cp target/release/examples/gemv_sweep $D/bin/
   git rev-parse --short HEAD > $D/COMMIT
   ls -la $D/bin
   exit 0

@@ -15,11 +15,11 @@ __device__ __forceinline__ void unpack(uint4 r, float* o, const float*) {
     o[0] = __uint_as_float(r.x); o[1] = __uint_as_float(r.y); o[2] = __uint_as_float(r.z); o[3] = __uint_as_float(r.w);
 }
 
-// Weight chunks in flight per lane: U 16-byte loads are issued before any is used, so a warp has
-// 32 * U * 16 bytes outstanding (Little's law: ~2 KB per warp keeps HBM busy with 8 warps/block).
-#define GEMV_U 4
-
-template <typename T, typename O>
+// U = weight chunks in flight per lane: U 16-byte loads are issued before any is used, so a warp
+// has 32 * U * 16 bytes outstanding (Little's law: ~2 KB per warp keeps HBM busy with 8
+// warps/block). U = 4 is the default; the _u2 / _u8 entry points exist for the sweep
+// (kernels/examples/gemv_sweep.rs).
+template <typename T, typename O, int GEMV_U = 4>
 __device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
     constexpr int V = 16 / sizeof(T);   // elements per 16-byte load
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -71,3 +71,5 @@ extern "C" __global__ void gemv_f32(const float* x, const float* w, float* y, in
 extern "C" __global__ void gemv_bf16(const bf16* x, const bf16* w, bf16* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }
 // bf16 operands, f32 output (row-parallel partial sums kept in f32 until the all-reduce)
 extern "C" __global__ void gemv_bf16_f32out(const bf16* x, const bf16* w, float* y, int m, int n, int k) { gemv_impl(x, w, y, m, n, k); }
+extern "C" __global__ void gemv_bf16_u2(const bf16* x, const bf16* w, bf16* y, int m, int n, int k) { gemv_impl<bf16, bf16, 2>(x, w, y, m, n, k); }
+extern "C" __global__ void gemv_bf16_u8(const bf16* x, const bf16* w, bf16* y, int m, int n, int k) { gemv_impl<bf16, bf16, 8>(x, w, y, m, n, k); }

@@ -36,6 +36,29 @@ pub fn gemv(
     gemv_launch(gpu, &format!("gemv_{}", dt.suffix()), dt, dt, x, w, out, m, n, k)
 }
 
+/// The bf16 GEMV's tuning variants, for `kernels/examples/gemv_sweep.rs`: `variant` is "" (the
+/// default, 4 loads in flight per lane), "_u2" or "_u8"; `warps` per block (rows per block).
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_bf16_variant(
+    gpu: &Gpu,
+    variant: &str,
+    warps: usize,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    if !["", "_u2", "_u8"].contains(&variant) || !(1..=32).contains(&warps) {
+        return Err(GpuError::Precondition {
+            kernel: "gemv",
+            msg: format!("no variant {variant:?} with {warps} warps per block"),
+        });
+    }
+    gemv_launch_warps(gpu, &format!("gemv_bf16{variant}"), Dt::BF16, Dt::BF16, warps, x, w, out, m, n, k)
+}
+
 /// The GEMV entry point `name`: `dt` operands, `out_dt` result.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemv_launch(
@@ -43,6 +66,23 @@ pub(super) fn gemv_launch(
     name: &str,
     dt: Dt,
     out_dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    gemv_launch_warps(gpu, name, dt, out_dt, 8, x, w, out, m, n, k)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemv_launch_warps(
+    gpu: &Gpu,
+    name: &str,
+    dt: Dt,
+    out_dt: Dt,
+    warps: usize,
     x: P<'_>,
     w: P<'_>,
     out: P<'_>,
@@ -59,7 +99,6 @@ pub(super) fn gemv_launch(
     x.check("gemv", "x", m * k * dt.size())?;
     w.check("gemv", "w", n * k * dt.size())?;
     out.check("gemv", "out", m * n * out_dt.size())?;
-    let warps = 8usize;
     let cfg = LaunchConfig {
         grid_dim: (n.div_ceil(warps) as u32, 1, 1),
         block_dim: (32 * warps as u32, 1, 1),
