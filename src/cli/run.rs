@@ -56,7 +56,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.apply_dist_env()?;
     // In a multi-process launch every rank runs the same loop; rank 0 prints.
-    let quiet = std::env::var("RANK").is_ok_and(|r| r.trim() != "0") && opts.tp_size.unwrap_or(1) > 1;
+    let quiet = trtllm::runtime::DistEnv::from_env()?.is_some_and(|d| d.rank != 0);
     let t0 = std::time::Instant::now();
     let mut llm = Llm::with_options(dir, opts)?;
     let load = t0.elapsed();

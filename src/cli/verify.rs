@@ -10,18 +10,8 @@ use trtllm::runtime::{EngineOptions, Llm};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF model directory (or a checkpoint / engine directory).
-    #[arg(
-        long,
-        alias = "model_dir",
-        alias = "model-dir",
-        required_unless_present = "engine_dir",
-        conflicts_with = "engine_dir"
-    )]
-    model: Option<PathBuf>,
-    /// Engine directory from `trtllm build` (or a checkpoint / HF directory).
-    #[arg(long, alias = "engine_dir")]
-    engine_dir: Option<PathBuf>,
+    #[command(flatten)]
+    m: super::ModelArgs,
     /// Reference dump written by scripts/hf_reference.py.
     #[arg(long)]
     reference: PathBuf,
@@ -43,9 +33,7 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let device = super::resolve_device(&a.device)?;
-    let Some(dir) = a.engine_dir.as_ref().or(a.model.as_ref()) else {
-        anyhow::bail!("--model or --engine-dir is required")
-    };
+    let dir = a.m.dir()?;
     let refs = Reference::open(&a.reference)?;
     let ref_dtype = refs.meta("dtype").unwrap_or("float32");
     let mut opts = EngineOptions::for_dir(dir)?;
@@ -54,6 +42,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         d => super::parse_dtype(d)?,
     };
     opts.load.device = device;
+    opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     // One sequence: the prompt plus the greedy tokens.
     let need = refs.files.info("input_ids").map_or(0, |i| i.shape.iter().product())
         + refs.files.info("greedy").map_or(0, |i| i.shape.iter().product::<usize>());

@@ -31,54 +31,16 @@ pub struct BuildCtx<'a> {
     pub layer_idx: usize,
 }
 
-/// Collective ops across the tensor-parallel group.
-///
-/// The slice methods are the host-side primitives every communicator has. The tensor methods are
-/// what layers call; their defaults go through host `f32` (exact for the in-process CPU group)
-/// and a device communicator (NCCL) overrides them to stay on the GPU.
+/// Collective ops across the tensor-parallel group, on tensors wherever they live: the
+/// in-process CPU group (`runtime::LocalComm`) exchanges host `f32`, NCCL (`runtime::NcclComm`)
+/// stays on the GPU.
 pub trait Communicator: Sync {
     fn tp_size(&self) -> usize;
-    /// Sum `x` elementwise across ranks, in place.
-    fn all_reduce_sum(&self, x: &mut [f32]) -> Result<()>;
-    /// Every rank's `x`, in rank order.
-    fn all_gather(&self, x: &[f32]) -> Result<Vec<Vec<f32>>>;
-
     /// `x` summed across ranks, same shape, dtype and device as `x`.
-    fn all_reduce_tensor(&self, x: Tensor) -> Result<Tensor> {
-        if self.tp_size() == 1 {
-            return Ok(x);
-        }
-        let mut v = x.to_f32_vec()?;
-        self.all_reduce_sum(&mut v)?;
-        back_like(Tensor::from_f32(v, x.shape())?, &x)
-    }
-
+    fn all_reduce_tensor(&self, x: Tensor) -> Result<Tensor>;
     /// `[rows, cols]` on every rank -> `[rows, cols * tp]`: rank r's columns at `r * cols`
     /// (the vocab-parallel lm_head's logits).
-    fn all_gather_cols(&self, x: &Tensor) -> Result<Tensor> {
-        if self.tp_size() == 1 {
-            return Ok(x.clone());
-        }
-        let (r, local) = x.dims2("all_gather_cols")?;
-        let parts = self.all_gather(&x.to_f32_vec()?)?;
-        let n = parts.len();
-        let mut full = vec![0f32; r * local * n];
-        for (rank, p) in parts.iter().enumerate() {
-            for i in 0..r {
-                full[i * local * n + rank * local..][..local].copy_from_slice(&p[i * local..(i + 1) * local]);
-            }
-        }
-        back_like(Tensor::from_f32(full, &[r, local * n])?, x)
-    }
-}
-
-/// `t` (host f32) converted to `like`'s dtype and moved to its device.
-fn back_like(t: Tensor, like: &Tensor) -> Result<Tensor> {
-    let t = t.to_dtype(like.dtype())?;
-    match crate::ops::cuda::gpu_of(like) {
-        Some(gpu) => t.to_gpu(&gpu),
-        None => Ok(t),
-    }
+    fn all_gather_cols(&self, x: &Tensor) -> Result<Tensor>;
 }
 
 /// A group of one: nothing to exchange.
@@ -88,11 +50,11 @@ impl Communicator for SingleRank {
     fn tp_size(&self) -> usize {
         1
     }
-    fn all_reduce_sum(&self, _: &mut [f32]) -> Result<()> {
-        Ok(())
+    fn all_reduce_tensor(&self, x: Tensor) -> Result<Tensor> {
+        Ok(x)
     }
-    fn all_gather(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
-        Ok(vec![x.to_vec()])
+    fn all_gather_cols(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::layers::Communicator;
-use crate::{Error, Result};
+use crate::{Error, Result, Tensor};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -115,12 +115,14 @@ impl LocalComm {
     }
 }
 
-impl Communicator for LocalComm {
-    fn tp_size(&self) -> usize {
+/// The host primitives the tensor collectives are made of.
+impl LocalComm {
+    pub fn tp_size(&self) -> usize {
         self.shared.slots.len()
     }
 
-    fn all_reduce_sum(&self, x: &mut [f32]) -> Result<()> {
+    /// Sum `x` elementwise across ranks, in place (rank order 0..N on every rank).
+    pub fn all_reduce_sum(&self, x: &mut [f32]) -> Result<()> {
         self.publish(x)?;
         let mut res = Ok(());
         for (r, slot) in self.shared.slots.iter().enumerate() {
@@ -141,7 +143,8 @@ impl Communicator for LocalComm {
         res
     }
 
-    fn all_gather(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
+    /// Every rank's `x`, in rank order.
+    pub fn all_gather(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
         self.publish(x)?;
         let mut out = Vec::with_capacity(self.tp_size());
         let mut res = Ok(());
@@ -155,6 +158,40 @@ impl Communicator for LocalComm {
         }
         self.shared.barrier.wait()?;
         res.map(|_| out)
+    }
+}
+
+/// `t` (host f32) converted to `like`'s dtype and moved to its device.
+fn back_like(t: Tensor, like: &Tensor) -> Result<Tensor> {
+    let t = t.to_dtype(like.dtype())?;
+    match crate::ops::cuda::gpu_of(like) {
+        Some(gpu) => t.to_gpu(&gpu),
+        None => Ok(t),
+    }
+}
+
+impl Communicator for LocalComm {
+    fn tp_size(&self) -> usize {
+        LocalComm::tp_size(self)
+    }
+
+    fn all_reduce_tensor(&self, x: Tensor) -> Result<Tensor> {
+        let mut v = x.to_f32_vec()?;
+        self.all_reduce_sum(&mut v)?;
+        back_like(Tensor::from_f32(v, x.shape())?, &x)
+    }
+
+    fn all_gather_cols(&self, x: &Tensor) -> Result<Tensor> {
+        let (r, local) = x.dims2("all_gather_cols")?;
+        let parts = self.all_gather(&x.to_f32_vec()?)?;
+        let n = parts.len();
+        let mut full = vec![0f32; r * local * n];
+        for (rank, p) in parts.iter().enumerate() {
+            for i in 0..r {
+                full[i * local * n + rank * local..][..local].copy_from_slice(&p[i * local..(i + 1) * local]);
+            }
+        }
+        back_like(Tensor::from_f32(full, &[r, local * n])?, x)
     }
 }
 

@@ -1,8 +1,7 @@
 //! `NcclComm`: a `Communicator` whose collectives run on the GPU through NCCL. The tensor
 //! methods (what layers call) never leave the device: the row-parallel all-reduce sums the
 //! matmul output in place on the rank's stream, the lm_head all-gather lands every rank's vocab
-//! slice next to the others. The host-slice methods (not used by the decoder) round-trip through
-//! device memory so the trait stays complete.
+//! slice next to the others.
 
 use std::sync::Arc;
 
@@ -66,19 +65,6 @@ impl NcclComm {
 impl Communicator for NcclComm {
     fn tp_size(&self) -> usize {
         self.inner.world_size()
-    }
-
-    fn all_reduce_sum(&self, x: &mut [f32]) -> Result<()> {
-        let t = Tensor::from_f32(x.to_vec(), &[x.len()])?.to_gpu(self.gpu())?;
-        let t = self.all_reduce_tensor(t)?;
-        x.copy_from_slice(t.to_cpu()?.f32s()?);
-        Ok(())
-    }
-
-    fn all_gather(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
-        let t = Tensor::from_f32(x.to_vec(), &[1, x.len()])?.to_gpu(self.gpu())?;
-        let all = self.all_gather_cols(&t)?.to_cpu()?;
-        Ok(all.f32s()?.chunks(x.len().max(1)).map(|c| c.to_vec()).collect())
     }
 
     fn all_reduce_tensor(&self, x: Tensor) -> Result<Tensor> {

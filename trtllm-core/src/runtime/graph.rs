@@ -108,7 +108,7 @@ impl DecodeGraphs {
             "turned off (EngineOptions::cuda_graphs / TRTLLM_NO_CUDA_GRAPH=1)"
         } else if !kv.is_cuda() || max_batch == 0 {
             return None;
-        } else if std::env::var("WORLD_SIZE").ok().and_then(|w| w.parse::<usize>().ok()).unwrap_or(1) > 1 {
+        } else if matches!(super::DistEnv::from_env(), Ok(Some(_))) {
             "multi-process tensor parallelism"
         } else if cfg.num_experts > 0 {
             "MoE routing reads the router logits on the host"
