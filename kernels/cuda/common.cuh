@@ -19,6 +19,17 @@ template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) {
     return r;
 }
 
+// Activations by kind (elementwise.cu's act/gated_act, gemv.cu's gated GEMV).
+enum { ACT_SILU = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_RELU = 3 };
+__device__ __forceinline__ float act(float x, int kind) {
+    switch (kind) {
+        case ACT_SILU: return x / (1.f + expf(-x));
+        case ACT_GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+        case ACT_GELU_TANH: return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+        default: return fmaxf(x, 0.f);
+    }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

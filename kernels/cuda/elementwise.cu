@@ -1,16 +1,7 @@
 // Elementwise ops: residual add, bias add, casts, soft-capping, activations (plain and gated).
 
 // ---- kernels
-enum { ACT_SILU = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_RELU = 3 };
-
-__device__ __forceinline__ float act(float x, int kind) {
-    switch (kind) {
-        case ACT_SILU: return x / (1.f + expf(-x));
-        case ACT_GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
-        case ACT_GELU_TANH: return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-        default: return fmaxf(x, 0.f);
-    }
-}
+// (`act` and the ACT_* kinds are in common.cuh: the gated GEMV in gemv.cu applies them too)
 
 template <typename T> __device__ void add_impl(const T* a, const T* b, T* out, long n) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)

@@ -1,7 +1,9 @@
-//! GEMV tuning sweep on the GPU (issue 6): the bf16 decode GEMV at the Llama-3-8B shapes, m = 1,
-//! for every (loads in flight per lane, warps per block) variant, next to cuBLASLt. Each variant's
-//! output is first checked bit-for-bit against the default kernel's (the arithmetic order does
-//! not depend on the variant), then timed over weight copies rotated past the 50 MB L2.
+//! GEMV tuning sweep on the GPU (issue 6): the bf16 decode GEMV at the Llama-3-8B shapes, m = 1:
+//! the default kernel at 4/8/16 warps per block, the kernel without its two measured changes
+//! (`_base`: no L2 prefetch hint, x from global memory) and with one of them, two read-only
+//! probes (the bandwidth ceiling of the same access pattern), cuBLASLt, and cuBLASLt at m = 2048
+//! (prefill). Each GEMV variant's output is first checked bit-for-bit against the default's (same
+//! arithmetic in the same order), then timed over weight copies rotated past the 50 MB L2.
 //!
 //! ```text
 //! cargo build --release -p trtllm-kernels --example gemv_sweep   # here; copy to .device/bin
@@ -54,36 +56,44 @@ fn main() -> Result<(), GpuError> {
         let mut out = DevBuf::alloc(&gpu, n * 2)?;
         gemv_bf16_variant(&gpu, "", 8, P::new(&x, 0), P::new(&ws[0], 0), P::new(&out, 0), 1, n, k)?;
         let want = out.download(0, n * 2)?;
-        let mut variants: Vec<(String, usize)> = vec![];
-        for v in ["", "_u2", "_u8"] {
-            for warps in [4, 8, 16] {
-                variants.push((v.to_string(), warps));
+        let variants: [(&str, usize); 9] = [
+            ("", 4),
+            ("", 8),
+            ("", 16),
+            ("_base", 8),
+            ("_l2", 8),
+            ("_xs", 8),
+            ("_xs", 16),
+            ("read_rows", 8),
+            ("read_lin", 8),
+        ];
+        for &(v, warps) in &variants {
+            let label = format!("gemv_bf16{v} w{warps}");
+            if let Err(e) =
+                gemv_bf16_variant(&gpu, v, warps, P::new(&x, 0), P::new(&ws[0], 0), P::new(&out, 0), 1, n, k)
+            {
+                println!("| {name} | {label} | error: {e} | - |");
+                continue;
             }
-        }
-        for (v, warps) in &variants {
-            gemv_bf16_variant(&gpu, v, *warps, P::new(&x, 0), P::new(&ws[0], 0), P::new(&out, 0), 1, n, k)?;
-            if out.download(0, n * 2)? != want {
-                println!("| {name} | gemv_bf16{v} w{warps} | WRONG OUTPUT | - |");
+            // the GEMV variants do the same arithmetic in the same order: bit-identical output
+            if !v.starts_with("read") && out.download(0, n * 2)? != want {
+                println!("| {name} | {label} | WRONG OUTPUT | - |");
                 continue;
             }
             let iters = 50 * copies.min(4);
             for i in 0..10 {
                 let w = &ws[i % copies];
-                gemv_bf16_variant(&gpu, v, *warps, P::new(&x, 0), P::new(w, 0), P::new(&out, 0), 1, n, k)?;
+                gemv_bf16_variant(&gpu, v, warps, P::new(&x, 0), P::new(w, 0), P::new(&out, 0), 1, n, k)?;
             }
             gpu.synchronize()?;
             let t = Instant::now();
             for i in 0..iters {
                 let w = &ws[i % copies];
-                gemv_bf16_variant(&gpu, v, *warps, P::new(&x, 0), P::new(w, 0), P::new(&out, 0), 1, n, k)?;
+                gemv_bf16_variant(&gpu, v, warps, P::new(&x, 0), P::new(w, 0), P::new(&out, 0), 1, n, k)?;
             }
             gpu.synchronize()?;
             let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
-            println!(
-                "| {name} | gemv_bf16{} w{warps} | {us:.1} | {:.0} |",
-                if v.is_empty() { "_u4" } else { v },
-                wbytes as f64 / us / 1e3
-            );
+            println!("| {name} | {label} | {us:.1} | {:.0} |", wbytes as f64 / us / 1e3);
         }
         // cuBLASLt at m = 1 for reference
         let iters = 50 * copies.min(4);
@@ -96,6 +106,33 @@ fn main() -> Result<(), GpuError> {
         gpu.synchronize()?;
         let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
         println!("| {name} | cuBLASLt | {us:.1} | {:.0} |", wbytes as f64 / us / 1e3);
+    }
+    prefill_gemms(&gpu)
+}
+
+/// The same weights at m = 2048 (a 2048-token prefill): cuBLASLt's TFLOP/s per shape, the
+/// compute side of TTFT.
+fn prefill_gemms(gpu: &Arc<Gpu>) -> Result<(), GpuError> {
+    const M: usize = 2048;
+    println!();
+    println!("| prefill GEMM (m = {M}) | us / call | TFLOP/s |");
+    println!("|---|---|---|");
+    for (si, &(name, n, k)) in SHAPES.iter().enumerate() {
+        let w = DevBuf::upload(gpu, &random_bf16(n * k, si as u64 + 77))?;
+        let x = DevBuf::upload(gpu, &random_bf16(M * k, 5))?;
+        let mut out = DevBuf::alloc(gpu, M * n * 2)?;
+        for _ in 0..3 {
+            gemm(gpu, Dt::BF16, P::new(&x, 0), P::new(&w, 0), &mut out, 0, M, n, k)?;
+        }
+        gpu.synchronize()?;
+        let iters = 20;
+        let t = Instant::now();
+        for _ in 0..iters {
+            gemm(gpu, Dt::BF16, P::new(&x, 0), P::new(&w, 0), &mut out, 0, M, n, k)?;
+        }
+        gpu.synchronize()?;
+        let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
+        println!("| {name} | {us:.1} | {:.0} |", 2.0 * (M * n * k) as f64 / us / 1e6);
     }
     Ok(())
 }

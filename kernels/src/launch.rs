@@ -9,7 +9,7 @@ use crate::{DevBuf, Dt, Gpu, GpuError};
 mod matmul;
 mod mixed;
 use matmul::gemv_launch;
-pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_ok, GEMV_MAX_M};
+pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
 
 /// A device pointer: `buf` at byte `off`.

@@ -37,7 +37,9 @@ pub fn gemv(
 }
 
 /// The bf16 GEMV's tuning variants, for `kernels/examples/gemv_sweep.rs`: `variant` is "" (the
-/// default, 4 loads in flight per lane), "_u2" or "_u8"; `warps` per block (rows per block).
+/// default: L2 prefetch hint, x in shared memory), "_base" (neither), "_l2" or "_xs" (one of the
+/// two), or the read probes "read_rows" / "read_lin" (no arithmetic; their output is not a GEMV);
+/// `warps` per block (rows per block).
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_bf16_variant(
     gpu: &Gpu,
@@ -50,16 +52,29 @@ pub fn gemv_bf16_variant(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    if !["", "_u2", "_u8"].contains(&variant) || !(1..=32).contains(&warps) {
+    let name = match variant {
+        "" | "_base" | "_l2" | "_xs" => format!("gemv_bf16{variant}"),
+        "read_rows" | "read_lin" => format!("{variant}_bf16"),
+        _ => String::new(),
+    };
+    if name.is_empty() || !(1..=32).contains(&warps) {
         return Err(GpuError::Precondition {
             kernel: "gemv",
             msg: format!("no variant {variant:?} with {warps} warps per block"),
         });
     }
-    gemv_launch_warps(gpu, &format!("gemv_bf16{variant}"), Dt::BF16, Dt::BF16, warps, x, w, out, m, n, k)
+    let smem = if matches!(variant, "" | "_xs") { m * k * 2 } else { 0 };
+    if smem > GEMV_SMEM_MAX {
+        return Err(GpuError::Precondition { kernel: "gemv", msg: format!("x of {smem} bytes > 48 KB") });
+    }
+    gemv_launch_warps(gpu, &name, Dt::BF16, Dt::BF16, warps, smem, x, w, out, m, n, k)
 }
 
-/// The GEMV entry point `name`: `dt` operands, `out_dt` result.
+/// Shared memory a kernel may use without opting in: the GEMV stages x there when it fits.
+const GEMV_SMEM_MAX: usize = 48 << 10;
+
+/// The GEMV entry point `name` (`name` stages x in shared memory, `{name}_gx` reads it from
+/// global memory when m * k does not fit): `dt` operands, `out_dt` result.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemv_launch(
     gpu: &Gpu,
@@ -73,16 +88,54 @@ pub(super) fn gemv_launch(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    gemv_launch_warps(gpu, name, dt, out_dt, 8, x, w, out, m, n, k)
+    let smem = m * k * dt.size();
+    if smem <= GEMV_SMEM_MAX {
+        gemv_launch_warps(gpu, name, dt, out_dt, 8, smem, x, w, out, m, n, k)
+    } else {
+        gemv_launch_warps(gpu, &format!("{name}_gx"), dt, out_dt, 8, 0, x, w, out, m, n, k)
+    }
 }
 
+/// The gated MLP's first half in one GEMV (m <= 8): `out[m, inter] = act(x @ gate^T) * (x @ up^T)`
+/// for `w = [gate; up]` `[2 * inter, k]`; `act` is the activation kind of `gated_act`.
+/// Bit-identical to `gemv` followed by `gated_act`.
 #[allow(clippy::too_many_arguments)]
-fn gemv_launch_warps(
+pub fn gemv_gated(
     gpu: &Gpu,
-    name: &str,
+    dt: Dt,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    inter: usize,
+    k: usize,
+    act: i32,
+) -> Result<(), GpuError> {
+    gemv_check(dt, dt, x, w, out, m, 2 * inter, k)?;
+    out.check("gemv_gated", "out", m * inter * dt.size())?;
+    let smem = m * k * dt.size();
+    let (name, smem) = if smem <= GEMV_SMEM_MAX {
+        (format!("gemv_gated_{}", dt.suffix()), smem)
+    } else {
+        (format!("gemv_gated_{}_gx", dt.suffix()), 0)
+    };
+    let args = [
+        A::P(x.addr()),
+        A::P(w.addr()),
+        A::P(out.addr()),
+        A::I(m as i32),
+        A::I(inter as i32),
+        A::I(k as i32),
+        A::I(act),
+    ];
+    run(gpu, Kernel::Gemv, &name, gemv_grid(inter, 8, smem), &args)
+}
+
+/// Preconditions of every GEMV entry point (`n` rows of w).
+#[allow(clippy::too_many_arguments)]
+fn gemv_check(
     dt: Dt,
     out_dt: Dt,
-    warps: usize,
     x: P<'_>,
     w: P<'_>,
     out: P<'_>,
@@ -98,15 +151,37 @@ fn gemv_launch_warps(
     }
     x.check("gemv", "x", m * k * dt.size())?;
     w.check("gemv", "w", n * k * dt.size())?;
-    out.check("gemv", "out", m * n * out_dt.size())?;
-    let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(warps) as u32, 1, 1),
+    out.check("gemv", "out", m * n * out_dt.size())
+}
+
+/// One warp per output row, `warps` rows per block, `smem` bytes of staged x.
+fn gemv_grid(rows: usize, warps: usize, smem: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(warps) as u32, 1, 1),
         block_dim: (32 * warps as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+        shared_mem_bytes: smem as u32,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemv_launch_warps(
+    gpu: &Gpu,
+    name: &str,
+    dt: Dt,
+    out_dt: Dt,
+    warps: usize,
+    smem: usize,
+    x: P<'_>,
+    w: P<'_>,
+    out: P<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    gemv_check(dt, out_dt, x, w, out, m, n, k)?;
     let args =
         [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
-    run(gpu, Kernel::Gemv, name, cfg, &args)
+    run(gpu, Kernel::Gemv, name, gemv_grid(n, warps, smem), &args)
 }
 
 /// `out[m, n] = x[m, k] @ w[n, k]^T`: cuBLAS SGEMM (exact f32, no TF32) or cuBLASLt bf16 with f32 accumulation.

@@ -73,3 +73,26 @@ pub fn gated_activation(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
     }
     Tensor::from_f32(out, &[m, i])
 }
+
+/// `gated_activation(x @ w^T, act)` for `w = [gate; up]` `[2i, k]` -> `[m, i]`: on the GPU one
+/// GEMV does both halves and applies the activation in its epilogue (decode-sized m; bit-identical
+/// to the two-op path, which every other case takes).
+pub fn matmul_gated(x: &Tensor, w: &Tensor, act: Activation) -> Result<Tensor> {
+    if let (Some(gpu), Ok((m, k)), Ok((two_i, k2))) =
+        (cuda::gpu_of(x), x.dims2("matmul_gated"), w.dims2("matmul_gated"))
+    {
+        if k == k2 && two_i % 2 == 0 && x.dtype() == w.dtype() {
+            cuda::same_device("matmul_gated", x, w)?;
+            let dt = cuda::dt(x, "matmul_gated")?;
+            let (xp, wp) = (cuda::p(x, "matmul_gated")?, cuda::p(w, "matmul_gated")?);
+            if launch::gemv_ok(dt, xp, wp, m, k) {
+                let i = two_i / 2;
+                let out = cuda::alloc(&gpu, &[m, i], x.dtype())?;
+                launch::gemv_gated(&gpu, dt, xp, wp, P::new(&out, 0), m, i, k, kind(act))
+                    .map_err(cuda::dev_err)?;
+                return Tensor::from_devbuf(out, &[m, i], x.dtype());
+            }
+        }
+    }
+    gated_activation(&super::matmul_t(x, w)?, act)
+}
