@@ -7,6 +7,7 @@ template <typename T>
 __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, const int* pos, const float* inv_freq,
                          float scaling, const float* qn, const float* kn, float eps, const int* slots, T* q_out, T* kc, T* vc) {
     __shared__ float buf[256];
+    pdl_start();
     int t = blockIdx.x, h = blockIdx.y;
     long width = (long)(nh + 2 * nkv) * hd;
     bool is_q = h < nh;
@@ -54,6 +55,7 @@ template <typename T>
 __device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, int nkv, int hd, float scale, int window,
                           float softcap, const int* positions, const int* token_seq, const int* bt, const int* bt_off, int bs) {
     extern __shared__ float sm[];
+    pdl_start();
     float* qs = sm;
     float* acc = sm + hd;
     float* ps = sm + 2 * hd;

@@ -19,6 +19,24 @@ template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) {
     return r;
 }
 
+// Programmatic dependent launch (Hopper): a kernel the host launched with the PDL attribute
+// (launch.rs, PDL_KERNELS) may start while the previous kernel of the stream is still running.
+// pdl_wait() blocks until that kernel has completed and its writes are visible: every such kernel
+// calls it before reading anything an earlier kernel wrote (and before any early return, so its
+// own completion still implies the previous one's). pdl_launch_dependents() lets the next kernel
+// be scheduled now. Both are no-ops without the attribute and before sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+__device__ __forceinline__ void pdl_start() { pdl_launch_dependents(); pdl_wait(); }
+
 // Activations by kind (elementwise.cu's act/gated_act, gemv.cu's gated GEMV).
 enum { ACT_SILU = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_RELU = 3 };
 __device__ __forceinline__ float act(float x, int kind) {

@@ -3,6 +3,7 @@
 // ---- kernels
 // out[r] = table[ids[r]] * mult; ids were range-checked on the host.
 template <typename T> __device__ void gather_impl(const T* table, const int* ids, T* out, int d, float mult) {
+    pdl_start();
     long r = blockIdx.x;
     const T* src = table + (long)ids[r] * d;
     for (int i = threadIdx.x; i < d; i += blockDim.x) out[r * d + i] = from_f<T>(to_f(src[i]) * mult);

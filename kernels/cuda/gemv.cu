@@ -31,6 +31,19 @@ __device__ __forceinline__ uint4 ldw(const uint4* p) {
     return r;
 }
 
+// Weights do not depend on the previous kernel: before pdl_start() waits for it, each lane asks
+// L2 for the first 4 of its row's 16-byte chunks (the first 2 KB of the row per warp).
+template <typename T>
+__device__ __forceinline__ void prefetch_row(const T* w_row, int k, int lane) {
+    int kv = k / (16 / sizeof(T));
+    const uint4* wr = (const uint4*)w_row;
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+        int c = lane + 32 * u;
+        if (c < kv) asm volatile("prefetch.global.L2 [%0];" :: "l"(wr + c));
+    }
+}
+
 // x rows for the dot products: staged in shared memory once per block (XS: m * k * sizeof(T)
 // bytes of dynamic shared memory), or read from global memory (16-byte aligned, host-checked).
 template <typename T, bool XS>
@@ -85,6 +98,8 @@ template <typename T, typename O, int HINT, bool XS>
 __device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (row < n) prefetch_row<T>(w + (long)row * k, k, lane);
+    pdl_start();
     const T* xs = stage_x<T, XS>(x, m, k);
     if (row >= n) return;
     float acc[8];
@@ -108,6 +123,8 @@ template <typename T, int HINT, bool XS>
 __device__ void gemv_gated_impl(const T* x, const T* w, T* y, int m, int inter, int k, int kind) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int col = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (col < inter) prefetch_row<T>(w + (long)col * k, k, lane);
+    pdl_start();
     const T* xs = stage_x<T, XS>(x, m, k);
     if (col >= inter) return;
     float g[8], u[8];

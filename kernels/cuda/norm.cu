@@ -3,6 +3,7 @@
 
 // ---- kernels
 template <typename T> __device__ void rms_impl(const T* x, const float* w, T* out, int d, float eps) {
+    pdl_start();
     long row = blockIdx.x;
     const T* xr = x + row * d;
     float ss = 0.f;
@@ -12,6 +13,7 @@ template <typename T> __device__ void rms_impl(const T* x, const float* w, T* ou
 }
 // sum = x + residual (rounded to T, as the model's dtype holds it), out = rms_norm(sum)
 template <typename T> __device__ void add_rms_impl(const T* x, const T* res, const float* w, T* sum, T* out, int d, float eps) {
+    pdl_start();
     long row = blockIdx.x;
     float ss = 0.f;
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
@@ -24,6 +26,7 @@ template <typename T> __device__ void add_rms_impl(const T* x, const T* res, con
     for (int i = threadIdx.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>(w[i] * (to_f(sum[row * d + i]) * r));
 }
 template <typename T> __device__ void ln_impl(const T* x, const float* w, const float* b, T* out, int d, float eps) {
+    pdl_start();
     long row = blockIdx.x;
     const T* xr = x + row * d;
     float s = 0.f;

@@ -2,6 +2,7 @@
 
 // ---- kernels
 template <typename T> __device__ void argmax_impl(const T* x, int n, int* out) {
+    pdl_start();
     __shared__ float sv[32];
     __shared__ int si[32];
     long row = blockIdx.x;
