@@ -111,8 +111,7 @@ pub fn gemv_gated(
     k: usize,
     act: i32,
 ) -> Result<(), GpuError> {
-    gemv_check(dt, dt, x, w, out, m, 2 * inter, k)?;
-    out.check("gemv_gated", "out", m * inter * dt.size())?;
+    gemv_check(dt, dt, x, w, out, m, 2 * inter, inter, k)?;
     let smem = m * k * dt.size();
     let (name, smem) = if smem <= GEMV_SMEM_MAX {
         (format!("gemv_gated_{}", dt.suffix()), smem)
@@ -151,7 +150,7 @@ fn gemv_check(
     }
     x.check("gemv", "x", m * k * dt.size())?;
     w.check("gemv", "w", n * k * dt.size())?;
-    out.check("gemv", "out", m * n * out_dt.size())
+    out.check("gemv", "out", m * out_n * out_dt.size())
 }
 
 /// One warp per output row, `warps` rows per block, `smem` bytes of staged x.
@@ -178,7 +177,7 @@ fn gemv_launch_warps(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    gemv_check(dt, out_dt, x, w, out, m, n, k)?;
+    gemv_check(dt, out_dt, x, w, out, m, n, n, k)?;
     let args =
         [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
     run(gpu, Kernel::Gemv, name, gemv_grid(n, warps, smem), &args)
