@@ -130,7 +130,7 @@ pub fn gemv_gated(
     run(gpu, Kernel::Gemv, &name, gemv_grid(inter, 8, smem), &args)
 }
 
-/// Preconditions of every GEMV entry point (`n` rows of w).
+/// Preconditions of every GEMV entry point (`n` rows of w, `out_n` columns of out).
 #[allow(clippy::too_many_arguments)]
 fn gemv_check(
     dt: Dt,
@@ -140,6 +140,7 @@ fn gemv_check(
     out: P<'_>,
     m: usize,
     n: usize,
+    out_n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
     if !gemv_ok(dt, x, w, m, k) {
