@@ -19,6 +19,19 @@ template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) {
     return r;
 }
 
+// 16 bytes -> 8 bf16 / 4 f32 values as floats (the third argument picks the element type).
+__device__ __forceinline__ void unpack(uint4 r, float* o, const bf16*) {
+    unsigned int u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        o[2 * i] = __uint_as_float(u[i] << 16);
+        o[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+}
+__device__ __forceinline__ void unpack(uint4 r, float* o, const float*) {
+    o[0] = __uint_as_float(r.x); o[1] = __uint_as_float(r.y); o[2] = __uint_as_float(r.z); o[3] = __uint_as_float(r.w);
+}
+
 // Programmatic dependent launch (Hopper): a kernel the host launched with the PDL attribute
 // (launch.rs, PDL_KERNELS) may start while the previous kernel of the stream is still running.
 // pdl_wait() blocks until that kernel has completed and its writes are visible: every such kernel

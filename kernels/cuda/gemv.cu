@@ -6,17 +6,7 @@
 // per weight chunk and plain __ldg weight loads held the 8B shapes at 1.7-1.8 TB/s (o, qkv, down).
 
 // ---- kernels
-__device__ __forceinline__ void unpack(uint4 r, float* o, const bf16*) {
-    unsigned int u[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        o[2 * i] = __uint_as_float(u[i] << 16);
-        o[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-    }
-}
-__device__ __forceinline__ void unpack(uint4 r, float* o, const float*) {
-    o[0] = __uint_as_float(r.x); o[1] = __uint_as_float(r.y); o[2] = __uint_as_float(r.z); o[3] = __uint_as_float(r.w);
-}
+// (unpack: 16 bytes -> floats, in common.cuh)
 
 // U = weight chunks in flight per lane: U 16-byte loads are issued before any is used, so a warp
 // has 32 * U * 16 bytes outstanding. U = 2 / 8 / 16 measured no better (8 and 16: fewer warps

@@ -2,17 +2,36 @@
 // Norm weights are f32 (Gemma's 1 + w is baked in at load).
 
 // ---- kernels
+// The norm weight is a constant: each thread loads its (up to NW) weights before pdl_start()
+// waits for the previous kernel, so that DRAM round trip overlaps it.
+constexpr int NW = 8;
+__device__ __forceinline__ void load_w(const float* w, int d, float* wr) {
+#pragma unroll
+    for (int j = 0; j < NW; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        wr[j] = i < d ? w[i] : 0.f;
+    }
+}
 template <typename T> __device__ void rms_impl(const T* x, const float* w, T* out, int d, float eps) {
+    float wr[NW];
+    load_w(w, d, wr);
     pdl_start();
     long row = blockIdx.x;
     const T* xr = x + row * d;
     float ss = 0.f;
     for (int i = threadIdx.x; i < d; i += blockDim.x) { float v = to_f(xr[i]); ss += v * v; }
     float r = rsqrtf(block_sum(ss) / d + eps);
-    for (int i = threadIdx.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>(w[i] * (to_f(xr[i]) * r));
+#pragma unroll
+    for (int j = 0; j < NW; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        if (i < d) out[row * d + i] = from_f<T>(wr[j] * (to_f(xr[i]) * r));
+    }
+    for (int i = threadIdx.x + NW * blockDim.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>(w[i] * (to_f(xr[i]) * r));
 }
 // sum = x + residual (rounded to T, as the model's dtype holds it), out = rms_norm(sum)
 template <typename T> __device__ void add_rms_impl(const T* x, const T* res, const float* w, T* sum, T* out, int d, float eps) {
+    float wr[NW];
+    load_w(w, d, wr);
     pdl_start();
     long row = blockIdx.x;
     float ss = 0.f;
@@ -23,7 +42,12 @@ template <typename T> __device__ void add_rms_impl(const T* x, const T* res, con
         ss += v * v;
     }
     float r = rsqrtf(block_sum(ss) / d + eps);
-    for (int i = threadIdx.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>(w[i] * (to_f(sum[row * d + i]) * r));
+#pragma unroll
+    for (int j = 0; j < NW; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        if (i < d) out[row * d + i] = from_f<T>(wr[j] * (to_f(sum[row * d + i]) * r));
+    }
+    for (int i = threadIdx.x + NW * blockDim.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>(w[i] * (to_f(sum[row * d + i]) * r));
 }
 template <typename T> __device__ void ln_impl(const T* x, const float* w, const float* b, T* out, int d, float eps) {
     pdl_start();

@@ -500,7 +500,20 @@ pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuErr
     a.positions.check(k, "positions", a.tokens * 4)?;
     a.token_seq.check(k, "token_seq", a.tokens * 4)?;
     let threads = 128u32;
-    let smem = (2 * a.head_dim * 4 + threads as usize * 8) as u32;
+    // bf16 at head_dim 64 / 128 / 256: the 16-byte-load kernel (+ 8 floats per thread of PV
+    // partials in shared memory); the K/V caches are 16-byte aligned rows of head_dim elements.
+    let vec = dt == Dt::BF16
+        && matches!(a.head_dim, 64 | 128 | 256)
+        && a.k_cache.addr().is_multiple_of(16)
+        && a.v_cache.addr().is_multiple_of(16)
+        && std::env::var("TRTLLM_NO_VEC_ATTN").map_or(true, |v| v != "1");
+    let name = if vec {
+        format!("paged_attention_vec_bf16_hd{}", a.head_dim)
+    } else {
+        format!("paged_attention_{}", dt.suffix())
+    };
+    let smem =
+        (2 * a.head_dim * 4 + threads as usize * 8 + if vec { threads as usize * 32 } else { 0 }) as u32;
     let cfg = LaunchConfig {
         grid_dim: (a.tokens as u32, a.heads as u32, 1),
         block_dim: (threads, 1, 1),
@@ -523,5 +536,5 @@ pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuErr
         A::P(a.bt_offsets.addr()),
         A::I(a.block_size as i32),
     ];
-    run(gpu, Kernel::Attention, &format!("paged_attention_{}", dt.suffix()), cfg, &args)
+    run(gpu, Kernel::Attention, &name, cfg, &args)
 }

@@ -301,7 +301,8 @@ struct FlashCase {
 }
 
 const FLASH_CASES: [FlashCase; 6] = [
-    // MHA, hd 64, one sequence: 300 (4 full tiles + 44), then a 45-token chunk over 300 cached.
+    // MHA, hd 64, one sequence: 300 (4 full tiles + 44), then a 45-token chunk over 300 cached,
+    // then two decode steps (the paged decode kernel over 3 chunks of 128 keys).
     FlashCase {
         nh: 8,
         nkv: 8,
@@ -310,7 +311,7 @@ const FLASH_CASES: [FlashCase; 6] = [
         window: None,
         softcap: None,
         scale_mul: 1.0,
-        steps: &[&[300], &[45]],
+        steps: &[&[300], &[45], &[1], &[1]],
     },
     // GQA 4, hd 128, three sequences: a 1-token prefill; then a mixed step with a decode row.
     FlashCase {
@@ -321,7 +322,7 @@ const FLASH_CASES: [FlashCase; 6] = [
         window: None,
         softcap: None,
         scale_mul: 2.0,
-        steps: &[&[130, 1, 77], &[17, 200, 1]],
+        steps: &[&[130, 1, 77], &[17, 200, 1], &[1, 1, 1]],
     },
     // GQA 8, hd 128, sliding window + soft-cap over block size 8, peaky scores.
     FlashCase {
@@ -332,7 +333,7 @@ const FLASH_CASES: [FlashCase; 6] = [
         window: Some(37),
         softcap: Some(30.0),
         scale_mul: 4.0,
-        steps: &[&[129], &[64]],
+        steps: &[&[129], &[64], &[1]],
     },
     // MHA, hd 128: exactly the threshold (16), one tile + 1, a decode row; then three chunks.
     FlashCase {
@@ -365,7 +366,7 @@ const FLASH_CASES: [FlashCase; 6] = [
         window: None,
         softcap: Some(5.0),
         scale_mul: 3.0,
-        steps: &[&[1, 300, 33], &[20, 2, 15]],
+        steps: &[&[1, 300, 33], &[20, 2, 15], &[1, 1, 1]],
     },
 ];
 
