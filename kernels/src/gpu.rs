@@ -69,6 +69,10 @@ pub struct Gpu {
     pub name: String,
     modules: Mutex<HashMap<Kernel, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
+    /// Modules loaded so far and the time it took (PTX from the prebuilt dir, the disk cache or
+    /// NVRTC, plus `cuModuleLoadData`): kernels load lazily, at their first launch.
+    module_loads: std::sync::atomic::AtomicU64,
+    module_ns: std::sync::atomic::AtomicU64,
 }
 
 fn driver_library_present() -> bool {
@@ -189,6 +193,8 @@ impl Gpu {
             name,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            module_loads: Default::default(),
+            module_ns: Default::default(),
         }))
     }
 
@@ -243,9 +249,13 @@ impl Gpu {
             match mods.get(&kernel) {
                 Some(m) => m.clone(),
                 None => {
+                    let t = std::time::Instant::now();
                     let m =
                         self.ctx.load_module(Ptx::from_src(self.ptx(kernel)?)).map_err(GpuError::driver)?;
                     mods.insert(kernel, m.clone());
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.module_ns.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
+                    self.module_loads.fetch_add(1, Relaxed);
                     m
                 }
             }
@@ -255,6 +265,12 @@ impl Gpu {
             .map_err(|e| GpuError::Launch { kernel: name.into(), msg: format!("{e:?}") })?;
         fns.insert(name.to_string(), f.clone());
         Ok(f)
+    }
+
+    /// Kernel modules loaded so far and the seconds spent loading them (NVRTC included).
+    pub fn module_load_stats(&self) -> (u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.module_loads.load(Relaxed), self.module_ns.load(Relaxed) as f64 * 1e-9)
     }
 
     pub fn synchronize(&self) -> Result<(), GpuError> {

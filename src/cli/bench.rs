@@ -350,14 +350,23 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             tokens: g.token_ids.clone(),
         })
     };
+    // TRTLLM_LOAD_TIMING=1: the first request's lazy setup (kernel modules, graph capture).
+    let mut first = true;
+    let mut run_first = |llm: &mut Llm| -> anyhow::Result<Run> {
+        let r = run_once(llm)?;
+        if std::mem::take(&mut first) {
+            trtllm::runtime::load_timing::first_request(r.total.as_secs_f64());
+        }
+        Ok(r)
+    };
     for _ in 0..a.warmup {
-        run_once(&mut llm)?;
+        run_first(&mut llm)?;
     }
     let cpu0 = cpu_time();
     let wall0 = Instant::now();
     let mut runs = Vec::with_capacity(a.runs);
     for _ in 0..a.runs {
-        runs.push(run_once(&mut llm)?);
+        runs.push(run_first(&mut llm)?);
     }
     let wall = wall0.elapsed().as_secs_f64();
     let profile = trtllm::ops::cpu::prof::report();

@@ -130,17 +130,21 @@ impl Tensor {
         }
     }
 
+    /// The data of a host tensor as its bytes (little-endian x86/ARM hosts), no copy; `None`
+    /// for device and meta tensors.
+    pub fn host_bytes(&self) -> Option<&[u8]> {
+        match &self.storage {
+            Storage::F32(_) => self.f32s().ok().map(bytemuck::cast_slice),
+            Storage::BF16(_) => self.bf16s().ok().map(bytemuck::cast_slice),
+            Storage::F16(_) => self.f16s().ok().map(bytemuck::cast_slice),
+            Storage::I32(_) => self.i32s().ok().map(bytemuck::cast_slice),
+            Storage::Cuda(..) | Storage::Meta(_) => None,
+        }
+    }
+
     /// Copy to the GPU (a no-op for tensors already there).
     pub fn to_gpu(&self, gpu: &Arc<trtllm_kernels::Gpu>) -> Result<Tensor> {
-        // The host bytes as they are (little-endian x86/ARM hosts), no per-element copy.
-        let bytes: &[u8] = match &self.storage {
-            Storage::Cuda(..) => return Ok(self.clone()),
-            Storage::Meta(_) => return Ok(self.clone()),
-            Storage::F32(_) => bytemuck::cast_slice(self.f32s()?),
-            Storage::BF16(_) => bytemuck::cast_slice(self.bf16s()?),
-            Storage::F16(_) => bytemuck::cast_slice(self.f16s()?),
-            Storage::I32(_) => bytemuck::cast_slice(self.i32s()?),
-        };
+        let Some(bytes) = self.host_bytes() else { return Ok(self.clone()) };
         let buf = DevBuf::upload(gpu, bytes).map_err(|e| Error::Device(e.to_string()))?;
         Tensor::from_devbuf(buf, &self.shape, self.dtype())
     }

@@ -81,11 +81,18 @@ pub fn open_rank(
 
 /// Build rank `opts.mapping.rank` of a checkpoint or engine directory.
 pub fn load_checkpoint(dir: &Path, ckpt: &CheckpointConfig, opts: &LoadOptions) -> Result<LoadedModel> {
+    use crate::runtime::load_timing as timing;
+    let p = timing::phase(format!("open + plan + validate{}", timing::rank_tag(opts.mapping)));
     let (specs, files) = open_rank(dir, ckpt, opts)?;
     let entry = lookup(&ckpt.architecture)?;
     let dtype = opts.dtype.unwrap_or(ckpt.dtype);
+    p.done_with("converted checkpoint / engine directory");
     let src = EngineSource { files: &files };
     let vb = crate::model::var_builder(&src, opts, dtype)?;
-    let model = (entry.build)(&ckpt.model_config, &vb, &entry.layout)?;
+    let model = crate::model::build_weights(entry, &ckpt.model_config, &vb)?;
+    let p = timing::phase(format!("free staging{}", timing::rank_tag(opts.mapping)));
+    drop(vb);
+    p.done();
+    files.close_in_background();
     Ok(LoadedModel { model, entry, specs })
 }

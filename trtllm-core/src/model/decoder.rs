@@ -7,7 +7,7 @@ use super::{ModelConfig, ModelLayout};
 use crate::layers::{BuildCtx, Communicator, Embedding, ForwardCtx, NormLayer};
 use crate::runtime::{ForwardBatch, KvCache, KvLayout};
 use crate::weights::{TpSplit, VarBuilder};
-use crate::{ops, Result, Tensor};
+use crate::{ops, Error, Result, Tensor};
 
 /// One decoder block. `#[decoder_layer]` implements it from field roles; a hand-written
 /// implementation is equally valid.
@@ -56,38 +56,87 @@ pub struct DecoderModelForCausalLM<L, N = crate::layers::RmsNorm> {
     tp_size: usize,
 }
 
-impl<L: DecoderLayer, N: NormLayer> BuildCausalLM for DecoderModelForCausalLM<L, N> {
+/// A unit of the (possibly parallel) build.
+#[derive(Clone, Copy)]
+enum Job {
+    Embed,
+    Pos,
+    Layer(usize),
+    Norm,
+    Head,
+}
+
+enum Part<L, N> {
+    Embed(Embedding),
+    Pos(Option<Embedding>),
+    Layer(L),
+    Norm(N),
+    Head(Option<Tensor>),
+}
+
+impl<L: DecoderLayer, N: NormLayer + Send> BuildCausalLM for DecoderModelForCausalLM<L, N> {
     fn build(cfg: &ModelConfig, vb: &VarBuilder<'_>, layout: &ModelLayout) -> Result<Self> {
         let base = if layout.prefix.is_empty() { vb.clone() } else { vb.pp(layout.prefix) };
         let mult = cfg.arch.embedding_multiplier.map(|m| m as f32);
-        let embed_tokens =
-            Embedding::vocab_parallel(&base.pp(layout.embed_tokens), cfg.vocab_size, cfg.hidden_size, mult)?;
-        let position_embeddings = match layout.position_embeddings {
-            Some(name) => {
-                Some(Embedding::new(&base.pp(name), cfg.max_position_embeddings, cfg.hidden_size, None)?)
-            }
-            None => None,
-        };
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for layer_idx in vb.mapping.pp_layers(cfg.num_hidden_layers) {
-            let cx = BuildCtx { cfg, layer_idx };
-            layers.push(L::build(&cx, &base.pp(layout.layers).pp(layer_idx))?);
-        }
-        let norm = N::build(&BuildCtx { cfg, layer_idx: cfg.num_hidden_layers }, &base.pp(layout.norm))?;
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        let lm_head = if cfg.tie_word_embeddings {
-            // Tied: the head is the embedding table, whose vocab-parallel shard (rank r's rows)
-            // is exactly the head's column split.
-            None
-        } else {
-            Some(vb.pp(layout.lm_head).get("weight", &[v, h], TpSplit::Column(vec![v]))?)
-        };
+        // The parts load on `threads` threads, the two largest tensors (embedding, head) first;
+        // on one thread (the planner) in declaration order, which is the weight map's order.
+        let threads = vb.load_threads();
+        let mut jobs = vec![Job::Embed];
+        if threads > 1 {
+            jobs.push(Job::Head);
+        }
+        jobs.push(Job::Pos);
+        jobs.extend(vb.mapping.pp_layers(cfg.num_hidden_layers).map(Job::Layer));
+        jobs.push(Job::Norm);
+        if threads <= 1 {
+            jobs.push(Job::Head);
+        }
+        let parts = crate::weights::map_jobs(threads, &jobs, |job| {
+            Ok(match *job {
+                Job::Embed => {
+                    Part::Embed(Embedding::vocab_parallel(&base.pp(layout.embed_tokens), v, h, mult)?)
+                }
+                Job::Pos => Part::Pos(match layout.position_embeddings {
+                    Some(name) => Some(Embedding::new(&base.pp(name), cfg.max_position_embeddings, h, None)?),
+                    None => None,
+                }),
+                Job::Layer(layer_idx) => {
+                    let cx = BuildCtx { cfg, layer_idx };
+                    Part::Layer(L::build(&cx, &base.pp(layout.layers).pp(layer_idx))?)
+                }
+                Job::Norm => {
+                    let cx = BuildCtx { cfg, layer_idx: cfg.num_hidden_layers };
+                    Part::Norm(N::build(&cx, &base.pp(layout.norm))?)
+                }
+                // Tied: the head is the embedding table, whose vocab-parallel shard (rank r's
+                // rows) is exactly the head's column split.
+                Job::Head if cfg.tie_word_embeddings => Part::Head(None),
+                Job::Head => Part::Head(Some(vb.pp(layout.lm_head).get(
+                    "weight",
+                    &[v, h],
+                    TpSplit::Column(vec![v]),
+                )?)),
+            })
+        })?;
+        let (mut embed_tokens, mut position_embeddings, mut norm, mut lm_head) = (None, None, None, None);
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for part in parts {
+            match part {
+                Part::Embed(e) => embed_tokens = Some(e),
+                Part::Pos(p) => position_embeddings = p,
+                Part::Layer(l) => layers.push(l), // in layer order: results come in job order
+                Part::Norm(n) => norm = Some(n),
+                Part::Head(t) => lm_head = t,
+            }
+        }
+        let missing = |what: &str| Error::Msg(format!("building the model: no {what} was built"));
         Ok(DecoderModelForCausalLM {
             cfg: cfg.clone(),
-            embed_tokens,
+            embed_tokens: embed_tokens.ok_or_else(|| missing("embedding"))?,
             position_embeddings,
             layers,
-            norm,
+            norm: norm.ok_or_else(|| missing("final norm"))?,
             lm_head,
             tp_size: vb.tp_size(),
         })

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::{lookup, CausalLM, ModelConfig, ModelEntry, ModelLayout};
+use crate::runtime::load_timing as timing;
 use crate::weights::{HfSource, Planner, SafetensorsFiles, VarBuilder, WeightSource, WeightSpec};
 use crate::{DType, Device, Error, Mapping, Result};
 
@@ -194,17 +195,50 @@ impl HfCheckpoint {
     }
 }
 
-/// The builder that loads from `src` as `opts` asks (mapping, dtype, device).
+/// The builder that loads from `src` as `opts` asks (mapping, dtype, device), on
+/// [`load_threads`](crate::weights::load_threads) threads.
 pub(crate) fn var_builder<'a>(
     src: &'a dyn WeightSource,
     opts: &LoadOptions,
     dtype: DType,
 ) -> Result<VarBuilder<'a>> {
-    let vb = VarBuilder::new(src, opts.mapping, dtype);
+    let threads = crate::weights::load_threads(opts.mapping.tp_size);
+    let vb = VarBuilder::new(src, opts.mapping, dtype).with_threads(threads);
     Ok(match opts.device {
         Device::Cuda(n) => vb.on_gpu(crate::ops::cuda::gpu(n)?),
         _ => vb,
     })
+}
+
+/// Build the model through `vb` as the `weights` load phase: every upload finished (and
+/// checked) before the phase ends.
+pub(crate) fn build_weights(
+    entry: &ModelEntry,
+    cfg: &ModelConfig,
+    vb: &VarBuilder<'_>,
+) -> Result<Box<dyn CausalLM>> {
+    let p = timing::phase(format!("weights{}", timing::rank_tag(vb.mapping)));
+    let model = (entry.build)(cfg, vb, &entry.layout)?;
+    let stats = vb.finish_uploads()?;
+    let secs = p.elapsed();
+    let threads = vb.load_threads();
+    let detail = match stats {
+        Some(s) => format!(
+            "{} in {} tensors on {threads} threads; summed over threads: host copies {:.2} s, waiting for staging/DMA {:.2} s, device allocs {:.2} s; {} staging buffers x {} MiB pinned in {:.3} s{}",
+            timing::gib_rate(s.bytes, secs),
+            s.tensors,
+            s.copy_s,
+            s.wait_s,
+            s.alloc_s,
+            s.staging_buffers,
+            s.chunk_bytes >> 20,
+            s.pin_s,
+            if s.pageable_bytes > 0 { format!("; {} bytes pageable (no pinned memory)", s.pageable_bytes) } else { String::new() },
+        ),
+        None => format!("host memory, {threads} threads"),
+    };
+    p.done_with(&detail);
+    Ok(model)
 }
 
 /// Build the model of a directory: an HF directory (plan, validate, load through the weight
@@ -220,6 +254,7 @@ pub fn build_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
 
 /// Build the model of an HF directory: plan, validate, load.
 pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let p = timing::phase(format!("open + plan + validate{}", timing::rank_tag(opts.mapping)));
     let hf = HfCheckpoint::open(dir)?;
     let dtype = opts.weight_dtype(&hf.cfg);
     let specs = plan_weights(hf.entry, &hf.cfg, opts.mapping, dtype)?;
@@ -227,11 +262,18 @@ pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     if !report.is_ok() {
         return Err(Error::Validation { file: hf.files.first_file().to_path_buf(), report: report.render() });
     }
+    p.done_with("HF directory");
     let resolve = hf.resolver();
     let src = HfSource { files: &hf.files, resolve: &resolve };
     let vb = var_builder(&src, opts, dtype)?;
-    let model = (hf.entry.build)(&hf.cfg, &vb, &hf.entry.layout)?;
-    Ok(LoadedModel { model, entry: hf.entry, specs })
+    let model = build_weights(hf.entry, &hf.cfg, &vb)?;
+    let entry = hf.entry;
+    let p = timing::phase(format!("free staging{}", timing::rank_tag(opts.mapping)));
+    drop(vb);
+    p.done();
+    drop(resolve);
+    hf.files.close_in_background();
+    Ok(LoadedModel { model, entry, specs })
 }
 
 /// The plan and validation report of an HF directory (`trtllm weights`).

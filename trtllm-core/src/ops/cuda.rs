@@ -17,7 +17,9 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
     if let Some(g) = map.get(&ordinal) {
         return Ok(g.clone());
     }
+    let p = crate::runtime::load_timing::phase(format!("cuda init cuda:{ordinal}"));
     let g = Gpu::new(ordinal).map_err(dev_err)?;
+    p.done_with(&format!("{} (context, stream, cuBLAS + cuBLASLt handles)", g.name));
     map.insert(ordinal, g.clone());
     Ok(g)
 }

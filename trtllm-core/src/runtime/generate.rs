@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::load_timing as timing;
 use super::{BlockAllocator, ForwardBatch, KvCache, Sampler, SamplingParams, SeqStep, Tokenizer};
 use crate::layers::Communicator;
 use crate::model::{CausalLM, LoadOptions};
@@ -98,11 +99,26 @@ impl Llm {
     /// Load an HF directory, a `trtllm convert` checkpoint or a `trtllm build` engine.
     pub fn with_options(dir: impl AsRef<Path>, opts: EngineOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let model = super::load::load_engine_model(dir, &opts)?;
+        let total = timing::phase("total (Llm::with_options)");
         let tok_dir = opts.tokenizer_dir.as_deref().unwrap_or(dir);
-        let tokenizer =
-            if tok_dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(tok_dir)?) } else { None };
-        Self::from_model(model, tokenizer, opts)
+        // The tokenizer (a Llama-3 tokenizer.json takes a few hundred ms to parse) loads on a
+        // thread of its own while the model loads.
+        let (model, tokenizer) = std::thread::scope(|s| {
+            let tok = s.spawn(|| {
+                let p = timing::phase("tokenizer");
+                let present = tok_dir.join("tokenizer.json").exists();
+                let t = if present { Tokenizer::from_dir(tok_dir).map(Some) } else { Ok(None) };
+                p.done_with("on its own thread, overlapping the model load");
+                t
+            });
+            let model = super::load::load_engine_model(dir, &opts);
+            let tokenizer =
+                tok.join().unwrap_or_else(|_| Err(Error::Msg("the tokenizer loader thread panicked".into())));
+            (model, tokenizer)
+        });
+        let llm = Self::from_model(model?, tokenizer?, opts)?;
+        total.done();
+        Ok(llm)
     }
 
     pub fn from_model(
@@ -113,6 +129,7 @@ impl Llm {
         let layout = model.kv_layout();
         let blocks =
             opts.kv_num_blocks.unwrap_or(opts.max_batch_size * opts.max_seq_len.div_ceil(opts.kv_block_size));
+        let p = timing::phase("kv cache");
         let kv = match opts.load.device {
             crate::Device::Cuda(n) => {
                 let dtype = opts.load.weight_dtype(model.config());
@@ -124,6 +141,15 @@ impl Llm {
         if eos.is_empty() {
             eos = model.config().eos_token_ids.clone();
         }
+        let elem = kv.cuda_dtype().map_or(4, |d| d.size_in_bytes());
+        let kv_bytes = 2 * layout.num_layers * kv.num_slots() * layout.kv_heads * layout.head_dim * elem;
+        p.done_with(&format!(
+            "{blocks} blocks of {} tokens x {} layers, {:.2} GiB",
+            opts.kv_block_size,
+            layout.num_layers,
+            kv_bytes as f64 / (1u64 << 30) as f64
+        ));
+        let p = timing::phase("cuda graphs setup");
         let one_rank = opts.tp_size.unwrap_or(1) == 1 && opts.load.mapping.tp_size <= 1;
         let graphs = super::DecodeGraphs::new(
             &*model,
@@ -132,6 +158,10 @@ impl Llm {
             opts.max_seq_len,
             opts.cuda_graphs && one_rank,
         );
+        p.done_with(match &graphs {
+            Some(_) => "on (captured lazily, at the first decode step of each batch size)",
+            None => "off",
+        });
         Ok(Llm { model, tokenizer, kv, alloc: BlockAllocator::new(blocks), opts, eos, graphs })
     }
 

@@ -13,6 +13,7 @@ mod generate;
 mod graph;
 mod kv_cache;
 mod load;
+pub mod load_timing;
 mod logits;
 mod metrics;
 mod prefix_cache;

@@ -3,8 +3,11 @@
 //! records it (the planner: a meta tensor comes back, no data is read) or loads it (from an HF
 //! checkpoint through the spec's transform, or from our converted checkpoint by engine name).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use trtllm_kernels::{Gpu, UploadStats, Uploader};
+
+use super::raw::{engine_raw, hf_raw, RawShard};
 use super::safetensors::SafetensorsFiles;
 use super::spec::{Combine, Source, TpSplit, Transform, WeightSpec};
 use crate::{DType, Error, Mapping, Result, Tensor};
@@ -13,6 +16,12 @@ use crate::{DType, Error, Mapping, Result, Tensor};
 pub trait WeightSource: Sync {
     /// Produce rank `mapping.tp_rank()`'s shard of the tensor `spec` describes.
     fn get(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Tensor>;
+
+    /// The same shard as stored bytes, when it needs no conversion (see `raw.rs`); `None`
+    /// sends the spec through `get`.
+    fn raw(&self, _spec: &WeightSpec, _mapping: &Mapping) -> Result<Option<RawShard<'_>>> {
+        Ok(None)
+    }
 }
 
 /// Records every spec; returns data-less tensors of the shard shape.
@@ -52,6 +61,10 @@ impl WeightSource for HfSource<'_> {
         let full = spec.to_engine(sources)?;
         spec.shard(&full, mapping.tp_rank(), mapping.tp_size)
     }
+
+    fn raw(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Option<RawShard<'_>>> {
+        hf_raw(self.files, self.resolve, spec, mapping)
+    }
 }
 
 /// Loads from our converted checkpoint (`rank{N}.safetensors`): tensors are stored by engine name,
@@ -72,6 +85,10 @@ impl WeightSource for EngineSource<'_> {
         }
         t.to_dtype(spec.dtype)
     }
+
+    fn raw(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Option<RawShard<'_>>> {
+        engine_raw(self.files, spec, mapping)
+    }
 }
 
 /// The cursor: a name prefix, the source, the mapping and the dtype weights are stored in.
@@ -81,19 +98,48 @@ pub struct VarBuilder<'a> {
     prefix: String,
     pub mapping: Mapping,
     pub dtype: DType,
-    /// Upload every loaded tensor to this GPU.
-    gpu: Option<std::sync::Arc<trtllm_kernels::Gpu>>,
+    /// Upload every loaded tensor to this uploader's GPU.
+    up: Option<Arc<Uploader>>,
+    /// Threads a model may build its parts on (1: in order, as the planner needs).
+    threads: usize,
+}
+
+/// Staging chunk size: `TRTLLM_LOAD_CHUNK_MB`, else 16 MiB.
+fn chunk_bytes() -> usize {
+    let mb = std::env::var("TRTLLM_LOAD_CHUNK_MB").ok().and_then(|v| v.trim().parse::<usize>().ok());
+    mb.unwrap_or(16).clamp(1, 1024) << 20
 }
 
 impl<'a> VarBuilder<'a> {
     pub fn new(src: &'a dyn WeightSource, mapping: Mapping, dtype: DType) -> Self {
-        VarBuilder { src, prefix: String::new(), mapping, dtype, gpu: None }
+        VarBuilder { src, prefix: String::new(), mapping, dtype, up: None, threads: 1 }
     }
 
-    /// Place the weights on `gpu` as they load.
-    pub fn on_gpu(mut self, gpu: std::sync::Arc<trtllm_kernels::Gpu>) -> Self {
-        self.gpu = Some(gpu);
+    /// Let the model build its parts on up to `n` threads (set before `on_gpu`, which sizes
+    /// the staging pool by it).
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
         self
+    }
+
+    /// Threads the model may build its parts on.
+    pub fn load_threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Place the weights on `gpu` as they load, through pinned staging buffers (two per
+    /// loading thread, plus two).
+    pub fn on_gpu(mut self, gpu: Arc<Gpu>) -> Self {
+        self.up = Some(Arc::new(Uploader::new(&gpu, chunk_bytes(), 2 * self.threads + 2)));
+        self
+    }
+
+    /// Wait for every upload enqueued so far to finish; what they did (`None` on the host).
+    pub fn finish_uploads(&self) -> Result<Option<UploadStats>> {
+        match &self.up {
+            Some(up) => up.finish().map(Some).map_err(|e| Error::Device(format!("uploading weights: {e}"))),
+            None => Ok(None),
+        }
     }
 
     /// Descend into a sub-module: `vb.pp("self_attn")`.
@@ -164,9 +210,20 @@ impl<'a> VarBuilder<'a> {
     }
 
     pub fn get_spec(&self, spec: WeightSpec) -> Result<Tensor> {
+        // Stored as wanted: straight from the mapped file (no intermediate tensor).
+        if let Some(raw) = self.src.raw(&spec, &self.mapping)? {
+            return match &self.up {
+                Some(up) => raw.upload(up),
+                None => raw.to_host(),
+            };
+        }
         let t = self.src.get(&spec, &self.mapping)?;
-        match &self.gpu {
-            Some(gpu) if !t.is_meta() => t.to_gpu(gpu),
+        match (&self.up, t.host_bytes()) {
+            (Some(up), Some(bytes)) => {
+                let buf =
+                    up.upload(&[bytes]).map_err(|e| Error::tensor(&spec.name, format!("upload: {e}")))?;
+                Tensor::from_devbuf(buf, t.shape(), t.dtype())
+            }
             _ => Ok(t),
         }
     }

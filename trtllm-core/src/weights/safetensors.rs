@@ -147,10 +147,25 @@ impl SafetensorsFiles {
         }
     }
 
+    /// The stored bytes of one tensor (little-endian, in its stored dtype), borrowed from the
+    /// mapping: pages are read from the file (or the page cache) as they are touched.
+    pub fn bytes(&self, name: &str) -> Result<&[u8]> {
+        let info = self.tensors.get(name).ok_or_else(|| Error::tensor(name, "not in checkpoint"))?;
+        Ok(&self.files[info.file].1[info.start..info.end])
+    }
+
+    /// Unmap the files on a background thread: tearing down the page tables of a large
+    /// checkpoint that was read whole takes a while (~30 ms per GB on the 2-core box), and
+    /// nothing waits for it once the weights are loaded. Inline where no thread can be started.
+    pub fn close_in_background(self) {
+        // If the thread cannot start, the closure, and with it the files, drop right here.
+        let _ = std::thread::Builder::new().name("trtllm-unmap".into()).spawn(move || drop(self));
+    }
+
     /// Read one tensor in its stored dtype.
     pub fn read(&self, name: &str) -> Result<Tensor> {
         let info = self.tensors.get(name).ok_or_else(|| Error::tensor(name, "not in checkpoint"))?;
-        let bytes = &self.files[info.file].1[info.start..info.end];
+        let bytes = self.bytes(name)?;
         // One memcpy per tensor (the mapped bytes may be unaligned for the element type; the
         // little-endian layout is the host's on every platform we build for).
         match info.dtype {

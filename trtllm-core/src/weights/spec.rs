@@ -173,6 +173,41 @@ impl WeightSpec {
         Ok(out)
     }
 
+    /// Rank `tp_rank`'s shard as `(first row, rows)` ranges along dim 0 of the full engine
+    /// tensor, in order (what `shard` concatenates); `None` where the shard is not made of whole
+    /// rows (a `Row` split over several ranks, a rank-0 tensor).
+    pub fn shard_rows(&self, tp_rank: usize, tp_size: usize) -> Result<Option<Vec<(usize, usize)>>> {
+        let Some(&rows) = self.shape.first() else { return Ok(None) };
+        let mut out = vec![];
+        match &self.split {
+            _ if tp_size == 1 => out.push((0, rows)),
+            TpSplit::Replicate => out.push((0, rows)),
+            TpSplit::Row => return Ok(None),
+            TpSplit::Column(parts) => {
+                let mut off = 0;
+                for &p in parts {
+                    let n = split_even(p, tp_size, "rows", &self.name)?;
+                    out.push((off + tp_rank * n, n));
+                    off += p;
+                }
+            }
+            TpSplit::Heads(groups) => {
+                let mut off = 0;
+                for &(heads, d) in groups {
+                    check_heads(heads, tp_size, &self.name)?;
+                    let per = heads_per_rank(heads, tp_size);
+                    let first = if heads >= tp_size { tp_rank * per } else { tp_rank * heads / tp_size };
+                    out.push((off + first * d, per * d));
+                    off += heads * d;
+                }
+            }
+        }
+        if out.iter().any(|&(s, n)| s + n > rows) {
+            return Err(Error::tensor(&self.name, format!("split rows {out:?} exceed {rows} rows")));
+        }
+        Ok(Some(out))
+    }
+
     /// Rank `tp_rank`'s shard of the full engine tensor.
     pub fn shard(&self, t: &Tensor, tp_rank: usize, tp_size: usize) -> Result<Tensor> {
         if tp_size == 1 {
@@ -241,7 +276,28 @@ mod tests {
         let t = Tensor::from_f32((0..n).map(|r| r as f32).collect(), &[n, 1]).expect("tensor");
         let s = spec.shard(&t, rank, tp).expect("shard");
         assert_eq!(s.shape(), spec.shard_shape(tp).expect("shape").as_slice());
-        s.f32s().expect("f32").to_vec()
+        let out = s.f32s().expect("f32").to_vec();
+        // The row ranges the zero-copy loader uses name exactly these rows.
+        let ranges = spec.shard_rows(rank, tp).expect("rows").expect("whole rows");
+        let listed: Vec<f32> = ranges.iter().flat_map(|&(a, n)| (a..a + n).map(|r| r as f32)).collect();
+        assert_eq!(listed, out);
+        out
+    }
+
+    #[test]
+    fn column_and_replicated_row_ranges_match_the_shard() {
+        let mut s = qkv(4, 2);
+        s.split = TpSplit::Column(vec![8, 4, 4]);
+        for tp in [1, 2, 4] {
+            for rank in 0..tp {
+                rows(&s, rank, tp);
+            }
+        }
+        s.split = TpSplit::Replicate;
+        assert_eq!(rows(&s, 1, 2).len(), 16);
+        s.split = TpSplit::Row;
+        assert!(s.shard_rows(0, 2).expect("rows").is_none(), "a row split is not whole rows");
+        assert_eq!(s.shard_rows(0, 1).expect("rows"), Some(vec![(0, 16)]));
     }
 
     #[test]
