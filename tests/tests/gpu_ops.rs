@@ -197,7 +197,7 @@ fn gather_scatter_argmax() {
             &ops::scatter_add_rows(&tr, &yr, &idx, &w).expect("cpu"),
         );
         assert!(e <= tol(dt), "scatter_add_rows {dt}: {e:e}");
-        for (r, v) in [(1, 49152), (4, 1000), (3, 7)] {
+        for (r, v) in [(1, 49152), (4, 1000), (3, 7), (2, 128256)] {
             let (l, lr) = up(&g, &rand_t(&mut rng, &[r, v], 5.0), dt);
             assert_eq!(
                 ops::argmax_rows(&l).expect("gpu"),

@@ -15,6 +15,22 @@ pub trait DecoderLayer: Sized + Send + Sync {
     fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self>;
     /// `x` `[t, hidden]` -> `[t, hidden]` (residuals included).
     fn forward(&self, x: Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor>;
+    /// `forward` with the block's last residual add left to the next layer: the input is
+    /// `x + pending` and the output `(y, d)` stands for `y + d`, so the next layer can fuse that
+    /// add with its input norm (one `add_rms_norm` instead of an `add` and an `rms_norm`; same
+    /// bits). The default defers nothing; `#[decoder_layer]` implements it.
+    fn forward_deferred(
+        &self,
+        x: Tensor,
+        pending: Option<Tensor>,
+        cx: &mut ForwardCtx<'_>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let x = match pending {
+            Some(d) => ops::add(&x, &d)?,
+            None => x,
+        };
+        Ok((self.forward(x, cx)?, None))
+    }
 }
 
 /// What the engine runs: any causal LM, however it was written.
@@ -183,16 +199,24 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
         if let Some(h) = hidden.as_deref_mut() {
             h.push(x.clone());
         }
+        // Each layer's last residual add is deferred into the next layer's input norm (and the
+        // final norm) unless the per-layer hidden states are wanted.
+        let mut pending: Option<Tensor> = None;
         for layer in &self.layers {
-            x = layer.forward(x, &mut cx)?;
             if let Some(h) = hidden.as_deref_mut() {
+                x = layer.forward(x, &mut cx)?;
                 h.push(x.clone());
+            } else {
+                (x, pending) = layer.forward_deferred(x, pending.take(), &mut cx)?;
             }
         }
         // Only the rows whose logits are wanted go through the norm and the head.
         let rows = batch.logit_rows();
         let x = ops::select_rows(&x, &rows)?;
-        let x = self.norm.forward(&x)?;
+        let x = match pending {
+            Some(d) => self.norm.forward_residual(&ops::select_rows(&d, &rows)?, &x)?.1,
+            None => self.norm.forward(&x)?,
+        };
         if let Some(h) = hidden.as_deref_mut() {
             h.push(x.clone());
         }

@@ -1,5 +1,6 @@
-//! Emit `impl DecoderLayer`: `build` (each field from its HF-named sub-builder) and `forward`
-//! (the residual wiring its roles describe). Infallible: every check lives in `validate`.
+//! Emit `impl DecoderLayer`: `build` (each field from its HF-named sub-builder) and
+//! `forward_deferred` (the residual wiring its roles describe, the last residual add handed to
+//! the next layer's input norm), with `forward` as the add-it-now wrapper. Infallible: every check lives in `validate`.
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
@@ -37,6 +38,10 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
         return quote!(#item);
     };
     let h = call(input_norm, quote!(&__x));
+    // The previous layer's deferred residual add, fused with this layer's input norm.
+    let (in_ident, in_ty) = (&input_norm.ident, &input_norm.ty);
+    let h_fused = quote_spanned!(in_ty.span()=>
+        <#in_ty as ::trtllm_core::layers::NormLayer>::forward_residual(&self.#in_ident, &__d, &__x)?);
     let a = call(attn, quote!(&__h, __cx));
     let post_attn = field(layer, Role::PostAttentionNorm).map(|f| {
         let c = call(f, quote!(&__a));
@@ -58,7 +63,7 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
                 let (__x, __h) = #fused;
                 let __m = #m;
                 #post_mlp
-                ::trtllm_core::ops::add(&__x, &__m)
+                ::core::result::Result::Ok((__x, ::core::option::Option::Some(__m)))
             }
         }
         // Parallel residual: x + attn(norm(x)) + mlp(norm(x)).
@@ -67,7 +72,7 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
             quote! {
                 let __m = #m;
                 #post_mlp
-                ::trtllm_core::ops::add(&::trtllm_core::ops::add(&__x, &__a)?, &__m)
+                ::core::result::Result::Ok((::trtllm_core::ops::add(&__x, &__a)?, ::core::option::Option::Some(__m)))
             }
         }
     };
@@ -88,7 +93,25 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
                 __x: ::trtllm_core::Tensor,
                 __cx: &mut ::trtllm_core::layers::ForwardCtx<'_>,
             ) -> ::trtllm_core::Result<::trtllm_core::Tensor> {
-                let __h = #h;
+                match <Self as ::trtllm_core::model::DecoderLayer>::forward_deferred(self, __x, ::core::option::Option::None, __cx)? {
+                    (__y, ::core::option::Option::Some(__d)) => ::trtllm_core::ops::add(&__y, &__d),
+                    (__y, ::core::option::Option::None) => ::core::result::Result::Ok(__y),
+                }
+            }
+
+            fn forward_deferred(
+                &self,
+                __x: ::trtllm_core::Tensor,
+                __pending: ::core::option::Option<::trtllm_core::Tensor>,
+                __cx: &mut ::trtllm_core::layers::ForwardCtx<'_>,
+            ) -> ::trtllm_core::Result<(::trtllm_core::Tensor, ::core::option::Option<::trtllm_core::Tensor>)> {
+                let (__x, __h) = match __pending {
+                    ::core::option::Option::Some(__d) => #h_fused,
+                    ::core::option::Option::None => {
+                        let __h = #h;
+                        (__x, __h)
+                    }
+                };
                 let __a = #a;
                 #post_attn
                 #body
