@@ -33,7 +33,7 @@ __device__ __forceinline__ void unpack(uint4 r, float* o, const float*) {
 }
 
 // Programmatic dependent launch (Hopper): a kernel the host launched with the PDL attribute
-// (launch.rs, PDL_KERNELS) may start while the previous kernel of the stream is still running.
+// (kernels/src/launch/pdl.rs, PDL_KERNELS) may start while the previous kernel of the stream is still running.
 // pdl_wait() blocks until that kernel has completed and its writes are visible: every such kernel
 // calls it before reading anything an earlier kernel wrote (and before any early return, so its
 // own completion still implies the previous one's). pdl_launch_dependents() lets the next kernel

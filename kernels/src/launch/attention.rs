@@ -1,0 +1,145 @@
+//! Launchers of the attention kernels (`kernels/cuda/attention.cu`): the fused per-token q/k-norm +
+//! RoPE + KV-cache write, and paged attention over the cache.
+
+use cudarc::driver::LaunchConfig;
+
+use super::{opt, run, A, P};
+use crate::module::Kernel;
+use crate::{Dt, Gpu, GpuError};
+
+/// Inputs of `qkv_prepare`: q/k norm, RoPE and the KV-cache write of one step.
+pub struct QkvArgs<'a> {
+    pub qkv: P<'a>,
+    pub tokens: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Rotated dims / 2 (0 when `inv_freq` is None).
+    pub rot_half: usize,
+    pub positions: P<'a>,
+    pub inv_freq: Option<P<'a>>,
+    pub scaling: f32,
+    pub q_norm: Option<P<'a>>,
+    pub k_norm: Option<P<'a>>,
+    pub eps: f32,
+    pub slots: P<'a>,
+    pub q_out: P<'a>,
+    pub k_cache: P<'a>,
+    pub v_cache: P<'a>,
+    pub cache_slots: usize,
+}
+
+pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
+    let k = "qkv_prepare";
+    let (t, hd) = (a.tokens, a.head_dim);
+    if hd > 256 || 2 * a.rot_half > hd {
+        return Err(GpuError::Precondition {
+            kernel: k,
+            msg: format!("head_dim {hd} (max 256), rotary half {}", a.rot_half),
+        });
+    }
+    a.qkv.check(k, "qkv", t * (a.heads + 2 * a.kv_heads) * hd * dt.size())?;
+    a.q_out.check(k, "q_out", t * a.heads * hd * dt.size())?;
+    a.k_cache.check(k, "k_cache", a.cache_slots * a.kv_heads * hd * dt.size())?;
+    a.v_cache.check(k, "v_cache", a.cache_slots * a.kv_heads * hd * dt.size())?;
+    a.positions.check(k, "positions", t * 4)?;
+    a.slots.check(k, "slot_mapping", t * 4)?;
+    let cfg = LaunchConfig {
+        grid_dim: (t as u32, (a.heads + a.kv_heads) as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args = [
+        A::P(a.qkv.addr()),
+        A::I(a.heads as i32),
+        A::I(a.kv_heads as i32),
+        A::I(hd as i32),
+        A::I(a.rot_half as i32),
+        A::P(a.positions.addr()),
+        opt(a.inv_freq),
+        A::F(a.scaling),
+        opt(a.q_norm),
+        opt(a.k_norm),
+        A::F(a.eps),
+        A::P(a.slots.addr()),
+        A::P(a.q_out.addr()),
+        A::P(a.k_cache.addr()),
+        A::P(a.v_cache.addr()),
+    ];
+    run(gpu, Kernel::Attention, &format!("qkv_prepare_{}", dt.suffix()), cfg, &args)
+}
+
+/// Inputs of `paged_attention`.
+pub struct AttnArgs<'a> {
+    pub q: P<'a>,
+    pub k_cache: P<'a>,
+    pub v_cache: P<'a>,
+    pub out: P<'a>,
+    pub tokens: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    /// 0 = no window.
+    pub window: usize,
+    /// 0 = no soft-capping.
+    pub softcap: f32,
+    pub positions: P<'a>,
+    pub token_seq: P<'a>,
+    /// All sequences' block tables, concatenated; `bt_offsets[s]` is sequence s's start.
+    pub block_tables: P<'a>,
+    pub bt_offsets: P<'a>,
+    pub block_size: usize,
+}
+
+pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
+    let k = "paged_attention";
+    if a.heads % a.kv_heads != 0 || a.head_dim == 0 || a.block_size == 0 {
+        return Err(GpuError::Precondition {
+            kernel: k,
+            msg: format!("{} heads / {} kv heads, block size {}", a.heads, a.kv_heads, a.block_size),
+        });
+    }
+    a.q.check(k, "q", a.tokens * a.heads * a.head_dim * dt.size())?;
+    a.out.check(k, "out", a.tokens * a.heads * a.head_dim * dt.size())?;
+    a.positions.check(k, "positions", a.tokens * 4)?;
+    a.token_seq.check(k, "token_seq", a.tokens * 4)?;
+    let threads = 128u32;
+    // bf16 at head_dim 64 / 128 / 256: the 16-byte-load kernel (+ 8 floats per thread of PV
+    // partials in shared memory); the K/V caches are 16-byte aligned rows of head_dim elements.
+    let vec = dt == Dt::BF16
+        && matches!(a.head_dim, 64 | 128 | 256)
+        && a.k_cache.addr().is_multiple_of(16)
+        && a.v_cache.addr().is_multiple_of(16)
+        && std::env::var("TRTLLM_NO_VEC_ATTN").map_or(true, |v| v != "1");
+    let name = if vec {
+        format!("paged_attention_vec_bf16_hd{}", a.head_dim)
+    } else {
+        format!("paged_attention_{}", dt.suffix())
+    };
+    let smem =
+        (2 * a.head_dim * 4 + threads as usize * 8 + if vec { threads as usize * 32 } else { 0 }) as u32;
+    let cfg = LaunchConfig {
+        grid_dim: (a.tokens as u32, a.heads as u32, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: smem,
+    };
+    let args = [
+        A::P(a.q.addr()),
+        A::P(a.k_cache.addr()),
+        A::P(a.v_cache.addr()),
+        A::P(a.out.addr()),
+        A::I(a.heads as i32),
+        A::I(a.kv_heads as i32),
+        A::I(a.head_dim as i32),
+        A::F(a.scale),
+        A::I(a.window as i32),
+        A::F(a.softcap),
+        A::P(a.positions.addr()),
+        A::P(a.token_seq.addr()),
+        A::P(a.block_tables.addr()),
+        A::P(a.bt_offsets.addr()),
+        A::I(a.block_size as i32),
+    ];
+    run(gpu, Kernel::Attention, &name, cfg, &args)
+}
