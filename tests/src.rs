@@ -26,3 +26,33 @@ pub fn nmse(a: &[f32], b: &[f32]) -> f64 {
 pub fn ids(t: &Tensor) -> Vec<u32> {
     t.i32s().expect("int32 ids").iter().map(|&x| x as u32).collect()
 }
+
+/// Calls `$m!(llama, llama_tied, ...)` with every HF fixture under `tests/fixtures`: the one list
+/// the per-fixture test files (CPU vs HF, GPU vs HF) expand into one `#[test]` each.
+#[macro_export]
+macro_rules! for_each_fixture {
+    ($m:ident) => {
+        $m!(
+            llama,
+            llama_tied,
+            llama_rope_linear,
+            llama_rope_dynamic,
+            llama_rope_llama3,
+            llama_rope_yarn,
+            mistral_swa,
+            qwen2,
+            qwen2_swa,
+            qwen3,
+            gemma,
+            gemma2,
+            gemma3,
+            gemma3_cond,
+            phi3,
+            phi3_longrope,
+            gpt2,
+            gpt2_noprefix,
+            mixtral,
+            qwen3_moe,
+        );
+    };
+}

@@ -47,6 +47,22 @@ __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, co
     }
 }
 
+// One chunk of the online softmax (both attention kernels): ps[0, n) holds the chunk's scores
+// (one per thread, blockDim >= n); they become probabilities against the running max m, their
+// sum is folded into l, and the factor the output accumulated so far must be scaled by comes
+// back. Ends with a barrier, so every thread sees ps.
+__device__ __forceinline__ float softmax_chunk(float* ps, int n, float& m, float& l) {
+    float s = threadIdx.x < n ? ps[threadIdx.x] : -INFINITY;
+    float mnew = fmaxf(m, block_max(s));
+    float p = threadIdx.x < n ? expf(s - mnew) : 0.f;
+    float alpha = expf(m - mnew);
+    l = l * alpha + block_sum(p);  // block_sum syncs before its shared writes: ps reads above are done
+    ps[threadIdx.x] = p;
+    __syncthreads();
+    m = mnew;
+    return alpha;
+}
+
 // grid (tokens, heads); dynamic smem: q[hd], acc[hd], p[blockDim], slot[blockDim].
 // Online softmax over the token's visible positions [lo, pos], read through its block table,
 // in chunks of blockDim keys: each warp scores keys with its lanes splitting head_dim (coalesced
@@ -83,19 +99,12 @@ __device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, 
             if (lane == 0) { ps[jj] = d; sl[jj] = slot; }
         }
         __syncthreads();
-        float s = threadIdx.x < n ? ps[threadIdx.x] : -INFINITY;
-        float mnew = fmaxf(m, block_max(s));
-        float p = threadIdx.x < n ? expf(s - mnew) : 0.f;
-        float alpha = expf(m - mnew);
-        l = l * alpha + block_sum(p);  // block_sum syncs before its shared writes: ps reads above are done
-        ps[threadIdx.x] = p;
-        __syncthreads();
+        float alpha = softmax_chunk(ps, n, m, l);
         for (int d = threadIdx.x; d < hd; d += blockDim.x) {
             float a = acc[d] * alpha;
             for (int jj = 0; jj < n; jj++) a += ps[jj] * to_f(vc[(long)sl[jj] * kvw + (long)kh * hd + d]);
             acc[d] = a;
         }
-        m = mnew;
         __syncthreads();
     }
     for (int i = threadIdx.x; i < hd; i += blockDim.x) out[(long)t * nh * hd + (long)h * hd + i] = from_f<T>(acc[i] / l);
@@ -159,13 +168,7 @@ __device__ void attn_vec_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
             }
         }
         __syncthreads();
-        float s = threadIdx.x < n ? ps[threadIdx.x] : -INFINITY;
-        float mnew = fmaxf(m, block_max(s));
-        float p = threadIdx.x < n ? expf(s - mnew) : 0.f;
-        float alpha = expf(m - mnew);
-        l = l * alpha + block_sum(p);  // block_sum syncs before its shared writes: ps reads above are done
-        ps[threadIdx.x] = p;
-        __syncthreads();
+        float alpha = softmax_chunk(ps, n, m, l);
         float a8[8];
 #pragma unroll
         for (int e = 0; e < 8; e++) a8[e] = 0.f;
@@ -185,7 +188,6 @@ __device__ void attn_vec_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
             for (int g = 0; g < nkg; g++) a += red[g * HD + d];
             acc[d] = a;
         }
-        m = mnew;
         __syncthreads();
     }
     for (int i = threadIdx.x; i < HD; i += blockDim.x) out[(long)t * nh * HD + (long)h * HD + i] = from_f<bf16>(acc[i] / l);

@@ -1,30 +1,36 @@
 // Sampling on the device: greedy argmax per row (ties -> lowest index, as torch.argmax).
 
 // ---- kernels
-template <typename T> __device__ void argmax_impl(const T* x, int n, int* out) {
-    pdl_start();
+// Keep (v, i) if it beats (best, bi): larger, or equal at a lower index. NaN never wins.
+__device__ __forceinline__ void take_max(float v, int i, float& best, int& bi) {
+    if (v > best || (v == best && i < bi)) { best = v; bi = i; }
+}
+
+// Block-wide reduction of every thread's candidate; thread 0 writes the row's index.
+__device__ void argmax_finish(float best, int bi, int* out_row) {
     __shared__ float sv[32];
     __shared__ int si[32];
-    long row = blockIdx.x;
-    float best = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = to_f(x[row * n + i]);
-        if (v > best || (v == best && i < bi)) { best = v; bi = i; }
-    }
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, best, o);
         int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+        take_max(ov, oi, best, bi);
     }
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     if (lane == 0) { sv[w] = best; si[w] = bi; }
     __syncthreads();
     if (threadIdx.x == 0) {
-        for (int k = 1; k < (int)(blockDim.x >> 5); k++)
-            if (sv[k] > best || (sv[k] == best && si[k] < bi)) { best = sv[k]; bi = si[k]; }
-        out[row] = bi == 0x7fffffff ? 0 : bi;
+        for (int k = 1; k < (int)(blockDim.x >> 5); k++) take_max(sv[k], si[k], best, bi);
+        *out_row = bi == 0x7fffffff ? 0 : bi;
     }
+}
+
+template <typename T> __device__ void argmax_impl(const T* x, int n, int* out) {
+    pdl_start();
+    long row = blockIdx.x;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) take_max(to_f(x[row * n + i]), i, best, bi);
+    argmax_finish(best, bi, out + row);
 }
 
 // The same with 16-byte loads, 4 in flight per thread (rows of n % (16 / sizeof(T)) == 0
@@ -33,8 +39,6 @@ template <typename T> __device__ void argmax_impl(const T* x, int n, int* out) {
 template <typename T> __device__ void argmax_vec_impl(const T* x, int n, int* out) {
     pdl_start();
     constexpr int V = 16 / sizeof(T);
-    __shared__ float sv[32];
-    __shared__ int si[32];
     long row = blockIdx.x;
     const uint4* xr = (const uint4*)(x + row * n);
     int nv = n / V;
@@ -54,25 +58,10 @@ template <typename T> __device__ void argmax_vec_impl(const T* x, int n, int* ou
             float f[V];
             unpack(r[u], f, (const T*)nullptr);
 #pragma unroll
-            for (int e = 0; e < V; e++) {
-                int i = c * V + e;
-                if (f[e] > best || (f[e] == best && i < bi)) { best = f[e]; bi = i; }
-            }
+            for (int e = 0; e < V; e++) take_max(f[e], c * V + e, best, bi);
         }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
-    }
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    if (lane == 0) { sv[w] = best; si[w] = bi; }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int k = 1; k < (int)(blockDim.x >> 5); k++)
-            if (sv[k] > best || (sv[k] == best && si[k] < bi)) { best = sv[k]; bi = si[k]; }
-        out[row] = bi == 0x7fffffff ? 0 : bi;
-    }
+    argmax_finish(best, bi, out + row);
 }
 
 // ---- launchers

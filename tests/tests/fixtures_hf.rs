@@ -64,25 +64,4 @@ macro_rules! fixtures {
     };
 }
 
-fixtures!(
-    llama,
-    llama_tied,
-    llama_rope_linear,
-    llama_rope_dynamic,
-    llama_rope_llama3,
-    llama_rope_yarn,
-    mistral_swa,
-    qwen2,
-    qwen2_swa,
-    qwen3,
-    gemma,
-    gemma2,
-    gemma3,
-    gemma3_cond,
-    phi3,
-    phi3_longrope,
-    gpt2,
-    gpt2_noprefix,
-    mixtral,
-    qwen3_moe,
-);
+trtllm_tests::for_each_fixture!(fixtures);

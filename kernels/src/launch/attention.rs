@@ -92,6 +92,12 @@ pub struct AttnArgs<'a> {
     pub block_size: usize,
 }
 
+/// `TRTLLM_NO_VEC_ATTN=1`: the scalar decode-attention kernel (read once, not per launch).
+fn vec_attn_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("TRTLLM_NO_VEC_ATTN").is_ok_and(|v| v == "1"))
+}
+
 pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
     let k = "paged_attention";
     if a.heads % a.kv_heads != 0 || a.head_dim == 0 || a.block_size == 0 {
@@ -111,7 +117,7 @@ pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuErr
         && matches!(a.head_dim, 64 | 128 | 256)
         && a.k_cache.addr().is_multiple_of(16)
         && a.v_cache.addr().is_multiple_of(16)
-        && std::env::var("TRTLLM_NO_VEC_ATTN").map_or(true, |v| v != "1");
+        && !vec_attn_off();
     let name = if vec {
         format!("paged_attention_vec_bf16_hd{}", a.head_dim)
     } else {

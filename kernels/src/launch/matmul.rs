@@ -73,8 +73,18 @@ pub fn gemv_bf16_variant(
 /// Shared memory a kernel may use without opting in: the GEMV stages x there when it fits.
 const GEMV_SMEM_MAX: usize = 48 << 10;
 
-/// The GEMV entry point `name` (`name` stages x in shared memory, `{name}_gx` reads it from
-/// global memory when m * k does not fit): `dt` operands, `out_dt` result.
+/// Which twin of GEMV entry point `name` runs, and its shared memory: `name` stages x (m * k
+/// elements) in shared memory when that fits, `{name}_gx` reads x from global memory otherwise.
+fn x_staging(name: &str, dt: Dt, m: usize, k: usize) -> (String, usize) {
+    let bytes = m * k * dt.size();
+    if bytes <= GEMV_SMEM_MAX {
+        (name.to_string(), bytes)
+    } else {
+        (format!("{name}_gx"), 0)
+    }
+}
+
+/// The GEMV entry point `name` (see `x_staging`): `dt` operands, `out_dt` result.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemv_launch(
     gpu: &Gpu,
@@ -88,12 +98,8 @@ pub(super) fn gemv_launch(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    let smem = m * k * dt.size();
-    if smem <= GEMV_SMEM_MAX {
-        gemv_launch_warps(gpu, name, dt, out_dt, 8, smem, x, w, out, m, n, k)
-    } else {
-        gemv_launch_warps(gpu, &format!("{name}_gx"), dt, out_dt, 8, 0, x, w, out, m, n, k)
-    }
+    let (name, smem) = x_staging(name, dt, m, k);
+    gemv_launch_warps(gpu, &name, dt, out_dt, 8, smem, x, w, out, m, n, k)
 }
 
 /// The gated MLP's first half in one GEMV (m <= 8): `out[m, inter] = act(x @ gate^T) * (x @ up^T)`
@@ -112,12 +118,7 @@ pub fn gemv_gated(
     act: i32,
 ) -> Result<(), GpuError> {
     gemv_check(dt, dt, x, w, out, m, 2 * inter, inter, k)?;
-    let smem = m * k * dt.size();
-    let (name, smem) = if smem <= GEMV_SMEM_MAX {
-        (format!("gemv_gated_{}", dt.suffix()), smem)
-    } else {
-        (format!("gemv_gated_{}_gx", dt.suffix()), 0)
-    };
+    let (name, smem) = x_staging(&format!("gemv_gated_{}", dt.suffix()), dt, m, k);
     let args = [
         A::P(x.addr()),
         A::P(w.addr()),

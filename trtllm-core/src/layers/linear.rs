@@ -3,6 +3,7 @@
 //! features and all-reduce the partial sums (bias added once, after the reduce).
 
 use super::ForwardCtx;
+use crate::model::Activation;
 use crate::weights::{Combine, Source, TpSplit, VarBuilder, WeightSpec};
 use crate::{ops, Result, Tensor};
 
@@ -143,6 +144,18 @@ impl Linear {
             Some(b) => ops::add_bias(&y, b),
             None => Ok(y),
         }
+    }
+}
+
+impl Linear {
+    /// `gated_activation(self.forward(x), act)` for a `[gate; up]` weight: one GEMV with the
+    /// activation in its epilogue on the GPU at decode sizes (`ops::matmul_gated`) when there is
+    /// no bias and no reduce (column-parallel), else the two steps.
+    pub fn forward_gated(&self, x: &Tensor, act: Activation, cx: &ForwardCtx<'_>) -> Result<Tensor> {
+        if self.bias.is_none() && !self.reduce {
+            return ops::matmul_gated(x, &self.weight, act);
+        }
+        ops::gated_activation(&self.forward(x, cx)?, act)
     }
 }
 

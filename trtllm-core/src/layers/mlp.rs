@@ -36,11 +36,7 @@ impl Module for GatedMlp {
 impl MlpLayer for GatedMlp {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
         // [t, hidden] -> [t, 2 * inter / tp] -> [t, inter / tp] -> [t, hidden]
-        let a = match &self.gate_up.bias {
-            // one fused GEMV on the GPU at decode sizes (gate_up is column-parallel: no reduce)
-            None => ops::matmul_gated(x, &self.gate_up.weight, self.act)?,
-            Some(_) => ops::gated_activation(&self.gate_up.forward(x, cx)?, self.act)?,
-        };
+        let a = self.gate_up.forward_gated(x, self.act, cx)?;
         self.down.forward(&a, cx)
     }
 }

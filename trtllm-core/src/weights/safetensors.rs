@@ -162,27 +162,17 @@ impl SafetensorsFiles {
         let _ = std::thread::Builder::new().name("trtllm-unmap".into()).spawn(move || drop(self));
     }
 
-    /// Read one tensor in its stored dtype.
+    /// Read one tensor in its stored dtype (one copy out of the mapping; `RawShard::to_host`).
     pub fn read(&self, name: &str) -> Result<Tensor> {
         let info = self.tensors.get(name).ok_or_else(|| Error::tensor(name, "not in checkpoint"))?;
-        let bytes = self.bytes(name)?;
-        // One memcpy per tensor (the mapped bytes may be unaligned for the element type; the
-        // little-endian layout is the host's on every platform we build for).
-        match info.dtype {
-            DType::F32 => Tensor::from_f32(pod_vec(bytes), &info.shape),
-            DType::BF16 => Tensor::from_bf16(pod_vec(bytes), &info.shape),
-            DType::F16 => Tensor::from_f16(pod_vec(bytes), &info.shape),
-            DType::I32 => Tensor::from_i32(pod_vec(bytes), &info.shape),
-        }
+        let raw = super::raw::RawShard {
+            name: name.to_string(),
+            shape: info.shape.clone(),
+            dtype: info.dtype,
+            parts: vec![self.bytes(name)?],
+        };
+        raw.to_host()
     }
-}
-
-/// `bytes` (any alignment) as a vector of `T`, by one copy.
-fn pod_vec<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
-    let n = bytes.len() / std::mem::size_of::<T>();
-    let mut v = vec![T::zeroed(); n];
-    bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(&bytes[..n * std::mem::size_of::<T>()]);
-    v
 }
 
 /// Write tensors to `path` atomically (a temp file in the same directory, then rename).
