@@ -2,45 +2,53 @@
 // (q/k RMSNorm) -> RoPE -> q out, k/v into their cache slots.
 
 // ---- kernels
-// grid (tokens, heads + kv_heads); one block per (token, head); hd <= 256.
+// One warp per (token, head): grid (tokens, ceil((heads + kv_heads) / 8)), 8 warps per block, each
+// with its own hd floats of shared memory (hd <= 256) and only warp-level barriers. (One 128-thread
+// block per (token, head) with block barriers took 100 us per layer for 2048 tokens of Llama-3-8B
+// on the H100, ~6x its memory time.)
 template <typename T>
 __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, const int* pos, const float* inv_freq,
                          float scaling, const float* qn, const float* kn, float eps, const int* slots, T* q_out, T* kc, T* vc) {
-    __shared__ float buf[256];
+    __shared__ float bufs[8][256];
     pdl_start();
-    int t = blockIdx.x, h = blockIdx.y;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int t = blockIdx.x, h = blockIdx.y * 8 + warp;
+    if (h >= nh + nkv) return;
+    float* buf = bufs[warp];
     long width = (long)(nh + 2 * nkv) * hd;
     bool is_q = h < nh;
     int kh = h - nh;
-    const T* src = qkv + t * width + (is_q ? (long)h * hd : (long)nh * hd + (long)kh * hd);
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) buf[i] = to_f(src[i]);
-    __syncthreads();
+    const T* src = qkv + t * width + (long)h * hd;  // q heads, then k heads
+    for (int i = lane; i < hd; i += 32) buf[i] = to_f(src[i]);
+    __syncwarp();
     const float* nw = is_q ? qn : kn;
     if (nw) {
         float ss = 0.f;
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) ss += buf[i] * buf[i];
-        float r = rsqrtf(block_sum(ss) / hd + eps);
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) buf[i] = to_f(from_f<T>(nw[i] * (buf[i] * r)));
-        __syncthreads();
+        for (int i = lane; i < hd; i += 32) ss += buf[i] * buf[i];
+        float r = rsqrtf(warp_sum(ss) / hd + eps);
+        for (int i = lane; i < hd; i += 32) buf[i] = to_f(from_f<T>(nw[i] * (buf[i] * r)));
+        __syncwarp();
     }
     if (inv_freq) {
         float p = (float)pos[t];
-        for (int i = threadIdx.x; i < rot_half; i += blockDim.x) {
-            float ang = p * inv_freq[i];
-            float c = cosf(ang) * scaling, s = sinf(ang) * scaling;
+        for (int i = lane; i < rot_half; i += 32) {
+            float s, c;
+            sincosf(p * inv_freq[i], &s, &c);
+            c *= scaling;
+            s *= scaling;
             float x1 = buf[i], x2 = buf[i + rot_half];
             buf[i] = x1 * c - x2 * s;
             buf[i + rot_half] = x2 * c + x1 * s;
         }
-        __syncthreads();
+        __syncwarp();
     }
     if (is_q) {
         T* dst = q_out + (long)t * nh * hd + (long)h * hd;
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) dst[i] = from_f<T>(buf[i]);
+        for (int i = lane; i < hd; i += 32) dst[i] = from_f<T>(buf[i]);
     } else if (slots[t] >= 0) {  // slot -1: a padding row (CUDA-graph bucket), nothing cached
         long base = (long)slots[t] * nkv * hd + (long)kh * hd;
         const T* v = qkv + t * width + (long)(nh + nkv) * hd + (long)kh * hd;
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        for (int i = lane; i < hd; i += 32) {
             kc[base + i] = from_f<T>(buf[i]);
             vc[base + i] = v[i];
         }

@@ -32,6 +32,17 @@ __device__ __forceinline__ void unpack(uint4 r, float* o, const float*) {
     o[0] = __uint_as_float(r.x); o[1] = __uint_as_float(r.y); o[2] = __uint_as_float(r.z); o[3] = __uint_as_float(r.w);
 }
 
+// 8 bf16 / 4 f32 floats -> 16 bytes of that type (bf16 rounded to nearest even): unpack's inverse.
+__device__ __forceinline__ uint4 pack(const float* f, const bf16*) {
+    unsigned int u[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) u[i] = from_f<bf16>(f[2 * i]).x | ((unsigned int)from_f<bf16>(f[2 * i + 1]).x << 16);
+    return make_uint4(u[0], u[1], u[2], u[3]);
+}
+__device__ __forceinline__ uint4 pack(const float* f, const float*) {
+    return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+}
+
 // Programmatic dependent launch (Hopper): a kernel the host launched with the PDL attribute
 // (kernels/src/launch/pdl.rs, PDL_KERNELS) may start while the previous kernel of the stream is still running.
 // pdl_wait() blocks until that kernel has completed and its writes are visible: every such kernel
@@ -90,3 +101,61 @@ __device__ float block_max(float v) {
     v = lane < nw ? s[lane] : -INFINITY;
     return warp_max(v);
 }
+
+// RMSNorm of one row by the whole block, with 16-byte accesses: s = x (+ res, rounded to T as the
+// model's dtype holds it), out = w * (s * rsqrt(mean(s^2) + eps)) rounded to T; s also goes to
+// `sum` when given. Thread t owns the 16-byte chunks t, t + blockDim, ... (at most NC of them:
+// d <= NC * blockDim * 16 / sizeof(T) and d % (16 / sizeof(T)) == 0, host-checked), kept in
+// registers between the two passes. `out` may be global or shared memory. Every thread of the
+// block calls it (block_sum). The weights (f32) come from `wv` when PRE (rms_load_w, e.g. before
+// the PDL wait), else from `w`.
+template <typename T> struct Vec { static constexpr int N = 16 / sizeof(T); };
+template <typename T, int NC>
+__device__ __forceinline__ void rms_load_w(const float* w, int d, float (&wv)[NC][Vec<T>::N]) {
+    constexpr int V = Vec<T>::N;
+#pragma unroll
+    for (int j = 0; j < NC; j++) {
+        int c = threadIdx.x + j * blockDim.x;
+#pragma unroll
+        for (int e = 0; e < V; e += 4) {
+            float4 f = c * V < d ? *(const float4*)(w + c * V + e) : make_float4(0.f, 0.f, 0.f, 0.f);
+            wv[j][e] = f.x; wv[j][e + 1] = f.y; wv[j][e + 2] = f.z; wv[j][e + 3] = f.w;
+        }
+    }
+}
+template <typename T, int NC, bool PRE>
+__device__ __forceinline__ void rms_row_vec(const T* x, const T* res, const float* w, const float (&wv)[NC][Vec<T>::N],
+                                            T* sum, T* out, int d, float eps) {
+    constexpr int V = Vec<T>::N;
+    const int nc = d / V;
+    float v[NC][V];
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < NC; j++) {
+        int c = threadIdx.x + j * blockDim.x;
+        if (c < nc) {
+            unpack(((const uint4*)x)[c], v[j], (const T*)nullptr);
+            if (res) {
+                float r[V];
+                unpack(((const uint4*)res)[c], r, (const T*)nullptr);
+#pragma unroll
+                for (int e = 0; e < V; e++) v[j][e] = to_f(from_f<T>(v[j][e] + r[e]));
+                if (sum) ((uint4*)sum)[c] = pack(v[j], (const T*)nullptr);
+            }
+#pragma unroll
+            for (int e = 0; e < V; e++) ss += v[j][e] * v[j][e];
+        }
+    }
+    const float r = rsqrtf(block_sum(ss) / d + eps);
+#pragma unroll
+    for (int j = 0; j < NC; j++) {
+        int c = threadIdx.x + j * blockDim.x;
+        if (c < nc) {
+            float o[V];
+#pragma unroll
+            for (int e = 0; e < V; e++) o[e] = (PRE ? wv[j][e] : w[c * V + e]) * (v[j][e] * r);
+            ((uint4*)out)[c] = pack(o, (const T*)nullptr);
+        }
+    }
+}
+

@@ -9,11 +9,13 @@ use crate::{DevBuf, Dt, Gpu, GpuError};
 mod attention;
 mod matmul;
 mod mixed;
+mod norm_gemv;
 mod pdl;
 pub use attention::{paged_attention, qkv_prepare, AttnArgs, QkvArgs};
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
+pub use norm_gemv::{gemv_gated_rms, gemv_rms, gemv_rms_ok, RmsIn};
 
 /// A device pointer: `buf` at byte `off`.
 #[derive(Clone, Copy)]
@@ -81,6 +83,18 @@ fn grid1d(n: usize) -> LaunchConfig {
 fn rows(rows: usize, d: usize) -> LaunchConfig {
     let threads = (d.div_ceil(32) * 32).clamp(32, 1024) as u32;
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One row per block for the 16-byte norm kernels (`*_vec_*`, norm.cu), when they apply: `d` a
+/// whole number of 16-byte chunks, at most 4 per thread, every pointer 16-byte aligned.
+fn rows_vec(dt: Dt, r: usize, d: usize, ptrs: &[P<'_>]) -> Option<LaunchConfig> {
+    let v = 16 / dt.size();
+    let nc = d / v;
+    let ok = d.is_multiple_of(v)
+        && (1..=4 * 1024).contains(&nc)
+        && ptrs.iter().all(|p| p.addr().is_multiple_of(16));
+    let threads = (nc.div_ceil(32) * 32).min(1024) as u32;
+    ok.then_some(LaunchConfig { grid_dim: (r as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 })
 }
 
 fn opt(p: Option<P<'_>>) -> A {
@@ -213,13 +227,11 @@ pub fn rms_norm(
     x.check("rms_norm", "x", r * d * dt.size())?;
     out.check("rms_norm", "out", r * d * dt.size())?;
     w.check("rms_norm", "weight", d * 4)?;
-    run(
-        gpu,
-        Kernel::Norm,
-        &format!("rms_norm_{}", dt.suffix()),
-        rows(r, d),
-        &[A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(d as i32), A::F(eps)],
-    )
+    let args = [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(d as i32), A::F(eps)];
+    match rows_vec(dt, r, d, &[x, w, out]) {
+        Some(cfg) => run(gpu, Kernel::Norm, &format!("rms_norm_vec_{}", dt.suffix()), cfg, &args),
+        None => run(gpu, Kernel::Norm, &format!("rms_norm_{}", dt.suffix()), rows(r, d), &args),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -248,7 +260,10 @@ pub fn add_rms_norm(
         A::I(d as i32),
         A::F(eps),
     ];
-    run(gpu, Kernel::Norm, &format!("add_rms_norm_{}", dt.suffix()), rows(r, d), &args)
+    match rows_vec(dt, r, d, &[x, res, w, sum, out]) {
+        Some(cfg) => run(gpu, Kernel::Norm, &format!("add_rms_norm_vec_{}", dt.suffix()), cfg, &args),
+        None => run(gpu, Kernel::Norm, &format!("add_rms_norm_{}", dt.suffix()), rows(r, d), &args),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

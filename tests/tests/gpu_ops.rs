@@ -113,11 +113,81 @@ fn matmul_gated_is_the_two_op_path() {
 }
 
 #[test]
+fn rms_norm_matmul_is_norm_then_matmul() {
+    // The RMSNorm (+ pending residual add) fused into the decode GEMV, plain and gated: the new
+    // residual bit-identical to `add`, the product within tolerance of the two-op GPU path (the
+    // mean square sums in another order) and of the CPU oracle; unsupported shapes give None.
+    let Some(g) = gpu() else { return };
+    let mut rng = SmallRng::seed_from_u64(12);
+    for dt in DTS {
+        // (m, k, n): k up to 1024 16-byte chunks and m * k * size <= 48 KB are fused
+        for (m, k, n) in [
+            (1, 64, 33),
+            (1, 576, 1536),
+            (3, 1040, 70),
+            (1, 4096, 96),
+            (8, 1024, 40),
+            (1, 8192, 24),
+            (12, 64, 9),
+        ] {
+            let fusable =
+                m <= 8 && k * dt.size_in_bytes() <= 16 * 1024 && m * k * dt.size_in_bytes() <= 48 << 10;
+            for (delta, act) in [
+                (false, None),
+                (true, None),
+                (true, Some(Activation::Silu)),
+                (false, Some(Activation::GeluTanh)),
+            ] {
+                let what = format!("rms_norm_matmul {dt} m={m} k={k} n={n} delta={delta} act={act:?}");
+                let (x, xr) = up(&g, &rand_t(&mut rng, &[m, k], 2.0), dt);
+                let (d, dr) = up(&g, &rand_t(&mut rng, &[m, k], 2.0), dt);
+                let nw = rand_t(&mut rng, &[k], 1.0);
+                let nwg = nw.to_gpu(&g).expect("up");
+                let (w, wr) = up(&g, &rand_t(&mut rng, &[2 * n, k], 1.0), dt);
+                let got = ops::rms_norm_matmul(&x, delta.then_some(&d), &nwg, 1e-6, &w, act).expect("fused");
+                let Some((sum, y)) = got else {
+                    assert!(!fusable, "{what}: expected the fused path");
+                    continue;
+                };
+                assert!(fusable, "{what}: fused where it should not be");
+                assert_eq!(sum.is_some(), delta, "{what}: sum");
+                let two_op = |h: &Tensor, w: &Tensor| match act {
+                    Some(a) => ops::matmul_gated(h, w, a).expect("gated"),
+                    None => ops::matmul_t(h, w).expect("mm"),
+                };
+                let (s2, h2) = if delta {
+                    ops::add_rms_norm(&d, &x, &nwg, 1e-6).expect("add_rms_norm")
+                } else {
+                    (x.clone(), ops::rms_norm(&x, &nwg, 1e-6).expect("rms_norm"))
+                };
+                if let Some(s) = &sum {
+                    let (a, b) = (
+                        s.to_cpu().expect("dl").to_f32_vec().expect("v"),
+                        s2.to_cpu().expect("dl").to_f32_vec().expect("v"),
+                    );
+                    assert!(a == b, "{what}: the new residual differs from add");
+                }
+                let e = rel(&y, &two_op(&h2, &w).to_cpu().expect("dl"));
+                assert!(e <= tol(dt), "{what}: rel err vs two-op GPU path {e:e}");
+                let hr = if delta {
+                    ops::add_rms_norm(&dr, &xr, &nw, 1e-6).expect("cpu").1
+                } else {
+                    ops::rms_norm(&xr, &nw, 1e-6).expect("cpu")
+                };
+                let e = rel(&y, &two_op(&hr, &wr));
+                assert!(e <= tol(dt), "{what}: rel err vs CPU {e:e}");
+            }
+        }
+    }
+}
+
+#[test]
 fn elementwise_and_norms() {
     let Some(g) = gpu() else { return };
     let mut rng = SmallRng::seed_from_u64(2);
     for dt in DTS {
-        for (m, d) in [(1, 64), (7, 33), (20, 576), (3, 1000)] {
+        // 16-byte norm kernels (d % 8 == 0 for bf16 / 4 for f32, up to 4 chunks per thread), scalar otherwise
+        for (m, d) in [(1, 64), (7, 33), (20, 576), (3, 1000), (2, 4096), (1, 16384), (1, 20000)] {
             let (a, ar) = up(&g, &rand_t(&mut rng, &[m, d], 2.0), dt);
             let (b, br) = up(&g, &rand_t(&mut rng, &[m, d], 2.0), dt);
             let w = rand_t(&mut rng, &[d], 1.0);

@@ -45,8 +45,9 @@ pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
     a.positions.check(k, "positions", t * 4)?;
     a.slots.check(k, "slot_mapping", t * 4)?;
     let cfg = LaunchConfig {
-        grid_dim: (t as u32, (a.heads + a.kv_heads) as u32, 1),
-        block_dim: (128, 1, 1),
+        // one warp per (token, q or k head), 8 per block
+        grid_dim: (t as u32, (a.heads + a.kv_heads).div_ceil(8) as u32, 1),
+        block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
     let args = [
