@@ -49,20 +49,48 @@ __device__ __forceinline__ const T* stage_x(const T* x, int m, int k) {
 
 // The GEMV's input normalized on the fly (a decoder layer's input / post-attention RMSNorm fused
 // into the projection that follows it): staged row i = rms_norm(x[i] (+ res[i])) * nw, computed
-// by every block from the L2-resident rows (rms_row_vec); block 0 also writes x + res to `sum`,
-// the new residual stream. k <= 4 * blockDim * 16 / sizeof(T) (host-checked).
+// by every block from the L2-resident rows; block 0 also writes x + res to `sum`, the new residual
+// stream. The rows go through shared memory twice (raw sum, then normalized in place) so no
+// per-thread row cache raises the GEMV's register count. Same rounding as norm.cu's kernels.
 template <typename T>
 __device__ __forceinline__ const T* stage_x_rms(const T* x, const T* res, const float* nw, float eps, T* sum, int m, int k) {
     extern __shared__ __align__(16) unsigned char xs_smem[];
-    T* xs = (T*)xs_smem;
-    const float none[4][Vec<T>::N] = {};
+    constexpr int V = Vec<T>::N;
+    uint4* xs = (uint4*)xs_smem;
+    const int kc = k / V;
+    const bool write_sum = blockIdx.x == 0 && sum;
     for (int i = 0; i < m; i++) {
-        long o = (long)i * k;
-        rms_row_vec<T, 4, false>(x + o, res ? res + o : nullptr, nw, none, blockIdx.x == 0 && sum ? sum + o : nullptr,
-                                 xs + o, k, eps);
+        float ss = 0.f;
+        for (int c = threadIdx.x; c < kc; c += blockDim.x) {
+            long o = (long)i * kc + c;
+            float v[V];
+            unpack(((const uint4*)x)[o], v, (const T*)nullptr);
+            if (res) {
+                float r[V];
+                unpack(((const uint4*)res)[o], r, (const T*)nullptr);
+#pragma unroll
+                for (int e = 0; e < V; e++) v[e] = to_f(from_f<T>(v[e] + r[e]));
+            }
+            uint4 p = pack(v, (const T*)nullptr);
+            xs[o] = p;
+            if (write_sum) ((uint4*)sum)[o] = p;
+#pragma unroll
+            for (int e = 0; e < V; e++) ss += v[e] * v[e];
+        }
+        const float r = rsqrtf(block_sum(ss) / k + eps);
+        for (int c = threadIdx.x; c < kc; c += blockDim.x) {
+            long o = (long)i * kc + c;
+            float v[V], wv[V];
+            unpack(xs[o], v, (const T*)nullptr);
+#pragma unroll
+            for (int e = 0; e < V; e += 4) *(float4*)(wv + e) = __ldg((const float4*)(nw + c * V + e));
+#pragma unroll
+            for (int e = 0; e < V; e++) v[e] = wv[e] * (v[e] * r);
+            xs[o] = pack(v, (const T*)nullptr);
+        }
     }
     __syncthreads();
-    return xs;
+    return (const T*)xs;
 }
 
 // acc[i] += this lane's share of dot(x[i], w_row) for i < m. Lane l reads 16-byte chunks
@@ -121,21 +149,25 @@ __device__ __forceinline__ const T* stage_in(const XIn<T>& in, int m, int k) {
 template <typename T, typename O, int HINT, int XM>
 __device__ void gemv_impl(XIn<T> in, const T* w, O* y, int m, int n, int k) {
     constexpr bool XS = XM != XM_GLOBAL;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (row < n) prefetch_row<T>(w + (long)row * k, k, lane);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, stride = gridDim.x * (blockDim.x >> 5);
+    int row0 = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (row0 < n) prefetch_row<T>(w + (long)row0 * k, k, lane);
     pdl_start();
     const T* xs = stage_in<T, XM>(in, m, k);
-    if (row >= n) return;
-    float acc[8];
+    // Rows row0, row0 + stride, ...: one pass when the grid covers n (the launcher's default);
+    // a smaller grid stages x once per block for several rows.
+    for (int row = row0; row < n; row += stride) {
+        if (row + stride < n) prefetch_row<T>(w + (long)(row + stride) * k, k, lane);
+        float acc[8];
 #pragma unroll
-    for (int i = 0; i < 8; i++) acc[i] = 0.f;
-    row_dot<T, HINT, XS>(xs, w + (long)row * k, m, k, lane, acc);
+        for (int i = 0; i < 8; i++) acc[i] = 0.f;
+        row_dot<T, HINT, XS>(xs, w + (long)row * k, m, k, lane, acc);
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        if (i < m) {
-            float s = warp_sum(acc[i]);
-            if (lane == 0) y[(long)i * n + row] = from_f<O>(s);
+        for (int i = 0; i < 8; i++) {
+            if (i < m) {
+                float s = warp_sum(acc[i]);
+                if (lane == 0) y[(long)i * n + row] = from_f<O>(s);
+            }
         }
     }
 }
@@ -147,22 +179,24 @@ __device__ void gemv_impl(XIn<T> in, const T* w, O* y, int m, int n, int k) {
 template <typename T, int HINT, int XM>
 __device__ void gemv_gated_impl(XIn<T> in, const T* w, T* y, int m, int inter, int k, int kind) {
     constexpr bool XS = XM != XM_GLOBAL;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int col = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (col < inter) prefetch_row<T>(w + (long)col * k, k, lane);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, stride = gridDim.x * (blockDim.x >> 5);
+    int col0 = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (col0 < inter) prefetch_row<T>(w + (long)col0 * k, k, lane);
     pdl_start();
     const T* xs = stage_in<T, XM>(in, m, k);
-    if (col >= inter) return;
-    float g[8], u[8];
+    for (int col = col0; col < inter; col += stride) {  // as gemv_impl's rows
+        if (col + stride < inter) prefetch_row<T>(w + (long)(col + stride) * k, k, lane);
+        float g[8], u[8];
 #pragma unroll
-    for (int i = 0; i < 8; i++) g[i] = u[i] = 0.f;
-    row_dot<T, HINT, XS>(xs, w + (long)col * k, m, k, lane, g);
-    row_dot<T, HINT, XS>(xs, w + ((long)inter + col) * k, m, k, lane, u);
+        for (int i = 0; i < 8; i++) g[i] = u[i] = 0.f;
+        row_dot<T, HINT, XS>(xs, w + (long)col * k, m, k, lane, g);
+        row_dot<T, HINT, XS>(xs, w + ((long)inter + col) * k, m, k, lane, u);
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        if (i < m) {
-            float gs = to_f(from_f<T>(warp_sum(g[i]))), us = to_f(from_f<T>(warp_sum(u[i])));
-            if (lane == 0) y[(long)i * inter + col] = from_f<T>(act(gs, kind) * us);
+        for (int i = 0; i < 8; i++) {
+            if (i < m) {
+                float gs = to_f(from_f<T>(warp_sum(g[i]))), us = to_f(from_f<T>(warp_sum(u[i])));
+                if (lane == 0) y[(long)i * inter + col] = from_f<T>(act(gs, kind) * us);
+            }
         }
     }
 }

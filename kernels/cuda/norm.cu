@@ -50,7 +50,7 @@ template <typename T> __device__ void add_rms_impl(const T* x, const T* res, con
     for (int i = threadIdx.x + NW * blockDim.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>(w[i] * (to_f(sum[row * d + i]) * r));
 }
 // The 16-byte twins (rms_row_vec, common.cuh): one row per block, d % (16 / sizeof(T)) == 0,
-// d / (16 / sizeof(T)) <= 4 * blockDim, 16-byte aligned rows and weights (host-checked). The
+// d / (16 / sizeof(T)) <= 4 * blockDim (blockDim <= 512), 16-byte aligned rows and weights (host-checked). The
 // scalar kernels above re-read their row and issue one load per element: 65 us per 2048 x 4096
 // bf16 add_rms_norm on the H100 (ncu), where the row traffic alone takes ~20 us.
 template <typename T> __device__ void rms_vec_impl(const T* x, const T* res, const float* w, T* sum, T* out, int d, float eps) {
@@ -80,7 +80,7 @@ extern "C" __global__ void add_rms_norm_f32(const float* x, const float* r, cons
 extern "C" __global__ void add_rms_norm_bf16(const bf16* x, const bf16* r, const float* w, bf16* s, bf16* o, int d, float e) { add_rms_impl(x, r, w, s, o, d, e); }
 extern "C" __global__ void layer_norm_f32(const float* x, const float* w, const float* b, float* o, int d, float e) { ln_impl(x, w, b, o, d, e); }
 extern "C" __global__ void layer_norm_bf16(const bf16* x, const float* w, const float* b, bf16* o, int d, float e) { ln_impl(x, w, b, o, d, e); }
-extern "C" __global__ void rms_norm_vec_f32(const float* x, const float* w, float* o, int d, float e) { rms_vec_impl<float>(x, nullptr, w, nullptr, o, d, e); }
-extern "C" __global__ void rms_norm_vec_bf16(const bf16* x, const float* w, bf16* o, int d, float e) { rms_vec_impl<bf16>(x, nullptr, w, nullptr, o, d, e); }
-extern "C" __global__ void add_rms_norm_vec_f32(const float* x, const float* r, const float* w, float* s, float* o, int d, float e) { rms_vec_impl<float>(x, r, w, s, o, d, e); }
-extern "C" __global__ void add_rms_norm_vec_bf16(const bf16* x, const bf16* r, const float* w, bf16* s, bf16* o, int d, float e) { rms_vec_impl<bf16>(x, r, w, s, o, d, e); }
+extern "C" __global__ void __launch_bounds__(512) rms_norm_vec_f32(const float* x, const float* w, float* o, int d, float e) { rms_vec_impl<float>(x, nullptr, w, nullptr, o, d, e); }
+extern "C" __global__ void __launch_bounds__(512) rms_norm_vec_bf16(const bf16* x, const float* w, bf16* o, int d, float e) { rms_vec_impl<bf16>(x, nullptr, w, nullptr, o, d, e); }
+extern "C" __global__ void __launch_bounds__(512) add_rms_norm_vec_f32(const float* x, const float* r, const float* w, float* s, float* o, int d, float e) { rms_vec_impl<float>(x, r, w, s, o, d, e); }
+extern "C" __global__ void __launch_bounds__(512) add_rms_norm_vec_bf16(const bf16* x, const bf16* r, const float* w, bf16* s, bf16* o, int d, float e) { rms_vec_impl<bf16>(x, r, w, s, o, d, e); }

@@ -86,14 +86,15 @@ fn rows(rows: usize, d: usize) -> LaunchConfig {
 }
 
 /// One row per block for the 16-byte norm kernels (`*_vec_*`, norm.cu), when they apply: `d` a
-/// whole number of 16-byte chunks, at most 4 per thread, every pointer 16-byte aligned.
+/// whole number of 16-byte chunks, at most 4 per thread of at most 512 (their launch bound: the
+/// row lives in registers), every pointer 16-byte aligned.
 fn rows_vec(dt: Dt, r: usize, d: usize, ptrs: &[P<'_>]) -> Option<LaunchConfig> {
     let v = 16 / dt.size();
     let nc = d / v;
     let ok = d.is_multiple_of(v)
-        && (1..=4 * 1024).contains(&nc)
+        && (1..=4 * 512).contains(&nc)
         && ptrs.iter().all(|p| p.addr().is_multiple_of(16));
-    let threads = (nc.div_ceil(32) * 32).min(1024) as u32;
+    let threads = (nc.div_ceil(32) * 32).min(512) as u32;
     ok.then_some(LaunchConfig { grid_dim: (r as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 })
 }
 

@@ -7,8 +7,20 @@ use super::{opt, run, A, P};
 use crate::module::Kernel;
 use crate::{Dt, Gpu, GpuError};
 
-/// Threads per block of the GEMV (8 warps) times the 16-byte chunks each may hold in `rms_row_vec`.
-const MAX_CHUNKS: usize = 4 * 256;
+/// Blocks of the fused GEMVs: at most `TRTLLM_GEMV_BLOCKS_PER_SM` (default 4) per SM, each
+/// looping over several rows, so the norm in each block's prologue is computed once per block
+/// rather than once per 8 rows (0: one block per 8 rows, like the plain GEMV).
+fn grid(gpu: &Gpu, rows: usize, smem: usize) -> cudarc::driver::LaunchConfig {
+    static PER_SM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let per_sm = *PER_SM.get_or_init(|| {
+        std::env::var("TRTLLM_GEMV_BLOCKS_PER_SM").ok().and_then(|v| v.parse().ok()).unwrap_or(4)
+    });
+    let mut cfg = gemv_grid(rows, 8, smem);
+    if per_sm > 0 {
+        cfg.grid_dim.0 = cfg.grid_dim.0.min(gpu.sms * per_sm as u32);
+    }
+    cfg
+}
 
 /// The normalized input of a fused GEMV: `rms_norm(x + res) * norm_w` (`res` None: `x` alone);
 /// when `sum` is given, `x + res` is written there (the new residual stream).
@@ -23,12 +35,11 @@ pub struct RmsIn<'a> {
 }
 
 /// The fused GEMV takes it: a GEMV shape (`gemv_ok`), x staged in shared memory (m * k elements
-/// <= 48 KB), k at most 1024 16-byte chunks, every operand 16-byte aligned.
+/// <= 48 KB), every operand 16-byte aligned.
 pub fn gemv_rms_ok(dt: Dt, a: &RmsIn<'_>, w: P<'_>, m: usize, k: usize) -> bool {
     let aligned = |p: Option<P<'_>>| p.is_none_or(|p| p.addr().is_multiple_of(16));
     gemv_ok(dt, a.x, w, m, k)
         && m * k * dt.size() <= GEMV_SMEM_MAX
-        && k / (16 / dt.size()) <= MAX_CHUNKS
         && aligned(a.res)
         && aligned(a.sum)
         && aligned(Some(a.norm_w))
@@ -38,7 +49,7 @@ fn check(dt: Dt, a: &RmsIn<'_>, w: P<'_>, m: usize, k: usize) -> Result<(), GpuE
     if !gemv_rms_ok(dt, a, w, m, k) {
         return Err(GpuError::Precondition {
             kernel: "gemv_rms",
-            msg: format!("m={m} k={k} (need m<=8, m*k*{} <= 48 KB, k <= {MAX_CHUNKS} 16-byte chunks, aligned operands)", dt.size()),
+            msg: format!("m={m} k={k} (need m<=8, m*k*{} <= 48 KB, aligned operands)", dt.size()),
         });
     }
     for (what, p) in [("residual", a.res), ("sum", a.sum)] {
@@ -69,7 +80,7 @@ pub fn gemv_rms(
     gemv_check(dt, dt, a.x, w, out, m, n, n, k)?;
     let mut args = Vec::from(head(a));
     args.extend([A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)]);
-    run(gpu, Kernel::Gemv, &format!("gemv_rms_{}", dt.suffix()), gemv_grid(n, 8, m * k * dt.size()), &args)
+    run(gpu, Kernel::Gemv, &format!("gemv_rms_{}", dt.suffix()), grid(gpu, n, m * k * dt.size()), &args)
 }
 
 /// `gemv_gated` on the normalized input: `out[m, inter] = act(h @ gate^T) * (h @ up^T)` with
@@ -98,5 +109,5 @@ pub fn gemv_gated_rms(
         A::I(act),
     ]);
     let name = format!("gemv_gated_rms_{}", dt.suffix());
-    run(gpu, Kernel::Gemv, &name, gemv_grid(inter, 8, m * k * dt.size()), &args)
+    run(gpu, Kernel::Gemv, &name, grid(gpu, inter, m * k * dt.size()), &args)
 }
