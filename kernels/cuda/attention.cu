@@ -10,9 +10,25 @@ template <typename T>
 __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, const int* pos, const float* inv_freq,
                          float scaling, const float* qn, const float* kn, float eps, const int* slots, T* q_out, T* kc, T* vc) {
     __shared__ float bufs[8][256];
-    pdl_start();
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int t = blockIdx.x, h = blockIdx.y * 8 + warp;
+    // The rotation angles depend only on the position (uploaded before the step's first kernel,
+    // not written by any kernel): computed before the PDL wait, they overlap the previous kernel.
+    // This lane's pairs are i = lane + 32 j (rot_half <= 128).
+    float cs[4], sn[4];
+    if (inv_freq) {
+        float p = (float)pos[t];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int i = lane + 32 * j;
+            if (i < rot_half) {
+                sincosf(p * inv_freq[i], &sn[j], &cs[j]);
+                cs[j] *= scaling;
+                sn[j] *= scaling;
+            }
+        }
+    }
+    pdl_start();
     if (h >= nh + nkv) return;
     float* buf = bufs[warp];
     long width = (long)(nh + 2 * nkv) * hd;
@@ -30,15 +46,14 @@ __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, co
         __syncwarp();
     }
     if (inv_freq) {
-        float p = (float)pos[t];
-        for (int i = lane; i < rot_half; i += 32) {
-            float s, c;
-            sincosf(p * inv_freq[i], &s, &c);
-            c *= scaling;
-            s *= scaling;
-            float x1 = buf[i], x2 = buf[i + rot_half];
-            buf[i] = x1 * c - x2 * s;
-            buf[i + rot_half] = x2 * c + x1 * s;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int i = lane + 32 * j;
+            if (i < rot_half) {
+                float x1 = buf[i], x2 = buf[i + rot_half];
+                buf[i] = x1 * cs[j] - x2 * sn[j];
+                buf[i + rot_half] = x2 * cs[j] + x1 * sn[j];
+            }
         }
         __syncwarp();
     }
@@ -129,6 +144,23 @@ __device__ void attn_vec_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
                               const int* bt_off, int bs) {
     constexpr int HD = KL * 8, KPW = 32 / KL, U = 4;
     extern __shared__ float sm[];
+    {
+        // The cache rows of positions before this step's were written by earlier steps, and the
+        // positions and block tables are uploaded before the step's first kernel: ask L2 for
+        // the first chunk's while the previous kernel (qkv_prepare) finishes.
+        int t = blockIdx.x, kh = blockIdx.y / (nh / nkv), pos = positions[t];
+        int lo = window > 0 ? max(0, pos + 1 - window) : 0;
+        const int* table = bt + bt_off[token_seq[t]];
+        int j = lo + threadIdx.x;
+        if (j < pos) {
+            long off = (long)(table[j / bs] * bs + j % bs) * nkv * HD + (long)kh * HD;
+#pragma unroll
+            for (int b = 0; b < HD * 2; b += 128) {
+                asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)(kc + off) + b));
+                asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)(vc + off) + b));
+            }
+        }
+    }
     pdl_start();
     float* qs = sm;                    // [HD]
     float* acc = qs + HD;              // [HD]
