@@ -12,10 +12,12 @@ __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, co
     __shared__ float bufs[8][256];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int t = blockIdx.x, h = blockIdx.y * 8 + warp;
+    bool is_q = h < nh;
     // The rotation angles depend only on the position (uploaded before the step's first kernel,
-    // not written by any kernel): computed before the PDL wait, they overlap the previous kernel.
-    // This lane's pairs are i = lane + 32 j (rot_half <= 128).
-    float cs[4], sn[4];
+    // not written by any kernel) and the norm weights are constants: both are ready before the
+    // PDL wait, overlapping the previous kernel. This lane's elements are i = lane + 32 j (hd <= 256,
+    // rot_half <= 128).
+    float cs[4], sn[4], wn[8];
     if (inv_freq) {
         float p = (float)pos[t];
 #pragma unroll
@@ -28,24 +30,38 @@ __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, co
             }
         }
     }
+    const float* nw = is_q ? qn : kn;
+#pragma unroll
+    for (int j = 0; j < 8; j++) wn[j] = nw && lane + 32 * j < hd ? nw[lane + 32 * j] : 0.f;
     pdl_start();
     if (h >= nh + nkv) return;
     float* buf = bufs[warp];
     long width = (long)(nh + 2 * nkv) * hd;
-    bool is_q = h < nh;
     int kh = h - nh;
     const T* src = qkv + t * width + (long)h * hd;  // q heads, then k heads
-    for (int i = lane; i < hd; i += 32) buf[i] = to_f(src[i]);
-    __syncwarp();
-    const float* nw = is_q ? qn : kn;
+    const T* vsrc = qkv + t * width + (long)(nh + nkv) * hd + (long)kh * hd;
+    // Every load is issued before the first store (stores could alias them for the compiler).
+    float x[8];
+    T v[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        int i = lane + 32 * j;
+        x[j] = i < hd ? to_f(src[i]) : 0.f;
+        if (!is_q && i < hd) v[j] = vsrc[i];
+    }
     if (nw) {
         float ss = 0.f;
-        for (int i = lane; i < hd; i += 32) ss += buf[i] * buf[i];
+#pragma unroll
+        for (int j = 0; j < 8; j++) ss += x[j] * x[j];
         float r = rsqrtf(warp_sum(ss) / hd + eps);
-        for (int i = lane; i < hd; i += 32) buf[i] = to_f(from_f<T>(nw[i] * (buf[i] * r)));
-        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < 8; j++) x[j] = to_f(from_f<T>(wn[j] * (x[j] * r)));
     }
-    if (inv_freq) {
+    if (inv_freq) {  // pairs (i, i + rot_half) may sit in different lanes: exchange through smem
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (lane + 32 * j < hd) buf[lane + 32 * j] = x[j];
+        __syncwarp();
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             int i = lane + 32 * j;
@@ -56,16 +72,24 @@ __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, co
             }
         }
         __syncwarp();
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (lane + 32 * j < hd) x[j] = buf[lane + 32 * j];
     }
     if (is_q) {
         T* dst = q_out + (long)t * nh * hd + (long)h * hd;
-        for (int i = lane; i < hd; i += 32) dst[i] = from_f<T>(buf[i]);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (lane + 32 * j < hd) dst[lane + 32 * j] = from_f<T>(x[j]);
     } else if (slots[t] >= 0) {  // slot -1: a padding row (CUDA-graph bucket), nothing cached
         long base = (long)slots[t] * nkv * hd + (long)kh * hd;
-        const T* v = qkv + t * width + (long)(nh + nkv) * hd + (long)kh * hd;
-        for (int i = lane; i < hd; i += 32) {
-            kc[base + i] = from_f<T>(buf[i]);
-            vc[base + i] = v[i];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int i = lane + 32 * j;
+            if (i < hd) {
+                kc[base + i] = from_f<T>(x[j]);
+                vc[base + i] = v[j];
+            }
         }
     }
 }
