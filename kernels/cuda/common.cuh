@@ -106,9 +106,8 @@ __device__ float block_max(float v) {
 // model's dtype holds it), out = w * (s * rsqrt(mean(s^2) + eps)) rounded to T; s also goes to
 // `sum` when given. Thread t owns the 16-byte chunks t, t + blockDim, ... (at most NC of them:
 // d <= NC * blockDim * 16 / sizeof(T) and d % (16 / sizeof(T)) == 0, host-checked), kept in
-// registers between the two passes. `out` may be global or shared memory. Every thread of the
-// block calls it (block_sum). The weights (f32) come from `wv` when PRE (rms_load_w, e.g. before
-// the PDL wait), else from `w`.
+// registers between the two passes, with their f32 weights `wv` (rms_load_w, loaded before the
+// PDL wait). Every thread of the block calls it (block_sum).
 template <typename T> struct Vec { static constexpr int N = 16 / sizeof(T); };
 template <typename T, int NC>
 __device__ __forceinline__ void rms_load_w(const float* w, int d, float (&wv)[NC][Vec<T>::N]) {
@@ -123,9 +122,9 @@ __device__ __forceinline__ void rms_load_w(const float* w, int d, float (&wv)[NC
         }
     }
 }
-template <typename T, int NC, bool PRE>
-__device__ __forceinline__ void rms_row_vec(const T* x, const T* res, const float* w, const float (&wv)[NC][Vec<T>::N],
-                                            T* sum, T* out, int d, float eps) {
+template <typename T, int NC>
+__device__ __forceinline__ void rms_row_vec(const T* x, const T* res, const float (&wv)[NC][Vec<T>::N], T* sum, T* out,
+                                            int d, float eps) {
     constexpr int V = Vec<T>::N;
     const int nc = d / V;
     float v[NC][V];
@@ -153,9 +152,8 @@ __device__ __forceinline__ void rms_row_vec(const T* x, const T* res, const floa
         if (c < nc) {
             float o[V];
 #pragma unroll
-            for (int e = 0; e < V; e++) o[e] = (PRE ? wv[j][e] : w[c * V + e]) * (v[j][e] * r);
+            for (int e = 0; e < V; e++) o[e] = wv[j][e] * (v[j][e] * r);
             ((uint4*)out)[c] = pack(o, (const T*)nullptr);
         }
     }
 }
-

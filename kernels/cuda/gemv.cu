@@ -47,52 +47,6 @@ __device__ __forceinline__ const T* stage_x(const T* x, int m, int k) {
     return (const T*)xs_smem;
 }
 
-// The GEMV's input normalized on the fly (a decoder layer's input / post-attention RMSNorm fused
-// into the projection that follows it): staged row i = rms_norm(x[i] (+ res[i])) * nw, computed
-// by every block from the L2-resident rows; block 0 also writes x + res to `sum`, the new residual
-// stream. The rows go through shared memory twice (raw sum, then normalized in place) so no
-// per-thread row cache raises the GEMV's register count. Same rounding as norm.cu's kernels.
-template <typename T>
-__device__ __forceinline__ const T* stage_x_rms(const T* x, const T* res, const float* nw, float eps, T* sum, int m, int k) {
-    extern __shared__ __align__(16) unsigned char xs_smem[];
-    constexpr int V = Vec<T>::N;
-    uint4* xs = (uint4*)xs_smem;
-    const int kc = k / V;
-    const bool write_sum = blockIdx.x == 0 && sum;
-    for (int i = 0; i < m; i++) {
-        float ss = 0.f;
-        for (int c = threadIdx.x; c < kc; c += blockDim.x) {
-            long o = (long)i * kc + c;
-            float v[V];
-            unpack(((const uint4*)x)[o], v, (const T*)nullptr);
-            if (res) {
-                float r[V];
-                unpack(((const uint4*)res)[o], r, (const T*)nullptr);
-#pragma unroll
-                for (int e = 0; e < V; e++) v[e] = to_f(from_f<T>(v[e] + r[e]));
-            }
-            uint4 p = pack(v, (const T*)nullptr);
-            xs[o] = p;
-            if (write_sum) ((uint4*)sum)[o] = p;
-#pragma unroll
-            for (int e = 0; e < V; e++) ss += v[e] * v[e];
-        }
-        const float r = rsqrtf(block_sum(ss) / k + eps);
-        for (int c = threadIdx.x; c < kc; c += blockDim.x) {
-            long o = (long)i * kc + c;
-            float v[V], wv[V];
-            unpack(xs[o], v, (const T*)nullptr);
-#pragma unroll
-            for (int e = 0; e < V; e += 4) *(float4*)(wv + e) = __ldg((const float4*)(nw + c * V + e));
-#pragma unroll
-            for (int e = 0; e < V; e++) v[e] = wv[e] * (v[e] * r);
-            xs[o] = pack(v, (const T*)nullptr);
-        }
-    }
-    __syncthreads();
-    return (const T*)xs;
-}
-
 // acc[i] += this lane's share of dot(x[i], w_row) for i < m. Lane l reads 16-byte chunks
 // l, l + 32, ...; GEMV_U of them are issued before any is used.
 template <typename T, int HINT, bool XS, int GEMV_U = 4>
@@ -129,25 +83,15 @@ __device__ __forceinline__ void row_dot(const T* xs, const T* w_row, int m, int 
     }
 }
 
-// The GEMV's input: x itself (XM 0: read from global, 1: staged in shared memory), or (XM 2)
-// rms_norm(x + res) * nw staged in shared memory, with x + res written to sum (stage_x_rms).
-enum { XM_GLOBAL = 0, XM_SMEM = 1, XM_RMS = 2 };
-template <typename T> struct XIn {
-    const T* x;
-    const T* res;
-    const float* nw;
-    float eps;
-    T* sum;
-};
-template <typename T, int XM>
-__device__ __forceinline__ const T* stage_in(const XIn<T>& in, int m, int k) {
-    if (XM == XM_RMS) return stage_x_rms<T>(in.x, in.res, in.nw, in.eps, in.sum, m, k);
-    return stage_x<T, XM == XM_SMEM>(in.x, m, k);
-}
-
-// y[i, row] = dot(x[i], w[row]) for i < m: this warp's output row.
+// y[m, n] = x[m, k] @ w[n, k]^T: one warp per output row.
 template <typename T, typename O, int HINT, bool XS>
-__device__ __forceinline__ void gemv_row(const T* xs, const T* w, O* y, int row, int m, int n, int k, int lane) {
+__device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (row < n) prefetch_row<T>(w + (long)row * k, k, lane);
+    pdl_start();
+    const T* xs = stage_x<T, XS>(x, m, k);
+    if (row >= n) return;
     float acc[8];
 #pragma unroll
     for (int i = 0; i < 8; i++) acc[i] = 0.f;
@@ -161,10 +105,18 @@ __device__ __forceinline__ void gemv_row(const T* xs, const T* w, O* y, int row,
     }
 }
 
-// y[i, col] = act(dot(x[i], gate[col])) * dot(x[i], up[col]) for i < m (w = [gate; up]).
+// The gated MLP's first half fused: y[m, inter] = act(x @ gate^T) * (x @ up^T) with
+// w = [gate; up] of shape [2 * inter, k]. One warp per output column c reads gate row c and up
+// row inter + c. Gate and up are rounded to T before the activation, exactly as the unfused
+// GEMV + gated_act pair stores and reloads them, so the result is bit-identical to it.
 template <typename T, int HINT, bool XS>
-__device__ __forceinline__ void gated_row(const T* xs, const T* w, T* y, int col, int m, int inter, int k, int lane,
-                                          int kind) {
+__device__ void gemv_gated_impl(const T* x, const T* w, T* y, int m, int inter, int k, int kind) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int col = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (col < inter) prefetch_row<T>(w + (long)col * k, k, lane);
+    pdl_start();
+    const T* xs = stage_x<T, XS>(x, m, k);
+    if (col >= inter) return;
     float g[8], u[8];
 #pragma unroll
     for (int i = 0; i < 8; i++) g[i] = u[i] = 0.f;
@@ -179,89 +131,28 @@ __device__ __forceinline__ void gated_row(const T* xs, const T* w, T* y, int col
     }
 }
 
-// y[m, n] = x[m, k] @ w[n, k]^T: one warp per output row, or (fused-norm GEMV, launched with a
-// smaller grid so the norm is staged once per block) rows row0, row0 + stride, ... (A loop in
-// every GEMV cost the plain ones 15% of their bandwidth on the H100: 2.46 -> 2.14 TB/s.)
-template <typename T, typename O, int HINT, int XM>
-__device__ void gemv_impl(XIn<T> in, const T* w, O* y, int m, int n, int k) {
-    constexpr bool XS = XM != XM_GLOBAL;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (row0 < n) prefetch_row<T>(w + (long)row0 * k, k, lane);
-    pdl_start();
-    const T* xs = stage_in<T, XM>(in, m, k);
-    if (XM != XM_RMS) {
-        if (row0 < n) gemv_row<T, O, HINT, XS>(xs, w, y, row0, m, n, k, lane);
-        return;
-    }
-    const int stride = gridDim.x * (blockDim.x >> 5);
-    for (int row = row0; row < n; row += stride) {
-        if (row + stride < n) prefetch_row<T>(w + (long)(row + stride) * k, k, lane);
-        gemv_row<T, O, HINT, XS>(xs, w, y, row, m, n, k, lane);
-    }
-}
-
-// The gated MLP's first half fused: y[m, inter] = act(x @ gate^T) * (x @ up^T) with
-// w = [gate; up] of shape [2 * inter, k]. One warp per output column c reads gate row c and up
-// row inter + c. Gate and up are rounded to T before the activation, exactly as the unfused
-// GEMV + gated_act pair stores and reloads them, so the result is bit-identical to it.
-template <typename T, int HINT, int XM>
-__device__ void gemv_gated_impl(XIn<T> in, const T* w, T* y, int m, int inter, int k, int kind) {
-    constexpr bool XS = XM != XM_GLOBAL;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int col0 = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (col0 < inter) prefetch_row<T>(w + (long)col0 * k, k, lane);
-    pdl_start();
-    const T* xs = stage_in<T, XM>(in, m, k);
-    if (XM != XM_RMS) {
-        if (col0 < inter) gated_row<T, HINT, XS>(xs, w, y, col0, m, inter, k, lane, kind);
-        return;
-    }
-    const int stride = gridDim.x * (blockDim.x >> 5);
-    for (int col = col0; col < inter; col += stride) {
-        if (col + stride < inter) prefetch_row<T>(w + (long)(col + stride) * k, k, lane);
-        gated_row<T, HINT, XS>(xs, w, y, col, m, inter, k, lane, kind);
-    }
-}
-
 // ---- launchers (k % (16 / sizeof(T)) == 0, 16-byte aligned w and x: checked by the host).
 // The plain names stage x in shared memory (dynamic, m * k * sizeof(T) bytes, <= 48 KB); the _gx
 // twins read x from global memory, for larger m * k.
-#define GEMV_ENTRY(name, T, O, HINT, XM) \
-    extern "C" __global__ void name(const T* x, const T* w, O* y, int m, int n, int k) { \
-        gemv_impl<T, O, HINT, XM>(XIn<T>{x, nullptr, nullptr, 0.f, nullptr}, w, y, m, n, k); }
-GEMV_ENTRY(gemv_f32, float, float, 1, XM_SMEM)
-GEMV_ENTRY(gemv_f32_gx, float, float, 1, XM_GLOBAL)
-GEMV_ENTRY(gemv_bf16, bf16, bf16, 1, XM_SMEM)
-GEMV_ENTRY(gemv_bf16_gx, bf16, bf16, 1, XM_GLOBAL)
+#define GEMV_ENTRY(name, T, O, HINT, XS) \
+    extern "C" __global__ void name(const T* x, const T* w, O* y, int m, int n, int k) { gemv_impl<T, O, HINT, XS>(x, w, y, m, n, k); }
+GEMV_ENTRY(gemv_f32, float, float, 1, true)
+GEMV_ENTRY(gemv_f32_gx, float, float, 1, false)
+GEMV_ENTRY(gemv_bf16, bf16, bf16, 1, true)
+GEMV_ENTRY(gemv_bf16_gx, bf16, bf16, 1, false)
 // bf16 operands, f32 output (row-parallel partial sums kept in f32 until the all-reduce)
-GEMV_ENTRY(gemv_bf16_f32out, bf16, float, 1, XM_SMEM)
-GEMV_ENTRY(gemv_bf16_f32out_gx, bf16, float, 1, XM_GLOBAL)
-#define GEMV_GATED_ENTRY(name, T, XM) \
-    extern "C" __global__ void name(const T* x, const T* w, T* y, int m, int inter, int k, int kind) { \
-        gemv_gated_impl<T, 1, XM>(XIn<T>{x, nullptr, nullptr, 0.f, nullptr}, w, y, m, inter, k, kind); }
-GEMV_GATED_ENTRY(gemv_gated_f32, float, XM_SMEM)
-GEMV_GATED_ENTRY(gemv_gated_f32_gx, float, XM_GLOBAL)
-GEMV_GATED_ENTRY(gemv_gated_bf16, bf16, XM_SMEM)
-GEMV_GATED_ENTRY(gemv_gated_bf16_gx, bf16, XM_GLOBAL)
-// The RMSNorm in front fused (stage_x_rms): y = rms_norm(x + res) @ w^T, sum = x + res (res and
-// sum may be null: no pending residual add). x staged in shared memory (m * k * sizeof(T) <= 48 KB).
-#define GEMV_RMS_ENTRY(name, T) \
-    extern "C" __global__ void name(const T* x, const T* res, const float* nw, float eps, T* sum, const T* w, T* y, \
-                                    int m, int n, int k) { \
-        gemv_impl<T, T, 1, XM_RMS>(XIn<T>{x, res, nw, eps, sum}, w, y, m, n, k); }
-GEMV_RMS_ENTRY(gemv_rms_f32, float)
-GEMV_RMS_ENTRY(gemv_rms_bf16, bf16)
-#define GEMV_GATED_RMS_ENTRY(name, T) \
-    extern "C" __global__ void name(const T* x, const T* res, const float* nw, float eps, T* sum, const T* w, T* y, \
-                                    int m, int inter, int k, int kind) { \
-        gemv_gated_impl<T, 1, XM_RMS>(XIn<T>{x, res, nw, eps, sum}, w, y, m, inter, k, kind); }
-GEMV_GATED_RMS_ENTRY(gemv_gated_rms_f32, float)
-GEMV_GATED_RMS_ENTRY(gemv_gated_rms_bf16, bf16)
+GEMV_ENTRY(gemv_bf16_f32out, bf16, float, 1, true)
+GEMV_ENTRY(gemv_bf16_f32out_gx, bf16, float, 1, false)
+#define GEMV_GATED_ENTRY(name, T, XS) \
+    extern "C" __global__ void name(const T* x, const T* w, T* y, int m, int inter, int k, int kind) { gemv_gated_impl<T, 1, XS>(x, w, y, m, inter, k, kind); }
+GEMV_GATED_ENTRY(gemv_gated_f32, float, true)
+GEMV_GATED_ENTRY(gemv_gated_f32_gx, float, false)
+GEMV_GATED_ENTRY(gemv_gated_bf16, bf16, true)
+GEMV_GATED_ENTRY(gemv_gated_bf16_gx, bf16, false)
 // the sweep's baselines: neither change (the kernel before 2026-11-28), and each one alone
-GEMV_ENTRY(gemv_bf16_base, bf16, bf16, 0, XM_GLOBAL)
-GEMV_ENTRY(gemv_bf16_l2, bf16, bf16, 1, XM_GLOBAL)
-GEMV_ENTRY(gemv_bf16_xs, bf16, bf16, 0, XM_SMEM)
+GEMV_ENTRY(gemv_bf16_base, bf16, bf16, 0, false)
+GEMV_ENTRY(gemv_bf16_l2, bf16, bf16, 1, false)
+GEMV_ENTRY(gemv_bf16_xs, bf16, bf16, 0, true)
 
 // Read-bandwidth probes for the sweep (same grid as the GEMV, no arithmetic): the weight rows
 // read in the GEMV's order (one warp per row, 4 x 16 B in flight per lane), and each block's rows

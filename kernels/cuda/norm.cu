@@ -58,7 +58,7 @@ template <typename T> __device__ void rms_vec_impl(const T* x, const T* res, con
     rms_load_w<T, 4>(w, d, wv);
     pdl_start();
     long o = (long)blockIdx.x * d;
-    rms_row_vec<T, 4, true>(x + o, res ? res + o : nullptr, w, wv, sum ? sum + o : nullptr, out + o, d, eps);
+    rms_row_vec<T, 4>(x + o, res ? res + o : nullptr, wv, sum ? sum + o : nullptr, out + o, d, eps);
 }
 template <typename T> __device__ void ln_impl(const T* x, const float* w, const float* b, T* out, int d, float eps) {
     pdl_start();

@@ -66,8 +66,6 @@ pub struct Gpu {
     pub(crate) gate: crate::capture::Gate,
     /// Compute capability as `major * 10 + minor` (90 on H100).
     pub sm: u32,
-    /// Streaming multiprocessors (132 on the H100 SXM).
-    pub sms: u32,
     pub name: String,
     modules: Mutex<HashMap<Kernel, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
@@ -183,9 +181,6 @@ impl Gpu {
         }
         let (major, minor) = ctx.compute_capability().map_err(GpuError::driver)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let sms = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .map_err(GpuError::driver)? as u32;
         Ok(Arc::new(Gpu {
             ordinal,
             ctx,
@@ -195,7 +190,6 @@ impl Gpu {
             _blas_workspace: ws,
             gate: Default::default(),
             sm: (major * 10 + minor) as u32,
-            sms,
             name,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),

@@ -9,13 +9,11 @@ use crate::{DevBuf, Dt, Gpu, GpuError};
 mod attention;
 mod matmul;
 mod mixed;
-mod norm_gemv;
 mod pdl;
 pub use attention::{paged_attention, qkv_prepare, AttnArgs, QkvArgs};
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
-pub use norm_gemv::{gemv_gated_rms, gemv_rms, gemv_rms_ok, RmsIn};
 
 /// A device pointer: `buf` at byte `off`.
 #[derive(Clone, Copy)]

@@ -71,7 +71,7 @@ pub fn gemv_bf16_variant(
 }
 
 /// Shared memory a kernel may use without opting in: the GEMV stages x there when it fits.
-pub(super) const GEMV_SMEM_MAX: usize = 48 << 10;
+const GEMV_SMEM_MAX: usize = 48 << 10;
 
 /// Which twin of GEMV entry point `name` runs, and its shared memory: `name` stages x (m * k
 /// elements) in shared memory when that fits, `{name}_gx` reads x from global memory otherwise.
@@ -133,7 +133,7 @@ pub fn gemv_gated(
 
 /// Preconditions of every GEMV entry point (`n` rows of w, `out_n` columns of out).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gemv_check(
+fn gemv_check(
     dt: Dt,
     out_dt: Dt,
     x: P<'_>,
@@ -156,7 +156,7 @@ pub(super) fn gemv_check(
 }
 
 /// One warp per output row, `warps` rows per block, `smem` bytes of staged x.
-pub(super) fn gemv_grid(rows: usize, warps: usize, smem: usize) -> LaunchConfig {
+fn gemv_grid(rows: usize, warps: usize, smem: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (rows.div_ceil(warps) as u32, 1, 1),
         block_dim: (32 * warps as u32, 1, 1),

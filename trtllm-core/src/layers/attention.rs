@@ -4,7 +4,7 @@
 //! logit soft-capping and `query_pre_attn_scalar` all come from the config.
 
 use super::linear::Stored;
-use super::{AttentionLayer, BuildCtx, ForwardCtx, Linear, Module, NormedInput, RmsNorm};
+use super::{AttentionLayer, BuildCtx, ForwardCtx, Linear, Module, RmsNorm};
 use crate::model::rope::{RopeConfig, RopeScaling};
 use crate::weights::heads_per_rank;
 use crate::{ops, Error, Result, Tensor};
@@ -90,18 +90,8 @@ impl Module for Attention {
 
 impl AttentionLayer for Attention {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
+        // [t, hidden] -> [t, (nh + 2 nkv) * hd] -> attention [t, nh * hd] -> [t, hidden]
         let qkv = self.qkv.forward(x, cx)?;
-        self.attend(qkv, cx)
-    }
-    fn forward_normed(&self, input: NormedInput<'_>, cx: &mut ForwardCtx<'_>) -> Result<(Tensor, Tensor)> {
-        let (x, qkv) = self.qkv.forward_normed(input, cx)?;
-        Ok((x, self.attend(qkv, cx)?))
-    }
-}
-
-impl Attention {
-    /// [t, (nh + 2 nkv) * hd] projected -> attention [t, nh * hd] -> o_proj [t, hidden]
-    fn attend(&self, qkv: Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
         let dynamic;
         let rope = match (&self.rope, &self.static_freq) {
             (None, _) => None,

@@ -2,7 +2,7 @@
 //! output features (q/k/v by head, gate/up evenly); row-parallel layers split the input
 //! features and all-reduce the partial sums (bias added once, after the reduce).
 
-use super::{ForwardCtx, NormedInput};
+use super::ForwardCtx;
 use crate::model::Activation;
 use crate::weights::{Combine, Source, TpSplit, VarBuilder, WeightSpec};
 use crate::{ops, Result, Tensor};
@@ -156,52 +156,6 @@ impl Linear {
             return ops::matmul_gated(x, &self.weight, act);
         }
         ops::gated_activation(&self.forward(x, cx)?, act)
-    }
-}
-
-impl Linear {
-    /// `(x + delta, self.forward(norm(x + delta)))` for a `NormedInput`: an RMSNorm is fused into
-    /// the decode GEMV (`ops::rms_norm_matmul`) when the layer sees whole input rows (no reduce).
-    pub fn forward_normed(&self, input: NormedInput<'_>, cx: &ForwardCtx<'_>) -> Result<(Tensor, Tensor)> {
-        if let Some((sum, y)) = self.fused(&input, None)? {
-            let y = match &self.bias {
-                Some(b) => ops::add_bias(&y, b)?,
-                None => y,
-            };
-            return Ok((sum.unwrap_or(input.x), y));
-        }
-        let (x, h) = input.materialize()?;
-        Ok((x, self.forward(&h, cx)?))
-    }
-
-    /// `forward_normed` then `forward_gated`'s activation: one GEMV for norm, gate_up and
-    /// activation at decode sizes (no bias, no reduce).
-    pub fn forward_gated_normed(
-        &self,
-        input: NormedInput<'_>,
-        act: Activation,
-        cx: &ForwardCtx<'_>,
-    ) -> Result<(Tensor, Tensor)> {
-        if self.bias.is_none() {
-            if let Some((sum, y)) = self.fused(&input, Some(act))? {
-                return Ok((sum.unwrap_or(input.x), y));
-            }
-        }
-        let (x, h) = input.materialize()?;
-        Ok((x, self.forward_gated(&h, act, cx)?))
-    }
-
-    fn fused(
-        &self,
-        input: &NormedInput<'_>,
-        act: Option<Activation>,
-    ) -> Result<Option<(Option<Tensor>, Tensor)>> {
-        match input.rms_params() {
-            Some((w, eps)) if !self.reduce => {
-                ops::rms_norm_matmul(&input.x, input.delta.as_ref(), w, eps, &self.weight, act)
-            }
-            _ => Ok(None),
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! GEMM) and `Mlp` (`proj(act(fc(x)))`, GPT-2).
 
 use super::linear::Stored;
-use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module, NormedInput};
+use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module};
 use crate::model::{Activation, ModelConfig};
 use crate::weights::VarBuilder;
 use crate::{ops, Result, Tensor};
@@ -38,10 +38,6 @@ impl MlpLayer for GatedMlp {
         // [t, hidden] -> [t, 2 * inter / tp] -> [t, inter / tp] -> [t, hidden]
         let a = self.gate_up.forward_gated(x, self.act, cx)?;
         self.down.forward(&a, cx)
-    }
-    fn forward_normed(&self, input: NormedInput<'_>, cx: &mut ForwardCtx<'_>) -> Result<(Tensor, Tensor)> {
-        let (x, a) = self.gate_up.forward_gated_normed(input, self.act, cx)?;
-        Ok((x, self.down.forward(&a, cx)?))
     }
 }
 

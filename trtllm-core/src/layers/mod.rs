@@ -89,62 +89,6 @@ pub trait NormLayer: Module {
         let n = self.forward(&s)?;
         Ok((s, n))
     }
-    /// `(weight, eps)` when the norm is `weight * x / rms(x)` (f32 weight, `1 + w` baked in):
-    /// a projection after it may then normalize its input on the fly (`NormedInput`).
-    fn rms_params(&self) -> Option<(&Tensor, f64)> {
-        None
-    }
-}
-
-/// A layer's input before the norm in front of it: the residual stream `x`, the previous
-/// block's output `delta` whose residual add is still pending (None: nothing pending), and the
-/// norm. `materialize` gives `(x + delta, norm(x + delta))`; a projection that can normalize on
-/// the fly (`Linear::forward_normed`: the decode GEMV stages the normed row itself) needs no
-/// norm kernel. `#[decoder_layer]` hands one to each of `AttentionLayer::forward_normed` and
-/// `MlpLayer::forward_normed`.
-pub struct NormedInput<'a> {
-    pub x: Tensor,
-    pub delta: Option<Tensor>,
-    norm: &'a dyn PreNorm,
-}
-
-impl<'a> NormedInput<'a> {
-    pub fn new<N: NormLayer>(norm: &'a N, x: Tensor, delta: Option<Tensor>) -> Self {
-        NormedInput { x, delta, norm }
-    }
-    /// `(x + delta, norm(x + delta))`.
-    pub fn materialize(self) -> Result<(Tensor, Tensor)> {
-        match self.delta {
-            Some(d) => self.norm.residual(&d, &self.x),
-            None => {
-                let h = self.norm.norm(&self.x)?;
-                Ok((self.x, h))
-            }
-        }
-    }
-    /// The RMSNorm's `(weight, eps)`, when it is one.
-    pub fn rms_params(&self) -> Option<(&Tensor, f64)> {
-        self.norm.rms()
-    }
-}
-
-/// What `NormedInput` needs of a norm (dyn-compatible; every `NormLayer` is one).
-trait PreNorm {
-    fn norm(&self, x: &Tensor) -> Result<Tensor>;
-    fn residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)>;
-    fn rms(&self) -> Option<(&Tensor, f64)>;
-}
-
-impl<N: NormLayer> PreNorm for N {
-    fn norm(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward(x)
-    }
-    fn residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.forward_residual(x, residual)
-    }
-    fn rms(&self) -> Option<(&Tensor, f64)> {
-        self.rms_params()
-    }
 }
 
 /// Role `attention`.
@@ -154,11 +98,6 @@ impl<N: NormLayer> PreNorm for N {
 )]
 pub trait AttentionLayer: Module {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor>;
-    /// `(x + delta, forward(norm(x + delta)))`; override to fuse the norm into the first projection.
-    fn forward_normed(&self, input: NormedInput<'_>, cx: &mut ForwardCtx<'_>) -> Result<(Tensor, Tensor)> {
-        let (x, h) = input.materialize()?;
-        Ok((x, self.forward(&h, cx)?))
-    }
 }
 
 /// Role `mlp`.
@@ -168,9 +107,4 @@ pub trait AttentionLayer: Module {
 )]
 pub trait MlpLayer: Module {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor>;
-    /// `(x + delta, forward(norm(x + delta)))`; override to fuse the norm into the first projection.
-    fn forward_normed(&self, input: NormedInput<'_>, cx: &mut ForwardCtx<'_>) -> Result<(Tensor, Tensor)> {
-        let (x, h) = input.materialize()?;
-        Ok((x, self.forward(&h, cx)?))
-    }
 }

@@ -30,9 +30,6 @@ impl NormLayer for RmsNorm {
     fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
         ops::add_rms_norm(x, residual, &self.weight, self.eps)
     }
-    fn rms_params(&self) -> Option<(&Tensor, f64)> {
-        Some((&self.weight, self.eps))
-    }
 }
 
 /// Gemma's RMSNorm: `x / rms(x) * (1 + w)`.
@@ -50,9 +47,6 @@ impl NormLayer for GemmaRmsNorm {
     }
     fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
         self.0.forward_residual(x, residual)
-    }
-    fn rms_params(&self) -> Option<(&Tensor, f64)> {
-        self.0.rms_params()
     }
 }
 

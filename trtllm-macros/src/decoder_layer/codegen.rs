@@ -1,7 +1,6 @@
 //! Emit `impl DecoderLayer`: `build` (each field from its HF-named sub-builder) and
-//! `forward_deferred` (the residual wiring its roles describe, each norm handed to the layer after
-//! it as a `NormedInput`, the last residual add handed to the next layer's input norm), with
-//! `forward` as the add-it-now wrapper. Infallible: every check lives in `validate`.
+//! `forward_deferred` (the residual wiring its roles describe, the last residual add handed to
+//! the next layer's input norm), with `forward` as the add-it-now wrapper. Infallible: every check lives in `validate`.
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
@@ -25,16 +24,6 @@ fn call(f: &LayerField, args: TokenStream) -> TokenStream {
     quote_spanned!(ty.span()=> <#ty as #tr>::forward(&self.#ident, #args)?)
 }
 
-/// `<Ty as Trait>::forward_normed(&self.field, input, __cx)`: the layer with its norm in front.
-fn call_normed(f: &LayerField, input: TokenStream) -> TokenStream {
-    let (ident, ty) = (&f.ident, &f.ty);
-    let tr = match f.role {
-        Role::Attention => quote_spanned!(ty.span()=> ::trtllm_core::layers::AttentionLayer),
-        _ => quote_spanned!(ty.span()=> ::trtllm_core::layers::MlpLayer),
-    };
-    quote_spanned!(ty.span()=> <#ty as #tr>::forward_normed(&self.#ident, #input, __cx)?)
-}
-
 pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
     let ident = &layer.ident;
     let (impl_g, ty_g, where_g) = layer.generics.split_for_impl();
@@ -48,13 +37,12 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
     else {
         return quote!(#item);
     };
-    // The layer's input before its norm, the previous layer's residual add still pending: the
-    // first projection may fuse both (`NormedInput`).
-    let normed = |norm: &LayerField, delta: TokenStream| {
-        let (ident, ty) = (&norm.ident, &norm.ty);
-        quote_spanned!(ty.span()=> ::trtllm_core::layers::NormedInput::new::<#ty>(&self.#ident, __x, #delta))
-    };
-    let input = normed(input_norm, quote!(__pending));
+    let h = call(input_norm, quote!(&__x));
+    // The previous layer's deferred residual add, fused with this layer's input norm.
+    let (in_ident, in_ty) = (&input_norm.ident, &input_norm.ty);
+    let h_fused = quote_spanned!(in_ty.span()=>
+        <#in_ty as ::trtllm_core::layers::NormLayer>::forward_residual(&self.#in_ident, &__d, &__x)?);
+    let a = call(attn, quote!(&__h, __cx));
     let post_attn = field(layer, Role::PostAttentionNorm).map(|f| {
         let c = call(f, quote!(&__a));
         quote!(let __a = #c;)
@@ -63,27 +51,25 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
         let c = call(f, quote!(&__m));
         quote!(let __m = #c;)
     });
+    let m_of = |input: TokenStream| call(mlp, quote!(&#input, __cx));
     let body = match field(layer, Role::PreMlpNorm) {
         // Sequential pre-norm block: x += attn(norm1(x)); x += mlp(norm2(x)).
         Some(pre) => {
-            let a = call_normed(attn, input);
-            let m = call_normed(mlp, normed(pre, quote!(::core::option::Option::Some(__a))));
+            let (pre_ident, pre_ty) = (&pre.ident, &pre.ty);
+            let fused = quote_spanned!(pre_ty.span()=>
+                <#pre_ty as ::trtllm_core::layers::NormLayer>::forward_residual(&self.#pre_ident, &__a, &__x)?);
+            let m = m_of(quote!(__h));
             quote! {
-                let (__x, __a) = #a;
-                #post_attn
-                let (__x, __m) = #m;
+                let (__x, __h) = #fused;
+                let __m = #m;
                 #post_mlp
                 ::core::result::Result::Ok((__x, ::core::option::Option::Some(__m)))
             }
         }
-        // Parallel residual: x + attn(norm(x)) + mlp(norm(x)); both read the one normed input.
+        // Parallel residual: x + attn(norm(x)) + mlp(norm(x)).
         None => {
-            let a = call(attn, quote!(&__h, __cx));
-            let m = call(mlp, quote!(&__h, __cx));
+            let m = m_of(quote!(__h));
             quote! {
-                let (__x, __h) = #input.materialize()?;
-                let __a = #a;
-                #post_attn
                 let __m = #m;
                 #post_mlp
                 ::core::result::Result::Ok((::trtllm_core::ops::add(&__x, &__a)?, ::core::option::Option::Some(__m)))
@@ -119,6 +105,15 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
                 __pending: ::core::option::Option<::trtllm_core::Tensor>,
                 __cx: &mut ::trtllm_core::layers::ForwardCtx<'_>,
             ) -> ::trtllm_core::Result<(::trtllm_core::Tensor, ::core::option::Option<::trtllm_core::Tensor>)> {
+                let (__x, __h) = match __pending {
+                    ::core::option::Option::Some(__d) => #h_fused,
+                    ::core::option::Option::None => {
+                        let __h = #h;
+                        (__x, __h)
+                    }
+                };
+                let __a = #a;
+                #post_attn
                 #body
             }
         }
