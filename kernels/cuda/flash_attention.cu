@@ -1,4 +1,7 @@
 // Flash-attention prefill over the paged KV cache: bf16, tensor cores (mma.sync m16n8k16, sm_80+).
+// This is the 64-query-tile kernel; flash_attention_bq128.cu (same translation unit, after this
+// file: it uses the helpers below) holds the 128-query one, the default where two of its blocks
+// fit an SM (kernels/src/flash.rs `Variant`; TRTLLM_FLASH_BQ64=1 keeps this one).
 //
 // Layouts: q and out [tokens, heads, HD]; k and v cache [slots, kv_heads, HD]; the key at position
 // j of a sequence lives in slot table[j / bs] * bs + j % bs of that sequence's block table.

@@ -1,34 +1,133 @@
-//! Launcher of the flash-attention prefill kernel (`cuda/flash_attention.cu`): bf16 on tensor
-//! cores (sm_80+), head_dim 64, 96 or 128. Same operands as `launch::paged_attention` (q and out
-//! `[tokens, heads, head_dim]`, the paged K/V cache `[slots, kv_heads, head_dim]`, concatenated
-//! block tables), but the work is cut into tiles of <= 64 consecutive query tokens of one
-//! sequence, built here on the host from per-sequence metadata and uploaded (32 B a tile).
+//! Launcher of the flash-attention prefill kernels (`cuda/flash_attention.cu`,
+//! `cuda/flash_attention_bq128.cu`): bf16 on tensor cores (sm_80+), head_dim 64, 96 or 128. Same
+//! operands as `launch::paged_attention` (q and out `[tokens, heads, head_dim]`, the paged K/V
+//! cache `[slots, kv_heads, head_dim]`, concatenated block tables), but the work is cut into tiles
+//! of <= 64 or <= 128 (the [`Variant`]) consecutive query tokens of one sequence, built here on
+//! the host from per-sequence metadata and uploaded (32 B a tile).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use cudarc::driver::sys::CUdevice_attribute as Attr;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use crate::launch::{AttnArgs, P};
 use crate::module::Kernel;
 use crate::{DevBuf, Dt, Gpu, GpuError};
 
-/// Query tokens per tile (one block per tile and head).
-pub const TILE_Q: usize = 64;
 const THREADS: u32 = 128;
+/// Keys per K/V tile (both kernels).
+const KEY_TILE: usize = 64;
 const KERNEL: &str = "flash_prefill";
 
-/// Dynamic shared memory of the kernel: K and V, two buffers each, of 64 rows of `head_dim + 8`
-/// bf16, and two buffers of 64 int slots (`flash_impl` in flash_attention.cu).
-fn smem_bytes(head_dim: usize) -> usize {
-    4 * TILE_Q * (head_dim + 8) * 2 + 2 * TILE_Q * 4
+/// The two kernels; both take the same arguments and tiles (of their own size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// flash_attention.cu: 64-query tiles, 16 rows per warp, Q fragments in registers.
+    Bq64,
+    /// flash_attention_bq128.cu: 128-query tiles, 32 rows per warp (each K/V fragment feeds two
+    /// mma's), Q re-read from shared memory. The default where two blocks fit an SM (sm_90).
+    Bq128,
 }
 
-static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+impl Variant {
+    pub const ALL: [Variant; 2] = [Variant::Bq64, Variant::Bq128];
 
-/// How many times the flash kernel was launched in this process (tests check the dispatch).
+    /// Query tokens per tile (one block per tile and head).
+    pub fn tile_q(self) -> usize {
+        match self {
+            Variant::Bq64 => 64,
+            Variant::Bq128 => 128,
+        }
+    }
+
+    /// Dynamic shared memory: K and V, two buffers each, of 64 rows of `head_dim + 8` bf16, two
+    /// buffers of 64 int slots (`flash_impl`); the 128 kernel adds the Q tile (128 such rows) and
+    /// two buffers of 64 int block ids (`flash128_impl`).
+    pub fn smem_bytes(self, head_dim: usize) -> usize {
+        let kv = 4 * KEY_TILE * (head_dim + 8) * 2 + 2 * KEY_TILE * 4;
+        match self {
+            Variant::Bq64 => kv,
+            Variant::Bq128 => kv + 128 * (head_dim + 8) * 2 + 2 * KEY_TILE * 4,
+        }
+    }
+
+    fn entry(self, head_dim: usize) -> String {
+        match self {
+            Variant::Bq64 => format!("flash_prefill_bf16_hd{head_dim}"),
+            Variant::Bq128 => format!("flash_prefill_bq128_bf16_hd{head_dim}"),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+static LAUNCHES: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// How many times a flash kernel was launched in this process (tests check the dispatch).
 pub fn launches() -> usize {
-    LAUNCHES.load(Ordering::Relaxed)
+    LAUNCHES.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+}
+
+/// How many times the kernel `v` was launched in this process.
+pub fn launches_of(v: Variant) -> usize {
+    LAUNCHES[v.index()].load(Ordering::Relaxed)
+}
+
+/// `TRTLLM_FLASH_BQ64=1`: the 64-query kernel everywhere (read once, not per launch).
+fn bq64_forced() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TRTLLM_FLASH_BQ64").is_ok_and(|v| v == "1"))
+}
+
+thread_local! {
+    static FORCED: Cell<Option<Variant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with every [`flash_prefill`] of this thread launching `v` (when it fits the device:
+/// [`fits`]), whatever [`variant`] would pick: tests run both kernels through the same callers.
+pub fn with_variant<R>(v: Variant, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Variant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCED.with(|c| c.replace(Some(v))));
+    f()
+}
+
+fn smem_attr(gpu: &Gpu, a: Attr) -> usize {
+    gpu.ctx.attribute(a).ok().and_then(|v| usize::try_from(v).ok()).unwrap_or(0)
+}
+
+/// True when kernel `v`'s shared memory fits one block of this device (sm_86/89: 99 KB).
+pub fn fits(gpu: &Gpu, v: Variant, head_dim: usize) -> bool {
+    v.smem_bytes(head_dim) <= smem_attr(gpu, Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+}
+
+/// The kernel [`flash_prefill`] launches for `head_dim`: the thread's [`with_variant`] if it
+/// fits; else `Bq64` under `TRTLLM_FLASH_BQ64=1`; else `Bq128` where two of its blocks fit an SM
+/// (sm_90: 2 x 104 KB at head_dim 128; it is built for 8 warps per SM), `Bq64` elsewhere (sm_80
+/// would run one 128 block per SM at head_dim 128).
+pub fn variant(gpu: &Gpu, head_dim: usize) -> Variant {
+    if let Some(v) = FORCED.with(|c| c.get()).filter(|&v| fits(gpu, v, head_dim)) {
+        return v;
+    }
+    if bq64_forced() {
+        return Variant::Bq64;
+    }
+    let per_sm = smem_attr(gpu, Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
+    let reserved = smem_attr(gpu, Attr::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK);
+    let two = 2 * (Variant::Bq128.smem_bytes(head_dim) + reserved);
+    if fits(gpu, Variant::Bq128, head_dim) && two <= per_sm {
+        Variant::Bq128
+    } else {
+        Variant::Bq64
+    }
 }
 
 /// One sequence of the batch: its query tokens are the packed rows `q_start..q_start + q_len`
@@ -69,7 +168,7 @@ fn pre(msg: String) -> GpuError {
     GpuError::Precondition { kernel: KERNEL, msg }
 }
 
-fn fits(p: &P<'_>, what: &str, bytes: usize) -> Result<(), GpuError> {
+fn in_buf(p: &P<'_>, what: &str, bytes: usize) -> Result<(), GpuError> {
     if p.off.checked_add(bytes).is_none_or(|end| end > p.buf.len()) {
         return Err(pre(format!(
             "{what}: {bytes} bytes at offset {} exceed a {}-byte buffer",
@@ -84,14 +183,18 @@ fn i32_of(v: usize, what: &str) -> Result<i32, GpuError> {
     i32::try_from(v).map_err(|_| pre(format!("{what} = {v} does not fit in int32")))
 }
 
-/// The tile descriptors, 8 int32 each: `[q0, nq, p0, seq, kv_lo, kv_hi, 0, 0]` (first packed
-/// token, rows, position of row 0, sequence index, first and last key position any row
-/// of the tile sees). Longest key ranges first, so the heavy causal tiles start early.
-pub fn tiles(seqs: &[FlashSeq], window: usize) -> Result<Vec<[i32; 8]>, GpuError> {
+/// The tile descriptors of tiles of <= `tile_q` rows (the kernel's [`Variant::tile_q`]), 8
+/// int32 each: `[q0, nq, p0, seq, kv_lo, kv_hi, 0, 0]` (first packed token, rows, position of
+/// row 0, sequence index, first and last key position any row of the tile sees). Longest key
+/// ranges first, so the heavy causal tiles start early.
+pub fn tiles(seqs: &[FlashSeq], window: usize, tile_q: usize) -> Result<Vec<[i32; 8]>, GpuError> {
+    if tile_q == 0 {
+        return Err(pre("tile size 0".into()));
+    }
     let mut out = vec![];
     for s in seqs {
-        for r0 in (0..s.q_len).step_by(TILE_Q) {
-            let nq = TILE_Q.min(s.q_len - r0);
+        for r0 in (0..s.q_len).step_by(tile_q) {
+            let nq = tile_q.min(s.q_len - r0);
             let p0 = s.first_pos + r0;
             let kv_hi = p0 + nq - 1;
             let kv_lo = if window > 0 { (p0 + 1).saturating_sub(window) } else { 0 };
@@ -112,8 +215,14 @@ pub fn tiles(seqs: &[FlashSeq], window: usize) -> Result<Vec<[i32; 8]>, GpuError
 }
 
 /// Attention of every query row of `a.seqs` over its sequence's cached keys 0..=position
-/// (within `window`, soft-capped, scaled). Rows of `a.attn.out` not in any sequence are not written.
+/// (within `window`, soft-capped, scaled). Rows of `a.attn.out` not in any sequence are not
+/// written. Runs the kernel [`variant`] picks.
 pub fn flash_prefill(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>) -> Result<(), GpuError> {
+    flash_prefill_with(gpu, dt, a, variant(gpu, a.attn.head_dim))
+}
+
+/// [`flash_prefill`] with the kernel `v` (a precondition error where it does not [`fits`]).
+pub fn flash_prefill_with(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>, v: Variant) -> Result<(), GpuError> {
     let at = a.attn;
     let (hd, nh, nkv, bs) = (at.head_dim, at.heads, at.kv_heads, at.block_size);
     if !supported(gpu, dt, hd) {
@@ -126,11 +235,11 @@ pub fn flash_prefill(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>) -> Result<(), Gp
         return Err(pre("q, out, k_cache and v_cache must be 16-byte aligned".into()));
     }
     let esz = dt.size();
-    fits(&at.q, "q", at.tokens * nh * hd * esz)?;
-    fits(&at.out, "out", at.tokens * nh * hd * esz)?;
-    fits(&at.k_cache, "k_cache", a.cache_slots * nkv * hd * esz)?;
-    fits(&at.v_cache, "v_cache", a.cache_slots * nkv * hd * esz)?;
-    fits(&at.bt_offsets, "bt_offsets", a.num_seqs * 4)?;
+    in_buf(&at.q, "q", at.tokens * nh * hd * esz)?;
+    in_buf(&at.out, "out", at.tokens * nh * hd * esz)?;
+    in_buf(&at.k_cache, "k_cache", a.cache_slots * nkv * hd * esz)?;
+    in_buf(&at.v_cache, "v_cache", a.cache_slots * nkv * hd * esz)?;
+    in_buf(&at.bt_offsets, "bt_offsets", a.num_seqs * 4)?;
     i32_of(a.cache_slots, "cache slots")?;
     i32_of(at.window, "window")?;
     // Every row in range and written by one tile; every key a row sees has a block-table entry.
@@ -150,7 +259,13 @@ pub fn flash_prefill(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>) -> Result<(), Gp
             )));
         }
     }
-    let tiles = tiles(a.seqs, at.window)?;
+    if !fits(gpu, v, hd) {
+        return Err(pre(format!(
+            "{v:?} at head_dim {hd}: {} B of shared memory per block",
+            v.smem_bytes(hd)
+        )));
+    }
+    let tiles = tiles(a.seqs, at.window, v.tile_q())?;
     if tiles.is_empty() {
         return Ok(());
     }
@@ -160,10 +275,10 @@ pub fn flash_prefill(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>) -> Result<(), Gp
     let bytes: Vec<u8> = tiles.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
     // Freed (stream-ordered) when this function returns, after the launch on the same stream.
     let tiles_dev = DevBuf::upload(gpu, &bytes)?;
-    let f = gpu.function(Kernel::Flash, &format!("flash_prefill_bf16_hd{hd}"))?;
-    let smem = smem_bytes(hd);
-    // Above 48 KiB (head_dim 96, 128) a kernel must opt in to dynamic shared memory (sm_80+ has
-    // >= 163 KiB per block).
+    let f = gpu.function(Kernel::Flash, &v.entry(hd))?;
+    let smem = v.smem_bytes(hd);
+    // Above 48 KiB a kernel must opt in to dynamic shared memory (checked against the device's
+    // opt-in limit above).
     f.set_attribute(
         cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
         smem as i32,
@@ -189,17 +304,18 @@ pub fn flash_prefill(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>) -> Result<(), Gp
     b.arg(&ptrs[0]).arg(&ptrs[1]).arg(&ptrs[2]).arg(&ptrs[3]);
     b.arg(&nh_i).arg(&nkv_i).arg(&at.scale).arg(&win).arg(&at.softcap);
     b.arg(&tiles_p).arg(&bt_p).arg(&bo_p).arg(&bs_i);
-    // SAFETY: the arguments match `FA_ARGS` of flash_attention.cu in order and type (4 pointers,
-    // int, int, float, int, float, 3 pointers, int). q/out hold `tokens` rows and every tile's
-    // rows are < tokens (checked); K/V hold `cache_slots` rows; `bt_offsets` holds `num_seqs`
-    // entries and every tile's sequence is < num_seqs. A tile reads block-table entries
+    // SAFETY: the arguments match `FA_ARGS` of flash_attention.cu (both kernels' parameter list)
+    // in order and type (4 pointers, int, int, float, int, float, 3 pointers, int). q/out hold
+    // `tokens` rows and every tile's rows are < tokens (checked); K/V hold `cache_slots` rows;
+    // `bt_offsets` holds `num_seqs` entries and every tile's sequence is < num_seqs. A tile reads block-table entries
     // 0..ceil((first_pos + q_len) / bs) <= bt_len of its sequence's table. The device tables and
     // offsets are trusted to mirror the host's, and the block ids in them to be < cache_slots /
     // bs, exactly as by the paged kernel, which reads the same buffers. All buffers are 16-byte
     // aligned (checked) and live until the stream reaches the kernel: `tiles_dev` is freed
-    // stream-ordered after it. The dynamic smem is the kernel's layout (`smem_bytes`), allowed above.
+    // stream-ordered after it. The dynamic smem is the kernel's layout (`Variant::smem_bytes`),
+    // allowed above; tiles have <= `v.tile_q()` rows, the kernel's tile size.
     unsafe { b.launch(cfg) }
         .map_err(|e| GpuError::Launch { kernel: KERNEL.into(), msg: format!("{e:?}") })?;
-    LAUNCHES.fetch_add(1, Ordering::Relaxed);
+    LAUNCHES[v.index()].fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

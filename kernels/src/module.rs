@@ -13,7 +13,8 @@ pub enum Kernel {
     Attention,
     Sampling,
     Gemv,
-    /// Flash-attention prefill (bf16 tensor cores, `flash.rs`).
+    /// Flash-attention prefill (bf16 tensor cores, `flash.rs`): flash_attention.cu followed by
+    /// flash_attention_bq128.cu.
     Flash,
 }
 
@@ -49,7 +50,12 @@ impl Kernel {
             Kernel::Attention => include_str!("../cuda/attention.cu"),
             Kernel::Sampling => include_str!("../cuda/sampling.cu"),
             Kernel::Gemv => include_str!("../cuda/gemv.cu"),
-            Kernel::Flash => include_str!("../cuda/flash_attention.cu"),
+            // One translation unit: the 128-query kernel uses the 64-query file's helpers.
+            Kernel::Flash => concat!(
+                include_str!("../cuda/flash_attention.cu"),
+                "\n",
+                include_str!("../cuda/flash_attention_bq128.cu")
+            ),
         }
     }
     /// The full translation unit NVRTC compiles.

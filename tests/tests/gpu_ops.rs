@@ -397,17 +397,29 @@ fn shuffled_tables(rng: &mut SmallRng, ctx: &[usize], bs: usize) -> (Vec<Vec<u32
     (per.iter().map(|&k| it.by_ref().take(k).collect()).collect(), n)
 }
 
-/// The flash prefill path of `qkv_attention` against the CPU oracle (see FLASH_CASES): bf16
-/// runs the flash kernel (asserted through its launch counter) unless `TRTLLM_NO_FLASH=1`, f32
-/// the paged kernel. The GPU caches start as NaN, so a read of any slot the step did not write
-/// (beyond the context, or of another sequence) fails; outputs are poisoned too. No RoPE: the
-/// GPU and the CPU see bit-identical q/k/v, so only the attention arithmetic differs.
+/// The flash prefill path of `qkv_attention` against the CPU oracle (see FLASH_CASES), once per
+/// flash kernel (`flash::with_variant`; a kernel whose shared memory does not fit the device is
+/// skipped): bf16 runs that kernel (asserted through its launch counter) unless
+/// `TRTLLM_NO_FLASH=1`, f32 the paged kernel. The GPU caches start as NaN, so a read of any slot
+/// the step did not write (beyond the context, or of another sequence) fails; outputs are
+/// poisoned too. No RoPE: the GPU and the CPU see bit-identical q/k/v, so only the attention
+/// arithmetic differs.
 #[test]
 fn flash_prefill_attention() {
     let Some(g) = gpu() else { return };
+    for v in flash::Variant::ALL {
+        flash::with_variant(v, || flash_cases(&g, v));
+    }
+}
+
+fn flash_cases(g: &std::sync::Arc<Gpu>, v: flash::Variant) {
     let no_flash = std::env::var("TRTLLM_NO_FLASH").is_ok_and(|v| v == "1");
     let mut rng = SmallRng::seed_from_u64(5);
     for (ci, c) in FLASH_CASES.iter().enumerate() {
+        if !flash::fits(g, v, c.hd) {
+            eprintln!("SKIPPED: flash {v:?} at head_dim {}: its shared memory does not fit this GPU", c.hd);
+            continue;
+        }
         let nseq = c.steps[0].len();
         let ctx: Vec<usize> = (0..nseq).map(|s| c.steps.iter().map(|st| st[s]).sum()).collect();
         let (tables, nblocks) = shuffled_tables(&mut rng, &ctx, c.bs);
@@ -427,8 +439,8 @@ fn flash_prefill_attention() {
                 _ => f32::NAN.to_le_bytes().repeat(n),
             };
             let mut gk = KvLayer::Cuda {
-                k: DevBuf::upload(&g, &nan).expect("kv"),
-                v: DevBuf::upload(&g, &nan).expect("kv"),
+                k: DevBuf::upload(g, &nan).expect("kv"),
+                v: DevBuf::upload(g, &nan).expect("kv"),
                 dtype: dt,
             };
             let mut ck = KvLayer::Cpu { k: vec![0f32; n], v: vec![0f32; n] };
@@ -444,17 +456,17 @@ fn flash_prefill_attention() {
                     .collect();
                 let batch = ForwardBatch::new(&steps, c.bs, true).expect("batch");
                 let t = batch.num_tokens();
-                let (qkv, qkvr) = up(&g, &rand_t(&mut rng, &[t, (c.nh + 2 * c.nkv) * c.hd], 1.0), dt);
-                let dev = batch.to_device(&g).expect("batch to device");
-                let before = flash::launches();
+                let (qkv, qkvr) = up(g, &rand_t(&mut rng, &[t, (c.nh + 2 * c.nkv) * c.hd], 1.0), dt);
+                let dev = batch.to_device(g).expect("batch to device");
+                let before = flash::launches_of(v);
                 let got = ops::qkv_attention(&qkv, &mut gk, &batch, Some(&dev), &p).expect("gpu");
-                let flashed = flash::launches() > before;
+                let flashed = flash::launches_of(v) > before;
                 let want = ops::qkv_attention(&qkvr, &mut ck, &batch, None, &p).expect("cpu");
-                let what = format!("flash case {ci} step {si} {dt} q_lens {lens:?} from {start:?}");
+                let what = format!("flash {v:?} case {ci} step {si} {dt} q_lens {lens:?} from {start:?}");
                 let expect_flash = dt == DType::BF16
                     && !no_flash
                     && lens.iter().any(|&l| l >= 16)
-                    && flash::supported(&g, Dt::BF16, c.hd);
+                    && flash::supported(g, Dt::BF16, c.hd);
                 assert!(!expect_flash || flashed, "{what}: the flash kernel did not run");
                 let (e, r) = (rel(&got, &want), row_rel_max(&got, &want, c.hd));
                 let row_tol = if dt == DType::F32 { 1e-4 } else { 3e-2 };
@@ -469,8 +481,9 @@ fn flash_prefill_attention() {
     }
 }
 
-/// Misuse of the flash launcher is a precondition error, never a launch; the tile list; and one
-/// valid launch on zeros (output all zero, launch counted).
+/// Misuse of the flash launcher is a precondition error, never a launch; the tile lists (64- and
+/// 128-query tiles); and per kernel one valid launch on zeros into a NaN-poisoned output (output
+/// all zero, so every row written; launch counted).
 #[test]
 fn flash_prefill_preconditions() {
     let Some(g) = gpu() else { return };
@@ -497,6 +510,9 @@ fn flash_prefill_preconditions() {
         block_size: bs,
     };
     let seq = |q_start, q_len, first_pos, seq| FlashSeq { q_start, q_len, first_pos, seq, bt_len: 4 };
+    let call_with = |v: flash::Variant, a: &AttnArgs<'_>, dt: Dt, seqs: &[FlashSeq]| {
+        flash::flash_prefill_with(&g, dt, &FlashArgs { attn: a, seqs, num_seqs: 1, cache_slots: slots }, v)
+    };
     let call = |a: &AttnArgs<'_>, dt: Dt, seqs: &[FlashSeq], num_seqs: usize, cache_slots: usize| {
         flash::flash_prefill(&g, dt, &FlashArgs { attn: a, seqs, num_seqs, cache_slots })
     };
@@ -517,29 +533,51 @@ fn flash_prefill_preconditions() {
     pre(call(&a, Dt::BF16, &[seq(0, 30, 0, 0), seq(20, 20, 0, 1)], 2, slots), "overlapping sequences");
     pre(call(&a, Dt::BF16, &[seq(0, t, 0, 1)], 1, slots), "sequence index beyond bt_offsets");
     pre(call(&a, Dt::BF16, &[seq(0, 0, 0, 0)], 1, slots), "empty sequence");
+    for v in flash::Variant::ALL {
+        pre(call_with(v, &a, Dt::BF16, &[seq(1, t, 0, 0)]), "rows beyond the tokens");
+        pre(call_with(v, &a, Dt::F32, &whole), "f32");
+    }
     // Tiles: 8 ints each, longest key range first; a window moves kv_lo.
     let s = [seq(5, 130, 10, 2)];
     let want =
         vec![[133, 2, 138, 2, 0, 139, 0, 0], [69, 64, 74, 2, 0, 137, 0, 0], [5, 64, 10, 2, 0, 73, 0, 0]];
-    assert_eq!(flash::tiles(&s, 0).expect("tiles"), want);
-    let w = flash::tiles(&s, 20).expect("tiles"); // key ranges 82, 73 and 20 long
+    assert_eq!(flash::tiles(&s, 0, 64).expect("tiles"), want);
+    let w = flash::tiles(&s, 20, 64).expect("tiles"); // key ranges 82, 73 and 20 long
     assert_eq!(
         w.iter().map(|t| (t[0], t[4], t[5])).collect::<Vec<_>>(),
         vec![(69, 55, 137), (5, 0, 73), (133, 119, 139)]
     );
+    let want128 = vec![[133, 2, 138, 2, 0, 139, 0, 0], [5, 128, 10, 2, 0, 137, 0, 0]];
+    assert_eq!(flash::tiles(&s, 0, flash::Variant::Bq128.tile_q()).expect("tiles"), want128);
+    let w = flash::tiles(&s, 20, 128).expect("tiles"); // key ranges 137 and 20 long
+    assert_eq!(w.iter().map(|t| (t[0], t[4], t[5])).collect::<Vec<_>>(), vec![(5, 0, 137), (133, 119, 139)]);
+    assert!(flash::tiles(&s, 0, 0).is_err(), "tile size 0");
     if !flash::supported(&g, Dt::BF16, hd) {
         eprintln!("SKIPPED: the flash kernel needs sm_80+ (this GPU is sm_{})", g.sm);
         return;
     }
-    // Valid: zero tables (block 0), zero K/V -> zero output, every row written (poison-free).
-    let before = flash::launches();
-    call(&a, Dt::BF16, &[seq(0, 17, 3, 0), seq(17, 23, 0, 0)], 1, slots).expect("valid launch");
-    assert_eq!(flash::launches(), before + 1);
-    let o =
-        Tensor::from_devbuf(out.copy_range(0, t * nh * hd * 2).expect("copy"), &[t, nh * hd], DType::BF16)
-            .expect("tensor");
-    let v = o.to_cpu().expect("download").to_f32_vec().expect("f32");
-    assert!(v.iter().all(|x| *x == 0.0), "zero K/V must give a zero output");
+    eprintln!("flash kernel picked at head_dim 128 on {}: {:?}", g.name, flash::variant(&g, 128));
+    // Valid: zero tables (block 0), zero K/V -> zero output, every row written (the output
+    // starts as NaN).
+    for v in flash::Variant::ALL {
+        if !flash::fits(&g, v, hd) {
+            eprintln!("SKIPPED: flash {v:?} at head_dim {hd}: its shared memory does not fit this GPU");
+            continue;
+        }
+        let poisoned = DevBuf::upload(&g, &[0xc0u8, 0x7f].repeat(t * nh * hd)).expect("out");
+        let av = AttnArgs { out: P::new(&poisoned, 0), ..a };
+        let before = flash::launches_of(v);
+        call_with(v, &av, Dt::BF16, &[seq(0, 17, 3, 0), seq(17, 23, 0, 0)]).expect("valid launch");
+        assert_eq!(flash::launches_of(v), before + 1, "{v:?}");
+        let o = Tensor::from_devbuf(
+            poisoned.copy_range(0, t * nh * hd * 2).expect("copy"),
+            &[t, nh * hd],
+            DType::BF16,
+        )
+        .expect("tensor");
+        let x = o.to_cpu().expect("download").to_f32_vec().expect("f32");
+        assert!(x.iter().all(|x| *x == 0.0), "{v:?}: zero K/V must give a zero output in every row");
+    }
 }
 
 fn dev_p(t: &Tensor) -> P<'_> {
@@ -548,8 +586,9 @@ fn dev_p(t: &Tensor) -> P<'_> {
 }
 
 /// The Llama-3-8B prefill shape (32 q / 8 kv heads, head_dim 128, bf16, block size 16): a
-/// 2048-token prompt, and a 2048-token chunk over 2048 cached tokens. The flash and the paged
-/// kernel must agree; their times are printed (`FLASH_TIMING`, per layer call) for the A/B.
+/// 2048-token prompt, and a 2048-token chunk over 2048 cached tokens. Each flash kernel (that fits
+/// the device) and the paged kernel must agree; their times are printed (`FLASH_TIMING`, per
+/// layer call, one line per flash kernel) for the A/B.
 #[test]
 fn flash_prefill_llama8b_shape() {
     let Some(g) = gpu() else { return };
@@ -570,15 +609,12 @@ fn flash_prefill_llama8b_shape() {
         let steps = [SeqStep { tokens: &toks, start_pos: start, block_table: &tables[0] }];
         let batch = ForwardBatch::new(&steps, bs, true).expect("batch");
         let dev = batch.to_device(&g).expect("batch to device");
-        let outs = [
-            DevBuf::alloc(&g, len * nh * hd * 2).expect("out"),
-            DevBuf::alloc(&g, len * nh * hd * 2).expect("out"),
-        ];
+        let o_paged = DevBuf::alloc(&g, len * nh * hd * 2).expect("out");
         let fa = AttnArgs {
             q: dev_p(&q),
             k_cache: dev_p(&kc),
             v_cache: dev_p(&vc),
-            out: P::new(&outs[0], 0),
+            out: P::new(&o_paged, 0),
             tokens: len,
             heads: nh,
             kv_heads: nkv,
@@ -593,16 +629,6 @@ fn flash_prefill_llama8b_shape() {
             block_size: bs,
         };
         let seqs = [FlashSeq { q_start: 0, q_len: len, first_pos: start, seq: 0, bt_len: tables[0].len() }];
-        let pa = AttnArgs { out: P::new(&outs[1], 0), ..fa };
-        let run_flash = || {
-            flash::flash_prefill(
-                &g,
-                Dt::BF16,
-                &FlashArgs { attn: &fa, seqs: &seqs, num_seqs: 1, cache_slots: slots },
-            )
-            .expect("flash")
-        };
-        let run_paged = || launch::paged_attention(&g, Dt::BF16, &pa).expect("paged");
         let time = |f: &dyn Fn(), iters: u32| {
             f();
             g.synchronize().expect("sync");
@@ -613,21 +639,28 @@ fn flash_prefill_llama8b_shape() {
             g.synchronize().expect("sync");
             t0.elapsed().as_secs_f64() * 1e3 / iters as f64
         };
-        let (tf, tp) = (time(&run_flash, 20), time(&run_paged, 3));
-        let [o_flash, o_paged] = outs;
-        let got = Tensor::from_devbuf(o_flash, &[len, nh * hd], DType::BF16).expect("tensor");
-        let want = Tensor::from_devbuf(o_paged, &[len, nh * hd], DType::BF16)
-            .expect("tensor")
-            .to_cpu()
-            .expect("down");
-        let (e, r) = (rel(&got, &want), row_rel_max(&got, &want, hd));
+        let tp = time(&|| launch::paged_attention(&g, Dt::BF16, &fa).expect("paged"), 3);
+        let paged = o_paged.copy_range(0, len * nh * hd * 2).expect("copy");
+        let want =
+            Tensor::from_devbuf(paged, &[len, nh * hd], DType::BF16).expect("tensor").to_cpu().expect("down");
         let flops = 4.0 * nh as f64 * hd as f64 * (len as f64) * (start as f64 + (len as f64 + 1.0) / 2.0);
-        eprintln!(
-            "FLASH_TIMING {} ctx {start}+{len}: flash {tf:.3} ms ({:.0} TFLOP/s), paged {tp:.3} ms, x{:.1}; rel {e:.2e}, worst row {r:.2e}",
-            g.name,
-            flops / tf * 1e-9,
-            tp / tf
-        );
-        assert!(e <= 1e-2 && r <= 3e-2, "flash vs paged at ctx {start}+{len}: rel {e:e}, worst row {r:e}");
+        for v in flash::Variant::ALL.into_iter().filter(|&v| flash::fits(&g, v, hd)) {
+            let o_flash = DevBuf::alloc(&g, len * nh * hd * 2).expect("out");
+            let fv = AttnArgs { out: P::new(&o_flash, 0), ..fa };
+            let args = FlashArgs { attn: &fv, seqs: &seqs, num_seqs: 1, cache_slots: slots };
+            let tf = time(&|| flash::flash_prefill_with(&g, Dt::BF16, &args, v).expect("flash"), 20);
+            let got = Tensor::from_devbuf(o_flash, &[len, nh * hd], DType::BF16).expect("tensor");
+            let (e, r) = (rel(&got, &want), row_rel_max(&got, &want, hd));
+            eprintln!(
+                "FLASH_TIMING {} {v:?} ctx {start}+{len}: flash {tf:.3} ms ({:.0} TFLOP/s), paged {tp:.3} ms, x{:.1}; rel {e:.2e}, worst row {r:.2e}",
+                g.name,
+                flops / tf * 1e-9,
+                tp / tf
+            );
+            assert!(
+                e <= 1e-2 && r <= 3e-2,
+                "flash {v:?} vs paged at ctx {start}+{len}: rel {e:e}, worst row {r:e}"
+            );
+        }
     }
 }

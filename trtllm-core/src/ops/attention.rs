@@ -78,7 +78,7 @@ pub fn paged_attention(
 pub(crate) const FLASH_MIN_Q: usize = 16;
 
 /// The attention of `qkv_attention` on the GPU, after K/V of this step are in the cache. Uses the
-/// flash prefill kernel (64-query tiles sharing K/V tiles in shared memory, tensor cores) when
+/// flash prefill kernel (64- or 128-query tiles sharing K/V tiles in shared memory, tensor cores) when
 /// some sequence has >= FLASH_MIN_Q query tokens and the kernel supports the operands (bf16,
 /// head_dim 64/96/128, sm_80+), unless `TRTLLM_NO_FLASH=1`; else the paged kernel (every decode
 /// step, f32, other head sizes). The flash kernel then runs every sequence of the batch, decode
