@@ -22,14 +22,13 @@ __device__ __forceinline__ uint4 ldw(const uint4* p) {
 }
 
 // Weights do not depend on the previous kernel: before pdl_start() waits for it, each lane asks
-// L2 for the first PF of its row's 16-byte chunks (PF 4: the first 2 KB of the row per warp; the
-// _pf16 entry points, `TRTLLM_GEMV_PF16=1`: 8 KB, a whole row at k = 4096).
-template <typename T, int PF = 4>
+// L2 for the first 4 of its row's 16-byte chunks (the first 2 KB of the row per warp).
+template <typename T>
 __device__ __forceinline__ void prefetch_row(const T* w_row, int k, int lane) {
     int kv = k / (16 / sizeof(T));
     const uint4* wr = (const uint4*)w_row;
 #pragma unroll
-    for (int u = 0; u < PF; u++) {
+    for (int u = 0; u < 4; u++) {
         int c = lane + 32 * u;
         if (c < kv) asm volatile("prefetch.global.L2 [%0];" :: "l"(wr + c));
     }
@@ -85,11 +84,11 @@ __device__ __forceinline__ void row_dot(const T* xs, const T* w_row, int m, int 
 }
 
 // y[m, n] = x[m, k] @ w[n, k]^T: one warp per output row.
-template <typename T, typename O, int HINT, bool XS, int PF = 4>
+template <typename T, typename O, int HINT, bool XS>
 __device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (row < n) prefetch_row<T, PF>(w + (long)row * k, k, lane);
+    if (row < n) prefetch_row<T>(w + (long)row * k, k, lane);
     pdl_start();
     const T* xs = stage_x<T, XS>(x, m, k);
     if (row >= n) return;
@@ -110,18 +109,11 @@ __device__ void gemv_impl(const T* x, const T* w, O* y, int m, int n, int k) {
 // w = [gate; up] of shape [2 * inter, k]. One warp per output column c reads gate row c and up
 // row inter + c. Gate and up are rounded to T before the activation, exactly as the unfused
 // GEMV + gated_act pair stores and reloads them, so the result is bit-identical to it.
-template <typename T, int HINT, bool XS, int PF = 4>
+template <typename T, int HINT, bool XS>
 __device__ void gemv_gated_impl(const T* x, const T* w, T* y, int m, int inter, int k, int kind) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int col = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (col < inter) {
-        if (PF == 4) {
-            prefetch_row<T>(w + (long)col * k, k, lane);
-        } else {  // both rows, half each (gate_up's resident blocks would otherwise overfill L2)
-            prefetch_row<T, PF / 2>(w + (long)col * k, k, lane);
-            prefetch_row<T, PF / 2>(w + ((long)inter + col) * k, k, lane);
-        }
-    }
+    if (col < inter) prefetch_row<T>(w + (long)col * k, k, lane);
     pdl_start();
     const T* xs = stage_x<T, XS>(x, m, k);
     if (col >= inter) return;
@@ -157,13 +149,6 @@ GEMV_GATED_ENTRY(gemv_gated_f32, float, true)
 GEMV_GATED_ENTRY(gemv_gated_f32_gx, float, false)
 GEMV_GATED_ENTRY(gemv_gated_bf16, bf16, true)
 GEMV_GATED_ENTRY(gemv_gated_bf16_gx, bf16, false)
-// the deeper PDL prologue prefetch (`TRTLLM_GEMV_PF16=1`, A/B)
-extern "C" __global__ void gemv_bf16_pf16(const bf16* x, const bf16* w, bf16* y, int m, int n, int k) {
-    gemv_impl<bf16, bf16, 1, true, 16>(x, w, y, m, n, k);
-}
-extern "C" __global__ void gemv_gated_bf16_pf16(const bf16* x, const bf16* w, bf16* y, int m, int inter, int k, int kind) {
-    gemv_gated_impl<bf16, 1, true, 16>(x, w, y, m, inter, k, kind);
-}
 // the sweep's baselines: neither change (the kernel before 2026-11-28), and each one alone
 GEMV_ENTRY(gemv_bf16_base, bf16, bf16, 0, false)
 GEMV_ENTRY(gemv_bf16_l2, bf16, bf16, 1, false)

@@ -77,20 +77,11 @@ const GEMV_SMEM_MAX: usize = 48 << 10;
 /// elements) in shared memory when that fits, `{name}_gx` reads x from global memory otherwise.
 fn x_staging(name: &str, dt: Dt, m: usize, k: usize) -> (String, usize) {
     let bytes = m * k * dt.size();
-    if bytes > GEMV_SMEM_MAX {
-        return (format!("{name}_gx"), 0);
+    if bytes <= GEMV_SMEM_MAX {
+        (name.to_string(), bytes)
+    } else {
+        (format!("{name}_gx"), 0)
     }
-    if matches!(name, "gemv_bf16" | "gemv_gated_bf16") && deep_prefetch() {
-        return (format!("{name}_pf16"), bytes);
-    }
-    (name.to_string(), bytes)
-}
-
-/// `TRTLLM_GEMV_PF16=1`: the bf16 GEMVs prefetch 8 KB of each row into L2 before the PDL wait
-/// instead of 2 KB (an A/B switch while it is measured).
-fn deep_prefetch() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("TRTLLM_GEMV_PF16").is_ok_and(|v| v == "1"))
 }
 
 /// The GEMV entry point `name` (see `x_staging`): `dt` operands, `out_dt` result.
