@@ -21,7 +21,7 @@ for shape in ${SHAPE_LIST:-smollm2 llama3-8b}; do
   gb=$(du -b --apparent-size $S/$shape/*.safetensors | awk '{s+=$1} END {printf "%.3f", s/1e9}')
   # ours: one warm-up run (kernel cache), then the measured runs; bench prints JSON
   $T bench --model $S/$shape --device cuda --input-len $IN --output-len $OL --json --runs 3 --warmup 1 >"$OUT/ours-$shape.json" 2>"$OUT/ours-$shape.err"
-  ours=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("decode_tok_s",0), d.get("ttft_ms",0), d.get("load_s",0))' "$OUT/ours-$shape.json" 2>/dev/null || echo "0 0 0")
+  ours=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("decode_tok_s",0), d.get("ttft_ms",0), d.get("load_s",0), d.get("achieved_gbps",0))' "$OUT/ours-$shape.json" 2>/dev/null || echo "0 0 0 0")
   $T bench --model $S/$shape --device cuda --input-len 2048 --output-len 1 --json --runs 3 --warmup 1 >"$OUT/ours-ttft-$shape.json" 2>>"$OUT/ours-$shape.err"
   ttft=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ttft_ms",0))' "$OUT/ours-ttft-$shape.json" 2>/dev/null || echo 0)
   # load-to-ready from an engine dir (convert + build once; the second load has a warm page cache)
@@ -42,20 +42,22 @@ for l in open(sys.argv[1]):
 # HF compiled: the faster of generate() compiling itself and our static-cache loop around torch.compile
 c=max(r.get("compiled",{}).get("decode_tok_s",0), r.get("compiled_manual",{}).get("decode_tok_s",0))
 print(r.get("eager",{}).get("decode_tok_s",0), c, r.get("eager",{}).get("ttft_ms") or 0)' "$OUT/hf-$shape.jsonl" 2>/dev/null || echo "0 0 0")
-  read -r o_tok o_ttft16 o_load <<<"$ours"; read -r h_e h_c h_ttft <<<"$hf"
+  read -r o_tok o_ttft16 o_load o_gbps <<<"$ours"; read -r h_e h_c h_ttft <<<"$hf"
   row="$(python3 -c 'import sys
 s,gb,o,e,c,ot,ht,ld=sys.argv[1],float(sys.argv[2]),float(sys.argv[3]),float(sys.argv[4]),float(sys.argv[5]),float(sys.argv[6]),float(sys.argv[7]),float(sys.argv[8])
-bw=gb*o
+# bytes a decode step reads (bench: weights read per step, e.g. no embedding table) / TPOT;
+# the checkpoint size x tok/s when the JSON lacks it
+bw=float(sys.argv[11]) or gb*o
 r=lambda a,b: f"{a/b:.2f}x" if b else "-"
 pk=float(sys.argv[9])
 el=float(sys.argv[10])
-print(f"| {s} | {gb:.2f} GB | {o:.1f} | {bw:.0f} GB/s ({bw/pk*100:.0f}% of {pk/1000:.2f} TB/s) | {e:.1f} | {c:.1f} | {r(o,e)} | {r(o,c)} | {ot:.1f} | {ht:.1f} | {ld:.1f} s | {el:.1f} s |")' "$shape" "$gb" "$o_tok" "$h_e" "$h_c" "$ttft" "$h_ttft" "$o_load" "$PEAK" "$eload")"
+print(f"| {s} | {gb:.2f} GB | {o:.1f} | {bw:.0f} GB/s ({bw/pk*100:.0f}% of {pk/1000:.2f} TB/s) | {e:.1f} | {c:.1f} | {r(o,e)} | {r(o,c)} | {ot:.1f} | {ht:.1f} | {ld:.1f} s | {el:.1f} s |")' "$shape" "$gb" "$o_tok" "$h_e" "$h_c" "$ttft" "$h_ttft" "$o_load" "$PEAK" "$eload" "$o_gbps")"
   grep -h '"error"' "$OUT/hf-$shape.jsonl" | sed "s/^/HF $shape: /" | cut -c1-300
   grep -h "^\[load\]" "$OUT/ours-$shape.err" | tail -9 | sed "s/^/$shape /"
   rows+=("$row"); echo "ROW $row"; cat "$OUT/ours-$shape.json" "$OUT/hf-$shape.jsonl" >> "$RES/bench-raw.txt" 2>/dev/null
 done
 echo
 echo "bench-vs-hf: $card | commit $commit | $(date -u +%Y-%m-%dT%H:%MZ) | batch 1, ${IN}-token prompt, $OL decode steps, bf16"
-echo "| shape | weights | ours tok/s | ours GB/s | HF eager tok/s | HF compiled tok/s (best of generate() compiled / static-cache loop) | vs eager | vs compiled | ours TTFT 2048 (ms) | HF eager TTFT 2048 (ms) | ours load (HF dir) | ours load (engine dir, warm) |"
+echo "| shape | weights | ours tok/s | ours GB/s (bytes read per step / TPOT) | HF eager tok/s | HF compiled tok/s (best of generate() compiled / static-cache loop) | vs eager | vs compiled | ours TTFT 2048 (ms) | HF eager TTFT 2048 (ms) | ours load (HF dir) | ours load (engine dir, warm) |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
