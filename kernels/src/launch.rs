@@ -213,6 +213,7 @@ pub fn fill_f32(gpu: &Gpu, out: P<'_>, n: usize, v: f32) -> Result<(), GpuError>
     run(gpu, Kernel::Elementwise, "fill_f32", grid1d(n), &[A::P(out.addr()), A::L(n as i64), A::F(v)])
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
     gpu: &Gpu,
     dt: Dt,

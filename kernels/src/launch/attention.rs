@@ -101,7 +101,7 @@ fn vec_attn_off() -> bool {
 
 pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
     let k = "paged_attention";
-    if a.heads % a.kv_heads != 0 || a.head_dim == 0 || a.block_size == 0 {
+    if !a.heads.is_multiple_of(a.kv_heads) || a.head_dim == 0 || a.block_size == 0 {
         return Err(GpuError::Precondition {
             kernel: k,
             msg: format!("{} heads / {} kv heads, block size {}", a.heads, a.kv_heads, a.block_size),

@@ -182,7 +182,7 @@ pub(crate) fn parse_rope(
         .and_then(|v| v.as_f64())
         .unwrap_or(partial_rotary_factor);
     let rotary_dim = ((head_dim as f64) * partial_rotary_factor) as usize;
-    if rotary_dim == 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim {
+    if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
         return Err(Error::config(file, "partial_rotary_factor", format!("gives rotary dim {rotary_dim}")));
     }
     let theta = cfg.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(10000.0);

@@ -61,7 +61,7 @@ pub struct WeightSpec {
 }
 
 fn split_even(n: usize, tp: usize, what: &str, name: &str) -> Result<usize> {
-    if n % tp != 0 {
+    if !n.is_multiple_of(tp) {
         return Err(Error::tensor(name, format!("{what} {n} is not divisible by tp_size {tp}")));
     }
     Ok(n / tp)
