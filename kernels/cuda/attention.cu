@@ -168,21 +168,20 @@ __device__ void attn_vec_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
                               const int* bt_off, int bs) {
     constexpr int HD = KL * 8, KPW = 32 / KL, U = 4;
     extern __shared__ float sm[];
-    {
-        // The cache rows of positions before this step's were written by earlier steps, and the
-        // positions and block tables are uploaded before the step's first kernel: ask L2 for
-        // the first chunk's while the previous kernel (qkv_prepare) finishes.
-        int t = blockIdx.x, kh = blockIdx.y / (nh / nkv), pos = positions[t];
-        int lo = window > 0 ? max(0, pos + 1 - window) : 0;
-        const int* table = bt + bt_off[token_seq[t]];
-        int j = lo + threadIdx.x;
-        if (j < pos) {
-            long off = (long)(table[j / bs] * bs + j % bs) * nkv * HD + (long)kh * HD;
+    int t = blockIdx.x, h = blockIdx.y, kh = h / (nh / nkv);
+    long kvw = (long)nkv * HD;
+    // The positions and block tables are uploaded before the step's first kernel, and the cache
+    // rows of positions before this step's were written by earlier steps: ask L2 for the first
+    // chunk's rows while the previous kernel (qkv_prepare) finishes.
+    int pos = positions[t];
+    int lo = window > 0 ? max(0, pos + 1 - window) : 0;
+    const int* table = bt + bt_off[token_seq[t]];
+    if (int j = lo + threadIdx.x; j < pos) {
+        long off = (long)(table[j / bs] * bs + j % bs) * kvw + (long)kh * HD;
 #pragma unroll
-            for (int b = 0; b < HD * 2; b += 128) {
-                asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)(kc + off) + b));
-                asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)(vc + off) + b));
-            }
+        for (int b = 0; b < HD * 2; b += 128) {
+            asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)(kc + off) + b));
+            asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)(vc + off) + b));
         }
     }
     pdl_start();
@@ -191,13 +190,8 @@ __device__ void attn_vec_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
     float* ps = acc + HD;              // [blockDim] scores, then probabilities
     int* sl = (int*)(ps + blockDim.x); // [blockDim] cache slots
     float* red = (float*)(sl + blockDim.x); // [blockDim * 8] PV partials
-    int t = blockIdx.x, h = blockIdx.y, kh = h / (nh / nkv);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    long kvw = (long)nkv * HD;
     for (int i = threadIdx.x; i < HD; i += blockDim.x) { qs[i] = to_f(q[(long)t * nh * HD + (long)h * HD + i]); acc[i] = 0.f; }
-    int pos = positions[t];
-    int lo = window > 0 ? max(0, pos + 1 - window) : 0;
-    const int* table = bt + bt_off[token_seq[t]];
     __syncthreads();
     int sub = lane % KL, kin = lane / KL;          // this lane's 8 dims of its key; which key of the warp's KPW
     int dg = threadIdx.x % KL, kg = threadIdx.x / KL, nkg = blockDim.x / KL;  // PV split

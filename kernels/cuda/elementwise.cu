@@ -36,13 +36,10 @@ __device__ void gated_v8_impl(const bf16* gu, bf16* out, long rows, int inter, i
         float g[8], u[8];
         unpack(__ldg((const uint4*)(gu + r * 2 * inter + c)), g, (const bf16*)nullptr);
         unpack(__ldg((const uint4*)(gu + r * 2 * inter + inter + c)), u, (const bf16*)nullptr);
-        unsigned short o[8];
+        float o[8];
 #pragma unroll
-        for (int e = 0; e < 8; e++) o[e] = from_f<bf16>(act(g[e], kind) * u[e]).x;
-        uint4 v;
-        v.x = o[0] | ((unsigned int)o[1] << 16); v.y = o[2] | ((unsigned int)o[3] << 16);
-        v.z = o[4] | ((unsigned int)o[5] << 16); v.w = o[6] | ((unsigned int)o[7] << 16);
-        *(uint4*)(out + r * inter + c) = v;
+        for (int e = 0; e < 8; e++) o[e] = act(g[e], kind) * u[e];
+        *(uint4*)(out + r * inter + c) = pack(o, (const bf16*)nullptr);
     }
 }
 template <typename T> __device__ void softcap_impl(const T* x, T* out, long n, float cap) {
