@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use trtllm_kernels::launch::{gemm, gemv_bf16_variant, P};
+use trtllm_kernels::launch::{gemm, gemv_bf16_variant, DevPtr};
 use trtllm_kernels::{DevBuf, Dt, Gpu, GpuError};
 
 /// (name, n rows, k) of the 8B decode GEMVs.
@@ -54,7 +54,7 @@ fn main() -> Result<(), GpuError> {
             .collect::<Result<_, _>>()?;
         let x = DevBuf::upload(&gpu, &random_bf16(k, 999))?;
         let mut out = DevBuf::alloc(&gpu, n * 2)?;
-        gemv_bf16_variant(&gpu, "", 8, P::new(&x, 0), P::new(&ws[0], 0), P::new(&out, 0), 1, n, k)?;
+        gemv_bf16_variant(&gpu, "", 8, DevPtr::new(&x, 0), DevPtr::new(&ws[0], 0), DevPtr::new(&out, 0), 1, n, k)?;
         let want = out.download(0, n * 2)?;
         let variants: [(&str, usize); 9] = [
             ("", 4),
@@ -70,7 +70,7 @@ fn main() -> Result<(), GpuError> {
         for &(v, warps) in &variants {
             let label = format!("gemv_bf16{v} w{warps}");
             if let Err(e) =
-                gemv_bf16_variant(&gpu, v, warps, P::new(&x, 0), P::new(&ws[0], 0), P::new(&out, 0), 1, n, k)
+                gemv_bf16_variant(&gpu, v, warps, DevPtr::new(&x, 0), DevPtr::new(&ws[0], 0), DevPtr::new(&out, 0), 1, n, k)
             {
                 println!("| {name} | {label} | error: {e} | - |");
                 continue;
@@ -83,13 +83,13 @@ fn main() -> Result<(), GpuError> {
             let iters = 50 * copies.min(4);
             for i in 0..10 {
                 let w = &ws[i % copies];
-                gemv_bf16_variant(&gpu, v, warps, P::new(&x, 0), P::new(w, 0), P::new(&out, 0), 1, n, k)?;
+                gemv_bf16_variant(&gpu, v, warps, DevPtr::new(&x, 0), DevPtr::new(w, 0), DevPtr::new(&out, 0), 1, n, k)?;
             }
             gpu.synchronize()?;
             let t = Instant::now();
             for i in 0..iters {
                 let w = &ws[i % copies];
-                gemv_bf16_variant(&gpu, v, warps, P::new(&x, 0), P::new(w, 0), P::new(&out, 0), 1, n, k)?;
+                gemv_bf16_variant(&gpu, v, warps, DevPtr::new(&x, 0), DevPtr::new(w, 0), DevPtr::new(&out, 0), 1, n, k)?;
             }
             gpu.synchronize()?;
             let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
@@ -97,11 +97,11 @@ fn main() -> Result<(), GpuError> {
         }
         // cuBLASLt at m = 1 for reference
         let iters = 50 * copies.min(4);
-        gemm(&gpu, Dt::BF16, P::new(&x, 0), P::new(&ws[0], 0), &mut out, 0, 1, n, k)?;
+        gemm(&gpu, Dt::BF16, DevPtr::new(&x, 0), DevPtr::new(&ws[0], 0), &mut out, 0, 1, n, k)?;
         gpu.synchronize()?;
         let t = Instant::now();
         for i in 0..iters {
-            gemm(&gpu, Dt::BF16, P::new(&x, 0), P::new(&ws[i % copies], 0), &mut out, 0, 1, n, k)?;
+            gemm(&gpu, Dt::BF16, DevPtr::new(&x, 0), DevPtr::new(&ws[i % copies], 0), &mut out, 0, 1, n, k)?;
         }
         gpu.synchronize()?;
         let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
@@ -122,13 +122,13 @@ fn prefill_gemms(gpu: &Arc<Gpu>) -> Result<(), GpuError> {
         let x = DevBuf::upload(gpu, &random_bf16(M * k, 5))?;
         let mut out = DevBuf::alloc(gpu, M * n * 2)?;
         for _ in 0..3 {
-            gemm(gpu, Dt::BF16, P::new(&x, 0), P::new(&w, 0), &mut out, 0, M, n, k)?;
+            gemm(gpu, Dt::BF16, DevPtr::new(&x, 0), DevPtr::new(&w, 0), &mut out, 0, M, n, k)?;
         }
         gpu.synchronize()?;
         let iters = 20;
         let t = Instant::now();
         for _ in 0..iters {
-            gemm(gpu, Dt::BF16, P::new(&x, 0), P::new(&w, 0), &mut out, 0, M, n, k)?;
+            gemm(gpu, Dt::BF16, DevPtr::new(&x, 0), DevPtr::new(&w, 0), &mut out, 0, M, n, k)?;
         }
         gpu.synchronize()?;
         let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;

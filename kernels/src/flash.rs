@@ -7,12 +7,12 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cudarc::driver::sys::CUdevice_attribute as Attr;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use crate::launch::{AttnArgs, P};
+use crate::launch::{AttnArgs, DevPtr};
 use crate::module::Kernel;
 use crate::{DevBuf, Dt, Gpu, GpuError};
 
@@ -77,12 +77,6 @@ pub fn launches_of(v: Variant) -> usize {
     LAUNCHES[v.index()].load(Ordering::Relaxed)
 }
 
-/// `TRTLLM_FLASH_BQ64=1`: the 64-query kernel everywhere (read once, not per launch).
-fn bq64_forced() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("TRTLLM_FLASH_BQ64").is_ok_and(|v| v == "1"))
-}
-
 thread_local! {
     static FORCED: Cell<Option<Variant>> = const { Cell::new(None) };
 }
@@ -110,15 +104,12 @@ pub fn fits(gpu: &Gpu, v: Variant, head_dim: usize) -> bool {
 }
 
 /// The kernel [`flash_prefill`] launches for `head_dim`: the thread's [`with_variant`] if it
-/// fits; else `Bq64` under `TRTLLM_FLASH_BQ64=1`; else `Bq128` where two of its blocks fit an SM
+/// fits; else `Bq128` where two of its blocks fit an SM
 /// (sm_90: 2 x 104 KB at head_dim 128; it is built for 8 warps per SM), `Bq64` elsewhere (sm_80
 /// would run one 128 block per SM at head_dim 128).
 pub fn variant(gpu: &Gpu, head_dim: usize) -> Variant {
     if let Some(v) = FORCED.with(|c| c.get()).filter(|&v| fits(gpu, v, head_dim)) {
         return v;
-    }
-    if bq64_forced() {
-        return Variant::Bq64;
     }
     let per_sm = smem_attr(gpu, Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
     let reserved = smem_attr(gpu, Attr::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK);
@@ -168,7 +159,7 @@ fn pre(msg: String) -> GpuError {
     GpuError::Precondition { kernel: KERNEL, msg }
 }
 
-fn in_buf(p: &P<'_>, what: &str, bytes: usize) -> Result<(), GpuError> {
+fn in_buf(p: &DevPtr<'_>, what: &str, bytes: usize) -> Result<(), GpuError> {
     if p.off.checked_add(bytes).is_none_or(|end| end > p.buf.len()) {
         return Err(pre(format!(
             "{what}: {bytes} bytes at offset {} exceed a {}-byte buffer",

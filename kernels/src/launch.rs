@@ -17,14 +17,14 @@ pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
 
 /// A device pointer: `buf` at byte `off`.
 #[derive(Clone, Copy)]
-pub struct P<'a> {
+pub struct DevPtr<'a> {
     pub buf: &'a DevBuf,
     pub off: usize,
 }
 
-impl<'a> P<'a> {
+impl<'a> DevPtr<'a> {
     pub fn new(buf: &'a DevBuf, off: usize) -> Self {
-        P { buf, off }
+        DevPtr { buf, off }
     }
     fn addr(&self) -> u64 {
         self.buf.ptr(self.off)
@@ -45,14 +45,14 @@ impl<'a> P<'a> {
     }
 }
 
-enum A {
-    P(u64),
-    I(i32),
-    L(i64),
-    F(f32),
+enum Arg {
+    Ptr(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
 }
 
-fn run(gpu: &Gpu, kernel: Kernel, name: &str, cfg: LaunchConfig, args: &[A]) -> Result<(), GpuError> {
+fn run(gpu: &Gpu, kernel: Kernel, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<(), GpuError> {
     let _a = gpu.enter();
     let f = gpu.function(kernel, name)?;
     if pdl::enabled(gpu, name) {
@@ -61,10 +61,10 @@ fn run(gpu: &Gpu, kernel: Kernel, name: &str, cfg: LaunchConfig, args: &[A]) -> 
     let mut b = gpu.stream.launch_builder(&f);
     for a in args {
         match a {
-            A::P(v) => b.arg(v),
-            A::I(v) => b.arg(v),
-            A::L(v) => b.arg(v),
-            A::F(v) => b.arg(v),
+            Arg::Ptr(v) => b.arg(v),
+            Arg::I32(v) => b.arg(v),
+            Arg::I64(v) => b.arg(v),
+            Arg::F32(v) => b.arg(v),
         };
     }
     // SAFETY: every launcher below checked that each pointer's extent fits its buffer and that
@@ -86,7 +86,7 @@ fn rows(rows: usize, d: usize) -> LaunchConfig {
 /// One row per block for the 16-byte norm kernels (`*_vec_*`, norm.cu), when they apply: `d` a
 /// whole number of 16-byte chunks, at most 4 per thread of at most 512 (their launch bound: the
 /// row lives in registers), every pointer 16-byte aligned.
-fn rows_vec(dt: Dt, r: usize, d: usize, ptrs: &[P<'_>]) -> Option<LaunchConfig> {
+fn rows_vec(dt: Dt, r: usize, d: usize, ptrs: &[DevPtr<'_>]) -> Option<LaunchConfig> {
     let v = 16 / dt.size();
     let nc = d / v;
     let ok = d.is_multiple_of(v)
@@ -96,11 +96,11 @@ fn rows_vec(dt: Dt, r: usize, d: usize, ptrs: &[P<'_>]) -> Option<LaunchConfig> 
     ok.then_some(LaunchConfig { grid_dim: (r as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 })
 }
 
-fn opt(p: Option<P<'_>>) -> A {
-    A::P(p.map_or(0, |p| p.addr()))
+fn opt(p: Option<DevPtr<'_>>) -> Arg {
+    Arg::Ptr(p.map_or(0, |p| p.addr()))
 }
 
-pub fn add(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Result<(), GpuError> {
+pub fn add(gpu: &Gpu, dt: Dt, a: DevPtr<'_>, b: DevPtr<'_>, out: DevPtr<'_>, n: usize) -> Result<(), GpuError> {
     for (w, p) in [("a", a), ("b", b), ("out", out)] {
         p.check("add", w, n * dt.size())?;
     }
@@ -109,11 +109,11 @@ pub fn add(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Resul
         Kernel::Elementwise,
         &format!("add_{}", dt.suffix()),
         grid1d(n),
-        &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)],
+        &[Arg::Ptr(a.addr()), Arg::Ptr(b.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64)],
     )
 }
 
-pub fn mul(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Result<(), GpuError> {
+pub fn mul(gpu: &Gpu, dt: Dt, a: DevPtr<'_>, b: DevPtr<'_>, out: DevPtr<'_>, n: usize) -> Result<(), GpuError> {
     for (w, p) in [("a", a), ("b", b), ("out", out)] {
         p.check("mul", w, n * dt.size())?;
     }
@@ -122,16 +122,16 @@ pub fn mul(gpu: &Gpu, dt: Dt, a: P<'_>, b: P<'_>, out: P<'_>, n: usize) -> Resul
         Kernel::Elementwise,
         &format!("mul_{}", dt.suffix()),
         grid1d(n),
-        &[A::P(a.addr()), A::P(b.addr()), A::P(out.addr()), A::L(n as i64)],
+        &[Arg::Ptr(a.addr()), Arg::Ptr(b.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64)],
     )
 }
 
 pub fn add_bias(
     gpu: &Gpu,
     dt: Dt,
-    x: P<'_>,
-    bias: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    bias: DevPtr<'_>,
+    out: DevPtr<'_>,
     rows_: usize,
     cols: usize,
 ) -> Result<(), GpuError> {
@@ -144,11 +144,11 @@ pub fn add_bias(
         Kernel::Elementwise,
         &format!("add_bias_{}", dt.suffix()),
         grid1d(n),
-        &[A::P(x.addr()), A::P(bias.addr()), A::P(out.addr()), A::L(n as i64), A::I(cols as i32)],
+        &[Arg::Ptr(x.addr()), Arg::Ptr(bias.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64), Arg::I32(cols as i32)],
     )
 }
 
-pub fn act(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, n: usize, kind: i32) -> Result<(), GpuError> {
+pub fn act(gpu: &Gpu, dt: Dt, x: DevPtr<'_>, out: DevPtr<'_>, n: usize, kind: i32) -> Result<(), GpuError> {
     x.check("act", "x", n * dt.size())?;
     out.check("act", "out", n * dt.size())?;
     run(
@@ -156,15 +156,15 @@ pub fn act(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, n: usize, kind: i32) -> Resu
         Kernel::Elementwise,
         &format!("act_{}", dt.suffix()),
         grid1d(n),
-        &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64), A::I(kind)],
+        &[Arg::Ptr(x.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64), Arg::I32(kind)],
     )
 }
 
 pub fn gated_act(
     gpu: &Gpu,
     dt: Dt,
-    gu: P<'_>,
-    out: P<'_>,
+    gu: DevPtr<'_>,
+    out: DevPtr<'_>,
     rows_: usize,
     inter: usize,
     kind: i32,
@@ -181,11 +181,11 @@ pub fn gated_act(
         Kernel::Elementwise,
         &format!("gated_act_{}{}", if vec { "v8_" } else { "" }, dt.suffix()),
         grid1d(if vec { rows_ * inter / 8 } else { rows_ * inter }),
-        &[A::P(gu.addr()), A::P(out.addr()), A::L(rows_ as i64), A::I(inter as i32), A::I(kind)],
+        &[Arg::Ptr(gu.addr()), Arg::Ptr(out.addr()), Arg::I64(rows_ as i64), Arg::I32(inter as i32), Arg::I32(kind)],
     )
 }
 
-pub fn softcap(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, n: usize, cap: f32) -> Result<(), GpuError> {
+pub fn softcap(gpu: &Gpu, dt: Dt, x: DevPtr<'_>, out: DevPtr<'_>, n: usize, cap: f32) -> Result<(), GpuError> {
     x.check("softcap", "x", n * dt.size())?;
     out.check("softcap", "out", n * dt.size())?;
     run(
@@ -193,11 +193,11 @@ pub fn softcap(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, n: usize, cap: f32) -> R
         Kernel::Elementwise,
         &format!("softcap_{}", dt.suffix()),
         grid1d(n),
-        &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64), A::F(cap)],
+        &[Arg::Ptr(x.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64), Arg::F32(cap)],
     )
 }
 
-pub fn cast(gpu: &Gpu, from: Dt, to: Dt, x: P<'_>, out: P<'_>, n: usize) -> Result<(), GpuError> {
+pub fn cast(gpu: &Gpu, from: Dt, to: Dt, x: DevPtr<'_>, out: DevPtr<'_>, n: usize) -> Result<(), GpuError> {
     x.check("cast", "x", n * from.size())?;
     out.check("cast", "out", n * to.size())?;
     let name = match (from, to) {
@@ -205,21 +205,21 @@ pub fn cast(gpu: &Gpu, from: Dt, to: Dt, x: P<'_>, out: P<'_>, n: usize) -> Resu
         (Dt::BF16, Dt::F32) => "cast_bf16_f32",
         _ => return Err(GpuError::Precondition { kernel: "cast", msg: format!("{from:?} -> {to:?}") }),
     };
-    run(gpu, Kernel::Elementwise, name, grid1d(n), &[A::P(x.addr()), A::P(out.addr()), A::L(n as i64)])
+    run(gpu, Kernel::Elementwise, name, grid1d(n), &[Arg::Ptr(x.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64)])
 }
 
-pub fn fill_f32(gpu: &Gpu, out: P<'_>, n: usize, v: f32) -> Result<(), GpuError> {
+pub fn fill_f32(gpu: &Gpu, out: DevPtr<'_>, n: usize, v: f32) -> Result<(), GpuError> {
     out.check("fill", "out", n * 4)?;
-    run(gpu, Kernel::Elementwise, "fill_f32", grid1d(n), &[A::P(out.addr()), A::L(n as i64), A::F(v)])
+    run(gpu, Kernel::Elementwise, "fill_f32", grid1d(n), &[Arg::Ptr(out.addr()), Arg::I64(n as i64), Arg::F32(v)])
 }
 
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
     gpu: &Gpu,
     dt: Dt,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     r: usize,
     d: usize,
     eps: f32,
@@ -227,7 +227,7 @@ pub fn rms_norm(
     x.check("rms_norm", "x", r * d * dt.size())?;
     out.check("rms_norm", "out", r * d * dt.size())?;
     w.check("rms_norm", "weight", d * 4)?;
-    let args = [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(d as i32), A::F(eps)];
+    let args = [Arg::Ptr(x.addr()), Arg::Ptr(w.addr()), Arg::Ptr(out.addr()), Arg::I32(d as i32), Arg::F32(eps)];
     match rows_vec(dt, r, d, &[x, w, out]) {
         Some(cfg) => run(gpu, Kernel::Norm, &format!("rms_norm_vec_{}", dt.suffix()), cfg, &args),
         None => run(gpu, Kernel::Norm, &format!("rms_norm_{}", dt.suffix()), rows(r, d), &args),
@@ -238,11 +238,11 @@ pub fn rms_norm(
 pub fn add_rms_norm(
     gpu: &Gpu,
     dt: Dt,
-    x: P<'_>,
-    res: P<'_>,
-    w: P<'_>,
-    sum: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    res: DevPtr<'_>,
+    w: DevPtr<'_>,
+    sum: DevPtr<'_>,
+    out: DevPtr<'_>,
     r: usize,
     d: usize,
     eps: f32,
@@ -252,13 +252,13 @@ pub fn add_rms_norm(
     }
     w.check("add_rms_norm", "weight", d * 4)?;
     let args = [
-        A::P(x.addr()),
-        A::P(res.addr()),
-        A::P(w.addr()),
-        A::P(sum.addr()),
-        A::P(out.addr()),
-        A::I(d as i32),
-        A::F(eps),
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(res.addr()),
+        Arg::Ptr(w.addr()),
+        Arg::Ptr(sum.addr()),
+        Arg::Ptr(out.addr()),
+        Arg::I32(d as i32),
+        Arg::F32(eps),
     ];
     match rows_vec(dt, r, d, &[x, res, w, sum, out]) {
         Some(cfg) => run(gpu, Kernel::Norm, &format!("add_rms_norm_vec_{}", dt.suffix()), cfg, &args),
@@ -270,10 +270,10 @@ pub fn add_rms_norm(
 pub fn layer_norm(
     gpu: &Gpu,
     dt: Dt,
-    x: P<'_>,
-    w: P<'_>,
-    b: Option<P<'_>>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    b: Option<DevPtr<'_>>,
+    out: DevPtr<'_>,
     r: usize,
     d: usize,
     eps: f32,
@@ -289,7 +289,7 @@ pub fn layer_norm(
         Kernel::Norm,
         &format!("layer_norm_{}", dt.suffix()),
         rows(r, d),
-        &[A::P(x.addr()), A::P(w.addr()), opt(b), A::P(out.addr()), A::I(d as i32), A::F(eps)],
+        &[Arg::Ptr(x.addr()), Arg::Ptr(w.addr()), opt(b), Arg::Ptr(out.addr()), Arg::I32(d as i32), Arg::F32(eps)],
     )
 }
 
@@ -298,10 +298,10 @@ pub fn layer_norm(
 pub fn gather_rows(
     gpu: &Gpu,
     dt: Dt,
-    table: P<'_>,
+    table: DevPtr<'_>,
     table_rows: usize,
-    ids: P<'_>,
-    out: P<'_>,
+    ids: DevPtr<'_>,
+    out: DevPtr<'_>,
     r: usize,
     d: usize,
     mult: f32,
@@ -314,7 +314,7 @@ pub fn gather_rows(
         Kernel::Embedding,
         &format!("gather_rows_{}", dt.suffix()),
         rows(r, d),
-        &[A::P(table.addr()), A::P(ids.addr()), A::P(out.addr()), A::I(d as i32), A::F(mult)],
+        &[Arg::Ptr(table.addr()), Arg::Ptr(ids.addr()), Arg::Ptr(out.addr()), Arg::I32(d as i32), Arg::F32(mult)],
     )
 }
 
@@ -323,11 +323,11 @@ pub fn gather_rows(
 pub fn scatter_add_rows(
     gpu: &Gpu,
     dt: Dt,
-    out: P<'_>,
+    out: DevPtr<'_>,
     out_rows: usize,
-    y: P<'_>,
-    idx: P<'_>,
-    w: P<'_>,
+    y: DevPtr<'_>,
+    idx: DevPtr<'_>,
+    w: DevPtr<'_>,
     r: usize,
     d: usize,
 ) -> Result<(), GpuError> {
@@ -340,11 +340,11 @@ pub fn scatter_add_rows(
         Kernel::Embedding,
         &format!("scatter_add_rows_{}", dt.suffix()),
         rows(r, d),
-        &[A::P(out.addr()), A::P(y.addr()), A::P(idx.addr()), A::P(w.addr()), A::I(d as i32)],
+        &[Arg::Ptr(out.addr()), Arg::Ptr(y.addr()), Arg::Ptr(idx.addr()), Arg::Ptr(w.addr()), Arg::I32(d as i32)],
     )
 }
 
-pub fn argmax(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, r: usize, n: usize) -> Result<(), GpuError> {
+pub fn argmax(gpu: &Gpu, dt: Dt, x: DevPtr<'_>, out: DevPtr<'_>, r: usize, n: usize) -> Result<(), GpuError> {
     x.check("argmax", "x", r * n * dt.size())?;
     out.check("argmax", "out", r * 4)?;
     let cfg = LaunchConfig { grid_dim: (r as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
@@ -355,6 +355,6 @@ pub fn argmax(gpu: &Gpu, dt: Dt, x: P<'_>, out: P<'_>, r: usize, n: usize) -> Re
         Kernel::Sampling,
         &format!("argmax_{}{}", if vec { "vec_" } else { "" }, dt.suffix()),
         cfg,
-        &[A::P(x.addr()), A::I(n as i32), A::P(out.addr())],
+        &[Arg::Ptr(x.addr()), Arg::I32(n as i32), Arg::Ptr(out.addr())],
     )
 }

@@ -13,12 +13,14 @@ mod gpu;
 pub mod launch;
 mod module;
 pub mod nccl;
+mod options;
 mod staging;
 
 pub use arena::Arena;
 pub use buffer::DevBuf;
 pub use capture::{Graph, Pinned};
 pub use gpu::{nvrtc_available, Gpu, GpuError};
+pub use options::{options, set_options, KernelOptions};
 pub use module::{prebuilt_name, set_prebuilt_dir, Kernel, KERNELS};
 pub use staging::{UploadStats, Uploader};
 

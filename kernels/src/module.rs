@@ -1,5 +1,5 @@
 //! Kernel sources, compiled once per device by NVRTC and cached on disk under
-//! `$TRTLLM_KERNEL_CACHE` (default `~/.cache/trtllm/kernels`), keyed by source hash + SM +
+//! [`crate::KernelOptions::cache_dir`] (default `~/.cache/trtllm/kernels`), keyed by source hash + SM +
 //! NVRTC version, so a second process compiles nothing.
 
 use std::path::PathBuf;
@@ -75,8 +75,8 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("TRTLLM_KERNEL_CACHE") {
-        return PathBuf::from(d);
+    if let Some(d) = &crate::options().cache_dir {
+        return d.clone();
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     home.join(".cache/trtllm/kernels")

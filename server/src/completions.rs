@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use trtllm_core::runtime::TokenLogprob;
+use trtllm_core::runner::TokenLogprob;
 
 use crate::error::{parse_body, ApiError, ApiResult};
 use crate::gen::{finish_str, token_text, Running};

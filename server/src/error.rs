@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use trtllm_core::runtime::SubmitError;
+use trtllm_core::serve::SubmitError;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {

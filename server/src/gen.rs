@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use trtllm_core::runtime::{
-    Delta, Event, EventSink, Finish, RequestHandle, SamplingParams, TokenLogprob, Usage,
-};
+use trtllm_core::runner::{SamplingParams, TokenLogprob};
+use trtllm_core::serve::{Delta, Event, EventSink, FinishReason, RequestHandle, Usage};
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -111,7 +110,7 @@ pub struct Choice {
     pub text: String,
     pub token_ids: Vec<u32>,
     pub logprobs: Vec<TokenLogprob>,
-    pub finish: Option<Finish>,
+    pub finish: Option<FinishReason>,
 }
 
 impl Choice {
@@ -123,8 +122,8 @@ impl Choice {
     }
 }
 
-pub fn finish_str(f: Option<Finish>) -> Option<&'static str> {
-    f.map(Finish::as_str)
+pub fn finish_str(f: Option<FinishReason>) -> Option<&'static str> {
+    f.map(FinishReason::as_str)
 }
 
 /// Token text for logprobs.

@@ -35,7 +35,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use trtllm_core::runtime::{ChatTemplate, EngineHandle, Tokenizer};
+use trtllm_core::serve::EngineHandle;
+use trtllm_core::text::{ChatTemplate, Tokenizer};
 
 pub use setup::{build_engine, ServeConfig, Served};
 

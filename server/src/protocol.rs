@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use trtllm_core::runtime::{SamplingParams, MAX_LOGPROBS, MAX_N};
+use trtllm_core::runner::{SamplingParams, MAX_LOGPROBS, MAX_N};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -201,7 +201,7 @@ pub fn chat_logprobs(logprobs: Option<bool>, top: Option<i64>) -> ApiResult<Opti
 }
 
 /// Chat `messages`: role + content (a string, or text parts) into template messages.
-pub fn messages(v: Option<&Value>) -> ApiResult<Vec<trtllm_core::runtime::ChatMessage>> {
+pub fn messages(v: Option<&Value>) -> ApiResult<Vec<trtllm_core::text::ChatMessage>> {
     let Some(Value::Array(list)) = v else {
         return Err(ApiError::invalid("messages", "`messages` must be a non-empty array"));
     };
@@ -244,7 +244,7 @@ pub fn messages(v: Option<&Value>) -> ApiResult<Vec<trtllm_core::runtime::ChatMe
                 ))
             }
         };
-        out.push(trtllm_core::runtime::ChatMessage { role: role.into(), content });
+        out.push(trtllm_core::text::ChatMessage { role: role.into(), content });
     }
     Ok(out)
 }

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use trtllm_core::runtime::{
-    load_engine_model, ChatTemplate, Engine, EngineOptions, Scheduler, SchedulerConfig, Tokenizer,
-};
+use trtllm_core::load::{load_model, LlmOptions};
+
+use trtllm_core::runner::ModelRunner;
+use trtllm_core::serve::{Engine, Scheduler, SchedulerConfig};
+
+use trtllm_core::text::{ChatTemplate, Tokenizer};
 use trtllm_core::{DType, Device, Error, Result};
 
 /// `trtllm serve` settings. `None` means the engine directory's build setting, else a default.
@@ -27,6 +30,8 @@ pub struct ServeConfig {
     /// KV cache blocks; default `max_batch_size * ceil(max_seq_len / block_size)`.
     pub kv_blocks: Option<usize>,
     pub prefix_caching: bool,
+    /// Replay decode steps as CUDA graphs (GPU, one rank).
+    pub cuda_graphs: bool,
     pub device: Device,
     /// Tensor-parallel ranks (threads in this process); default: the checkpoint's, or 1.
     pub tp_size: Option<usize>,
@@ -51,6 +56,7 @@ impl ServeConfig {
             kv_block_size: None,
             kv_blocks: None,
             prefix_caching: true,
+            cuda_graphs: true,
             device: Device::Cpu,
             tp_size: None,
             dtype: None,
@@ -72,12 +78,12 @@ pub struct Served {
 
 pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     let dir = &cfg.model_dir;
-    let mut opts = EngineOptions::for_dir(dir)?;
+    let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = cfg.dtype;
     opts.load.device = cfg.device;
     opts.tokenizer_dir = cfg.tokenizer_dir.clone();
     opts.tp_size = cfg.tp_size;
-    if trtllm_core::runtime::DistEnv::from_env()?.is_some() {
+    if trtllm_core::dist::DistEnv::from_env()?.is_some() {
         return Err(Error::Msg(
             "serve runs tensor parallelism as threads of one process (--tp-size); unset WORLD_SIZE/RANK"
                 .into(),
@@ -95,7 +101,7 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     }
     let tokenizer = Tokenizer::from_dir(&tok_dir)?;
     let chat_template = ChatTemplate::for_tokenizer(&tokenizer, &tok_dir)?;
-    let model = load_engine_model(dir, &opts)?;
+    let model = load_model(dir, &opts)?;
     let mcfg = model.config();
     let mut max_seq_len = cfg.max_seq_len.unwrap_or(opts.max_seq_len);
     if mcfg.max_position_embeddings > 0 {
@@ -115,8 +121,9 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
         eos = mcfg.eos_token_ids.clone();
     }
     let dtype = opts.load.weight_dtype(mcfg);
-    let kv = Scheduler::make_kv(model.as_ref(), cfg.device, dtype, bs, kv_blocks)?;
-    let sched = Scheduler::new(model, kv, sched_cfg.clone(), eos)?;
+    let kv = ModelRunner::make_kv(model.as_ref(), cfg.device, dtype, bs, kv_blocks)?;
+    let runner = ModelRunner::new(model, kv, max_batch_size, max_seq_len, cfg.cuda_graphs);
+    let sched = Scheduler::new(runner, sched_cfg.clone(), eos)?;
     let tokenizer = Arc::new(tokenizer);
     let engine = Engine::start(sched, Some(tokenizer.clone()), cfg.max_queue)?;
     let model_name = cfg.served_model_name.clone().unwrap_or_else(|| {

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::Value;
-use trtllm_core::runtime::{Delta, Usage};
+use trtllm_core::serve::{Delta, Usage};
 
 use crate::gen::Running;
 

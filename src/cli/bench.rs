@@ -20,7 +20,7 @@
 //! wrapper around the system allocator: the `#[global_allocator]` of this binary, defined here;
 //! it also asks for transparent huge pages for blocks of 1 MiB and more, see `Counting`).
 //!
-//! The device is a parameter all the way down (`Device` in `EngineOptions::load`); a device
+//! The device is a parameter all the way down (`Device` in `LlmOptions::load`); a device
 //! only has to say how to measure its peak bandwidth (`measure_peak`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 mod throughput;
 
 use trtllm::model::{lookup, plan_weights};
-use trtllm::runtime::{EngineOptions, Llm, SamplingParams};
+use trtllm::llm::Llm;
+use trtllm::load::LlmOptions;
+use trtllm::runner::SamplingParams;
 use trtllm::{Device, Mapping};
 
 /// The `trtllm` binary's allocator: the system allocator, plus
@@ -197,7 +199,7 @@ fn cpu_time() -> Option<f64> {
 /// table counts only when it doubles as the (tied) LM head, and position tables not at all.
 /// (For MoE models this counts every expert, an upper bound.)
 fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType) -> anyhow::Result<u64> {
-    let cfg = llm.model.config();
+    let cfg = llm.model().config();
     let entry = lookup(&cfg.architecture)?;
     let specs = plan_weights(entry, cfg, Mapping::default(), dtype)?;
     let embed = format!(
@@ -303,7 +305,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--output-len, --batch-size and --runs must be positive");
     }
     let device: Device = super::resolve_device(&a.device)?;
-    let mut opts = EngineOptions::for_dir(dir)?;
+    let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
@@ -314,7 +316,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut llm = Llm::with_options(dir, opts.clone())?;
     let load = t0.elapsed();
-    let dtype = opts.load.weight_dtype(llm.model.config());
+    let dtype = opts.load.weight_dtype(llm.model().config());
 
     let prompt: Vec<u32> = match &a.input_text {
         Some(t) => llm.tokenizer()?.encode(t)?,
@@ -355,7 +357,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let mut run_first = |llm: &mut Llm| -> anyhow::Result<Run> {
         let r = run_once(llm)?;
         if std::mem::take(&mut first) {
-            trtllm::runtime::load_timing::first_request(r.total.as_secs_f64());
+            trtllm::device::timing::first_request(r.total.as_secs_f64());
         }
         Ok(r)
     };
@@ -511,7 +513,7 @@ fn synthetic_prompt(llm: &Llm, n: usize) -> anyhow::Result<Vec<u32>> {
         Some(t) => t.encode(TEXT)?,
         None => vec![],
     };
-    let vocab = llm.model.config().vocab_size.max(2) as u32;
+    let vocab = llm.model().config().vocab_size.max(2) as u32;
     Ok((0..n)
         .map(|i| if ids.is_empty() { 1 + (i as u32 * 7919) % (vocab - 1) } else { ids[i % ids.len()] })
         .collect())

@@ -9,9 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use trtllm::runtime::{
-    load_engine_model, EngineOptions, SamplingParams, Scheduler, SchedulerConfig, SeqRequest,
-};
+use trtllm::load::{load_model, LlmOptions};
+
+use trtllm::runner::SamplingParams;
+
+use trtllm::runner::ModelRunner;
+use trtllm::serve::{Scheduler, SchedulerConfig, SeqRequest};
 use trtllm::{DType, Device};
 
 /// The throughput mode's flags (flattened into `trtllm bench`).
@@ -62,14 +65,14 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     if a.num_requests == 0 || c.input_len == 0 || c.output_len == 0 {
         anyhow::bail!("--num-requests, --input-len and --output-len must be positive");
     }
-    let mut opts = EngineOptions::for_dir(c.dir)?;
+    let mut opts = LlmOptions::for_dir(c.dir)?;
     opts.load.dtype = c.dtype;
     opts.load.device = c.device;
     opts.tokenizer_dir = c.tokenizer_dir.map(Path::to_path_buf);
     opts.tp_size = c.tp_size;
     opts.apply_dist_env()?;
     let t0 = Instant::now();
-    let model = load_engine_model(c.dir, &opts)?;
+    let model = load_model(c.dir, &opts)?;
     let load = t0.elapsed();
     let vocab = model.config().vocab_size.max(4) as u32;
     let eos = model.config().eos_token_ids.clone();
@@ -77,14 +80,15 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let seq_len = c.input_len + c.output_len;
     let blocks = a.kv_blocks.unwrap_or(a.max_num_seqs * seq_len.div_ceil(bs) + 1);
     let dtype = opts.load.weight_dtype(model.config());
-    let kv = Scheduler::make_kv(model.as_ref(), opts.load.device, dtype, bs, blocks)?;
+    let kv = ModelRunner::make_kv(model.as_ref(), opts.load.device, dtype, bs, blocks)?;
     let cfg = SchedulerConfig {
         max_batch_size: a.max_num_seqs,
         max_num_tokens: a.max_num_tokens,
         max_seq_len: seq_len,
         prefix_caching: true,
     };
-    let mut s = Scheduler::new(model, kv, cfg, eos)?;
+    let runner = ModelRunner::new(model, kv, a.max_num_seqs, seq_len, opts.cuda_graphs);
+    let mut s = Scheduler::new(runner, cfg, eos)?;
     let params = Arc::new(SamplingParams { ignore_eos: true, ..SamplingParams::greedy(c.output_len) });
 
     // Warm-up (kernels, allocator): one short request, not counted.

@@ -4,7 +4,13 @@
 
 use std::io::Write;
 
-use trtllm::runtime::{EngineOptions, Llm, SamplingParams, StreamDecoder};
+use trtllm::llm::Llm;
+
+use trtllm::load::LlmOptions;
+
+use trtllm::runner::SamplingParams;
+
+use trtllm::text::StreamDecoder;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,14 +55,14 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--input-text is required");
     }
     let dir = a.m.dir()?;
-    let mut opts = EngineOptions::for_dir(dir)?;
+    let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
     opts.tp_size = a.tp_size;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.apply_dist_env()?;
     // In a multi-process launch every rank runs the same loop; rank 0 prints.
-    let quiet = trtllm::runtime::DistEnv::from_env()?.is_some_and(|d| d.rank != 0);
+    let quiet = trtllm::dist::DistEnv::from_env()?.is_some_and(|d| d.rank != 0);
     let t0 = std::time::Instant::now();
     let mut llm = Llm::with_options(dir, opts)?;
     let load = t0.elapsed();

@@ -7,8 +7,10 @@
 
 use std::path::PathBuf;
 
-use trtllm::runtime::summarize::{load_dataset, load_hf_outputs, prompt_ids, score, summarize};
-use trtllm::runtime::{ChatTemplate, EngineOptions, Llm, Tokenizer};
+use trtllm::eval::summarize::{load_dataset, load_hf_outputs, prompt_ids, score, summarize};
+use trtllm::llm::Llm;
+use trtllm::load::LlmOptions;
+use trtllm::text::{ChatTemplate, Tokenizer};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -66,7 +68,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         .collect::<trtllm::Result<Vec<_>>>()?;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
 
-    let mut opts = EngineOptions::for_dir(dir)?;
+    let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();

@@ -5,8 +5,9 @@
 
 use std::path::PathBuf;
 
-use trtllm::runtime::verify::{verify, Reference, VerifyOptions};
-use trtllm::runtime::{EngineOptions, Llm};
+use trtllm::eval::verify::{verify, Reference, VerifyOptions};
+use trtllm::llm::Llm;
+use trtllm::load::LlmOptions;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,7 +37,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let dir = a.m.dir()?;
     let refs = Reference::open(&a.reference)?;
     let ref_dtype = refs.meta("dtype").unwrap_or("float32");
-    let mut opts = EngineOptions::for_dir(dir)?;
+    let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = match a.dtype.as_str() {
         "auto" => Some(trtllm::DType::parse(ref_dtype)?),
         d => super::parse_dtype(d)?,

@@ -4,15 +4,17 @@
 
 use trtllm_tests::{fixture, ids, nmse};
 
-use trtllm_core::layers::SingleRank;
-use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
+use trtllm_core::dist::SingleRank;
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::runner::SamplingParams;
 use trtllm_core::weights::SafetensorsFiles;
 use trtllm_core::DType;
 
 fn engine(name: &str, block_size: usize) -> Llm {
     trtllm::init();
     let mut opts =
-        EngineOptions { kv_block_size: block_size, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+        LlmOptions { kv_block_size: block_size, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     Llm::with_options(fixture(name), opts).unwrap_or_else(|e| panic!("{name}: {e}"))
 }

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use half::bf16;
 use serde_json::Value;
 use trtllm_core::gguf::{convert_gguf, ConvertOptions, GgmlType, GgufWriter, Value as GValue, ValueType};
-use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams, Tokenizer};
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::runner::SamplingParams;
+use trtllm_core::text::Tokenizer;
 use trtllm_core::weights::SafetensorsFiles;
 use trtllm_core::DType;
 
@@ -174,7 +177,7 @@ fn smollm2_q4_1_matches_hf_and_generates() {
         return;
     };
     trtllm::init();
-    let mut opts = EngineOptions::default();
+    let mut opts = LlmOptions::default();
     opts.load.dtype = Some(DType::F32);
     let mut llm = Llm::with_options(&ours, opts).expect("load converted model");
     let params = SamplingParams { max_new_tokens: 30, ..Default::default() };
@@ -393,7 +396,7 @@ fn synthetic_llama_converts_and_runs() {
     assert_eq!(tok.encode("<|end|>x").expect("encode"), [0, 1, 2 + b'x' as u32]);
     assert!(tok.chat_template.is_some());
     trtllm::init();
-    let mut opts = EngineOptions::default();
+    let mut opts = LlmOptions::default();
     opts.load.dtype = Some(DType::F32);
     let mut llm = Llm::with_options(&out, opts).expect("engine loads the converted directory");
     let params = SamplingParams { max_new_tokens: 4, ignore_eos: true, ..Default::default() };

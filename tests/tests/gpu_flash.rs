@@ -9,14 +9,14 @@ use gpu_common::{gpu, rand_t, rel, tol, up, DTS};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use trtllm_core::ops::{self, AttnParams, QkvParams};
-use trtllm_core::runtime::{ForwardBatch, KvLayer, SeqStep};
+use trtllm_core::batch::{ForwardBatch, KvLayer, SeqStep};
 use trtllm_core::{DType, Tensor};
 use trtllm_kernels::{DevBuf, Gpu};
 
 // ---- flash-attention prefill (bf16 tensor-core kernel, `trtllm_kernels::flash`) ----------------
 
 use trtllm_kernels::flash::{self, FlashArgs, FlashSeq};
-use trtllm_kernels::launch::{self, AttnArgs, P};
+use trtllm_kernels::launch::{self, AttnArgs, DevPtr};
 use trtllm_kernels::{Dt, GpuError};
 
 /// A flash case: every step gives each sequence's query count (positions continue from the
@@ -224,10 +224,10 @@ fn flash_prefill_preconditions() {
     let (q, q_short, out) = (buf(t * nh * hd * 2), buf(t * nh * hd * 2 - 2), buf(t * nh * hd * 2));
     let (kc, vc, ints) = (buf(slots * nkv * hd * 2), buf(slots * nkv * hd * 2), buf(256));
     let a = AttnArgs {
-        q: P::new(&q, 0),
-        k_cache: P::new(&kc, 0),
-        v_cache: P::new(&vc, 0),
-        out: P::new(&out, 0),
+        q: DevPtr::new(&q, 0),
+        k_cache: DevPtr::new(&kc, 0),
+        v_cache: DevPtr::new(&vc, 0),
+        out: DevPtr::new(&out, 0),
         tokens: t,
         heads: nh,
         kv_heads: nkv,
@@ -235,10 +235,10 @@ fn flash_prefill_preconditions() {
         scale: 0.125,
         window: 0,
         softcap: 0.0,
-        positions: P::new(&ints, 0),
-        token_seq: P::new(&ints, 0),
-        block_tables: P::new(&ints, 0),
-        bt_offsets: P::new(&ints, 0),
+        positions: DevPtr::new(&ints, 0),
+        token_seq: DevPtr::new(&ints, 0),
+        block_tables: DevPtr::new(&ints, 0),
+        bt_offsets: DevPtr::new(&ints, 0),
         block_size: bs,
     };
     let seq = |q_start, q_len, first_pos, seq| FlashSeq { q_start, q_len, first_pos, seq, bt_len: 4 };
@@ -257,8 +257,8 @@ fn flash_prefill_preconditions() {
     let whole = [seq(0, t, 0, 0)];
     pre(call(&a, Dt::F32, &whole, 1, slots), "f32");
     pre(call(&AttnArgs { head_dim: 80, ..a }, Dt::BF16, &whole, 1, slots), "head_dim 80");
-    pre(call(&AttnArgs { q: P::new(&q_short, 0), ..a }, Dt::BF16, &whole, 1, slots), "q too small");
-    pre(call(&AttnArgs { q: P::new(&q, 2), ..a }, Dt::BF16, &whole, 1, slots), "misaligned q");
+    pre(call(&AttnArgs { q: DevPtr::new(&q_short, 0), ..a }, Dt::BF16, &whole, 1, slots), "q too small");
+    pre(call(&AttnArgs { q: DevPtr::new(&q, 2), ..a }, Dt::BF16, &whole, 1, slots), "misaligned q");
     pre(call(&a, Dt::BF16, &whole, 1, slots + 1), "cache smaller than cache_slots");
     pre(call(&a, Dt::BF16, &[seq(1, t, 0, 0)], 1, slots), "rows beyond the tokens");
     pre(call(&a, Dt::BF16, &[seq(0, t, 30, 0)], 1, slots), "context beyond the block table");
@@ -297,7 +297,7 @@ fn flash_prefill_preconditions() {
             continue;
         }
         let poisoned = DevBuf::upload(&g, &[0xc0u8, 0x7f].repeat(t * nh * hd)).expect("out");
-        let av = AttnArgs { out: P::new(&poisoned, 0), ..a };
+        let av = AttnArgs { out: DevPtr::new(&poisoned, 0), ..a };
         let before = flash::launches_of(v);
         call_with(v, &av, Dt::BF16, &[seq(0, 17, 3, 0), seq(17, 23, 0, 0)]).expect("valid launch");
         assert_eq!(flash::launches_of(v), before + 1, "{v:?}");
@@ -312,9 +312,9 @@ fn flash_prefill_preconditions() {
     }
 }
 
-fn dev_p(t: &Tensor) -> P<'_> {
+fn dev_p(t: &Tensor) -> DevPtr<'_> {
     let (b, off) = t.devbuf().expect("on the GPU");
-    P::new(b.as_ref(), off)
+    DevPtr::new(b.as_ref(), off)
 }
 
 /// The Llama-3-8B prefill shape (32 q / 8 kv heads, head_dim 128, bf16, block size 16): a
@@ -346,7 +346,7 @@ fn flash_prefill_llama8b_shape() {
             q: dev_p(&q),
             k_cache: dev_p(&kc),
             v_cache: dev_p(&vc),
-            out: P::new(&o_paged, 0),
+            out: DevPtr::new(&o_paged, 0),
             tokens: len,
             heads: nh,
             kv_heads: nkv,
@@ -354,10 +354,10 @@ fn flash_prefill_llama8b_shape() {
             scale: (hd as f32).powf(-0.5),
             window: 0,
             softcap: 0.0,
-            positions: P::new(&dev.positions, 0),
-            token_seq: P::new(&dev.token_seq, 0),
-            block_tables: P::new(&dev.block_tables, 0),
-            bt_offsets: P::new(&dev.bt_offsets, 0),
+            positions: DevPtr::new(&dev.positions, 0),
+            token_seq: DevPtr::new(&dev.token_seq, 0),
+            block_tables: DevPtr::new(&dev.block_tables, 0),
+            bt_offsets: DevPtr::new(&dev.bt_offsets, 0),
             block_size: bs,
         };
         let seqs = [FlashSeq { q_start: 0, q_len: len, first_pos: start, seq: 0, bt_len: tables[0].len() }];
@@ -378,7 +378,7 @@ fn flash_prefill_llama8b_shape() {
         let flops = 4.0 * nh as f64 * hd as f64 * (len as f64) * (start as f64 + (len as f64 + 1.0) / 2.0);
         for v in flash::Variant::ALL.into_iter().filter(|&v| flash::fits(&g, v, hd)) {
             let o_flash = DevBuf::alloc(&g, len * nh * hd * 2).expect("out");
-            let fv = AttnArgs { out: P::new(&o_flash, 0), ..fa };
+            let fv = AttnArgs { out: DevPtr::new(&o_flash, 0), ..fa };
             let args = FlashArgs { attn: &fv, seqs: &seqs, num_seqs: 1, cache_slots: slots };
             let tf = time(&|| flash::flash_prefill_with(&g, Dt::BF16, &args, v).expect("flash"), 20);
             let got = Tensor::from_devbuf(o_flash, &[len, nh * hd], DType::BF16).expect("tensor");

@@ -2,18 +2,18 @@
 //! greedy steps at batch 1 and batch 3 (padded to the 4-row bucket), KV block size 4 (every
 //! sequence crosses several block boundaries, at different steps): identical tokens and f32
 //! logits NMSE <= 1e-6 at every step, with the graphs really captured and replayed; the same
-//! through `Llm` (graphs on vs `EngineOptions::cuda_graphs = false`). Batch 10 (the 16-row
+//! through `Llm` (graphs on vs `LlmOptions::cuda_graphs = false`). Batch 10 (the 16-row
 //! bucket: cuBLAS / cuBLASLt GEMMs inside the graph) in f32 (same bar) and bf16 (teacher-forced,
 //! logits NMSE <= 1e-3). Models graphs do not apply to (MoE, sequence-length-dependent RoPE)
 //! decode eagerly. Skips without a GPU.
 
 use trtllm_tests::{fixture, ids, nmse};
 
-use trtllm_core::layers::SingleRank;
-use trtllm_core::runtime::{
-    load_engine_model, BlockAllocator, DecodeGraphs, EngineOptions, ForwardBatch, KvCache, Llm,
-    SamplingParams, SeqStep,
-};
+use trtllm_core::dist::SingleRank;
+use trtllm_core::batch::{BlockAllocator, ForwardBatch, KvCache, SeqStep};
+use trtllm_core::llm::Llm;
+use trtllm_core::load::{load_model, LlmOptions};
+use trtllm_core::runner::{DecodeGraphs, SamplingParams};
 use trtllm_core::weights::SafetensorsFiles;
 use trtllm_core::{DType, Device};
 
@@ -33,8 +33,8 @@ fn gpu_ok(name: &str) -> bool {
     true
 }
 
-fn opts(graphs: bool) -> EngineOptions {
-    let mut o = EngineOptions {
+fn opts(graphs: bool) -> LlmOptions {
+    let mut o = LlmOptions {
         kv_block_size: BLOCK,
         max_batch_size: MAX_BATCH,
         max_seq_len: MAX_SEQ,
@@ -76,8 +76,8 @@ struct Decoded {
 fn decode(name: &str, prompts: &[Vec<u32>], su: Setup<'_>) -> Decoded {
     let mut o = opts(su.graphs);
     o.load.dtype = Some(su.dtype);
-    let model = load_engine_model(&fixture(name), &o).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let gpu = trtllm_core::ops::cuda::gpu(0).expect("GPU 0");
+    let model = load_model(&fixture(name), &o).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let gpu = trtllm_core::device::gpu(0).expect("GPU 0");
     let blocks = su.max_batch * MAX_SEQ / BLOCK;
     let mut kv = KvCache::new_cuda(&gpu, su.dtype, model.kv_layout(), BLOCK, blocks).expect("kv");
     let mut alloc = BlockAllocator::new(blocks);
@@ -163,7 +163,7 @@ fn check(name: &str) {
                     g.off_reason()
                 );
             } else {
-                assert!(llm.cuda_graphs().is_none(), "EngineOptions::cuda_graphs = false must keep them off");
+                assert!(llm.cuda_graphs().is_none(), "LlmOptions::cuda_graphs = false must keep them off");
             }
             runs.push(got.into_iter().map(|g| g.token_ids).collect::<Vec<_>>());
         }

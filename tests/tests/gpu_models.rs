@@ -3,8 +3,10 @@
 
 use trtllm_tests::{fixture, ids, nmse};
 
-use trtllm_core::layers::SingleRank;
-use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
+use trtllm_core::dist::SingleRank;
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::runner::SamplingParams;
 use trtllm_core::weights::SafetensorsFiles;
 use trtllm_core::{DType, Device};
 
@@ -20,7 +22,7 @@ fn check(name: &str) {
     let want_logits = refs.read("logits").expect("logits");
     for (dt, limit) in [(DType::F32, 1e-5), (DType::BF16, 1e-3)] {
         let mut opts =
-            EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+            LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
         opts.load.dtype = Some(dt);
         opts.load.device = Device::Cuda(0);
         let mut llm = Llm::with_options(fixture(name), opts).unwrap_or_else(|e| panic!("{name} {dt}: {e}"));

@@ -7,8 +7,10 @@
 
 use std::path::PathBuf;
 
-use trtllm_core::layers::SingleRank;
-use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
+use trtllm_core::dist::SingleRank;
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::runner::SamplingParams;
 use trtllm_core::weights::SafetensorsFiles;
 use trtllm_core::{DType, Device};
 
@@ -43,7 +45,7 @@ fn real_shapes_match_hf() {
                 refs.read("input_ids").expect("ids").i32s().expect("i32").iter().map(|&x| x as u32).collect();
             let want: Vec<u32> =
                 refs.read("greedy").expect("greedy").i32s().expect("i32").iter().map(|&x| x as u32).collect();
-            let mut opts = EngineOptions {
+            let mut opts = LlmOptions {
                 kv_block_size: 16,
                 max_batch_size: 1,
                 max_seq_len: 256,

@@ -7,8 +7,10 @@
 
 use trtllm_tests::{fixture, ids, nmse};
 
-use trtllm_core::layers::SingleRank;
-use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
+use trtllm_core::dist::SingleRank;
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::runner::SamplingParams;
 use trtllm_core::weights::SafetensorsFiles;
 use trtllm_core::{DType, Device};
 
@@ -22,7 +24,7 @@ fn device() -> Option<(Device, usize)> {
 
 fn load(name: &str, dev: Device, dt: DType, tp: usize) -> Llm {
     let mut opts =
-        EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+        LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(dt);
     opts.load.device = dev;
     opts.tp_size = Some(tp);
@@ -98,7 +100,7 @@ fn matmul_t_f32_matches_cpu() {
         eprintln!("SKIPPED matmul_t_f32_matches_cpu: no CUDA GPU");
         return;
     }
-    let gpu = trtllm_core::ops::cuda::gpu(0).expect("gpu");
+    let gpu = trtllm_core::device::gpu(0).expect("gpu");
     let mut rng = SmallRng::seed_from_u64(7);
     for (m, n, k) in [(1, 96, 64), (3, 200, 136), (8, 64, 512), (17, 130, 264), (64, 256, 1024)] {
         let mut rand = |len: usize| -> Tensor {

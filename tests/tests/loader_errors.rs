@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use trtllm_core::layers::SingleRank;
-use trtllm_core::model::{build_model, LoadOptions, ModelConfig};
-use trtllm_core::runtime::{EngineOptions, Llm};
+use trtllm_core::dist::SingleRank;
+use trtllm_core::config::ModelConfig;
+use trtllm_core::load::build_model;
+use trtllm_core::model::LoadOptions;
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
 use trtllm_core::weights::{write_safetensors, SafetensorsFiles};
 use trtllm_core::{DType, Tensor};
 
@@ -189,7 +192,7 @@ fn valid_checkpoint_loads_and_runs() {
     let mut llm = Llm::from_model(
         loaded.model,
         None,
-        EngineOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 16, ..Default::default() },
+        LlmOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 16, ..Default::default() },
     )
     .expect("engine");
     let logits = llm.logits_all(&[1, 5, 9, 30, 2], None, &SingleRank).expect("forward");
@@ -211,7 +214,7 @@ fn sharded_checkpoint_gives_identical_logits() {
 
     let opts = || {
         let mut o =
-            EngineOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 16, ..Default::default() };
+            LlmOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 16, ..Default::default() };
         o.load.dtype = Some(DType::F32);
         o
     };

@@ -7,19 +7,27 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use trtllm_core::runtime::{
-    load_engine_model, Engine, EngineOptions, Event, Finish, KvCache, Llm, SamplingParams, Scheduler,
-    SchedulerConfig, SeqRequest, Tokenizer,
-};
+use trtllm_core::batch::KvCache;
+
+use trtllm_core::llm::Llm;
+
+use trtllm_core::load::{load_model, LlmOptions};
+
+use trtllm_core::runner::SamplingParams;
+
+use trtllm_core::runner::ModelRunner;
+use trtllm_core::serve::{Engine, Event, FinishReason, Scheduler, SchedulerConfig, SeqRequest};
+
+use trtllm_core::text::Tokenizer;
 use trtllm_core::{DType, Device};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("llama")
 }
 
-fn opts() -> EngineOptions {
+fn opts() -> LlmOptions {
     trtllm::init();
-    let mut o = EngineOptions { kv_block_size: 4, max_batch_size: 8, max_seq_len: 128, ..Default::default() };
+    let mut o = LlmOptions { kv_block_size: 4, max_batch_size: 8, max_seq_len: 128, ..Default::default() };
     o.load.dtype = Some(DType::F32);
     o
 }
@@ -38,10 +46,11 @@ fn reference(prompts: &[Vec<u32>], max_new: usize) -> Vec<Vec<u32>> {
 
 fn scheduler(num_blocks: usize, cfg: SchedulerConfig) -> Scheduler {
     let o = opts();
-    let model = load_engine_model(&fixture(), &o).expect("load");
+    let model = load_model(&fixture(), &o).expect("load");
     let kv =
-        Scheduler::make_kv(model.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, num_blocks).expect("kv");
-    Scheduler::new(model, kv, cfg, vec![2]).expect("scheduler")
+        ModelRunner::make_kv(model.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, num_blocks).expect("kv");
+    let runner = ModelRunner::new(model, kv, cfg.max_batch_size, cfg.max_seq_len, false);
+    Scheduler::new(runner, cfg, vec![2]).expect("scheduler")
 }
 
 fn prompt(seed: u32, len: usize) -> Vec<u32> {
@@ -190,14 +199,15 @@ fn invalid_requests_are_rejected_with_their_reason() {
 
 fn engine(max_queue: usize) -> (Engine, Arc<Tokenizer>) {
     let o = opts();
-    let model = load_engine_model(&fixture(), &o).expect("load");
-    let kv: KvCache = Scheduler::make_kv(model.as_ref(), Device::Cpu, DType::F32, 4, 64).expect("kv");
-    let sched = Scheduler::new(model, kv, SchedulerConfig::default(), vec![2]).expect("scheduler");
+    let model = load_model(&fixture(), &o).expect("load");
+    let kv: KvCache = ModelRunner::make_kv(model.as_ref(), Device::Cpu, DType::F32, 4, 64).expect("kv");
+    let runner = ModelRunner::new(model, kv, 64, 4096, false);
+    let sched = Scheduler::new(runner, SchedulerConfig::default(), vec![2]).expect("scheduler");
     let tok = Arc::new(Tokenizer::from_dir(&fixture()).expect("tokenizer"));
     (Engine::start(sched, Some(tok.clone()), max_queue).expect("engine"), tok)
 }
 
-type Collected = (Vec<Vec<u32>>, Vec<String>, Vec<Option<Finish>>, Option<trtllm_core::runtime::Usage>);
+type Collected = (Vec<Vec<u32>>, Vec<String>, Vec<Option<FinishReason>>, Option<trtllm_core::serve::Usage>);
 
 fn collect(rx: &mpsc::Receiver<Event>) -> Collected {
     let (mut ids, mut text, mut fin) = (vec![], vec![], vec![]);
@@ -231,7 +241,7 @@ fn engine_streams_n_choices_stop_strings_and_cancels() {
     h.submit(ids.clone(), p, Box::new(tx)).expect("submit");
     let (got, text, fin, usage) = collect(&rx);
     assert_eq!(got, vec![want.clone(), want.clone()]);
-    assert_eq!(fin, vec![Some(Finish::Length); 2]);
+    assert_eq!(fin, vec![Some(FinishReason::Length); 2]);
     assert_eq!(usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((ids.len(), 32)));
     let full = tok.decode(&want, true).expect("decode");
     assert_eq!(text[0], full);
@@ -243,7 +253,7 @@ fn engine_streams_n_choices_stop_strings_and_cancels() {
             SamplingParams { stop: vec![stop.to_string()], ignore_eos: true, ..SamplingParams::greedy(16) };
         h.submit(ids.clone(), p, Box::new(tx)).expect("submit");
         let (_, text, fin, _) = collect(&rx);
-        assert_eq!(fin[0], Some(Finish::Stop));
+        assert_eq!(fin[0], Some(FinishReason::Stop));
         assert_eq!(text[0], full[..full.find(stop).unwrap_or(0)]);
     }
 

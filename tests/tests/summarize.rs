@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 
-use trtllm_core::runtime::rouge::tokenize;
-use trtllm_core::runtime::summarize::{
+use trtllm_core::eval::rouge::tokenize;
+use trtllm_core::eval::summarize::{
     load_dataset, load_hf_outputs, prompt_ids, score, summarize, INSTRUCTION,
 };
-use trtllm_core::runtime::{ChatTemplate, EngineOptions, Llm, Tokenizer};
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::text::{ChatTemplate, Tokenizer};
 use trtllm_core::DType;
 
 fn root() -> PathBuf {
@@ -90,7 +92,7 @@ fn summarizes_with_a_fixture() {
     let docs = load_dataset(&f).expect("docs");
     let dir = fixture("llama");
     let mut opts =
-        EngineOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 128, ..Default::default() };
+        LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 128, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     let mut llm = Llm::with_options(&dir, opts).expect("load");
     let tok = Tokenizer::from_dir(&dir).expect("tokenizer");

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use trtllm_core::checkpoint::{build_engine, convert, BuildOptions, ConvertOptions};
-use trtllm_core::runtime::verify::{nmse, verify, Reference, Stage, VerifyOptions};
-use trtllm_core::runtime::{EngineOptions, Llm};
+use trtllm_core::eval::verify::{nmse, verify, Reference, Stage, VerifyOptions};
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
 use trtllm_core::weights::{write_safetensors, SafetensorsFiles};
 use trtllm_core::DType;
 
@@ -17,7 +18,7 @@ fn fixture(name: &str) -> PathBuf {
 fn llm(dir: &Path) -> Llm {
     trtllm::init();
     let mut opts =
-        EngineOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 64, ..Default::default() };
+        LlmOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     Llm::with_options(dir, opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
@@ -94,7 +95,7 @@ fn metrics() {
     assert_eq!(nmse(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
     assert!((nmse(&[0.0, 2.0], &[1.0, 2.0]) - 0.2).abs() < 1e-12);
     assert_eq!(nmse(&[f32::NAN], &[1.0]), f64::INFINITY);
-    let kl = trtllm_core::runtime::verify::kl_rows(&[0.0, 0.0, 1.0, 1.0], &[0.0, 0.0, 0.0, 2f32.ln()], 2);
+    let kl = trtllm_core::eval::verify::kl_rows(&[0.0, 0.0, 1.0, 1.0], &[0.0, 0.0, 0.0, 2f32.ln()], 2);
     assert!(kl[0].abs() < 1e-15);
     // p = (1/3, 2/3), q = (1/2, 1/2): KL = 1/3 ln(2/3) + 2/3 ln(4/3).
     let want = (1.0f64 / 3.0) * (2.0f64 / 3.0).ln() + (2.0f64 / 3.0) * (4.0f64 / 3.0).ln();

@@ -4,9 +4,10 @@
 //! must give the same bytes, and it must apply to the plain tensors (no transform, same dtype).
 //! And the parallel build (parts on several threads) against the sequential one.
 
-use trtllm_core::layers::SingleRank;
+use trtllm_core::dist::SingleRank;
 use trtllm_core::model::{plan_weights, HfCheckpoint};
-use trtllm_core::runtime::{EngineOptions, Llm};
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
 use trtllm_core::weights::{HfSource, TpSplit, Transform, VarBuilder, WeightSource};
 use trtllm_core::{DType, Mapping};
 use trtllm_tests::fixture;
@@ -83,7 +84,7 @@ fn parallel_build_equals_sequential_build() {
             let vb = VarBuilder::new(&src, Mapping::default(), DType::F32).with_threads(threads);
             let model =
                 (hf.entry.build)(&hf.cfg, &vb, &hf.entry.layout).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let opts = EngineOptions { max_batch_size: 1, max_seq_len: 16, ..Default::default() };
+            let opts = LlmOptions { max_batch_size: 1, max_seq_len: 16, ..Default::default() };
             let mut llm = Llm::from_model(model, None, opts).expect("llm");
             let t = llm.logits_all(&ids, None, &SingleRank).unwrap_or_else(|e| panic!("{name}: {e}"));
             t.f32s().expect("f32").to_vec()

@@ -11,9 +11,12 @@ use tempfile::TempDir;
 use trtllm_core::checkpoint::{
     build_engine, convert, rank_file, BuildOptions, ConvertOptions, CONVERTER_VERSION,
 };
-use trtllm_core::layers::SingleRank;
-use trtllm_core::model::{build_model, LoadOptions};
-use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
+use trtllm_core::dist::SingleRank;
+use trtllm_core::load::build_model;
+use trtllm_core::model::LoadOptions;
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::runner::SamplingParams;
 use trtllm_core::weights::{write_safetensors, SafetensorsFiles};
 use trtllm_core::{DType, Mapping, Tensor};
 
@@ -37,7 +40,7 @@ fn engine(name: &str, tp: usize, dtype: DType) -> (TempDir, PathBuf) {
 
 fn load(dir: &Path, dtype: Option<DType>, tp: Option<usize>) -> Llm {
     trtllm::init();
-    let mut opts = EngineOptions {
+    let mut opts = LlmOptions {
         kv_block_size: 3,
         max_batch_size: 2,
         max_seq_len: 64,
@@ -144,7 +147,7 @@ fn engine_options_come_from_the_build_config() {
         ..Default::default()
     };
     build_engine(&ckpt, &eng, &b).expect("build");
-    let o = EngineOptions::for_dir(&eng).expect("options");
+    let o = LlmOptions::for_dir(&eng).expect("options");
     assert_eq!((o.kv_block_size, o.max_batch_size, o.max_seq_len), (8, 3, 40));
     let mut llm = Llm::new(&eng).expect("load with the engine's limits");
     assert_eq!(greedy(&mut llm, &input_ids("llama")).len(), 24);
@@ -222,13 +225,13 @@ fn pipeline_stages_hold_their_layers() {
 #[test]
 fn tp_size_mismatch_is_refused() {
     let (_tmp, eng) = engine("llama", 2, DType::F32);
-    let opts = EngineOptions { tp_size: Some(4), ..Default::default() };
+    let opts = LlmOptions { tp_size: Some(4), ..Default::default() };
     let err = Llm::with_options(&eng, opts).err().expect("refused").to_string();
     assert!(err.contains("tp_size 2") && err.contains("tp_size 4"), "{err}");
     // One rank's shard run without its group is an error, not partial sums passed off as logits.
     let load = LoadOptions { mapping: Mapping::new(2, 1, 1).expect("mapping"), ..Default::default() };
     let shard = build_model(&eng, &load).expect("rank 1");
-    let mut llm = Llm::from_model(shard.model, None, EngineOptions::default()).expect("llm");
+    let mut llm = Llm::from_model(shard.model, None, LlmOptions::default()).expect("llm");
     let err = llm.logits_all(&input_ids("llama"), None, &SingleRank).expect_err("refused").to_string();
     assert!(err.contains("sharded for tp_size 2"), "{err}");
 }

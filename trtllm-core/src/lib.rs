@@ -1,23 +1,62 @@
-//! trtllm-core: tensors, functional ops, layers, model configs, weight maps, the model
-//! registry and the runtime (paged KV cache, sampling, tokenizer, generation).
+//! trtllm-core: the engine, in layers. Each folder depends only on the ones above it in this
+//! list (the table in ARCHITECTURE.md; `tests/tests/layering.rs` enforces it):
 //!
-//! The four API levels: [`ops`] (functional), [`layers`] (Linear, Embedding, norms; Attention,
-//! GatedMlp), and [`model::DecoderModelForCausalLM`] (the model base).
+//! | layer | modules | what |
+//! |---|---|---|
+//! | base | [`error`], [`dtype`], [`mapping`], [`env`] | errors, element types, the parallel mapping, the knob table |
+//! | leaves | [`text`], [`gguf`], [`device`] | tokenizer/detokenizer/chat; the GGUF importer; the GPU table and timers |
+//! | tensor | [`tensor`] | host / device / meta tensors |
+//! | config, batch | [`config`], [`batch`] | `ModelConfig` + RoPE; `ForwardBatch` + paged `KvCache` |
+//! | ops | [`ops`] | functional ops, CPU oracle + CUDA |
+//! | dist, weights | [`dist`], [`weights`] | `Communicator` (local, NCCL, multi-process); weight maps and sources |
+//! | layers | [`layers`] | Linear, norms, Attention, MLPs, MoE |
+//! | model | [`model`] | decoder base, registry, factory |
+//! | checkpoint | [`checkpoint`] | converted checkpoints and engine directories |
+//! | load | [`load`] | `LlmOptions`, directory dispatch, the tensor-parallel group |
+//! | runner | [`runner`] | `ModelRunner`: model + KV cache + CUDA graphs + sampling |
+//! | serve | [`serve`] | scheduling policy, prefix cache, engine thread, metrics |
+//! | llm | [`llm`] | `Llm`: the scheduler driven to completion |
+//! | eval | [`eval`] | verify, summarize, ROUGE |
+
+pub mod dtype;
+pub mod env;
+pub mod error;
+pub mod mapping;
+
+pub mod device;
+pub mod gguf;
+pub mod text;
+
+pub mod tensor;
+
+pub mod batch;
+pub mod config;
+
+pub mod ops;
+
+pub mod dist;
+pub mod weights;
+
+pub mod layers;
+
+pub mod model;
 
 pub mod checkpoint;
-pub mod dtype;
-pub mod error;
-pub mod gguf;
-pub mod layers;
-pub mod mapping;
-pub mod model;
-pub mod ops;
-pub mod runtime;
-pub mod tensor;
-pub mod weights;
+
+pub mod load;
+
+pub mod runner;
+
+pub mod serve;
+
+pub mod llm;
+
+pub mod eval;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use llm::{Generation, Llm};
+pub use load::LlmOptions;
 pub use mapping::Mapping;
 pub use tensor::{Device, Tensor};
 

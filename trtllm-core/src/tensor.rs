@@ -235,8 +235,9 @@ impl Tensor {
         if self.is_meta() {
             return Ok(Tensor::meta(&self.shape, dtype));
         }
-        if self.devbuf().is_some() {
-            return crate::ops::cast(self, dtype);
+        if let Some((buf, off)) = self.devbuf() {
+            let out = crate::device::cast(buf, off, self.numel(), self.dtype(), dtype)?;
+            return Tensor::from_devbuf(out, &self.shape, dtype);
         }
         let v = self.to_f32_vec()?;
         match dtype {

@@ -4,7 +4,8 @@
 //! a separate RoPE base for local layers (config).
 
 use trtllm_core::layers::{Attention, GatedMlp, GemmaRmsNorm};
-use trtllm_core::model::{DecoderModelForCausalLM, ModelConfig, ModelLayout};
+use trtllm_core::config::ModelConfig;
+use trtllm_core::model::{DecoderModelForCausalLM, ModelLayout};
 use trtllm_macros::{decoder_layer, register_model};
 
 #[decoder_layer]

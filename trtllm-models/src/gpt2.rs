@@ -3,7 +3,8 @@
 //! the `transformer.` prefix.
 
 use trtllm_core::layers::{Attention, LayerNorm, Mlp};
-use trtllm_core::model::{DecoderModelForCausalLM, ModelConfig, ModelLayout};
+use trtllm_core::config::ModelConfig;
+use trtllm_core::model::{DecoderModelForCausalLM, ModelLayout};
 use trtllm_macros::{decoder_layer, register_model};
 
 #[decoder_layer]

@@ -1,7 +1,9 @@
 //! Phi-3: the Llama block with checkpoint-fused `qkv_proj` and `gate_up_proj`; LongRoPE and
 //! `partial_rotary_factor` come from the config.
 
-use trtllm_core::model::{DecoderModelForCausalLM, ModelConfig};
+use trtllm_core::config::ModelConfig;
+
+use trtllm_core::model::DecoderModelForCausalLM;
 use trtllm_macros::register_model;
 
 use crate::llama::LlamaDecoderLayer;

@@ -1,7 +1,9 @@
 //! Qwen3: the Llama block with per-head RMSNorm of q and k before RoPE; `head_dim` from the
 //! config (not hidden / heads).
 
-use trtllm_core::model::{DecoderModelForCausalLM, ModelConfig};
+use trtllm_core::config::ModelConfig;
+
+use trtllm_core::model::DecoderModelForCausalLM;
 use trtllm_macros::register_model;
 
 use crate::llama::LlamaDecoderLayer;

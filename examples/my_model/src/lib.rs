@@ -1,6 +1,6 @@
 //! An out-of-tree model. This crate defines a decoder layer and a model with the trtllm macros
 //! and registers the made-up architecture string `MyLlamaForCausalLM`; the central factory
-//! (`trtllm_core::model::build_model`, `trtllm_core::runtime::Llm`) then builds it from any HF
+//! (`trtllm_core::model::build_model`, `trtllm_core::llm::Llm`) then builds it from any HF
 //! directory whose `config.json` says `"architectures": ["MyLlamaForCausalLM"]`.
 //! No file of trtllm-core, trtllm-models or the CLI was edited to add it.
 //!
@@ -12,7 +12,8 @@
 use std::path::Path;
 
 use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
-use trtllm_core::model::{plan_weights, resolve_config, DecoderModelForCausalLM, ModelConfig};
+use trtllm_core::config::ModelConfig;
+use trtllm_core::model::{plan_weights, resolve_config, DecoderModelForCausalLM};
 use trtllm_core::weights::write_safetensors;
 use trtllm_core::{DType, Error, Mapping, Result, Tensor};
 use trtllm_macros::{decoder_layer, register_model};

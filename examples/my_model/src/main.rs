@@ -8,8 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use trtllm_core::model::{architectures, lookup, ModelConfig};
-use trtllm_core::runtime::{EngineOptions, Llm, SamplingParams};
+use trtllm_core::config::ModelConfig;
+
+use trtllm_core::model::{architectures, lookup};
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::runner::SamplingParams;
 use trtllm_core::DType;
 
 fn main() -> trtllm_core::Result<()> {
@@ -39,7 +43,7 @@ fn run(dir: &Path, prompt: Option<String>) -> trtllm_core::Result<()> {
     println!("{} -> {}", cfg.architecture, entry.type_name);
 
     // The same factory `trtllm run` uses: config.json -> registry -> plan -> validate -> load.
-    let mut opts = EngineOptions { max_batch_size: 1, max_seq_len: 512, ..Default::default() };
+    let mut opts = LlmOptions { max_batch_size: 1, max_seq_len: 512, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     let mut llm = Llm::with_options(dir, opts)?;
     let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(16) };

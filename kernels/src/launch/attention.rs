@@ -3,29 +3,29 @@
 
 use cudarc::driver::LaunchConfig;
 
-use super::{opt, run, A, P};
+use super::{opt, run, Arg, DevPtr};
 use crate::module::Kernel;
 use crate::{Dt, Gpu, GpuError};
 
 /// Inputs of `qkv_prepare`: q/k norm, RoPE and the KV-cache write of one step.
 pub struct QkvArgs<'a> {
-    pub qkv: P<'a>,
+    pub qkv: DevPtr<'a>,
     pub tokens: usize,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     /// Rotated dims / 2 (0 when `inv_freq` is None).
     pub rot_half: usize,
-    pub positions: P<'a>,
-    pub inv_freq: Option<P<'a>>,
+    pub positions: DevPtr<'a>,
+    pub inv_freq: Option<DevPtr<'a>>,
     pub scaling: f32,
-    pub q_norm: Option<P<'a>>,
-    pub k_norm: Option<P<'a>>,
+    pub q_norm: Option<DevPtr<'a>>,
+    pub k_norm: Option<DevPtr<'a>>,
     pub eps: f32,
-    pub slots: P<'a>,
-    pub q_out: P<'a>,
-    pub k_cache: P<'a>,
-    pub v_cache: P<'a>,
+    pub slots: DevPtr<'a>,
+    pub q_out: DevPtr<'a>,
+    pub k_cache: DevPtr<'a>,
+    pub v_cache: DevPtr<'a>,
     pub cache_slots: usize,
 }
 
@@ -51,31 +51,31 @@ pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
         shared_mem_bytes: 0,
     };
     let args = [
-        A::P(a.qkv.addr()),
-        A::I(a.heads as i32),
-        A::I(a.kv_heads as i32),
-        A::I(hd as i32),
-        A::I(a.rot_half as i32),
-        A::P(a.positions.addr()),
+        Arg::Ptr(a.qkv.addr()),
+        Arg::I32(a.heads as i32),
+        Arg::I32(a.kv_heads as i32),
+        Arg::I32(hd as i32),
+        Arg::I32(a.rot_half as i32),
+        Arg::Ptr(a.positions.addr()),
         opt(a.inv_freq),
-        A::F(a.scaling),
+        Arg::F32(a.scaling),
         opt(a.q_norm),
         opt(a.k_norm),
-        A::F(a.eps),
-        A::P(a.slots.addr()),
-        A::P(a.q_out.addr()),
-        A::P(a.k_cache.addr()),
-        A::P(a.v_cache.addr()),
+        Arg::F32(a.eps),
+        Arg::Ptr(a.slots.addr()),
+        Arg::Ptr(a.q_out.addr()),
+        Arg::Ptr(a.k_cache.addr()),
+        Arg::Ptr(a.v_cache.addr()),
     ];
     run(gpu, Kernel::Attention, &format!("qkv_prepare_{}", dt.suffix()), cfg, &args)
 }
 
 /// Inputs of `paged_attention`.
 pub struct AttnArgs<'a> {
-    pub q: P<'a>,
-    pub k_cache: P<'a>,
-    pub v_cache: P<'a>,
-    pub out: P<'a>,
+    pub q: DevPtr<'a>,
+    pub k_cache: DevPtr<'a>,
+    pub v_cache: DevPtr<'a>,
+    pub out: DevPtr<'a>,
     pub tokens: usize,
     pub heads: usize,
     pub kv_heads: usize,
@@ -85,18 +85,12 @@ pub struct AttnArgs<'a> {
     pub window: usize,
     /// 0 = no soft-capping.
     pub softcap: f32,
-    pub positions: P<'a>,
-    pub token_seq: P<'a>,
+    pub positions: DevPtr<'a>,
+    pub token_seq: DevPtr<'a>,
     /// All sequences' block tables, concatenated; `bt_offsets[s]` is sequence s's start.
-    pub block_tables: P<'a>,
-    pub bt_offsets: P<'a>,
+    pub block_tables: DevPtr<'a>,
+    pub bt_offsets: DevPtr<'a>,
     pub block_size: usize,
-}
-
-/// `TRTLLM_NO_VEC_ATTN=1`: the scalar decode-attention kernel (read once, not per launch).
-fn vec_attn_off() -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var("TRTLLM_NO_VEC_ATTN").is_ok_and(|v| v == "1"))
 }
 
 pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
@@ -117,8 +111,7 @@ pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuErr
     let vec = dt == Dt::BF16
         && matches!(a.head_dim, 64 | 128 | 256)
         && a.k_cache.addr().is_multiple_of(16)
-        && a.v_cache.addr().is_multiple_of(16)
-        && !vec_attn_off();
+        && a.v_cache.addr().is_multiple_of(16);
     let name = if vec {
         format!("paged_attention_vec_bf16_hd{}", a.head_dim)
     } else {
@@ -132,21 +125,21 @@ pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuErr
         shared_mem_bytes: smem,
     };
     let args = [
-        A::P(a.q.addr()),
-        A::P(a.k_cache.addr()),
-        A::P(a.v_cache.addr()),
-        A::P(a.out.addr()),
-        A::I(a.heads as i32),
-        A::I(a.kv_heads as i32),
-        A::I(a.head_dim as i32),
-        A::F(a.scale),
-        A::I(a.window as i32),
-        A::F(a.softcap),
-        A::P(a.positions.addr()),
-        A::P(a.token_seq.addr()),
-        A::P(a.block_tables.addr()),
-        A::P(a.bt_offsets.addr()),
-        A::I(a.block_size as i32),
+        Arg::Ptr(a.q.addr()),
+        Arg::Ptr(a.k_cache.addr()),
+        Arg::Ptr(a.v_cache.addr()),
+        Arg::Ptr(a.out.addr()),
+        Arg::I32(a.heads as i32),
+        Arg::I32(a.kv_heads as i32),
+        Arg::I32(a.head_dim as i32),
+        Arg::F32(a.scale),
+        Arg::I32(a.window as i32),
+        Arg::F32(a.softcap),
+        Arg::Ptr(a.positions.addr()),
+        Arg::Ptr(a.token_seq.addr()),
+        Arg::Ptr(a.block_tables.addr()),
+        Arg::Ptr(a.bt_offsets.addr()),
+        Arg::I32(a.block_size as i32),
     ];
     run(gpu, Kernel::Attention, &name, cfg, &args)
 }

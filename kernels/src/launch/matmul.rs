@@ -4,7 +4,7 @@ use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublaslt::{Matmul, MatmulConfig};
 use cudarc::driver::LaunchConfig;
 
-use super::{run, A, P};
+use super::{run, Arg, DevPtr};
 use crate::module::Kernel;
 use crate::{DevBuf, Dt, Gpu, GpuError};
 
@@ -13,7 +13,7 @@ pub const GEMV_MAX_M: usize = 8;
 
 /// The GEMV takes `x @ w^T` when m <= 8, k is a whole number of 16-byte vectors and both
 /// operands start 16-byte aligned (it reads both with 16-byte loads).
-pub fn gemv_ok(dt: Dt, x: P<'_>, w: P<'_>, m: usize, k: usize) -> bool {
+pub fn gemv_ok(dt: Dt, x: DevPtr<'_>, w: DevPtr<'_>, m: usize, k: usize) -> bool {
     let v = 16 / dt.size();
     (1..=GEMV_MAX_M).contains(&m)
         && k.is_multiple_of(v)
@@ -26,9 +26,9 @@ pub fn gemv_ok(dt: Dt, x: P<'_>, w: P<'_>, m: usize, k: usize) -> bool {
 pub fn gemv(
     gpu: &Gpu,
     dt: Dt,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     m: usize,
     n: usize,
     k: usize,
@@ -45,9 +45,9 @@ pub fn gemv_bf16_variant(
     gpu: &Gpu,
     variant: &str,
     warps: usize,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     m: usize,
     n: usize,
     k: usize,
@@ -91,9 +91,9 @@ pub(super) fn gemv_launch(
     name: &str,
     dt: Dt,
     out_dt: Dt,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     m: usize,
     n: usize,
     k: usize,
@@ -109,9 +109,9 @@ pub(super) fn gemv_launch(
 pub fn gemv_gated(
     gpu: &Gpu,
     dt: Dt,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     m: usize,
     inter: usize,
     k: usize,
@@ -120,13 +120,13 @@ pub fn gemv_gated(
     gemv_check(dt, dt, x, w, out, m, 2 * inter, inter, k)?;
     let (name, smem) = x_staging(&format!("gemv_gated_{}", dt.suffix()), dt, m, k);
     let args = [
-        A::P(x.addr()),
-        A::P(w.addr()),
-        A::P(out.addr()),
-        A::I(m as i32),
-        A::I(inter as i32),
-        A::I(k as i32),
-        A::I(act),
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(w.addr()),
+        Arg::Ptr(out.addr()),
+        Arg::I32(m as i32),
+        Arg::I32(inter as i32),
+        Arg::I32(k as i32),
+        Arg::I32(act),
     ];
     run(gpu, Kernel::Gemv, &name, gemv_grid(inter, 8, smem), &args)
 }
@@ -136,9 +136,9 @@ pub fn gemv_gated(
 fn gemv_check(
     dt: Dt,
     out_dt: Dt,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     m: usize,
     n: usize,
     out_n: usize,
@@ -172,16 +172,16 @@ fn gemv_launch_warps(
     out_dt: Dt,
     warps: usize,
     smem: usize,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     m: usize,
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
     gemv_check(dt, out_dt, x, w, out, m, n, n, k)?;
     let args =
-        [A::P(x.addr()), A::P(w.addr()), A::P(out.addr()), A::I(m as i32), A::I(n as i32), A::I(k as i32)];
+        [Arg::Ptr(x.addr()), Arg::Ptr(w.addr()), Arg::Ptr(out.addr()), Arg::I32(m as i32), Arg::I32(n as i32), Arg::I32(k as i32)];
     run(gpu, Kernel::Gemv, name, gemv_grid(n, warps, smem), &args)
 }
 
@@ -190,8 +190,8 @@ fn gemv_launch_warps(
 pub fn gemm(
     gpu: &Gpu,
     dt: Dt,
-    x: P<'_>,
-    w: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
     out: &mut DevBuf,
     out_off: usize,
     m: usize,
@@ -200,7 +200,7 @@ pub fn gemm(
 ) -> Result<(), GpuError> {
     x.check("gemm", "x", m * k * dt.size())?;
     w.check("gemm", "w", n * k * dt.size())?;
-    P::new(out, out_off).check("gemm", "out", m * n * dt.size())?;
+    DevPtr::new(out, out_off).check("gemm", "out", m * n * dt.size())?;
     let _a = gpu.enter();
     // Row-major y[m,n] = x w^T is column-major y^T[n,m] = op(W)[n,k] x^T[k,m], W^T stored col-major [k,n].
     match dt {

@@ -4,15 +4,15 @@
 
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 
-use super::{gemv_launch, P};
+use super::{gemv_launch, DevPtr};
 use crate::{Dt, Gpu, GpuError};
 
 /// `gemv` with bf16 `x`, `w` and an f32 `out` (m <= 8).
 pub fn gemv_bf16_f32out(
     gpu: &Gpu,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     m: usize,
     n: usize,
     k: usize,
@@ -23,9 +23,9 @@ pub fn gemv_bf16_f32out(
 /// Any m: cuBLAS `GemmEx` with bf16 A/B, f32 C, f32 compute.
 pub fn gemm_bf16_f32out(
     gpu: &Gpu,
-    x: P<'_>,
-    w: P<'_>,
-    out: P<'_>,
+    x: DevPtr<'_>,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
     m: usize,
     n: usize,
     k: usize,

@@ -4,7 +4,7 @@
 
 use cudarc::driver::LaunchConfig;
 
-use super::A;
+use super::Arg;
 use crate::{Gpu, GpuError};
 
 /// Kernels that start with `pdl_start()` (common.cuh) and may therefore be launched with
@@ -21,11 +21,10 @@ const PDL_KERNELS: [&str; 8] = [
     "argmax_",
 ];
 
-/// PDL on: Hopper or newer, and not turned off with `TRTLLM_NO_PDL=1`.
+/// PDL on: Hopper or newer, and not turned off in [`crate::KernelOptions::pdl`].
 pub(super) fn enabled(gpu: &Gpu, name: &str) -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     gpu.sm >= 90
-        && !*OFF.get_or_init(|| std::env::var("TRTLLM_NO_PDL").is_ok_and(|v| v == "1"))
+        && crate::options().pdl
         && PDL_KERNELS.iter().any(|p| name.starts_with(p))
 }
 
@@ -35,17 +34,17 @@ pub(super) fn launch(
     f: &cudarc::driver::CudaFunction,
     name: &str,
     cfg: LaunchConfig,
-    args: &[A],
+    args: &[Arg],
 ) -> Result<(), GpuError> {
     use cudarc::driver::sys;
     use std::ffi::c_void;
     let mut params: Vec<*mut c_void> = args
         .iter()
         .map(|a| match a {
-            A::P(v) => v as *const u64 as *mut c_void,
-            A::I(v) => v as *const i32 as *mut c_void,
-            A::L(v) => v as *const i64 as *mut c_void,
-            A::F(v) => v as *const f32 as *mut c_void,
+            Arg::Ptr(v) => v as *const u64 as *mut c_void,
+            Arg::I32(v) => v as *const i32 as *mut c_void,
+            Arg::I64(v) => v as *const i64 as *mut c_void,
+            Arg::F32(v) => v as *const f32 as *mut c_void,
         })
         .collect();
     let mut attr = sys::CUlaunchAttribute {

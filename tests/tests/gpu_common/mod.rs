@@ -16,7 +16,7 @@ pub fn gpu() -> Option<std::sync::Arc<Gpu>> {
     }
     // Read once, at the first allocation: every output of this process starts as NaN.
     std::env::set_var("TRTLLM_POISON", "1");
-    Some(trtllm_core::ops::cuda::gpu(0).expect("open GPU 0"))
+    Some(trtllm_core::device::gpu(0).expect("open GPU 0"))
 }
 
 pub fn rand_t(rng: &mut SmallRng, shape: &[usize], scale: f32) -> Tensor {

@@ -1,6 +1,7 @@
 use trtllm::{decoder_layer, register_model};
 use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
-use trtllm_core::model::{DecoderModelForCausalLM, ModelConfig};
+use trtllm_core::config::ModelConfig;
+use trtllm_core::model::DecoderModelForCausalLM;
 
 #[decoder_layer]
 pub struct Layer {

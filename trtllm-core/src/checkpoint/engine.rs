@@ -83,7 +83,7 @@ pub fn build_engine(ckpt_dir: &Path, out: &Path, opts: &BuildOptions) -> Result<
     let mut cfg = cfg;
     // Kernels for the target SM (or the present GPU's), so `run` compiles nothing.
     let sm = opts.target_sm.or_else(|| {
-        trtllm_kernels::Gpu::available().then(|| crate::ops::cuda::gpu(0).ok().map(|g| g.sm)).flatten()
+        trtllm_kernels::Gpu::available().then(|| crate::device::gpu(0).ok().map(|g| g.sm)).flatten()
     });
     let mut ptx = vec![];
     if let Some(sm) = sm {

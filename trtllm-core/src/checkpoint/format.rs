@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::ModelConfig;
+use crate::config::ModelConfig;
 use crate::{DType, Error, Mapping, Result};
 
 /// Layout version of the checkpoints `trtllm convert` writes. Bumped whenever the engine tensor

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{convert_gguf, ConvertOptions, GgmlType, GgufWriter, Value, ValueType};
-use crate::runtime::Tokenizer;
+use crate::text::Tokenizer;
 use crate::weights::SafetensorsFiles;
 
 fn s(x: &str) -> Value {

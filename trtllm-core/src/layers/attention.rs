@@ -5,7 +5,7 @@
 
 use super::linear::Stored;
 use super::{AttentionLayer, BuildCtx, ForwardCtx, Linear, Module, RmsNorm};
-use crate::model::rope::{RopeConfig, RopeScaling};
+use crate::config::rope::{RopeConfig, RopeScaling};
 use crate::weights::heads_per_rank;
 use crate::{ops, Error, Result, Tensor};
 

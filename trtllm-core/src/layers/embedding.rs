@@ -4,7 +4,7 @@
 //! ranks' rows are summed (each row has exactly one non-zero contributor, so the sum is exact).
 
 use super::Communicator;
-use crate::runtime::{DeviceBatch, ForwardBatch};
+use crate::batch::{DeviceBatch, ForwardBatch};
 use crate::weights::{TpSplit, VarBuilder};
 use crate::{ops, Result, Tensor};
 

@@ -3,7 +3,7 @@
 //! features and all-reduce the partial sums (bias added once, after the reduce).
 
 use super::ForwardCtx;
-use crate::model::Activation;
+use crate::config::Activation;
 use crate::weights::{Combine, Source, TpSplit, VarBuilder, WeightSpec};
 use crate::{ops, Result, Tensor};
 

@@ -3,7 +3,7 @@
 
 use super::linear::Stored;
 use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module};
-use crate::model::{Activation, ModelConfig};
+use crate::config::{Activation, ModelConfig};
 use crate::weights::VarBuilder;
 use crate::{ops, Result, Tensor};
 

@@ -19,8 +19,9 @@ pub use moe::SparseMoe;
 
 pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm};
 
-use crate::model::ModelConfig;
-use crate::runtime::{DeviceBatch, ForwardBatch, KvCache};
+use crate::config::ModelConfig;
+use crate::batch::{DeviceBatch, ForwardBatch, KvCache};
+use crate::dist::Communicator;
 use crate::weights::VarBuilder;
 use crate::{Result, Tensor};
 
@@ -29,33 +30,6 @@ pub struct BuildCtx<'a> {
     pub cfg: &'a ModelConfig,
     /// Index of the decoder layer being built (global, not per pipeline stage).
     pub layer_idx: usize,
-}
-
-/// Collective ops across the tensor-parallel group, on tensors wherever they live: the
-/// in-process CPU group (`runtime::LocalComm`) exchanges host `f32`, NCCL (`runtime::NcclComm`)
-/// stays on the GPU.
-pub trait Communicator: Sync {
-    fn tp_size(&self) -> usize;
-    /// `x` summed across ranks, same shape, dtype and device as `x`.
-    fn all_reduce_tensor(&self, x: Tensor) -> Result<Tensor>;
-    /// `[rows, cols]` on every rank -> `[rows, cols * tp]`: rank r's columns at `r * cols`
-    /// (the vocab-parallel lm_head's logits).
-    fn all_gather_cols(&self, x: &Tensor) -> Result<Tensor>;
-}
-
-/// A group of one: nothing to exchange.
-pub struct SingleRank;
-
-impl Communicator for SingleRank {
-    fn tp_size(&self) -> usize {
-        1
-    }
-    fn all_reduce_tensor(&self, x: Tensor) -> Result<Tensor> {
-        Ok(x)
-    }
-    fn all_gather_cols(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.clone())
-    }
 }
 
 /// What a forward runs on.

@@ -5,7 +5,7 @@
 
 use super::linear::{stacked_spec, Stored};
 use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module};
-use crate::model::{Activation, MoeStyle};
+use crate::config::{Activation, MoeStyle};
 use crate::weights::TpSplit;
 use crate::{ops, Error, Result, Tensor};
 

@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{lookup, CausalLM, ModelConfig, ModelEntry, ModelLayout};
-use crate::runtime::load_timing as timing;
+use crate::config::ModelConfig;
+use super::{lookup, CausalLM, ModelEntry, ModelLayout};
+use crate::device::timing as timing;
 use crate::weights::{HfSource, Planner, SafetensorsFiles, VarBuilder, WeightSource, WeightSpec};
 use crate::{DType, Device, Error, Mapping, Result};
 
@@ -205,7 +206,7 @@ pub(crate) fn var_builder<'a>(
     let threads = crate::weights::load_threads(opts.mapping.tp_size);
     let vb = VarBuilder::new(src, opts.mapping, dtype).with_threads(threads);
     Ok(match opts.device {
-        Device::Cuda(n) => vb.on_gpu(crate::ops::cuda::gpu(n)?),
+        Device::Cuda(n) => vb.on_gpu(crate::device::gpu(n)?),
         _ => vb,
     })
 }
@@ -241,16 +242,6 @@ pub(crate) fn build_weights(
     Ok(model)
 }
 
-/// Build the model of a directory: an HF directory (plan, validate, load through the weight
-/// map), a `trtllm convert` checkpoint or a `trtllm build` engine (tensors by engine name).
-pub fn build_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
-    match crate::checkpoint::ModelDir::detect(dir)? {
-        crate::checkpoint::ModelDir::Hf => build_hf_model(dir, opts),
-        crate::checkpoint::ModelDir::Checkpoint(c) | crate::checkpoint::ModelDir::Engine(c, _) => {
-            crate::checkpoint::load_checkpoint(dir, &c, opts)
-        }
-    }
-}
 
 /// Build the model of an HF directory: plan, validate, load.
 pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {

@@ -1,7 +1,8 @@
 //! The model registry. `#[register_model]` submits a `ModelEntry` with `inventory`; every
 //! linked crate's entries are collected at link time. Lookup is by HF architecture string.
 
-use super::{CausalLM, ModelConfig};
+use super::CausalLM;
+use crate::config::ModelConfig;
 use crate::weights::VarBuilder;
 use crate::{Error, Result};
 

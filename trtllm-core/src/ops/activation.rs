@@ -1,7 +1,7 @@
 //! Activations, plain and gated (`act(gate) * up` over a fused `[m, 2i]` gate_up tensor).
 
-use crate::model::Activation;
-use trtllm_kernels::launch::{self, P};
+use crate::config::Activation;
+use trtllm_kernels::launch::{self, DevPtr};
 
 use super::cuda;
 use crate::{Error, Result, Tensor};
@@ -34,9 +34,9 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
         launch::act(
             &gpu,
-            cuda::dt(x, "activation")?,
-            cuda::p(x, "activation")?,
-            P::new(&out, 0),
+            cuda::kernel_dtype(x, "activation")?,
+            cuda::ptr(x, "activation")?,
+            DevPtr::new(&out, 0),
             x.numel(),
             kind(act),
         )
@@ -55,8 +55,8 @@ pub fn gated_activation(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
     let i = two_i / 2;
     if let Some(gpu) = cuda::gpu_of(gate_up) {
         let out = cuda::alloc(&gpu, &[m, i], gate_up.dtype())?;
-        let dt = cuda::dt(gate_up, "gated_activation")?;
-        launch::gated_act(&gpu, dt, cuda::p(gate_up, "gated_activation")?, P::new(&out, 0), m, i, kind(act))
+        let dt = cuda::kernel_dtype(gate_up, "gated_activation")?;
+        launch::gated_act(&gpu, dt, cuda::ptr(gate_up, "gated_activation")?, DevPtr::new(&out, 0), m, i, kind(act))
             .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, i], gate_up.dtype());
     }
@@ -83,12 +83,12 @@ pub fn matmul_gated(x: &Tensor, w: &Tensor, act: Activation) -> Result<Tensor> {
     {
         if k == k2 && two_i % 2 == 0 && x.dtype() == w.dtype() {
             cuda::same_device("matmul_gated", x, w)?;
-            let dt = cuda::dt(x, "matmul_gated")?;
-            let (xp, wp) = (cuda::p(x, "matmul_gated")?, cuda::p(w, "matmul_gated")?);
+            let dt = cuda::kernel_dtype(x, "matmul_gated")?;
+            let (xp, wp) = (cuda::ptr(x, "matmul_gated")?, cuda::ptr(w, "matmul_gated")?);
             if launch::gemv_ok(dt, xp, wp, m, k) {
                 let i = two_i / 2;
                 let out = cuda::alloc(&gpu, &[m, i], x.dtype())?;
-                launch::gemv_gated(&gpu, dt, xp, wp, P::new(&out, 0), m, i, k, kind(act))
+                launch::gemv_gated(&gpu, dt, xp, wp, DevPtr::new(&out, 0), m, i, k, kind(act))
                     .map_err(cuda::dev_err)?;
                 return Tensor::from_devbuf(out, &[m, i], x.dtype());
             }

@@ -5,7 +5,7 @@
 //! cached positions (within the sliding window, if any). GQA: query head `h` reads KV head
 //! `h / (heads / kv_heads)`.
 
-use crate::runtime::ForwardBatch;
+use crate::batch::ForwardBatch;
 use crate::{Error, Result, Tensor};
 
 #[derive(Clone, Copy, Debug)]
@@ -91,8 +91,7 @@ pub(crate) fn cuda_attention(
 ) -> std::result::Result<(), trtllm_kernels::GpuError> {
     use trtllm_kernels::flash::{self, FlashArgs, FlashSeq};
     let prefill = batch.seqs.iter().any(|s| s.q_len >= FLASH_MIN_Q);
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let off = *OFF.get_or_init(|| std::env::var_os("TRTLLM_NO_FLASH").is_some_and(|v| v == "1"));
+    let off = !crate::env::knobs().flash;
     let covered = batch.seqs.iter().map(|s| s.q_len).sum::<usize>() == a.tokens;
     if prefill && !off && covered && flash::eligible(gpu, dt, a) {
         // The kernel takes each sequence's (non-empty) rows at consecutive positions, as
@@ -116,7 +115,7 @@ pub(crate) fn cuda_attention(
             });
         }
         let row = a.kv_heads * a.head_dim * dt.size();
-        let slots = |p: &trtllm_kernels::launch::P<'_>| p.buf.len().saturating_sub(p.off) / row.max(1);
+        let slots = |p: &trtllm_kernels::launch::DevPtr<'_>| p.buf.len().saturating_sub(p.off) / row.max(1);
         let fa = FlashArgs {
             attn: a,
             seqs: &seqs,

@@ -10,10 +10,10 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     if let Some(gpu) = cuda::gpu_of(a) {
         cuda::same_device("add", a, b)?;
-        let dt = cuda::dt(a, "add")?;
+        let dt = cuda::kernel_dtype(a, "add")?;
         let out = cuda::alloc(&gpu, a.shape(), a.dtype())?;
-        let o = trtllm_kernels::launch::P::new(&out, 0);
-        trtllm_kernels::launch::add(&gpu, dt, cuda::p(a, "add")?, cuda::p(b, "add")?, o, a.numel())
+        let o = trtllm_kernels::launch::DevPtr::new(&out, 0);
+        trtllm_kernels::launch::add(&gpu, dt, cuda::ptr(a, "add")?, cuda::ptr(b, "add")?, o, a.numel())
             .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, a.shape(), a.dtype());
     }
@@ -29,12 +29,12 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(a) {
         cuda::same_device("mul", a, b)?;
         let out = cuda::alloc(&gpu, a.shape(), a.dtype())?;
-        let o = trtllm_kernels::launch::P::new(&out, 0);
+        let o = trtllm_kernels::launch::DevPtr::new(&out, 0);
         trtllm_kernels::launch::mul(
             &gpu,
-            cuda::dt(a, "mul")?,
-            cuda::p(a, "mul")?,
-            cuda::p(b, "mul")?,
+            cuda::kernel_dtype(a, "mul")?,
+            cuda::ptr(a, "mul")?,
+            cuda::ptr(b, "mul")?,
             o,
             a.numel(),
         )
@@ -68,14 +68,14 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     }
     if let Some(gpu) = cuda::gpu_of(x) {
         cuda::same_device("add_bias", x, bias)?;
-        let dt = cuda::dt(x, "add_bias")?;
+        let dt = cuda::kernel_dtype(x, "add_bias")?;
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
-        let o = trtllm_kernels::launch::P::new(&out, 0);
+        let o = trtllm_kernels::launch::DevPtr::new(&out, 0);
         trtllm_kernels::launch::add_bias(
             &gpu,
             dt,
-            cuda::p(x, "add_bias")?,
-            cuda::p(bias, "add_bias")?,
+            cuda::ptr(x, "add_bias")?,
+            cuda::ptr(bias, "add_bias")?,
             o,
             x.dim(0),
             n,
@@ -101,10 +101,10 @@ pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
 /// `tanh(x / cap) * cap` (Gemma 2 final-logit soft-capping).
 pub fn softcap(x: &Tensor, cap: f32) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(x) {
-        let dt = cuda::dt(x, "softcap")?;
+        let dt = cuda::kernel_dtype(x, "softcap")?;
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
-        let o = trtllm_kernels::launch::P::new(&out, 0);
-        trtllm_kernels::launch::softcap(&gpu, dt, cuda::p(x, "softcap")?, o, x.numel(), cap)
+        let o = trtllm_kernels::launch::DevPtr::new(&out, 0);
+        trtllm_kernels::launch::softcap(&gpu, dt, cuda::ptr(x, "softcap")?, o, x.numel(), cap)
             .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
@@ -116,10 +116,5 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     if x.dtype() == dtype {
         return Ok(x.clone());
     }
-    let Some(gpu) = cuda::gpu_of(x) else { return x.to_dtype(dtype) };
-    let (from, to) = (cuda::dt(x, "cast")?, cuda::dt(&Tensor::meta(&[], dtype), "cast")?);
-    let out = cuda::alloc(&gpu, x.shape(), dtype)?;
-    let o = trtllm_kernels::launch::P::new(&out, 0);
-    trtllm_kernels::launch::cast(&gpu, from, to, cuda::p(x, "cast")?, o, x.numel()).map_err(cuda::dev_err)?;
-    Tensor::from_devbuf(out, x.shape(), dtype)
+    x.to_dtype(dtype)
 }

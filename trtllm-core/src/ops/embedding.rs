@@ -1,6 +1,6 @@
 //! Token (or position) embedding lookup: rows of a `[vocab, d]` table -> `[t, d]` f32.
 
-use trtllm_kernels::launch::{self, P};
+use trtllm_kernels::launch::{self, DevPtr};
 
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ fn gather(
     mult: f32,
 ) -> Result<Tensor> {
     let idb = cuda::upload_i32(gpu, ids)?;
-    gather_dev(gpu, table, rows, P::new(&idb, 0), ids.len(), d, mult)
+    gather_dev(gpu, table, rows, DevPtr::new(&idb, 0), ids.len(), d, mult)
 }
 
 /// `[n, d]` rows of `table` (`[rows, d]`) at the `n` int32 ids in device memory.
@@ -48,14 +48,14 @@ fn gather_dev(
     gpu: &std::sync::Arc<trtllm_kernels::Gpu>,
     table: &Tensor,
     rows: usize,
-    ids: P<'_>,
+    ids: DevPtr<'_>,
     n: usize,
     d: usize,
     mult: f32,
 ) -> Result<Tensor> {
     let out = cuda::alloc(gpu, &[n, d], table.dtype())?;
-    let dt = cuda::dt(table, "gather_rows")?;
-    launch::gather_rows(gpu, dt, cuda::p(table, "gather_rows")?, rows, ids, P::new(&out, 0), n, d, mult)
+    let dt = cuda::kernel_dtype(table, "gather_rows")?;
+    launch::gather_rows(gpu, dt, cuda::ptr(table, "gather_rows")?, rows, ids, DevPtr::new(&out, 0), n, d, mult)
         .map_err(cuda::dev_err)?;
     Tensor::from_devbuf(out, &[n, d], table.dtype())
 }
@@ -74,7 +74,7 @@ pub fn embedding_device_ids(
     if !Arc::ptr_eq(&gpu, ids.gpu()) {
         return Err(Error::Device("embedding from device ids: ids and table on different GPUs".into()));
     }
-    gather_dev(&gpu, table, vocab, P::new(ids, 0), n, d, multiplier.unwrap_or(1.0))
+    gather_dev(&gpu, table, vocab, DevPtr::new(ids, 0), n, d, multiplier.unwrap_or(1.0))
 }
 
 /// Rows `rows` of x `[m, d]` -> `[rows.len(), d]`.
@@ -111,15 +111,15 @@ pub fn scatter_add_rows(base: &Tensor, y: &Tensor, idx: &[usize], w: &[f32]) -> 
         let out = b.copy_range(off, base.size_in_bytes()).map_err(cuda::dev_err)?;
         let iv: Vec<i32> = idx.iter().map(|&i| i as i32).collect();
         let (ib, wb) = (cuda::upload_i32(&gpu, &iv)?, cuda::upload_f32(&gpu, w)?);
-        let dt = cuda::dt(base, "scatter_add_rows")?;
+        let dt = cuda::kernel_dtype(base, "scatter_add_rows")?;
         launch::scatter_add_rows(
             &gpu,
             dt,
-            P::new(&out, 0),
+            DevPtr::new(&out, 0),
             m,
-            cuda::p(y, "scatter_add_rows")?,
-            P::new(&ib, 0),
-            P::new(&wb, 0),
+            cuda::ptr(y, "scatter_add_rows")?,
+            DevPtr::new(&ib, 0),
+            DevPtr::new(&wb, 0),
             r,
             d,
         )

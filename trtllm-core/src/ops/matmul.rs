@@ -22,20 +22,20 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
                 format!("x is {}, w is {} (the GPU path needs one dtype)", x.dtype(), w.dtype()),
             ));
         }
-        let dt = cuda::dt(x, "matmul_t")?;
+        let dt = cuda::kernel_dtype(x, "matmul_t")?;
         let mut out = cuda::alloc(&gpu, &[m, n], x.dtype())?;
-        let (xp, wp) = (cuda::p(x, "matmul_t")?, cuda::p(w, "matmul_t")?);
+        let (xp, wp) = (cuda::ptr(x, "matmul_t")?, cuda::ptr(w, "matmul_t")?);
         if trtllm_kernels::launch::gemv_ok(dt, xp, wp, m, k) {
             // Decode: a bandwidth-bound GEMV of our own beats cuBLAS's heuristics + launch cost.
-            trtllm_kernels::launch::gemv(&gpu, dt, xp, wp, trtllm_kernels::launch::P::new(&out, 0), m, n, k)
+            trtllm_kernels::launch::gemv(&gpu, dt, xp, wp, trtllm_kernels::launch::DevPtr::new(&out, 0), m, n, k)
                 .map_err(cuda::dev_err)?;
             return Tensor::from_devbuf(out, &[m, n], x.dtype());
         }
         trtllm_kernels::launch::gemm(
             &gpu,
             dt,
-            cuda::p(x, "matmul_t")?,
-            cuda::p(w, "matmul_t")?,
+            cuda::ptr(x, "matmul_t")?,
+            cuda::ptr(w, "matmul_t")?,
             &mut out,
             0,
             m,
@@ -77,7 +77,7 @@ pub fn matmul_t_f32(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     cuda::same_device("matmul_t_f32", x, w)?;
     let out = cuda::alloc(&gpu, &[m, n], DType::F32)?;
     let (xp, wp, op) =
-        (cuda::p(x, "matmul_t_f32")?, cuda::p(w, "matmul_t_f32")?, trtllm_kernels::launch::P::new(&out, 0));
+        (cuda::ptr(x, "matmul_t_f32")?, cuda::ptr(w, "matmul_t_f32")?, trtllm_kernels::launch::DevPtr::new(&out, 0));
     if trtllm_kernels::launch::gemv_ok(trtllm_kernels::Dt::BF16, xp, wp, m, k) {
         trtllm_kernels::launch::gemv_bf16_f32out(&gpu, xp, wp, op, m, n, k).map_err(cuda::dev_err)?;
     } else {

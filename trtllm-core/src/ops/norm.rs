@@ -1,6 +1,6 @@
 //! RMSNorm (optionally fused with the residual add) and LayerNorm, computed in f32 as HF does.
 
-use trtllm_kernels::launch::{self, P};
+use trtllm_kernels::launch::{self, DevPtr};
 
 use super::cuda;
 use crate::{Error, Result, Tensor};
@@ -25,8 +25,8 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let (m, d) = check("rms_norm", x, w)?;
     if let Some(gpu) = cuda::gpu_of(x) {
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
-        let (xp, wp) = (cuda::p(x, "rms_norm")?, cuda::p(w, "rms_norm")?);
-        launch::rms_norm(&gpu, cuda::dt(x, "rms_norm")?, xp, wp, P::new(&out, 0), m, d, eps as f32)
+        let (xp, wp) = (cuda::ptr(x, "rms_norm")?, cuda::ptr(w, "rms_norm")?);
+        launch::rms_norm(&gpu, cuda::kernel_dtype(x, "rms_norm")?, xp, wp, DevPtr::new(&out, 0), m, d, eps as f32)
             .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
@@ -46,9 +46,9 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f64) -> Resu
         cuda::same_device("add_rms_norm", x, residual)?;
         let (sum, out) = (cuda::alloc(&gpu, x.shape(), x.dtype())?, cuda::alloc(&gpu, x.shape(), x.dtype())?);
         let (xp, rp, wp) =
-            (cuda::p(x, "add_rms_norm")?, cuda::p(residual, "add_rms_norm")?, cuda::p(w, "add_rms_norm")?);
-        let dt = cuda::dt(x, "add_rms_norm")?;
-        launch::add_rms_norm(&gpu, dt, xp, rp, wp, P::new(&sum, 0), P::new(&out, 0), m, d, eps as f32)
+            (cuda::ptr(x, "add_rms_norm")?, cuda::ptr(residual, "add_rms_norm")?, cuda::ptr(w, "add_rms_norm")?);
+        let dt = cuda::kernel_dtype(x, "add_rms_norm")?;
+        launch::add_rms_norm(&gpu, dt, xp, rp, wp, DevPtr::new(&sum, 0), DevPtr::new(&out, 0), m, d, eps as f32)
             .map_err(cuda::dev_err)?;
         return Ok((
             Tensor::from_devbuf(sum, x.shape(), x.dtype())?,
@@ -81,11 +81,11 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> Resul
     if let Some(gpu) = cuda::gpu_of(x) {
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
         let bp = match b {
-            Some(b) => Some(cuda::p(b, "layer_norm")?),
+            Some(b) => Some(cuda::ptr(b, "layer_norm")?),
             None => None,
         };
-        let (xp, wp) = (cuda::p(x, "layer_norm")?, cuda::p(w, "layer_norm")?);
-        launch::layer_norm(&gpu, cuda::dt(x, "layer_norm")?, xp, wp, bp, P::new(&out, 0), m, d, eps as f32)
+        let (xp, wp) = (cuda::ptr(x, "layer_norm")?, cuda::ptr(w, "layer_norm")?);
+        launch::layer_norm(&gpu, cuda::kernel_dtype(x, "layer_norm")?, xp, wp, bp, DevPtr::new(&out, 0), m, d, eps as f32)
             .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }

@@ -2,10 +2,10 @@
 //! paged cache -> attention of every query over its sequence's cache. On the GPU the first three
 //! are one fused kernel; the CPU twin composes the single ops (the oracle).
 
-use trtllm_kernels::launch::{self, AttnArgs, QkvArgs, P};
+use trtllm_kernels::launch::{self, AttnArgs, QkvArgs, DevPtr};
 
 use super::{cuda, AttnParams};
-use crate::runtime::{DeviceBatch, ForwardBatch, KvLayer};
+use crate::batch::{DeviceBatch, ForwardBatch, KvLayer};
 use crate::{Error, Result, Tensor};
 
 pub struct QkvParams<'a> {
@@ -94,42 +94,42 @@ fn gpu(
     let (hd, nh, nkv, t) = (a.head_dim, a.num_heads, a.num_kv_heads, batch.num_tokens());
     let gpu =
         cuda::gpu_of(qkv).ok_or_else(|| Error::Device("qkv_attention: qkv is not on the GPU".into()))?;
-    let dt = cuda::dt(qkv, "qkv_attention")?;
+    let dt = cuda::kernel_dtype(qkv, "qkv_attention")?;
     let cache_slots = kc.len() / (nkv * hd * dt.size());
     let uploaded = match (p.rope, p.rope_on_device) {
         (Some((inv, _)), None) => Some(cuda::upload_f32(&gpu, inv)?),
         _ => None,
     };
-    let freq: Option<P<'_>> = match (&uploaded, p.rope_on_device) {
-        (Some(b), _) => Some(P::new(b, 0)),
-        (None, Some(t)) => Some(cuda::p(t, "inv_freq")?),
+    let freq: Option<DevPtr<'_>> = match (&uploaded, p.rope_on_device) {
+        (Some(b), _) => Some(DevPtr::new(b, 0)),
+        (None, Some(t)) => Some(cuda::ptr(t, "inv_freq")?),
         (None, None) => None,
     };
     let q_out = cuda::alloc(&gpu, &[t, nh * hd], qkv.dtype())?;
     let (qn, kn, eps) = match p.qk_norm {
-        Some((qn, kn, eps)) => (Some(cuda::p(qn, "q_norm")?), Some(cuda::p(kn, "k_norm")?), eps as f32),
+        Some((qn, kn, eps)) => (Some(cuda::ptr(qn, "q_norm")?), Some(cuda::ptr(kn, "k_norm")?), eps as f32),
         None => (None, None, 0.0),
     };
     launch::qkv_prepare(
         &gpu,
         dt,
         &QkvArgs {
-            qkv: cuda::p(qkv, "qkv_attention")?,
+            qkv: cuda::ptr(qkv, "qkv_attention")?,
             tokens: t,
             heads: nh,
             kv_heads: nkv,
             head_dim: hd,
             rot_half: p.rope.map_or(0, |(inv, _)| inv.len()),
-            positions: P::new(&dev.positions, 0),
+            positions: DevPtr::new(&dev.positions, 0),
             inv_freq: freq,
             scaling: p.rope.map_or(1.0, |(_, s)| s),
             q_norm: qn,
             k_norm: kn,
             eps,
-            slots: P::new(&dev.slots, 0),
-            q_out: P::new(&q_out, 0),
-            k_cache: P::new(kc, 0),
-            v_cache: P::new(vc, 0),
+            slots: DevPtr::new(&dev.slots, 0),
+            q_out: DevPtr::new(&q_out, 0),
+            k_cache: DevPtr::new(kc, 0),
+            v_cache: DevPtr::new(vc, 0),
             cache_slots,
         },
     )
@@ -140,10 +140,10 @@ fn gpu(
         &gpu,
         dt,
         &AttnArgs {
-            q: P::new(&q_out, 0),
-            k_cache: P::new(kc, 0),
-            v_cache: P::new(vc, 0),
-            out: P::new(&out, 0),
+            q: DevPtr::new(&q_out, 0),
+            k_cache: DevPtr::new(kc, 0),
+            v_cache: DevPtr::new(vc, 0),
+            out: DevPtr::new(&out, 0),
             tokens: t,
             heads: nh,
             kv_heads: nkv,
@@ -151,10 +151,10 @@ fn gpu(
             scale: a.scale,
             window: a.window.unwrap_or(0),
             softcap: a.softcap.unwrap_or(0.0),
-            positions: P::new(&dev.positions, 0),
-            token_seq: P::new(&dev.token_seq, 0),
-            block_tables: P::new(&dev.block_tables, 0),
-            bt_offsets: P::new(&dev.bt_offsets, 0),
+            positions: DevPtr::new(&dev.positions, 0),
+            token_seq: DevPtr::new(&dev.token_seq, 0),
+            block_tables: DevPtr::new(&dev.block_tables, 0),
+            bt_offsets: DevPtr::new(&dev.bt_offsets, 0),
             block_size: batch.block_size,
         },
     )

@@ -42,12 +42,12 @@ pub fn argmax_rows(logits: &crate::Tensor) -> crate::Result<Vec<u32>> {
     let (r, v) = logits.dims2("argmax_rows")?;
     if let Some(gpu) = super::cuda::gpu_of(logits) {
         let out = trtllm_kernels::DevBuf::alloc(&gpu, r * 4).map_err(super::cuda::dev_err)?;
-        let dt = super::cuda::dt(logits, "argmax_rows")?;
+        let dt = super::cuda::kernel_dtype(logits, "argmax_rows")?;
         trtllm_kernels::launch::argmax(
             &gpu,
             dt,
-            super::cuda::p(logits, "argmax_rows")?,
-            trtllm_kernels::launch::P::new(&out, 0),
+            super::cuda::ptr(logits, "argmax_rows")?,
+            trtllm_kernels::launch::DevPtr::new(&out, 0),
             r,
             v,
         )

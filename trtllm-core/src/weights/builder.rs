@@ -104,10 +104,9 @@ pub struct VarBuilder<'a> {
     threads: usize,
 }
 
-/// Staging chunk size: `TRTLLM_LOAD_CHUNK_MB`, else 16 MiB.
+/// Staging chunk size (`TRTLLM_LOAD_CHUNK_MB`, else 16 MiB).
 fn chunk_bytes() -> usize {
-    let mb = std::env::var("TRTLLM_LOAD_CHUNK_MB").ok().and_then(|v| v.trim().parse::<usize>().ok());
-    mb.unwrap_or(16).clamp(1, 1024) << 20
+    crate::env::knobs().load_chunk_mb << 20
 }
 
 impl<'a> VarBuilder<'a> {

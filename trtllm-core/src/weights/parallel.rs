@@ -7,8 +7,8 @@
 /// parses the tokenizer meanwhile) shared by the `ranks` ranks loading at once, at most 8
 /// (beyond that the page cache and the copy engine, not the cores, are the limit).
 pub fn load_threads(ranks: usize) -> usize {
-    if let Some(n) = std::env::var("TRTLLM_LOAD_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
-        return n.max(1);
+    if let Some(n) = crate::env::knobs().load_threads {
+        return n;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores.saturating_sub(1) / ranks.max(1)).clamp(1, 8)

@@ -27,17 +27,17 @@ pub fn codegen(m: &RegisterModel) -> TokenStream {
 
         #[automatically_derived]
         impl ::trtllm_core::model::CausalLM for #ident {
-            fn config(&self) -> &::trtllm_core::model::ModelConfig {
+            fn config(&self) -> &::trtllm_core::config::ModelConfig {
                 #lm::config(&self.0)
             }
-            fn kv_layout(&self) -> ::trtllm_core::runtime::KvLayout {
+            fn kv_layout(&self) -> ::trtllm_core::batch::KvLayout {
                 #lm::kv_layout(&self.0)
             }
             fn forward(
                 &self,
-                __batch: &::trtllm_core::runtime::ForwardBatch,
-                __kv: &mut ::trtllm_core::runtime::KvCache,
-                __comm: &dyn ::trtllm_core::layers::Communicator,
+                __batch: &::trtllm_core::batch::ForwardBatch,
+                __kv: &mut ::trtllm_core::batch::KvCache,
+                __comm: &dyn ::trtllm_core::dist::Communicator,
                 __hidden: ::core::option::Option<&mut ::std::vec::Vec<::trtllm_core::Tensor>>,
             ) -> ::trtllm_core::Result<::trtllm_core::Tensor> {
                 #lm::forward(&self.0, __batch, __kv, __comm, __hidden)
@@ -45,11 +45,11 @@ pub fn codegen(m: &RegisterModel) -> TokenStream {
         }
 
         const _: () = {
-            fn __adapt(__cfg: &mut ::trtllm_core::model::ModelConfig) {
+            fn __adapt(__cfg: &mut ::trtllm_core::config::ModelConfig) {
                 #adapt
             }
             fn __build(
-                __cfg: &::trtllm_core::model::ModelConfig,
+                __cfg: &::trtllm_core::config::ModelConfig,
                 __vb: &::trtllm_core::weights::VarBuilder<'_>,
                 __layout: &::trtllm_core::model::ModelLayout,
             ) -> ::trtllm_core::Result<::std::boxed::Box<dyn ::trtllm_core::model::CausalLM>> {

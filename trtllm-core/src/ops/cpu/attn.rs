@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use super::pool::{self, SendPtr};
 use super::{isa, Isa};
 use crate::ops::AttnParams;
-use crate::runtime::ForwardBatch;
+use crate::batch::ForwardBatch;
 use crate::{Error, Result};
 
 thread_local! {
@@ -400,7 +400,7 @@ mod blocked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::SeqStep;
+    use crate::batch::SeqStep;
 
     /// Naive f64 attention of every token (causal, window, softcap, GQA) over caches laid out
     /// by `batch`.

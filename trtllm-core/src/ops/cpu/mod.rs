@@ -63,7 +63,7 @@ pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         let hw = detect();
-        let asked = match std::env::var("TRTLLM_CPU_ISA").ok().as_deref() {
+        let asked = match crate::env::knobs().cpu_isa.as_deref() {
             Some("scalar") => Isa::Scalar,
             Some("avx2") => Isa::Avx2,
             Some("avx512") => Isa::Avx512,

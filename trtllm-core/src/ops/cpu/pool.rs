@@ -68,12 +68,9 @@ fn new_pool(n: usize) -> Pool {
 fn pool() -> &'static Pool {
     static POOL: OnceLock<&'static Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let n = std::env::var("TRTLLM_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .min(256);
+        let n = crate::env::knobs()
+            .num_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(256));
         let p: &'static Pool = Box::leak(Box::new(new_pool(n)));
         for id in 1..n {
             match std::thread::Builder::new().name(format!("trtllm-cpu-{id}")).spawn(move || worker(p, id)) {

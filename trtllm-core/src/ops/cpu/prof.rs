@@ -6,8 +6,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("TRTLLM_PROFILE").is_ok_and(|v| v == "1"))
+    crate::env::knobs().profile
 }
 
 /// (calls, total ns) per op label.

@@ -13,13 +13,11 @@
 //! `tokenizer` (on its own thread, overlapping the model load), and `total`. Kernel modules load
 //! lazily at their first launch: [`first_request`] reports them with the first request's time.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
-/// True when `TRTLLM_LOAD_TIMING=1` (read once).
+/// True when `TRTLLM_LOAD_TIMING=1`.
 pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("TRTLLM_LOAD_TIMING").is_some_and(|v| v == "1"))
+    crate::env::knobs().load_timing
 }
 
 /// A phase being timed.
@@ -81,7 +79,7 @@ pub fn first_request(secs: f64) {
     if !enabled() {
         return;
     }
-    let gpus = crate::ops::cuda::open_gpus();
+    let gpus = crate::device::open_gpus();
     let (mut n, mut s) = (0, 0.0);
     for gpu in &gpus {
         let (gn, gs) = gpu.module_load_stats();

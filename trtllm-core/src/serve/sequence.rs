@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::prefix_cache::block_hash;
-use super::{Sampler, SamplingParams};
+use crate::runner::{Sampler, SamplingParams};
 
 /// Why a sequence stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finish {
+pub enum FinishReason {
     /// `max_new_tokens` reached (OpenAI `length`).
     Length,
     /// An EOS / stop token or a stop string (OpenAI `stop`).
@@ -18,12 +18,12 @@ pub enum Finish {
     Abort,
 }
 
-impl Finish {
+impl FinishReason {
     pub fn as_str(self) -> &'static str {
         match self {
-            Finish::Length => "length",
-            Finish::Stop => "stop",
-            Finish::Abort => "abort",
+            FinishReason::Length => "length",
+            FinishReason::Stop => "stop",
+            FinishReason::Abort => "abort",
         }
     }
 }

@@ -16,7 +16,7 @@
 //! - **Capture** happens the first time a bucket is used: that step runs eagerly (the warm-up:
 //!   kernels loaded, lazy uploads done) and is the step's result; then the same forward is
 //!   captured (nothing executes). Any failure logs one warning and turns graphs off: every later
-//!   step runs eagerly. `TRTLLM_NO_CUDA_GRAPH=1` turns them off from the start.
+//!   step runs eagerly. `LlmOptions::cuda_graphs = false` (`--no-cuda-graphs`) turns them off.
 //! - **Not captured:** prefill and mixed steps, tensor parallelism (a model whose forward touches
 //!   another GPU, or a multi-process launch), MoE (the router reads logits on the host), RoPE
 //!   that depends on the sequence length (dynamic NTK, LongRoPE), all-logits verification.
@@ -25,38 +25,33 @@ use std::sync::Arc;
 
 use trtllm_kernels::{Arena, DevBuf, Gpu, Graph, Pinned};
 
-use super::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta};
-use crate::layers::Communicator;
-use crate::model::rope::RopeScaling;
+use crate::batch::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta};
+use crate::dist::Communicator;
+use crate::config::rope::RopeScaling;
 use crate::model::CausalLM;
 use crate::{ops::cuda::dev_err, Error, Result, Tensor};
 
-/// True when `TRTLLM_NO_CUDA_GRAPH=1` forces eager decode.
-pub fn cuda_graphs_disabled_by_env() -> bool {
-    std::env::var_os("TRTLLM_NO_CUDA_GRAPH").is_some_and(|v| v == "1")
-}
-
 /// The persistent inputs: one device buffer, its views, the pinned staging.
-struct Io {
+struct GraphInputs {
     buf: Arc<DevBuf>,
     dev: Arc<DeviceBatch>,
     staging: Pinned,
 }
 
 /// A step's logits: replayed through `graphs` when they take this batch, else the model's own
-/// forward (what `Llm` and the scheduler both run).
-pub(crate) fn forward_step(
+/// forward.
+pub(super) fn forward_step(
     graphs: Option<&mut DecodeGraphs>,
     model: &dyn CausalLM,
     batch: &ForwardBatch,
     kv: &mut KvCache,
 ) -> Result<Tensor> {
     if let Some(g) = graphs {
-        if let Some(logits) = g.forward(model, batch, kv, &crate::layers::SingleRank)? {
+        if let Some(logits) = g.forward(model, batch, kv, &crate::dist::SingleRank)? {
             return Ok(logits);
         }
     }
-    model.forward(batch, kv, &crate::layers::SingleRank, None)
+    model.forward(batch, kv, &crate::dist::SingleRank, None)
 }
 
 /// Captured decode steps of one model + KV cache (see the module docs).
@@ -69,7 +64,7 @@ pub struct DecodeGraphs {
     vocab: usize,
     /// Positions must stay below this (learned position embeddings).
     max_pos: Option<usize>,
-    io: Option<Io>,
+    io: Option<GraphInputs>,
     /// `[mb, vocab]` logits of the last replay, with (vocab, dtype).
     out: Option<(DevBuf, usize, crate::DType)>,
     graphs: Vec<Option<Graph>>,
@@ -104,11 +99,11 @@ impl DecodeGraphs {
     ) -> Option<Self> {
         let cfg = model.config();
         let ropes = std::iter::once(&cfg.rope).chain(cfg.rope_local.as_ref());
-        let why = if !enabled || cuda_graphs_disabled_by_env() {
-            "turned off (EngineOptions::cuda_graphs / TRTLLM_NO_CUDA_GRAPH=1)"
+        let why = if !enabled {
+            "turned off (LlmOptions::cuda_graphs, `--no-cuda-graphs`)"
         } else if !kv.is_cuda() || max_batch == 0 {
             return None;
-        } else if matches!(super::DistEnv::from_env(), Ok(Some(_))) {
+        } else if matches!(crate::dist::DistEnv::from_env(), Ok(Some(_))) {
             "multi-process tensor parallelism"
         } else if cfg.num_experts > 0 {
             "MoE routing reads the router logits on the host"
@@ -203,7 +198,7 @@ impl DecodeGraphs {
             // One eager step first: a model that also runs on other GPUs (tensor parallelism
             // in this process) must never see the padded batch or be captured.
             let others: Vec<_> =
-                crate::ops::cuda::open_gpus().into_iter().filter(|g| !Arc::ptr_eq(g, &self.gpu)).collect();
+                crate::device::open_gpus().into_iter().filter(|g| !Arc::ptr_eq(g, &self.gpu)).collect();
             let before: Vec<u64> = others.iter().map(|g| g.enqueue_count()).collect();
             let logits = model.forward(batch, kv, comm, None)?;
             if others.iter().zip(&before).any(|(g, &c)| g.enqueue_count() != c) {
@@ -248,7 +243,7 @@ impl DecodeGraphs {
                 block_tables: view(5 * mb, self.table_cap)?,
             };
             let staging = Pinned::new(&self.gpu, bytes).map_err(dev_err)?;
-            self.io = Some(Io { dev: Arc::new(dev), buf, staging });
+            self.io = Some(GraphInputs { dev: Arc::new(dev), buf, staging });
         }
         let io = self.io.as_mut().ok_or_else(|| Error::Device("no graph inputs".into()))?;
         let h = io.staging.host_mut().map_err(dev_err)?;

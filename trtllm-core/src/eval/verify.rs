@@ -9,8 +9,10 @@ use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use super::{Llm, SamplingParams};
-use crate::layers::SingleRank;
+use crate::llm::Llm;
+
+use crate::runner::SamplingParams;
+use crate::dist::SingleRank;
 use crate::weights::SafetensorsFiles;
 use crate::{Error, Result, Tensor};
 
@@ -302,7 +304,7 @@ pub fn verify(llm: &mut Llm, refs: &Reference, opts: &VerifyOptions) -> Result<V
     }
     let mut hidden = vec![];
     let logits = llm.logits_all(&ids, Some(&mut hidden), &SingleRank)?;
-    let layers = llm.model.config().num_hidden_layers;
+    let layers = llm.model().config().num_hidden_layers;
     if let Some(l) = refs.meta("num_layers").and_then(|v| v.parse::<usize>().ok()).filter(|&l| l != layers) {
         return Err(Error::checkpoint(
             &refs.path,

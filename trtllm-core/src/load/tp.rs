@@ -19,11 +19,12 @@ use std::sync::{Arc, Mutex};
 
 use trtllm_kernels::Gpu;
 
-use super::comm::LocalComm;
-use super::comm_nccl::NcclComm;
-use super::{ForwardBatch, KvCache, KvLayout};
-use crate::layers::Communicator;
-use crate::model::{CausalLM, ModelConfig};
+use crate::dist::LocalComm;
+use crate::dist::NcclComm;
+use crate::batch::{ForwardBatch, KvCache, KvLayout};
+use crate::dist::Communicator;
+use crate::config::ModelConfig;
+use crate::model::CausalLM;
 use crate::{Error, Result, Tensor};
 
 enum Comms {

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::layers::Communicator;
+use crate::dist::Communicator;
 use crate::{Error, Result, Tensor};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
-use super::BlockAllocator;
+use crate::batch::BlockAllocator;
 use crate::{Error, Result};
 
 /// The hash of a full block given its parent's hash (0 for the first block).

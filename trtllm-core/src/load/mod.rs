@@ -1,27 +1,44 @@
-//! What `Llm` loads from a directory (HF, checkpoint or engine): the options an engine was
-//! built with, and the model, one rank or a tensor-parallel group of all ranks.
+//! Loading a model from a directory of any kind (HF, `trtllm convert` checkpoint, `trtllm build`
+//! engine): the options ([`LlmOptions`], with an engine's own limits), the dispatch on the
+//! directory kind, and the tensor-parallel group of all ranks ([`TpModel`]).
+
+mod options;
+mod tp;
+
+pub use options::LlmOptions;
+pub use tp::TpModel;
 
 use std::path::Path;
 
-use super::comm_nccl::NcclComm;
-use super::dist::DistEnv;
-use super::tp::TpModel;
-use super::EngineOptions;
+use crate::dist::NcclComm;
+use crate::dist::DistEnv;
 use crate::checkpoint::ModelDir;
-use crate::model::{build_model, CausalLM, LoadOptions};
+
+use crate::model::{CausalLM, LoadOptions};
 use crate::{Device, Error, Mapping, Result};
 
-impl EngineOptions {
+impl LlmOptions {
     /// Defaults, with an engine directory's build limits (KV block size, max batch size, max
     /// sequence length) when `dir` is one.
     pub fn for_dir(dir: &Path) -> Result<Self> {
-        let mut opts = EngineOptions::default();
+        let mut opts = LlmOptions::default();
         if let ModelDir::Engine(_, b) = ModelDir::detect(dir)? {
             opts.kv_block_size = b.kv_block_size;
             opts.max_batch_size = b.max_batch_size;
             opts.max_seq_len = b.max_seq_len;
         }
         Ok(opts)
+    }
+}
+
+/// Build the model of a directory: an HF directory (plan, validate, load through the weight
+/// map), a `trtllm convert` checkpoint or a `trtllm build` engine (tensors by engine name).
+pub fn build_model(dir: &Path, opts: &crate::model::LoadOptions) -> Result<crate::model::LoadedModel> {
+    match ModelDir::detect(dir)? {
+        ModelDir::Hf => crate::model::build_hf_model(dir, opts),
+        ModelDir::Checkpoint(c) | ModelDir::Engine(c, _) => {
+            crate::checkpoint::load_checkpoint(dir, &c, opts)
+        }
     }
 }
 
@@ -48,7 +65,7 @@ fn resolve_tp(dir: &Path, kind: &ModelDir, asked: Option<usize>) -> Result<usize
     }
 }
 
-impl EngineOptions {
+impl LlmOptions {
     /// Adopt a multi-process launch (WORLD_SIZE > 1 with RANK, MASTER_ADDR, MASTER_PORT and
     /// optionally LOCAL_RANK in the environment): the tensor-parallel size becomes WORLD_SIZE and
     /// the device this rank's GPU. A no-op without those variables.
@@ -73,10 +90,10 @@ impl EngineOptions {
 
 /// Load the model of `dir` as `opts` asks: one model when the tensor-parallel size is 1, else
 /// every rank in a [`TpModel`] (one thread per rank; NCCL between GPUs, the in-process reference
-/// on the CPU), or, in a multi-process launch (see [`EngineOptions::apply_dist_env`]), this
+/// on the CPU), or, in a multi-process launch (see [`LlmOptions::apply_dist_env`]), this
 /// process's rank. The size is a checkpoint's own, or `opts.tp_size` (also read from
 /// `opts.load.mapping.tp_size`) for an HF directory, sharded in memory.
-pub fn load_engine_model(dir: &Path, opts: &EngineOptions) -> Result<Box<dyn CausalLM>> {
+pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
     let kind = ModelDir::detect(dir)?;
     if matches!(kind, ModelDir::Engine(..)) && dir.join("kernels").is_dir() {
         trtllm_kernels::set_prebuilt_dir(Some(dir.join("kernels")));
@@ -131,17 +148,17 @@ pub fn load_engine_model(dir: &Path, opts: &EngineOptions) -> Result<Box<dyn Cau
 }
 
 /// One rank of a multi-process group: its shard on its GPU, joined to the others through NCCL.
-fn load_rank(dir: &Path, opts: &EngineOptions, tp: usize, d: &DistEnv) -> Result<Box<dyn CausalLM>> {
+fn load_rank(dir: &Path, opts: &LlmOptions, tp: usize, d: &DistEnv) -> Result<Box<dyn CausalLM>> {
     if tp != d.world {
         return Err(Error::checkpoint(dir, format!("tp_size {tp} but WORLD_SIZE={}", d.world)));
     }
     if opts.load.device != Device::Cuda(d.local_rank) {
         return Err(Error::Device(format!(
-            "rank {} must run on cuda:{} (LOCAL_RANK), not {:?} (EngineOptions::apply_dist_env sets it)",
+            "rank {} must run on cuda:{} (LOCAL_RANK), not {:?} (LlmOptions::apply_dist_env sets it)",
             d.rank, d.local_rank, opts.load.device
         )));
     }
-    let gpu = crate::ops::cuda::gpu(d.local_rank)?;
+    let gpu = crate::device::gpu(d.local_rank)?;
     tracing::info!(rank = d.rank, world = d.world, "rendezvous at {}:{}", d.master_addr, d.master_port);
     let id = d.rendezvous()?;
     let comm = NcclComm::init_rank(&gpu, &id, d.rank, d.world)?;
@@ -157,17 +174,17 @@ struct RankModel {
 }
 
 impl CausalLM for RankModel {
-    fn config(&self) -> &crate::model::ModelConfig {
+    fn config(&self) -> &crate::config::ModelConfig {
         self.model.config()
     }
-    fn kv_layout(&self) -> super::KvLayout {
+    fn kv_layout(&self) -> crate::batch::KvLayout {
         self.model.kv_layout()
     }
     fn forward(
         &self,
-        batch: &super::ForwardBatch,
-        kv: &mut super::KvCache,
-        _comm: &dyn crate::layers::Communicator,
+        batch: &crate::batch::ForwardBatch,
+        kv: &mut crate::batch::KvCache,
+        _comm: &dyn crate::dist::Communicator,
         hidden: Option<&mut Vec<crate::Tensor>>,
     ) -> Result<crate::Tensor> {
         self.model.forward(batch, kv, &self.comm, hidden)

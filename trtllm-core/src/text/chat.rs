@@ -2,13 +2,13 @@
 //! rendered with minijinja the way transformers' `apply_chat_template` does (`trim_blocks`,
 //! `lstrip_blocks`, loop controls, Python string methods, `raise_exception`, `bos_token` /
 //! `eos_token`). The rendered text carries its own special tokens: encode it with
-//! [`Tokenizer::encode_raw`](super::Tokenizer::encode_raw).
+//! [`Tokenizer::encode_raw`](crate::text::Tokenizer::encode_raw).
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::Tokenizer;
+use crate::text::Tokenizer;
 use crate::{Error, Result};
 
 /// One chat message.

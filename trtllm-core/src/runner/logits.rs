@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Sampler, SamplingParams};
+use crate::runner::{Sampler, SamplingParams};
 use crate::ops::log_softmax;
 
 /// The log-probability of a sampled token and the top alternatives at its position.

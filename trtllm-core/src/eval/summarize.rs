@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::rouge::{corpus_rouge, CorpusRouge};
-use super::{ChatMessage, ChatTemplate, Llm, SamplingParams, Tokenizer};
+use crate::eval::rouge::{corpus_rouge, CorpusRouge};
+use crate::llm::Llm;
+use crate::runner::SamplingParams;
+use crate::text::{ChatMessage, ChatTemplate, Tokenizer};
 use crate::{Error, Result};
 
 /// The user turn when the model has a chat template; the document follows.

@@ -116,7 +116,7 @@ impl std::fmt::Debug for DeviceBatch {
 
 impl ForwardBatch {
     pub fn to_device(&self, gpu: &std::sync::Arc<trtllm_kernels::Gpu>) -> Result<DeviceBatch> {
-        let up = |v: Vec<i32>| crate::ops::cuda::upload_i32(gpu, &v);
+        let up = |v: Vec<i32>| crate::device::upload_i32(gpu, &v);
         let mut tables = vec![];
         let mut offsets = vec![];
         for s in &self.seqs {

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::detok::{IncrementalDetokenizer, StopMatcher};
-use super::logits::TokenLogprob;
-use super::metrics::EngineMetrics;
+use crate::text::{IncrementalDetokenizer, StopMatcher};
+use crate::runner::TokenLogprob;
+use crate::serve::EngineMetrics;
 use super::scheduler::{Scheduler, StepOutput};
-use super::sequence::{Finish, SeqRequest};
-use super::{SamplingParams, Tokenizer};
+use super::sequence::{FinishReason, SeqRequest};
+use crate::runner::SamplingParams;
+use crate::text::Tokenizer;
 
 /// Output of one request.
 #[derive(Clone, Debug)]
@@ -39,7 +40,7 @@ pub struct Delta {
     pub token_ids: Vec<u32>,
     pub text: String,
     pub logprobs: Vec<TokenLogprob>,
-    pub finish: Option<Finish>,
+    pub finish: Option<FinishReason>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -230,14 +231,14 @@ pub struct Engine {
 impl Engine {
     /// Start the engine thread over `sched`. `tokenizer` turns tokens into text (and enables
     /// stop strings); without one, deltas carry ids only.
-    pub fn start(
-        sched: Scheduler,
+    pub fn start<E: crate::runner::Executor>(
+        sched: Scheduler<E>,
         tokenizer: Option<Arc<Tokenizer>>,
         max_queue: usize,
     ) -> crate::Result<Engine> {
         let limits = Limits {
             max_total_tokens: sched.max_total_tokens(),
-            vocab_size: sched.model().config().vocab_size,
+            vocab_size: sched.vocab_size(),
         };
         let shared = Arc::new(Shared {
             metrics: EngineMetrics::default(),

@@ -7,16 +7,17 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::detok::{IncrementalDetokenizer, StopMatcher};
+use crate::text::{IncrementalDetokenizer, StopMatcher};
 use super::engine::{
     count_step, new_seq, recv, Delta, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE,
 };
 use super::scheduler::{Scheduler, StepOutput, TokenOut};
-use super::sequence::Finish;
-use super::Tokenizer;
+use crate::runner::Executor;
+use crate::serve::FinishReason;
+use crate::text::Tokenizer;
 
-pub(crate) struct EngineLoop {
-    sched: Scheduler,
+pub(crate) struct EngineLoop<E: Executor> {
+    sched: Scheduler<E>,
     tok: Option<Arc<Tokenizer>>,
     shared: Arc<Shared>,
     reqs: HashMap<u64, ReqState>,
@@ -24,8 +25,8 @@ pub(crate) struct EngineLoop {
     draining: bool,
 }
 
-impl EngineLoop {
-    pub fn new(sched: Scheduler, tok: Option<Arc<Tokenizer>>, shared: Arc<Shared>) -> Self {
+impl<E: Executor> EngineLoop<E> {
+    pub fn new(sched: Scheduler<E>, tok: Option<Arc<Tokenizer>>, shared: Arc<Shared>) -> Self {
         EngineLoop { sched, tok, shared, reqs: HashMap::new(), seqs: HashMap::new(), draining: false }
     }
 
@@ -201,7 +202,7 @@ impl EngineLoop {
         if let Some(tok) = &self.tok {
             // A stop token's own text is not part of the output.
             let mut piece =
-                if finish == Some(Finish::Stop) { Ok(String::new()) } else { s.detok.push(tok, t.token) };
+                if finish == Some(FinishReason::Stop) { Ok(String::new()) } else { s.detok.push(tok, t.token) };
             if let (Ok(p), Some(_)) = (&mut piece, finish) {
                 p.push_str(&s.detok.flush(tok).unwrap_or_default());
             }
@@ -210,7 +211,7 @@ impl EngineLoop {
                     let (emit, stopped) = s.stop.push(&piece);
                     text = emit;
                     if stopped && finish.is_none() {
-                        finish = Some(Finish::Stop);
+                        finish = Some(FinishReason::Stop);
                         self.sched.abort(t.seq);
                     }
                 }

@@ -13,20 +13,18 @@
 //!   prefix cache) and continues where it was.
 //! - **Prefix caching** ([`BlockManager`]): full computed blocks are registered by hash; a new
 //!   sequence starts with the cached blocks of its prompt and skips their prefill.
-//! - **Sampling** per sequence ([`SamplingParams`]): greedy on the device (`argmax_rows`, only the
-//!   ids reach the host) when every sampled row is plain greedy, else on host rows with
-//!   penalties and logprobs (`runtime/logits.rs`).
+//!
+//! The scheduler only decides: each step hands the chosen work to an [`Executor`] (the
+//! [`crate::runner::ModelRunner`], or a fake in tests) and applies what it sampled: stop
+//! conditions, block registration in the prefix cache, retirement.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::logits::{sample_row, TokenLogprob};
 use super::prefix_cache::BlockManager;
-use super::sequence::{Finish, SeqRequest, Sequence};
-use super::{ForwardBatch, KvCache, SeqStep};
-use crate::model::CausalLM;
-use crate::{DType, Error, Result};
-
+use super::sequence::{FinishReason, SeqRequest, Sequence};
+use crate::runner::{Executor, ModelRunner, SampleInput, ScheduledSeq, SchedulerOutput, TokenLogprob};
+use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// Most sequences in one step.
@@ -51,7 +49,7 @@ pub struct TokenOut {
     pub token: u32,
     pub logprob: Option<TokenLogprob>,
     /// Set when this token ends the sequence (its blocks are already released).
-    pub finish: Option<Finish>,
+    pub finish: Option<FinishReason>,
 }
 
 /// What one step did.
@@ -66,67 +64,60 @@ pub struct StepOutput {
     pub decode_tokens: usize,
 }
 
-pub struct Scheduler {
-    model: Box<dyn CausalLM>,
-    kv: KvCache,
+/// The scheduler over the runner `E` that executes its steps.
+pub struct Scheduler<E: Executor = ModelRunner> {
+    runner: E,
+    block_size: usize,
+    num_blocks: usize,
     blocks: BlockManager,
     cfg: SchedulerConfig,
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     eos: Vec<u32>,
-    /// Pure decode steps replay CUDA graphs (GPU, one rank; see `runtime::DecodeGraphs`).
-    graphs: Option<super::DecodeGraphs>,
 }
 
-impl Scheduler {
-    /// A scheduler over `model` and its KV cache. `eos`: the ids that end a sequence.
-    pub fn new(model: Box<dyn CausalLM>, kv: KvCache, cfg: SchedulerConfig, eos: Vec<u32>) -> Result<Self> {
+impl<E: Executor> Scheduler<E> {
+    /// A scheduler whose steps `runner` executes. `eos`: the ids that end a sequence.
+    pub fn new(runner: E, cfg: SchedulerConfig, eos: Vec<u32>) -> Result<Self> {
         if cfg.max_batch_size == 0 || cfg.max_num_tokens == 0 || cfg.max_seq_len == 0 {
             return Err(Error::Request(
                 "max_batch_size, max_num_tokens and max_seq_len must be positive".into(),
             ));
         }
-        let blocks = BlockManager::new(kv.num_blocks, kv.block_size, cfg.prefix_caching);
-        let graphs = super::DecodeGraphs::new(&*model, &kv, cfg.max_batch_size, cfg.max_seq_len, true);
-        Ok(Scheduler { model, kv, blocks, cfg, waiting: VecDeque::new(), running: vec![], eos, graphs })
-    }
-
-    /// Run every step eagerly (no CUDA graphs; `TRTLLM_NO_CUDA_GRAPH=1` does the same).
-    pub fn disable_cuda_graphs(&mut self) {
-        self.graphs = None;
-    }
-
-    /// A KV cache for `model` on `device` (`dtype` on the GPU; the host cache is f32).
-    pub fn make_kv(
-        model: &dyn CausalLM,
-        device: crate::Device,
-        dtype: DType,
-        block_size: usize,
-        num_blocks: usize,
-    ) -> Result<KvCache> {
-        match device {
-            crate::Device::Cuda(n) => KvCache::new_cuda(
-                &crate::ops::cuda::gpu(n)?,
-                dtype,
-                model.kv_layout(),
-                block_size,
-                num_blocks,
-            ),
-            _ => KvCache::new(model.kv_layout(), block_size, num_blocks),
-        }
+        let (num_blocks, block_size) = runner.kv_blocks();
+        let blocks = BlockManager::new(num_blocks, block_size, cfg.prefix_caching);
+        Ok(Scheduler {
+            runner,
+            block_size,
+            num_blocks,
+            blocks,
+            cfg,
+            waiting: VecDeque::new(),
+            running: vec![],
+            eos,
+        })
     }
 
     pub fn config(&self) -> &SchedulerConfig {
         &self.cfg
     }
-    pub fn model(&self) -> &dyn CausalLM {
-        self.model.as_ref()
+    pub fn vocab_size(&self) -> usize {
+        self.runner.vocab_size()
+    }
+    pub fn runner(&self) -> &E {
+        &self.runner
+    }
+    pub fn runner_mut(&mut self) -> &mut E {
+        &mut self.runner
+    }
+    pub fn blocks_mut(&mut self) -> &mut BlockManager {
+        &mut self.blocks
     }
     pub fn blocks(&self) -> &BlockManager {
         &self.blocks
     }
     pub fn block_size(&self) -> usize {
-        self.kv.block_size
+        self.block_size
     }
     pub fn num_waiting(&self) -> usize {
         self.waiting.len()
@@ -141,7 +132,7 @@ impl Scheduler {
     /// Longest prompt + output that can ever run: the model's and the config's limits, and the
     /// whole cache (a sequence alone must fit, or preemption could never make room).
     pub fn max_total_tokens(&self) -> usize {
-        self.cfg.max_seq_len.min(self.kv.num_blocks * self.kv.block_size)
+        self.cfg.max_seq_len.min(self.num_blocks * self.block_size)
     }
 
     /// Queue a sequence. Errors name the sequence and what is wrong with it.
@@ -159,7 +150,7 @@ impl Scheduler {
                 self.max_total_tokens()
             )));
         }
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.runner.vocab_size();
         if let Some(t) = r.prompt.iter().find(|&&t| t as usize >= vocab) {
             return Err(Error::Request(format!(
                 "sequence {}: token id {t} is outside the vocabulary ({vocab})",
@@ -271,39 +262,29 @@ impl Scheduler {
         if plan.is_empty() {
             return Ok(out);
         }
-        let steps: Vec<SeqStep<'_>> = plan
-            .iter()
-            .map(|&(i, n)| {
-                let s = &self.running[i];
-                SeqStep {
-                    tokens: &s.tokens[s.cached..s.cached + n],
-                    start_pos: s.cached,
-                    block_table: &s.blocks,
-                }
-            })
-            .collect();
-        let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
-        let logits = super::graph::forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
+        // `plan` lists running sequences in increasing index order.
+        let mut work = SchedulerOutput { seqs: Vec::with_capacity(plan.len()) };
+        let mut next = plan.iter().peekable();
+        for (i, s) in self.running.iter_mut().enumerate() {
+            let Some(&(_, n)) = next.next_if(|p| p.0 == i) else { continue };
+            let end = s.cached + n;
+            let (prompt, output) = s.tokens.split_at(s.prompt_len);
+            let sample = (end == s.tokens.len())
+                .then_some(SampleInput { params: &s.params, prompt, output, sampler: &mut s.sampler });
+            work.seqs.push(ScheduledSeq {
+                tokens: &s.tokens[s.cached..end],
+                start_pos: s.cached,
+                block_table: &s.blocks,
+                sample,
+            });
+        }
+        let result = self.runner.execute(work)?;
         let now = Instant::now();
-        let sampled: Vec<bool> =
-            plan.iter().map(|&(i, n)| self.running[i].cached + n == self.running[i].tokens.len()).collect();
-        let host = plan
-            .iter()
-            .zip(&sampled)
-            .any(|(&(i, _), &smp)| smp && self.running[i].params.needs_host_logits());
-        let (greedy, host_rows) = if host {
-            (None, Some(logits.to_cpu()?.to_dtype(DType::F32)?))
-        } else {
-            (Some(crate::ops::argmax_rows(&logits)?), None)
-        };
-        let vocab = logits.dim(1);
-        let bs = self.kv.block_size;
-        for (row, &(i, n)) in plan.iter().enumerate() {
+        let bs = self.block_size;
+        for (&(i, n), sampled) in plan.iter().zip(result.sampled) {
             let s = &mut self.running[i];
-            if s.cached < s.prompt_len {
-                out.prefill_tokens += n;
-            } else if s.tokens.len() - s.cached > 1 {
-                out.prefill_tokens += n; // recompute after preemption
+            if s.cached < s.prompt_len || s.tokens.len() - s.cached > 1 {
+                out.prefill_tokens += n; // a prompt chunk, or a recompute after preemption
             } else {
                 out.decode_tokens += n;
             }
@@ -311,30 +292,20 @@ impl Scheduler {
             for (bi, hash) in s.new_full_blocks(bs) {
                 self.blocks.register(s.blocks[bi], hash, &s.tokens[bi * bs..(bi + 1) * bs]);
             }
-            if !sampled[row] {
-                continue;
-            }
-            let (tok, logprob) = match (&greedy, &host_rows) {
-                (Some(ids), _) => (ids[row], None),
-                (None, Some(h)) => {
-                    let r = &h.f32s()?[row * vocab..(row + 1) * vocab];
-                    let (prompt, output) = s.tokens.split_at(s.prompt_len);
-                    sample_row(r, prompt, output, &s.params, &mut s.sampler)
-                }
-                (None, None) => return Err(Error::Msg("no logits sampled".into())),
-            };
+            let Some(x) = sampled else { continue };
+            let tok = x.token;
             s.tokens.push(tok);
             s.first_token.get_or_insert(now);
             s.last_token = Some(now);
             let p = &s.params;
             let finish = if (!p.ignore_eos && self.eos.contains(&tok)) || p.stop_token_ids.contains(&tok) {
-                Some(Finish::Stop)
+                Some(FinishReason::Stop)
             } else if s.num_generated() >= p.max_new_tokens || s.tokens.len() >= self.cfg.max_seq_len {
-                Some(Finish::Length)
+                Some(FinishReason::Length)
             } else {
                 None
             };
-            out.tokens.push(TokenOut { seq: s.id, token: tok, logprob, finish });
+            out.tokens.push(TokenOut { seq: s.id, token: tok, logprob: x.logprob, finish });
         }
         let done: Vec<u64> = out.tokens.iter().filter(|t| t.finish.is_some()).map(|t| t.seq).collect();
         for id in done {

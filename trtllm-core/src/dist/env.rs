@@ -69,8 +69,7 @@ impl DistEnv {
     }
 
     fn timeout() -> Duration {
-        let s = var("TRTLLM_RENDEZVOUS_TIMEOUT").and_then(|v| v.parse::<u64>().ok()).unwrap_or(300);
-        Duration::from_secs(s)
+        Duration::from_secs(crate::env::knobs().rendezvous_timeout_s)
     }
 
     /// The group's NCCL id: rank 0 makes it and serves it; the others fetch it.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use trtllm_kernels::nccl::{interleave_cols, NcclComm as RawNccl, NcclId};
 use trtllm_kernels::{DevBuf, Dt, Gpu};
 
-use crate::layers::Communicator;
+use crate::dist::Communicator;
 use crate::ops::cuda::{dev_err, gpu_of};
 use crate::{DType, Error, Result, Tensor};
 

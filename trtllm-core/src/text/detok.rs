@@ -9,7 +9,7 @@
 //! [`StopMatcher`] holds back text that could be the start of a stop string, and cuts the
 //! output before the first stop string found.
 
-use super::Tokenizer;
+use crate::text::Tokenizer;
 use crate::Result;
 
 pub struct IncrementalDetokenizer {
@@ -133,7 +133,7 @@ impl StopMatcher {
 
 #[cfg(test)]
 mod tests {
-    use super::StopMatcher;
+    use crate::text::StopMatcher;
 
     #[test]
     fn stop_strings_hold_back_and_cut() {

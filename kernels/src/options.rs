@@ -1,0 +1,32 @@
+//! The kernels' process-wide options. The crate reads no environment variable: the engine
+//! (`trtllm_core::env`, the one knob table) sets these once at start, before the first launch.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+#[derive(Clone, Debug)]
+pub struct KernelOptions {
+    /// Programmatic dependent launch for the decode chain on sm_90+ (`launch/pdl.rs`).
+    pub pdl: bool,
+    /// Where NVRTC output is cached; `None`: `~/.cache/trtllm/kernels`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        KernelOptions { pdl: true, cache_dir: None }
+    }
+}
+
+static OPTIONS: OnceLock<KernelOptions> = OnceLock::new();
+
+/// Set the options; the first call wins (they cannot change once a kernel has launched).
+/// `Err` hands back `o` when they were already set (or read).
+pub fn set_options(o: KernelOptions) -> Result<(), KernelOptions> {
+    OPTIONS.set(o)
+}
+
+/// The options in force (the defaults when none were set).
+pub fn options() -> &'static KernelOptions {
+    OPTIONS.get_or_init(KernelOptions::default)
+}

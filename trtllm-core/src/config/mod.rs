@@ -1,0 +1,7 @@
+//! A model's configuration: `config.json` normalized into [`ModelConfig`] (aliases, enums,
+//! RoPE parameters), and the architecture knobs HF keeps in modeling code ([`ArchOptions`]).
+
+mod model;
+pub mod rope;
+
+pub use model::{Activation, ArchOptions, AttnKind, ModelConfig, MoeStyle};

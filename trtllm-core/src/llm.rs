@@ -1,0 +1,243 @@
+//! `Llm`: the high-level API, in the spirit of TensorRT-LLM's `LLM` — the serving scheduler
+//! driven to completion on the caller's thread. All prompts of a call are queued together; each
+//! step runs whatever the scheduler packs (their prefills share one forward, then one decode
+//! token per unfinished sequence), so stop rules, penalties, logprobs and seeds behave exactly
+//! as they do under `trtllm serve`.
+//!
+//! ```no_run
+//! use trtllm_core::{runner::SamplingParams, Llm};
+//! let mut llm = Llm::new("path/to/hf-model")?;
+//! let out = llm.generate(&["Born in north-east France, Soyer trained as a"], &SamplingParams::greedy(30))?;
+//! println!("{}", out[0].text);
+//! # Ok::<(), trtllm_core::Error>(())
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::device::timing;
+use crate::dist::Communicator;
+use crate::load::LlmOptions;
+use crate::model::CausalLM;
+use crate::runner::{DecodeGraphs, ModelRunner, SamplingParams};
+use crate::serve::{FinishReason, Scheduler, SchedulerConfig, SeqRequest};
+use crate::text::Tokenizer;
+use crate::{Error, Result, Tensor};
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub prompt_ids: Vec<u32>,
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    pub finish_reason: FinishReason,
+    /// Time of the steps up to the one that produced the call's first token, and of all
+    /// later steps.
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+}
+
+pub struct Llm {
+    pub tokenizer: Option<Tokenizer>,
+    sched: Scheduler<ModelRunner>,
+    next_id: u64,
+}
+
+impl Llm {
+    /// Load an HF, checkpoint or engine directory with default options (an engine's own limits).
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::with_options(&dir, LlmOptions::for_dir(dir.as_ref())?)
+    }
+
+    /// Load an HF directory, a `trtllm convert` checkpoint or a `trtllm build` engine.
+    pub fn with_options(dir: impl AsRef<Path>, opts: LlmOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let total = timing::phase("total (Llm::with_options)");
+        let tok_dir = opts.tokenizer_dir.as_deref().unwrap_or(dir);
+        // The tokenizer (a Llama-3 tokenizer.json takes a few hundred ms to parse) loads on a
+        // thread of its own while the model loads.
+        let (model, tokenizer) = std::thread::scope(|s| {
+            let tok = s.spawn(|| {
+                let p = timing::phase("tokenizer");
+                let present = tok_dir.join("tokenizer.json").exists();
+                let t = if present { Tokenizer::from_dir(tok_dir).map(Some) } else { Ok(None) };
+                p.done_with("on its own thread, overlapping the model load");
+                t
+            });
+            let model = crate::load::load_model(dir, &opts);
+            let tokenizer =
+                tok.join().unwrap_or_else(|_| Err(Error::Msg("the tokenizer loader thread panicked".into())));
+            (model, tokenizer)
+        });
+        let llm = Self::from_model(model?, tokenizer?, opts)?;
+        total.done();
+        Ok(llm)
+    }
+
+    pub fn from_model(model: Box<dyn CausalLM>, tokenizer: Option<Tokenizer>, opts: LlmOptions) -> Result<Self> {
+        let layout = model.kv_layout();
+        let blocks =
+            opts.kv_num_blocks.unwrap_or(opts.max_batch_size * opts.max_seq_len.div_ceil(opts.kv_block_size));
+        let p = timing::phase("kv cache");
+        let dtype = opts.load.weight_dtype(model.config());
+        let kv = ModelRunner::make_kv(&*model, opts.load.device, dtype, opts.kv_block_size, blocks)?;
+        let mut eos = tokenizer.as_ref().map(|t| t.eos_token_ids.clone()).unwrap_or_default();
+        if eos.is_empty() {
+            eos = model.config().eos_token_ids.clone();
+        }
+        let elem = kv.cuda_dtype().map_or(4, |d| d.size_in_bytes());
+        let kv_bytes = 2 * layout.num_layers * kv.num_slots() * layout.kv_heads * layout.head_dim * elem;
+        p.done_with(&format!(
+            "{blocks} blocks of {} tokens x {} layers, {:.2} GiB",
+            opts.kv_block_size,
+            layout.num_layers,
+            kv_bytes as f64 / (1u64 << 30) as f64
+        ));
+        let p = timing::phase("cuda graphs setup");
+        let one_rank = opts.tp_size.unwrap_or(1) == 1 && opts.load.mapping.tp_size <= 1;
+        let graphs = opts.cuda_graphs && one_rank;
+        let runner = ModelRunner::new(model, kv, opts.max_batch_size, opts.max_seq_len, graphs);
+        p.done_with(match runner.cuda_graphs() {
+            Some(_) => "on (captured lazily, at the first decode step of each batch size)",
+            None => "off",
+        });
+        // One packed prefill for all the prompts that fit, as a direct generate loop would run
+        // them; no prefix cache (each call starts from nothing).
+        let cfg = SchedulerConfig {
+            max_batch_size: opts.max_batch_size,
+            max_num_tokens: opts.max_batch_size.saturating_mul(opts.max_seq_len).max(1),
+            max_seq_len: opts.max_seq_len,
+            prefix_caching: false,
+        };
+        Ok(Llm { tokenizer, sched: Scheduler::new(runner, cfg, eos)?, next_id: 0 })
+    }
+
+    pub fn model(&self) -> &dyn CausalLM {
+        self.sched.runner().model()
+    }
+
+    /// The CUDA-graph decode state (`None`: every step runs eagerly).
+    pub fn cuda_graphs(&self) -> Option<&DecodeGraphs> {
+        self.sched.runner().cuda_graphs()
+    }
+
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Msg(
+                "no tokenizer.json in the model directory (set a tokenizer directory: `--tokenizer-dir`)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Generate from text prompts.
+    pub fn generate(&mut self, prompts: &[&str], params: &SamplingParams) -> Result<Vec<Generation>> {
+        let ids = prompts.iter().map(|p| self.tokenizer()?.encode(p)).collect::<Result<Vec<_>>>()?;
+        self.generate_ids(ids, params, &mut |_, _| {})
+    }
+
+    /// Generate from token ids; `on_token(prompt index, id)` is called for every new token as
+    /// it is made. Prompt `i` samples with seed `params.seed + i` (as the `n` choices of one
+    /// server request do).
+    pub fn generate_ids(
+        &mut self,
+        prompts: Vec<Vec<u32>>,
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<Vec<Generation>> {
+        params.validate()?;
+        let shared = Arc::new(params.clone());
+        let base = self.next_id;
+        self.next_id += prompts.len() as u64;
+        let mut outs: Vec<(Vec<u32>, Option<FinishReason>)> = vec![(vec![], None); prompts.len()];
+        for (i, p) in prompts.iter().enumerate() {
+            if params.max_new_tokens == 0 {
+                break;
+            }
+            if p.is_empty() {
+                return Err(self.abort_from(base, i, Error::Request(format!("prompt {i} is empty"))));
+            }
+            let req = SeqRequest {
+                id: base + i as u64,
+                prompt: p.clone(),
+                params: shared.clone(),
+                seed: params.seed.map(|s| s.wrapping_add(i as u64)),
+            };
+            if let Err(e) = self.sched.add(req) {
+                return Err(self.abort_from(base, i, e));
+            }
+        }
+        let (mut prefill, mut decode) = (Duration::ZERO, Duration::ZERO);
+        let mut first = true;
+        while self.sched.has_work() {
+            let t0 = Instant::now();
+            let step = match self.sched.step() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.sched.abort_all();
+                    return Err(e);
+                }
+            };
+            for t in &step.tokens {
+                let i = (t.seq - base) as usize;
+                outs[i].0.push(t.token);
+                outs[i].1 = t.finish;
+                on_token(i, t.token);
+            }
+            if first {
+                prefill += t0.elapsed();
+                first = step.tokens.is_empty();
+            } else {
+                decode += t0.elapsed();
+            }
+        }
+        prompts
+            .into_iter()
+            .zip(outs)
+            .map(|(prompt_ids, (token_ids, finish))| {
+                let text = match &self.tokenizer {
+                    Some(t) => t.decode(&token_ids, true)?,
+                    None => String::new(),
+                };
+                Ok(Generation {
+                    prompt_ids,
+                    token_ids,
+                    text,
+                    finish_reason: finish.unwrap_or(FinishReason::Length),
+                    prefill_time: prefill,
+                    decode_time: decode,
+                })
+            })
+            .collect()
+    }
+
+    /// Drop the sequences `base..base + queued` of a call that failed while queueing.
+    fn abort_from(&mut self, base: u64, queued: usize, e: Error) -> Error {
+        for j in 0..queued {
+            self.sched.abort(base + j as u64);
+        }
+        e
+    }
+
+    /// Logits at every position of `ids` (one prefill), and optionally every hidden state.
+    pub fn logits_all(
+        &mut self,
+        ids: &[u32],
+        hidden: Option<&mut Vec<Tensor>>,
+        comm: &dyn Communicator,
+    ) -> Result<Tensor> {
+        let mut blocks = vec![];
+        if !self.sched.blocks_mut().try_grow(&mut blocks, ids.len())? {
+            self.sched.blocks_mut().release_all(&mut blocks);
+            return Err(Error::Request(format!(
+                "{} tokens do not fit the KV cache ({} blocks of {})",
+                ids.len(),
+                self.sched.blocks_mut().num_total(),
+                self.sched.block_size()
+            )));
+        }
+        let out = self.sched.runner_mut().logits_all(ids, &blocks, hidden, comm);
+        self.sched.blocks_mut().release_all(&mut blocks);
+        out
+    }
+}

@@ -1,0 +1,41 @@
+//! The options a model is loaded and run with.
+
+use std::path::PathBuf;
+
+use crate::model::LoadOptions;
+
+/// What [`crate::Llm`] and the serving engine run with: how to load the model, and the engine limits
+/// (an engine directory's `build_config.json` gives the defaults: [`LlmOptions::for_dir`]).
+#[derive(Clone, Debug)]
+pub struct LlmOptions {
+    pub load: LoadOptions,
+    pub kv_block_size: usize,
+    /// Total KV blocks; `None` sizes the cache for `max_batch_size` sequences of `max_seq_len`.
+    pub kv_num_blocks: Option<usize>,
+    pub max_batch_size: usize,
+    pub max_seq_len: usize,
+    /// Tensor-parallel ranks (CPU reference: one thread per rank). `None`: a checkpoint's own
+    /// size, 1 for an HF directory.
+    pub tp_size: Option<usize>,
+    /// Where `tokenizer.json` is, when not in the model directory.
+    pub tokenizer_dir: Option<PathBuf>,
+    /// Replay decode steps as CUDA graphs on a single GPU (`runtime::DecodeGraphs`); also off
+    /// with `TRTLLM_NO_CUDA_GRAPH=1`.
+    pub cuda_graphs: bool,
+}
+
+impl Default for LlmOptions {
+    fn default() -> Self {
+        LlmOptions {
+            load: LoadOptions::default(),
+            kv_block_size: 16,
+            kv_num_blocks: None,
+            max_batch_size: 8,
+            max_seq_len: 4096,
+            tp_size: None,
+            tokenizer_dir: None,
+            cuda_graphs: true,
+        }
+    }
+}
+

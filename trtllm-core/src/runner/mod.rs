@@ -1,0 +1,14 @@
+//! The model runner: a model with its KV cache, CUDA graphs and sampling. The scheduler
+//! (`crate::serve`) decides what runs; [`ModelRunner::execute`] runs it: one forward over the
+//! scheduled sequences, then a token for each row that samples.
+
+mod graphs;
+mod logits;
+mod sampler;
+
+pub use graphs::DecodeGraphs;
+pub use logits::{apply_penalties, sample_row, token_logprob, TokenLogprob};
+pub use sampler::{Sampler, SamplingParams, MAX_LOGPROBS, MAX_N};
+mod model_runner;
+
+pub use model_runner::{Executor, ModelRunner, RunnerOutput, SampleInput, Sampled, ScheduledSeq, SchedulerOutput};

@@ -1,0 +1,16 @@
+//! Continuous-batching serving: the scheduling policy ([`Scheduler`]: admission, chunked
+//! prefill, preemption, prefix reuse), the prefix cache, sequences, the engine thread with its
+//! request handles and events, and metrics.
+
+mod engine;
+mod engine_loop;
+mod metrics;
+mod prefix_cache;
+mod scheduler;
+mod sequence;
+
+pub use engine::{Delta, Engine, EngineHandle, Event, EventSink, Limits, RequestHandle, SubmitError, Usage};
+pub use metrics::{EngineMetrics, Histogram};
+pub use prefix_cache::{block_hashes, BlockManager};
+pub use scheduler::{Scheduler, SchedulerConfig, StepOutput, TokenOut};
+pub use sequence::{FinishReason, SeqRequest};
