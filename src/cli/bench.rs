@@ -68,7 +68,7 @@ fn advise_huge(p: *mut u8, size: usize) {
     static STATE: AtomicU8 = AtomicU8::new(0);
     let mut st = STATE.load(Ordering::Relaxed);
     if st == 0 {
-        st = if std::env::var_os("TRTLLM_NO_HUGEPAGES").is_some_and(|v| v == "1") { 2 } else { 1 };
+        st = if trtllm::env::knobs().hugepages { 1 } else { 2 };
         STATE.store(st, Ordering::Relaxed);
     }
     if st != 1 || p.is_null() {
@@ -292,6 +292,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         let c = throughput::Common {
             dir,
             tokenizer_dir: a.m.tokenizer_dir.as_deref(),
+            cuda_graphs: !a.m.no_cuda_graphs,
             device,
             dtype,
             tp_size: a.tp_size,
@@ -309,6 +310,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
+    opts.cuda_graphs = !a.m.no_cuda_graphs;
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);
     opts.tp_size = a.tp_size;
     opts.apply_dist_env()?;

@@ -44,6 +44,7 @@ pub struct Common<'a> {
     pub device: Device,
     pub dtype: Option<DType>,
     pub tp_size: Option<usize>,
+    pub cuda_graphs: bool,
     pub input_len: usize,
     pub output_len: usize,
     pub json: bool,
@@ -69,6 +70,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     opts.load.dtype = c.dtype;
     opts.load.device = c.device;
     opts.tokenizer_dir = c.tokenizer_dir.map(Path::to_path_buf);
+    opts.cuda_graphs = c.cuda_graphs;
     opts.tp_size = c.tp_size;
     opts.apply_dist_env()?;
     let t0 = Instant::now();

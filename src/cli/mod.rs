@@ -129,6 +129,9 @@ pub struct ModelArgs {
     /// Where tokenizer.json is, when the model directory has none.
     #[arg(long, alias = "tokenizer_dir")]
     pub tokenizer_dir: Option<std::path::PathBuf>,
+    /// Run every decode step eagerly instead of replaying CUDA graphs.
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
 }
 
 impl ModelArgs {

@@ -60,6 +60,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.load.device = device;
     opts.tp_size = a.tp_size;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
+    opts.cuda_graphs = !a.m.no_cuda_graphs;
     opts.apply_dist_env()?;
     // In a multi-process launch every rank runs the same loop; rank 0 prints.
     let quiet = trtllm::dist::DistEnv::from_env()?.is_some_and(|d| d.rank != 0);

@@ -58,6 +58,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let dir = a.m.dir()?.to_path_buf();
     let mut cfg = ServeConfig::new(dir);
     cfg.tokenizer_dir = a.m.tokenizer_dir;
+    cfg.cuda_graphs = !a.m.no_cuda_graphs;
     cfg.served_model_name = a.served_model_name;
     cfg.host = a.host;
     cfg.port = a.port;

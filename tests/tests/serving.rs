@@ -283,3 +283,42 @@ fn engine_streams_n_choices_stop_strings_and_cancels() {
     assert!(e.to_string().contains("max_tokens"), "{e}");
     eng.shutdown();
 }
+
+/// `Llm::generate_ids` is the scheduler driven to completion: the engine thread (what
+/// `trtllm serve` runs) gives the same tokens for the same greedy and seeded-sampled requests,
+/// penalties and the `n` choices' seeds (`seed + i`) included.
+#[test]
+fn llm_generate_and_the_serving_engine_give_identical_tokens() {
+    let (eng, tok) = engine(4);
+    let h = eng.handle();
+    let ids = tok.encode("The quick brown fox").expect("encode");
+    let sampled = SamplingParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        top_k: 50,
+        repetition_penalty: 1.1,
+        seed: Some(1234),
+        ignore_eos: true,
+        ..SamplingParams::greedy(16)
+    };
+    let cases = [SamplingParams { ignore_eos: true, ..SamplingParams::greedy(16) }, sampled];
+    let mut llm = Llm::with_options(fixture(), opts()).expect("load");
+    for p in cases {
+        let n = 2;
+        let from_llm: Vec<Vec<u32>> = llm
+            .generate_ids(vec![ids.clone(); n], &p, &mut |_, _| {})
+            .expect("generate")
+            .into_iter()
+            .map(|g| g.token_ids)
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        h.submit(ids.clone(), SamplingParams { n, ..p.clone() }, Box::new(tx)).expect("submit");
+        let (from_engine, ..) = collect(&rx);
+        assert_eq!(from_llm, from_engine, "temperature {}", p.temperature);
+        assert_eq!(from_llm[0].len(), 16);
+        if p.temperature > 0.0 {
+            assert_ne!(from_llm[0], from_llm[1], "the two choices sample with different seeds");
+        }
+    }
+    eng.shutdown();
+}

@@ -2,8 +2,7 @@
 
 use trtllm::{decoder_layer, register_model};
 use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
-use trtllm_core::config::ModelConfig;
-use trtllm_core::model::{DecoderModelForCausalLM, ModelLayout};
+use trtllm_core::{config::ModelConfig, model::{DecoderModelForCausalLM, ModelLayout}};
 
 #[decoder_layer]
 pub struct UiLayer {

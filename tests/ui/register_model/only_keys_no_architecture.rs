@@ -1,7 +1,6 @@
 use trtllm::{decoder_layer, register_model};
 use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
-use trtllm_core::config::ModelConfig;
-use trtllm_core::model::DecoderModelForCausalLM;
+use trtllm_core::{config::ModelConfig, model::DecoderModelForCausalLM};
 
 #[decoder_layer]
 pub struct Layer {

@@ -14,3 +14,6 @@ pub use metrics::{EngineMetrics, Histogram};
 pub use prefix_cache::{block_hashes, BlockManager};
 pub use scheduler::{Scheduler, SchedulerConfig, StepOutput, TokenOut};
 pub use sequence::{FinishReason, SeqRequest};
+
+#[cfg(test)]
+mod scheduler_tests;
