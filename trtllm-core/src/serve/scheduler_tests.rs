@@ -95,7 +95,10 @@ fn admission_is_fcfs_and_capped_by_max_batch_size() {
     let first = s.step().expect("step");
     assert_eq!(first.admitted.iter().map(|a| a.0).collect::<Vec<_>>(), vec![0, 1], "two fit, in arrival order");
     assert_eq!((s.num_running(), s.num_waiting()), (2, 1));
-    let out = run(&mut s);
+    let mut out = run(&mut s);
+    for t in first.tokens {
+        out.get_mut(&t.seq).expect("seq").0.insert(0, t.token);
+    }
     // Each output continues `last + 1`; every sequence ran to its length.
     assert_eq!(out[&0], (vec![2, 3, 4], FinishReason::Length));
     assert_eq!(out[&2], (vec![22, 23, 24], FinishReason::Length));
