@@ -1,5 +1,5 @@
 //! The CPU twin of the batched GPU sampler (`kernels/cuda/sampling_batched.cu`, launchers in
-//! [`crate::launch::sample`]): the same function in plain Rust, no CUDA needed, so the engine and
+//! [`crate::launch::sample`] (`launch/sampling.rs`)): the same function in plain Rust, no CUDA needed, so the engine and
 //! the tests can use it as the oracle. Given the same inputs it returns the same token bit for bit
 //! (every float step is an IEEE-rounded op done in the same order on both sides, every sum of
 //! probability mass is an exact integer sum), though it finds the thresholds by sorting where the
@@ -33,6 +33,9 @@
 //! 5. Logprobs, when `logprobs >= 0`: the chosen token's log-probability under the raw (pre-
 //!    penalty, pre-temperature) softmax, and the `logprobs` (<= 20) best raw tokens (value desc,
 //!    ties by lowest index) with theirs; top slots past them hold id -1 and `-inf`.
+
+// `!(a > b)` on floats is deliberate throughout: it is the kernel's NaN handling, op for op.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 /// One row's sampling parameters, as the kernel reads them (`#[repr(C)]`, 56 bytes: the same
 /// layout as `struct SampleParams` in sampling_batched.cu; upload a `[rows]` array of them).
@@ -84,7 +87,7 @@ impl Default for SampleParams {
 impl SampleParams {
     /// The bytes to upload for a `[rows]` array.
     pub fn as_bytes(params: &[SampleParams]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(params.len() * std::mem::size_of::<SampleParams>());
+        let mut out = Vec::with_capacity(std::mem::size_of_val(params));
         for p in params {
             out.extend_from_slice(&p.seed.to_le_bytes());
             out.extend_from_slice(&p.counter.to_le_bytes());
@@ -295,7 +298,7 @@ fn draw_filtered(l: &[f32], p: &SampleParams, m: f32, mi: usize) -> (usize, f64)
         // the top-k set by key, best first; mass per distinct key
         let mut set: Vec<(u32, u64)> =
             (0..n).filter(|&i| keys[i] >= thr).map(|i| (keys[i], fixq(prob_e(l[i], m, t)))).collect();
-        set.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        set.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
         let mk: u64 = set.iter().map(|s| s.1).sum();
         let frac = (p.top_p.max(0.0) * 4_294_967_296.0) as u64;
         let need = mul_shr32(mk, frac).max(1);
