@@ -25,7 +25,8 @@ fn gpu() -> Option<Arc<Gpu>> {
         eprintln!("SKIPPED: no CUDA GPU on this machine (run on the device: cargo test -p trtllm-kernels --test gpu_sampling)");
         return None;
     }
-    Some(Gpu::new(0).expect("open GPU 0"))
+    static G: std::sync::OnceLock<Arc<Gpu>> = std::sync::OnceLock::new();
+    Some(G.get_or_init(|| Gpu::new(0).expect("open GPU 0")).clone())
 }
 
 struct Rng(u64);
@@ -311,89 +312,133 @@ fn mixed_case(rng: &mut Rng, rows: usize, vocab: usize, dt: Dt) -> Case {
     c
 }
 
-/// (a) + (b) + (e) + (f): tokens in range, greedy rows bit-identical to the argmax kernel, ids as
-/// the twin's (decisions within 1e-5 of a boundary skipped; the rest may disagree on <= 1%),
-/// logprobs within 1e-3.
+/// Counts of the twin comparison: rows compared, rows that differ, rows skipped (near a boundary).
+#[derive(Default)]
+struct Tally {
+    compared: usize,
+    differ: usize,
+    near: usize,
+}
+
+/// The checks of one batch's results: tokens in range, greedy rows equal to `argmax` (the argmax
+/// kernel's ids), ids as the twin's `want` (rows within 1e-5 of a boundary skipped, the others
+/// counted), logprobs within 1e-3 of the raw log-softmax, top ids as the twin's, padding, and no
+/// logprob written for rows without them.
+fn check(c: &Case, got: &Got, want: &[Sampled], argmax: &[i32], tally: &mut Tally) {
+    let (rows, vocab, dt) = (c.rows(), c.vocab, c.dt);
+    let bias_rows = |r: usize| c.bias_off[r + 1] > c.bias_off[r];
+    for r in 0..rows {
+        let (p, t, w) = (&c.params[r], got.tokens[r], &want[r]);
+        let at = format!("{dt:?} rows={rows} vocab={vocab} row {r} {p:?}");
+        assert!((0..vocab as i32).contains(&t), "{at}: token {t} out of range");
+        let plain = p.slot < 0
+            || p.repetition_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
+        if p.temperature == 0.0 && plain && !bias_rows(r) {
+            assert_eq!(t, argmax[r], "{at}: greedy row differs from the argmax kernel");
+        }
+        if w.margin < 1e-5 {
+            tally.near += 1;
+        } else {
+            tally.compared += 1;
+            if t != w.token {
+                tally.differ += 1;
+                eprintln!("{at}: gpu {t}, twin {} (margin {:.2e})", w.token, w.margin);
+            }
+        }
+        if p.logprobs < 0 {
+            assert_eq!(got.chosen[r].to_bits(), POISON, "{at}: logprob written for a row without logprobs");
+            continue;
+        }
+        let row = &c.logits[r * vocab..(r + 1) * vocab];
+        if row.iter().all(|v| v.is_nan()) {
+            continue;
+        }
+        // the chosen token's logprob: the raw log-softmax at the GPU's token
+        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = mx + row.iter().map(|&v| (v as f64 - mx).exp()).sum::<f64>().ln();
+        let (lp, want_lp) = (got.chosen[r], row[t as usize] as f64 - lse);
+        assert!((lp as f64 - want_lp).abs() < 1e-3, "{at}: logprob {lp} vs {want_lp}");
+        let k = (p.logprobs as usize).min(TOP).min(vocab);
+        let ids = &got.top_ids[r * TOP..(r + 1) * TOP];
+        let lps = &got.top_lps[r * TOP..(r + 1) * TOP];
+        assert_eq!(&ids[..k], &w.top.iter().map(|t| t.0).collect::<Vec<_>>()[..], "{at}: top ids");
+        for (j, &(_, wl)) in w.top.iter().enumerate() {
+            assert!((lps[j] - wl).abs() < 1e-3, "{at}: top logprob {j}: {} vs {wl}", lps[j]);
+        }
+        assert!(
+            ids[k..].iter().all(|&i| i == -1) && lps[k..].iter().all(|&l| l == f32::NEG_INFINITY),
+            "{at}: top padding"
+        );
+    }
+}
+
+/// (a) + (b) + (e) + (f) at every shape and dtype.
 #[test]
 fn sampler_matches_the_cpu_twin_and_argmax() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng(1);
-    let (mut compared, mut differ, mut near) = (0usize, 0usize, 0usize);
+    let mut tally = Tally::default();
     for dt in DTS {
         for &rows in &ROWS {
             for &vocab in &VOCABS {
                 let c = mixed_case(&mut rng, rows, vocab, dt);
                 let got = c.run(&g);
-                let want = c.twin();
-                // the argmax kernel over the same logits
                 let x = up(&g, &logit_bytes(&c.logits, dt));
                 let am = poisoned(&g, rows);
                 launch::argmax(&g, dt, P::new(&x, 0), P::new(&am, 0), rows, vocab).expect("argmax");
-                let am = down_i32(&am, rows);
-                let bias_rows = |r: usize| c.bias_off[r + 1] > c.bias_off[r];
-                for r in 0..rows {
-                    let (p, t, w) = (&c.params[r], got.tokens[r], &want[r]);
-                    let at = format!("{dt:?} rows={rows} vocab={vocab} row {r} {p:?}");
-                    assert!((0..vocab as i32).contains(&t), "{at}: token {t} out of range");
-                    let plain = p.slot < 0
-                        || p.repetition_penalty == 1.0
-                            && p.presence_penalty == 0.0
-                            && p.frequency_penalty == 0.0;
-                    if p.temperature == 0.0 && plain && !bias_rows(r) {
-                        assert_eq!(t, am[r], "{at}: greedy row differs from the argmax kernel");
-                    }
-                    if w.margin < 1e-5 {
-                        near += 1;
-                    } else {
-                        compared += 1;
-                        if t != w.token {
-                            differ += 1;
-                            eprintln!("{at}: gpu {t}, twin {} (margin {:.2e})", w.token, w.margin);
-                        }
-                    }
-                    if p.logprobs >= 0 {
-                        let lp = got.chosen[r];
-                        // the chosen token's logprob: the raw log-softmax at the GPU's token
-                        let row = &c.logits[r * vocab..(r + 1) * vocab];
-                        if row.iter().all(|v| v.is_nan()) {
-                            continue;
-                        }
-                        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                        let lse = mx + row.iter().map(|&v| (v as f64 - mx).exp()).sum::<f64>().ln();
-                        let want_chosen = row[t as usize] as f64 - lse;
-                        assert!(
-                            (lp as f64 - want_chosen).abs() < 1e-3,
-                            "{at}: logprob {lp} vs {want_chosen}"
-                        );
-                        let k = (p.logprobs as usize).min(TOP).min(vocab);
-                        let ids = &got.top_ids[r * TOP..(r + 1) * TOP];
-                        let lps = &got.top_lps[r * TOP..(r + 1) * TOP];
-                        assert_eq!(
-                            &ids[..k],
-                            &w.top.iter().map(|t| t.0).collect::<Vec<_>>()[..],
-                            "{at}: top ids"
-                        );
-                        for (j, &(_, wl)) in w.top.iter().enumerate() {
-                            assert!((lps[j] - wl).abs() < 1e-3, "{at}: top logprob {j}: {} vs {wl}", lps[j]);
-                        }
-                        assert!(
-                            ids[k..].iter().all(|&i| i == -1)
-                                && lps[k..].iter().all(|&l| l == f32::NEG_INFINITY),
-                            "{at}: top padding"
-                        );
-                    } else {
-                        assert_eq!(
-                            got.chosen[r].to_bits(),
-                            POISON,
-                            "{at}: logprob written for a row without logprobs"
-                        );
-                    }
-                }
+                check(&c, &got, &c.twin(), &down_i32(&am, rows), &mut tally);
             }
         }
     }
+    let Tally { compared, differ, near } = tally;
     eprintln!("twin comparison: {compared} rows compared, {differ} differ, {near} within 1e-5 of a boundary (skipped)");
     assert!(differ * 100 <= compared, "{differ} of {compared} rows differ from the CPU twin");
+}
+
+/// The harness itself, on the CPU (runs without a GPU): the twin's results, laid out as the
+/// kernel writes them, pass `check`, so a GPU failure is the kernel's.
+#[test]
+fn harness_accepts_the_twin() {
+    let mut rng = Rng(3);
+    for dt in DTS {
+        for (rows, vocab) in [(7, 8), (16, 1000), (9, 32000)] {
+            let c = mixed_case(&mut rng, rows, vocab, dt);
+            let want = c.twin();
+            let mut got = Got {
+                tokens: want.iter().map(|s| s.token).collect(),
+                chosen: vec![f32::from_bits(POISON); rows],
+                top_ids: vec![POISON as i32; rows * TOP],
+                top_lps: vec![f32::from_bits(POISON); rows * TOP],
+                counts: vec![],
+                mask: vec![],
+            };
+            for (r, s) in want.iter().enumerate() {
+                if let Some(lp) = s.logprob {
+                    got.chosen[r] = lp;
+                    for j in 0..TOP {
+                        let (id, l) = s.top.get(j).copied().unwrap_or((-1, f32::NEG_INFINITY));
+                        (got.top_ids[r * TOP + j], got.top_lps[r * TOP + j]) = (id, l);
+                    }
+                }
+            }
+            // the argmax kernel's function: first max, NaN never wins, all NaN -> 0
+            let argmax: Vec<i32> = (0..rows)
+                .map(|r| {
+                    let row = &c.logits[r * vocab..(r + 1) * vocab];
+                    let mut b: Option<usize> = None;
+                    for (i, v) in row.iter().enumerate() {
+                        if !v.is_nan() && b.is_none_or(|b| *v > row[b]) {
+                            b = Some(i);
+                        }
+                    }
+                    b.unwrap_or(0) as i32
+                })
+                .collect();
+            let mut tally = Tally::default();
+            check(&c, &got, &want, &argmax, &mut tally);
+            assert_eq!(tally.differ, 0);
+        }
+    }
 }
 
 /// (c) A row's token depends on its seed and counter, not on its index or the batch around it.
