@@ -10,10 +10,15 @@ mod attention;
 mod matmul;
 mod mixed;
 mod pdl;
+mod sampling;
 pub use attention::{paged_attention, qkv_prepare, AttnArgs, QkvArgs};
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
+pub use sampling::{
+    sample, sample_count_tokens, sample_slots_init, sample_workspace_bytes, SampleArgs, SampleCsr,
+    SampleLogprobs, SampleParams, TokenState, MAX_TOP, SAMPLE_MAX_VOCAB,
+};
 
 /// A device pointer: `buf` at byte `off`.
 #[derive(Clone, Copy)]

@@ -48,7 +48,14 @@ impl Kernel {
             Kernel::Norm => include_str!("../cuda/norm.cu"),
             Kernel::Embedding => include_str!("../cuda/embedding.cu"),
             Kernel::Attention => include_str!("../cuda/attention.cu"),
-            Kernel::Sampling => include_str!("../cuda/sampling.cu"),
+            // The greedy argmax and the batched sampler (launch/sampling.rs) share one module.
+            Kernel::Sampling => {
+                concat!(
+                    include_str!("../cuda/sampling.cu"),
+                    "\n",
+                    include_str!("../cuda/sampling_batched.cu")
+                )
+            }
             Kernel::Gemv => include_str!("../cuda/gemv.cu"),
             // One translation unit: the 128-query kernel uses the 64-query file's helpers.
             Kernel::Flash => concat!(

@@ -10,7 +10,7 @@ use crate::{Gpu, GpuError};
 /// Kernels that start with `pdl_start()` (common.cuh) and may therefore be launched with
 /// programmatic dependent launch: they are scheduled while the previous kernel finishes and wait
 /// for it on the device instead of in the launch queue. The decode step's chain.
-const PDL_KERNELS: [&str; 8] = [
+const PDL_KERNELS: [&str; 9] = [
     "gemv_",
     "rms_norm_",
     "add_rms_norm_",
@@ -19,6 +19,8 @@ const PDL_KERNELS: [&str; 8] = [
     "paged_attention_",
     "gather_rows_",
     "argmax_",
+    // sample_f32 / _bf16, sample_slots_init, sample_count_tokens (sampling_batched.cu)
+    "sample_",
 ];
 
 /// PDL on: Hopper or newer, and not turned off in [`crate::KernelOptions::pdl`].
