@@ -13,6 +13,7 @@ mod gpu;
 pub mod launch;
 mod module;
 pub mod nccl;
+pub mod quant_ref;
 mod staging;
 
 pub use arena::Arena;
