@@ -14,21 +14,16 @@ pub const E4M3_MAX: f32 = 448.0;
 
 /// E4M3 code -> f32, exactly as `torch.float8_e4m3fn` widens (0x7f / 0xff are NaN).
 pub fn e4m3_decode(c: u8) -> f32 {
-    let neg = c & 0x80 != 0;
-    let e = ((c >> 3) & 0xf) as i32;
-    let m = (c & 7) as f32;
-    let v = if e == 15 && c & 7 == 7 {
+    let sign = ((c & 0x80) as u32) << 24;
+    let (e, m) = (((c >> 3) & 0xf) as u32, (c & 7) as u32);
+    let mag = if e == 15 && m == 7 {
         f32::NAN
     } else if e == 0 {
-        m * (1.0 / 512.0) // subnormal: m/8 * 2^-6
+        m as f32 * (1.0 / 512.0) // subnormal: m/8 * 2^-6
     } else {
-        (1.0 + m / 8.0) * 2f32.powi(e - 7)
+        f32::from_bits(((e + 120) << 23) | (m << 20)) // 2^(e - 7) * (1 + m/8)
     };
-    if neg {
-        -v
-    } else {
-        v
-    }
+    f32::from_bits(mag.to_bits() | sign)
 }
 
 /// f32 -> E4M3 code, round to nearest even, saturating: |x| >= 448 (and +-inf) -> +-448, NaN ->
@@ -150,10 +145,17 @@ pub fn fp8_quantize_weight(w: &[f32], rows: usize, cols: usize, layout: ScaleLay
 /// (its exactly dequantized value). Unrounded: the GPU rounds once to bf16.
 pub fn gemv_ref(x: &[f32], m: usize, n: usize, k: usize, w: impl Fn(usize, usize) -> f64) -> Vec<f64> {
     let mut y = vec![0f64; m * n];
+    let mut acc = vec![0f64; m];
     for r in 0..n {
-        for i in 0..m {
-            let xr = &x[i * k..(i + 1) * k];
-            y[i * n + r] = xr.iter().enumerate().map(|(c, &xv)| xv as f64 * w(r, c)).sum();
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for c in 0..k {
+            let wv = w(r, c);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a += x[i * k + c] as f64 * wv;
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            y[i * n + r] = *a;
         }
     }
     y
