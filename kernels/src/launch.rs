@@ -7,14 +7,21 @@ use crate::module::Kernel;
 use crate::{DevBuf, Dt, Gpu, GpuError};
 
 mod attention;
+mod fp8_gemm;
 mod matmul;
 mod mixed;
 mod pdl;
+mod quant;
 mod sampling;
 pub use attention::{paged_attention, qkv_prepare, AttnArgs, QkvArgs};
+pub use fp8_gemm::{matmul_fp8, matmul_fp8_f32out, matmul_fp8_rowwise};
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
+pub use quant::{
+    fp8_dequant, fp8_quantize_rows, fp8_quantize_static, fp8_scale_rowcol, gemv_fp8, gemv_fp8_gated,
+    gemv_fp8_ok, gemv_int4, Int4W, QGEMV_MAX_M,
+};
 pub use sampling::{
     sample, sample_count_tokens, sample_slots_init, sample_workspace_bytes, SampleArgs, SampleCsr,
     SampleLogprobs, SampleParams, TokenState, MAX_TOP, SAMPLE_MAX_VOCAB,

@@ -14,6 +14,7 @@ pub mod launch;
 mod module;
 pub mod nccl;
 mod options;
+pub mod quant_ref;
 pub mod sample_ref;
 mod staging;
 

@@ -16,9 +16,15 @@ pub enum Kernel {
     /// Flash-attention prefill (bf16 tensor cores, `flash.rs`): flash_attention.cu followed by
     /// flash_attention_bq128.cu.
     Flash,
+    /// W8A16 decode GEMV with FP8 E4M3 weights (gemv_fp8.cu).
+    GemvFp8,
+    /// W4A16 decode GEMV with group-quantized INT4 weights (gemv_int4.cu).
+    GemvInt4,
+    /// FP8 activation quantization, dequantization, FP8 GEMM epilogue (fp8_quant.cu).
+    Fp8Quant,
 }
 
-pub const KERNELS: [Kernel; 7] = [
+pub const KERNELS: [Kernel; 10] = [
     Kernel::Elementwise,
     Kernel::Norm,
     Kernel::Embedding,
@@ -26,6 +32,9 @@ pub const KERNELS: [Kernel; 7] = [
     Kernel::Sampling,
     Kernel::Gemv,
     Kernel::Flash,
+    Kernel::GemvFp8,
+    Kernel::GemvInt4,
+    Kernel::Fp8Quant,
 ];
 
 const COMMON: &str = include_str!("../cuda/common.cuh");
@@ -40,6 +49,9 @@ impl Kernel {
             Kernel::Sampling => "sampling",
             Kernel::Gemv => "gemv",
             Kernel::Flash => "flash_attention",
+            Kernel::GemvFp8 => "gemv_fp8",
+            Kernel::GemvInt4 => "gemv_int4",
+            Kernel::Fp8Quant => "fp8_quant",
         }
     }
     fn body(self) -> &'static str {
@@ -57,6 +69,9 @@ impl Kernel {
                 )
             }
             Kernel::Gemv => include_str!("../cuda/gemv.cu"),
+            Kernel::GemvFp8 => include_str!("../cuda/gemv_fp8.cu"),
+            Kernel::GemvInt4 => include_str!("../cuda/gemv_int4.cu"),
+            Kernel::Fp8Quant => include_str!("../cuda/fp8_quant.cu"),
             // One translation unit: the 128-query kernel uses the 64-query file's helpers.
             Kernel::Flash => concat!(
                 include_str!("../cuda/flash_attention.cu"),
