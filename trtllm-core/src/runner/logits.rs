@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::runner::{Sampler, SamplingParams};
+use crate::runner::SamplingParams;
 use crate::ops::log_softmax;
 
 /// The log-probability of a sampled token and the top alternatives at its position.
@@ -54,25 +54,6 @@ pub fn token_logprob(raw: &[f32], token: u32, k: usize) -> TokenLogprob {
     idx.truncate(k);
     idx.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
     TokenLogprob { token, logprob, top: idx.into_iter().map(|i| (i as u32, lp[i])).collect() }
-}
-
-/// Sample one token from a host row: penalties, then the sampler (greedy when temperature 0),
-/// and the logprobs of the raw distribution when asked for.
-pub fn sample_row(
-    raw: &[f32],
-    prompt: &[u32],
-    output: &[u32],
-    p: &SamplingParams,
-    sampler: &mut Sampler,
-) -> (u32, Option<TokenLogprob>) {
-    let tok = if p.has_penalties() {
-        let mut row = raw.to_vec();
-        apply_penalties(&mut row, prompt, output, p);
-        sampler.sample(&row, p)
-    } else {
-        sampler.sample(raw, p)
-    };
-    (tok, p.logprobs.map(|k| token_logprob(raw, tok, k)))
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ mod logits;
 mod sampler;
 
 pub use graphs::DecodeGraphs;
-pub use logits::{apply_penalties, sample_row, token_logprob, TokenLogprob};
+pub use logits::{apply_penalties, token_logprob, TokenLogprob};
 pub use sampler::{Sampler, SamplingParams, MAX_LOGPROBS, MAX_N};
 mod model_runner;
+mod sampling;
 
 pub use model_runner::{Executor, ModelRunner, RunnerOutput, SampleInput, Sampled, ScheduledSeq, SchedulerOutput};

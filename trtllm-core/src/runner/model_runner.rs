@@ -1,15 +1,17 @@
 //! [`ModelRunner`]: a model, its KV cache and its CUDA graphs. [`Executor::execute`] runs one
 //! scheduled step: a packed forward over every scheduled sequence's new tokens, then one token
-//! for each row that samples — greedy on the device (only ids reach the host) when every such
-//! row is plain greedy, else from host rows with penalties and logprobs (`logits.rs`).
+//! for each row that samples: on the GPU one sampling launch for all rows (greedy argmax when
+//! every row is plain greedy), only ids and requested logprobs reaching the host; on the CPU the
+//! same function on host rows (`sampling.rs`).
 
 use super::graphs::{forward_step, DecodeGraphs};
-use super::logits::{sample_row, TokenLogprob};
+use super::logits::TokenLogprob;
+use super::sampling::{sample_host_row, DeviceSampler};
 use super::{Sampler, SamplingParams};
 use crate::batch::{ForwardBatch, KvCache, SeqStep};
 use crate::dist::Communicator;
 use crate::model::CausalLM;
-use crate::{DType, Device, Error, Result, Tensor};
+use crate::{DType, Device, Result, Tensor};
 
 /// How a row samples its next token.
 pub struct SampleInput<'a> {
@@ -17,11 +19,13 @@ pub struct SampleInput<'a> {
     /// The sequence's prompt and the tokens it generated so far (penalties read them).
     pub prompt: &'a [u32],
     pub output: &'a [u32],
-    pub sampler: &'a mut Sampler,
+    pub sampler: &'a Sampler,
 }
 
 /// One sequence's share of a step.
 pub struct ScheduledSeq<'a> {
+    /// The sequence (the scheduler's id): the runner keeps per-sequence sampling state by it.
+    pub id: u64,
     /// The tokens whose K/V this step computes, at positions `start_pos..`.
     pub tokens: &'a [u32],
     pub start_pos: usize,
@@ -55,6 +59,8 @@ pub trait Executor: Send + 'static {
     /// KV blocks in the cache, and tokens per block.
     fn kv_blocks(&self) -> (usize, usize);
     fn vocab_size(&self) -> usize;
+    /// The sequence `id` ended (finished, aborted): drop any state kept for it.
+    fn release(&mut self, _id: u64) {}
 }
 
 pub struct ModelRunner {
@@ -62,6 +68,8 @@ pub struct ModelRunner {
     kv: KvCache,
     /// Captured decode steps (GPU, one rank); built from `model` and `kv`, which never change.
     graphs: Option<DecodeGraphs>,
+    /// Sampling on the GPU (`None` on the CPU).
+    sampler: Option<DeviceSampler>,
 }
 
 impl ModelRunner {
@@ -69,7 +77,9 @@ impl ModelRunner {
     /// `max_batch` sequences of `max_seq_len` as CUDA graphs where they apply (GPU, one rank).
     pub fn new(model: Box<dyn CausalLM>, kv: KvCache, max_batch: usize, max_seq_len: usize, cuda_graphs: bool) -> Self {
         let graphs = DecodeGraphs::new(&*model, &kv, max_batch, max_seq_len, cuda_graphs);
-        ModelRunner { model, kv, graphs }
+        let vocab = model.config().vocab_size;
+        let sampler = kv.gpu().map(|g| DeviceSampler::new(g, vocab, max_batch));
+        ModelRunner { model, kv, graphs, sampler }
     }
 
     /// A KV cache for `model` on `device` (`dtype` on the GPU; the host cache is f32).
@@ -128,29 +138,20 @@ impl Executor for ModelRunner {
             .collect();
         let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
         let logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
-        let host = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_host_logits()));
-        let (greedy, host_rows) = if host {
-            (None, Some(logits.to_cpu()?.to_dtype(DType::F32)?))
-        } else {
-            (Some(crate::ops::argmax_rows(&logits)?), None)
-        };
-        let vocab = logits.dim(1);
-        let mut out = RunnerOutput { sampled: Vec::with_capacity(step.seqs.len()) };
-        for (row, s) in step.seqs.into_iter().enumerate() {
-            let Some(x) = s.sample else {
-                out.sampled.push(None);
-                continue;
-            };
-            let (token, logprob) = match (&greedy, &host_rows) {
-                (Some(ids), _) => (ids[row], None),
-                (None, Some(h)) => {
-                    let r = &h.f32s()?[row * vocab..(row + 1) * vocab];
-                    sample_row(r, x.prompt, x.output, x.params, x.sampler)
-                }
-                (None, None) => return Err(Error::Msg("no logits sampled".into())),
-            };
-            out.sampled.push(Some(Sampled { token, logprob }));
+        let random = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_host_logits()));
+        let rows: Vec<(u64, Option<&SampleInput<'_>>)> = step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
+        if !random {
+            let ids = crate::ops::argmax_rows(&logits)?;
+            let sampled = rows.iter().zip(ids).map(|(r, token)| r.1.map(|_| Sampled { token, logprob: None }));
+            return Ok(RunnerOutput { sampled: sampled.collect() });
         }
+        if let (Some(ds), true) = (self.sampler.as_mut(), logits.devbuf().is_some()) {
+            return Ok(RunnerOutput { sampled: ds.sample(&logits, &rows)? });
+        }
+        let host = logits.to_cpu()?.to_dtype(DType::F32)?;
+        let (v, h) = (host.dim(1), host.f32s()?);
+        let sampled = rows.iter().enumerate().map(|(r, (_, x))| x.map(|x| sample_host_row(&h[r * v..(r + 1) * v], x)));
+        let out = RunnerOutput { sampled: sampled.collect() };
         Ok(out)
     }
 
@@ -160,5 +161,11 @@ impl Executor for ModelRunner {
 
     fn vocab_size(&self) -> usize {
         self.model.config().vocab_size
+    }
+
+    fn release(&mut self, id: u64) {
+        if let Some(s) = self.sampler.as_mut() {
+            s.release(id);
+        }
     }
 }

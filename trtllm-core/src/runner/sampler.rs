@@ -2,8 +2,6 @@
 //! `n`, logprobs, penalties) are applied by the scheduler (`runtime/scheduler.rs`,
 //! `runtime/logits.rs`); `Llm::generate` uses the others.
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use crate::{Error, Result};
 
@@ -107,52 +105,21 @@ impl SamplingParams {
     }
 }
 
-/// One sequence's sampler state (its RNG).
+/// One sequence's sampling seed. Sampling is counter-based (Philox keyed by the seed, counter =
+/// the index of the token being generated), so a seed gives the same tokens whatever the batch
+/// around the sequence, on the CPU and on the GPU (`runner/sampling.rs`).
+#[derive(Clone, Copy, Debug)]
 pub struct Sampler {
-    rng: SmallRng,
+    seed: u64,
 }
 
 impl Sampler {
+    /// `None`: a random seed.
     pub fn new(seed: Option<u64>) -> Self {
-        Sampler { rng: SmallRng::seed_from_u64(seed.unwrap_or_else(rand::random)) }
+        Sampler { seed: seed.unwrap_or_else(rand::random) }
     }
 
-    pub fn sample(&mut self, logits: &[f32], p: &SamplingParams) -> u32 {
-        if p.temperature == 0.0 {
-            return crate::ops::argmax(logits) as u32;
-        }
-        let mut cand: Vec<(usize, f32)> = logits.iter().map(|&l| l / p.temperature).enumerate().collect();
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1));
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.truncate(p.top_k);
-        }
-        let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|c| (c.1 - max).exp()).collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= sum);
-        let mut keep = probs.len();
-        if p.top_p < 1.0 {
-            let mut acc = 0.0;
-            for (i, &x) in probs.iter().enumerate() {
-                acc += x;
-                if acc >= p.top_p {
-                    keep = i + 1;
-                    break;
-                }
-            }
-        }
-        if p.min_p > 0.0 {
-            let floor = probs[0] * p.min_p;
-            keep = keep.min(probs.iter().take_while(|&&x| x >= floor).count().max(1));
-        }
-        let total: f32 = probs[..keep].iter().sum();
-        let mut r = self.rng.random::<f32>() * total;
-        for i in 0..keep {
-            r -= probs[i];
-            if r <= 0.0 {
-                return cand[i].0 as u32;
-            }
-        }
-        cand[keep - 1].0 as u32
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 }

@@ -164,6 +164,7 @@ impl<E: Executor> Scheduler<E> {
 
     /// End a sequence now, wherever it is, and release its blocks. `false` if unknown.
     pub fn abort(&mut self, id: u64) -> bool {
+        self.runner.release(id);
         if let Some(i) = self.running.iter().position(|s| s.id == id) {
             let mut s = self.running.remove(i);
             self.blocks.release_all(&mut s.blocks);
@@ -270,8 +271,9 @@ impl<E: Executor> Scheduler<E> {
             let end = s.cached + n;
             let (prompt, output) = s.tokens.split_at(s.prompt_len);
             let sample = (end == s.tokens.len())
-                .then_some(SampleInput { params: &s.params, prompt, output, sampler: &mut s.sampler });
+                .then_some(SampleInput { params: &s.params, prompt, output, sampler: &s.sampler });
             work.seqs.push(ScheduledSeq {
+                id: s.id,
                 tokens: &s.tokens[s.cached..end],
                 start_pos: s.cached,
                 block_table: &s.blocks,
