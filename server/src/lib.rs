@@ -20,6 +20,7 @@ pub mod error;
 mod gen;
 mod protocol;
 mod setup;
+pub mod sizing;
 mod sse;
 
 use std::future::IntoFuture;

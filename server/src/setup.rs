@@ -27,8 +27,11 @@ pub struct ServeConfig {
     pub max_seq_len: Option<usize>,
     pub max_queue: usize,
     pub kv_block_size: Option<usize>,
-    /// KV cache blocks; default `max_batch_size * ceil(max_seq_len / block_size)`.
+    /// KV cache blocks; default on a GPU: what `gpu_memory_utilization` of the card leaves after
+    /// the weights and the step's reserve; on the CPU `max_batch_size * ceil(max_seq_len / block_size)`.
     pub kv_blocks: Option<usize>,
+    /// Share of the GPU's memory the engine may use (weights + KV cache + activations).
+    pub gpu_memory_utilization: f64,
     pub prefix_caching: bool,
     /// Replay decode steps as CUDA graphs (GPU, one rank).
     pub cuda_graphs: bool,
@@ -55,6 +58,7 @@ impl ServeConfig {
             max_queue: 256,
             kv_block_size: None,
             kv_blocks: None,
+            gpu_memory_utilization: 0.9,
             prefix_caching: true,
             cuda_graphs: true,
             device: Device::Cpu,
@@ -103,16 +107,40 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     let chat_template = ChatTemplate::for_tokenizer(&tokenizer, &tok_dir)?;
     let model = load_model(dir, &opts)?;
     let mcfg = model.config();
-    let mut max_seq_len = cfg.max_seq_len.unwrap_or(opts.max_seq_len);
+    let on_gpu = matches!(cfg.device, Device::Cuda(_));
+    // GPU defaults as vLLM's: 256 sequences, the model's own context. The CPU keeps the engine
+    // defaults (its KV cache is host memory sized for every sequence at full length).
+    let default_seqs = if on_gpu { 256 } else { opts.max_batch_size };
+    let default_len = if on_gpu && mcfg.max_position_embeddings > 0 { mcfg.max_position_embeddings } else { opts.max_seq_len };
+    let mut max_seq_len = cfg.max_seq_len.unwrap_or(default_len);
     if mcfg.max_position_embeddings > 0 {
         max_seq_len = max_seq_len.min(mcfg.max_position_embeddings);
     }
-    let max_batch_size = cfg.max_batch_size.unwrap_or(opts.max_batch_size);
+    let max_batch_size = cfg.max_batch_size.unwrap_or(default_seqs);
+    let max_num_tokens = cfg.max_num_tokens.unwrap_or(2048);
     let bs = opts.kv_block_size;
-    let kv_blocks = cfg.kv_blocks.unwrap_or(max_batch_size * max_seq_len.div_ceil(bs));
+    let dtype = opts.load.weight_dtype(mcfg);
+    let kv_blocks = match (cfg.kv_blocks, cfg.device) {
+        (Some(n), _) => n,
+        (None, Device::Cuda(n)) => {
+            let gpu = trtllm_core::device::gpu(n)?;
+            let (free, total) = gpu.mem_info().map_err(|e| Error::Device(e.to_string()))?;
+            let per_block = crate::sizing::bytes_per_block(&model.kv_layout(), bs, dtype.size_in_bytes());
+            let reserve = crate::sizing::reserve_bytes(
+                mcfg.hidden_size,
+                mcfg.intermediate_size,
+                mcfg.vocab_size,
+                max_num_tokens,
+                max_batch_size,
+            );
+            let b = crate::sizing::kv_budget(free, total, cfg.gpu_memory_utilization, reserve, per_block, bs, max_seq_len)?;
+            b.blocks
+        }
+        (None, _) => max_batch_size * max_seq_len.div_ceil(bs),
+    };
     let sched_cfg = SchedulerConfig {
         max_batch_size,
-        max_num_tokens: cfg.max_num_tokens.unwrap_or(2048),
+        max_num_tokens,
         max_seq_len,
         prefix_caching: cfg.prefix_caching,
     };
@@ -120,9 +148,23 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     if eos.is_empty() {
         eos = mcfg.eos_token_ids.clone();
     }
-    let dtype = opts.load.weight_dtype(mcfg);
     let kv = ModelRunner::make_kv(model.as_ref(), cfg.device, dtype, bs, kv_blocks)?;
     let runner = ModelRunner::new(model, kv, max_batch_size, max_seq_len, cfg.cuda_graphs);
+    let graphs = runner.cuda_graphs().map(|g| {
+        let b = g.buckets();
+        format!("{} buckets, {}..{}", b.len(), b.first().copied().unwrap_or(0), b.last().copied().unwrap_or(0))
+    });
+    eprintln!(
+        "trtllm serve: device {:?}, dtype {dtype:?}, KV {kv_blocks} blocks x {bs} tokens = {} tokens ({:.2} GiB), \
+         max-num-seqs {max_batch_size}, max-model-len {max_seq_len}, max-num-tokens {max_num_tokens}, \
+         prefix caching {}, CUDA graphs {}",
+        cfg.device,
+        kv_blocks * bs,
+        (kv_blocks * crate::sizing::bytes_per_block(&runner.model().kv_layout(), bs, kv_elem(cfg.device, dtype))) as f64
+            / crate::sizing::GIB,
+        if cfg.prefix_caching { "on" } else { "off" },
+        graphs.as_deref().unwrap_or("off"),
+    );
     let sched = Scheduler::new(runner, sched_cfg.clone(), eos)?;
     let tokenizer = Arc::new(tokenizer);
     let engine = Engine::start(sched, Some(tokenizer.clone()), cfg.max_queue)?;
@@ -133,4 +175,13 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
             .unwrap_or_else(|| "model".into())
     });
     Ok(Served { engine, tokenizer, chat_template, model_name, scheduler: sched_cfg, kv_blocks })
+}
+
+/// Bytes of one KV element: the model dtype on the GPU, f32 on the host.
+fn kv_elem(device: Device, dtype: DType) -> usize {
+    if matches!(device, Device::Cuda(_)) {
+        dtype.size_in_bytes()
+    } else {
+        4
+    }
 }

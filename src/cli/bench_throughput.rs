@@ -35,6 +35,24 @@ pub struct ThroughputArgs {
     /// Throughput mode: KV blocks (default: max-num-seqs sequences of input + output).
     #[arg(long, alias = "kv_blocks")]
     pub kv_blocks: Option<usize>,
+    /// Throughput mode, sampling: temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Throughput mode, sampling: nucleus probability (1 = off).
+    #[arg(long, alias = "top_p", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Throughput mode, sampling: top-k (0 = off).
+    #[arg(long, alias = "top_k", default_value_t = 0)]
+    pub top_k: usize,
+    /// Throughput mode, sampling: min-p (0 = off).
+    #[arg(long, alias = "min_p", default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Throughput mode, sampling: HF repetition penalty (1 = off).
+    #[arg(long, alias = "repetition_penalty", default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Throughput mode, sampling: request `i` samples with seed `seed + i`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// What the caller's flags say about the model and the request shape.
@@ -91,7 +109,16 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     };
     let runner = ModelRunner::new(model, kv, a.max_num_seqs, seq_len, opts.cuda_graphs);
     let mut s = Scheduler::new(runner, cfg, eos)?;
-    let params = Arc::new(SamplingParams { ignore_eos: true, ..SamplingParams::greedy(c.output_len) });
+    let params = Arc::new(SamplingParams {
+        ignore_eos: true,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
+        ..SamplingParams::greedy(c.output_len)
+    });
+    params.validate()?;
 
     // Warm-up (kernels, allocator): one short request, not counted.
     s.add(SeqRequest {
@@ -109,7 +136,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
             id: i as u64,
             prompt: prompt(i as u64 + 1, c.input_len, vocab),
             params: params.clone(),
-            seed: None,
+            seed: Some(a.seed.wrapping_add(i as u64)),
         })?;
     }
     let mut first: HashMap<u64, f64> = HashMap::new();
@@ -144,6 +171,8 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
             "total_tokens_per_s": total_tokens as f64 / wall, "ttft_mean_s": ttft.iter().sum::<f64>() / n,
             "ttft_p50_s": pct(0.5), "ttft_p99_s": pct(0.99), "tpot_mean_s": tpot, "steps": steps, "preemptions": preempted,
             "peak_batch": peak, "load_s": load.as_secs_f64(),
+            "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k, "min_p": a.min_p,
+            "repetition_penalty": a.repetition_penalty,
         });
         println!("{j}");
         return Ok(());

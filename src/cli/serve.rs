@@ -20,22 +20,25 @@ pub struct Args {
     /// Require `Authorization: Bearer KEY` on /v1/* (default: $TRTLLM_API_KEY, else none).
     #[arg(long, alias = "api_key")]
     api_key: Option<String>,
-    /// Most sequences in one step.
-    #[arg(long, alias = "max_batch_size")]
-    max_batch_size: Option<usize>,
+    /// Most sequences in one step (default: 256 on a GPU, the engine's on the CPU).
+    #[arg(long, alias = "max_batch_size", alias = "max-batch-size", alias = "max_num_seqs")]
+    max_num_seqs: Option<usize>,
     /// Most tokens (prefill chunks + decodes) in one step.
     #[arg(long, alias = "max_num_tokens")]
     max_num_tokens: Option<usize>,
-    /// Longest prompt + completion (capped by the model's max_position_embeddings).
-    #[arg(long, alias = "max_seq_len")]
-    max_seq_len: Option<usize>,
+    /// Longest prompt + completion (default on a GPU: the model's max_position_embeddings).
+    #[arg(long, alias = "max_seq_len", alias = "max-seq-len", alias = "max_model_len")]
+    max_model_len: Option<usize>,
+    /// Share of the GPU's memory for weights + KV cache + activations; the KV cache gets the rest.
+    #[arg(long, alias = "gpu_memory_utilization", default_value_t = 0.9)]
+    gpu_memory_utilization: f64,
     /// Requests waiting to start before new ones get 429.
     #[arg(long, alias = "max_queue", default_value_t = 256)]
     max_queue: usize,
     /// KV cache block size in tokens.
     #[arg(long, alias = "kv_block_size")]
     kv_block_size: Option<usize>,
-    /// KV cache blocks (default: max-batch-size full-length sequences).
+    /// KV cache blocks (overrides the memory sizing; CPU default: max-num-seqs full-length sequences).
     #[arg(long, alias = "kv_blocks")]
     kv_blocks: Option<usize>,
     #[arg(long)]
@@ -63,9 +66,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     cfg.host = a.host;
     cfg.port = a.port;
     cfg.api_key = a.api_key.or_else(|| std::env::var("TRTLLM_API_KEY").ok()).filter(|k| !k.is_empty());
-    cfg.max_batch_size = a.max_batch_size;
+    cfg.max_batch_size = a.max_num_seqs;
+    cfg.gpu_memory_utilization = a.gpu_memory_utilization;
     cfg.max_num_tokens = a.max_num_tokens;
-    cfg.max_seq_len = a.max_seq_len;
+    cfg.max_seq_len = a.max_model_len;
     cfg.max_queue = a.max_queue;
     cfg.kv_block_size = a.kv_block_size;
     cfg.kv_blocks = a.kv_blocks;

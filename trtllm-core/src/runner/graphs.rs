@@ -141,6 +141,11 @@ impl DecodeGraphs {
         })
     }
 
+    /// The batch-size buckets (captured lazily, at first use).
+    pub fn buckets(&self) -> &[usize] {
+        &self.buckets
+    }
+
     /// Buckets captured so far.
     pub fn captured(&self) -> Vec<usize> {
         self.buckets.iter().zip(&self.graphs).filter(|(_, g)| g.is_some()).map(|(&b, _)| b).collect()
