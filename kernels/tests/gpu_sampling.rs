@@ -526,7 +526,13 @@ fn gpu_draws_follow_the_filtered_softmax() {
             let c = Case {
                 dt,
                 vocab: 8,
-                logits: x.iter().cycle().take(8 * n).copied().collect(),
+                // The twin reads the values the kernel reads: bf16-rounded for a bf16 row.
+                logits: x
+                    .iter()
+                    .map(|&v| if dt == Dt::BF16 { half::bf16::from_f32(v).to_f32() } else { v })
+                    .cycle()
+                    .take(8 * n)
+                    .collect(),
                 params: (0..n as u64).map(|counter| SampleParams { counter, ..p }).collect(),
                 slots: 0,
                 prompts: vec![],
