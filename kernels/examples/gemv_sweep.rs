@@ -54,7 +54,17 @@ fn main() -> Result<(), GpuError> {
             .collect::<Result<_, _>>()?;
         let x = DevBuf::upload(&gpu, &random_bf16(k, 999))?;
         let mut out = DevBuf::alloc(&gpu, n * 2)?;
-        gemv_bf16_variant(&gpu, "", 8, DevPtr::new(&x, 0), DevPtr::new(&ws[0], 0), DevPtr::new(&out, 0), 1, n, k)?;
+        gemv_bf16_variant(
+            &gpu,
+            "",
+            8,
+            DevPtr::new(&x, 0),
+            DevPtr::new(&ws[0], 0),
+            DevPtr::new(&out, 0),
+            1,
+            n,
+            k,
+        )?;
         let want = out.download(0, n * 2)?;
         let variants: [(&str, usize); 9] = [
             ("", 4),
@@ -69,9 +79,17 @@ fn main() -> Result<(), GpuError> {
         ];
         for &(v, warps) in &variants {
             let label = format!("gemv_bf16{v} w{warps}");
-            if let Err(e) =
-                gemv_bf16_variant(&gpu, v, warps, DevPtr::new(&x, 0), DevPtr::new(&ws[0], 0), DevPtr::new(&out, 0), 1, n, k)
-            {
+            if let Err(e) = gemv_bf16_variant(
+                &gpu,
+                v,
+                warps,
+                DevPtr::new(&x, 0),
+                DevPtr::new(&ws[0], 0),
+                DevPtr::new(&out, 0),
+                1,
+                n,
+                k,
+            ) {
                 println!("| {name} | {label} | error: {e} | - |");
                 continue;
             }
@@ -83,13 +101,33 @@ fn main() -> Result<(), GpuError> {
             let iters = 50 * copies.min(4);
             for i in 0..10 {
                 let w = &ws[i % copies];
-                gemv_bf16_variant(&gpu, v, warps, DevPtr::new(&x, 0), DevPtr::new(w, 0), DevPtr::new(&out, 0), 1, n, k)?;
+                gemv_bf16_variant(
+                    &gpu,
+                    v,
+                    warps,
+                    DevPtr::new(&x, 0),
+                    DevPtr::new(w, 0),
+                    DevPtr::new(&out, 0),
+                    1,
+                    n,
+                    k,
+                )?;
             }
             gpu.synchronize()?;
             let t = Instant::now();
             for i in 0..iters {
                 let w = &ws[i % copies];
-                gemv_bf16_variant(&gpu, v, warps, DevPtr::new(&x, 0), DevPtr::new(w, 0), DevPtr::new(&out, 0), 1, n, k)?;
+                gemv_bf16_variant(
+                    &gpu,
+                    v,
+                    warps,
+                    DevPtr::new(&x, 0),
+                    DevPtr::new(w, 0),
+                    DevPtr::new(&out, 0),
+                    1,
+                    n,
+                    k,
+                )?;
             }
             gpu.synchronize()?;
             let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;

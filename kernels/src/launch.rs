@@ -112,7 +112,14 @@ fn opt(p: Option<DevPtr<'_>>) -> Arg {
     Arg::Ptr(p.map_or(0, |p| p.addr()))
 }
 
-pub fn add(gpu: &Gpu, dt: Dt, a: DevPtr<'_>, b: DevPtr<'_>, out: DevPtr<'_>, n: usize) -> Result<(), GpuError> {
+pub fn add(
+    gpu: &Gpu,
+    dt: Dt,
+    a: DevPtr<'_>,
+    b: DevPtr<'_>,
+    out: DevPtr<'_>,
+    n: usize,
+) -> Result<(), GpuError> {
     for (w, p) in [("a", a), ("b", b), ("out", out)] {
         p.check("add", w, n * dt.size())?;
     }
@@ -125,7 +132,14 @@ pub fn add(gpu: &Gpu, dt: Dt, a: DevPtr<'_>, b: DevPtr<'_>, out: DevPtr<'_>, n: 
     )
 }
 
-pub fn mul(gpu: &Gpu, dt: Dt, a: DevPtr<'_>, b: DevPtr<'_>, out: DevPtr<'_>, n: usize) -> Result<(), GpuError> {
+pub fn mul(
+    gpu: &Gpu,
+    dt: Dt,
+    a: DevPtr<'_>,
+    b: DevPtr<'_>,
+    out: DevPtr<'_>,
+    n: usize,
+) -> Result<(), GpuError> {
     for (w, p) in [("a", a), ("b", b), ("out", out)] {
         p.check("mul", w, n * dt.size())?;
     }
@@ -156,7 +170,13 @@ pub fn add_bias(
         Kernel::Elementwise,
         &format!("add_bias_{}", dt.suffix()),
         grid1d(n),
-        &[Arg::Ptr(x.addr()), Arg::Ptr(bias.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64), Arg::I32(cols as i32)],
+        &[
+            Arg::Ptr(x.addr()),
+            Arg::Ptr(bias.addr()),
+            Arg::Ptr(out.addr()),
+            Arg::I64(n as i64),
+            Arg::I32(cols as i32),
+        ],
     )
 }
 
@@ -193,11 +213,24 @@ pub fn gated_act(
         Kernel::Elementwise,
         &format!("gated_act_{}{}", if vec { "v8_" } else { "" }, dt.suffix()),
         grid1d(if vec { rows_ * inter / 8 } else { rows_ * inter }),
-        &[Arg::Ptr(gu.addr()), Arg::Ptr(out.addr()), Arg::I64(rows_ as i64), Arg::I32(inter as i32), Arg::I32(kind)],
+        &[
+            Arg::Ptr(gu.addr()),
+            Arg::Ptr(out.addr()),
+            Arg::I64(rows_ as i64),
+            Arg::I32(inter as i32),
+            Arg::I32(kind),
+        ],
     )
 }
 
-pub fn softcap(gpu: &Gpu, dt: Dt, x: DevPtr<'_>, out: DevPtr<'_>, n: usize, cap: f32) -> Result<(), GpuError> {
+pub fn softcap(
+    gpu: &Gpu,
+    dt: Dt,
+    x: DevPtr<'_>,
+    out: DevPtr<'_>,
+    n: usize,
+    cap: f32,
+) -> Result<(), GpuError> {
     x.check("softcap", "x", n * dt.size())?;
     out.check("softcap", "out", n * dt.size())?;
     run(
@@ -217,12 +250,24 @@ pub fn cast(gpu: &Gpu, from: Dt, to: Dt, x: DevPtr<'_>, out: DevPtr<'_>, n: usiz
         (Dt::BF16, Dt::F32) => "cast_bf16_f32",
         _ => return Err(GpuError::Precondition { kernel: "cast", msg: format!("{from:?} -> {to:?}") }),
     };
-    run(gpu, Kernel::Elementwise, name, grid1d(n), &[Arg::Ptr(x.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64)])
+    run(
+        gpu,
+        Kernel::Elementwise,
+        name,
+        grid1d(n),
+        &[Arg::Ptr(x.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64)],
+    )
 }
 
 pub fn fill_f32(gpu: &Gpu, out: DevPtr<'_>, n: usize, v: f32) -> Result<(), GpuError> {
     out.check("fill", "out", n * 4)?;
-    run(gpu, Kernel::Elementwise, "fill_f32", grid1d(n), &[Arg::Ptr(out.addr()), Arg::I64(n as i64), Arg::F32(v)])
+    run(
+        gpu,
+        Kernel::Elementwise,
+        "fill_f32",
+        grid1d(n),
+        &[Arg::Ptr(out.addr()), Arg::I64(n as i64), Arg::F32(v)],
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -239,7 +284,8 @@ pub fn rms_norm(
     x.check("rms_norm", "x", r * d * dt.size())?;
     out.check("rms_norm", "out", r * d * dt.size())?;
     w.check("rms_norm", "weight", d * 4)?;
-    let args = [Arg::Ptr(x.addr()), Arg::Ptr(w.addr()), Arg::Ptr(out.addr()), Arg::I32(d as i32), Arg::F32(eps)];
+    let args =
+        [Arg::Ptr(x.addr()), Arg::Ptr(w.addr()), Arg::Ptr(out.addr()), Arg::I32(d as i32), Arg::F32(eps)];
     match rows_vec(dt, r, d, &[x, w, out]) {
         Some(cfg) => run(gpu, Kernel::Norm, &format!("rms_norm_vec_{}", dt.suffix()), cfg, &args),
         None => run(gpu, Kernel::Norm, &format!("rms_norm_{}", dt.suffix()), rows(r, d), &args),
@@ -301,7 +347,14 @@ pub fn layer_norm(
         Kernel::Norm,
         &format!("layer_norm_{}", dt.suffix()),
         rows(r, d),
-        &[Arg::Ptr(x.addr()), Arg::Ptr(w.addr()), opt(b), Arg::Ptr(out.addr()), Arg::I32(d as i32), Arg::F32(eps)],
+        &[
+            Arg::Ptr(x.addr()),
+            Arg::Ptr(w.addr()),
+            opt(b),
+            Arg::Ptr(out.addr()),
+            Arg::I32(d as i32),
+            Arg::F32(eps),
+        ],
     )
 }
 
@@ -326,7 +379,13 @@ pub fn gather_rows(
         Kernel::Embedding,
         &format!("gather_rows_{}", dt.suffix()),
         rows(r, d),
-        &[Arg::Ptr(table.addr()), Arg::Ptr(ids.addr()), Arg::Ptr(out.addr()), Arg::I32(d as i32), Arg::F32(mult)],
+        &[
+            Arg::Ptr(table.addr()),
+            Arg::Ptr(ids.addr()),
+            Arg::Ptr(out.addr()),
+            Arg::I32(d as i32),
+            Arg::F32(mult),
+        ],
     )
 }
 
@@ -352,7 +411,13 @@ pub fn scatter_add_rows(
         Kernel::Embedding,
         &format!("scatter_add_rows_{}", dt.suffix()),
         rows(r, d),
-        &[Arg::Ptr(out.addr()), Arg::Ptr(y.addr()), Arg::Ptr(idx.addr()), Arg::Ptr(w.addr()), Arg::I32(d as i32)],
+        &[
+            Arg::Ptr(out.addr()),
+            Arg::Ptr(y.addr()),
+            Arg::Ptr(idx.addr()),
+            Arg::Ptr(w.addr()),
+            Arg::I32(d as i32),
+        ],
     )
 }
 

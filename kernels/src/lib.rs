@@ -22,8 +22,8 @@ pub use arena::Arena;
 pub use buffer::DevBuf;
 pub use capture::{Graph, Pinned};
 pub use gpu::{nvrtc_available, Gpu, GpuError};
-pub use options::{options, set_options, KernelOptions};
 pub use module::{prebuilt_name, set_prebuilt_dir, Kernel, KERNELS};
+pub use options::{options, set_options, KernelOptions};
 pub use staging::{UploadStats, Uploader};
 
 /// Element types the kernels are instantiated for.

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use trtllm_kernels::launch::{self, Int4W, DevPtr};
+use trtllm_kernels::launch::{self, DevPtr, Int4W};
 use trtllm_kernels::quant_ref::int4::{Int4Weights, ScaleDt};
 use trtllm_kernels::quant_ref::{self as qr, ScaleLayout};
 use trtllm_kernels::{DevBuf, Gpu};
@@ -336,7 +336,8 @@ fn quant_gemv_bandwidth() {
         let xb = up(&g, &bf16_bytes(&x));
         let out = poisoned(&g, n * 2);
         let q: Vec<u8> = (0..n * k).map(|_| (rng.u() % 0x7e) as u8).collect();
-        let (wb, sb) = (up(&g, &q), up(&g, &f32_bytes(&vec![0.01; n.max(n.div_ceil(128) * k.div_ceil(128))])));
+        let (wb, sb) =
+            (up(&g, &q), up(&g, &f32_bytes(&vec![0.01; n.max(n.div_ceil(128) * k.div_ceil(128))])));
         let w4 = rand_int4(&mut rng, n, k, 128, ScaleDt::F16);
         let (qb, s4, zb) =
             (up(&g, &u32_bytes(&w4.qweight)), up(&g, &u16_bytes(&w4.scales)), up(&g, &w4.zeros));

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use trtllm_kernels::launch::{self, SampleArgs, SampleCsr, SampleLogprobs, SampleParams, TokenState, DevPtr};
+use trtllm_kernels::launch::{self, DevPtr, SampleArgs, SampleCsr, SampleLogprobs, SampleParams, TokenState};
 use trtllm_kernels::sample_ref::{self, Batch, Sampled};
 use trtllm_kernels::{DevBuf, Dt, Gpu};
 
@@ -159,8 +159,11 @@ impl Case {
         let prm = up(g, &SampleParams::as_bytes(&self.params));
         let counts = poisoned(g, self.slots * v);
         let mask = poisoned(g, (self.slots * v).div_ceil(4));
-        let state =
-            TokenState { counts: DevPtr::new(&counts, 0), prompt_mask: DevPtr::new(&mask, 0), slots: self.slots };
+        let state = TokenState {
+            counts: DevPtr::new(&counts, 0),
+            prompt_mask: DevPtr::new(&mask, 0),
+            slots: self.slots,
+        };
         let csr = |lists: &[Vec<i32>]| {
             let mut off = vec![0i32];
             let ids: Vec<i32> = lists.iter().flat_map(|l| l.iter().copied()).collect();
@@ -177,8 +180,10 @@ impl Case {
             let (po, pi, pn) = csr(&order(&self.prompts));
             let (oo, oi, on) = csr(&order(&self.outputs));
             let sl = up(g, &bytes_i32(&slot_ids));
-            let pc = SampleCsr { offsets: DevPtr::new(&po, 0), ids: DevPtr::new(&pi, 0), vals: None, nnz: pn };
-            let oc = SampleCsr { offsets: DevPtr::new(&oo, 0), ids: DevPtr::new(&oi, 0), vals: None, nnz: on };
+            let pc =
+                SampleCsr { offsets: DevPtr::new(&po, 0), ids: DevPtr::new(&pi, 0), vals: None, nnz: pn };
+            let oc =
+                SampleCsr { offsets: DevPtr::new(&oo, 0), ids: DevPtr::new(&oi, 0), vals: None, nnz: on };
             launch::sample_slots_init(g, &state, v, DevPtr::new(&sl, 0), self.slots, &pc, Some(&oc))
                 .expect("slots_init");
         }
@@ -221,7 +226,8 @@ impl Case {
             (vec![], vec![])
         };
         if self.slots > 0 {
-            launch::sample_count_tokens(g, &state, v, DevPtr::new(&prm, 0), DevPtr::new(&tok, 0), r).expect("count");
+            launch::sample_count_tokens(g, &state, v, DevPtr::new(&prm, 0), DevPtr::new(&tok, 0), r)
+                .expect("count");
         }
         g.synchronize().expect("sync");
         let counts_before: Vec<i32> =

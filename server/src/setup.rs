@@ -111,7 +111,11 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     // GPU defaults as vLLM's: 256 sequences, the model's own context. The CPU keeps the engine
     // defaults (its KV cache is host memory sized for every sequence at full length).
     let default_seqs = if on_gpu { 256 } else { opts.max_batch_size };
-    let default_len = if on_gpu && mcfg.max_position_embeddings > 0 { mcfg.max_position_embeddings } else { opts.max_seq_len };
+    let default_len = if on_gpu && mcfg.max_position_embeddings > 0 {
+        mcfg.max_position_embeddings
+    } else {
+        opts.max_seq_len
+    };
     let mut max_seq_len = cfg.max_seq_len.unwrap_or(default_len);
     if mcfg.max_position_embeddings > 0 {
         max_seq_len = max_seq_len.min(mcfg.max_position_embeddings);
@@ -133,17 +137,21 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
                 max_num_tokens,
                 max_batch_size,
             );
-            let b = crate::sizing::kv_budget(free, total, cfg.gpu_memory_utilization, reserve, per_block, bs, max_seq_len)?;
+            let b = crate::sizing::kv_budget(
+                free,
+                total,
+                cfg.gpu_memory_utilization,
+                reserve,
+                per_block,
+                bs,
+                max_seq_len,
+            )?;
             b.blocks
         }
         (None, _) => max_batch_size * max_seq_len.div_ceil(bs),
     };
-    let sched_cfg = SchedulerConfig {
-        max_batch_size,
-        max_num_tokens,
-        max_seq_len,
-        prefix_caching: cfg.prefix_caching,
-    };
+    let sched_cfg =
+        SchedulerConfig { max_batch_size, max_num_tokens, max_seq_len, prefix_caching: cfg.prefix_caching };
     let mut eos = tokenizer.eos_token_ids.clone();
     if eos.is_empty() {
         eos = mcfg.eos_token_ids.clone();
@@ -152,7 +160,12 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     let runner = ModelRunner::new(model, kv, max_batch_size, max_seq_len, cfg.cuda_graphs);
     let graphs = runner.cuda_graphs().map(|g| {
         let b = g.buckets();
-        format!("{} buckets, {}..{}", b.len(), b.first().copied().unwrap_or(0), b.last().copied().unwrap_or(0))
+        format!(
+            "{} buckets, {}..{}",
+            b.len(),
+            b.first().copied().unwrap_or(0),
+            b.last().copied().unwrap_or(0)
+        )
     });
     eprintln!(
         "trtllm serve: device {:?}, dtype {dtype:?}, KV {kv_blocks} blocks x {bs} tokens = {} tokens ({:.2} GiB), \

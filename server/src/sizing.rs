@@ -26,7 +26,13 @@ pub fn bytes_per_block(layout: &KvLayout, block_size: usize, elem: usize) -> usi
 /// token), `[max_seqs, vocab]` logits in f32 twice (step output, graph copy), the sampler's
 /// workspace and token-state tables, and a fixed 1 GiB for cuBLAS workspaces, graphs and the
 /// allocator's slack.
-pub fn reserve_bytes(hidden: usize, inter: usize, vocab: usize, max_num_tokens: usize, max_seqs: usize) -> usize {
+pub fn reserve_bytes(
+    hidden: usize,
+    inter: usize,
+    vocab: usize,
+    max_num_tokens: usize,
+    max_seqs: usize,
+) -> usize {
     let act = max_num_tokens * (24 * hidden + 3 * inter) * 4;
     let logits = 2 * max_seqs * vocab * 4;
     let sampler = max_seqs * vocab * (4 + 4 + 1);

@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 #[path = "bench_throughput.rs"]
 mod throughput;
 
-use trtllm::model::{lookup, plan_weights};
 use trtllm::llm::Llm;
 use trtllm::load::LlmOptions;
+use trtllm::model::{lookup, plan_weights};
 use trtllm::runner::SamplingParams;
 use trtllm::{Device, Mapping};
 

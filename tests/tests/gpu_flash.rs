@@ -8,8 +8,8 @@ mod gpu_common;
 use gpu_common::{gpu, rand_t, rel, tol, up, DTS};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use trtllm_core::ops::{self, AttnParams, QkvParams};
 use trtllm_core::batch::{ForwardBatch, KvLayer, SeqStep};
+use trtllm_core::ops::{self, AttnParams, QkvParams};
 use trtllm_core::{DType, Tensor};
 use trtllm_kernels::{DevBuf, Gpu};
 

@@ -9,8 +9,8 @@
 
 use trtllm_tests::{fixture, ids, nmse};
 
-use trtllm_core::dist::SingleRank;
 use trtllm_core::batch::{BlockAllocator, ForwardBatch, KvCache, SeqStep};
+use trtllm_core::dist::SingleRank;
 use trtllm_core::llm::Llm;
 use trtllm_core::load::{load_model, LlmOptions};
 use trtllm_core::runner::{DecodeGraphs, SamplingParams};

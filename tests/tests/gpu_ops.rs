@@ -8,9 +8,9 @@ mod gpu_common;
 use gpu_common::{gpu, rand_t, rel, tol, up, DTS};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use trtllm_core::batch::{ForwardBatch, KvLayer, SeqStep};
 use trtllm_core::config::Activation;
 use trtllm_core::ops::{self, AttnParams, QkvParams};
-use trtllm_core::batch::{ForwardBatch, KvLayer, SeqStep};
 use trtllm_core::{DType, Tensor};
 use trtllm_kernels::DevBuf;
 

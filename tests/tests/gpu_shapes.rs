@@ -45,12 +45,8 @@ fn real_shapes_match_hf() {
                 refs.read("input_ids").expect("ids").i32s().expect("i32").iter().map(|&x| x as u32).collect();
             let want: Vec<u32> =
                 refs.read("greedy").expect("greedy").i32s().expect("i32").iter().map(|&x| x as u32).collect();
-            let mut opts = LlmOptions {
-                kv_block_size: 16,
-                max_batch_size: 1,
-                max_seq_len: 256,
-                ..Default::default()
-            };
+            let mut opts =
+                LlmOptions { kv_block_size: 16, max_batch_size: 1, max_seq_len: 256, ..Default::default() };
             opts.load.dtype = Some(dt);
             opts.load.device = Device::Cuda(0);
             let t0 = std::time::Instant::now();

@@ -23,8 +23,7 @@ fn device() -> Option<(Device, usize)> {
 }
 
 fn load(name: &str, dev: Device, dt: DType, tp: usize) -> Llm {
-    let mut opts =
-        LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+    let mut opts = LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(dt);
     opts.load.device = dev;
     opts.tp_size = Some(tp);

@@ -72,7 +72,9 @@ fn crate_refs(src: &str) -> Vec<(usize, String)> {
     let mut lines = src.lines().enumerate().peekable();
     while let Some((i, raw)) = lines.next() {
         let line = raw.split("//").next().unwrap_or("");
-        if raw.trim() == "#[cfg(test)]" && lines.peek().is_some_and(|(_, l)| l.trim_start().starts_with("mod ")) {
+        if raw.trim() == "#[cfg(test)]"
+            && lines.peek().is_some_and(|(_, l)| l.trim_start().starts_with("mod "))
+        {
             break;
         }
         // `use crate::{a, b::c, ...};`, possibly over several lines: the idents at depth 1.
@@ -165,7 +167,9 @@ fn check_file(rel: &str, src: &str) -> Vec<Violation> {
             file: rel.into(),
             line: 0,
             used: own.into(),
-            why: format!("module `{own}` is not in the layer table (tests/tests/layering.rs, ARCHITECTURE.md)"),
+            why: format!(
+                "module `{own}` is not in the layer table (tests/tests/layering.rs, ARCHITECTURE.md)"
+            ),
         }];
     };
     let mut out = vec![];
@@ -177,7 +181,9 @@ fn check_file(rel: &str, src: &str) -> Vec<Violation> {
         let why = match layer(&used) {
             None => format!("`crate::{name}` is not a module of the layer table"),
             Some(l) if l < own_layer || (l == 0 && own_layer == 0) => continue,
-            Some(l) if l == own_layer => format!("`{own}` and `{used}` share layer {l}: siblings must not import each other"),
+            Some(l) if l == own_layer => {
+                format!("`{own}` and `{used}` share layer {l}: siblings must not import each other")
+            }
             Some(l) => format!("`{own}` (layer {own_layer}) imports `{used}` (layer {l}): an upward edge"),
         };
         out.push(Violation { file: rel.into(), line, used, why });
@@ -255,7 +261,10 @@ fn every_knob_is_read_in_env_rs_and_documented() {
     for f in files.iter().filter(|f| !f.ends_with("trtllm-core/src/env.rs")) {
         let src = std::fs::read_to_string(f).expect("source");
         for (i, line) in src.lines().enumerate() {
-            if line.contains("std::env::var") && line.contains("\"TRTLLM_") && !line.contains("TRTLLM_API_KEY") {
+            if line.contains("std::env::var")
+                && line.contains("\"TRTLLM_")
+                && !line.contains("TRTLLM_API_KEY")
+            {
                 stray.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
             }
         }

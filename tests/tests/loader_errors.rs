@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use trtllm_core::dist::SingleRank;
 use trtllm_core::config::ModelConfig;
-use trtllm_core::load::build_model;
-use trtllm_core::model::LoadOptions;
+use trtllm_core::dist::SingleRank;
 use trtllm_core::llm::Llm;
+use trtllm_core::load::build_model;
 use trtllm_core::load::LlmOptions;
+use trtllm_core::model::LoadOptions;
 use trtllm_core::weights::{write_safetensors, SafetensorsFiles};
 use trtllm_core::{DType, Tensor};
 
@@ -213,8 +213,7 @@ fn sharded_checkpoint_gives_identical_logits() {
     assert!(!sharded.path().join("model.safetensors").exists());
 
     let opts = || {
-        let mut o =
-            LlmOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 16, ..Default::default() };
+        let mut o = LlmOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 16, ..Default::default() };
         o.load.dtype = Some(DType::F32);
         o
     };

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use my_model::{write_tiny_checkpoint, ARCH};
 use trtllm_core::dist::SingleRank;
-use trtllm_core::load::build_model;
-use trtllm_core::model::{architectures, inspect, lookup, LoadOptions};
 use trtllm_core::llm::Llm;
+use trtllm_core::load::build_model;
 use trtllm_core::load::LlmOptions;
+use trtllm_core::model::{architectures, inspect, lookup, LoadOptions};
 use trtllm_core::runner::SamplingParams;
 use trtllm_core::weights::SafetensorsFiles;
 use trtllm_core::{DType, Mapping};
@@ -31,8 +31,7 @@ fn checkpoint(seed: u64) -> tempfile::TempDir {
 }
 
 fn engine(dir: &Path) -> Llm {
-    let mut opts =
-        LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+    let mut opts = LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     Llm::with_options(dir, opts).expect("load MyLlamaForCausalLM")
 }

@@ -9,9 +9,9 @@
 use half::{bf16, f16};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use trtllm_core::batch::{ForwardBatch, SeqStep};
 use trtllm_core::config::Activation;
 use trtllm_core::ops;
-use trtllm_core::batch::{ForwardBatch, SeqStep};
 use trtllm_core::{DType, Tensor};
 
 const TOL: f64 = 1e-5;

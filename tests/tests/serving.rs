@@ -47,8 +47,8 @@ fn reference(prompts: &[Vec<u32>], max_new: usize) -> Vec<Vec<u32>> {
 fn scheduler(num_blocks: usize, cfg: SchedulerConfig) -> Scheduler {
     let o = opts();
     let model = load_model(&fixture(), &o).expect("load");
-    let kv =
-        ModelRunner::make_kv(model.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, num_blocks).expect("kv");
+    let kv = ModelRunner::make_kv(model.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, num_blocks)
+        .expect("kv");
     let runner = ModelRunner::new(model, kv, cfg.max_batch_size, cfg.max_seq_len, false);
     Scheduler::new(runner, cfg, vec![2]).expect("scheduler")
 }

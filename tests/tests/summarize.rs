@@ -91,8 +91,7 @@ fn summarizes_with_a_fixture() {
     std::fs::write(&f, lines.join("\n")).expect("write");
     let docs = load_dataset(&f).expect("docs");
     let dir = fixture("llama");
-    let mut opts =
-        LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 128, ..Default::default() };
+    let mut opts = LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 128, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     let mut llm = Llm::with_options(&dir, opts).expect("load");
     let tok = Tokenizer::from_dir(&dir).expect("tokenizer");

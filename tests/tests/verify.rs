@@ -17,8 +17,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn llm(dir: &Path) -> Llm {
     trtllm::init();
-    let mut opts =
-        LlmOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 64, ..Default::default() };
+    let mut opts = LlmOptions { kv_block_size: 4, max_batch_size: 1, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
     Llm::with_options(dir, opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }

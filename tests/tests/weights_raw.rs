@@ -5,9 +5,9 @@
 //! And the parallel build (parts on several threads) against the sequential one.
 
 use trtllm_core::dist::SingleRank;
-use trtllm_core::model::{plan_weights, HfCheckpoint};
 use trtllm_core::llm::Llm;
 use trtllm_core::load::LlmOptions;
+use trtllm_core::model::{plan_weights, HfCheckpoint};
 use trtllm_core::weights::{HfSource, TpSplit, Transform, VarBuilder, WeightSource};
 use trtllm_core::{DType, Mapping};
 use trtllm_tests::fixture;

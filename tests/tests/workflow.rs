@@ -12,10 +12,10 @@ use trtllm_core::checkpoint::{
     build_engine, convert, rank_file, BuildOptions, ConvertOptions, CONVERTER_VERSION,
 };
 use trtllm_core::dist::SingleRank;
-use trtllm_core::load::build_model;
-use trtllm_core::model::LoadOptions;
 use trtllm_core::llm::Llm;
+use trtllm_core::load::build_model;
 use trtllm_core::load::LlmOptions;
+use trtllm_core::model::LoadOptions;
 use trtllm_core::runner::SamplingParams;
 use trtllm_core::weights::{write_safetensors, SafetensorsFiles};
 use trtllm_core::{DType, Mapping, Tensor};

@@ -11,14 +11,23 @@ use std::sync::OnceLock;
 
 /// `(variable, what it does)`, in the order of [`Knobs`]'s fields.
 pub const KNOBS: &[(&str, &str)] = &[
-    ("TRTLLM_CPU_ISA", "`scalar`, `avx2` or `avx512`: cap the CPU kernel tier (default: the best the CPU has)"),
+    (
+        "TRTLLM_CPU_ISA",
+        "`scalar`, `avx2` or `avx512`: cap the CPU kernel tier (default: the best the CPU has)",
+    ),
     ("TRTLLM_NUM_THREADS", "threads of the CPU op pool (default: all cores)"),
     ("TRTLLM_PROFILE", "`1`: per-op wall-clock timers for CPU ops; `trtllm bench` prints them"),
-    ("TRTLLM_POISON", "`1`: fill fresh GPU outputs with NaN so an element a kernel fails to write shows (tests)"),
+    (
+        "TRTLLM_POISON",
+        "`1`: fill fresh GPU outputs with NaN so an element a kernel fails to write shows (tests)",
+    ),
     ("TRTLLM_LOAD_TIMING", "`1`: print where a model load's time goes"),
     ("TRTLLM_LOAD_THREADS", "threads one rank's load builds its parts on (default: cores - 1, at most 8)"),
     ("TRTLLM_LOAD_CHUNK_MB", "pinned staging chunk of the GPU upload, MiB (default 16)"),
-    ("TRTLLM_NO_FLASH", "`1`: prefill attention on the paged kernel instead of flash (the reference of the flash tests)"),
+    (
+        "TRTLLM_NO_FLASH",
+        "`1`: prefill attention on the paged kernel instead of flash (the reference of the flash tests)",
+    ),
     ("TRTLLM_NO_PDL", "`1`: no programmatic dependent launch on sm_90+ (to rule it out when debugging)"),
     ("TRTLLM_KERNEL_CACHE", "directory of the NVRTC output cache (default ~/.cache/trtllm/kernels)"),
     ("TRTLLM_RENDEZVOUS_TIMEOUT", "seconds multi-process ranks wait for each other (default 300)"),
@@ -67,7 +76,9 @@ impl Knobs {
         let cpu_isa = raw("TRTLLM_CPU_ISA").filter(|v| {
             let ok = matches!(v.as_str(), "scalar" | "avx2" | "avx512");
             if !ok {
-                eprintln!("warning: TRTLLM_CPU_ISA={v:?} is not scalar, avx2 or avx512; using the CPU's best");
+                eprintln!(
+                    "warning: TRTLLM_CPU_ISA={v:?} is not scalar, avx2 or avx512; using the CPU's best"
+                );
             }
             ok
         });

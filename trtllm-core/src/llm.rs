@@ -74,7 +74,11 @@ impl Llm {
         Ok(llm)
     }
 
-    pub fn from_model(model: Box<dyn CausalLM>, tokenizer: Option<Tokenizer>, opts: LlmOptions) -> Result<Self> {
+    pub fn from_model(
+        model: Box<dyn CausalLM>,
+        tokenizer: Option<Tokenizer>,
+        opts: LlmOptions,
+    ) -> Result<Self> {
         let layout = model.kv_layout();
         let blocks =
             opts.kv_num_blocks.unwrap_or(opts.max_batch_size * opts.max_seq_len.div_ceil(opts.kv_block_size));

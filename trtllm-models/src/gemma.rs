@@ -3,8 +3,8 @@
 //! soft-capping, `query_pre_attn_scalar` and sliding layers (config); Gemma 3 adds q/k norm and
 //! a separate RoPE base for local layers (config).
 
-use trtllm_core::layers::{Attention, GatedMlp, GemmaRmsNorm};
 use trtllm_core::config::ModelConfig;
+use trtllm_core::layers::{Attention, GatedMlp, GemmaRmsNorm};
 use trtllm_core::model::{DecoderModelForCausalLM, ModelLayout};
 use trtllm_macros::{decoder_layer, register_model};
 

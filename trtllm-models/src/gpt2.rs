@@ -2,8 +2,8 @@
 //! transposed at load), fused `c_attn`, GELU MLP, tied head; tensor names with or without
 //! the `transformer.` prefix.
 
-use trtllm_core::layers::{Attention, LayerNorm, Mlp};
 use trtllm_core::config::ModelConfig;
+use trtllm_core::layers::{Attention, LayerNorm, Mlp};
 use trtllm_core::model::{DecoderModelForCausalLM, ModelLayout};
 use trtllm_macros::{decoder_layer, register_model};
 

@@ -1,7 +1,7 @@
 //! Mixtral and Qwen3-MoE: the Llama block with a sparse mixture of experts in place of the MLP.
 
-use trtllm_core::layers::{Attention, RmsNorm, SparseMoe};
 use trtllm_core::config::{ModelConfig, MoeStyle};
+use trtllm_core::layers::{Attention, RmsNorm, SparseMoe};
 use trtllm_core::model::DecoderModelForCausalLM;
 use trtllm_macros::{decoder_layer, register_model};
 

@@ -11,8 +11,8 @@
 
 use std::path::Path;
 
-use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
 use trtllm_core::config::ModelConfig;
+use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
 use trtllm_core::model::{plan_weights, resolve_config, DecoderModelForCausalLM};
 use trtllm_core::weights::write_safetensors;
 use trtllm_core::{DType, Error, Mapping, Result, Tensor};

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use trtllm_core::config::ModelConfig;
 
-use trtllm_core::model::{architectures, lookup};
 use trtllm_core::llm::Llm;
 use trtllm_core::load::LlmOptions;
+use trtllm_core::model::{architectures, lookup};
 use trtllm_core::runner::SamplingParams;
 use trtllm_core::DType;
 

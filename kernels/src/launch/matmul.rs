@@ -180,8 +180,14 @@ fn gemv_launch_warps(
     k: usize,
 ) -> Result<(), GpuError> {
     gemv_check(dt, out_dt, x, w, out, m, n, n, k)?;
-    let args =
-        [Arg::Ptr(x.addr()), Arg::Ptr(w.addr()), Arg::Ptr(out.addr()), Arg::I32(m as i32), Arg::I32(n as i32), Arg::I32(k as i32)];
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(w.addr()),
+        Arg::Ptr(out.addr()),
+        Arg::I32(m as i32),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+    ];
     run(gpu, Kernel::Gemv, name, gemv_grid(n, warps, smem), &args)
 }
 

@@ -25,9 +25,7 @@ const PDL_KERNELS: [&str; 9] = [
 
 /// PDL on: Hopper or newer, and not turned off in [`crate::KernelOptions::pdl`].
 pub(super) fn enabled(gpu: &Gpu, name: &str) -> bool {
-    gpu.sm >= 90
-        && crate::options().pdl
-        && PDL_KERNELS.iter().any(|p| name.starts_with(p))
+    gpu.sm >= 90 && crate::options().pdl && PDL_KERNELS.iter().any(|p| name.starts_with(p))
 }
 
 /// `cuLaunchKernelEx` with the programmatic-stream-serialization attribute.

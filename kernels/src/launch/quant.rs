@@ -234,7 +234,13 @@ pub fn fp8_quantize_rows(
 
 /// Static FP8 quantization of `n` bf16 values with the per-tensor scale `scale[0]` (f32 on the
 /// device): `q[i] = e4m3(x[i] / scale[0])`.
-pub fn fp8_quantize_static(gpu: &Gpu, x: DevPtr<'_>, scale: DevPtr<'_>, q: DevPtr<'_>, n: usize) -> Result<(), GpuError> {
+pub fn fp8_quantize_static(
+    gpu: &Gpu,
+    x: DevPtr<'_>,
+    scale: DevPtr<'_>,
+    q: DevPtr<'_>,
+    n: usize,
+) -> Result<(), GpuError> {
     const K: &str = "fp8_quantize_static";
     x.check(K, "x", n * 2)?;
     scale.check(K, "scale", 4)?;

@@ -81,7 +81,7 @@ pub fn open_rank(
 
 /// Build rank `opts.mapping.rank` of a checkpoint or engine directory.
 pub fn load_checkpoint(dir: &Path, ckpt: &CheckpointConfig, opts: &LoadOptions) -> Result<LoadedModel> {
-    use crate::device::timing as timing;
+    use crate::device::timing;
     let p = timing::phase(format!("open + plan + validate{}", timing::rank_tag(opts.mapping)));
     let (specs, files) = open_rank(dir, ckpt, opts)?;
     let entry = lookup(&ckpt.architecture)?;

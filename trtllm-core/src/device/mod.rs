@@ -73,6 +73,7 @@ pub(crate) fn cast(buf: &DevBuf, off: usize, n: usize, from: DType, to: DType) -
     let gpu = buf.gpu().clone();
     let (f, t) = (kernel_dtype(from, "cast")?, kernel_dtype(to, "cast")?);
     let out = alloc(&gpu, &[n], to)?;
-    trtllm_kernels::launch::cast(&gpu, f, t, DevPtr::new(buf, off), DevPtr::new(&out, 0), n).map_err(dev_err)?;
+    trtllm_kernels::launch::cast(&gpu, f, t, DevPtr::new(buf, off), DevPtr::new(&out, 0), n)
+        .map_err(dev_err)?;
     Ok(out)
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::llm::Llm;
 
-use crate::runner::SamplingParams;
 use crate::dist::SingleRank;
+use crate::runner::SamplingParams;
 use crate::weights::SafetensorsFiles;
 use crate::{Error, Result, Tensor};
 

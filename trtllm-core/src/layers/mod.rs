@@ -19,8 +19,8 @@ pub use moe::SparseMoe;
 
 pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm};
 
-use crate::config::ModelConfig;
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache};
+use crate::config::ModelConfig;
 use crate::dist::Communicator;
 use crate::weights::VarBuilder;
 use crate::{Result, Tensor};

@@ -10,9 +10,9 @@ pub use tp::TpModel;
 
 use std::path::Path;
 
-use crate::dist::NcclComm;
-use crate::dist::DistEnv;
 use crate::checkpoint::ModelDir;
+use crate::dist::DistEnv;
+use crate::dist::NcclComm;
 
 use crate::model::{CausalLM, LoadOptions};
 use crate::{Device, Error, Mapping, Result};
@@ -36,9 +36,7 @@ impl LlmOptions {
 pub fn build_model(dir: &Path, opts: &crate::model::LoadOptions) -> Result<crate::model::LoadedModel> {
     match ModelDir::detect(dir)? {
         ModelDir::Hf => crate::model::build_hf_model(dir, opts),
-        ModelDir::Checkpoint(c) | ModelDir::Engine(c, _) => {
-            crate::checkpoint::load_checkpoint(dir, &c, opts)
-        }
+        ModelDir::Checkpoint(c) | ModelDir::Engine(c, _) => crate::checkpoint::load_checkpoint(dir, &c, opts),
     }
 }
 

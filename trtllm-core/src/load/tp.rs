@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 
 use trtllm_kernels::Gpu;
 
+use crate::batch::{ForwardBatch, KvCache, KvLayout};
+use crate::config::ModelConfig;
+use crate::dist::Communicator;
 use crate::dist::LocalComm;
 use crate::dist::NcclComm;
-use crate::batch::{ForwardBatch, KvCache, KvLayout};
-use crate::dist::Communicator;
-use crate::config::ModelConfig;
 use crate::model::CausalLM;
 use crate::{Error, Result, Tensor};
 

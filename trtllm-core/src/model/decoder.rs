@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use super::ModelLayout;
+use crate::batch::{ForwardBatch, KvCache, KvLayout};
 use crate::config::ModelConfig;
-use super::{ModelLayout};
 use crate::dist::Communicator;
 use crate::layers::{BuildCtx, Embedding, ForwardCtx, NormLayer};
-use crate::batch::{ForwardBatch, KvCache, KvLayout};
 use crate::weights::{TpSplit, VarBuilder};
 use crate::{ops, Error, Result, Tensor};
 

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::config::ModelConfig;
 use super::{lookup, CausalLM, ModelEntry, ModelLayout};
-use crate::device::timing as timing;
+use crate::config::ModelConfig;
+use crate::device::timing;
 use crate::weights::{HfSource, Planner, SafetensorsFiles, VarBuilder, WeightSource, WeightSpec};
 use crate::{DType, Device, Error, Mapping, Result};
 
@@ -241,7 +241,6 @@ pub(crate) fn build_weights(
     p.done_with(&detail);
     Ok(model)
 }
-
 
 /// Build the model of an HF directory: plan, validate, load.
 pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {

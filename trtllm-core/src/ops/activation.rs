@@ -56,8 +56,16 @@ pub fn gated_activation(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(gate_up) {
         let out = cuda::alloc(&gpu, &[m, i], gate_up.dtype())?;
         let dt = cuda::kernel_dtype(gate_up, "gated_activation")?;
-        launch::gated_act(&gpu, dt, cuda::ptr(gate_up, "gated_activation")?, DevPtr::new(&out, 0), m, i, kind(act))
-            .map_err(cuda::dev_err)?;
+        launch::gated_act(
+            &gpu,
+            dt,
+            cuda::ptr(gate_up, "gated_activation")?,
+            DevPtr::new(&out, 0),
+            m,
+            i,
+            kind(act),
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, i], gate_up.dtype());
     }
     let _t = super::cpu::prof::scope(|| "gated_activation".to_string());

@@ -55,8 +55,18 @@ fn gather_dev(
 ) -> Result<Tensor> {
     let out = cuda::alloc(gpu, &[n, d], table.dtype())?;
     let dt = cuda::kernel_dtype(table, "gather_rows")?;
-    launch::gather_rows(gpu, dt, cuda::ptr(table, "gather_rows")?, rows, ids, DevPtr::new(&out, 0), n, d, mult)
-        .map_err(cuda::dev_err)?;
+    launch::gather_rows(
+        gpu,
+        dt,
+        cuda::ptr(table, "gather_rows")?,
+        rows,
+        ids,
+        DevPtr::new(&out, 0),
+        n,
+        d,
+        mult,
+    )
+    .map_err(cuda::dev_err)?;
     Tensor::from_devbuf(out, &[n, d], table.dtype())
 }
 

@@ -27,8 +27,17 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let (xp, wp) = (cuda::ptr(x, "matmul_t")?, cuda::ptr(w, "matmul_t")?);
         if trtllm_kernels::launch::gemv_ok(dt, xp, wp, m, k) {
             // Decode: a bandwidth-bound GEMV of our own beats cuBLAS's heuristics + launch cost.
-            trtllm_kernels::launch::gemv(&gpu, dt, xp, wp, trtllm_kernels::launch::DevPtr::new(&out, 0), m, n, k)
-                .map_err(cuda::dev_err)?;
+            trtllm_kernels::launch::gemv(
+                &gpu,
+                dt,
+                xp,
+                wp,
+                trtllm_kernels::launch::DevPtr::new(&out, 0),
+                m,
+                n,
+                k,
+            )
+            .map_err(cuda::dev_err)?;
             return Tensor::from_devbuf(out, &[m, n], x.dtype());
         }
         trtllm_kernels::launch::gemm(
@@ -76,8 +85,11 @@ pub fn matmul_t_f32(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
     cuda::same_device("matmul_t_f32", x, w)?;
     let out = cuda::alloc(&gpu, &[m, n], DType::F32)?;
-    let (xp, wp, op) =
-        (cuda::ptr(x, "matmul_t_f32")?, cuda::ptr(w, "matmul_t_f32")?, trtllm_kernels::launch::DevPtr::new(&out, 0));
+    let (xp, wp, op) = (
+        cuda::ptr(x, "matmul_t_f32")?,
+        cuda::ptr(w, "matmul_t_f32")?,
+        trtllm_kernels::launch::DevPtr::new(&out, 0),
+    );
     if trtllm_kernels::launch::gemv_ok(trtllm_kernels::Dt::BF16, xp, wp, m, k) {
         trtllm_kernels::launch::gemv_bf16_f32out(&gpu, xp, wp, op, m, n, k).map_err(cuda::dev_err)?;
     } else {

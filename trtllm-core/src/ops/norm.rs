@@ -26,8 +26,17 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(x) {
         let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
         let (xp, wp) = (cuda::ptr(x, "rms_norm")?, cuda::ptr(w, "rms_norm")?);
-        launch::rms_norm(&gpu, cuda::kernel_dtype(x, "rms_norm")?, xp, wp, DevPtr::new(&out, 0), m, d, eps as f32)
-            .map_err(cuda::dev_err)?;
+        launch::rms_norm(
+            &gpu,
+            cuda::kernel_dtype(x, "rms_norm")?,
+            xp,
+            wp,
+            DevPtr::new(&out, 0),
+            m,
+            d,
+            eps as f32,
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
     let _t = super::cpu::prof::scope(|| "rms_norm".to_string());
@@ -45,11 +54,25 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, w: &Tensor, eps: f64) -> Resu
     if let Some(gpu) = cuda::gpu_of(x) {
         cuda::same_device("add_rms_norm", x, residual)?;
         let (sum, out) = (cuda::alloc(&gpu, x.shape(), x.dtype())?, cuda::alloc(&gpu, x.shape(), x.dtype())?);
-        let (xp, rp, wp) =
-            (cuda::ptr(x, "add_rms_norm")?, cuda::ptr(residual, "add_rms_norm")?, cuda::ptr(w, "add_rms_norm")?);
+        let (xp, rp, wp) = (
+            cuda::ptr(x, "add_rms_norm")?,
+            cuda::ptr(residual, "add_rms_norm")?,
+            cuda::ptr(w, "add_rms_norm")?,
+        );
         let dt = cuda::kernel_dtype(x, "add_rms_norm")?;
-        launch::add_rms_norm(&gpu, dt, xp, rp, wp, DevPtr::new(&sum, 0), DevPtr::new(&out, 0), m, d, eps as f32)
-            .map_err(cuda::dev_err)?;
+        launch::add_rms_norm(
+            &gpu,
+            dt,
+            xp,
+            rp,
+            wp,
+            DevPtr::new(&sum, 0),
+            DevPtr::new(&out, 0),
+            m,
+            d,
+            eps as f32,
+        )
+        .map_err(cuda::dev_err)?;
         return Ok((
             Tensor::from_devbuf(sum, x.shape(), x.dtype())?,
             Tensor::from_devbuf(out, x.shape(), x.dtype())?,
@@ -85,8 +108,18 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> Resul
             None => None,
         };
         let (xp, wp) = (cuda::ptr(x, "layer_norm")?, cuda::ptr(w, "layer_norm")?);
-        launch::layer_norm(&gpu, cuda::kernel_dtype(x, "layer_norm")?, xp, wp, bp, DevPtr::new(&out, 0), m, d, eps as f32)
-            .map_err(cuda::dev_err)?;
+        launch::layer_norm(
+            &gpu,
+            cuda::kernel_dtype(x, "layer_norm")?,
+            xp,
+            wp,
+            bp,
+            DevPtr::new(&out, 0),
+            m,
+            d,
+            eps as f32,
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, x.shape(), x.dtype());
     }
     let (xs, ws) = (x.f32s()?, w.f32s()?);

@@ -2,7 +2,7 @@
 //! paged cache -> attention of every query over its sequence's cache. On the GPU the first three
 //! are one fused kernel; the CPU twin composes the single ops (the oracle).
 
-use trtllm_kernels::launch::{self, AttnArgs, QkvArgs, DevPtr};
+use trtllm_kernels::launch::{self, AttnArgs, DevPtr, QkvArgs};
 
 use super::{cuda, AttnParams};
 use crate::batch::{DeviceBatch, ForwardBatch, KvLayer};

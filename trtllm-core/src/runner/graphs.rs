@@ -26,8 +26,8 @@ use std::sync::Arc;
 use trtllm_kernels::{Arena, DevBuf, Gpu, Graph, Pinned};
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta};
-use crate::dist::Communicator;
 use crate::config::rope::RopeScaling;
+use crate::dist::Communicator;
 use crate::model::CausalLM;
 use crate::{ops::cuda::dev_err, Error, Result, Tensor};
 

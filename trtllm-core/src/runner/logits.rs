@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::runner::SamplingParams;
 use crate::ops::log_softmax;
+use crate::runner::SamplingParams;
 
 /// The log-probability of a sampled token and the top alternatives at its position.
 #[derive(Clone, Debug, PartialEq)]

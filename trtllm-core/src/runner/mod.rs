@@ -12,4 +12,6 @@ pub use sampler::{Sampler, SamplingParams, MAX_LOGPROBS, MAX_N};
 mod model_runner;
 mod sampling;
 
-pub use model_runner::{Executor, ModelRunner, RunnerOutput, SampleInput, Sampled, ScheduledSeq, SchedulerOutput};
+pub use model_runner::{
+    Executor, ModelRunner, RunnerOutput, SampleInput, Sampled, ScheduledSeq, SchedulerOutput,
+};

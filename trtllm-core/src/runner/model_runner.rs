@@ -75,7 +75,13 @@ pub struct ModelRunner {
 impl ModelRunner {
     /// A runner over `model` and `kv`. `cuda_graphs`: replay pure decode steps of up to
     /// `max_batch` sequences of `max_seq_len` as CUDA graphs where they apply (GPU, one rank).
-    pub fn new(model: Box<dyn CausalLM>, kv: KvCache, max_batch: usize, max_seq_len: usize, cuda_graphs: bool) -> Self {
+    pub fn new(
+        model: Box<dyn CausalLM>,
+        kv: KvCache,
+        max_batch: usize,
+        max_seq_len: usize,
+        cuda_graphs: bool,
+    ) -> Self {
         let graphs = DecodeGraphs::new(&*model, &kv, max_batch, max_seq_len, cuda_graphs);
         let vocab = model.config().vocab_size;
         let sampler = kv.gpu().map(|g| DeviceSampler::new(g, vocab, max_batch));
@@ -138,11 +144,14 @@ impl Executor for ModelRunner {
             .collect();
         let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
         let logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
-        let random = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_host_logits()));
-        let rows: Vec<(u64, Option<&SampleInput<'_>>)> = step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
+        let random =
+            step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_host_logits()));
+        let rows: Vec<(u64, Option<&SampleInput<'_>>)> =
+            step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
         if !random {
             let ids = crate::ops::argmax_rows(&logits)?;
-            let sampled = rows.iter().zip(ids).map(|(r, token)| r.1.map(|_| Sampled { token, logprob: None }));
+            let sampled =
+                rows.iter().zip(ids).map(|(r, token)| r.1.map(|_| Sampled { token, logprob: None }));
             return Ok(RunnerOutput { sampled: sampled.collect() });
         }
         if let (Some(ds), true) = (self.sampler.as_mut(), logits.devbuf().is_some()) {
@@ -150,7 +159,8 @@ impl Executor for ModelRunner {
         }
         let host = logits.to_cpu()?.to_dtype(DType::F32)?;
         let (v, h) = (host.dim(1), host.f32s()?);
-        let sampled = rows.iter().enumerate().map(|(r, (_, x))| x.map(|x| sample_host_row(&h[r * v..(r + 1) * v], x)));
+        let sampled =
+            rows.iter().enumerate().map(|(r, (_, x))| x.map(|x| sample_host_row(&h[r * v..(r + 1) * v], x)));
         let out = RunnerOutput { sampled: sampled.collect() };
         Ok(out)
     }

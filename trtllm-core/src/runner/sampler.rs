@@ -2,7 +2,6 @@
 //! `n`, logprobs, penalties) are applied by the scheduler (`runtime/scheduler.rs`,
 //! `runtime/logits.rs`); `Llm::generate` uses the others.
 
-
 use crate::{Error, Result};
 
 /// Most completions per request (`n`).

@@ -150,7 +150,10 @@ impl DeviceSampler {
                 Some(&s) => s,
                 None => {
                     let s = self.free.pop().ok_or_else(|| {
-                        Error::Msg(format!("sampler: more than {} sequences with penalties at once", self.slots))
+                        Error::Msg(format!(
+                            "sampler: more than {} sequences with penalties at once",
+                            self.slots
+                        ))
                     })?;
                     self.slot_of.insert(*seq, s);
                     fresh.push((s, x));
@@ -184,11 +187,21 @@ impl DeviceSampler {
         let slots = upload(g, &i32_bytes(&fresh.iter().map(|f| f.0).collect::<Vec<_>>()))?;
         let [po, pi, oo, oi] = [po, pi, oo, oi].map(|v| upload(g, &i32_bytes(&v)));
         let (po, pi, oo, oi) = (po?, pi?, oo?, oi?);
-        let prompt = SampleCsr { offsets: DevPtr::new(&po, 0), ids: DevPtr::new(&pi, 0), vals: None, nnz: pn };
-        let output = SampleCsr { offsets: DevPtr::new(&oo, 0), ids: DevPtr::new(&oi, 0), vals: None, nnz: on };
+        let prompt =
+            SampleCsr { offsets: DevPtr::new(&po, 0), ids: DevPtr::new(&pi, 0), vals: None, nnz: pn };
+        let output =
+            SampleCsr { offsets: DevPtr::new(&oo, 0), ids: DevPtr::new(&oi, 0), vals: None, nnz: on };
         let state = self.token_state().ok_or_else(|| Error::Msg("sampler: no token state".into()))?;
-        launch::sample_slots_init(g, &state, self.vocab, DevPtr::new(&slots, 0), fresh.len(), &prompt, Some(&output))
-            .map_err(dev_err)?;
+        launch::sample_slots_init(
+            g,
+            &state,
+            self.vocab,
+            DevPtr::new(&slots, 0),
+            fresh.len(),
+            &prompt,
+            Some(&output),
+        )
+        .map_err(dev_err)?;
         Ok(out)
     }
 
@@ -200,14 +213,19 @@ impl DeviceSampler {
         rows: &[(u64, Option<&SampleInput<'_>>)],
     ) -> Result<Vec<Option<Sampled>>> {
         let n = rows.len();
-        let (buf, off) = logits.devbuf().ok_or_else(|| Error::Device("sampler: logits are not on the GPU".into()))?;
+        let (buf, off) =
+            logits.devbuf().ok_or_else(|| Error::Device("sampler: logits are not on the GPU".into()))?;
         let dt = match logits.dtype() {
             crate::DType::F32 => Dt::F32,
             crate::DType::BF16 => Dt::BF16,
             d => return Err(Error::DType { op: "sample", dtype: d }),
         };
         if logits.dim(0) != n || logits.dim(1) != self.vocab {
-            return Err(Error::Msg(format!("sampler: logits {:?} for {n} rows of {}", logits.shape(), self.vocab)));
+            return Err(Error::Msg(format!(
+                "sampler: logits {:?} for {n} rows of {}",
+                logits.shape(),
+                self.vocab
+            )));
         }
         let slots = self.assign_slots(rows)?;
         let params: Vec<SampleParams> = rows
@@ -257,8 +275,15 @@ impl DeviceSampler {
         )
         .map_err(dev_err)?;
         if let Some(st) = self.token_state().filter(|_| has_state) {
-            launch::sample_count_tokens(&g, &st, self.vocab, DevPtr::new(&pbuf, 0), DevPtr::new(&tokens, 0), n)
-                .map_err(dev_err)?;
+            launch::sample_count_tokens(
+                &g,
+                &st,
+                self.vocab,
+                DevPtr::new(&pbuf, 0),
+                DevPtr::new(&tokens, 0),
+                n,
+            )
+            .map_err(dev_err)?;
         }
         let ids = ints(&tokens.download(0, n * 4).map_err(dev_err)?);
         let host_lp = match &lp {

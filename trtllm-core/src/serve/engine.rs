@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::text::{IncrementalDetokenizer, StopMatcher};
-use crate::runner::TokenLogprob;
-use crate::serve::EngineMetrics;
 use super::scheduler::{Scheduler, StepOutput};
 use super::sequence::{FinishReason, SeqRequest};
 use crate::runner::SamplingParams;
+use crate::runner::TokenLogprob;
+use crate::serve::EngineMetrics;
 use crate::text::Tokenizer;
+use crate::text::{IncrementalDetokenizer, StopMatcher};
 
 /// Output of one request.
 #[derive(Clone, Debug)]
@@ -236,10 +236,7 @@ impl Engine {
         tokenizer: Option<Arc<Tokenizer>>,
         max_queue: usize,
     ) -> crate::Result<Engine> {
-        let limits = Limits {
-            max_total_tokens: sched.max_total_tokens(),
-            vocab_size: sched.vocab_size(),
-        };
+        let limits = Limits { max_total_tokens: sched.max_total_tokens(), vocab_size: sched.vocab_size() };
         let shared = Arc::new(Shared {
             metrics: EngineMetrics::default(),
             limits,

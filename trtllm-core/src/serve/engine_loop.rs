@@ -7,7 +7,6 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::text::{IncrementalDetokenizer, StopMatcher};
 use super::engine::{
     count_step, new_seq, recv, Delta, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE,
 };
@@ -15,6 +14,7 @@ use super::scheduler::{Scheduler, StepOutput, TokenOut};
 use crate::runner::Executor;
 use crate::serve::FinishReason;
 use crate::text::Tokenizer;
+use crate::text::{IncrementalDetokenizer, StopMatcher};
 
 pub(crate) struct EngineLoop<E: Executor> {
     sched: Scheduler<E>,
@@ -201,8 +201,11 @@ impl<E: Executor> EngineLoop<E> {
         let mut text = String::new();
         if let Some(tok) = &self.tok {
             // A stop token's own text is not part of the output.
-            let mut piece =
-                if finish == Some(FinishReason::Stop) { Ok(String::new()) } else { s.detok.push(tok, t.token) };
+            let mut piece = if finish == Some(FinishReason::Stop) {
+                Ok(String::new())
+            } else {
+                s.detok.push(tok, t.token)
+            };
             if let (Ok(p), Some(_)) = (&mut piece, finish) {
                 p.push_str(&s.detok.flush(tok).unwrap_or_default());
             }

@@ -270,8 +270,12 @@ impl<E: Executor> Scheduler<E> {
             let Some(&(_, n)) = next.next_if(|p| p.0 == i) else { continue };
             let end = s.cached + n;
             let (prompt, output) = s.tokens.split_at(s.prompt_len);
-            let sample = (end == s.tokens.len())
-                .then_some(SampleInput { params: &s.params, prompt, output, sampler: &s.sampler });
+            let sample = (end == s.tokens.len()).then_some(SampleInput {
+                params: &s.params,
+                prompt,
+                output,
+                sampler: &s.sampler,
+            });
             work.seqs.push(ScheduledSeq {
                 id: s.id,
                 tokens: &s.tokens[s.cached..end],

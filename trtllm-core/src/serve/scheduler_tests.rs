@@ -36,16 +36,19 @@ impl Executor for FakeRunner {
             assert!(s.block_table.len() * self.block_size >= end, "block table too short for {end} tokens");
             // Earlier positions must already hold KV (computed, or taken from the prefix cache).
             for p in 0..s.start_pos {
-                let slot = s.block_table[p / self.block_size] as usize * self.block_size + p % self.block_size;
+                let slot =
+                    s.block_table[p / self.block_size] as usize * self.block_size + p % self.block_size;
                 assert!(self.slots[slot].is_some(), "position {p} has no KV");
             }
             for (j, &t) in s.tokens.iter().enumerate() {
                 let p = s.start_pos + j;
-                let slot = s.block_table[p / self.block_size] as usize * self.block_size + p % self.block_size;
+                let slot =
+                    s.block_table[p / self.block_size] as usize * self.block_size + p % self.block_size;
                 self.slots[slot] = Some(t);
             }
             rows.push((s.start_pos, s.tokens.len(), s.sample.is_some()));
-            out.sampled.push(s.sample.map(|_| Sampled { token: s.tokens[s.tokens.len() - 1] + 1, logprob: None }));
+            out.sampled
+                .push(s.sample.map(|_| Sampled { token: s.tokens[s.tokens.len() - 1] + 1, logprob: None }));
         }
         self.log.lock().expect("log").push(rows);
         Ok(out)
@@ -93,7 +96,11 @@ fn admission_is_fcfs_and_capped_by_max_batch_size() {
         s.add(req(id, vec![10 * id as u32 + 1; 5], 3)).expect("add");
     }
     let first = s.step().expect("step");
-    assert_eq!(first.admitted.iter().map(|a| a.0).collect::<Vec<_>>(), vec![0, 1], "two fit, in arrival order");
+    assert_eq!(
+        first.admitted.iter().map(|a| a.0).collect::<Vec<_>>(),
+        vec![0, 1],
+        "two fit, in arrival order"
+    );
     assert_eq!((s.num_running(), s.num_waiting()), (2, 1));
     let mut out = run(&mut s);
     for t in first.tokens {

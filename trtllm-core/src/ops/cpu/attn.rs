@@ -13,8 +13,8 @@ use std::cell::RefCell;
 
 use super::pool::{self, SendPtr};
 use super::{isa, Isa};
-use crate::ops::AttnParams;
 use crate::batch::ForwardBatch;
+use crate::ops::AttnParams;
 use crate::{Error, Result};
 
 thread_local! {
