@@ -1,5 +1,5 @@
-//! The model runner: a model with its KV cache, CUDA graphs and sampling. The scheduler
-//! (`crate::serve`) decides what runs; [`ModelRunner::execute`] runs it: one forward over the
+//! The model runner: a model with its KV cache, CUDA graphs and sampling. The serving
+//! scheduler (a layer above) decides what runs; [`ModelRunner::execute`] runs it: one forward over the
 //! scheduled sequences, then a token for each row that samples.
 
 mod graphs;

@@ -144,8 +144,7 @@ impl Executor for ModelRunner {
             .collect();
         let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
         let logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
-        let random =
-            step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_host_logits()));
+        let random = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_sampler()));
         let rows: Vec<(u64, Option<&SampleInput<'_>>)> =
             step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
         if !random {

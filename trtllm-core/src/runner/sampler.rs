@@ -93,9 +93,8 @@ impl SamplingParams {
         }
         Ok(())
     }
-
-    /// Whether sampling needs the logits on the host (anything but plain greedy).
-    pub fn needs_host_logits(&self) -> bool {
+    /// More than greedy argmax: temperature, logprobs or penalties (the sampling kernel, not argmax).
+    pub fn needs_sampler(&self) -> bool {
         self.temperature != 0.0 || self.logprobs.is_some() || self.has_penalties()
     }
 

@@ -109,8 +109,12 @@ fn upload(gpu: &Arc<Gpu>, bytes: &[u8]) -> Result<DevBuf> {
     DevBuf::upload(gpu, b).map_err(dev_err)
 }
 
-fn i32_bytes(v: &[i32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// `v` on the GPU (one zero when empty: see [`upload`]).
+fn upload_ids(gpu: &Arc<Gpu>, v: &[i32]) -> Result<DevBuf> {
+    if v.is_empty() {
+        return upload(gpu, &[]);
+    }
+    crate::device::upload_i32(gpu, v)
 }
 
 impl DeviceSampler {
@@ -184,8 +188,8 @@ impl DeviceSampler {
         let (oo, oi) = csr(fresh.iter().map(|f| f.1.output).collect());
         let (pn, on) = (pi.len(), oi.len());
         let g = &self.gpu;
-        let slots = upload(g, &i32_bytes(&fresh.iter().map(|f| f.0).collect::<Vec<_>>()))?;
-        let [po, pi, oo, oi] = [po, pi, oo, oi].map(|v| upload(g, &i32_bytes(&v)));
+        let slots = upload_ids(g, &fresh.iter().map(|f| f.0).collect::<Vec<_>>())?;
+        let [po, pi, oo, oi] = [po, pi, oo, oi].map(|v| upload_ids(g, &v));
         let (po, pi, oo, oi) = (po?, pi?, oo?, oi?);
         let prompt =
             SampleCsr { offsets: DevPtr::new(&po, 0), ids: DevPtr::new(&pi, 0), vals: None, nnz: pn };
