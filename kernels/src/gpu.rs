@@ -68,6 +68,8 @@ pub struct Gpu {
     pub(crate) gate: crate::capture::Gate,
     /// Compute capability as `major * 10 + minor` (90 on H100).
     pub sm: u32,
+    /// Streaming multiprocessors (132 on an H100 / H200 SXM).
+    pub num_sms: u32,
     pub name: String,
     modules: Mutex<HashMap<Kernel, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
@@ -183,6 +185,9 @@ impl Gpu {
         }
         let (major, minor) = ctx.compute_capability().map_err(GpuError::driver)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let num_sms = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_or(1, |n| n.max(1) as u32);
         Ok(Arc::new(Gpu {
             ordinal,
             ctx,
@@ -193,6 +198,7 @@ impl Gpu {
             lt_workspace: Default::default(),
             gate: Default::default(),
             sm: (major * 10 + minor) as u32,
+            num_sms,
             name,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),

@@ -13,7 +13,10 @@ mod mixed;
 mod pdl;
 mod quant;
 mod sampling;
-pub use attention::{paged_attention, qkv_prepare, AttnArgs, QkvArgs};
+pub use attention::{
+    gqa_eligible, paged_attention, paged_attention_grouped, paged_attention_per_head, qkv_prepare, AttnArgs,
+    QkvArgs,
+};
 pub use fp8_gemm::{matmul_fp8, matmul_fp8_f32out, matmul_fp8_rowwise};
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};

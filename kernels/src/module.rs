@@ -11,6 +11,8 @@ pub enum Kernel {
     Norm,
     Embedding,
     Attention,
+    /// GQA-grouped split-K decode attention and its split merge (attention_decode.cu).
+    AttentionDecode,
     Sampling,
     Gemv,
     /// Flash-attention prefill (bf16 tensor cores, `flash.rs`): flash_attention.cu followed by
@@ -24,11 +26,12 @@ pub enum Kernel {
     Fp8Quant,
 }
 
-pub const KERNELS: [Kernel; 10] = [
+pub const KERNELS: [Kernel; 11] = [
     Kernel::Elementwise,
     Kernel::Norm,
     Kernel::Embedding,
     Kernel::Attention,
+    Kernel::AttentionDecode,
     Kernel::Sampling,
     Kernel::Gemv,
     Kernel::Flash,
@@ -46,6 +49,7 @@ impl Kernel {
             Kernel::Norm => "norm",
             Kernel::Embedding => "embedding",
             Kernel::Attention => "attention",
+            Kernel::AttentionDecode => "attention_decode",
             Kernel::Sampling => "sampling",
             Kernel::Gemv => "gemv",
             Kernel::Flash => "flash_attention",
@@ -60,6 +64,7 @@ impl Kernel {
             Kernel::Norm => include_str!("../cuda/norm.cu"),
             Kernel::Embedding => include_str!("../cuda/embedding.cu"),
             Kernel::Attention => include_str!("../cuda/attention.cu"),
+            Kernel::AttentionDecode => include_str!("../cuda/attention_decode.cu"),
             // The greedy argmax and the batched sampler (launch/sampling.rs) share one module.
             Kernel::Sampling => {
                 concat!(

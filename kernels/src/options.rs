@@ -8,13 +8,15 @@ use std::sync::OnceLock;
 pub struct KernelOptions {
     /// Programmatic dependent launch for the decode chain on sm_90+ (`launch/pdl.rs`).
     pub pdl: bool,
+    /// Paged attention by KV-head group with split-K (`attention_decode.cu`) where it applies.
+    pub gqa_decode: bool,
     /// Where NVRTC output is cached; `None`: `~/.cache/trtllm/kernels`.
     pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        KernelOptions { pdl: true, cache_dir: None }
+        KernelOptions { pdl: true, gqa_decode: true, cache_dir: None }
     }
 }
 

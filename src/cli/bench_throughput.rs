@@ -53,6 +53,30 @@ pub struct ThroughputArgs {
     /// Throughput mode, sampling: request `i` samples with seed `seed + i`.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Throughput mode: write one JSON line per scheduler step (prefill tokens, decode rows,
+    /// host and execute seconds) to this file.
+    #[arg(long)]
+    pub timeline: Option<std::path::PathBuf>,
+}
+
+/// `(mean, p50, p90, p99)` of `v` (sorted here); zeros when empty.
+fn stats(v: &mut [f64]) -> [f64; 4] {
+    if v.is_empty() {
+        return [0.0; 4];
+    }
+    v.sort_by(f64::total_cmp);
+    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    [v.iter().sum::<f64>() / v.len() as f64, pct(0.5), pct(0.9), pct(0.99)]
+}
+
+/// One scheduler step of the timed run.
+#[derive(Clone, Copy, Debug)]
+struct StepRecord {
+    at_s: f64,
+    prefill_tokens: usize,
+    decode_tokens: usize,
+    host_s: f64,
+    execute_s: f64,
 }
 
 /// What the caller's flags say about the model and the request shape.
@@ -141,6 +165,8 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     }
     let mut first: HashMap<u64, f64> = HashMap::new();
     let mut last: HashMap<u64, f64> = HashMap::new();
+    let mut itl: Vec<f64> = Vec::with_capacity(a.num_requests * c.output_len);
+    let mut timeline: Vec<StepRecord> = Vec::new();
     let (mut steps, mut preempted, mut out_tokens, mut peak) = (0usize, 0usize, 0usize, 0usize);
     while s.has_work() {
         let out = s.step()?;
@@ -148,20 +174,53 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         steps += 1;
         preempted += out.preempted.len();
         peak = peak.max(s.num_running() + out.tokens.iter().filter(|t| t.finish.is_some()).count());
+        timeline.push(StepRecord {
+            at_s: now,
+            prefill_tokens: out.prefill_tokens,
+            decode_tokens: out.decode_tokens,
+            host_s: out.host_s,
+            execute_s: out.execute_s,
+        });
         for t in &out.tokens {
             out_tokens += 1;
             first.entry(t.seq).or_insert(now);
-            last.insert(t.seq, now);
+            if let Some(prev) = last.insert(t.seq, now) {
+                itl.push(now - prev);
+            }
         }
     }
     let wall = start.elapsed().as_secs_f64();
     let n = a.num_requests as f64;
     let mut ttft: Vec<f64> = first.values().copied().collect();
-    ttft.sort_by(f64::total_cmp);
-    let tpot: f64 =
-        first.iter().map(|(k, f)| (last[k] - f) / (c.output_len.max(2) - 1) as f64).sum::<f64>() / n;
+    let mut tpots: Vec<f64> =
+        first.iter().map(|(k, f)| (last[k] - f) / (c.output_len.max(2) - 1) as f64).collect();
+    let mut e2e: Vec<f64> = last.values().copied().collect();
+    let (ttft_s, tpot_s, itl_s, e2e_s) =
+        (stats(&mut ttft), stats(&mut tpots), stats(&mut itl), stats(&mut e2e));
+    let tpot = tpot_s[0];
     let pct = |p: f64| ttft.get(((ttft.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
     let total_tokens = a.num_requests * c.input_len + out_tokens;
+    // The step timeline: pure decode steps vs steps that also prefill, and the host's share.
+    let mut dec: Vec<f64> = timeline.iter().filter(|r| r.prefill_tokens == 0).map(|r| r.execute_s).collect();
+    let mut mix: Vec<f64> = timeline.iter().filter(|r| r.prefill_tokens > 0).map(|r| r.execute_s).collect();
+    let (n_dec, n_mix) = (dec.len(), mix.len());
+    let rows_dec = timeline.iter().filter(|r| r.prefill_tokens == 0).map(|r| r.decode_tokens).sum::<usize>();
+    let (dec_s, mix_s) = (stats(&mut dec), stats(&mut mix));
+    let host_total: f64 = timeline.iter().map(|r| r.host_s).sum();
+    let exec_total: f64 = timeline.iter().map(|r| r.execute_s).sum();
+    if let Some(path) = &a.timeline {
+        let mut text = String::new();
+        for r in &timeline {
+            text.push_str(&format!(
+                "{{\"at_s\":{:.6},\"prefill_tokens\":{},\"decode_tokens\":{},\"host_s\":{:.6},\"execute_s\":{:.6}}}\n",
+                r.at_s, r.prefill_tokens, r.decode_tokens, r.host_s, r.execute_s
+            ));
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| anyhow::anyhow!("writing the timeline {}: {e}", path.display()))?;
+    }
     if c.json {
         let j = serde_json::json!({
             "mode": "throughput", "model": c.dir.display().to_string(), "device": format!("{:?}", c.device),
@@ -170,6 +229,9 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
             "wall_s": wall, "requests_per_s": n / wall, "output_tokens_per_s": out_tokens as f64 / wall,
             "total_tokens_per_s": total_tokens as f64 / wall, "ttft_mean_s": ttft.iter().sum::<f64>() / n,
             "ttft_p50_s": pct(0.5), "ttft_p99_s": pct(0.99), "tpot_mean_s": tpot, "steps": steps, "preemptions": preempted,
+            "ttft_s": ttft_s, "tpot_s": tpot_s, "itl_s": itl_s, "e2e_s": e2e_s, "stats_order": "mean p50 p90 p99",
+            "decode_steps": n_dec, "decode_step_s": dec_s, "decode_rows_mean": rows_dec as f64 / n_dec.max(1) as f64,
+            "mixed_steps": n_mix, "mixed_step_s": mix_s, "host_share": host_total / wall, "execute_share": exec_total / wall,
             "peak_batch": peak, "load_s": load.as_secs_f64(),
             "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k, "min_p": a.min_p,
             "repetition_penalty": a.repetition_penalty,
@@ -189,6 +251,28 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         pct(0.5) * 1e3,
         pct(0.99) * 1e3
     );
-    println!("TPOT              mean {:.2} ms", tpot * 1e3);
+    let ms = |v: [f64; 4]| {
+        format!(
+            "mean {:.2}  p50 {:.2}  p90 {:.2}  p99 {:.2} ms",
+            v[0] * 1e3,
+            v[1] * 1e3,
+            v[2] * 1e3,
+            v[3] * 1e3
+        )
+    };
+    println!("TPOT              {}", ms(tpot_s));
+    println!("ITL               {}", ms(itl_s));
+    println!("E2E               {}", ms(e2e_s));
+    println!(
+        "decode steps      {n_dec} ({:.0} rows avg): {}",
+        rows_dec as f64 / n_dec.max(1) as f64,
+        ms(dec_s)
+    );
+    println!("mixed steps       {n_mix}: {}", ms(mix_s));
+    println!(
+        "host / execute    {:.1}% / {:.1}% of wall",
+        100.0 * host_total / wall,
+        100.0 * exec_total / wall
+    );
     Ok(())
 }

@@ -240,6 +240,7 @@ fn flash_prefill_preconditions() {
         block_tables: DevPtr::new(&ints, 0),
         bt_offsets: DevPtr::new(&ints, 0),
         block_size: bs,
+        max_context: 0,
     };
     let seq = |q_start, q_len, first_pos, seq| FlashSeq { q_start, q_len, first_pos, seq, bt_len: 4 };
     let call_with = |v: flash::Variant, a: &AttnArgs<'_>, dt: Dt, seqs: &[FlashSeq]| {
@@ -359,6 +360,7 @@ fn flash_prefill_llama8b_shape() {
             block_tables: DevPtr::new(&dev.block_tables, 0),
             bt_offsets: DevPtr::new(&dev.bt_offsets, 0),
             block_size: bs,
+            max_context: 0,
         };
         let seqs = [FlashSeq { q_start: 0, q_len: len, first_pos: start, seq: 0, bt_len: tables[0].len() }];
         let time = |f: &dyn Fn(), iters: u32| {

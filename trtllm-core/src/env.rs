@@ -29,6 +29,10 @@ pub const KNOBS: &[(&str, &str)] = &[
         "`1`: prefill attention on the paged kernel instead of flash (the reference of the flash tests)",
     ),
     ("TRTLLM_NO_PDL", "`1`: no programmatic dependent launch on sm_90+ (to rule it out when debugging)"),
+    (
+        "TRTLLM_NO_GQA_DECODE",
+        "`1`: paged attention one block per (token, query head) instead of per KV-head group (A/B)",
+    ),
     ("TRTLLM_KERNEL_CACHE", "directory of the NVRTC output cache (default ~/.cache/trtllm/kernels)"),
     ("TRTLLM_RENDEZVOUS_TIMEOUT", "seconds multi-process ranks wait for each other (default 300)"),
     ("TRTLLM_NO_HUGEPAGES", "`1`: `trtllm bench` on the CPU does not ask for transparent huge pages"),
@@ -46,6 +50,7 @@ pub struct Knobs {
     pub load_chunk_mb: usize,
     pub flash: bool,
     pub pdl: bool,
+    pub gqa_decode: bool,
     pub kernel_cache: Option<PathBuf>,
     pub rendezvous_timeout_s: u64,
     pub hugepages: bool,
@@ -92,6 +97,7 @@ impl Knobs {
             load_chunk_mb: number("TRTLLM_LOAD_CHUNK_MB").unwrap_or(16).clamp(1, 1024),
             flash: !flag("TRTLLM_NO_FLASH"),
             pdl: !flag("TRTLLM_NO_PDL"),
+            gqa_decode: !flag("TRTLLM_NO_GQA_DECODE"),
             kernel_cache: raw("TRTLLM_KERNEL_CACHE").map(PathBuf::from),
             rendezvous_timeout_s: number("TRTLLM_RENDEZVOUS_TIMEOUT").unwrap_or(300) as u64,
             hugepages: !flag("TRTLLM_NO_HUGEPAGES"),
@@ -107,6 +113,7 @@ pub fn knobs() -> &'static Knobs {
         // A second set (a test that set options first) keeps the first: nothing to do.
         let _ = trtllm_kernels::set_options(trtllm_kernels::KernelOptions {
             pdl: k.pdl,
+            gqa_decode: k.gqa_decode,
             cache_dir: k.kernel_cache.clone(),
         });
         k

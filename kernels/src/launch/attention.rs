@@ -3,9 +3,11 @@
 
 use cudarc::driver::LaunchConfig;
 
+use std::sync::Arc;
+
 use super::{opt, run, Arg, DevPtr};
 use crate::module::Kernel;
-use crate::{Dt, Gpu, GpuError};
+use crate::{DevBuf, Dt, Gpu, GpuError};
 
 /// Inputs of `qkv_prepare`: q/k norm, RoPE and the KV-cache write of one step.
 pub struct QkvArgs<'a> {
@@ -91,11 +93,125 @@ pub struct AttnArgs<'a> {
     pub block_tables: DevPtr<'a>,
     pub bt_offsets: DevPtr<'a>,
     pub block_size: usize,
+    /// An upper bound on the positions any query token of this launch sees (its position + 1;
+    /// a CUDA-graph step passes the longest sequence it can replay). Sets how many blocks split
+    /// one token's keys; 0 = unknown: one block per token and head group.
+    pub max_context: usize,
 }
 
-pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
+/// Query heads one GQA-grouped decode block serves at most (`attention_decode.cu`).
+const GQA_MAX_GROUP: usize = 8;
+/// Fewest keys a split-K block takes.
+const MIN_SPLIT_KEYS: usize = 256;
+
+/// `(splits, keys per split)` of the grouped kernel: one split when `tokens x kv_heads` blocks
+/// already fill the GPU twice, else enough splits of at least `MIN_SPLIT_KEYS` visible keys to.
+fn gqa_splits(gpu: &Gpu, a: &AttnArgs<'_>) -> (usize, usize) {
+    let base = a.tokens * a.kv_heads;
+    let target = 2 * gpu.num_sms as usize;
+    let ctx = if a.window > 0 { a.max_context.min(a.window) } else { a.max_context };
+    if base >= target || ctx <= MIN_SPLIT_KEYS {
+        return (1, 0);
+    }
+    let want = target.div_ceil(base).min(ctx.div_ceil(MIN_SPLIT_KEYS)).max(1);
+    let keys = ctx.div_ceil(want).next_multiple_of(16);
+    (ctx.div_ceil(keys), keys)
+}
+
+/// The grouped (and, for few long rows, split-K) decode kernel: bf16, head_dim 64/128/256, at
+/// most `GQA_MAX_GROUP` query heads per KV head. Its split workspaces come from the stream's pool.
+fn paged_attention_gqa(gpu: &Arc<Gpu>, a: &AttnArgs<'_>) -> Result<(), GpuError> {
+    let (hd, g) = (a.head_dim, a.heads / a.kv_heads);
+    let (nsplit, split_keys) = gqa_splits(gpu, a);
+    let rows = a.tokens * a.heads * nsplit;
+    let (part, ml) = if nsplit > 1 {
+        (Some(DevBuf::alloc(gpu, rows * hd * 4)?), Some(DevBuf::alloc(gpu, rows * 2 * 4)?))
+    } else {
+        (None, None)
+    };
+    let kl = hd / 8;
+    let cfg = LaunchConfig {
+        grid_dim: (a.kv_heads as u32, a.tokens as u32, nsplit as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: ((128 / kl) * g * hd * 4) as u32,
+    };
+    let null = 0u64;
+    let args = [
+        Arg::Ptr(a.q.addr()),
+        Arg::Ptr(a.k_cache.addr()),
+        Arg::Ptr(a.v_cache.addr()),
+        Arg::Ptr(a.out.addr()),
+        Arg::Ptr(part.as_ref().map_or(null, |b| b.ptr(0))),
+        Arg::Ptr(ml.as_ref().map_or(null, |b| b.ptr(0))),
+        Arg::I32(a.heads as i32),
+        Arg::I32(a.kv_heads as i32),
+        Arg::F32(a.scale),
+        Arg::I32(a.window as i32),
+        Arg::F32(a.softcap),
+        Arg::Ptr(a.positions.addr()),
+        Arg::Ptr(a.token_seq.addr()),
+        Arg::Ptr(a.block_tables.addr()),
+        Arg::Ptr(a.bt_offsets.addr()),
+        Arg::I32(a.block_size as i32),
+        Arg::I32(split_keys as i32),
+    ];
+    run(gpu, Kernel::AttentionDecode, &format!("paged_attention_gqa_bf16_hd{hd}_g{g}"), cfg, &args)?;
+    if let (Some(part), Some(ml)) = (part, ml) {
+        let cfg = LaunchConfig {
+            grid_dim: (a.tokens as u32, a.heads as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            Arg::Ptr(part.ptr(0)),
+            Arg::Ptr(ml.ptr(0)),
+            Arg::Ptr(a.out.addr()),
+            Arg::I32(a.heads as i32),
+            Arg::I32(hd as i32),
+            Arg::I32(nsplit as i32),
+        ];
+        run(gpu, Kernel::AttentionDecode, "attn_combine_bf16", cfg, &args)?;
+    }
+    Ok(())
+}
+
+/// Attention of every query token over its sequence's cached K/V (`tokens` rows of q and out):
+/// the GQA-grouped kernel where it applies (bf16, head_dim 64/128/256, <= 8 query heads per KV
+/// head), else one block per (token, query head).
+pub fn paged_attention(gpu: &Arc<Gpu>, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
+    check_attn(a, dt)?;
+    if gqa_eligible(dt, a) && crate::options().gqa_decode {
+        return paged_attention_gqa(gpu, a);
+    }
+    paged_attention_per_head(gpu, dt, a)
+}
+
+/// The grouped kernel takes `a`: bf16, head_dim 64/128/256, <= 8 query heads per KV head,
+/// 16-byte aligned caches.
+pub fn gqa_eligible(dt: Dt, a: &AttnArgs<'_>) -> bool {
+    dt == Dt::BF16
+        && matches!(a.head_dim, 64 | 128 | 256)
+        && a.kv_heads > 0
+        && a.heads / a.kv_heads <= GQA_MAX_GROUP
+        && a.k_cache.addr().is_multiple_of(16)
+        && a.v_cache.addr().is_multiple_of(16)
+}
+
+/// [`paged_attention`] on the grouped kernel; a precondition error where it does not apply.
+pub fn paged_attention_grouped(gpu: &Arc<Gpu>, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
+    check_attn(a, dt)?;
+    if !gqa_eligible(dt, a) {
+        return Err(GpuError::Precondition {
+            kernel: "paged_attention_gqa",
+            msg: format!("{dt:?}, head_dim {}, {} heads / {} kv heads", a.head_dim, a.heads, a.kv_heads),
+        });
+    }
+    paged_attention_gqa(gpu, a)
+}
+
+fn check_attn(a: &AttnArgs<'_>, dt: Dt) -> Result<(), GpuError> {
     let k = "paged_attention";
-    if !a.heads.is_multiple_of(a.kv_heads) || a.head_dim == 0 || a.block_size == 0 {
+    if a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || a.head_dim == 0 || a.block_size == 0 {
         return Err(GpuError::Precondition {
             kernel: k,
             msg: format!("{} heads / {} kv heads, block size {}", a.heads, a.kv_heads, a.block_size),
@@ -104,7 +220,12 @@ pub fn paged_attention(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuErr
     a.q.check(k, "q", a.tokens * a.heads * a.head_dim * dt.size())?;
     a.out.check(k, "out", a.tokens * a.heads * a.head_dim * dt.size())?;
     a.positions.check(k, "positions", a.tokens * 4)?;
-    a.token_seq.check(k, "token_seq", a.tokens * 4)?;
+    a.token_seq.check(k, "token_seq", a.tokens * 4)
+}
+
+/// [`paged_attention`] with one block per (token, query head).
+pub fn paged_attention_per_head(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
+    check_attn(a, dt)?;
     let threads = 128u32;
     // bf16 at head_dim 64 / 128 / 256: the 16-byte-load kernel (+ 8 floats per thread of PV
     // partials in shared memory); the K/V caches are 16-byte aligned rows of head_dim elements.

@@ -10,13 +10,14 @@ use crate::{Gpu, GpuError};
 /// Kernels that start with `pdl_start()` (common.cuh) and may therefore be launched with
 /// programmatic dependent launch: they are scheduled while the previous kernel finishes and wait
 /// for it on the device instead of in the launch queue. The decode step's chain.
-const PDL_KERNELS: [&str; 9] = [
+const PDL_KERNELS: [&str; 10] = [
     "gemv_",
     "rms_norm_",
     "add_rms_norm_",
     "layer_norm_",
     "qkv_prepare_",
     "paged_attention_",
+    "attn_combine_",
     "gather_rows_",
     "argmax_",
     // sample_f32 / _bf16, sample_slots_init, sample_count_tokens (sampling_batched.cu)

@@ -156,6 +156,7 @@ fn gpu(
             block_tables: DevPtr::new(&dev.block_tables, 0),
             bt_offsets: DevPtr::new(&dev.bt_offsets, 0),
             block_size: batch.block_size,
+            max_context: batch.max_context_len(),
         },
     )
     .map_err(cuda::dev_err)?;

@@ -60,6 +60,8 @@ pub struct DecodeGraphs {
     buckets: Vec<usize>,
     /// Block-table entries the input buffer holds (a step needing more runs eagerly).
     table_cap: usize,
+    /// Longest sequence a replay can hold: the captured attention plans its key splits for it.
+    max_context: usize,
     block_size: usize,
     vocab: usize,
     /// Positions must stay below this (learned position embeddings).
@@ -130,6 +132,7 @@ impl DecodeGraphs {
             graphs: buckets.iter().map(|_| None).collect(),
             buckets,
             table_cap,
+            max_context: max_seq_len.max(1),
             block_size: kv.block_size,
             vocab: cfg.vocab_size,
             max_pos: cfg.arch.no_rope.then_some(cfg.max_position_embeddings),
@@ -173,7 +176,8 @@ impl DecodeGraphs {
             && batch.seqs.iter().enumerate().all(|(i, s)| s.q_len == 1 && s.q_start == i)
             && batch.tokens.iter().all(|&t| (t as usize) < self.vocab)
             && batch.positions.iter().all(|&p| p < self.max_pos.unwrap_or(i32::MAX as usize))
-            && batch.seqs.iter().map(|s| s.block_table.len()).sum::<usize>() <= self.table_cap;
+            && batch.seqs.iter().map(|s| s.block_table.len()).sum::<usize>() <= self.table_cap
+            && batch.max_context_len() <= self.max_context;
         if !plain {
             return None;
         }
@@ -288,7 +292,7 @@ impl DecodeGraphs {
             positions: vec![0; b],
             token_seq: (0..b).collect(),
             seqs: (0..b)
-                .map(|i| SeqMeta { block_table: vec![], q_start: i, q_len: 1, context_len: 1 })
+                .map(|i| SeqMeta { block_table: vec![], q_start: i, q_len: 1, context_len: self.max_context })
                 .collect(),
             slot_mapping: vec![0; b],
             block_size: self.block_size,

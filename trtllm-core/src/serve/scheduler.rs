@@ -62,6 +62,12 @@ pub struct StepOutput {
     pub preempted: Vec<u64>,
     pub prefill_tokens: usize,
     pub decode_tokens: usize,
+    /// Seconds this step spent choosing its work (before the runner) and applying what it
+    /// sampled (after), on the calling thread.
+    pub host_s: f64,
+    /// Seconds in [`Executor::execute`]: the forward and sampling, up to the sampled ids on the
+    /// host.
+    pub execute_s: f64,
 }
 
 /// The scheduler over the runner `E` that executes its steps.
@@ -258,6 +264,7 @@ impl<E: Executor> Scheduler<E> {
 
     /// Run one step: schedule, one forward, sample, retire finished sequences.
     pub fn step(&mut self) -> Result<StepOutput> {
+        let t0 = Instant::now();
         let mut out = StepOutput::default();
         let plan = self.schedule(&mut out)?;
         if plan.is_empty() {
@@ -284,8 +291,10 @@ impl<E: Executor> Scheduler<E> {
                 sample,
             });
         }
+        let t1 = Instant::now();
         let result = self.runner.execute(work)?;
         let now = Instant::now();
+        out.execute_s = (now - t1).as_secs_f64();
         let bs = self.block_size;
         for (&(i, n), sampled) in plan.iter().zip(result.sampled) {
             let s = &mut self.running[i];
@@ -317,6 +326,7 @@ impl<E: Executor> Scheduler<E> {
         for id in done {
             self.abort(id);
         }
+        out.host_s = t0.elapsed().as_secs_f64() - out.execute_s;
         Ok(out)
     }
 }
