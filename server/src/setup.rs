@@ -157,7 +157,12 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
         eos = mcfg.eos_token_ids.clone();
     }
     let kv = ModelRunner::make_kv(model.as_ref(), cfg.device, dtype, bs, kv_blocks)?;
-    let runner = ModelRunner::new(model, kv, max_batch_size, max_seq_len, cfg.cuda_graphs);
+    let mut runner = ModelRunner::new(model, kv, max_batch_size, max_seq_len, cfg.cuda_graphs);
+    let t_graphs = std::time::Instant::now();
+    let captured = runner.capture_graphs()?;
+    if !captured.is_empty() {
+        eprintln!("trtllm serve: captured {} decode graphs in {:.2} s", captured.len(), t_graphs.elapsed().as_secs_f64());
+    }
     let graphs = runner.cuda_graphs().map(|g| {
         let b = g.buckets();
         format!(

@@ -131,7 +131,10 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         max_seq_len: seq_len,
         prefix_caching: true,
     };
-    let runner = ModelRunner::new(model, kv, a.max_num_seqs, seq_len, opts.cuda_graphs);
+    let mut runner = ModelRunner::new(model, kv, a.max_num_seqs, seq_len, opts.cuda_graphs);
+    let t_graphs = Instant::now();
+    let captured = runner.capture_graphs()?;
+    let graphs_s = t_graphs.elapsed().as_secs_f64();
     let mut s = Scheduler::new(runner, cfg, eos)?;
     let params = Arc::new(SamplingParams {
         ignore_eos: true,
@@ -233,6 +236,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
             "decode_steps": n_dec, "decode_step_s": dec_s, "decode_rows_mean": rows_dec as f64 / n_dec.max(1) as f64,
             "mixed_steps": n_mix, "mixed_step_s": mix_s, "host_share": host_total / wall, "execute_share": exec_total / wall,
             "peak_batch": peak, "load_s": load.as_secs_f64(),
+            "graphs_captured": captured, "graphs_capture_s": graphs_s,
             "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k, "min_p": a.min_p,
             "repetition_penalty": a.repetition_penalty,
         });
@@ -242,6 +246,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     println!("model             {}  ({:?}, {dtype:?})", c.dir.display(), c.device);
     println!("requests          {} x ({} in, {} out)  max-num-seqs {}  max-num-tokens {}  kv blocks {blocks} x {bs}", a.num_requests, c.input_len, c.output_len, a.max_num_seqs, a.max_num_tokens);
     println!("wall              {wall:.2} s  ({steps} steps, {preempted} preemptions, peak batch {peak}, load {:.2} s)", load.as_secs_f64());
+    println!("CUDA graphs       {} buckets captured in {graphs_s:.2} s", captured.len());
     println!("requests/s        {:.2}", n / wall);
     println!("output tokens/s   {:.1}", out_tokens as f64 / wall);
     println!("total tokens/s    {:.1}", total_tokens as f64 / wall);

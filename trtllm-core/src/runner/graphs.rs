@@ -1,5 +1,6 @@
 //! CUDA-graph decode: the forward of a plain decode step (one new token per sequence), captured
-//! once per batch-size bucket (1, 2, 4, ... up to the engine's `max_batch_size`) and replayed
+//! once per batch-size bucket ([`bucket_sizes`]: 1, 2, 4, 8, 16, 32, ... up to the engine's
+//! `max_batch_size`) and replayed
 //! with one launch, instead of ~300 kernel launches and their stream-ordered allocations.
 //!
 //! - **Inputs** live in one persistent device buffer, written before each replay by one async
@@ -13,9 +14,10 @@
 //!   warm-up's peak), so the graph holds plain pointers and no allocation nodes (what does not
 //!   fit becomes one, freed inside the graph); the logits are copied into a persistent
 //!   `[mb, vocab]` buffer (inside the graph), and each replay returns a fresh copy of its rows.
-//! - **Capture** happens the first time a bucket is used: that step runs eagerly (the warm-up:
-//!   kernels loaded, lazy uploads done) and is the step's result; then the same forward is
-//!   captured (nothing executes). Any failure logs one warning and turns graphs off: every later
+//! - **Capture** happens the first time a bucket is used, or for all buckets at start
+//!   ([`DecodeGraphs::capture_all`], what `serve` and `bench` do): that step runs eagerly (the
+//!   warm-up: kernels loaded, lazy uploads done) and is the step's result; then the same forward
+//!   is captured (nothing executes). Any failure logs one warning and turns graphs off: every later
 //!   step runs eagerly. `LlmOptions::cuda_graphs = false` (`--no-cuda-graphs`) turns them off.
 //! - **Not captured:** prefill and mixed steps, tensor parallelism (a model whose forward touches
 //!   another GPU, or a multi-process launch), MoE (the router reads logits on the host), RoPE
@@ -25,7 +27,7 @@ use std::sync::Arc;
 
 use trtllm_kernels::{Arena, DevBuf, Gpu, Graph, Pinned};
 
-use crate::batch::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta};
+use crate::batch::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta, SeqStep};
 use crate::config::rope::RopeScaling;
 use crate::dist::Communicator;
 use crate::model::CausalLM;
@@ -52,6 +54,24 @@ pub(super) fn forward_step(
         }
     }
     model.forward(batch, kv, &crate::dist::SingleRank, None)
+}
+
+/// Batch sizes captured for `max_batch` rows: 1, 2, 4, 8, then every 16 up to 128 and every 32
+/// beyond (a step runs in the smallest bucket that holds it, so padding stays under ~20%), and
+/// `max_batch` itself.
+pub fn bucket_sizes(max_batch: usize) -> Vec<usize> {
+    let mut b = vec![];
+    let mut n = 1;
+    while n < max_batch {
+        b.push(n);
+        n = match n {
+            ..8 => n * 2,
+            8..128 => (n + 16) & !15,
+            _ => n + 32,
+        };
+    }
+    b.push(max_batch.max(1));
+    b
 }
 
 /// Captured decode steps of one model + KV cache (see the module docs).
@@ -122,9 +142,7 @@ impl DecodeGraphs {
             return None;
         }
         let gpu = kv.gpu()?;
-        let mut buckets: Vec<usize> =
-            std::iter::successors(Some(1usize), |b| Some(b * 2)).take_while(|&b| b < max_batch).collect();
-        buckets.push(max_batch);
+        let buckets = bucket_sizes(max_batch);
         let per_seq = max_seq_len.max(1).div_ceil(kv.block_size);
         let table_cap = (max_batch * per_seq).max(kv.num_blocks).min(1 << 22);
         Some(DecodeGraphs {
@@ -234,6 +252,31 @@ impl DecodeGraphs {
             return Ok(Some(Tensor::from_devbuf(rows, &[n, *vocab], *dtype)?));
         }
         self.warm_up_and_capture(model, kv, comm, bi, n)
+    }
+
+    /// Capture every bucket now (as vLLM does at start) instead of at each bucket's first use
+    /// inside a timed or served run. Probes first with a one-token step at position 0 of block 0,
+    /// which must be free (nothing cached yet: a sequence writes a slot before it reads it).
+    /// Returns the buckets captured; graphs that cannot apply stay off as before.
+    pub fn capture_all(&mut self, model: &dyn CausalLM, kv: &mut KvCache) -> Result<Vec<usize>> {
+        let one = [SeqStep { tokens: &[0], start_pos: 0, block_table: &[0] }];
+        let probe = ForwardBatch::new(&one, self.block_size, false)?;
+        self.forward(model, &probe, kv, &crate::dist::SingleRank)?;
+        for bi in 0..self.buckets.len() {
+            if self.off.is_some() || !self.probed {
+                break;
+            }
+            if self.graphs[bi].is_some() {
+                continue;
+            }
+            let empty = ForwardBatch { block_size: self.block_size, ..Default::default() };
+            if let Err(e) = self.stage(&empty, self.buckets[bi]) {
+                self.turn_off(format!("staging the step's inputs: {e}"));
+                break;
+            }
+            self.warm_up_and_capture(model, kv, &crate::dist::SingleRank, bi, 1)?;
+        }
+        Ok(self.captured())
     }
 
     /// Write `batch` (padded to `b` rows) into the persistent inputs.

@@ -112,6 +112,15 @@ impl ModelRunner {
         &self.kv
     }
 
+    /// Capture the decode graphs of every batch bucket now, before any sequence holds a KV
+    /// block (the probe step writes slot 0 of block 0). The buckets captured (empty: no graphs).
+    pub fn capture_graphs(&mut self) -> Result<Vec<usize>> {
+        match self.graphs.as_mut() {
+            Some(g) => g.capture_all(&*self.model, &mut self.kv),
+            None => Ok(vec![]),
+        }
+    }
+
     /// The CUDA-graph decode state (`None`: every step runs eagerly).
     pub fn cuda_graphs(&self) -> Option<&DecodeGraphs> {
         self.graphs.as_ref()
