@@ -161,7 +161,11 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     let t_graphs = std::time::Instant::now();
     let captured = runner.capture_graphs()?;
     if !captured.is_empty() {
-        eprintln!("trtllm serve: captured {} decode graphs in {:.2} s", captured.len(), t_graphs.elapsed().as_secs_f64());
+        eprintln!(
+            "trtllm serve: captured {} decode graphs in {:.2} s",
+            captured.len(),
+            t_graphs.elapsed().as_secs_f64()
+        );
     }
     let graphs = runner.cuda_graphs().map(|g| {
         let b = g.buckets();

@@ -57,7 +57,7 @@ impl<E: Executor> EngineLoop<E> {
             }
             match self.sched.step() {
                 Ok(out) => self.on_step(out),
-                Err(e) => self.fail_all(&e.to_string()),
+                Err(e) => self.fail_step(&e.to_string()),
             }
             self.publish();
         }
@@ -137,17 +137,21 @@ impl<E: Executor> EngineLoop<E> {
         }
     }
 
-    fn fail_all(&mut self, msg: &str) {
-        tracing::error!("engine step failed: {msg}");
-        self.sched.abort_all();
-        self.seqs.clear();
-        let m = &self.shared.metrics;
-        for (_, r) in self.reqs.drain() {
-            if r.queued {
-                m.queued_requests.fetch_sub(1, Relaxed);
+    /// A step failed: its requests (every running sequence's, the step's own among them) get
+    /// the error and end; requests still waiting stay queued and run in later steps.
+    fn fail_step(&mut self, msg: &str) {
+        let running = self.sched.running_ids();
+        tracing::error!("engine step failed ({} sequences): {msg}", running.len());
+        let mut failed: Vec<u64> =
+            running.iter().filter_map(|sid| self.seqs.get(sid).map(|s| s.req)).collect();
+        failed.sort_unstable();
+        failed.dedup();
+        for id in failed {
+            if let Some(r) = self.reqs.get(&id) {
+                tracing::error!("request {id} failed in the step");
+                r.sink.send(Event::Error(format!("engine error: {msg}")));
             }
-            m.requests_aborted.fetch_add(1, Relaxed);
-            r.sink.send(Event::Error(format!("engine error: {msg}")));
+            self.end_request(id, false);
         }
     }
 

@@ -185,7 +185,12 @@ impl<E: Executor> Scheduler<E> {
         false
     }
 
-    /// End every sequence (after a failed step) and release all blocks.
+    /// Ids of the running sequences (admitted, holding blocks).
+    pub fn running_ids(&self) -> Vec<u64> {
+        self.running.iter().map(|s| s.id).collect()
+    }
+
+    /// End every sequence and release all blocks.
     pub fn abort_all(&mut self) -> Vec<u64> {
         let ids: Vec<u64> = self.running.iter().chain(&self.waiting).map(|s| s.id).collect();
         for &id in &ids {
