@@ -3,7 +3,9 @@
 
 Sends --num-requests streaming /v1/completions requests, --concurrency at a time, each with a
 random token-id prompt of --input-len tokens and exactly --output-len new tokens (EOS ignored),
-and reports requests/s, output tokens/s, TTFT and inter-token latency (mean, p50, p99).
+and reports requests/s, output tokens/s, TTFT and inter-token latency (mean, p50, p90, p99). It asks
+for `return_token_ids`, so every token is timed even where its text is empty (random-weight
+checkpoints with a small tokenizer).
 
     python3 scripts/load_client.py --url http://127.0.0.1:8000 --num-requests 256 \
         --concurrency 32 --input-len 128 --output-len 128
@@ -41,12 +43,15 @@ def one(url, body, headers, timeout):
         chunk = json.loads(data)
         if chunk.get("usage"):
             usage = chunk["usage"]
-        if chunk.get("choices"):
-            marks.append(time.perf_counter())
+        for c in chunk.get("choices") or []:
+            # return_token_ids: one mark per token (a chunk may carry several, and a token whose
+            # text is still empty has its own chunk); the first token's time is the TTFT.
+            now = time.perf_counter()
+            marks.extend([now] * max(1, len(c.get("token_ids") or [None])))
     conn.close()
     end = time.perf_counter()
     return {"ttft": marks[0] - t0 if marks else end - t0, "itl": [b - a for a, b in zip(marks, marks[1:])], "e2e": end - t0,
-            "tokens": usage["completion_tokens"] if usage else len(marks)}
+            "tokens": usage["completion_tokens"] if usage else len(marks), "marks": len(marks)}
 
 
 def pct(v, p):
@@ -67,7 +72,16 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=0)
+    ap.add_argument("--repetition-penalty", type=float, default=1.0)
     a = ap.parse_args()
+    sampling = {"temperature": a.temperature, "top_p": a.top_p, "seed": a.seed}
+    if a.top_k > 0:
+        sampling["top_k"] = a.top_k
+    if a.repetition_penalty != 1.0:
+        sampling["repetition_penalty"] = a.repetition_penalty
     host = urllib.parse.urlparse(a.url).hostname or ""
     if not (host == "localhost" or host.startswith("127.") or host == "::1"):
         sys.exit(f"--url must be a loopback address, not {host}")
@@ -85,8 +99,8 @@ def main():
                 if i >= a.num_requests:
                     return
                 next_i[0] += 1
-            body = {"prompt": prompts[i], "max_tokens": a.output_len, "temperature": 0, "ignore_eos": True, "stream": True,
-                    "stream_options": {"include_usage": True}}
+            body = {"prompt": prompts[i], "max_tokens": a.output_len, "ignore_eos": True, "stream": True,
+                    "stream_options": {"include_usage": True}, "return_token_ids": True, **sampling}
             if a.model:
                 body["model"] = a.model
             try:
@@ -112,7 +126,8 @@ def main():
         "ok": len(results), "errors": len(errors), "wall_s": wall, "requests_per_s": len(results) / wall,
         "output_tokens_per_s": out_tokens / wall, "total_tokens_per_s": (out_tokens + len(results) * a.input_len) / wall,
         "ttft_mean_s": statistics.fmean(ttft) if ttft else None, "ttft_p50_s": pct(ttft, 0.5), "ttft_p99_s": pct(ttft, 0.99),
-        "itl_mean_s": statistics.fmean(itl) if itl else None, "itl_p50_s": pct(itl, 0.5), "itl_p99_s": pct(itl, 0.99),
+        "itl_mean_s": statistics.fmean(itl) if itl else None, "itl_p50_s": pct(itl, 0.5), "itl_p90_s": pct(itl, 0.9),
+        "itl_p99_s": pct(itl, 0.99), "tokens_marked": sum(r["marks"] for r in results), "temperature": a.temperature,
     }
     if a.json:
         print(json.dumps(summary))

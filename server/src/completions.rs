@@ -60,20 +60,25 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
     if sampling.stream() {
         let include_usage = sampling.include_usage();
         let want_lp = logprobs.is_some();
+        let want_ids = req.return_token_ids.unwrap_or(false);
         let st2 = st.clone();
         let mut offsets = vec![0usize; choices];
         let format = move |item: Item| -> Vec<Value> {
             let base = |choices: Value| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices});
             match item {
                 Item::Start => vec![],
-                Item::Delta(_, d) if d.text.is_empty() && d.finish.is_none() && !want_lp => vec![],
+                Item::Delta(_, d) if d.text.is_empty() && d.finish.is_none() && !want_lp && !want_ids => {
+                    vec![]
+                }
                 Item::Delta(i, d) => {
                     let off =
                         offsets.get_mut(i).map(|o| std::mem::replace(o, *o + d.text.len())).unwrap_or(0);
                     let lp = want_lp.then(|| logprobs_json(&st2, &d.logprobs, off));
-                    vec![base(
-                        json!([{"index": i, "text": d.text, "logprobs": lp, "finish_reason": finish_str(d.finish)}]),
-                    )]
+                    let mut c = json!({"index": i, "text": d.text, "logprobs": lp, "finish_reason": finish_str(d.finish)});
+                    if want_ids {
+                        c["token_ids"] = json!(d.token_ids);
+                    }
+                    vec![base(json!([c]))]
                 }
                 Item::End(u) if include_usage => {
                     let mut v = base(json!([]));
@@ -91,7 +96,12 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         .enumerate()
         .map(|(i, c)| {
             let lp = logprobs.is_some().then(|| logprobs_json(&st, &c.logprobs, 0));
-            json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": finish_str(c.finish)})
+            let mut v =
+                json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": finish_str(c.finish)});
+            if req.return_token_ids == Some(true) {
+                v["token_ids"] = json!(c.token_ids);
+            }
+            v
         })
         .collect();
     let body = json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage_json(&usage)});

@@ -46,6 +46,9 @@ pub struct CompletionRequest {
     pub echo: Option<bool>,
     pub best_of: Option<i64>,
     pub suffix: Option<String>,
+    /// vLLM's `return_token_ids`: each choice (each streamed chunk) also carries the ids of its
+    /// tokens, and a streamed token whose text is still empty gets its own chunk.
+    pub return_token_ids: Option<bool>,
 }
 
 #[derive(Deserialize)]
