@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HF transformers' summaries of a `trtllm summarize` dataset, for `--hf-outputs`.
 
-Builds every prompt exactly as trtllm does (trtllm-core/src/runtime/summarize.rs):
+Builds every prompt exactly as trtllm does (trtllm-core/src/eval/summarize.rs):
 
   * the model has a chat template: one user message
     "Summarize the following text in one sentence:\\n\\n{document}", rendered with

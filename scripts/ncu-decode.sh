@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Profiler evidence for decode (issue 6): Nsight Compute on `trtllm bench` (batch 1, bf16), every
+# Profiler evidence for decode: Nsight Compute on `trtllm bench` (batch 1, bf16), every
 # kernel of the prefill and of OUTPUT_LEN-1 decode steps; prints per-kernel time, DRAM bytes and
 # achieved bandwidth for the decode steps, the GPU-busy time per step and what share of the
 # measured step time it is (the rest is launch/host gaps).

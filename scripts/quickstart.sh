@@ -6,7 +6,7 @@
 #   2. cargo build --release,
 #   3. trtllm convert --gguf (GGUF -> HF directory), trtllm convert (-> f32 checkpoint),
 #      trtllm build (-> engine), trtllm run on the best device present (--device auto) with the
-#      seed's prompt, 30 new tokens, greedy.
+#      reference prompt, 30 new tokens, greedy.
 #
 # The continuation (all that goes to stdout) equals HF transformers' f32 greedy output for the same
 # weights (docs/real-models.md):

@@ -1,5 +1,5 @@
-//! The `trtllm` command line: models, weights, run (more subcommands join as they land).
-//! Flags are kebab-case; the seed's snake_case spellings (`--max_output_len`) are aliases.
+//! The `trtllm` command line (`src/cli/`, one file per subcommand). Flags are kebab-case;
+//! TensorRT-LLM's snake_case spellings (`--max_output_len`) are aliases.
 
 mod cli;
 

@@ -1,4 +1,4 @@
-//! GEMV tuning sweep on the GPU (issue 6): the bf16 decode GEMV at the Llama-3-8B shapes, m = 1:
+//! GEMV tuning sweep on the GPU: the bf16 decode GEMV at the Llama-3-8B shapes, m = 1:
 //! the default kernel at 4/8/16 warps per block, the kernel without its two measured changes
 //! (`_base`: no L2 prefetch hint, x from global memory) and with one of them, two read-only
 //! probes (the bandwidth ceiling of the same access pattern), cuBLASLt, and cuBLASLt at m = 2048

@@ -1,5 +1,5 @@
 //! `Arena`: device memory a CUDA-graph capture carves the step's buffers from, so the graph
-//! holds plain pointers instead of allocation nodes (see `capture.rs`).
+//! holds plain pointers instead of allocation nodes (see `capture/`).
 
 use std::sync::{Arc, Mutex};
 

@@ -56,7 +56,7 @@ pub struct Gpu {
     pub ordinal: usize,
     pub ctx: Arc<CudaContext>,
     /// The one stream everything of this device runs on: our own (the legacy NULL stream cannot
-    /// be captured into a CUDA graph). Enqueue on it only inside `enter` (see `capture.rs`).
+    /// be captured into a CUDA graph). Enqueue on it only inside `enter` (see `capture/`).
     pub stream: Arc<CudaStream>,
     pub blas: CudaBlas,
     pub blaslt: CudaBlasLT,

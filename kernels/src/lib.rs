@@ -14,16 +14,18 @@ pub mod launch;
 mod module;
 pub mod nccl;
 mod options;
+mod pinned;
 pub mod quant_ref;
 pub mod sample_ref;
 mod staging;
 
 pub use arena::Arena;
 pub use buffer::DevBuf;
-pub use capture::{Graph, Pinned};
+pub use capture::Graph;
 pub use gpu::{nvrtc_available, Gpu, GpuError};
 pub use module::{prebuilt_name, set_prebuilt_dir, Kernel, KERNELS};
 pub use options::{options, set_options, KernelOptions};
+pub use pinned::Pinned;
 pub use staging::{UploadStats, Uploader};
 
 /// Element types the kernels are instantiated for.

@@ -6,11 +6,12 @@
 //! kernel uses radix selects.
 //!
 //! # The function, per row
-//! 1. `l_i` = the raw logit, penalized as `runtime/logits.rs::apply_penalties` does, from the
-//!    row's slot of the device token state (`counts[slot][i]`: times token `i` was generated,
-//!    `prompt_mask[slot][i]`: `i` is in the prompt): `l -= presence + frequency * count` when
-//!    `count > 0` (and either is nonzero), then, when `repetition_penalty != 1` and the token is
-//!    in prompt or output, `l = l > 0 ? l / rp : l * rp`. Then the row's logit bias is added
+//! 1. `l_i` = the raw logit, penalized as trtllm-core's `runner/logits.rs::apply_penalties`
+//!    does, from the row's slot of the device token state (`counts[slot][i]`: times token `i`
+//!    was generated, `prompt_mask[slot][i]`: `i` is in the prompt): `l -= presence +
+//!    frequency * count` when `count > 0` (and either is nonzero), then, when
+//!    `repetition_penalty != 1` and the token is in prompt or output,
+//!    `l = l > 0 ? l / rp : l * rp`. Then the row's logit bias is added
 //!    (`l += bias`; ids outside the vocabulary ignored; ids must be unique within a row).
 //!    `min_tokens` is the caller's: fold the EOS ids into the bias list with `-inf` while the row
 //!    has generated fewer than `min_tokens` tokens ([`suppress`] does it).
@@ -186,7 +187,7 @@ fn mul_shr32(a: u64, b: u64) -> u64 {
     ((a as u128 * b as u128) >> 32) as u64
 }
 
-/// One logit through the penalties (`runtime/logits.rs::apply_penalties`, per token).
+/// One logit through the penalties (trtllm-core's `runner/logits.rs::apply_penalties`, per token).
 pub fn penalize(l: f32, count: i32, in_prompt: bool, p: &SampleParams) -> f32 {
     let mut l = l;
     if (p.presence_penalty != 0.0 || p.frequency_penalty != 0.0) && count > 0 {

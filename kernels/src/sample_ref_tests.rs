@@ -89,7 +89,7 @@ fn seeded_draws_are_deterministic() {
 
 #[test]
 fn penalties_match_apply_penalties() {
-    // runtime/logits.rs's hand-computed example: prompt [3], output [0, 0, 1].
+    // runner/logits.rs's hand-computed example (trtllm-core): prompt [3], output [0, 0, 1].
     let p = SampleParams {
         presence_penalty: 1.0,
         frequency_penalty: 0.5,

@@ -7,7 +7,7 @@
 //! stream and gives the buffer back. Several threads upload at once (one per layer being built):
 //! their host copies overlap each other and the DMA of the chunks already enqueued; the stream
 //! keeps every transfer in order with the rest of the GPU's work (all enqueues go through the
-//! capture gate, see `capture.rs`). Where pinned memory cannot be allocated at all, copies fall
+//! capture gate, see `capture/`). Where pinned memory cannot be allocated at all, copies fall
 //! back to the pageable path.
 
 use std::collections::VecDeque;

@@ -1,5 +1,5 @@
 //! `POST /v1/chat/completions`: messages rendered with the model's chat template (minijinja,
-//! `runtime::ChatTemplate`), `n` choices, stop strings, logprobs, streaming.
+//! `trtllm_core::text::ChatTemplate`), `n` choices, stop strings, logprobs, streaming.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! `trtllm serve`: an OpenAI-compatible HTTP server over the continuous-batching engine
-//! (`trtllm_core::runtime::{Scheduler, Engine}`).
+//! (`trtllm_core::serve::{Scheduler, Engine}`).
 //!
 //! Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (SSE streaming with
 //! `stream: true`, a usage chunk with `stream_options.include_usage`), `GET /v1/models`,

@@ -14,121 +14,30 @@
 //! tokens/s (all generated tokens / whole run), the load time, the achieved bandwidth
 //! (weight bytes one decode step reads / TPOT) and that as a share of a roofline: `--peak-gbps`,
 //! or by default a bandwidth measured on the device (CPU: a multi-threaded memcpy, counting
-//! bytes read + written; GPU: to be added with the CUDA path — without `--peak-gbps` the
-//! roofline is left out). On the CPU it also reports the cores busy during the timed runs
-//! (process CPU time / wall time) and the heap allocations per decode step (a counting
-//! wrapper around the system allocator: the `#[global_allocator]` of this binary, defined here;
-//! it also asks for transparent huge pages for blocks of 1 MiB and more, see `Counting`).
+//! bytes read + written; GPU: not measured, so without `--peak-gbps` the roofline is left out).
+//! On the CPU it also reports the cores busy during the timed runs (process CPU time / wall
+//! time) and the heap allocations per decode step (counted by the binary's
+//! `#[global_allocator]`, `src/cli/alloc.rs`).
 //!
 //! The device is a parameter all the way down (`Device` in `LlmOptions::load`); a device
 //! only has to say how to measure its peak bandwidth (`measure_peak`).
+//!
+//! This file: the flags and the timed runs; `bench_report.rs`: the medians, printed as JSON or a
+//! table; `bench_throughput.rs`: `--mode throughput`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "bench_throughput.rs"]
 mod throughput;
+
+#[path = "bench_report.rs"]
+mod report;
 
 use trtllm::llm::Llm;
 use trtllm::load::LlmOptions;
 use trtllm::model::{lookup, plan_weights};
 use trtllm::runner::SamplingParams;
 use trtllm::{Device, Mapping};
-
-/// The `trtllm` binary's allocator: the system allocator, plus
-/// - a count of heap allocations (one relaxed atomic add per call), which `trtllm bench` reports
-///   per decode step;
-/// - transparent huge pages for large blocks (Linux): every allocation of at least 1 MiB (weight
-///   tensors, the KV cache, long-prompt activations) gets `madvise(MADV_HUGEPAGE)` before it is
-///   first touched, so its pages fault in as 2 MiB pages where the mapping covers them.
-///   THP is `madvise`-only on the project's machines, and streaming the weights through 4 KiB
-///   pages costs ~15% of decode speed (TLB misses; the prefetchers stop at every 4 KiB page):
-///   SmolLM2-135M f32 51.5 -> 58.8 tok/s on the 2-core box (docs/perf-notes.md).
-///   `TRTLLM_NO_HUGEPAGES=1` turns it off. (The library's loader could do the same for all
-///   users of `Llm`; here it covers the CLI.)
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-
-/// Blocks at least this large are advised to use huge pages.
-const HUGE_MIN: usize = 1 << 20;
-
-#[cfg(target_os = "linux")]
-fn advise_huge(p: *mut u8, size: usize) {
-    use std::sync::atomic::AtomicU8;
-    extern "C" {
-        fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
-    }
-    const MADV_HUGEPAGE: i32 = 14;
-    const PAGE: usize = 4096;
-    // 0 = not read yet, 1 = on, 2 = off. Reading the variable allocates a small block, which
-    // does not come back here.
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    let mut st = STATE.load(Ordering::Relaxed);
-    if st == 0 {
-        st = if trtllm::env::knobs().hugepages { 1 } else { 2 };
-        STATE.store(st, Ordering::Relaxed);
-    }
-    if st != 1 || p.is_null() {
-        return;
-    }
-    // The whole block, from its first page (as glibc's `glibc.malloc.hugetlb=1` does): the
-    // kernel backs each 2 MiB-aligned range that the (possibly merged) mapping covers with a
-    // huge page.
-    let start = p as usize / PAGE * PAGE;
-    let len = (p as usize + size - start).div_ceil(PAGE) * PAGE;
-    // SAFETY: the range covers the block just returned by the system allocator (and the rest of
-    // its first and last pages, which that allocator owns too); the advice changes only how
-    // pages are backed, never their contents or validity.
-    unsafe { madvise(start as *mut std::ffi::c_void, len, MADV_HUGEPAGE) };
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge(_: *mut u8, _: usize) {}
-
-// SAFETY: forwards every call to `System` unchanged; the counters and the paging advice have
-// no effect on the memory's contents or lifetime.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        ALLOC_BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(l) };
-        if l.size() >= HUGE_MIN {
-            advise_huge(p, l.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        ALLOC_BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc_zeroed(l) };
-        if l.size() >= HUGE_MIN {
-            advise_huge(p, l.size());
-        }
-        p
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        ALLOC_BYTES.fetch_add(new as u64, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        let q = unsafe { System.realloc(p, l, new) };
-        if new >= HUGE_MIN {
-            advise_huge(q, new);
-        }
-        q
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -175,14 +84,6 @@ struct Run {
     /// Allocations (count, bytes) between consecutive decode tokens, one entry per step.
     step_allocs: Vec<(u64, u64)>,
     tokens: Vec<u32>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Process CPU time (user + system) in seconds, where the OS tells it.
@@ -236,7 +137,7 @@ fn measure_peak(device: Device) -> Option<(f64, String)> {
                 ),
             ))
         }
-        // The CUDA path measures a device-to-device copy (added with the GPU bench).
+        // No bandwidth measurement on other devices: the roofline needs `--peak-gbps`.
         _ => None,
     }
 }
@@ -340,7 +241,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         let gens = llm.generate_ids(prompts, &params, &mut |seq, _| {
             if seq == 0 {
                 // The capacity reserved above keeps this push from allocating.
-                marks.push((ALLOCS.load(Ordering::Relaxed), ALLOC_BYTES.load(Ordering::Relaxed)));
+                marks.push(super::alloc::counts());
             }
         })?;
         let total = t.elapsed();
@@ -379,27 +280,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let (b, o, i) = (a.batch_size as f64, a.output_len as f64, prompt.len() as f64);
-    let steps = (a.output_len - 1) as f64;
-    let ttft = median(runs.iter().map(|r| r.prefill.as_secs_f64()).collect());
-    let decode_s = median(runs.iter().map(|r| r.decode.as_secs_f64()).collect());
-    let tpot = if steps > 0.0 {
-        median(runs.iter().map(|r| r.decode.as_secs_f64() / steps).collect())
-    } else {
-        f64::NAN
-    };
-    let prefill_tps = median(runs.iter().map(|r| b * i / r.prefill.as_secs_f64()).collect());
-    let decode_tps = if steps > 0.0 {
-        median(runs.iter().map(|r| b * steps / r.decode.as_secs_f64()).collect())
-    } else {
-        f64::NAN
-    };
-    let tps = median(runs.iter().map(|r| b * o / r.total.as_secs_f64()).collect());
-    let allocs: Vec<f64> = runs.iter().flat_map(|r| r.step_allocs.iter().map(|s| s.0 as f64)).collect();
-    let alloc_bytes: Vec<f64> = runs.iter().flat_map(|r| r.step_allocs.iter().map(|s| s.1 as f64)).collect();
-    let (allocs_step, alloc_bytes_step) = (median(allocs), median(alloc_bytes));
-    let wbytes = decode_weight_bytes(&llm, dtype)?;
-    let gbps = wbytes as f64 / tpot / 1e9;
+    let weight_bytes = decode_weight_bytes(&llm, dtype)?;
     let peak = match a.peak_gbps {
         Some(p) => Some((p, "--peak-gbps".to_string())),
         None => measure_peak(device).map(|(p, src)| {
@@ -411,7 +292,6 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             }
         }),
     };
-    let same_tokens = runs.windows(2).all(|w| w[0].tokens == w[1].tokens);
     // Decode steps replayed as CUDA graphs: the buckets captured, or why not.
     let graphs = match llm.cuda_graphs() {
         Some(g) if g.off_reason().is_none() => format!("buckets {:?}", g.captured()),
@@ -419,7 +299,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         None => "off".to_string(),
     };
     let text = llm.tokenizer.as_ref().and_then(|t| t.decode(&runs[0].tokens, true).ok());
-    let dev_name = match device {
+    let device_name = match device {
         Device::Cpu => format!(
             "cpu ({} threads, {} kernels)",
             trtllm::ops::cpu::pool::num_threads(),
@@ -428,80 +308,25 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         Device::Cuda(n) => format!("cuda:{n}"),
         Device::Meta => "meta".into(),
     };
-
-    if a.json {
-        let j = serde_json::json!({
-            "model": dir.display().to_string(),
-            "device": dev_name,
-            "dtype": dtype.to_string(),
-            "batch_size": a.batch_size,
-            "tp_size": tp,
-            "input_len": prompt.len(),
-            "output_len": a.output_len,
-            "warmup": a.warmup,
-            "runs": a.runs,
-            "load_s": load.as_secs_f64(),
-            "ttft_ms": ttft * 1e3,
-            "tpot_ms": tpot * 1e3,
-            "decode_s": decode_s,
-            "prefill_tok_s": prefill_tps,
-            "decode_tok_s": decode_tps,
-            "tokens_s": tps,
-            "weight_bytes_per_step": wbytes,
-            "achieved_gbps": gbps,
-            "peak_gbps": peak.as_ref().map(|p| p.0),
-            "peak_source": peak.as_ref().map(|p| p.1.clone()),
-            "roofline_pct": peak.as_ref().map(|p| 100.0 * gbps / p.0),
-            "cores_busy": cores_busy,
-            "allocs_per_decode_step": allocs_step,
-            "alloc_bytes_per_decode_step": alloc_bytes_step,
-            "cuda_graphs": graphs,
-            "tokens_identical_across_runs": same_tokens,
-            "prompt_ids": prompt,
-            "token_ids": runs[0].tokens,
-            "text": text,
-        });
-        println!("{j}");
-        return Ok(());
-    }
-    println!("model        {}", dir.display());
-    println!("device       {dev_name}");
-    println!("dtype        {dtype}   batch {}   prompt {} tokens   output {} tokens   warmup {}   runs {} (median)", a.batch_size, prompt.len(), a.output_len, a.warmup, a.runs);
-    println!("load         {:.3} s", load.as_secs_f64());
-    println!("TTFT         {:.2} ms   (prefill {:.1} tok/s)", ttft * 1e3, prefill_tps);
-    println!("TPOT         {:.3} ms   (decode {:.2} tok/s)", tpot * 1e3, decode_tps);
-    println!("tokens/s     {tps:.2}   (all generated tokens / whole run)");
-    print!("bandwidth    {gbps:.1} GB/s achieved ({:.1} MB weights per decode step)", wbytes as f64 / 1e6);
-    match &peak {
-        Some((p, src)) => println!(" = {:.0}% of {p:.1} GB/s ({src})", 100.0 * gbps / p),
-        None => println!(),
-    }
-    if let Some(c) = cores_busy {
-        println!("cores busy   {c:.2} (process CPU time / wall time over the timed runs)");
-    }
-    println!("allocations  {allocs_step:.0} per decode step ({:.1} KiB)", alloc_bytes_step / 1024.0);
-    if matches!(device, Device::Cuda(_)) {
-        println!("CUDA graphs  {graphs}");
-    }
-    if !same_tokens {
-        println!("WARNING: the runs generated different tokens");
-    }
-    if let Some(t) = text {
-        println!("text         {t:?}");
-    }
-    if !profile.is_empty() {
-        // TRTLLM_PROFILE=1: per-op wall time over warm-up + timed runs.
-        let total: f64 = profile.iter().map(|p| p.2).sum();
-        println!("profile      (TRTLLM_PROFILE=1; warm-up + timed runs; op wall time, {total:.3} s in ops)");
-        for (label, calls, s) in &profile {
-            println!(
-                "  {label:<28} {calls:>8} calls {:>9.3} ms {:>8.2} us/call {:>5.1}%",
-                s * 1e3,
-                s * 1e6 / *calls as f64,
-                100.0 * s / total
-            );
-        }
-    }
+    report::print(
+        &a,
+        &report::Measured {
+            dir,
+            device,
+            device_name,
+            dtype,
+            tp,
+            load,
+            prompt: &prompt,
+            runs: &runs,
+            weight_bytes,
+            peak,
+            cores_busy,
+            graphs,
+            text,
+            profile,
+        },
+    );
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Subcommands.
 
+mod alloc;
 mod bench;
 mod build;
 mod convert;

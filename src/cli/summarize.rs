@@ -1,4 +1,4 @@
-//! `trtllm summarize --model DIR | --engine-dir DIR --dataset DIR`: the seed's summarize.py.
+//! `trtllm summarize --model DIR | --engine-dir DIR --dataset DIR`: TensorRT-LLM's summarize.py.
 //! Summarizes every document greedily (the chat template around "Summarize the following text
 //! in one sentence:" when the model has one, else "{doc}\n\nTL;DR:"), prints ROUGE-1/2/L against
 //! the reference summaries and, with `--hf-outputs` (scripts/hf_summarize.py), against HF

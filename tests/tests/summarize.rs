@@ -1,6 +1,6 @@
 //! `trtllm summarize`: the committed document set (data/summarize), the prompts (chat template
 //! or TL;DR), dataset / HF-output errors that name the file and line, and a run on a fixture.
-//! ROUGE itself is unit-tested in trtllm-core (runtime/rouge.rs).
+//! ROUGE itself is unit-tested in trtllm-core (eval/rouge.rs).
 
 use std::path::PathBuf;
 

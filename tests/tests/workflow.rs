@@ -1,4 +1,4 @@
-//! The seed's workflow: convert -> build -> run. Engines made from the tiny HF fixtures must give
+//! TensorRT-LLM's workflow: convert -> build -> run. Engines made from the tiny HF fixtures must give
 //! the HF-directory path's logits (tp 1: NMSE <= 1e-10) and greedy tokens; tensor-parallel
 //! engines (CPU reference: one thread per rank) the tp-1 greedy tokens and logits NMSE <= 1e-8,
 //! also with fewer KV heads than ranks (llama_tied: 4 heads, 1 KV head). Plus the refusals:

@@ -2,7 +2,7 @@
 //! and registers the made-up architecture string `MyLlamaForCausalLM`; the central factory
 //! (`trtllm_core::model::build_model`, `trtllm_core::llm::Llm`) then builds it from any HF
 //! directory whose `config.json` says `"architectures": ["MyLlamaForCausalLM"]`.
-//! No file of trtllm-core, trtllm-models or the CLI was edited to add it.
+//! Adding it edits no file of trtllm-core, trtllm-models or the CLI.
 //!
 //! The variant: a Llama with a *parallel residual* (GPT-J / Cohere style): attention and MLP
 //! both read the same normed input and are added to the residual together,

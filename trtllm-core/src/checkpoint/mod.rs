@@ -1,4 +1,4 @@
-//! Our checkpoint and engine directories (the seed's convert -> build -> run chain).
+//! Our checkpoint and engine directories (TensorRT-LLM's convert -> build -> run chain).
 //!
 //! - `convert` turns an HF directory into a checkpoint: `config.json` (format, converter
 //!   version, architecture, dtype, mapping, the normalized model config and the original HF

@@ -1,14 +1,11 @@
 //! `ModelConfig`: the one normalized view of an HF `config.json`. Parsing is code, not trust:
 //! renamed keys are aliases, enumerated values (`hidden_act`, `rope_type`, `layer_types`) are
-//! explicit enums, and an unknown value is an error naming the file and the field.
+//! explicit enums, and an unknown value is an error naming the file and the field. The parse is
+//! `parse.rs`; the aliases and every default, `keys.rs`.
 
-use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
-use serde_json::Value;
-
+use super::extra::ConfigJson;
 use super::rope::{RopeConfig, RopeScaling};
-use crate::{DType, Error, Result};
+use crate::DType;
 
 /// Activation of the MLP (`hidden_act` / `hidden_activation` / `activation_function`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,46 +73,6 @@ pub enum MoeStyle {
     Qwen,
 }
 
-/// The raw keys we read, with their historical spellings as aliases. Unknown keys are ignored
-/// (HF configs carry many keys that do not change the math); unknown *values* are errors.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RawConfig {
-    architectures: Vec<String>,
-    hidden_size: Option<usize>,
-    intermediate_size: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    vocab_size: Option<usize>,
-    max_position_embeddings: Option<usize>,
-    original_max_position_embeddings: Option<usize>,
-    rms_norm_eps: Option<f64>,
-    layer_norm_eps: Option<f64>,
-    hidden_act: Option<String>,
-    tie_word_embeddings: Option<bool>,
-    attention_bias: Option<bool>,
-    mlp_bias: Option<bool>,
-    sliding_window: Option<Value>,
-    use_sliding_window: Option<bool>,
-    max_window_layers: Option<usize>,
-    layer_types: Option<Vec<String>>,
-    sliding_window_pattern: Option<usize>,
-    query_pre_attn_scalar: Option<f64>,
-    attn_logit_softcapping: Option<f64>,
-    final_logit_softcapping: Option<f64>,
-    partial_rotary_factor: Option<f64>,
-    num_local_experts: Option<usize>,
-    num_experts: Option<usize>,
-    num_experts_per_tok: Option<usize>,
-    norm_topk_prob: Option<bool>,
-    moe_intermediate_size: Option<usize>,
-    bos_token_id: Option<Value>,
-    eos_token_id: Option<Value>,
-    torch_dtype: Option<String>,
-}
-
 /// The normalized model configuration every layer builds from.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ModelConfig {
@@ -149,209 +106,13 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
     pub torch_dtype: Option<DType>,
     pub arch: ArchOptions,
-}
-
-/// Historical spellings of the keys we read: `(canonical, [aliases])`. The first key present
-/// wins; the others are dropped so a config that carries two spellings is not ambiguous.
-const KEY_ALIASES: &[(&str, &[&str])] = &[
-    ("hidden_size", &["n_embd", "d_model"]),
-    ("intermediate_size", &["n_inner"]),
-    ("num_hidden_layers", &["n_layer", "num_layers"]),
-    ("num_attention_heads", &["n_head"]),
-    ("num_key_value_heads", &["num_kv_heads", "n_head_kv"]),
-    ("max_position_embeddings", &["n_positions"]),
-    ("layer_norm_eps", &["layer_norm_epsilon"]),
-    ("hidden_act", &["hidden_activation", "activation_function"]),
-    ("torch_dtype", &["dtype"]),
-];
-
-fn normalize_keys(v: &mut Value) {
-    let Some(obj) = v.as_object_mut() else { return };
-    for (canon, aliases) in KEY_ALIASES {
-        for a in *aliases {
-            if let Some(val) = obj.remove(*a) {
-                let absent = obj.get(*canon).is_none_or(|x| x.is_null());
-                if absent && !val.is_null() {
-                    obj.insert(canon.to_string(), val);
-                }
-            }
-        }
-    }
-}
-
-/// The key whose value fails to deserialize (serde's message does not name it).
-fn schema_field(v: &Value) -> String {
-    if let Some(obj) = v.as_object() {
-        for (k, val) in obj {
-            let single = serde_json::json!({ k.clone(): val.clone() });
-            if serde_json::from_value::<RawConfig>(single).is_err() {
-                return k.clone();
-            }
-        }
-    }
-    "(schema)".to_string()
-}
-
-fn token_ids(file: &Path, field: &str, v: &Option<Value>) -> Result<Vec<u32>> {
-    let bad = || Error::config(file, field, "expected a token id or a list of token ids");
-    match v {
-        None | Some(Value::Null) => Ok(vec![]),
-        Some(Value::Number(n)) => Ok(vec![n.as_u64().ok_or_else(bad)? as u32]),
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().map(|n| n as u32).ok_or_else(bad)).collect(),
-        Some(_) => Err(bad()),
-    }
+    /// The keys of `config.json` as read, for [`ModelConfig::extra`] (`extra.rs`). Not stored in
+    /// a converted checkpoint's config.
+    #[serde(skip)]
+    pub(super) config_json: ConfigJson,
 }
 
 impl ModelConfig {
-    /// Read and normalize `dir/config.json`.
-    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
-        let file = dir.join("config.json");
-        let value = crate::error::read_json(&file)?;
-        Self::from_hf_value(&value, &file)
-    }
-
-    /// Normalize a parsed HF config. `file` only names the source in errors.
-    pub fn from_hf_value(value: &Value, file: &Path) -> Result<Self> {
-        let file: PathBuf = file.into();
-        let obj =
-            value.as_object().ok_or_else(|| Error::config(&file, "(root)", "expected a JSON object"))?;
-        // Multimodal wrappers (Gemma3ForConditionalGeneration) keep the text model in `text_config`.
-        let architecture = obj
-            .get("architectures")
-            .and_then(|a| a.get(0))
-            .and_then(|a| a.as_str())
-            .ok_or_else(|| Error::config(&file, "architectures", "missing or not a list of strings"))?
-            .to_string();
-        let mut text = value.clone();
-        if let (Some(Value::Object(tc)), Some(root)) = (obj.get("text_config"), text.as_object_mut()) {
-            for (k, v) in tc {
-                root.insert(k.clone(), v.clone());
-            }
-        }
-        normalize_keys(&mut text);
-        let raw: RawConfig = serde_json::from_value(text.clone())
-            .map_err(|e| Error::config(&file, schema_field(&text), e.to_string()))?;
-        let need = |v: Option<usize>, field: &str| -> Result<usize> {
-            match v {
-                Some(0) => Err(Error::config(&file, field, "must be positive")),
-                Some(x) => Ok(x),
-                None => Err(Error::config(&file, field, "missing")),
-            }
-        };
-        let hidden_size = need(raw.hidden_size, "hidden_size")?;
-        let num_attention_heads = need(raw.num_attention_heads, "num_attention_heads")?;
-        let num_hidden_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;
-        let vocab_size = need(raw.vocab_size, "vocab_size")?;
-        let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
-            return Err(Error::config(
-                &file,
-                "num_key_value_heads",
-                format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
-            ));
-        }
-        let head_dim = match raw.head_dim {
-            Some(h) => h,
-            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
-            None => return Err(Error::config(&file, "head_dim", "missing and hidden_size % heads != 0")),
-        };
-        let intermediate_size = raw.intermediate_size.unwrap_or(4 * hidden_size);
-        let hidden_act = match raw.hidden_act.as_deref() {
-            None => Activation::Silu,
-            Some(s) => Activation::parse(s)
-                .ok_or_else(|| Error::config(&file, "hidden_act", format!("unknown activation `{s}`")))?,
-        };
-        let max_position_embeddings = raw.max_position_embeddings.unwrap_or(2048);
-        let (rope, rope_local) = super::rope::parse_rope(
-            &text,
-            &file,
-            head_dim,
-            raw.partial_rotary_factor.unwrap_or(1.0),
-            max_position_embeddings,
-            raw.original_max_position_embeddings,
-        )?;
-        let sliding_window = match &raw.sliding_window {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
-            Some(Value::Number(n)) => n.as_u64().map(|w| w as usize),
-            Some(_) => return Err(Error::config(&file, "sliding_window", "expected an integer or null")),
-        };
-        let sliding_window = if raw.use_sliding_window == Some(false) { None } else { sliding_window };
-        let layer_types = match &raw.layer_types {
-            Some(types) => {
-                if types.len() != num_hidden_layers {
-                    return Err(Error::config(&file, "layer_types", "length differs from num_hidden_layers"));
-                }
-                let mut out = Vec::with_capacity(types.len());
-                for t in types {
-                    out.push(match t.as_str() {
-                        "full_attention" => AttnKind::Full,
-                        "sliding_attention" if sliding_window.is_some() => AttnKind::Sliding,
-                        "sliding_attention" => AttnKind::Full,
-                        other => {
-                            return Err(Error::config(
-                                &file,
-                                "layer_types",
-                                format!("unknown layer type `{other}`"),
-                            ))
-                        }
-                    });
-                }
-                out
-            }
-            None => {
-                let first_sliding =
-                    raw.max_window_layers.filter(|_| raw.use_sliding_window.is_some()).unwrap_or(0);
-                let pattern = raw.sliding_window_pattern;
-                (0..num_hidden_layers)
-                    .map(|i| match (sliding_window, pattern) {
-                        (None, _) => AttnKind::Full,
-                        (Some(_), Some(p)) if p > 0 && (i + 1) % p == 0 => AttnKind::Full,
-                        (Some(_), _) if i >= first_sliding => AttnKind::Sliding,
-                        _ => AttnKind::Full,
-                    })
-                    .collect()
-            }
-        };
-        let torch_dtype = match raw.torch_dtype.as_deref() {
-            None => None,
-            Some(s) => Some(DType::parse(s).map_err(|e| Error::config(&file, "torch_dtype", e.to_string()))?),
-        };
-        Ok(ModelConfig {
-            architecture,
-            vocab_size,
-            hidden_size,
-            intermediate_size,
-            num_hidden_layers,
-            num_attention_heads,
-            num_key_value_heads,
-            head_dim,
-            max_position_embeddings,
-            norm_eps: raw.rms_norm_eps.or(raw.layer_norm_eps).unwrap_or(1e-6),
-            hidden_act,
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            rope,
-            rope_local,
-            sliding_window,
-            layer_types,
-            query_pre_attn_scalar: raw.query_pre_attn_scalar,
-            attn_logit_softcapping: raw.attn_logit_softcapping,
-            final_logit_softcapping: raw.final_logit_softcapping,
-            num_experts: raw.num_local_experts.or(raw.num_experts).unwrap_or(0),
-            num_experts_per_tok: raw.num_experts_per_tok.unwrap_or(0),
-            norm_topk_prob: raw.norm_topk_prob.unwrap_or(true),
-            moe_intermediate_size: raw.moe_intermediate_size,
-            bos_token_id: token_ids(&file, "bos_token_id", &raw.bos_token_id)?.first().copied(),
-            eos_token_ids: token_ids(&file, "eos_token_id", &raw.eos_token_id)?,
-            torch_dtype,
-            arch: ArchOptions {
-                qkv_bias: raw.attention_bias.unwrap_or(false),
-                o_bias: raw.attention_bias.unwrap_or(false),
-                mlp_bias: raw.mlp_bias.unwrap_or(false),
-                ..Default::default()
-            },
-        })
-    }
-
     /// The RoPE a layer uses (Gemma 3: a different base on sliding layers).
     pub fn rope_for_layer(&self, layer: usize) -> &RopeConfig {
         match (self.layer_types.get(layer), &self.rope_local) {

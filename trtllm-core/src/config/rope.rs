@@ -185,7 +185,7 @@ pub(crate) fn parse_rope(
     if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
         return Err(Error::config(file, "partial_rotary_factor", format!("gives rotary dim {rotary_dim}")));
     }
-    let theta = cfg.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(10000.0);
+    let theta = cfg.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(super::keys::ROPE_THETA);
     let obj = |key: &str| -> Result<Option<&Map<String, Value>>> {
         match cfg.get(key) {
             None | Some(Value::Null) => Ok(None),

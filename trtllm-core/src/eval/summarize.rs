@@ -1,4 +1,4 @@
-//! `trtllm summarize` (the seed's `summarize.py`): summarize a document set greedily and score
+//! `trtllm summarize` (TensorRT-LLM's `summarize.py`): summarize a document set greedily and score
 //! the summaries with ROUGE against reference summaries and against HF transformers' outputs for
 //! the same prompts (`scripts/hf_summarize.py`, which builds its prompts exactly as
 //! [`prompt_ids`] does).

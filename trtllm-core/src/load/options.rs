@@ -19,7 +19,7 @@ pub struct LlmOptions {
     pub tp_size: Option<usize>,
     /// Where `tokenizer.json` is, when not in the model directory.
     pub tokenizer_dir: Option<PathBuf>,
-    /// Replay decode steps as CUDA graphs on a single GPU (`runtime::DecodeGraphs`); also off
+    /// Replay decode steps as CUDA graphs on a single GPU (`runner::DecodeGraphs`); also off
     /// with `TRTLLM_NO_CUDA_GRAPH=1`.
     pub cuda_graphs: bool,
 }
