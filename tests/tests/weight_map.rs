@@ -39,9 +39,8 @@ fn line(s: &WeightSpec) -> String {
 
 /// The map at tp 1 with each tensor's shard shape at tp 2 and 4; the plan of every rank of every
 /// tp size must be the tp 1 plan (a spec holds the full tensor and its split rule).
-fn render(name: &str) -> String {
-    let dir = fixture(name);
-    let hf = HfCheckpoint::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+fn render(name: &str, dir: &std::path::Path) -> String {
+    let hf = HfCheckpoint::open(dir).unwrap_or_else(|e| panic!("{name}: {e}"));
     // Planned in bf16, so the f32 norm weights stand out.
     let plan = |tp: usize, rank: usize| {
         let m = Mapping::new(tp, 1, rank).expect("mapping");
@@ -79,11 +78,23 @@ fn snapshot(name: &str) -> PathBuf {
 
 fn check(name: &str) {
     trtllm::init();
-    let got = render(name);
+    compare(name, &render(name, &fixture(name)));
+}
+
+/// The out-of-tree model, on its own tiny checkpoint.
+#[test]
+fn my_model() {
+    my_model::link();
+    let dir = tempfile::tempdir().expect("tempdir");
+    my_model::write_tiny_checkpoint(dir.path(), 7).expect("checkpoint");
+    compare("my_model", &render("my_model", dir.path()));
+}
+
+fn compare(name: &str, got: &str) {
     let path = snapshot(name);
     if std::env::var("TRTLLM_BLESS").is_ok_and(|v| v == "1") {
         std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
-        std::fs::write(&path, &got).expect("write snapshot");
+        std::fs::write(&path, got).expect("write snapshot");
         return;
     }
     let want = std::fs::read_to_string(&path)
@@ -104,9 +115,9 @@ trtllm_tests::for_each_fixture!(weight_maps);
 
 /// FNV-1a over the bits.
 fn fnv(v: &[f32]) -> u64 {
-    v.iter().flat_map(|x| x.to_bits().to_le_bytes()).fold(0xcbf29ce484222325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    v.iter()
+        .flat_map(|x| x.to_bits().to_le_bytes())
+        .fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 #[test]
@@ -124,7 +135,8 @@ fn logits_fingerprints() {
                     LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
                 opts.load.dtype = Some(dt);
                 opts.tp_size = (tp > 1).then_some(tp);
-                let mut llm = Llm::with_options(fixture(name), opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let mut llm =
+                    Llm::with_options(fixture(name), opts).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let t = llm.logits_all(&input, None, &SingleRank).expect("forward");
                 let v = t.to_cpu().expect("cpu").to_f32_vec().expect("f32");
                 let _ = write!(row, " {dt}/tp{tp}={:016x}", fnv(&v));
