@@ -4,4 +4,4 @@
 mod model;
 pub mod rope;
 
-pub use model::{Activation, ArchOptions, AttnKind, ModelConfig, MoeStyle};
+pub use model::{Activation, ArchOptions, AttnKind, ModelConfig};

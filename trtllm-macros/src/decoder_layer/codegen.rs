@@ -1,4 +1,5 @@
-//! Emit `impl DecoderLayer`: `build` (each field from its HF-named sub-builder) and
+//! Emit `impl DecoderLayer`: `build` (each field from its HF-named sub-builder, with its
+//! `names` when given) and
 //! `forward_deferred` (the residual wiring its roles describe, the last residual add handed to
 //! the next layer's input norm), with `forward` as the add-it-now wrapper. Infallible: every check lives in `validate`.
 
@@ -29,7 +30,15 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
     let (impl_g, ty_g, where_g) = layer.generics.split_for_impl();
     let builds = layer.fields.iter().map(|f| {
         let (name, ty, hf) = (&f.ident, &f.ty, &f.hf);
-        quote_spanned!(ty.span()=> #name: <#ty as ::trtllm_core::layers::Module>::build(__cx, &__vb.pp(#hf))?)
+        match &f.names {
+            None => quote_spanned!(ty.span()=> #name: <#ty as ::trtllm_core::layers::Module>::build(__cx, &__vb.pp(#hf))?),
+            Some(names) => {
+                // The names' type is checked against `Named::Names` at the expression.
+                let names = quote_spanned!(names.span()=> &(#names));
+                quote_spanned!(ty.span()=>
+                    #name: <#ty as ::trtllm_core::layers::Named>::build_named(__cx, &__vb.pp(#hf), #names)?)
+            }
+        }
     });
     // Roles validated present: input_norm, attention, mlp.
     let (Some(input_norm), Some(attn), Some(mlp)) =
