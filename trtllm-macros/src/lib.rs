@@ -2,7 +2,8 @@
 //!
 //! - `#[decoder_layer]` on a struct of layers, each field tagged `#[layer(role = ...)]`,
 //!   generates `DecoderLayer`: construction from the config (each field's weights under its HF
-//!   name, which is the field name unless `hf = "..."` says otherwise) and the forward wiring
+//!   name, which is the field name unless `hf = "..."` says otherwise; the layer's inner tensors
+//!   under the names of `names = CONST` when given) and the forward wiring
 //!   from the roles (pre-norm residual blocks; optional post-norms; parallel residual when
 //!   there is no `pre_mlp_norm`).
 //! - `#[register_model("Arch", "Alias", config = fn, layout = CONST)]` on a newtype over a model

@@ -1,5 +1,5 @@
-//! Gemma 1, 2 and 3. `(1 + w)` RMSNorm (the `GemmaRmsNorm` layer type), embeddings scaled by
-//! sqrt(hidden), GeGLU; Gemma 2/3 add post-attention and post-feed-forward norms (roles),
+//! Gemma 1, 2 and 3. `(1 + w)` RMSNorm (the `GemmaRmsNorm` layer type, for the q/k norms too:
+//! `Attention<GemmaRmsNorm>`), embeddings scaled by sqrt(hidden), GeGLU; Gemma 2/3 add post-attention and post-feed-forward norms (roles),
 //! soft-capping, `query_pre_attn_scalar` and sliding layers (config); Gemma 3 adds q/k norm and
 //! a separate RoPE base for local layers (config).
 
@@ -13,7 +13,7 @@ pub struct GemmaDecoderLayer {
     #[layer(role = input_norm)]
     input_layernorm: GemmaRmsNorm,
     #[layer(role = attention)]
-    self_attn: Attention,
+    self_attn: Attention<GemmaRmsNorm>,
     #[layer(role = pre_mlp_norm)]
     post_attention_layernorm: GemmaRmsNorm,
     #[layer(role = mlp)]
@@ -25,7 +25,7 @@ pub struct Gemma2DecoderLayer {
     #[layer(role = input_norm)]
     input_layernorm: GemmaRmsNorm,
     #[layer(role = attention)]
-    self_attn: Attention,
+    self_attn: Attention<GemmaRmsNorm>,
     #[layer(role = post_attention_norm)]
     post_attention_layernorm: GemmaRmsNorm,
     #[layer(role = pre_mlp_norm)]
@@ -38,7 +38,6 @@ pub struct Gemma2DecoderLayer {
 
 fn gemma(cfg: &mut ModelConfig) {
     cfg.arch.embedding_multiplier = Some((cfg.hidden_size as f64).sqrt());
-    cfg.arch.norm_add_one = true;
 }
 
 fn gemma3(cfg: &mut ModelConfig) {

@@ -1,7 +1,7 @@
 //! Mixtral and Qwen3-MoE: the Llama block with a sparse mixture of experts in place of the MLP.
 
-use trtllm_core::config::{ModelConfig, MoeStyle};
-use trtllm_core::layers::{Attention, RmsNorm, SparseMoe};
+use trtllm_core::config::ModelConfig;
+use trtllm_core::layers::{Attention, MoeNames, RmsNorm, SparseMoe};
 use trtllm_core::model::DecoderModelForCausalLM;
 use trtllm_macros::{decoder_layer, register_model};
 
@@ -13,9 +13,12 @@ pub struct MixtralDecoderLayer {
     self_attn: Attention,
     #[layer(role = pre_mlp_norm)]
     post_attention_layernorm: RmsNorm,
-    #[layer(role = mlp)]
+    #[layer(role = mlp, names = MIXTRAL_MOE)]
     block_sparse_moe: SparseMoe,
 }
+
+/// Experts `w1` (gate), `w3` (up), `w2` (down).
+pub const MIXTRAL_MOE: MoeNames = MoeNames { gate: "w1", up: "w3", down: "w2", ..MoeNames::LLAMA };
 
 #[decoder_layer]
 pub struct Qwen3MoeDecoderLayer {
@@ -29,12 +32,16 @@ pub struct Qwen3MoeDecoderLayer {
     mlp: SparseMoe,
 }
 
-fn qwen3_moe(cfg: &mut ModelConfig) {
-    cfg.arch.qk_norm = true;
-    cfg.arch.moe_style = MoeStyle::Qwen;
+/// Mixtral always renormalizes the top-k router weights.
+fn mixtral(cfg: &mut ModelConfig) {
+    cfg.norm_topk_prob = true;
 }
 
-#[register_model("MixtralForCausalLM")]
+fn qwen3_moe(cfg: &mut ModelConfig) {
+    cfg.arch.qk_norm = true;
+}
+
+#[register_model("MixtralForCausalLM", config = mixtral)]
 pub struct Mixtral(DecoderModelForCausalLM<MixtralDecoderLayer>);
 
 #[register_model("Qwen3MoeForCausalLM", config = qwen3_moe)]

@@ -1,7 +1,7 @@
 //! A layer and a model defined outside the zoo register themselves and are found by lookup.
 
 use trtllm::{decoder_layer, register_model};
-use trtllm_core::layers::{Attention, GatedMlp, RmsNorm};
+use trtllm_core::layers::{Attention, GatedMlp, GatedMlpNames, GemmaRmsNorm, RmsNorm};
 use trtllm_core::{config::ModelConfig, model::{DecoderModelForCausalLM, ModelLayout}};
 
 #[decoder_layer]
@@ -16,18 +16,21 @@ pub struct UiLayer {
     mlp: GatedMlp,
 }
 
-/// A parallel-residual layer (no pre_mlp_norm) with a post-attention norm: the other wiring.
+/// A parallel-residual layer (no pre_mlp_norm) with a post-attention norm: the other wiring;
+/// Gemma q/k norms and a checkpoint that stores gate/up fused under its own name.
 #[decoder_layer]
 pub struct UiParallelLayer {
     #[layer(role = input_norm)]
     ln: RmsNorm,
     #[layer(role = attention)]
-    self_attn: Attention,
+    self_attn: Attention<GemmaRmsNorm>,
     #[layer(role = post_attention_norm)]
     post_ln: RmsNorm,
-    #[layer(role = mlp)]
+    #[layer(role = mlp, names = UI_MLP)]
     mlp: GatedMlp,
 }
+
+const UI_MLP: GatedMlpNames = GatedMlpNames { gate_up: &["w13"], ..GatedMlpNames::LLAMA };
 
 fn adapt(cfg: &mut ModelConfig) {
     cfg.arch.qk_norm = false;

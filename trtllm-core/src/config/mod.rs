@@ -9,4 +9,4 @@ mod parse;
 pub mod rope;
 
 pub use keys::{Fallback, DEFAULTS, KEY_ALIASES};
-pub use model::{Activation, ArchOptions, AttnKind, ModelConfig, MoeStyle};
+pub use model::{Activation, ArchOptions, AttnKind, ModelConfig};

@@ -47,30 +47,10 @@ pub struct ArchOptions {
     pub mlp_bias: bool,
     /// RMSNorm of q and k over head_dim, before RoPE (Qwen3, Gemma 3).
     pub qk_norm: bool,
-    /// Norms store `1 + w` (Gemma); applies to q/k norms built inside attention.
-    pub norm_add_one: bool,
     /// Embeddings are multiplied by this (Gemma: sqrt(hidden)).
     pub embedding_multiplier: Option<f64>,
-    /// The checkpoint stores q/k/v fused as `qkv_proj` (Phi-3).
-    pub fused_qkv: bool,
-    /// The checkpoint stores gate/up fused as `gate_up_proj` (Phi-3).
-    pub fused_gate_up: bool,
-    /// Linear weights are GPT-2 `Conv1D` (`[in, out]`), attention is `c_attn` / `c_proj`.
-    pub conv1d: bool,
     /// No rotary embedding (learned absolute positions instead).
     pub no_rope: bool,
-    /// Checkpoint names of MoE experts.
-    pub moe_style: MoeStyle,
-}
-
-/// How a sparse-MoE checkpoint names its router and experts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum MoeStyle {
-    /// `gate` router; experts `w1` (gate), `w3` (up), `w2` (down); always renormalized top-k.
-    #[default]
-    Mixtral,
-    /// `gate` router; experts `gate_proj`, `up_proj`, `down_proj`; renormalized iff `norm_topk_prob`.
-    Qwen,
 }
 
 /// The normalized model configuration every layer builds from.

@@ -1,19 +1,47 @@
 //! `Attention`: fused qkv projection -> (q/k norm) -> RoPE -> KV-cache write -> paged attention
 //! -> output projection. MHA, GQA and MQA (KV heads shared by groups of query heads; duplicated
 //! across tensor-parallel ranks when there are fewer KV heads than ranks), sliding windows,
-//! logit soft-capping and `query_pre_attn_scalar` all come from the config.
+//! logit soft-capping and `query_pre_attn_scalar` all come from the config; the checkpoint's
+//! names from `AttnNames`, the q/k norm type from the type parameter.
 
 use super::linear::Stored;
-use super::{AttentionLayer, BuildCtx, ForwardCtx, Linear, Module, RmsNorm};
+use super::{AttentionLayer, BuildCtx, ForwardCtx, Linear, Module, Named, RmsNorm, RmsNormType};
 use crate::config::rope::{RopeConfig, RopeScaling};
-use crate::weights::heads_per_rank;
+use crate::weights::{heads_per_rank, VarBuilder};
 use crate::{ops, Error, Result, Tensor};
 
-pub struct Attention {
+/// How a checkpoint names the tensors of an attention block (relative to the block).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnNames {
+    /// The q, k and v projections, fused at load into `qkv_proj`; or one projection the
+    /// checkpoint already stores fused (`[q; k; v]` rows), which keeps its name.
+    pub qkv: &'static [&'static str],
+    /// The output projection.
+    pub o: &'static str,
+    /// The per-head q and k norms (when `cfg.arch.qk_norm`).
+    pub q_norm: &'static str,
+    pub k_norm: &'static str,
+    /// The projections are HF `Conv1D`s: weights stored `[in, out]`, always with a bias (GPT-2).
+    pub conv1d: bool,
+}
+
+impl AttnNames {
+    /// `q_proj`, `k_proj`, `v_proj`, `o_proj`, `q_norm`, `k_norm`.
+    pub const LLAMA: AttnNames = AttnNames {
+        qkv: &["q_proj", "k_proj", "v_proj"],
+        o: "o_proj",
+        q_norm: "q_norm",
+        k_norm: "k_norm",
+        conv1d: false,
+    };
+}
+
+/// Attention whose q/k norms (when the config asks for them) are `N`: `RmsNorm`, or
+/// `GemmaRmsNorm` for Gemma's `1 + w`.
+pub struct Attention<N = RmsNorm> {
     qkv: Linear,
     o: Linear,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
+    qk_norm: Option<(N, N)>,
     rope: Option<RopeConfig>,
     /// inv_freq and cos/sin scaling when they do not depend on the sequence length.
     static_freq: Option<(Vec<f32>, f32)>,
@@ -23,8 +51,16 @@ pub struct Attention {
     params: ops::AttnParams,
 }
 
-impl Module for Attention {
-    fn build(cx: &BuildCtx<'_>, vb: &crate::weights::VarBuilder<'_>) -> Result<Self> {
+impl<N: RmsNormType> Module for Attention<N> {
+    fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self> {
+        Self::build_named(cx, vb, &AttnNames::LLAMA)
+    }
+}
+
+impl<N: RmsNormType> Named for Attention<N> {
+    type Names = AttnNames;
+
+    fn build_named(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>, names: &AttnNames) -> Result<Self> {
         let cfg = cx.cfg;
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (nh, nkv, tp) = (cfg.num_attention_heads, cfg.num_key_value_heads, vb.tp_size());
@@ -33,33 +69,23 @@ impl Module for Attention {
         }
         let groups = [(nh, hd), (nkv, hd), (nkv, hd)];
         let a = &cfg.arch;
-        let qkv = if a.conv1d {
-            Linear::heads(vb, "c_attn", &["c_attn"], h, &groups, Stored { bias: true, transposed: true })?
-        } else if a.fused_qkv {
-            Linear::heads(
-                vb,
-                "qkv_proj",
-                &["qkv_proj"],
-                h,
-                &groups,
-                Stored { bias: a.qkv_bias, transposed: false },
-            )?
-        } else {
-            let st = Stored { bias: a.qkv_bias, transposed: false };
-            Linear::heads(vb, "qkv_proj", &["q_proj", "k_proj", "v_proj"], h, &groups, st)?
+        let qkv_name = match names.qkv {
+            [fused] => *fused,
+            [_, _, _] => "qkv_proj",
+            other => {
+                return Err(Error::Msg(format!(
+                    "AttnNames::qkv names q, k and v or one fused tensor, not {other:?}"
+                )))
+            }
         };
-        let o = if a.conv1d {
-            Linear::row(vb, "c_proj", nh * hd, h, Stored { bias: true, transposed: true })?
+        let st = |bias| Stored { bias: bias || names.conv1d, transposed: names.conv1d };
+        let qkv = Linear::heads(vb, qkv_name, names.qkv, h, &groups, st(a.qkv_bias))?;
+        let o = Linear::row(vb, names.o, nh * hd, h, st(a.o_bias))?;
+        let qk_norm = if a.qk_norm {
+            let norm = |n: &str| N::with_dim(&vb.pp(n), hd, cfg.norm_eps);
+            Some((norm(names.q_norm)?, norm(names.k_norm)?))
         } else {
-            Linear::row(vb, "o_proj", nh * hd, h, Stored { bias: a.o_bias, transposed: false })?
-        };
-        let (q_norm, k_norm) = if a.qk_norm {
-            (
-                Some(RmsNorm::new(&vb.pp("q_norm"), hd, cfg.norm_eps, a.norm_add_one)?),
-                Some(RmsNorm::new(&vb.pp("k_norm"), hd, cfg.norm_eps, a.norm_add_one)?),
-            )
-        } else {
-            (None, None)
+            None
         };
         let rope = if a.no_rope { None } else { Some(cfg.rope_for_layer(cx.layer_idx).clone()) };
         let static_freq = rope.as_ref().and_then(|r| match r.scaling {
@@ -70,8 +96,7 @@ impl Module for Attention {
         Ok(Attention {
             qkv,
             o,
-            q_norm,
-            k_norm,
+            qk_norm,
             rope,
             static_freq,
             static_freq_dev: std::sync::OnceLock::new(),
@@ -88,7 +113,7 @@ impl Module for Attention {
     }
 }
 
-impl AttentionLayer for Attention {
+impl<N: RmsNormType> AttentionLayer for Attention<N> {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
         // [t, hidden] -> [t, (nh + 2 nkv) * hd] -> attention [t, nh * hd] -> [t, hidden]
         let qkv = self.qkv.forward(x, cx)?;
@@ -101,10 +126,7 @@ impl AttentionLayer for Attention {
                 Some((dynamic.0.as_slice(), dynamic.1))
             }
         };
-        let qk_norm = match (&self.q_norm, &self.k_norm) {
-            (Some(q), Some(k)) => Some((&q.weight, &k.weight, q.eps)),
-            _ => None,
-        };
+        let qk_norm = self.qk_norm.as_ref().map(|(q, k)| (&q.rms().weight, &k.rms().weight, q.rms().eps));
         let rope_on_device = match (&self.static_freq, ops::cuda::gpu_of(&qkv)) {
             (Some((inv, _)), Some(gpu)) => {
                 if self.static_freq_dev.get().is_none() {

@@ -1,23 +1,23 @@
 //! Layers (API levels 2 and 3). Each layer builds itself from the config and a `VarBuilder`
 //! (which declares its weights) and runs on a `ForwardCtx`. The role traits are what
 //! `#[decoder_layer]` wires: a field whose type does not implement its role's trait is a
-//! compile error on that field's type.
+//! compile error on that field's type. A layer with inner tensors names them from data
+//! (`AttnNames`, `GatedMlpNames`, `MlpNames`, `MoeNames`): `Module::build` uses the Llama family's
+//! names, `#[layer(names = CONST)]` a model's own (`Named::build_named`).
 
 mod attention;
 mod embedding;
 mod linear;
 mod mlp;
 mod moe;
-
 mod norm;
 
-pub use attention::Attention;
+pub use attention::{Attention, AttnNames};
 pub use embedding::Embedding;
 pub use linear::Linear;
-pub use mlp::{GatedMlp, Mlp};
-pub use moe::SparseMoe;
-
-pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm};
+pub use mlp::{GatedMlp, GatedMlpNames, Mlp, MlpNames};
+pub use moe::{MoeNames, SparseMoe};
+pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm, RmsNormType};
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache};
 use crate::config::ModelConfig;
@@ -48,6 +48,18 @@ pub struct ForwardCtx<'a> {
 )]
 pub trait Module: Sized {
     fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self>;
+}
+
+/// A layer whose inner tensors' checkpoint names are data (`Self::Names`, a struct of names
+/// with a `LLAMA` constant that `Module::build` uses). `#[layer(names = CONST)]` on a
+/// `#[decoder_layer]` field builds it through `build_named` with the model's `CONST`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` takes no `names`: it is not a `trtllm_core::layers::Named` layer",
+    label = "`#[layer(names = ...)]` needs a layer with named inner tensors (Attention, GatedMlp, Mlp, SparseMoe)"
+)]
+pub trait Named: Module {
+    type Names: 'static;
+    fn build_named(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>, names: &Self::Names) -> Result<Self>;
 }
 
 /// Role `input_norm`, `pre_mlp_norm`, `post_attention_norm`, `post_mlp_norm`, and a model's final norm.

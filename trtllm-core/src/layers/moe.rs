@@ -1,13 +1,29 @@
 //! `SparseMoe`: a softmax router picks the top-k experts of each token; each expert is a gated
-//! MLP; outputs are summed with the (optionally renormalized) router weights. Expert weights
-//! are stacked per layer: `[experts, inter, hidden]` for gate and up, `[experts, hidden, inter]`
-//! for down.
+//! MLP; outputs are summed with the router weights, renormalized over the top k when
+//! `cfg.norm_topk_prob`. Expert weights are stacked per layer: `[experts, inter, hidden]` for
+//! gate and up, `[experts, hidden, inter]` for down. The checkpoint's names come from `MoeNames`.
 
 use super::linear::{stacked_spec, Stored};
-use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module};
-use crate::config::{Activation, MoeStyle};
-use crate::weights::TpSplit;
+use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module, Named};
+use crate::config::Activation;
+use crate::weights::{TpSplit, VarBuilder};
 use crate::{ops, Error, Result, Tensor};
+
+/// How a checkpoint names the tensors of a sparse MoE block (relative to the block): the router
+/// and, for each expert `e`, `experts.{e}.{gate,up,down}.weight`.
+#[derive(Clone, Copy, Debug)]
+pub struct MoeNames {
+    pub router: &'static str,
+    pub gate: &'static str,
+    pub up: &'static str,
+    pub down: &'static str,
+}
+
+impl MoeNames {
+    /// Router `gate`; experts `gate_proj`, `up_proj`, `down_proj` (Qwen-MoE).
+    pub const LLAMA: MoeNames =
+        MoeNames { router: "gate", gate: "gate_proj", up: "up_proj", down: "down_proj" };
+}
 
 pub struct SparseMoe {
     router: Linear,
@@ -20,7 +36,15 @@ pub struct SparseMoe {
 }
 
 impl Module for SparseMoe {
-    fn build(cx: &BuildCtx<'_>, vb: &crate::weights::VarBuilder<'_>) -> Result<Self> {
+    fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self> {
+        Self::build_named(cx, vb, &MoeNames::LLAMA)
+    }
+}
+
+impl Named for SparseMoe {
+    type Names = MoeNames;
+
+    fn build_named(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>, names: &MoeNames) -> Result<Self> {
         let cfg = cx.cfg;
         let (e, h) = (cfg.num_experts, cfg.hidden_size);
         let i = cfg.moe_intermediate_size.unwrap_or(cfg.intermediate_size);
@@ -30,22 +54,18 @@ impl Module for SparseMoe {
         // The router runs in f32 whatever the model dtype: a bf16 router flips close expert choices.
         let mut vb32 = vb.clone();
         vb32.dtype = crate::DType::F32;
-        let router = Linear::replicated(&vb32, "gate", h, e, Stored::default())?;
-        let (g, u, d, renormalize) = match cfg.arch.moe_style {
-            MoeStyle::Mixtral => ("w1", "w3", "w2", true),
-            MoeStyle::Qwen => ("gate_proj", "up_proj", "down_proj", cfg.norm_topk_prob),
-        };
-        let names = |n: &str| (0..e).map(|x| format!("experts.{x}.{n}.weight")).collect::<Vec<_>>();
+        let router = Linear::replicated(&vb32, names.router, h, e, Stored::default())?;
+        let hf = |n: &str| (0..e).map(|x| format!("experts.{x}.{n}.weight")).collect::<Vec<_>>();
         let stacked = |engine: &str, n: &str, inner: &[usize]| {
-            vb.get_spec(stacked_spec(vb, engine, names(n), inner, TpSplit::Replicate))
+            vb.get_spec(stacked_spec(vb, engine, hf(n), inner, TpSplit::Replicate))
         };
         Ok(SparseMoe {
             router,
-            gate: stacked("experts.gate_proj", g, &[i, h])?,
-            up: stacked("experts.up_proj", u, &[i, h])?,
-            down: stacked("experts.down_proj", d, &[h, i])?,
+            gate: stacked("experts.gate_proj", names.gate, &[i, h])?,
+            up: stacked("experts.up_proj", names.up, &[i, h])?,
+            down: stacked("experts.down_proj", names.down, &[h, i])?,
             top_k: cfg.num_experts_per_tok,
-            renormalize,
+            renormalize: cfg.norm_topk_prob,
             act: cfg.hidden_act,
         })
     }

@@ -11,15 +11,19 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(vb: &VarBuilder<'_>, dim: usize, eps: f64, add_one: bool) -> Result<Self> {
-        let weight = vb.get_f32("weight", &[dim], Transform { add_one, ..Default::default() })?;
-        Ok(RmsNorm { weight, eps })
+    /// `{vb}.weight` of `dim` elements.
+    pub fn new(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<Self> {
+        Self::load(vb, dim, eps, Transform::default())
+    }
+
+    fn load(vb: &VarBuilder<'_>, dim: usize, eps: f64, transform: Transform) -> Result<Self> {
+        Ok(RmsNorm { weight: vb.get_f32("weight", &[dim], transform)?, eps })
     }
 }
 
 impl Module for RmsNorm {
     fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self> {
-        RmsNorm::new(vb, cx.cfg.hidden_size, cx.cfg.norm_eps, false)
+        RmsNorm::new(vb, cx.cfg.hidden_size, cx.cfg.norm_eps)
     }
 }
 
@@ -32,12 +36,20 @@ impl NormLayer for RmsNorm {
     }
 }
 
-/// Gemma's RMSNorm: `x / rms(x) * (1 + w)`.
+/// Gemma's RMSNorm: `x / rms(x) * (1 + w)`, stored as `1 + w` at load (`Transform::add_one`), so
+/// its forward is `RmsNorm`'s.
 pub struct GemmaRmsNorm(pub RmsNorm);
+
+impl GemmaRmsNorm {
+    /// `{vb}.weight` of `dim` elements, stored plus one.
+    pub fn new(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<Self> {
+        Ok(GemmaRmsNorm(RmsNorm::load(vb, dim, eps, Transform { add_one: true, ..Default::default() })?))
+    }
+}
 
 impl Module for GemmaRmsNorm {
     fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self> {
-        Ok(GemmaRmsNorm(RmsNorm::new(vb, cx.cfg.hidden_size, cx.cfg.norm_eps, true)?))
+        GemmaRmsNorm::new(vb, cx.cfg.hidden_size, cx.cfg.norm_eps)
     }
 }
 
@@ -47,6 +59,37 @@ impl NormLayer for GemmaRmsNorm {
     }
     fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
         self.0.forward_residual(x, residual)
+    }
+}
+
+/// An RMSNorm of any width, applied from its stored weight: what `Attention<N>` builds its
+/// per-head q/k norms with (`Attention<GemmaRmsNorm>` for Gemma's `1 + w`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an RMSNorm type (`trtllm_core::layers::RmsNormType`)",
+    label = "q/k norms are RmsNorm or GemmaRmsNorm"
+)]
+pub trait RmsNormType: NormLayer {
+    /// `{vb}.weight` of `dim` elements.
+    fn with_dim(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<Self>;
+    /// The weight as stored (`1 + w` for Gemma) and eps.
+    fn rms(&self) -> &RmsNorm;
+}
+
+impl RmsNormType for RmsNorm {
+    fn with_dim(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<Self> {
+        RmsNorm::new(vb, dim, eps)
+    }
+    fn rms(&self) -> &RmsNorm {
+        self
+    }
+}
+
+impl RmsNormType for GemmaRmsNorm {
+    fn with_dim(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<Self> {
+        GemmaRmsNorm::new(vb, dim, eps)
+    }
+    fn rms(&self) -> &RmsNorm {
+        &self.0
     }
 }
 

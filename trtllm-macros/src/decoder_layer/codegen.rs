@@ -1,9 +1,10 @@
-//! Emit `impl DecoderLayer`: `build` (each field from its HF-named sub-builder) and
+//! Emit `impl DecoderLayer`: `build` (each field from its HF-named sub-builder, with its
+//! `names` when given) and
 //! `forward_deferred` (the residual wiring its roles describe, the last residual add handed to
 //! the next layer's input norm), with `forward` as the add-it-now wrapper. Infallible: every check lives in `validate`.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 
 use super::parse::{LayerField, LayerStruct, Role};
@@ -24,12 +25,38 @@ fn call(f: &LayerField, args: TokenStream) -> TokenStream {
     quote_spanned!(ty.span()=> <#ty as #tr>::forward(&self.#ident, #args)?)
 }
 
+/// `ts` with every token reported at `at` (name resolution unchanged).
+fn located_at(ts: TokenStream, at: Span) -> TokenStream {
+    ts.into_iter()
+        .map(|mut t| {
+            if let TokenTree::Group(g) = &t {
+                let mut inner = Group::new(g.delimiter(), located_at(g.stream(), at));
+                inner.set_span(g.span().located_at(at));
+                t = TokenTree::Group(inner);
+            } else {
+                t.set_span(t.span().located_at(at));
+            }
+            t
+        })
+        .collect()
+}
+
 pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
     let ident = &layer.ident;
     let (impl_g, ty_g, where_g) = layer.generics.split_for_impl();
     let builds = layer.fields.iter().map(|f| {
         let (name, ty, hf) = (&f.ident, &f.ty, &f.hf);
-        quote_spanned!(ty.span()=> #name: <#ty as ::trtllm_core::layers::Module>::build(__cx, &__vb.pp(#hf))?)
+        match &f.names {
+            None => quote_spanned!(ty.span()=> #name: <#ty as ::trtllm_core::layers::Module>::build(__cx, &__vb.pp(#hf))?),
+            // All of it located at the names (the type too, so a type without names is one error
+            // there, not a second at the type); names of another layer type are reported there.
+            Some(names) => {
+                let at = names.span();
+                let ty = located_at(ty.to_token_stream(), at);
+                quote_spanned!(at=>
+                    #name: <#ty as ::trtllm_core::layers::Named>::build_named(__cx, &__vb.pp(#hf), &(#names))?)
+            }
+        }
     });
     // Roles validated present: input_norm, attention, mlp.
     let (Some(input_norm), Some(attn), Some(mlp)) =

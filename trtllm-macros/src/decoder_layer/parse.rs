@@ -36,6 +36,8 @@ pub struct LayerField {
     pub hf: String,
     /// The token to point at for errors about the HF name.
     pub hf_span: Span,
+    /// `names = EXPR`: the checkpoint names of the layer's inner tensors (`Named::Names`).
+    pub names: Option<syn::Expr>,
 }
 
 pub struct LayerStruct {
@@ -82,6 +84,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
         let ident = f.ident.clone()?;
         let mut role = None;
         let mut hf = None;
+        let mut names = None;
         let mut found = false;
         for attr in f.attrs.iter().filter(|a| a.path().is_ident("layer")) {
             found = true;
@@ -106,9 +109,12 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
                     }
                     hf = Some((s.value(), s.span()));
                     Ok(())
+                } else if meta.path.is_ident("names") {
+                    names = Some(meta.value()?.parse::<syn::Expr>()?);
+                    Ok(())
                 } else {
                     let key = meta.path.to_token_stream().to_string().replace(' ', "");
-                    Err(meta.error(format!("unknown #[layer] key `{key}`; expected `role` or `hf`")))
+                    Err(meta.error(format!("unknown #[layer] key `{key}`; expected `role`, `hf` or `names`")))
                 }
             });
             if let Err(e) = res {
@@ -120,7 +126,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<(Lay
         match role {
             Some(role) => {
                 let (hf, hf_span) = hf.unwrap_or_else(|| (ident.to_string(), ident.span()));
-                fields.push(LayerField { ident, ty: f.ty.clone(), role, hf, hf_span });
+                fields.push(LayerField { ident, ty: f.ty.clone(), role, hf, hf_span, names });
             }
             None if found && had_field_errors => {}
             None => {

@@ -59,6 +59,22 @@ fn parallel_residual_without_pre_mlp_norm() {
 }
 
 #[test]
+fn names_build_through_named() {
+    let out = super::expand(
+        quote!(),
+        quote! {
+            pub struct Gpt2Block {
+                #[layer(role = input_norm)] ln_1: LayerNorm,
+                #[layer(role = attention, names = GPT2_ATTN)] attn: Attention,
+                #[layer(role = pre_mlp_norm)] ln_2: LayerNorm,
+                #[layer(role = mlp, names = MlpNames { fc: "c_fc", ..MlpNames::LLAMA })] mlp: Mlp,
+            }
+        },
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
 fn errors_are_collected() {
     let out = super::expand(
         quote!(),

@@ -1,0 +1,16 @@
+use trtllm::decoder_layer;
+use trtllm_core::layers::{Attention, GatedMlp, GatedMlpNames, RmsNorm};
+
+#[decoder_layer]
+pub struct Layer {
+    #[layer(role = input_norm, names = GatedMlpNames::LLAMA)]
+    input_layernorm: RmsNorm,
+    #[layer(role = attention)]
+    self_attn: Attention,
+    #[layer(role = pre_mlp_norm)]
+    post_attention_layernorm: RmsNorm,
+    #[layer(role = mlp)]
+    mlp: GatedMlp,
+}
+
+fn main() {}
