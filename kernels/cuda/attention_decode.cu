@@ -2,7 +2,7 @@
 // head_dim 64 / 128 / 256: one block per (KV head, query token, split) serves all G = heads /
 // kv_heads query heads that share the KV head, so each cached K/V row is read from memory once
 // per token instead of once per query head. A split covers `split_keys` consecutive visible
-// positions; with one split the block writes the output, else its normalized partial output and
+// positions (grid: tokens, KV heads, splits); with one split the block writes the output, else its normalized partial output and
 // (max, sum) go to f32 workspaces that `attn_combine_bf16` merges.
 
 // ---- kernels
@@ -21,7 +21,7 @@ __device__ void attn_gqa_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
     __shared__ float alpha_s[G];    // per-head rescale of this chunk
     __shared__ float ml_s[G][2];    // final (max, sum) per head
     extern __shared__ float red[];  // [NKG][G][HD]: the query rows, then the PV partials
-    int kh = blockIdx.x, t = blockIdx.y, split = blockIdx.z, nsplit = gridDim.z;
+    int t = blockIdx.x, kh = blockIdx.y, split = blockIdx.z, nsplit = gridDim.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     long kvw = (long)nkv * HD;
     int pos = positions[t];

@@ -27,6 +27,8 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "bench_dataset.rs"]
+mod dataset;
 #[path = "bench_throughput.rs"]
 mod throughput;
 

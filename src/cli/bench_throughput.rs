@@ -15,7 +15,10 @@ use trtllm::runner::SamplingParams;
 
 use trtllm::runner::ModelRunner;
 use trtllm::serve::{Scheduler, SchedulerConfig, SeqRequest};
+use trtllm::text::Tokenizer;
 use trtllm::{DType, Device};
+
+use super::dataset::BenchRequest;
 
 /// The throughput mode's flags (flattened into `trtllm bench`).
 #[derive(clap::Args, Clone, Debug)]
@@ -57,6 +60,11 @@ pub struct ThroughputArgs {
     /// host and execute seconds) to this file.
     #[arg(long)]
     pub timeline: Option<std::path::PathBuf>,
+    /// Throughput mode: requests from a JSON-lines file of prompts or a ShareGPT JSON file
+    /// (src/cli/bench_dataset.rs) instead of random ids of `--input-len`; `--num-requests` caps
+    /// how many are taken.
+    #[arg(long)]
+    pub dataset: Option<std::path::PathBuf>,
 }
 
 /// `(mean, p50, p90, p99)` of `v` (sorted here); zeros when empty.
@@ -121,7 +129,21 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let vocab = model.config().vocab_size.max(4) as u32;
     let eos = model.config().eos_token_ids.clone();
     let bs = opts.kv_block_size;
-    let seq_len = c.input_len + c.output_len;
+    let reqs: Vec<BenchRequest> = match &a.dataset {
+        Some(path) => {
+            let tok = Tokenizer::from_dir(c.tokenizer_dir.unwrap_or(c.dir))?;
+            super::dataset::load(path, &tok, a.num_requests, c.output_len)?
+        }
+        None => (0..a.num_requests)
+            .map(|i| BenchRequest {
+                prompt: prompt(i as u64 + 1, c.input_len, vocab),
+                output_len: c.output_len,
+            })
+            .collect(),
+    };
+    let (in_tokens, out_budget): (usize, usize) =
+        (reqs.iter().map(|r| r.prompt.len()).sum(), reqs.iter().map(|r| r.output_len).sum());
+    let seq_len = reqs.iter().map(|r| r.prompt.len() + r.output_len).max().unwrap_or(1);
     let blocks = a.kv_blocks.unwrap_or(a.max_num_seqs * seq_len.div_ceil(bs) + 1);
     let dtype = opts.load.weight_dtype(model.config());
     let kv = ModelRunner::make_kv(model.as_ref(), opts.load.device, dtype, bs, blocks)?;
@@ -136,16 +158,16 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let captured = runner.capture_graphs()?;
     let graphs_s = t_graphs.elapsed().as_secs_f64();
     let mut s = Scheduler::new(runner, cfg, eos)?;
-    let params = Arc::new(SamplingParams {
+    let params_for = |n: usize| SamplingParams {
         ignore_eos: true,
         temperature: a.temperature,
         top_p: a.top_p,
         top_k: a.top_k,
         min_p: a.min_p,
         repetition_penalty: a.repetition_penalty,
-        ..SamplingParams::greedy(c.output_len)
-    });
-    params.validate()?;
+        ..SamplingParams::greedy(n)
+    };
+    params_for(c.output_len).validate()?;
 
     // Warm-up (kernels, allocator): one short request, not counted.
     s.add(SeqRequest {
@@ -158,17 +180,19 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         s.step()?;
     }
     let start = Instant::now();
-    for i in 0..a.num_requests {
+    let mut shared: HashMap<usize, Arc<SamplingParams>> = HashMap::new();
+    for (i, r) in reqs.iter().enumerate() {
+        let params = shared.entry(r.output_len).or_insert_with(|| Arc::new(params_for(r.output_len))).clone();
         s.add(SeqRequest {
             id: i as u64,
-            prompt: prompt(i as u64 + 1, c.input_len, vocab),
-            params: params.clone(),
+            prompt: r.prompt.clone(),
+            params,
             seed: Some(a.seed.wrapping_add(i as u64)),
         })?;
     }
     let mut first: HashMap<u64, f64> = HashMap::new();
     let mut last: HashMap<u64, f64> = HashMap::new();
-    let mut itl: Vec<f64> = Vec::with_capacity(a.num_requests * c.output_len);
+    let mut itl: Vec<f64> = Vec::with_capacity(out_budget);
     let mut timeline: Vec<StepRecord> = Vec::new();
     let (mut steps, mut preempted, mut out_tokens, mut peak) = (0usize, 0usize, 0usize, 0usize);
     while s.has_work() {
@@ -193,16 +217,16 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         }
     }
     let wall = start.elapsed().as_secs_f64();
-    let n = a.num_requests as f64;
+    let n = reqs.len() as f64;
     let mut ttft: Vec<f64> = first.values().copied().collect();
     let mut tpots: Vec<f64> =
-        first.iter().map(|(k, f)| (last[k] - f) / (c.output_len.max(2) - 1) as f64).collect();
+        first.iter().map(|(k, f)| (last[k] - f) / (reqs[*k as usize].output_len.max(2) - 1) as f64).collect();
     let mut e2e: Vec<f64> = last.values().copied().collect();
     let (ttft_s, tpot_s, itl_s, e2e_s) =
         (stats(&mut ttft), stats(&mut tpots), stats(&mut itl), stats(&mut e2e));
     let tpot = tpot_s[0];
     let pct = |p: f64| ttft.get(((ttft.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
-    let total_tokens = a.num_requests * c.input_len + out_tokens;
+    let total_tokens = in_tokens + out_tokens;
     // The step timeline: pure decode steps vs steps that also prefill, and the host's share.
     let mut dec: Vec<f64> = timeline.iter().filter(|r| r.prefill_tokens == 0).map(|r| r.execute_s).collect();
     let mut mix: Vec<f64> = timeline.iter().filter(|r| r.prefill_tokens > 0).map(|r| r.execute_s).collect();
@@ -227,7 +251,8 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     if c.json {
         let j = serde_json::json!({
             "mode": "throughput", "model": c.dir.display().to_string(), "device": format!("{:?}", c.device),
-            "dtype": format!("{dtype:?}"), "num_requests": a.num_requests, "input_len": c.input_len, "output_len": c.output_len,
+            "dtype": format!("{dtype:?}"), "num_requests": reqs.len(), "input_len": c.input_len, "output_len": c.output_len,
+            "dataset": a.dataset.as_ref().map(|p| p.display().to_string()), "input_tokens": in_tokens,
             "max_num_seqs": a.max_num_seqs, "max_num_tokens": a.max_num_tokens, "kv_blocks": blocks,
             "wall_s": wall, "requests_per_s": n / wall, "output_tokens_per_s": out_tokens as f64 / wall,
             "total_tokens_per_s": total_tokens as f64 / wall, "ttft_mean_s": ttft.iter().sum::<f64>() / n,
@@ -244,7 +269,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("model             {}  ({:?}, {dtype:?})", c.dir.display(), c.device);
-    println!("requests          {} x ({} in, {} out)  max-num-seqs {}  max-num-tokens {}  kv blocks {blocks} x {bs}", a.num_requests, c.input_len, c.output_len, a.max_num_seqs, a.max_num_tokens);
+    println!("requests          {} x ({} in, {} out)  max-num-seqs {}  max-num-tokens {}  kv blocks {blocks} x {bs}", reqs.len(), c.input_len, c.output_len, a.max_num_seqs, a.max_num_tokens);
     println!("wall              {wall:.2} s  ({steps} steps, {preempted} preemptions, peak batch {peak}, load {:.2} s)", load.as_secs_f64());
     println!("CUDA graphs       {} buckets captured in {graphs_s:.2} s", captured.len());
     println!("requests/s        {:.2}", n / wall);

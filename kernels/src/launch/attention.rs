@@ -131,7 +131,7 @@ fn paged_attention_gqa(gpu: &Arc<Gpu>, a: &AttnArgs<'_>) -> Result<(), GpuError>
     };
     let kl = hd / 8;
     let cfg = LaunchConfig {
-        grid_dim: (a.kv_heads as u32, a.tokens as u32, nsplit as u32),
+        grid_dim: (a.tokens as u32, a.kv_heads as u32, nsplit as u32),
         block_dim: (128, 1, 1),
         shared_mem_bytes: ((128 / kl) * g * hd * 4) as u32,
     };
