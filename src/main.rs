@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The `trtllm` command line (`src/cli/`, one file per subcommand). Flags are kebab-case;
 //! TensorRT-LLM's snake_case spellings (`--max_output_len`) are aliases.
 
