@@ -9,7 +9,7 @@
 #   peer     HF transformers static batch of 256 (scripts/bench_hf_batch.py), same checkpoint.
 # Build here: `bash scripts/gpu-check.sh build`; on the device: `bash scripts/bench-serving-gpu.sh`
 # (carry .device). Optional A/B: OLD=.device/old/trtllm adds its offline 128/128 rows.
-# PARTS="offline online hf" picks parts; SHAPES="llama3-8b smollm2".
+# PARTS="offline online hf" picks parts; SHAPES="llama3-8b smollm2"; HF_SHAPES: shapes with the HF peer.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRTLLM_KERNEL_CACHE=/tmp/trtllm-kernels
@@ -59,7 +59,7 @@ for shape in ${SHAPES:-llama3-8b smollm2}; do
     kill $sp; wait $sp 2>/dev/null
     grep -m2 "trtllm serve" "$R/serve-$shape.log" | sed 's/^/  /'
   fi
-  if [[ " $PARTS " == *" hf "* ]]; then
+  if [[ " $PARTS " == *" hf "* ]] && [[ " ${HF_SHAPES:-llama3-8b smollm2} " == *" $shape "* ]]; then
     for m in greedy sampled; do
       flag=$([ $m = sampled ] && echo --sampled)
       timeout 300 python3 scripts/bench_hf_batch.py --model $S/$shape --batch 256 $flag >"$R/hf-$shape-$m.json" 2>"$R/hf-$shape-$m.err"
