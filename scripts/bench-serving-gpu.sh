@@ -19,6 +19,7 @@ PARTS=${PARTS:-offline online hf}
 SAMPLED=(--temperature 0.8 --top-p 0.95 --top-k 50 --repetition-penalty 1.1)
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 declare -a rows
+row() { rows+=("$1"); echo "$1"; }
 j() { python3 -c 'import json,sys
 d=json.load(open(sys.argv[1]))
 def f(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -27,7 +28,7 @@ offline() {  # label shape n in out [flags...]
   local label=$1 shape=$2 n=$3 in=$4 out=$5; shift 5
   timeout "${STEP_TIMEOUT:-240}" "${BIN:-$T}" bench --mode throughput --model $S/$shape --device cuda --num-requests $n \
       --max-num-seqs 256 --input-len $in --output-len $out --json "$@" >"$R/off-$label.json" 2>"$R/off-$label.err"
-  rows+=("| $label | offline | $(j "$R/off-$label.json" output_tokens_per_s tpot_s itl_s ttft_s e2e_s) | $(j "$R/off-$label.json" decode_steps decode_step_s mixed_steps mixed_step_s host_share) |")
+  row "| $label | offline | $(j "$R/off-$label.json" output_tokens_per_s tpot_s itl_s ttft_s e2e_s) | $(j "$R/off-$label.json" decode_steps decode_step_s mixed_steps mixed_step_s host_share) |"
 }
 for shape in ${SHAPES:-llama3-8b smollm2}; do
   [ -f $S/$shape/config.json ] || python3 scripts/make_random_hf.py --shape $shape --out $S/$shape --std 0.02 >>"$R/make.log" 2>&1
@@ -50,7 +51,7 @@ for shape in ${SHAPES:-llama3-8b smollm2}; do
     online() {  # label client-args...
       local label=$1; shift
       python3 scripts/load_client.py --url http://127.0.0.1:8123 --vocab 128000 --json "$@" >"$R/on-$label.json" 2>>"$R/client.err"
-      rows+=("| $label | online | $(j "$R/on-$label.json" output_tokens_per_s itl_mean_s itl_p50_s itl_p90_s itl_p99_s ttft_p50_s ok errors tokens_marked) |")
+      row "| $label | online | $(j "$R/on-$label.json" output_tokens_per_s itl_mean_s itl_p50_s itl_p90_s itl_p99_s ttft_p50_s ok errors tokens_marked) |"
     }
     online "$shape-128-greedy-c256" --num-requests 1000 --concurrency 256 --input-len 128 --output-len 128
     online "$shape-128-sampled-c256" --num-requests 1000 --concurrency 256 --input-len 128 --output-len 128 \
@@ -63,7 +64,7 @@ for shape in ${SHAPES:-llama3-8b smollm2}; do
     for m in greedy sampled; do
       flag=$([ $m = sampled ] && echo --sampled)
       timeout 300 python3 scripts/bench_hf_batch.py --model $S/$shape --batch 256 $flag >"$R/hf-$shape-$m.json" 2>"$R/hf-$shape-$m.err"
-      rows+=("| $shape-128-$m-b256 | HF static batch | $(j "$R/hf-$shape-$m.json" output_tokens_per_s wall_s) |")
+      row "| $shape-128-$m-b256 | HF static batch | $(j "$R/hf-$shape-$m.json" output_tokens_per_s wall_s) |"
     done
   fi
 done

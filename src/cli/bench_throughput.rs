@@ -269,7 +269,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("model             {}  ({:?}, {dtype:?})", c.dir.display(), c.device);
-    println!("requests          {} x ({} in, {} out)  max-num-seqs {}  max-num-tokens {}  kv blocks {blocks} x {bs}", reqs.len(), c.input_len, c.output_len, a.max_num_seqs, a.max_num_tokens);
+    println!("requests          {} ({in_tokens} prompt tokens, {out_budget} output tokens)  max-num-seqs {}  max-num-tokens {}  kv blocks {blocks} x {bs}", reqs.len(), a.max_num_seqs, a.max_num_tokens);
     println!("wall              {wall:.2} s  ({steps} steps, {preempted} preemptions, peak batch {peak}, load {:.2} s)", load.as_secs_f64());
     println!("CUDA graphs       {} buckets captured in {graphs_s:.2} s", captured.len());
     println!("requests/s        {:.2}", n / wall);
