@@ -149,6 +149,9 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
     pub torch_dtype: Option<DType>,
     pub arch: ArchOptions,
+    /// `quantization_config`: how the linear layers' weights are stored (`config/quant.rs`).
+    #[serde(default)]
+    pub quant: Option<super::quant::QuantConfig>,
 }
 
 /// Historical spellings of the keys we read: `(canonical, [aliases])`. The first key present
@@ -349,6 +352,7 @@ impl ModelConfig {
                 mlp_bias: raw.mlp_bias.unwrap_or(false),
                 ..Default::default()
             },
+            quant: super::quant::QuantConfig::from_hf_value(value, &file)?,
         })
     }
 
