@@ -342,6 +342,17 @@ def main() -> int:
     src_ref, _ = hf_reference.compute_reference(src, torch.tensor(PROMPT), greedy=16, seed=SEED)
     lg = src_ref["logits"]
     print(f"bf16 source: logits std {float(lg.std()):.3f}, greedy {src_ref['greedy'].tolist()}")
+    # The unquantized bf16 source, for `convert --quantize` tests.
+    d = Path(a.out) / "bf16"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    save(d / "model.safetensors", {k: v.to(torch.bfloat16) for k, v in src.state_dict().items()}, {"format": "pt"})
+    cfg = src.config.to_dict()
+    cfg.update(architectures=["LlamaForCausalLM"], torch_dtype="bfloat16")
+    cfg.pop("dtype", None)
+    (d / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(REPO / "tests/fixtures/llama" / f, d / f)
     for name in a.only:
         make(name, Path(a.out), src, src_ref)
     return 0

@@ -88,3 +88,40 @@ fn awq_int4() {
 fn gptq_int4() {
     check("gptq", 0.05);
 }
+
+/// `convert --quantize` of the bf16 source of the quantized fixtures: the written HF directory
+/// loads through its `quantization_config` and stays within the KL bounds of the unquantized model.
+fn convert_and_run(scheme: trtllm_core::checkpoint::QuantizeScheme, bound: f64) -> f64 {
+    let src = fixture("quant/bf16");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("q");
+    let s = trtllm_core::checkpoint::quantize_hf(&src, &out, scheme, false).expect("quantize");
+    assert_eq!(s.quantized_linears, 2 * 7, "{scheme:?}: every decoder linear");
+    let input: Vec<u32> = (3..23).collect();
+    let base = engine(&src).logits_all(&input, None, &SingleRank).expect("base");
+    let mut q = engine(&out);
+    let ql = q.logits_all(&input, None, &SingleRank).expect("quantized");
+    let k = kl(base.f32s().expect("f32"), ql.f32s().expect("f32"), base.dim(1));
+    let params = SamplingParams { max_new_tokens: 16, ignore_eos: true, ..Default::default() };
+    let g0 = engine(&src).generate_ids(vec![input.clone()], &params, &mut |_, _| {}).expect("gen");
+    let g1 = q.generate_ids(vec![input], &params, &mut |_, _| {}).expect("gen");
+    let same = g0[0].token_ids.iter().zip(&g1[0].token_ids).take_while(|(a, b)| a == b).count();
+    eprintln!("convert {scheme:?}: KL(unquantized || quantized) {k:.5}, greedy prefix {same}/16 equal");
+    assert!(k <= bound && k > 1e-7, "{scheme:?}: KL {k} (bound {bound})");
+    k
+}
+
+#[test]
+fn convert_quantize_fp8() {
+    convert_and_run(trtllm_core::checkpoint::QuantizeScheme::Fp8, 0.01);
+}
+
+#[test]
+fn convert_quantize_fp8_block() {
+    convert_and_run(trtllm_core::checkpoint::QuantizeScheme::Fp8Block, 0.01);
+}
+
+#[test]
+fn convert_quantize_int4_awq_rtn() {
+    convert_and_run(trtllm_core::checkpoint::QuantizeScheme::Int4AwqRtn { group: 128 }, 0.05);
+}
