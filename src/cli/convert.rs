@@ -28,6 +28,14 @@ pub struct Args {
     /// Replace an existing checkpoint at --output-dir.
     #[arg(long)]
     force: bool,
+    /// Write a quantized HF directory instead (fp8: compressed-tensors per-channel E4M3;
+    /// fp8-block: 128x128 block scales; int4-awq-rtn: AWQ layout, round-to-nearest, no
+    /// calibration). `run` / `serve` / `convert` load the result like any HF directory.
+    #[arg(long, conflicts_with = "gguf")]
+    quantize: Option<String>,
+    /// INT4 group size (--quantize int4-awq-rtn).
+    #[arg(long, default_value_t = 128)]
+    group_size: usize,
 }
 
 fn gib(b: u64) -> String {
@@ -42,6 +50,24 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         };
     }
     let Some(model_dir) = &a.model_dir else { anyhow::bail!("--model-dir (or --gguf) is required") };
+    if let Some(q) = &a.quantize {
+        if a.tp_size != 1 || a.pp_size != 1 || a.dtype != "auto" {
+            anyhow::bail!("--quantize writes an HF directory: --tp-size/--pp-size/--dtype apply when it is loaded or converted");
+        }
+        let scheme = trtllm::checkpoint::QuantizeScheme::parse(q, a.group_size)?;
+        let t0 = std::time::Instant::now();
+        let s = trtllm::checkpoint::quantize_hf(model_dir, &a.output_dir, scheme, a.force)?;
+        println!(
+            "quantized {} -> {} ({q}): {} linears quantized, {} tensors copied, {}, {:.1}s",
+            model_dir.display(),
+            a.output_dir.display(),
+            s.quantized_linears,
+            s.copied_tensors,
+            gib(s.bytes),
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let opts = ConvertOptions {
         dtype: super::parse_dtype(&a.dtype)?,
         tp_size: a.tp_size,

@@ -43,15 +43,31 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         if s.transform.add_one {
             tr.push("add_one");
         }
+        if let Some(q) = s.quant {
+            tr.push(match q {
+                trtllm::config::WeightQuant::Fp8(_) => "dequant-fp8",
+                trtllm::config::WeightQuant::Awq { .. } => "dequant-awq",
+                trtllm::config::WeightQuant::Gptq { .. } => "dequant-gptq",
+            });
+        }
         let srcs: Vec<&str> = s.sources.iter().map(|x| x.name.as_str()).collect();
+        let listed =
+            if s.quant.is_some() { format!("{} stored tensors:", srcs.len()) } else { srcs.join(", ") };
         println!(
             "{:w$}  {:18}  {:9}  {:14}  {}",
             s.name,
             format!("{:?}", s.shape),
             split_name(&s.split),
             if tr.is_empty() { "-".to_string() } else { tr.join("+") },
-            srcs.join(", ")
+            listed
         );
+        // A quantized layer: every stored tensor, its shape and which slice a TP rank reads.
+        if s.quant.is_some() {
+            for (i, src) in s.sources.iter().enumerate() {
+                let shape = format!("{:?}", src.shape);
+                println!("{:w$}    {} {shape}, tp split: {}", "", src.name, s.source_split(i));
+            }
+        }
     }
     if report.is_ok() {
         println!("validation: ok (every tensor present with the expected shape, none unused)");

@@ -334,7 +334,9 @@ fn offsets_past_data_name_the_tensor() {
 #[test]
 fn unsupported_dtype() {
     for (dtype, size) in
-        [("I64", 8), ("F64", 8), ("U8", 1), ("BOOL", 1), ("I8", 1), ("F8_E4M3", 1), ("I16", 2)]
+        // F8_E4M3 is read (quantized checkpoints, docs/quantization.md); in a layer that is not a
+        // quantized linear it is refused when the layer builds (weights/quant_tests.rs).
+        [("I64", 8), ("F64", 8), ("U8", 1), ("BOOL", 1), ("I8", 1), ("I16", 2)]
     {
         let name = "model.layers.0.self_attn.k_proj.weight";
         let header = format!(

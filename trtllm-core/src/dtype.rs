@@ -9,6 +9,10 @@ pub enum DType {
     F16,
     BF16,
     I32,
+    /// FP8 E4M3 (`torch.float8_e4m3fn`): quantized weights, stored as bytes, read through
+    /// their scales (`weights/quant.rs`).
+    #[serde(rename = "f8e4m3")]
+    F8E4M3,
 }
 
 impl DType {
@@ -16,6 +20,7 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::F8E4M3 => 1,
         }
     }
 
@@ -26,6 +31,7 @@ impl DType {
             "f16" | "float16" | "half" | "fp16" => Ok(DType::F16),
             "bf16" | "bfloat16" => Ok(DType::BF16),
             "i32" | "int32" => Ok(DType::I32),
+            "f8e4m3" | "float8_e4m3fn" => Ok(DType::F8E4M3),
             other => Err(Error::Msg(format!(
                 "unknown dtype `{other}` (expected one of f32/float32, f16/float16, bf16/bfloat16)"
             ))),
@@ -39,6 +45,7 @@ impl DType {
             DType::F16 => "float16",
             DType::BF16 => "bfloat16",
             DType::I32 => "int32",
+            DType::F8E4M3 => "float8_e4m3fn",
         }
     }
 

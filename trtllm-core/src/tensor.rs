@@ -28,6 +28,8 @@ enum Storage {
     F16(Arc<Vec<f16>>),
     BF16(Arc<Vec<bf16>>),
     I32(Arc<Vec<i32>>),
+    /// FP8 E4M3 codes.
+    F8(Arc<Vec<u8>>),
     Meta(DType),
     /// Device memory; `offset` counts elements of the dtype.
     Cuda(Arc<DevBuf>, DType),
@@ -74,6 +76,11 @@ impl Tensor {
         check_len(data.len(), shape)?;
         Ok(Tensor { storage: Storage::I32(Arc::new(data)), shape: shape.to_vec(), offset: 0 })
     }
+    /// FP8 E4M3 codes (`DType::F8E4M3`).
+    pub fn from_f8(data: Vec<u8>, shape: &[usize]) -> Result<Self> {
+        check_len(data.len(), shape)?;
+        Ok(Tensor { storage: Storage::F8(Arc::new(data)), shape: shape.to_vec(), offset: 0 })
+    }
     /// A data-less tensor: shape and dtype only.
     pub fn meta(shape: &[usize], dtype: DType) -> Self {
         Tensor { storage: Storage::Meta(dtype), shape: shape.to_vec(), offset: 0 }
@@ -100,6 +107,7 @@ impl Tensor {
             Storage::F16(_) => DType::F16,
             Storage::BF16(_) => DType::BF16,
             Storage::I32(_) => DType::I32,
+            Storage::F8(_) => DType::F8E4M3,
             Storage::Meta(d) | Storage::Cuda(_, d) => *d,
         }
     }
@@ -138,6 +146,7 @@ impl Tensor {
             Storage::BF16(_) => self.bf16s().ok().map(bytemuck::cast_slice),
             Storage::F16(_) => self.f16s().ok().map(bytemuck::cast_slice),
             Storage::I32(_) => self.i32s().ok().map(bytemuck::cast_slice),
+            Storage::F8(_) => self.f8s().ok(),
             Storage::Cuda(..) | Storage::Meta(_) => None,
         }
     }
@@ -170,6 +179,7 @@ impl Tensor {
                 bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
                 &self.shape,
             ),
+            DType::F8E4M3 => Tensor::from_f8(bytes, &self.shape),
         }
     }
     pub fn is_meta(&self) -> bool {
@@ -213,13 +223,24 @@ impl Tensor {
         }
     }
 
-    /// A copy of the data as f32, whatever the dtype.
+    /// The codes of an FP8 E4M3 tensor.
+    pub fn f8s(&self) -> Result<&[u8]> {
+        match &self.storage {
+            Storage::F8(v) => Ok(&v[self.offset..self.offset + self.numel()]),
+            _ => Err(Error::DType { op: "f8s", dtype: self.dtype() }),
+        }
+    }
+
+    /// A copy of the data as f32, whatever the dtype (FP8 codes decoded, unscaled).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         Ok(match &self.storage {
             Storage::F32(_) => self.f32s()?.to_vec(),
             Storage::F16(_) => self.f16s()?.iter().map(|x| x.to_f32()).collect(),
             Storage::BF16(_) => self.bf16s()?.iter().map(|x| x.to_f32()).collect(),
             Storage::I32(_) => self.i32s()?.iter().map(|&x| x as f32).collect(),
+            Storage::F8(_) => {
+                self.f8s()?.iter().map(|&c| trtllm_kernels::quant_ref::e4m3_decode(c)).collect()
+            }
             Storage::Meta(_) => {
                 return Err(Error::DType { op: "to_f32_vec (meta tensor)", dtype: self.dtype() })
             }
@@ -245,6 +266,11 @@ impl Tensor {
             DType::BF16 => Tensor::from_bf16(v.iter().map(|&x| bf16::from_f32(x)).collect(), &self.shape),
             DType::F16 => Tensor::from_f16(v.iter().map(|&x| f16::from_f32(x)).collect(), &self.shape),
             DType::I32 => Tensor::from_i32(v.iter().map(|&x| x as i32).collect(), &self.shape),
+            // Saturating (|x| > 448 -> 448), unscaled: quantizers divide by their scales first.
+            DType::F8E4M3 => Tensor::from_f8(
+                v.iter().map(|&x| trtllm_kernels::quant_ref::e4m3_encode(x)).collect(),
+                &self.shape,
+            ),
         }
     }
 
@@ -292,6 +318,7 @@ impl Tensor {
             DType::BF16 => cols!(self.bf16s()?, from_bf16),
             DType::F16 => cols!(self.f16s()?, from_f16),
             DType::I32 => cols!(self.i32s()?, from_i32),
+            DType::F8E4M3 => cols!(self.f8s()?, from_f8),
         }
     }
 
@@ -325,6 +352,7 @@ impl Tensor {
             DType::BF16 => cat!(bf16s, from_bf16),
             DType::F16 => cat!(f16s, from_f16),
             DType::I32 => cat!(i32s, from_i32),
+            DType::F8E4M3 => cat!(f8s, from_f8),
         }
     }
 
@@ -349,6 +377,7 @@ impl Tensor {
             DType::BF16 => tr!(bf16s, from_bf16),
             DType::F16 => tr!(f16s, from_f16),
             DType::I32 => tr!(i32s, from_i32),
+            DType::F8E4M3 => tr!(f8s, from_f8),
         }
     }
 

@@ -12,6 +12,7 @@ mod engine;
 mod format;
 mod load;
 mod output;
+mod quantize;
 mod writer;
 
 pub use convert::{convert, ConvertOptions, ConvertProgress, ConvertSummary};
@@ -22,4 +23,5 @@ pub use format::{
 };
 pub use load::{load_checkpoint, open_rank, validate_rank};
 pub use output::{copy_tokenizer_files, StagedDir};
+pub use quantize::{quantize_hf, QuantizeScheme, QuantizeSummary};
 pub use writer::{StreamingWriter, TensorEntry};

@@ -32,6 +32,7 @@ fn st_dtype(d: DType) -> &'static str {
         DType::F16 => "F16",
         DType::BF16 => "BF16",
         DType::I32 => "I32",
+        DType::F8E4M3 => "F8_E4M3",
     }
 }
 
@@ -124,6 +125,7 @@ impl StreamingWriter {
             DType::F16 => put!(t.f16s()?),
             DType::BF16 => put!(t.bf16s()?),
             DType::I32 => put!(t.i32s()?),
+            DType::F8E4M3 => put!(t.f8s()?),
         }
         self.next += 1;
         Ok(())

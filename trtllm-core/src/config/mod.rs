@@ -6,7 +6,9 @@ mod extra;
 mod keys;
 mod model;
 mod parse;
+pub mod quant;
 pub mod rope;
 
 pub use keys::{Fallback, DEFAULTS, KEY_ALIASES};
 pub use model::{Activation, ArchOptions, AttnKind, ModelConfig};
+pub use quant::{Fp8Scales, QuantConfig, WeightQuant};

@@ -86,6 +86,9 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
     pub torch_dtype: Option<DType>,
     pub arch: ArchOptions,
+    /// `quantization_config`: how the linear layers' weights are stored (`config/quant.rs`).
+    #[serde(default)]
+    pub quant: Option<super::quant::QuantConfig>,
     /// The keys of `config.json` as read, for [`ModelConfig::extra`] (`extra.rs`). Not stored in
     /// a converted checkpoint's config.
     #[serde(skip)]

@@ -139,6 +139,7 @@ impl ModelConfig {
                 mlp_bias: raw.mlp_bias,
                 ..Default::default()
             },
+            quant: super::quant::QuantConfig::from_hf_value(value, file)?,
             config_json: extra,
         })
     }

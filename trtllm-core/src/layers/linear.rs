@@ -42,6 +42,19 @@ fn spec_for(
     spec
 }
 
+/// How the checkpoint stores the weights of modules `hf` (all alike, or an error: a fused
+/// engine weight is quantized as a whole).
+fn quant_of(vb: &VarBuilder<'_>, hf: &[&str]) -> Result<Option<crate::config::WeightQuant>> {
+    let qs: Vec<_> = hf.iter().map(|h| vb.quant_of(h)).collect();
+    if qs.windows(2).any(|w| w[0] != w[1]) {
+        return Err(crate::Error::tensor(
+            vb.path(hf[0]),
+            format!("modules {hf:?} are fused but quantized differently (check the ignore list)"),
+        ));
+    }
+    Ok(qs.first().copied().flatten())
+}
+
 fn bias_spec(vb: &VarBuilder<'_>, leaf: &str, hf: &[&str], rows: usize, split: TpSplit) -> WeightSpec {
     vb.spec(leaf, hf, &[rows], split)
 }
@@ -102,7 +115,14 @@ impl Linear {
     ) -> Result<Self> {
         let w_hf: Vec<String> = hf.iter().map(|h| format!("{h}.weight")).collect();
         let w_hf: Vec<&str> = w_hf.iter().map(|s| s.as_str()).collect();
-        let weight = vb.get_spec(spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st))?;
+        let mut spec = spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st);
+        if let Some(q) = quant_of(vb, hf)? {
+            if st.transposed {
+                return Err(crate::Error::tensor(&spec.name, "quantized Conv1D weights are not supported"));
+            }
+            spec = crate::weights::quant::quantize_spec(spec, q)?;
+        }
+        let weight = vb.get_spec(spec)?;
         let bias = if st.bias {
             let b_hf: Vec<String> = hf.iter().map(|h| format!("{h}.bias")).collect();
             let b_hf: Vec<&str> = b_hf.iter().map(|s| s.as_str()).collect();
@@ -177,5 +197,6 @@ pub(crate) fn stacked_spec(
         shape,
         split,
         dtype: vb.dtype,
+        quant: None,
     }
 }

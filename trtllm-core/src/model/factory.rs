@@ -103,7 +103,7 @@ pub fn plan_weights(
     dtype: DType,
 ) -> Result<Vec<WeightSpec>> {
     let planner = Planner::default();
-    let vb = VarBuilder::new(&planner, mapping, dtype);
+    let vb = VarBuilder::new(&planner, mapping, dtype).with_quant(cfg.quant.clone());
     (entry.build)(cfg, &vb, &entry.layout)?;
     Ok(planner.into_specs())
 }
@@ -128,7 +128,10 @@ pub fn validate(
                 }
                 Some(info) => {
                     used.insert(stored.clone());
-                    if info.shape != src.shape {
+                    let scale = spec.quant.is_some() && src.name.contains("scale");
+                    if info.shape != src.shape
+                        && !(scale && crate::weights::quant::same_scale_shape(&src.shape, &info.shape))
+                    {
                         report.wrong_shape.push((stored, src.shape.clone(), info.shape.clone()));
                     }
                 }
@@ -181,6 +184,11 @@ impl HfCheckpoint {
             cfg.tie_word_embeddings = true;
         } else if cfg.tie_word_embeddings {
             ignorable.push(head);
+        }
+        // Static activation / KV-cache scales of a quantized checkpoint: present, unread.
+        if let Some(q) = &cfg.quant {
+            let unused = |n: &str| q.unused_leaves.iter().any(|l| n.ends_with(&format!(".{l}")));
+            ignorable.extend(files.names().filter(|n| unused(n)).cloned());
         }
         Ok(HfCheckpoint { cfg, entry, files, ignorable })
     }
@@ -255,7 +263,7 @@ pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     p.done_with("HF directory");
     let resolve = hf.resolver();
     let src = HfSource { files: &hf.files, resolve: &resolve };
-    let vb = var_builder(&src, opts, dtype)?;
+    let vb = var_builder(&src, opts, dtype)?.with_quant(hf.cfg.quant.clone());
     let model = build_weights(hf.entry, &hf.cfg, &vb)?;
     let entry = hf.entry;
     let p = timing::phase(format!("free staging{}", timing::rank_tag(opts.mapping)));

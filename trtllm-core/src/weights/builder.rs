@@ -102,6 +102,8 @@ pub struct VarBuilder<'a> {
     up: Option<Arc<Uploader>>,
     /// Threads a model may build its parts on (1: in order, as the planner needs).
     threads: usize,
+    /// The checkpoint's `quantization_config`: which linears are stored quantized, and how.
+    quant: Option<Arc<crate::config::QuantConfig>>,
 }
 
 /// Staging chunk size (`TRTLLM_LOAD_CHUNK_MB`, else 16 MiB).
@@ -111,7 +113,7 @@ fn chunk_bytes() -> usize {
 
 impl<'a> VarBuilder<'a> {
     pub fn new(src: &'a dyn WeightSource, mapping: Mapping, dtype: DType) -> Self {
-        VarBuilder { src, prefix: String::new(), mapping, dtype, up: None, threads: 1 }
+        VarBuilder { src, prefix: String::new(), mapping, dtype, up: None, threads: 1, quant: None }
     }
 
     /// Let the model build its parts on up to `n` threads (set before `on_gpu`, which sizes
@@ -119,6 +121,18 @@ impl<'a> VarBuilder<'a> {
     pub fn with_threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
         self
+    }
+
+    /// Read the linears `quant` quantizes as quantized (`weights/quant.rs`).
+    pub fn with_quant(mut self, quant: Option<crate::config::QuantConfig>) -> Self {
+        self.quant = quant.map(Arc::new);
+        self
+    }
+
+    /// How the linear module `module` (a path under this prefix) is stored, if quantized.
+    pub fn quant_of(&self, module: &str) -> Option<crate::config::WeightQuant> {
+        let q = self.quant.as_ref()?;
+        q.quantizes(&self.path(module)).then_some(q.weight)
     }
 
     /// Threads the model may build its parts on.
@@ -205,6 +219,7 @@ impl<'a> VarBuilder<'a> {
             shape: shape.to_vec(),
             split,
             dtype: self.dtype,
+            quant: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod builder;
 mod parallel;
+pub mod quant;
 mod raw;
 mod safetensors;
 mod spec;

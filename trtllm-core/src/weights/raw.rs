@@ -60,6 +60,7 @@ impl RawShard<'_> {
             DType::BF16 => Tensor::from_bf16(gather(p, n), &self.shape),
             DType::F16 => Tensor::from_f16(gather(p, n), &self.shape),
             DType::I32 => Tensor::from_i32(gather(p, n), &self.shape),
+            DType::F8E4M3 => Tensor::from_f8(gather(p, n), &self.shape),
         }
     }
 
@@ -95,7 +96,11 @@ pub(crate) fn hf_raw<'a>(
     spec: &WeightSpec,
     mapping: &Mapping,
 ) -> Result<Option<RawShard<'a>>> {
-    if spec.combine != Combine::Concat0 || spec.transform != Transform::default() || spec.shape.is_empty() {
+    if spec.combine != Combine::Concat0
+        || spec.transform != Transform::default()
+        || spec.shape.is_empty()
+        || spec.quant.is_some()
+    {
         return Ok(None);
     }
     let tail = &spec.shape[1..];

@@ -30,6 +30,7 @@ fn map_dtype(file: &Path, name: &str, d: safetensors::Dtype) -> Result<DType> {
         safetensors::Dtype::F16 => DType::F16,
         safetensors::Dtype::BF16 => DType::BF16,
         safetensors::Dtype::I32 => DType::I32,
+        safetensors::Dtype::F8_E4M3 => DType::F8E4M3,
         other => {
             return Err(Error::checkpoint(file, format!("tensor `{name}` has unsupported dtype {other:?}")))
         }
@@ -190,6 +191,7 @@ pub fn write_safetensors(
             DType::BF16 => (safetensors::Dtype::BF16, bytemuck::cast_slice(t.bf16s()?)),
             DType::F16 => (safetensors::Dtype::F16, bytemuck::cast_slice(t.f16s()?)),
             DType::I32 => (safetensors::Dtype::I32, bytemuck::cast_slice(t.i32s()?)),
+            DType::F8E4M3 => (safetensors::Dtype::F8_E4M3, t.f8s()?),
         };
         let view = safetensors::tensor::TensorView::new(dt, t.shape().to_vec(), bytes)
             .map_err(|e| Error::tensor(name, e.to_string()))?;

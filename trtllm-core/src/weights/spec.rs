@@ -58,6 +58,10 @@ pub struct WeightSpec {
     pub split: TpSplit,
     /// Storage dtype in the engine.
     pub dtype: DType,
+    /// The sources are a quantized linear's stored tensors (`weights/quant.rs`), dequantized
+    /// on load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quant: Option<crate::config::WeightQuant>,
 }
 
 fn split_even(n: usize, tp: usize, what: &str, name: &str) -> Result<usize> {
@@ -110,8 +114,17 @@ impl WeightSpec {
 
     /// HF sources -> the full engine tensor (before sharding), in `self.dtype`.
     pub fn to_engine(&self, sources: Vec<Tensor>) -> Result<Tensor> {
+        if let Some(q) = self.quant {
+            return self.quant_to_engine(q, sources);
+        }
         let mut parts = Vec::with_capacity(sources.len());
         for (t, src) in sources.into_iter().zip(&self.sources) {
+            if t.dtype() == DType::F8E4M3 {
+                return Err(Error::tensor(
+                    &src.name,
+                    "is stored as float8_e4m3fn, but this layer is not a quantized linear of the checkpoint's quantization_config (quantized embeddings, lm_head and MoE experts are not supported)",
+                ));
+            }
             if t.shape() != src.shape.as_slice() {
                 return Err(Error::tensor(
                     &src.name,
@@ -149,6 +162,12 @@ impl WeightSpec {
 
     /// The engine tensor -> its HF sources (the inverse of `to_engine`).
     pub fn to_hf(&self, t: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        if self.quant.is_some() {
+            return Err(Error::tensor(
+                &self.name,
+                "exporting a quantized layer to HF names is not supported",
+            ));
+        }
         let mut out = Vec::with_capacity(self.sources.len());
         let mut row = 0;
         for (i, src) in self.sources.iter().enumerate() {
@@ -267,6 +286,7 @@ mod tests {
             shape: vec![rows, 1],
             split: TpSplit::Heads(vec![(heads, d), (kv, d), (kv, d)]),
             dtype: DType::F32,
+            quant: None,
         }
     }
 

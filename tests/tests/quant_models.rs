@@ -1,0 +1,127 @@
+//! Quantized checkpoints on the CPU: the tiny Llamas of tests/fixtures/quant (made by
+//! scripts/make_quant_fixtures.py, one per checkpoint layout) load through their
+//! `quantization_config`, dequantize at load and must reproduce the logits HF transformers
+//! computes from the dequantized model (NMSE <= 1e-6) and its greedy tokens, and stay within the
+//! accuracy bounds of the unquantized bf16 model they were made from (KL <= 0.01 for FP8,
+//! <= 0.05 for INT4).
+
+use trtllm_core::dist::SingleRank;
+use trtllm_core::llm::Llm;
+use trtllm_core::load::LlmOptions;
+use trtllm_core::runner::SamplingParams;
+use trtllm_core::weights::SafetensorsFiles;
+use trtllm_core::DType;
+use trtllm_tests::{fixture, ids, nmse};
+
+pub fn engine(dir: &std::path::Path) -> Llm {
+    trtllm::init();
+    let mut opts = LlmOptions { kv_block_size: 3, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
+    opts.load.dtype = Some(DType::F32);
+    Llm::with_options(dir, opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+/// Mean over rows of KL(softmax(p) || softmax(q)), rows of `vocab` logits.
+pub fn kl(p: &[f32], q: &[f32], vocab: usize) -> f64 {
+    let logsm = |r: &[f32]| {
+        let m = r.iter().fold(f64::MIN, |a, &x| a.max(x as f64));
+        let z: f64 = r.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
+        r.iter().map(|&x| x as f64 - z).collect::<Vec<_>>()
+    };
+    let rows = p.len() / vocab;
+    let mut total = 0.0;
+    for (a, b) in p.chunks(vocab).zip(q.chunks(vocab)) {
+        let (lp, lq) = (logsm(a), logsm(b));
+        total += lp.iter().zip(&lq).map(|(x, y)| x.exp() * (x - y)).sum::<f64>();
+    }
+    total / rows as f64
+}
+
+fn check(name: &str, kl_bound: f64) {
+    let dir = fixture(&format!("quant/{name}"));
+    let refs = SafetensorsFiles::open_files(&[dir.join("reference.safetensors")]).expect("reference");
+    let read = |n: &str| refs.read(n).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let input = ids(&read("input_ids"));
+    let mut llm = engine(&dir);
+    let logits = llm.logits_all(&input, None, &SingleRank).expect("forward");
+    let got = logits.f32s().expect("f32");
+    let want = read("logits");
+    let e = nmse(got, want.f32s().expect("f32"));
+    let vocab = want.dim(1);
+    let k = kl(read("source.logits").f32s().expect("f32"), got, vocab);
+    eprintln!("{name}: logits NMSE vs dequantized HF {e:.3e}, KL(bf16 || quantized) {k:.5}");
+    assert!(e <= 1e-6, "{name}: logits NMSE {e:e} > 1e-6 against the dequantized model");
+    assert!(k <= kl_bound, "{name}: KL(bf16 || quantized) {k} > {kl_bound}");
+    assert!(k > 1e-6, "{name}: KL {k}: the quantized model is the bf16 one (nothing was quantized?)");
+
+    let want = ids(&read("greedy"));
+    let params = SamplingParams { max_new_tokens: want.len(), ignore_eos: true, ..Default::default() };
+    let got = llm.generate_ids(vec![input], &params, &mut |_, _| {}).expect("generate");
+    assert_eq!(got[0].token_ids, want, "{name}: greedy differs from the dequantized model");
+}
+
+#[test]
+fn fp8_tensor_compressed_tensors() {
+    check("fp8_tensor", 0.01);
+}
+
+#[test]
+fn fp8_channel_compressed_tensors() {
+    check("fp8_channel", 0.01);
+}
+
+#[test]
+fn fbgemm_fp8() {
+    check("fbgemm_fp8", 0.01);
+}
+
+#[test]
+fn fp8_block_128() {
+    check("fp8_block", 0.01);
+}
+
+#[test]
+fn awq_int4() {
+    check("awq", 0.05);
+}
+
+#[test]
+fn gptq_int4() {
+    check("gptq", 0.05);
+}
+
+/// `convert --quantize` of the bf16 source of the quantized fixtures: the written HF directory
+/// loads through its `quantization_config` and stays within the KL bounds of the unquantized model.
+fn convert_and_run(scheme: trtllm_core::checkpoint::QuantizeScheme, bound: f64) -> f64 {
+    let src = fixture("quant/bf16");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("q");
+    let s = trtllm_core::checkpoint::quantize_hf(&src, &out, scheme, false).expect("quantize");
+    assert_eq!(s.quantized_linears, 2 * 7, "{scheme:?}: every decoder linear");
+    let input: Vec<u32> = (3..23).collect();
+    let base = engine(&src).logits_all(&input, None, &SingleRank).expect("base");
+    let mut q = engine(&out);
+    let ql = q.logits_all(&input, None, &SingleRank).expect("quantized");
+    let k = kl(base.f32s().expect("f32"), ql.f32s().expect("f32"), base.dim(1));
+    let params = SamplingParams { max_new_tokens: 16, ignore_eos: true, ..Default::default() };
+    let g0 = engine(&src).generate_ids(vec![input.clone()], &params, &mut |_, _| {}).expect("gen");
+    let g1 = q.generate_ids(vec![input], &params, &mut |_, _| {}).expect("gen");
+    let same = g0[0].token_ids.iter().zip(&g1[0].token_ids).take_while(|(a, b)| a == b).count();
+    eprintln!("convert {scheme:?}: KL(unquantized || quantized) {k:.5}, greedy prefix {same}/16 equal");
+    assert!(k <= bound && k > 1e-7, "{scheme:?}: KL {k} (bound {bound})");
+    k
+}
+
+#[test]
+fn convert_quantize_fp8() {
+    convert_and_run(trtllm_core::checkpoint::QuantizeScheme::Fp8, 0.01);
+}
+
+#[test]
+fn convert_quantize_fp8_block() {
+    convert_and_run(trtllm_core::checkpoint::QuantizeScheme::Fp8Block, 0.01);
+}
+
+#[test]
+fn convert_quantize_int4_awq_rtn() {
+    convert_and_run(trtllm_core::checkpoint::QuantizeScheme::Int4AwqRtn { group: 128 }, 0.05);
+}
