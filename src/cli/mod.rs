@@ -6,6 +6,7 @@ mod build;
 mod convert;
 mod convert_gguf;
 mod models;
+mod perplexity;
 mod run;
 mod serve;
 mod summarize;
@@ -45,6 +46,8 @@ enum Cmd {
     Summarize(summarize::Args),
     /// Measure TTFT, TPOT, tokens/s and achieved bandwidth.
     Bench(bench::Args),
+    /// Teacher-forced perplexity over a document set (quantized vs source checkpoints).
+    Perplexity(perplexity::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -58,6 +61,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Verify(a) => verify::main(a),
         Cmd::Summarize(a) => summarize::main(a),
         Cmd::Bench(a) => bench::main(a),
+        Cmd::Perplexity(a) => perplexity::main(a),
     }
 }
 
