@@ -112,3 +112,45 @@ fn sharegpt(path: &Path, text: &str, tok: &Tokenizer, limit: usize) -> anyhow::R
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok() -> Tokenizer {
+        Tokenizer::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"))
+            .expect("tokenizer")
+    }
+
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("trtllm-ds-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn jsonl_takes_text_ids_and_output_lengths() {
+        let p = write("a.jsonl", "{\"prompt\": \"alpha beta\", \"output_len\": 5}\n\n{\"prompt_ids\": [5, 6, 7]}\n{\"prompt\": \"x\"}\n");
+        let r = load(&p, &tok(), 2, 9).expect("load");
+        assert_eq!(r.len(), 2, "--num-requests caps the set");
+        assert_eq!((r[0].output_len, r[1].output_len), (5, 9));
+        assert_eq!(r[1].prompt, vec![5, 6, 7]);
+        assert!(!r[0].prompt.is_empty());
+        let bad = write("b.jsonl", "{\"prompt\": 3}\n");
+        let e = load(&bad, &tok(), 8, 9).err().expect("refused").to_string();
+        assert!(e.contains("line 1") && e.contains("prompt"), "{e}");
+    }
+
+    #[test]
+    fn sharegpt_takes_the_first_exchange_and_filters_short_ones() {
+        let long = "the quick brown fox jumps over the lazy dog ".repeat(3);
+        let text = format!(
+            "[{{\"conversations\": [{{\"from\": \"human\", \"value\": \"{long}\"}}, {{\"from\": \"gpt\", \"value\": \"{long}\"}}]}},\
+              {{\"conversations\": [{{\"from\": \"human\", \"value\": \"hi\"}}, {{\"from\": \"gpt\", \"value\": \"{long}\"}}]}}]"
+        );
+        let p = write("s.json", &text);
+        let r = load(&p, &tok(), 10, 1).expect("load");
+        assert_eq!(r.len(), 1, "the 1-token prompt is filtered");
+        assert!(r[0].output_len >= 4 && r[0].prompt.len() >= 4);
+    }
+}

@@ -124,4 +124,5 @@ def test_queue_full_is_429(strict_server):
         if r.status_code == 429:
             check_error(r, 429, None)
             assert r.json()["error"]["code"] == "queue_full"
+            assert r.headers.get("Retry-After") == "1"
     strict_server.wait_idle()

@@ -92,3 +92,21 @@ def test_sigterm_drains_in_flight_streams():
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["usage"]["completion_tokens"] == 240, "the stream was cut short"
     assert any("draining" in line for line in s.lines), "".join(s.lines)
+
+
+def test_return_token_ids_times_every_token(server):
+    """vLLM's `return_token_ids`: every streamed chunk carries its token ids (a token whose text is
+    still empty gets its own chunk), their concatenation equals the non-streamed ids, and there is
+    one id per generated token."""
+    body = {"prompt": "alpha beta", "max_tokens": 24, "temperature": 0, "ignore_eos": True, "return_token_ids": True}
+    whole = requests.post(server.url + "/v1/completions", json=body, timeout=60).json()
+    ids = whole["choices"][0]["token_ids"]
+    assert len(ids) == 24 and whole["usage"]["completion_tokens"] == 24
+    r = requests.post(server.url + "/v1/completions", json={**body, "stream": True}, stream=True, timeout=60)
+    streamed = []
+    for line in r.iter_lines():
+        if line.startswith(b"data: ") and line != b"data: [DONE]":
+            for c in json.loads(line[6:]).get("choices", []):
+                assert "token_ids" in c
+                streamed.extend(c["token_ids"])
+    assert streamed == ids
