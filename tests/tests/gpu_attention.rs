@@ -44,7 +44,7 @@ fn grouped_decode_attention_matches_the_cpu_and_the_per_head_kernel() {
         tables.push(ids[at..at + n].to_vec());
         at += n;
     }
-    let toks = vec![1u32; 8];
+    let toks = [1u32; 8];
     let steps: Vec<SeqStep<'_>> = shape
         .iter()
         .zip(&tables)

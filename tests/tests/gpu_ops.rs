@@ -208,7 +208,7 @@ fn qkv_attention() {
             };
             // Step 1: seq 0 prefills 11, seq 1 prefills 9. Step 2: seq 0 decodes 1, seq 1 prefills 3 more.
             for (s0, s1) in [((0usize, 11usize), (0usize, 9usize)), ((11, 1), (9, 3))] {
-                let toks = vec![1u32; 16];
+                let toks = [1u32; 16];
                 let steps = [
                     SeqStep { tokens: &toks[..s0.1], start_pos: s0.0, block_table: &tables[0] },
                     SeqStep { tokens: &toks[..s1.1], start_pos: s1.0, block_table: &tables[1] },
