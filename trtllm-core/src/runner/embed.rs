@@ -25,7 +25,7 @@ impl Pooling {
 
 /// Pool `rows` (`n` rows of `dim` values, row-major) into one `[dim]` vector.
 pub fn pool(rows: &[f32], dim: usize, pooling: Pooling) -> Result<Vec<f32>> {
-    if dim == 0 || rows.is_empty() || rows.len() % dim != 0 {
+    if dim == 0 || rows.is_empty() || !rows.len().is_multiple_of(dim) {
         return Err(Error::Msg(format!("pooling: {} values are not rows of {dim}", rows.len())));
     }
     let n = rows.len() / dim;
