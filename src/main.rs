@@ -14,6 +14,10 @@ fn main() {
     }
     trtllm::init();
     let args = cli::Cli::parse();
+    if let Err(e) = cli::init_logging(args.log_level.as_deref()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
     if let Err(e) = cli::dispatch(args) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

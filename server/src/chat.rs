@@ -18,11 +18,15 @@ use crate::AppState;
 pub async fn handler(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     match handle(st, &body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            crate::gen::log_rejected("/v1/chat/completions", &e);
+            e.into_response()
+        }
     }
 }
 
 async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
+    crate::fields::check_gen(body, "/v1/chat/completions", crate::fields::CHAT)?;
     let req: ChatRequest = parse_body(body)?;
     let sampling: Sampling = parse_body(body)?;
     st.check_model(req.model.as_deref())?;
@@ -30,7 +34,9 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
     let Some(tmpl) = &st.chat_template else {
         return Err(ApiError::invalid("messages", "this model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); use /v1/completions"));
     };
-    let text = tmpl.render(&msgs, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let kwargs = req.chat_template_kwargs.unwrap_or_default();
+    let text =
+        tmpl.render_with(&msgs, true, &kwargs).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let ids = st.tokenizer.encode_raw(&text).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let logprobs = chat_logprobs(req.logprobs, req.top_logprobs)?;
     // Without a limit, generate up to the end of the context.
@@ -41,9 +47,9 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
     };
     let params = sampling.params(max_new, logprobs)?;
     let choices = params.n;
-    let run = Running::submit(&st, vec![ids], params)?;
     let (id, created, model) =
         (format!("chatcmpl-{}", st.next_id()), crate::unix_now(), st.model_name.clone());
+    let run = Running::submit(&st, &id, vec![ids], params)?;
     if sampling.stream() {
         let include_usage = sampling.include_usage();
         let want_lp = logprobs.is_some();

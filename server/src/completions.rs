@@ -18,11 +18,15 @@ use crate::AppState;
 pub async fn handler(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     match handle(st, &body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            crate::gen::log_rejected("/v1/completions", &e);
+            e.into_response()
+        }
     }
 }
 
 async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
+    crate::fields::check_gen(body, "/v1/completions", crate::fields::COMPLETION)?;
     let req: CompletionRequest = parse_body(body)?;
     let sampling: Sampling = parse_body(body)?;
     st.check_model(req.model.as_deref())?;
@@ -55,8 +59,8 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         return Err(ApiError::invalid("n", format!("prompts x n must be at most {}", crate::MAX_CHOICES)));
     }
     let choices = ids.len() * params.n;
-    let run = Running::submit(&st, ids, params)?;
     let (id, created, model) = (format!("cmpl-{}", st.next_id()), crate::unix_now(), st.model_name.clone());
+    let run = Running::submit(&st, &id, ids, params)?;
     if sampling.stream() {
         let include_usage = sampling.include_usage();
         let want_lp = logprobs.is_some();

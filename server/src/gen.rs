@@ -4,6 +4,7 @@
 //! client goes away — cancels whatever is still running, which frees its KV blocks.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use trtllm_core::runner::{SamplingParams, TokenLogprob};
@@ -32,22 +33,41 @@ pub struct Running {
     pub n: usize,
     remaining: usize,
     pub usage: Usage,
+    log: ReqLog,
+}
+
+/// What the request log line says when the request ends (`Drop`).
+struct ReqLog {
+    id: String,
+    start: Instant,
+    first: Option<Instant>,
+    accepted: bool,
+    error: bool,
 }
 
 impl Running {
-    pub fn submit(state: &AppState, prompts: Vec<Vec<u32>>, params: SamplingParams) -> ApiResult<Self> {
+    /// Submit every prompt of the API request `id` (the id its response and log line carry).
+    pub fn submit(
+        state: &AppState,
+        id: &str,
+        prompts: Vec<Vec<u32>>,
+        params: SamplingParams,
+    ) -> ApiResult<Self> {
         if state.is_draining() {
             return Err(ApiError::unavailable("the server is shutting down"));
         }
         let (tx, rx) = unbounded_channel();
         let n = params.n;
-        let mut run = Running { rx, handles: vec![], n, remaining: prompts.len(), usage: Usage::default() };
+        let log = ReqLog { id: id.into(), start: Instant::now(), first: None, accepted: false, error: false };
+        let mut run =
+            Running { rx, handles: vec![], n, remaining: prompts.len(), usage: Usage::default(), log };
         for (tag, p) in prompts.into_iter().enumerate() {
             let sink = Box::new(Sink { tx: tx.clone(), tag });
             // An error drops `run`, which cancels the prompts already submitted.
             let h = state.engine.submit(p, params.clone(), sink).map_err(|e| prompt_error(e.into(), tag))?;
             run.handles.push(h);
         }
+        run.log.accepted = true;
         Ok(run)
     }
 
@@ -58,7 +78,10 @@ impl Running {
                 return Some(Err(ApiError::internal("the engine stopped")));
             };
             match ev {
-                Event::Delta(d) => return Some(Ok((tag * self.n + d.index, d))),
+                Event::Delta(d) => {
+                    self.log.first.get_or_insert_with(Instant::now);
+                    return Some(Ok((tag * self.n + d.index, d)));
+                }
                 Event::Done(u) => {
                     self.remaining -= 1;
                     self.usage.prompt_tokens += u.prompt_tokens;
@@ -67,6 +90,7 @@ impl Running {
                 }
                 Event::Error(e) => {
                     self.remaining = 0;
+                    self.log.error = true;
                     return Some(Err(ApiError::internal(e)));
                 }
             }
@@ -94,6 +118,34 @@ impl Drop for Running {
                 h.cancel();
             }
         }
+        if !self.log.accepted {
+            return; // not submitted: the handler logs the rejection
+        }
+        let status = match (self.log.error, self.remaining) {
+            (true, _) => "error",
+            (false, 0) => "ok",
+            _ => "cancelled",
+        };
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        let engine_ids: Vec<u64> = self.handles.iter().map(|h| h.id).collect();
+        let (l, u) = (&self.log, &self.usage);
+        let ttft = l.first.map(|f| ms(f - l.start));
+        let total = ms(l.start.elapsed());
+        if l.error {
+            tracing::error!(target: "trtllm::request", id = %l.id, ?engine_ids, status, prompt_tokens = u.prompt_tokens,
+                completion_tokens = u.completion_tokens, ttft_ms = ?ttft, total_ms = total, "request finished");
+        } else {
+            tracing::info!(target: "trtllm::request", id = %l.id, ?engine_ids, status, prompt_tokens = u.prompt_tokens,
+                completion_tokens = u.completion_tokens, ttft_ms = ?ttft, total_ms = total, "request finished");
+        }
+    }
+}
+
+/// The log line of a request refused before it reached the engine (a 4xx, 429, 503).
+pub fn log_rejected(endpoint: &str, e: &ApiError) {
+    if e.status.as_u16() != 500 {
+        tracing::info!(target: "trtllm::request", endpoint, status = e.status.as_u16(), param = ?e.param,
+            message = %e.message, "request rejected");
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (SSE streaming with
 //! `stream: true`, a usage chunk with `stream_options.include_usage`), `GET /v1/models`,
-//! `GET /health`, `GET /metrics` (Prometheus text). Errors are OpenAI-style JSON (`error.rs`).
+//! `POST /v1/embeddings` (`embeddings.rs`), `POST /tokenize`, `POST /detokenize` (vLLM shapes,
+//! `tokenize.rs`), `GET /health`, `GET /metrics` (Prometheus text). Errors are OpenAI-style JSON (`error.rs`).
 //! The engine runs on its own thread; each request's tokens come back over a tokio channel, and
 //! a request whose client has gone (handler or stream dropped) is cancelled, freeing its KV
 //! blocks. SIGINT / SIGTERM stop accepting requests and drain the ones in flight.
@@ -16,12 +17,15 @@
 
 mod chat;
 mod completions;
+mod embeddings;
 pub mod error;
+mod fields;
 mod gen;
 mod protocol;
 mod setup;
 pub mod sizing;
 mod sse;
+mod tokenize;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -141,6 +145,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions::handler))
         .route("/v1/chat/completions", post(chat::handler))
         .route("/v1/models", get(models))
+        .route("/v1/embeddings", post(embeddings::handler))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(v1)
@@ -149,6 +156,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// `--chat-template FILE` in place of the tokenizer's template; `bos_token` / `eos_token` from
+/// the model's template, else from the tokenizer's BOS / first EOS id.
+fn override_template(path: &std::path::Path, served: &Served) -> trtllm_core::Result<ChatTemplate> {
+    let mut t = ChatTemplate::from_file(path, served.chat_template.as_ref())?;
+    let tok = &served.tokenizer;
+    let text = |id: Option<&u32>| id.and_then(|&i| tok.decode(&[i], false).ok()).unwrap_or_default();
+    if served.chat_template.is_none() {
+        t.bos_token = text(tok.bos_token_id.as_ref());
+        t.eos_token = text(tok.eos_token_ids.first());
+    }
+    Ok(t)
 }
 
 /// Errors that stop the server.
@@ -162,7 +182,14 @@ pub enum ServeError {
 
 /// Load the model, start the engine, serve until SIGINT / SIGTERM, then drain and stop.
 pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
-    let served = build_engine(&cfg)?;
+    if let Some(path) = &cfg.chat_template {
+        // Read it before the (long) load, so a wrong path fails at once.
+        ChatTemplate::from_file(path, None)?;
+    }
+    let mut served = build_engine(&cfg)?;
+    if let Some(path) = &cfg.chat_template {
+        served.chat_template = Some(override_template(path, &served)?);
+    }
     let io = |what: &str| {
         let what = what.to_string();
         move |source| ServeError::Io { what, source }

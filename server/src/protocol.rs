@@ -1,8 +1,9 @@
 //! Request bodies of `/v1/completions` and `/v1/chat/completions` and their validation into
 //! engine [`SamplingParams`]. Fields follow the OpenAI API; `top_k`, `min_p`,
 //! `repetition_penalty`, `ignore_eos` and `stop_token_ids` are the usual vLLM extensions.
-//! Unknown fields are ignored (clients send many); known fields are checked, and every error
-//! names its field.
+//! Which fields an endpoint takes is `fields.rs`: a field OpenAI or vLLM define that we do not
+//! implement is a 400 naming it, a field no API defines is ignored with a warning; known fields
+//! are checked here, and every error names its field.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -59,6 +60,8 @@ pub struct ChatRequest {
     pub max_completion_tokens: Option<i64>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
+    /// Extra chat-template variables (vLLM; e.g. Qwen3's `enable_thinking`).
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
 }
 
 /// A completion prompt: text, or token ids.

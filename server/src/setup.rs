@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub dtype: Option<DType>,
     pub http_workers: usize,
     pub drain_timeout: Duration,
+    /// `--chat-template FILE`: replaces the tokenizer's chat template (applied in `serve`).
+    pub chat_template: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -66,6 +68,7 @@ impl ServeConfig {
             dtype: None,
             http_workers: 2,
             drain_timeout: Duration::from_secs(60),
+            chat_template: None,
         }
     }
 }

@@ -186,7 +186,7 @@ fn cpu_bandwidth() -> (f64, f64) {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let dir = a.m.dir()?;
+    let dir = &a.m.dir()?;
     if a.throughput.mode != "latency" && a.throughput.mode != "throughput" {
         anyhow::bail!("--mode {}: expected latency or throughput", a.throughput.mode);
     }

@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod convert;
 mod convert_gguf;
+mod hub;
 mod models;
 mod perplexity;
 mod run;
@@ -24,6 +25,31 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log filter for stderr: a level (error, warn, info, debug, trace) or `RUST_LOG` syntax
+    /// (`info,trtllm::request=warn`). Default: $RUST_LOG, else info.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// Install the `tracing` subscriber: events to stderr, filtered by `--log-level`, else
+/// `RUST_LOG`, else `info`. One line per event; requests log under the `trtllm::request` target.
+pub fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("--log-level `{l}`: {e}"))?,
+        None => match std::env::var("RUST_LOG") {
+            Ok(v) if !v.is_empty() => {
+                EnvFilter::try_new(&v).map_err(|e| anyhow::anyhow!("RUST_LOG `{v}`: {e}"))?
+            }
+            _ => EnvFilter::new("info"),
+        },
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -115,16 +141,21 @@ pub fn parse_dtype(s: &str) -> anyhow::Result<Option<trtllm::DType>> {
     Ok(Some(trtllm::DType::parse(s)?))
 }
 
-/// Where the model comes from: `--model` (an HF, checkpoint or engine directory) or
-/// `--engine-dir`, and where its tokenizer is when that directory has none.
+/// Where the model comes from: the positional `MODEL` or `--model` (an HF, checkpoint or engine
+/// directory, or an HF id `Org/Name` in the local HF cache) or `--engine-dir`, and where its
+/// tokenizer is when that directory has none.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// HF model directory (or a checkpoint / engine directory).
+    /// The model: a directory, or an HF id (`Org/Name`) in the local HF cache (same as --model).
+    #[arg(value_name = "MODEL", conflicts_with_all = ["model", "engine_dir"])]
+    pub model_path: Option<std::path::PathBuf>,
+    /// HF model directory (or a checkpoint / engine directory), or an HF id (`Org/Name`) found
+    /// in the local HF cache ($HF_HOME/hub); never downloaded.
     #[arg(
         long,
         alias = "model_dir",
         alias = "model-dir",
-        required_unless_present = "engine_dir",
+        required_unless_present_any = ["engine_dir", "model_path"],
         conflicts_with = "engine_dir"
     )]
     pub model: Option<std::path::PathBuf>,
@@ -140,11 +171,19 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The directory to load.
-    pub fn dir(&self) -> anyhow::Result<&std::path::Path> {
-        match self.engine_dir.as_ref().or(self.model.as_ref()) {
-            Some(d) => Ok(d),
-            None => anyhow::bail!("--model or --engine-dir is required"),
+    /// The directory to load (an HF id resolved in the local HF cache).
+    pub fn dir(&self) -> anyhow::Result<std::path::PathBuf> {
+        Ok(self.resolve()?.0)
+    }
+
+    /// The directory to load, and the HF id it was resolved from (if it was one).
+    pub fn resolve(&self) -> anyhow::Result<(std::path::PathBuf, Option<String>)> {
+        if let Some(d) = &self.engine_dir {
+            return Ok((d.clone(), None));
+        }
+        match self.model_path.as_ref().or(self.model.as_ref()) {
+            Some(m) => hub::resolve_model(m),
+            None => anyhow::bail!("a model (MODEL, --model) or --engine-dir is required"),
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--max-tokens must be at least 2");
     }
     let device = super::resolve_device(&a.device)?;
-    let dir = a.m.dir()?;
+    let dir = &a.m.dir()?;
     let mut docs = load_dataset(&a.dataset)?;
     docs.truncate(a.max_docs.unwrap_or(usize::MAX));
     let tok_dir = a.m.tokenizer_dir.as_deref().unwrap_or(dir);

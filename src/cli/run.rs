@@ -54,7 +54,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if a.input_text.is_empty() {
         anyhow::bail!("--input-text is required");
     }
-    let dir = a.m.dir()?;
+    let dir = &a.m.dir()?;
     let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;

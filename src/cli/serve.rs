@@ -1,6 +1,7 @@
-//! `trtllm serve --model DIR | --engine-dir DIR`: the OpenAI-compatible server
-//! (`trtllm-server`): `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`,
-//! `/metrics`. `--port 0` picks a free port; the address is printed on stdout.
+//! `trtllm serve MODEL | --model MODEL | --engine-dir DIR`: the OpenAI-compatible server
+//! (`trtllm-server`): `/v1/completions`, `/v1/chat/completions`, `/v1/embeddings`,
+//! `/v1/models`, `/tokenize`, `/detokenize`, `/health`, `/metrics`. MODEL is a directory or an
+//! HF id in the local HF cache. `--port 0` picks a free port; the address is printed on stdout.
 
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ pub struct Args {
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
+    /// A Jinja chat template file that replaces the tokenizer's (e.g. for a base model).
+    #[arg(long, alias = "chat_template", value_name = "FILE")]
+    chat_template: Option<std::path::PathBuf>,
     /// Seconds to wait for requests in flight after SIGINT / SIGTERM.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
@@ -58,11 +62,12 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let device = super::resolve_device(&a.device)?;
-    let dir = a.m.dir()?.to_path_buf();
+    let (dir, hf_id) = a.m.resolve()?;
     let mut cfg = ServeConfig::new(dir);
     cfg.tokenizer_dir = a.m.tokenizer_dir;
     cfg.cuda_graphs = !a.m.no_cuda_graphs;
-    cfg.served_model_name = a.served_model_name;
+    // A model given by HF id is served under that id (vLLM's default), not the snapshot hash.
+    cfg.served_model_name = a.served_model_name.or(hf_id);
     cfg.host = a.host;
     cfg.port = a.port;
     cfg.api_key = a.api_key.or_else(|| std::env::var("TRTLLM_API_KEY").ok()).filter(|k| !k.is_empty());
@@ -78,6 +83,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     cfg.tp_size = a.tp_size;
     cfg.dtype = super::parse_dtype(&a.dtype)?;
     cfg.drain_timeout = Duration::from_secs(a.drain_timeout);
+    cfg.chat_template = a.chat_template;
     trtllm_server::serve(cfg)?;
     Ok(())
 }

@@ -48,7 +48,7 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let device = super::resolve_device(&a.device)?;
-    let dir = a.m.dir()?;
+    let dir = &a.m.dir()?;
     let mut docs = load_dataset(&a.dataset)?;
     docs.truncate(a.max_docs.unwrap_or(usize::MAX));
     if docs.is_empty() {

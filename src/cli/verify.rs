@@ -34,7 +34,7 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let device = super::resolve_device(&a.device)?;
-    let dir = a.m.dir()?;
+    let dir = &a.m.dir()?;
     let refs = Reference::open(&a.reference)?;
     let ref_dtype = refs.meta("dtype").unwrap_or("float32");
     let mut opts = LlmOptions::for_dir(dir)?;

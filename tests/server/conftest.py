@@ -28,9 +28,10 @@ def _kill_leftovers():
 
 
 class Server:
-    def __init__(self, *extra):
-        self.cmd = [str(BIN), "serve", "--model", str(FIXTURE), "--device", "cpu", "--host", "127.0.0.1", "--port", "0", *extra]
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def __init__(self, *extra, model=FIXTURE, positional=None, env=None):
+        where = ["--model", str(model)] if model is not None else [str(positional)]
+        self.cmd = [str(BIN), "serve", *where, "--device", "cpu", "--host", "127.0.0.1", "--port", "0", *extra]
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         _STARTED.append(self.proc)
         self.lines = []
         ready = threading.Event()

@@ -2,10 +2,12 @@
 //! scheduler (a layer above) decides what runs; [`ModelRunner::execute`] runs it: one forward over the
 //! scheduled sequences, then a token for each row that samples.
 
+mod embed;
 mod graphs;
 mod logits;
 mod sampler;
 
+pub use embed::{l2_normalize, pool, Pooling};
 pub use graphs::DecodeGraphs;
 pub use logits::{apply_penalties, token_logprob, TokenLogprob};
 pub use sampler::{Sampler, SamplingParams, MAX_LOGPROBS, MAX_N};

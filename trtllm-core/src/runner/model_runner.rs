@@ -7,7 +7,7 @@
 use super::graphs::{forward_step, DecodeGraphs};
 use super::logits::TokenLogprob;
 use super::sampling::{sample_host_row, DeviceSampler};
-use super::{Sampler, SamplingParams};
+use super::{Pooling, Sampler, SamplingParams};
 use crate::batch::{ForwardBatch, KvCache, SeqStep};
 use crate::dist::Communicator;
 use crate::model::CausalLM;
@@ -61,6 +61,11 @@ pub trait Executor: Send + 'static {
     fn vocab_size(&self) -> usize;
     /// The sequence `id` ended (finished, aborted): drop any state kept for it.
     fn release(&mut self, _id: u64) {}
+    /// Embeddings: one prefill of `tokens` into `blocks` (nothing sampled, no sequence kept),
+    /// its final hidden state (after the final norm) pooled into `[hidden]` f32, unnormalized.
+    fn embed(&mut self, _tokens: &[u32], _blocks: &[u32], _pooling: Pooling) -> Result<Vec<f32>> {
+        Err(crate::Error::Request("this engine does not compute embeddings".into()))
+    }
 }
 
 pub struct ModelRunner {
@@ -179,6 +184,19 @@ impl Executor for ModelRunner {
 
     fn vocab_size(&self) -> usize {
         self.model.config().vocab_size
+    }
+
+    fn embed(&mut self, tokens: &[u32], blocks: &[u32], pooling: Pooling) -> Result<Vec<f32>> {
+        // The hidden-state hook of the forward; `Last` takes only the last row through the
+        // final norm and the head, `Mean` every row (`logits_all`).
+        let step = [SeqStep { tokens, start_pos: 0, block_table: blocks }];
+        let batch = ForwardBatch::new(&step, self.kv.block_size, pooling == Pooling::Mean)?;
+        let mut hidden = vec![];
+        self.model.forward(&batch, &mut self.kv, &crate::dist::SingleRank, Some(&mut hidden))?;
+        let last = hidden.pop().ok_or_else(|| crate::Error::Msg("the model gave no hidden state".into()))?;
+        let host = last.to_cpu()?.to_dtype(DType::F32)?;
+        let dim = host.dim(host.shape().len() - 1);
+        super::embed::pool(host.f32s()?, dim, pooling)
     }
 
     fn release(&mut self, id: u64) {

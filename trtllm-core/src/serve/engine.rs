@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use super::scheduler::{Scheduler, StepOutput};
 use super::sequence::{FinishReason, SeqRequest};
-use crate::runner::SamplingParams;
 use crate::runner::TokenLogprob;
+use crate::runner::{Pooling, SamplingParams};
 use crate::serve::EngineMetrics;
 use crate::text::Tokenizer;
 use crate::text::{IncrementalDetokenizer, StopMatcher};
@@ -87,6 +87,7 @@ pub struct Limits {
 
 pub(crate) enum Msg {
     Add(Box<Pending>),
+    Embed(Box<EmbedJob>),
     Abort(u64),
     Shutdown,
 }
@@ -98,6 +99,16 @@ pub(crate) struct Pending {
     pub sink: Box<dyn EventSink>,
     pub cancel: Arc<AtomicBool>,
     pub arrival: Instant,
+}
+
+/// Where an embedding request's vectors (one per input, pooled, unnormalized) go.
+pub type EmbedReply = Box<dyn FnOnce(Result<Vec<Vec<f32>>, String>) + Send>;
+
+/// An embedding request: run between steps on the engine thread (`EngineLoop::embed`).
+pub(crate) struct EmbedJob {
+    pub inputs: Vec<Vec<u32>>,
+    pub pooling: Pooling,
+    pub reply: EmbedReply,
 }
 
 pub(crate) struct Shared {
@@ -179,6 +190,39 @@ impl EngineHandle {
             return reject(SubmitError::ShuttingDown);
         }
         Ok(RequestHandle { id, cancel, tx: self.tx.clone() })
+    }
+
+    /// Embed each of `inputs` (token ids) with `pooling`; the vectors go to `reply`, called on
+    /// the engine thread between two steps.
+    pub fn embed(
+        &self,
+        inputs: Vec<Vec<u32>>,
+        pooling: Pooling,
+        reply: EmbedReply,
+    ) -> Result<(), SubmitError> {
+        if self.is_closing() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let l = self.shared.limits;
+        for ids in &inputs {
+            if ids.is_empty() {
+                return Err(SubmitError::Invalid { field: "input", msg: "an input is empty".into() });
+            }
+            if let Some(t) = ids.iter().find(|&&t| t as usize >= l.vocab_size) {
+                let msg = format!("token id {t} is outside the vocabulary (size {})", l.vocab_size);
+                return Err(SubmitError::Invalid { field: "input", msg });
+            }
+            if ids.len() > l.max_total_tokens {
+                let msg = format!(
+                    "an input has {} tokens; this model's context is {} tokens",
+                    ids.len(),
+                    l.max_total_tokens
+                );
+                return Err(SubmitError::Invalid { field: "input", msg });
+            }
+        }
+        let job = EmbedJob { inputs, pooling, reply };
+        self.tx.send(Msg::Embed(Box::new(job))).map_err(|_| SubmitError::ShuttingDown)
     }
 
     fn check(&self, prompt: &[u32], p: &SamplingParams) -> Result<(), SubmitError> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::engine::{
-    count_step, new_seq, recv, Delta, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE,
+    count_step, new_seq, recv, Delta, EmbedJob, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE,
 };
 use super::scheduler::{Scheduler, StepOutput, TokenOut};
 use crate::runner::Executor;
@@ -66,6 +66,7 @@ impl<E: Executor> EngineLoop<E> {
     fn on_msg(&mut self, m: Msg) {
         match m {
             Msg::Add(p) => self.add(*p),
+            Msg::Embed(job) => self.embed(*job),
             Msg::Abort(id) => self.end_request(id, false),
             Msg::Shutdown => self.draining = true,
         }
@@ -101,6 +102,35 @@ impl<E: Executor> EngineLoop<E> {
             arrival: p.arrival,
         };
         self.reqs.insert(p.id, st);
+    }
+
+    /// Embed every input of `job` now (between steps), each a prefill into blocks taken from the
+    /// free pool and given back at once.
+    fn embed(&mut self, job: EmbedJob) {
+        let mut out = Vec::with_capacity(job.inputs.len());
+        for ids in &job.inputs {
+            let mut blocks = vec![];
+            let r = match self.sched.blocks_mut().try_grow(&mut blocks, ids.len()) {
+                Ok(true) => {
+                    self.sched.runner_mut().embed(ids, &blocks, job.pooling).map_err(|e| e.to_string())
+                }
+                Ok(false) => Err(format!(
+                    "not enough free KV blocks for an input of {} tokens; retry later",
+                    ids.len()
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            self.sched.blocks_mut().release_all(&mut blocks);
+            match r {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    tracing::error!("embedding request failed: {e}");
+                    (job.reply)(Err(e));
+                    return;
+                }
+            }
+        }
+        (job.reply)(Ok(out));
     }
 
     /// End a request: abort its live sequences (their blocks are freed), send `Done` if it

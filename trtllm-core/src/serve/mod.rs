@@ -9,7 +9,9 @@ mod prefix_cache;
 mod scheduler;
 mod sequence;
 
-pub use engine::{Delta, Engine, EngineHandle, Event, EventSink, Limits, RequestHandle, SubmitError, Usage};
+pub use engine::{
+    Delta, EmbedReply, Engine, EngineHandle, Event, EventSink, Limits, RequestHandle, SubmitError, Usage,
+};
 pub use metrics::{EngineMetrics, Histogram};
 pub use prefix_cache::{block_hashes, BlockManager};
 pub use scheduler::{Scheduler, SchedulerConfig, StepOutput, TokenOut};

@@ -60,8 +60,29 @@ impl ChatTemplate {
         Ok(Some(ChatTemplate { source, bos_token: get("bos_token"), eos_token: get("eos_token"), origin }))
     }
 
+    /// A template read from `path` (`--chat-template FILE`), with the special-token strings of
+    /// the model's own template (or none).
+    pub fn from_file(path: &Path, base: Option<&ChatTemplate>) -> Result<Self> {
+        let source =
+            std::fs::read_to_string(path).map_err(|err| Error::Io { path: path.to_path_buf(), err })?;
+        let (bos_token, eos_token) =
+            base.map(|b| (b.bos_token.clone(), b.eos_token.clone())).unwrap_or_default();
+        Ok(ChatTemplate { source, bos_token, eos_token, origin: path.to_path_buf() })
+    }
+
     /// Render `messages`, ending with the assistant prompt when `add_generation_prompt`.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with(messages, add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// [`Self::render`] with extra template variables (`chat_template_kwargs`, e.g. Qwen3's
+    /// `enable_thinking`); they never replace `messages`, `add_generation_prompt` or the tokens.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
         let err =
             |e: minijinja::Error| Error::Msg(format!("{}: chat template: {e:#}", self.origin.display()));
         let mut env = minijinja::Environment::new();
@@ -77,6 +98,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
+            ..minijinja::Value::from_serialize(kwargs)
         })
         .map_err(err)
     }
@@ -112,6 +134,12 @@ mod tests {
         // trim_blocks / lstrip_blocks, Python methods, bos_token.
         let t = tmpl("{{ bos_token }}\n{% for m in messages %}\n  {% if m %}{{ m.content.strip() }}{% endif %}|\n{% endfor %}");
         assert_eq!(t.render(&[ChatMessage::user("  a ")], false).expect("render"), "<s>\na|\n");
+        let t = tmpl("{% if enable_thinking is false %}no-think{% endif %}{{ messages | length }}");
+        let mut kw = serde_json::Map::new();
+        kw.insert("enable_thinking".into(), false.into());
+        kw.insert("messages".into(), serde_json::json!([1, 2, 3]));
+        assert_eq!(t.render_with(&[ChatMessage::user("a")], false, &kw).expect("render"), "no-think1");
+        assert_eq!(t.render(&[ChatMessage::user("a")], false).expect("render"), "1");
         let t = tmpl("{{ raise_exception('no system role') }}");
         assert!(t.render(&[], false).is_err_and(|e| e.to_string().contains("no system role")));
     }
