@@ -232,3 +232,26 @@ fn kv_elem(device: Device, dtype: DType) -> usize {
         4
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_or_absurd_sizes_are_errors_naming_the_flag() {
+        let cases: [(fn(&mut ServeConfig), &str, &str); 5] = [
+            (|c| c.kv_block_size = Some(0), "--kv-block-size", "must be positive"),
+            (|c| c.max_batch_size = Some(1_000_000_000), "--max-num-seqs", "limit of 65536"),
+            (|c| c.max_num_tokens = Some(0), "--max-num-tokens", "must be positive"),
+            (|c| c.max_seq_len = Some(1_000_000_000_000), "--max-model-len", "limit of 16777216"),
+            (|c| c.kv_blocks = Some(0), "--kv-blocks", "must be positive"),
+        ];
+        for (set, flag, msg) in cases {
+            let mut c = ServeConfig::new("unused");
+            set(&mut c);
+            let e = check_flags(&c).expect_err(flag).to_string();
+            assert!(e.contains(flag) && e.contains(msg), "{e}");
+        }
+        check_flags(&ServeConfig::new("unused")).expect("defaults are in range");
+    }
+}
