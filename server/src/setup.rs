@@ -99,6 +99,8 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     if let Some(bs) = cfg.kv_block_size {
         opts.kv_block_size = bs;
     }
+    check_flags(cfg)?;
+    opts.check()?;
     let tok_dir = cfg.tokenizer_dir.clone().unwrap_or_else(|| dir.clone());
     if !tok_dir.join("tokenizer.json").exists() {
         return Err(Error::Msg(format!(
@@ -151,7 +153,9 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
             )?;
             b.blocks
         }
-        (None, _) => max_batch_size * max_seq_len.div_ceil(bs),
+        (None, _) => max_batch_size.checked_mul(max_seq_len.div_ceil(bs)).ok_or_else(|| {
+            Error::Msg(format!("--max-num-seqs {max_batch_size} x --max-model-len {max_seq_len}: the KV block count overflows"))
+        })?,
     };
     let sched_cfg =
         SchedulerConfig { max_batch_size, max_num_tokens, max_seq_len, prefix_caching: cfg.prefix_caching };
@@ -202,11 +206,55 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     Ok(Served { engine, tokenizer, chat_template, model_name, scheduler: sched_cfg, kv_blocks })
 }
 
+/// The sizing flags in range (`trtllm_core::config::limits`) before the model loads: a 0 or
+/// an absurd value is an error naming the flag and its limit, not a division by zero or an
+/// allocation abort.
+fn check_flags(cfg: &ServeConfig) -> Result<()> {
+    use trtllm_core::config::{check_range, MAX_BATCH_SIZE, MAX_CONTEXT, MAX_KV_BLOCK_SIZE, MAX_NUM_TOKENS};
+    let flag = std::path::Path::new("(serve options)");
+    let checks = [
+        ("--kv-block-size", cfg.kv_block_size, MAX_KV_BLOCK_SIZE),
+        ("--max-num-seqs", cfg.max_batch_size, MAX_BATCH_SIZE),
+        ("--max-num-tokens", cfg.max_num_tokens, MAX_NUM_TOKENS),
+        ("--max-model-len", cfg.max_seq_len, MAX_CONTEXT),
+        ("--kv-blocks", cfg.kv_blocks, usize::MAX),
+    ];
+    for (name, v, max) in checks {
+        if let Some(v) = v {
+            check_range(flag, name, v, max)?;
+        }
+    }
+    Ok(())
+}
+
 /// Bytes of one KV element: the model dtype on the GPU, f32 on the host.
 fn kv_elem(device: Device, dtype: DType) -> usize {
     if matches!(device, Device::Cuda(_)) {
         dtype.size_in_bytes()
     } else {
         4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_or_absurd_sizes_are_errors_naming_the_flag() {
+        let cases: [(fn(&mut ServeConfig), &str, &str); 5] = [
+            (|c| c.kv_block_size = Some(0), "--kv-block-size", "must be positive"),
+            (|c| c.max_batch_size = Some(1_000_000_000), "--max-num-seqs", "limit of 65536"),
+            (|c| c.max_num_tokens = Some(0), "--max-num-tokens", "must be positive"),
+            (|c| c.max_seq_len = Some(1_000_000_000_000), "--max-model-len", "limit of 16777216"),
+            (|c| c.kv_blocks = Some(0), "--kv-blocks", "must be positive"),
+        ];
+        for (set, flag, msg) in cases {
+            let mut c = ServeConfig::new("unused");
+            set(&mut c);
+            let e = check_flags(&c).expect_err(flag).to_string();
+            assert!(e.contains(flag) && e.contains(msg), "{e}");
+        }
+        check_flags(&ServeConfig::new("unused")).expect("defaults are in range");
     }
 }

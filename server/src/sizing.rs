@@ -18,7 +18,9 @@ pub struct KvBudget {
 
 /// Bytes of one KV block: K and V of every layer.
 pub fn bytes_per_block(layout: &KvLayout, block_size: usize, elem: usize) -> usize {
-    2 * layout.num_layers * block_size * layout.kv_heads * layout.head_dim * elem
+    [2, layout.num_layers, block_size, layout.kv_heads, layout.head_dim, elem]
+        .iter()
+        .fold(1usize, |a, &d| a.saturating_mul(d))
 }
 
 /// Memory outside the weights and the KV cache that a step needs at most: activations of
@@ -33,10 +35,12 @@ pub fn reserve_bytes(
     max_num_tokens: usize,
     max_seqs: usize,
 ) -> usize {
-    let act = max_num_tokens * (24 * hidden + 3 * inter) * 4;
-    let logits = 2 * max_seqs * vocab * 4;
-    let sampler = max_seqs * vocab * (4 + 4 + 1);
-    act + logits + sampler + (1 << 30)
+    // Saturating: a size past the address space is refused by the budget, not wrapped.
+    let m = |xs: &[usize]| xs.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+    let act = m(&[max_num_tokens, (24 * hidden).saturating_add(3 * inter), 4]);
+    let logits = m(&[2, max_seqs, vocab, 4]);
+    let sampler = m(&[max_seqs, vocab, 4 + 4 + 1]);
+    act.saturating_add(logits).saturating_add(sampler).saturating_add(1 << 30)
 }
 
 /// KV blocks for `utilization` of a card with `free` of `total` bytes free now.

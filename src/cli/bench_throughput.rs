@@ -123,6 +123,10 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     opts.cuda_graphs = c.cuda_graphs;
     opts.tp_size = c.tp_size;
     opts.apply_dist_env()?;
+    opts.check()?;
+    let flag = Path::new("(bench options)");
+    trtllm::config::check_range(flag, "--max-num-seqs", a.max_num_seqs, trtllm::config::MAX_BATCH_SIZE)?;
+    trtllm::config::check_range(flag, "--max-num-tokens", a.max_num_tokens, trtllm::config::MAX_NUM_TOKENS)?;
     let t0 = Instant::now();
     let model = load_model(c.dir, &opts)?;
     let load = t0.elapsed();
@@ -144,7 +148,17 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let (in_tokens, out_budget): (usize, usize) =
         (reqs.iter().map(|r| r.prompt.len()).sum(), reqs.iter().map(|r| r.output_len).sum());
     let seq_len = reqs.iter().map(|r| r.prompt.len() + r.output_len).max().unwrap_or(1);
-    let blocks = a.kv_blocks.unwrap_or(a.max_num_seqs * seq_len.div_ceil(bs) + 1);
+    let blocks = match a.kv_blocks {
+        Some(n) => n,
+        None => a.max_num_seqs.checked_mul(seq_len.div_ceil(bs)).and_then(|n| n.checked_add(1)).ok_or_else(
+            || {
+                anyhow::anyhow!(
+                    "--max-num-seqs {} x {seq_len} tokens: the KV block count overflows",
+                    a.max_num_seqs
+                )
+            },
+        )?,
+    };
     let dtype = opts.load.weight_dtype(model.config());
     let kv = ModelRunner::make_kv(model.as_ref(), opts.load.device, dtype, bs, blocks)?;
     let cfg = SchedulerConfig {

@@ -70,7 +70,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         }
     }
     if report.is_ok() {
-        println!("validation: ok (every tensor present with the expected shape, none unused)");
+        match &report.tied_by_absence {
+            Some(head) => println!(
+                "validation: ok, head tied by absence: config.json says tie_word_embeddings: false, but `{head}` is not stored, so the head is the embedding; every other tensor present with the expected shape, none unused"
+            ),
+            None => println!("validation: ok (every tensor present with the expected shape, none unused)"),
+        }
         Ok(())
     } else {
         eprint!("validation failed:\n{}", report.render());

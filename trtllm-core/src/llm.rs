@@ -52,6 +52,8 @@ impl Llm {
     /// Load an HF directory, a `trtllm convert` checkpoint or a `trtllm build` engine.
     pub fn with_options(dir: impl AsRef<Path>, opts: LlmOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        // The sizes before anything is loaded or sized from them.
+        opts.check()?;
         let total = timing::phase("total (Llm::with_options)");
         let tok_dir = opts.tokenizer_dir.as_deref().unwrap_or(dir);
         // The tokenizer (a Llama-3 tokenizer.json takes a few hundred ms to parse) loads on a
@@ -80,8 +82,7 @@ impl Llm {
         opts: LlmOptions,
     ) -> Result<Self> {
         let layout = model.kv_layout();
-        let blocks =
-            opts.kv_num_blocks.unwrap_or(opts.max_batch_size * opts.max_seq_len.div_ceil(opts.kv_block_size));
+        let blocks = opts.kv_blocks()?;
         let p = timing::phase("kv cache");
         let dtype = opts.load.weight_dtype(model.config());
         let kv = ModelRunner::make_kv(&*model, opts.load.device, dtype, opts.kv_block_size, blocks)?;

@@ -80,6 +80,7 @@ pub fn build_engine(ckpt_dir: &Path, out: &Path, opts: &BuildOptions) -> Result<
         kernels: vec![],
     };
 
+    cfg.check(flag)?;
     let mut cfg = cfg;
     // Kernels for the target SM (or the present GPU's), so `run` compiles nothing.
     let sm = opts.target_sm.or_else(|| {

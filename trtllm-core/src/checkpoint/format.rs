@@ -153,6 +153,7 @@ pub fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig> {
     if m.tp_size == 0 || m.pp_size == 0 || m.world_size != m.tp_size * m.pp_size {
         return Err(Error::config(&file, "mapping", format!("inconsistent {m:?}")));
     }
+    c.model_config.check_limits(&file)?;
     Ok(c)
 }
 
@@ -164,7 +165,24 @@ pub fn read_build_config(dir: &Path) -> Result<BuildConfig> {
         return Err(Error::config(&file, "format", format!("expected `{ENGINE_FORMAT}`")));
     }
     check_version(&file, v.get("converter_version").and_then(|x| x.as_u64()), "engine")?;
-    serde_json::from_value(v).map_err(|e| Error::config(&file, "(schema)", e.to_string()))
+    let b: BuildConfig =
+        serde_json::from_value(v).map_err(|e| Error::config(&file, "(schema)", e.to_string()))?;
+    b.check(&file)?;
+    Ok(b)
+}
+
+impl BuildConfig {
+    /// Every limit positive and under its cap (`config::limits`), `max_input_len <= max_seq_len`:
+    /// checked when building and again at every load (the file may have been edited).
+    pub fn check(&self, file: &Path) -> Result<()> {
+        use crate::config::{check_range, MAX_BATCH_SIZE, MAX_CONTEXT, MAX_KV_BLOCK_SIZE, MAX_NUM_TOKENS};
+        check_range(file, "kv_block_size", self.kv_block_size, MAX_KV_BLOCK_SIZE)?;
+        check_range(file, "max_seq_len", self.max_seq_len, MAX_CONTEXT)?;
+        check_range(file, "max_input_len", self.max_input_len, self.max_seq_len)?;
+        check_range(file, "max_batch_size", self.max_batch_size, MAX_BATCH_SIZE)?;
+        check_range(file, "max_num_tokens", self.max_num_tokens, MAX_NUM_TOKENS)?;
+        Ok(())
+    }
 }
 
 /// `dir/rank{r}.safetensors`.

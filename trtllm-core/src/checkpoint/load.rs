@@ -69,9 +69,11 @@ pub fn open_rank(
     let mapping = rank_mapping(&config_file, ckpt, opts.mapping)?;
     let entry = lookup(&ckpt.architecture)?;
     let dtype = opts.dtype.unwrap_or(ckpt.dtype);
-    let specs = plan_weights(entry, &ckpt.model_config, mapping, dtype)?;
     let path = rank_file(dir, mapping.rank);
     let files = SafetensorsFiles::open_files(std::slice::from_ref(&path))?;
+    // Before anything is planned per layer or expert.
+    ckpt.model_config.check_stored(&config_file, files.stored(mapping.tp_size))?;
+    let specs = plan_weights(entry, &ckpt.model_config, mapping, dtype)?;
     let report = validate_rank(&specs, &files, mapping)?;
     if !report.is_ok() {
         return Err(Error::Validation { file: path, report: report.render() });

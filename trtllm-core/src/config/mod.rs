@@ -4,11 +4,16 @@
 
 mod extra;
 mod keys;
+pub mod limits;
 mod model;
 mod parse;
 pub mod quant;
 pub mod rope;
 
 pub use keys::{Fallback, DEFAULTS, KEY_ALIASES};
+pub use limits::{
+    check_range, Stored, MAX_BATCH_SIZE, MAX_CONTEXT, MAX_DIM, MAX_EXPERTS, MAX_KV_BLOCK_SIZE, MAX_LAYERS,
+    MAX_NUM_TOKENS,
+};
 pub use model::{Activation, ArchOptions, AttnKind, ModelConfig};
 pub use quant::{Fp8Scales, QuantConfig, WeightQuant};

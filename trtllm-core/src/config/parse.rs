@@ -106,7 +106,7 @@ impl ModelConfig {
             None => None,
             Some(s) => Some(DType::parse(s).map_err(|e| Error::config(file, "torch_dtype", e.to_string()))?),
         };
-        Ok(ModelConfig {
+        let cfg = ModelConfig {
             architecture,
             vocab_size: shape.vocab_size,
             hidden_size: shape.hidden_size,
@@ -141,7 +141,9 @@ impl ModelConfig {
             },
             quant: super::quant::QuantConfig::from_hf_value(value, file)?,
             config_json: extra,
-        })
+        };
+        cfg.check_limits(file)?;
+        Ok(cfg)
     }
 }
 
@@ -189,6 +191,8 @@ fn shape(raw: &RawConfig, file: &Path) -> Result<Shape> {
     let hidden_size = need(raw.hidden_size, "hidden_size")?;
     let num_attention_heads = need(raw.num_attention_heads, "num_attention_heads")?;
     let num_hidden_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;
+    // Before anything is allocated per layer (`layer_types`).
+    super::limits::cap(file, "num_hidden_layers", num_hidden_layers, super::limits::MAX_LAYERS)?;
     let vocab_size = need(raw.vocab_size, "vocab_size")?;
     let num_key_value_heads = match raw.num_key_value_heads {
         Some(kv) if kv > 0 && num_attention_heads % kv == 0 => kv,
@@ -203,6 +207,7 @@ fn shape(raw: &RawConfig, file: &Path) -> Result<Shape> {
     let head_dim = raw
         .head_dim
         .ok_or_else(|| Error::config(file, "head_dim", "missing and hidden_size % heads != 0"))?;
+    super::limits::cap(file, "head_dim", head_dim, super::limits::MAX_DIM)?;
     let intermediate_size =
         raw.intermediate_size.ok_or_else(|| Error::config(file, "intermediate_size", "missing"))?;
     Ok(Shape {

@@ -74,6 +74,18 @@ fn list(file: &Path, m: &Map<String, Value>, key: &str, len: usize) -> Result<Ve
     Ok(v)
 }
 
+/// A top-level number of the config: `None` when absent or null, an error naming the key when
+/// it is anything else (a string `rope_theta` must not silently become the default).
+fn number(cfg: &Value, file: &Path, key: &str) -> Result<Option<f64>> {
+    match cfg.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| Error::config(file, key, format!("expected a number, found {v}"))),
+    }
+}
+
 fn get_mscale(scale: f64, mscale: f64) -> f64 {
     if scale <= 1.0 {
         1.0
@@ -185,7 +197,7 @@ pub(crate) fn parse_rope(
     if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
         return Err(Error::config(file, "partial_rotary_factor", format!("gives rotary dim {rotary_dim}")));
     }
-    let theta = cfg.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(super::keys::ROPE_THETA);
+    let theta = number(cfg, file, "rope_theta")?.unwrap_or(super::keys::ROPE_THETA);
     let obj = |key: &str| -> Result<Option<&Map<String, Value>>> {
         match cfg.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -205,7 +217,7 @@ pub(crate) fn parse_rope(
     }
     let scaling = obj("rope_scaling")?.or(params);
     let global = parse_one(file, scaling, theta, rotary_dim, max_pos, orig_max_cfg)?;
-    let local = cfg.get("rope_local_base_freq").and_then(|v| v.as_f64()).map(|t| RopeConfig {
+    let local = number(cfg, file, "rope_local_base_freq")?.map(|t| RopeConfig {
         theta: t,
         rotary_dim,
         scaling: RopeScaling::Default,

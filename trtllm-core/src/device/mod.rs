@@ -14,6 +14,15 @@ use crate::{DType, Error, Result};
 
 static GPUS: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
 
+/// Host memory the kernel reports as available for new allocations (`MemAvailable` of
+/// `/proc/meminfo`), in bytes; `None` where that is not known.
+pub fn host_memory_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 /// The GPU with this ordinal, opened once per process.
 pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
     let mut map = GPUS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());

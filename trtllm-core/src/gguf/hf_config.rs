@@ -37,12 +37,33 @@ fn rope_scaling(g: &GgufFile, a: &str) -> Result<Option<(String, f64)>> {
     }
 }
 
+/// The longest context a GGUF may declare (the loader's cap, `config::MAX_CONTEXT`).
+const MAX_CONTEXT: usize = 1 << 24;
+
+/// Counts from the metadata against what the file holds, before anything is built per block:
+/// every block stores at least two tensors (attention, MLP); the context is capped.
+fn check_counts(g: &GgufFile, a: &str, layers: usize) -> Result<()> {
+    let n = g.tensors.len();
+    if layers.saturating_mul(2) > n {
+        return Err(g.error(format!(
+            "metadata `{a}.block_count` = {layers}: the file holds {n} tensors, and every block stores at least 2 (at most {} blocks)",
+            n / 2
+        )));
+    }
+    let key = format!("{a}.context_length");
+    if let Some(c) = g.opt_usize(&key)?.filter(|&c| c > MAX_CONTEXT || c == 0) {
+        return Err(g.error(format!("metadata `{key}` = {c}: must be in 1..={MAX_CONTEXT}")));
+    }
+    Ok(())
+}
+
 /// The config.json object.
 pub fn config_json(g: &GgufFile, arch: Arch, vocab_size: usize, dtype: OutDType) -> Result<Value> {
     let a = arch.gguf_name();
     let k = |s: &str| format!("{a}.{s}");
     let hidden = g.req_usize(&k("embedding_length"))?;
     let layers = g.req_usize(&k("block_count"))?;
+    check_counts(g, a, layers)?;
     let heads = g.req_usize(&k("attention.head_count"))?;
     if heads == 0 {
         return Err(g.error(format!("metadata `{}` is 0", k("attention.head_count"))));

@@ -134,3 +134,41 @@ fn unsupported_inputs_are_named_errors() {
     assert!(!tmp.path().join("out").exists(), "a failed conversion leaves no output directory");
     assert_eq!(std::fs::read_dir(tmp.path()).map(|d| d.count()).unwrap_or(0), 1, "no temporary left behind");
 }
+
+#[test]
+fn absurd_block_count_and_context_are_refused_before_anything_is_built() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("huge.gguf");
+    for (key, value, needle) in [
+        ("llama.block_count", 1_000_000_000u64, "at most 1 blocks"),
+        ("llama.context_length", 1 << 40, "1..=16777216"),
+    ] {
+        let mut w = GgufWriter::new();
+        w.kv("general.architecture", s("llama"));
+        for k in [
+            "attention.head_count",
+            "embedding_length",
+            "block_count",
+            "feed_forward_length",
+            "context_length",
+        ] {
+            let k = format!("llama.{k}");
+            let v = if k == key {
+                Value::U64(value)
+            } else {
+                Value::U32(if k.ends_with("block_count") { 1 } else { 2 })
+            };
+            w.kv(&k, v);
+        }
+        w.tensor_f32("token_embd.weight", &[2, 2], &[0.0; 4]);
+        w.tensor_f32("blk.0.attn_norm.weight", &[2], &[1.0; 2]);
+        w.tensor_f32("blk.0.ffn_norm.weight", &[2], &[1.0; 2]);
+        w.write(&src).expect("write");
+        let out = tmp.path().join("out");
+        let t = std::time::Instant::now();
+        let e = convert_gguf(&src, &out, &ConvertOptions::default()).expect_err("refused").to_string();
+        assert!(t.elapsed() < std::time::Duration::from_secs(1), "{key}: took {:?}", t.elapsed());
+        assert!(e.contains("huge.gguf") && e.contains(key) && e.contains(needle), "{e}");
+        assert!(!out.exists(), "{key}: nothing written");
+    }
+}

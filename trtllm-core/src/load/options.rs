@@ -38,3 +38,37 @@ impl Default for LlmOptions {
         }
     }
 }
+
+impl LlmOptions {
+    /// Every size positive and under its cap (`config::limits`), before anything is sized from
+    /// them; errors name the option and the limit.
+    pub fn check(&self) -> crate::Result<()> {
+        use crate::config::{check_range, MAX_BATCH_SIZE, MAX_CONTEXT, MAX_KV_BLOCK_SIZE};
+        let flag = std::path::Path::new("(options)");
+        check_range(flag, "kv_block_size", self.kv_block_size, MAX_KV_BLOCK_SIZE)?;
+        check_range(flag, "max_batch_size", self.max_batch_size, MAX_BATCH_SIZE)?;
+        check_range(flag, "max_seq_len", self.max_seq_len, MAX_CONTEXT)?;
+        if let Some(n) = self.kv_num_blocks {
+            check_range(flag, "kv_num_blocks", n, usize::MAX)?;
+        }
+        Ok(())
+    }
+
+    /// KV blocks to allocate: `kv_num_blocks`, else `max_batch_size` sequences of `max_seq_len`
+    /// (checked: an overflow is an error).
+    pub fn kv_blocks(&self) -> crate::Result<usize> {
+        self.check()?;
+        match self.kv_num_blocks {
+            Some(n) => Ok(n),
+            None => self
+                .max_batch_size
+                .checked_mul(self.max_seq_len.div_ceil(self.kv_block_size))
+                .ok_or_else(|| {
+                    crate::Error::Msg(format!(
+                        "max_batch_size {} x max_seq_len {} overflows the KV block count",
+                        self.max_batch_size, self.max_seq_len
+                    ))
+                }),
+        }
+    }
+}

@@ -46,6 +46,10 @@ pub struct ValidationReport {
     pub unexpected: Vec<String>,
     /// (HF name, expected shape, stored shape)
     pub wrong_shape: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// The head's name when `config.json` says `tie_word_embeddings: false` but the checkpoint
+    /// stores no head: the model ties it to the embedding (not an error, but not "every tensor
+    /// present" either).
+    pub tied_by_absence: Option<String>,
 }
 
 impl ValidationReport {
@@ -169,6 +173,8 @@ pub fn resolve_config(dir: &Path) -> Result<(ModelConfig, &'static ModelEntry)> 
 /// present without being used.
 pub struct HfCheckpoint {
     pub cfg: ModelConfig,
+    /// The head's name when the config says untied and the files store none.
+    pub tied_by_absence: Option<String>,
     pub entry: &'static ModelEntry,
     pub files: SafetensorsFiles,
     pub ignorable: Vec<String>,
@@ -178,9 +184,15 @@ impl HfCheckpoint {
     pub fn open(dir: &Path) -> Result<Self> {
         let (mut cfg, entry) = resolve_config(dir)?;
         let files = SafetensorsFiles::open_dir(dir)?;
+        // Before anything is planned per layer or expert.
+        cfg.check_stored(&dir.join("config.json"), files.stored(1))?;
         let head = resolver(&entry.layout, &files)(&format!("{}.weight", entry.layout.lm_head));
         let mut ignorable = vec![];
+        let mut tied_by_absence = None;
         if !files.contains(&head) {
+            if !cfg.tie_word_embeddings {
+                tied_by_absence = Some(head.clone());
+            }
             cfg.tie_word_embeddings = true;
         } else if cfg.tie_word_embeddings {
             ignorable.push(head);
@@ -190,7 +202,7 @@ impl HfCheckpoint {
             let unused = |n: &str| q.unused_leaves.iter().any(|l| n.ends_with(&format!(".{l}")));
             ignorable.extend(files.names().filter(|n| unused(n)).cloned());
         }
-        Ok(HfCheckpoint { cfg, entry, files, ignorable })
+        Ok(HfCheckpoint { cfg, tied_by_absence, entry, files, ignorable })
     }
 
     /// Engine-side HF name -> name stored in this checkpoint.
@@ -200,7 +212,9 @@ impl HfCheckpoint {
 
     /// Compare a plan with the headers.
     pub fn validate(&self, specs: &[WeightSpec]) -> ValidationReport {
-        validate(specs, &self.files, &self.entry.layout, &self.ignorable)
+        let mut report = validate(specs, &self.files, &self.entry.layout, &self.ignorable);
+        report.tied_by_absence = self.tied_by_absence.clone();
+        report
     }
 }
 

@@ -11,7 +11,7 @@ use super::{Pooling, Sampler, SamplingParams};
 use crate::batch::{ForwardBatch, KvCache, SeqStep};
 use crate::dist::Communicator;
 use crate::model::CausalLM;
-use crate::{DType, Device, Result, Tensor};
+use crate::{DType, Device, Error, Result, Tensor};
 
 /// How a row samples its next token.
 pub struct SampleInput<'a> {
@@ -101,6 +101,7 @@ impl ModelRunner {
         block_size: usize,
         num_blocks: usize,
     ) -> Result<KvCache> {
+        check_kv_size(model.kv_layout(), device, dtype, block_size, num_blocks)?;
         match device {
             Device::Cuda(n) => {
                 KvCache::new_cuda(&crate::device::gpu(n)?, dtype, model.kv_layout(), block_size, num_blocks)
@@ -203,5 +204,42 @@ impl Executor for ModelRunner {
         if let Some(s) = self.sampler.as_mut() {
             s.release(id);
         }
+    }
+}
+
+/// The KV cache's size, with checked arithmetic, against the memory of the device it goes to
+/// (free GPU memory, or the host's available memory), before it is allocated: an impossible
+/// `--kv-blocks` / `--max-num-seqs` / `--max-seq-len` is an error with the numbers, not an abort.
+fn check_kv_size(
+    layout: crate::batch::KvLayout,
+    device: Device,
+    dtype: DType,
+    block_size: usize,
+    num_blocks: usize,
+) -> Result<()> {
+    use crate::config::{check_range, MAX_KV_BLOCK_SIZE};
+    let flag = std::path::Path::new("(KV cache options)");
+    check_range(flag, "kv_block_size", block_size, MAX_KV_BLOCK_SIZE)?;
+    check_range(flag, "kv_blocks", num_blocks, usize::MAX)?;
+    let elem = if matches!(device, Device::Cuda(_)) { dtype.size_in_bytes() } else { 4 };
+    let dims = [2, layout.num_layers, block_size, num_blocks, layout.kv_heads, layout.head_dim, elem];
+    let bytes = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+    let avail = match device {
+        Device::Cuda(n) => crate::device::gpu(n)?.mem_info().ok().map(|(free, _)| free as u64),
+        _ => crate::device::host_memory_available(),
+    };
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    match (bytes, avail) {
+        (None, _) => Err(Error::Msg(format!(
+            "KV cache of {num_blocks} blocks x {block_size} tokens: its size overflows; lower --kv-blocks, --max-num-seqs or --max-seq-len"
+        ))),
+        (Some(b), Some(a)) if b > a => Err(Error::Msg(format!(
+            "KV cache of {num_blocks} blocks x {block_size} tokens x {} layers needs {:.2} GiB, but {:.2} GiB of {} memory is available; lower --kv-blocks, --max-num-seqs or --max-seq-len",
+            layout.num_layers,
+            gib(b),
+            gib(a),
+            if matches!(device, Device::Cuda(_)) { "GPU" } else { "host" },
+        ))),
+        _ => Ok(()),
     }
 }

@@ -37,6 +37,34 @@ fn map_dtype(file: &Path, name: &str, d: safetensors::Dtype) -> Result<DType> {
     })
 }
 
+/// The largest safetensors JSON header we read (real checkpoints: a few MB).
+pub const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// Open a weights file: a regular file (a FIFO or device would block or never end) whose
+/// header length fits [`MAX_HEADER_BYTES`], checked before the header is read.
+fn open_regular(path: &Path) -> Result<std::fs::File> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::checkpoint(
+            path,
+            format!("not a regular file ({:?}); weights must be a file", meta.file_type()),
+        ));
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut n = [0u8; 8];
+    if f.read_exact(&mut n).is_ok() {
+        let len = u64::from_le_bytes(n);
+        if len > MAX_HEADER_BYTES && len <= meta.len() {
+            return Err(Error::checkpoint(
+                path,
+                format!("safetensors header of {len} bytes exceeds the limit of {MAX_HEADER_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(f)
+}
+
 impl SafetensorsFiles {
     /// Open the safetensors of an HF or engine directory: `model.safetensors`, the shards named by
     /// `model.safetensors.index.json`, or an explicit list of files.
@@ -77,7 +105,7 @@ impl SafetensorsFiles {
         let mut files = Vec::with_capacity(paths.len());
         let mut tensors = BTreeMap::new();
         for (fi, path) in paths.iter().enumerate() {
-            let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let f = open_regular(path)?;
             // SAFETY: the file is opened read-only and we never hand out `&mut` to its bytes; a
             // concurrent truncation by another process is outside what any mmap reader can guard.
             let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
@@ -87,7 +115,13 @@ impl SafetensorsFiles {
             for (name, info) in meta.tensors() {
                 let dtype = map_dtype(path, &name, info.dtype)?;
                 let (start, end) = info.data_offsets;
-                let want = info.shape.iter().product::<usize>() * dtype.size_in_bytes();
+                let want = info
+                    .shape
+                    .iter()
+                    .try_fold(dtype.size_in_bytes(), |a, &d| a.checked_mul(d))
+                    .ok_or_else(|| {
+                        Error::checkpoint(path, format!("tensor `{name}`: shape {:?} overflows", info.shape))
+                    })?;
                 if end > data_len || start > end || end - start != want {
                     return Err(Error::checkpoint(
                         path,
@@ -108,6 +142,24 @@ impl SafetensorsFiles {
             files.push((path.clone(), mmap));
         }
         Ok(SafetensorsFiles { files, tensors })
+    }
+
+    /// How many tensors the headers list.
+    pub fn num_tensors(&self) -> usize {
+        self.tensors.len()
+    }
+    /// Bytes of tensor data the headers list.
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors.values().map(|i| (i.end - i.start) as u64).sum()
+    }
+    /// What the files hold, for [`ModelConfig::check_stored`](crate::config::ModelConfig::check_stored).
+    pub fn stored(&self, shards: usize) -> crate::config::Stored<'_> {
+        crate::config::Stored {
+            file: self.first_file(),
+            tensors: self.num_tensors(),
+            bytes: self.data_bytes(),
+            shards,
+        }
     }
 
     pub fn names(&self) -> impl Iterator<Item = &String> {
