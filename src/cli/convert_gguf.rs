@@ -22,7 +22,9 @@ pub fn run_with_dtype(gguf: &Path, out: &Path, dtype: Option<&str>) -> anyhow::R
             .ok_or_else(|| anyhow::anyhow!("--dtype {s}: expected auto, float32, float16 or bfloat16"))?,
     };
     let t0 = std::time::Instant::now();
-    let report = convert_gguf(gguf, out, &ConvertOptions { dtype, progress: true })?;
+    // Per-tensor progress only on a terminal: piped or logged output gets the summary line alone.
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = convert_gguf(gguf, out, &ConvertOptions { dtype, progress })?;
     println!(
         "imported {} ({}, {} tensors, {}) into {} in {:.1}s",
         gguf.display(),

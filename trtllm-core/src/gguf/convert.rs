@@ -23,7 +23,7 @@ const CHUNK: usize = 1 << 22;
 pub struct ConvertOptions {
     /// Dtype of model.safetensors (default f32: dequantized values are exact in f32).
     pub dtype: OutDType,
-    /// Print progress to stderr.
+    /// Print per-tensor progress to stderr (`\r`-rewritten: for a terminal).
     pub progress: bool,
 }
 
