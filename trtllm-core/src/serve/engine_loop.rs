@@ -23,11 +23,25 @@ pub(crate) struct EngineLoop<E: Executor> {
     reqs: HashMap<u64, ReqState>,
     seqs: HashMap<u64, SeqState>,
     draining: bool,
+    /// The last periodic stats line: when, and the prompt / generated token counters then.
+    stats_at: (std::time::Instant, u64, u64),
 }
+
+/// Seconds between the engine's periodic stats lines (while it has work).
+const STATS_EVERY_S: f64 = 10.0;
 
 impl<E: Executor> EngineLoop<E> {
     pub fn new(sched: Scheduler<E>, tok: Option<Arc<Tokenizer>>, shared: Arc<Shared>) -> Self {
-        EngineLoop { sched, tok, shared, reqs: HashMap::new(), seqs: HashMap::new(), draining: false }
+        let stats_at = (std::time::Instant::now(), 0, 0);
+        EngineLoop {
+            sched,
+            tok,
+            shared,
+            reqs: HashMap::new(),
+            seqs: HashMap::new(),
+            draining: false,
+            stats_at,
+        }
     }
 
     pub fn run(mut self, rx: Receiver<Msg>) {
@@ -60,6 +74,7 @@ impl<E: Executor> EngineLoop<E> {
                 Err(e) => self.fail_step(&e.to_string()),
             }
             self.publish();
+            self.log_stats();
         }
     }
 
@@ -276,6 +291,30 @@ impl<E: Executor> EngineLoop<E> {
             return Some(r.live == 0);
         }
         Some(false)
+    }
+
+    /// vLLM-style periodic line at info level: throughput since the last line, sequences, KV use.
+    fn log_stats(&mut self) {
+        let secs = self.stats_at.0.elapsed().as_secs_f64();
+        if secs < STATS_EVERY_S {
+            return;
+        }
+        let m = &self.shared.metrics;
+        let (p, g) = (m.prompt_tokens.load(Relaxed), m.generation_tokens.load(Relaxed));
+        let b = self.sched.blocks();
+        let total = b.num_total().max(1);
+        tracing::info!(
+            "engine: prompt {:.1} tok/s, generation {:.1} tok/s, {} running, {} waiting, KV {:.1}% used ({} of {} blocks), prefix cache {} blocks",
+            p.saturating_sub(self.stats_at.1) as f64 / secs,
+            g.saturating_sub(self.stats_at.2) as f64 / secs,
+            self.sched.num_running(),
+            self.sched.num_waiting(),
+            100.0 * (total - b.num_available().min(total)) as f64 / total as f64,
+            total - b.num_available().min(total),
+            total,
+            b.num_cached(),
+        );
+        self.stats_at = (std::time::Instant::now(), p, g);
     }
 
     fn publish(&self) {
