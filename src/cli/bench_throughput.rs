@@ -239,7 +239,6 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let (ttft_s, tpot_s, itl_s, e2e_s) =
         (stats(&mut ttft), stats(&mut tpots), stats(&mut itl), stats(&mut e2e));
     let tpot = tpot_s[0];
-    let pct = |p: f64| ttft.get(((ttft.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
     let total_tokens = in_tokens + out_tokens;
     // The step timeline: pure decode steps vs steps that also prefill, and the host's share.
     let mut dec: Vec<f64> = timeline.iter().filter(|r| r.prefill_tokens == 0).map(|r| r.execute_s).collect();
@@ -250,13 +249,14 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let host_total: f64 = timeline.iter().map(|r| r.host_s).sum();
     let exec_total: f64 = timeline.iter().map(|r| r.execute_s).sum();
     if let Some(path) = &a.timeline {
-        let mut text = String::new();
-        for r in &timeline {
-            text.push_str(&format!(
-                "{{\"at_s\":{:.6},\"prefill_tokens\":{},\"decode_tokens\":{},\"host_s\":{:.6},\"execute_s\":{:.6}}}\n",
-                r.at_s, r.prefill_tokens, r.decode_tokens, r.host_s, r.execute_s
-            ));
-        }
+        let text: String = timeline
+            .iter()
+            .map(|r| {
+                let j = serde_json::json!({"at_s": r.at_s, "prefill_tokens": r.prefill_tokens,
+                    "decode_tokens": r.decode_tokens, "host_s": r.host_s, "execute_s": r.execute_s});
+                format!("{j}\n")
+            })
+            .collect();
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, path))
@@ -269,8 +269,8 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
             "dataset": a.dataset.as_ref().map(|p| p.display().to_string()), "input_tokens": in_tokens,
             "max_num_seqs": a.max_num_seqs, "max_num_tokens": a.max_num_tokens, "kv_blocks": blocks,
             "wall_s": wall, "requests_per_s": n / wall, "output_tokens_per_s": out_tokens as f64 / wall,
-            "total_tokens_per_s": total_tokens as f64 / wall, "ttft_mean_s": ttft.iter().sum::<f64>() / n,
-            "ttft_p50_s": pct(0.5), "ttft_p99_s": pct(0.99), "tpot_mean_s": tpot, "steps": steps, "preemptions": preempted,
+            "total_tokens_per_s": total_tokens as f64 / wall, "ttft_mean_s": ttft_s[0],
+            "ttft_p50_s": ttft_s[1], "ttft_p99_s": ttft_s[3], "tpot_mean_s": tpot, "steps": steps, "preemptions": preempted,
             "ttft_s": ttft_s, "tpot_s": tpot_s, "itl_s": itl_s, "e2e_s": e2e_s, "stats_order": "mean p50 p90 p99",
             "decode_steps": n_dec, "decode_step_s": dec_s, "decode_rows_mean": rows_dec as f64 / n_dec.max(1) as f64,
             "mixed_steps": n_mix, "mixed_step_s": mix_s, "host_share": host_total / wall, "execute_share": exec_total / wall,
@@ -291,9 +291,9 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     println!("total tokens/s    {:.1}", total_tokens as f64 / wall);
     println!(
         "TTFT              mean {:.1} ms  p50 {:.1} ms  p99 {:.1} ms",
-        ttft.iter().sum::<f64>() / n * 1e3,
-        pct(0.5) * 1e3,
-        pct(0.99) * 1e3
+        ttft_s[0] * 1e3,
+        ttft_s[1] * 1e3,
+        ttft_s[3] * 1e3
     );
     let ms = |v: [f64; 4]| {
         format!(

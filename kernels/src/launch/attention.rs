@@ -179,9 +179,8 @@ fn paged_attention_gqa(gpu: &Arc<Gpu>, a: &AttnArgs<'_>) -> Result<(), GpuError>
 /// the GQA-grouped kernel where it applies (bf16, head_dim 64/128/256, <= 8 query heads per KV
 /// head), else one block per (token, query head).
 pub fn paged_attention(gpu: &Arc<Gpu>, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
-    check_attn(a, dt)?;
     if gqa_eligible(dt, a) && crate::options().gqa_decode {
-        return paged_attention_gqa(gpu, a);
+        return paged_attention_grouped(gpu, dt, a);
     }
     paged_attention_per_head(gpu, dt, a)
 }
