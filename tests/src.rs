@@ -22,6 +22,22 @@ pub fn nmse(a: &[f32], b: &[f32]) -> f64 {
     num / den.max(1e-30)
 }
 
+/// Mean over rows of KL(softmax(p) || softmax(q)), rows of `vocab` logits.
+pub fn kl(p: &[f32], q: &[f32], vocab: usize) -> f64 {
+    let logsm = |r: &[f32]| {
+        let m = r.iter().fold(f64::MIN, |a, &x| a.max(x as f64));
+        let z: f64 = r.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
+        r.iter().map(|&x| x as f64 - z).collect::<Vec<_>>()
+    };
+    let rows = p.len() / vocab;
+    let mut total = 0.0;
+    for (a, b) in p.chunks(vocab).zip(q.chunks(vocab)) {
+        let (lp, lq) = (logsm(a), logsm(b));
+        total += lp.iter().zip(&lq).map(|(x, y)| x.exp() * (x - y)).sum::<f64>();
+    }
+    total / rows as f64
+}
+
 /// Token ids stored as an int32 tensor.
 pub fn ids(t: &Tensor) -> Vec<u32> {
     t.i32s().expect("int32 ids").iter().map(|&x| x as u32).collect()

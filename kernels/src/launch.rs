@@ -17,7 +17,7 @@ pub use attention::{
     gqa_eligible, paged_attention, paged_attention_grouped, paged_attention_per_head, qkv_prepare, AttnArgs,
     QkvArgs,
 };
-pub use fp8_gemm::{matmul_fp8, matmul_fp8_f32out, matmul_fp8_rowwise};
+pub use fp8_gemm::{fp8_rowwise_ok, matmul_fp8, matmul_fp8_f32out, matmul_fp8_rowwise};
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};

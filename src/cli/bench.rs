@@ -50,6 +50,10 @@ pub struct Args {
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
+    /// Load a quantized checkpoint's linears dequantized to the weight dtype instead of running
+    /// the FP8 kernels on them (A/B).
+    #[arg(long)]
+    dequantize: bool,
     #[arg(long, alias = "batch_size", default_value_t = 1)]
     batch_size: usize,
     /// Tensor-parallel ranks (one thread per GPU, NCCL). Default: the checkpoint's, or 1.
@@ -199,6 +203,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             device,
             dtype,
             tp_size: a.tp_size,
+            dequantize: a.dequantize,
             input_len: a.input_len,
             output_len: a.output_len,
             json: a.json,
@@ -212,6 +217,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
+    opts.load.keep_quantized = a.dequantize.then_some(false);
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.cuda_graphs = !a.m.no_cuda_graphs;
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);

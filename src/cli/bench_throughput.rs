@@ -94,6 +94,8 @@ pub struct Common<'a> {
     pub device: Device,
     pub dtype: Option<DType>,
     pub tp_size: Option<usize>,
+    /// Dequantize a quantized checkpoint at load (`--dequantize`).
+    pub dequantize: bool,
     pub cuda_graphs: bool,
     pub input_len: usize,
     pub output_len: usize,
@@ -119,6 +121,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let mut opts = LlmOptions::for_dir(c.dir)?;
     opts.load.dtype = c.dtype;
     opts.load.device = c.device;
+    opts.load.keep_quantized = c.dequantize.then_some(false);
     opts.tokenizer_dir = c.tokenizer_dir.map(Path::to_path_buf);
     opts.cuda_graphs = c.cuda_graphs;
     opts.tp_size = c.tp_size;

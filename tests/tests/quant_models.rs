@@ -11,29 +11,20 @@ use trtllm_core::load::LlmOptions;
 use trtllm_core::runner::SamplingParams;
 use trtllm_core::weights::SafetensorsFiles;
 use trtllm_core::DType;
-use trtllm_tests::{fixture, ids, nmse};
+use trtllm_tests::{fixture, ids, kl, nmse};
 
-pub fn engine(dir: &std::path::Path) -> Llm {
+fn engine(dir: &std::path::Path) -> Llm {
+    engine_keeping(dir, None)
+}
+
+/// `keep`: `LoadOptions::keep_quantized` (`Some(true)`: the FP8 layers stay E4M3 + scales and
+/// each call decodes them, the CPU twin of the GPU's FP8 kernels).
+fn engine_keeping(dir: &std::path::Path, keep: Option<bool>) -> Llm {
     trtllm::init();
     let mut opts = LlmOptions { kv_block_size: 3, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
     opts.load.dtype = Some(DType::F32);
+    opts.load.keep_quantized = keep;
     Llm::with_options(dir, opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-}
-
-/// Mean over rows of KL(softmax(p) || softmax(q)), rows of `vocab` logits.
-pub fn kl(p: &[f32], q: &[f32], vocab: usize) -> f64 {
-    let logsm = |r: &[f32]| {
-        let m = r.iter().fold(f64::MIN, |a, &x| a.max(x as f64));
-        let z: f64 = r.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
-        r.iter().map(|&x| x as f64 - z).collect::<Vec<_>>()
-    };
-    let rows = p.len() / vocab;
-    let mut total = 0.0;
-    for (a, b) in p.chunks(vocab).zip(q.chunks(vocab)) {
-        let (lp, lq) = (logsm(a), logsm(b));
-        total += lp.iter().zip(&lq).map(|(x, y)| x.exp() * (x - y)).sum::<f64>();
-    }
-    total / rows as f64
 }
 
 fn check(name: &str, kl_bound: f64) {
@@ -124,4 +115,23 @@ fn convert_quantize_fp8_block() {
 #[test]
 fn convert_quantize_int4_awq_rtn() {
     convert_and_run(trtllm_core::checkpoint::QuantizeScheme::Int4AwqRtn { group: 128 }, 0.05);
+}
+
+/// FP8 layers kept as E4M3 + scales (fused q/k/v and gate/up, per-tensor scales repeated per
+/// row, 128 x 128 blocks) compute the same logits as the checkpoint dequantized at load.
+#[test]
+fn fp8_kept_quantized_matches_dequantized() {
+    for name in ["fp8_tensor", "fp8_channel", "fbgemm_fp8", "fp8_block"] {
+        let dir = fixture(&format!("quant/{name}"));
+        let refs = SafetensorsFiles::open_files(&[dir.join("reference.safetensors")]).expect("reference");
+        let input = ids(&refs.read("input_ids").expect("ids"));
+        let run = |keep| {
+            let mut llm = engine_keeping(&dir, keep);
+            llm.logits_all(&input, None, &SingleRank).expect("forward").f32s().expect("f32").to_vec()
+        };
+        let (kept, deq) = (run(Some(true)), run(Some(false)));
+        let e = nmse(&kept, &deq);
+        eprintln!("{name}: kept-quantized vs dequantized logits NMSE {e:.3e}");
+        assert!(e <= 1e-10, "{name}: NMSE {e}");
+    }
 }

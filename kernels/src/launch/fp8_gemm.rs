@@ -214,6 +214,12 @@ pub fn matmul_fp8_f32out(
     fp8_lt(gpu, a, b, a_scale, b_scale, out, Dt::F32, m, n, k)
 }
 
+/// Whether bf16 `x[m, k]` quantized per token (`fp8_quantize_rows`) and `w[n, k]` E4M3 meet the
+/// FP8 GEMM's requirements: k % 16 == 0, n % 16 == 0, both 16-byte aligned.
+pub fn fp8_rowwise_ok(x: DevPtr<'_>, w: DevPtr<'_>, n: usize, k: usize) -> bool {
+    k.is_multiple_of(16) && n.is_multiple_of(16) && x.addr().is_multiple_of(16) && w.addr().is_multiple_of(16)
+}
+
 /// Per-token x per-channel FP8 GEMM: `out[m, n] = bf16((acc[r, c] * a_rows[r]) * b_cols[c])`
 /// with `acc = a[m, k] . b[n, k]^T` (unit-scaled cuBLASLt GEMM into the f32 scratch `acc`, then
 /// `fp8_scale_rowcol`); `a_rows` f32 `[m]` (e.g. from `fp8_quantize_rows`), `b_cols` f32 `[n]`

@@ -173,25 +173,22 @@ pub fn quantize_hf(
         }
     }
     let staged = StagedDir::new(out, force)?;
-    let mut tensors = vec![];
-    let (mut quantized, mut copied) = (0, 0);
-    for name in hf.files.names() {
+    // Tensors quantize independently: one job each, on the load threads.
+    let names: Vec<&String> = hf.files.names().collect();
+    let done = crate::weights::map_jobs(crate::weights::load_threads(1), &names, |name| {
         let t = hf.files.read(name)?;
-        match modules.get(name) {
+        Ok(match modules.get(*name) {
             Some(m) => {
-                for (leaf, q) in
-                    quantize_weight(scheme, &t).map_err(|e| Error::tensor(name, e.to_string()))?
-                {
-                    tensors.push((format!("{m}.{leaf}"), q));
-                }
-                quantized += 1;
+                let parts =
+                    quantize_weight(scheme, &t).map_err(|e| Error::tensor(name.as_str(), e.to_string()))?;
+                (true, parts.into_iter().map(|(leaf, q)| (format!("{m}.{leaf}"), q)).collect::<Vec<_>>())
             }
-            None => {
-                tensors.push((name.clone(), t));
-                copied += 1;
-            }
-        }
-    }
+            None => (false, vec![((*name).clone(), t)]),
+        })
+    })?;
+    let quantized = done.iter().filter(|(q, _)| *q).count();
+    let copied = done.len() - quantized;
+    let tensors: Vec<(String, Tensor)> = done.into_iter().flat_map(|(_, ts)| ts).collect();
     let bytes = tensors.iter().map(|(_, t)| t.size_in_bytes() as u64).sum();
     write_safetensors(&staged.path().join("model.safetensors"), &tensors, None)?;
     if let Some(obj) = root.as_object_mut() {

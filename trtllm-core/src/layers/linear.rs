@@ -4,11 +4,16 @@
 
 use super::ForwardCtx;
 use crate::config::Activation;
+use crate::config::WeightQuant;
+use crate::weights::quant::{fp8_native_specs, ScaleLayout};
 use crate::weights::{Combine, Source, TpSplit, VarBuilder, WeightSpec};
 use crate::{ops, Result, Tensor};
 
 pub struct Linear {
+    /// `[out, in]` in the engine dtype, or E4M3 codes when `scale` is set.
     pub weight: Tensor,
+    /// The f32 scales of an FP8 `weight` kept quantized for the FP8 kernels (`ops::quant`).
+    pub scale: Option<(Tensor, ScaleLayout)>,
     pub bias: Option<Tensor>,
     /// Row-parallel: all-reduce the output.
     reduce: bool,
@@ -116,11 +121,18 @@ impl Linear {
         let w_hf: Vec<String> = hf.iter().map(|h| format!("{h}.weight")).collect();
         let w_hf: Vec<&str> = w_hf.iter().map(|s| s.as_str()).collect();
         let mut spec = spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st);
+        let mut scale = None;
         if let Some(q) = quant_of(vb, hf)? {
             if st.transposed {
                 return Err(crate::Error::tensor(&spec.name, "quantized Conv1D weights are not supported"));
             }
-            spec = crate::weights::quant::quantize_spec(spec, q)?;
+            match native_fp8(vb, &spec, q) {
+                Some((w, s, layout)) => {
+                    scale = Some((vb.get_spec(s)?, layout));
+                    spec = w;
+                }
+                None => spec = crate::weights::quant::quantize_spec(spec, q)?,
+            }
         }
         let weight = vb.get_spec(spec)?;
         let bias = if st.bias {
@@ -131,13 +143,13 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias, reduce, tp_size: vb.tp_size() })
+        Ok(Linear { weight, scale, bias, reduce, tp_size: vb.tp_size() })
     }
 
     /// A linear layer over stacked expert weights is built by `SparseMoe`; this builds one
     /// from tensors already in hand.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, reduce: false, tp_size: 1 }
+        Linear { weight, scale: None, bias, reduce: false, tp_size: 1 }
     }
 
     pub fn out_features(&self) -> usize {
@@ -154,11 +166,19 @@ impl Linear {
             )));
         }
         if !self.reduce || self.tp_size == 1 {
-            return ops::linear(x, &self.weight, self.bias.as_ref());
+            let y = self.matmul(x)?;
+            return match &self.bias {
+                Some(b) => ops::add_bias(&y, b),
+                None => Ok(y),
+            };
         }
         // Partial sums stay f32 through the all-reduce and round to the activation dtype once,
-        // as the unsharded layer does.
-        let y = cx.comm.all_reduce_tensor(ops::matmul_t_f32(x, &self.weight)?)?;
+        // as the unsharded layer does (FP8 layers: rounded to the activation dtype per rank).
+        let part = match &self.scale {
+            Some((s, layout)) => ops::matmul_t_fp8(x, &self.weight, s, *layout)?.to_dtype(crate::DType::F32)?,
+            None => ops::matmul_t_f32(x, &self.weight)?,
+        };
+        let y = cx.comm.all_reduce_tensor(part)?;
         let y = y.to_dtype(x.dtype())?;
         match &self.bias {
             Some(b) => ops::add_bias(&y, b),
@@ -173,10 +193,33 @@ impl Linear {
     /// no bias and no reduce (column-parallel), else the two steps.
     pub fn forward_gated(&self, x: &Tensor, act: Activation, cx: &ForwardCtx<'_>) -> Result<Tensor> {
         if self.bias.is_none() && !self.reduce {
-            return ops::matmul_gated(x, &self.weight, act);
+            return match &self.scale {
+                Some((s, layout)) => ops::matmul_gated_fp8(x, &self.weight, s, *layout, act),
+                None => ops::matmul_gated(x, &self.weight, act),
+            };
         }
         ops::gated_activation(&self.forward(x, cx)?, act)
     }
+}
+
+impl Linear {
+    /// `x @ w^T` through the kernel the weight's storage needs.
+    fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.scale {
+            Some((s, layout)) => ops::matmul_t_fp8(x, &self.weight, s, *layout),
+            None => ops::matmul_t(x, &self.weight),
+        }
+    }
+}
+
+/// The E4M3 + scales specs of an FP8 linear when the builder keeps quantized layers for the
+/// GPU kernels and the layout has one.
+fn native_fp8(vb: &VarBuilder<'_>, plain: &WeightSpec, q: WeightQuant) -> Option<(WeightSpec, WeightSpec, ScaleLayout)> {
+    let WeightQuant::Fp8(scales) = q else { return None };
+    if !vb.keeps_quantized() {
+        return None;
+    }
+    fp8_native_specs(plain, scales, vb.tp_size())
 }
 
 /// A spec whose sources are stacked along a new dim 0 (MoE experts).

@@ -17,6 +17,10 @@ pub struct LoadOptions {
     pub mapping: Mapping,
     /// `Device::Cuda(n)` loads the weights onto GPU n (f32 or bf16).
     pub device: Device,
+    /// Whether a quantized checkpoint's FP8 linears stay E4M3 + scales (`Some(true)`; on the
+    /// CPU each call decodes them, for tests) or are dequantized at load (`Some(false)`).
+    /// `None`: kept on the GPU in bf16, where the FP8 kernels run; dequantized elsewhere.
+    pub keep_quantized: Option<bool>,
 }
 
 impl LoadOptions {
@@ -277,7 +281,9 @@ pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     p.done_with("HF directory");
     let resolve = hf.resolver();
     let src = HfSource { files: &hf.files, resolve: &resolve };
-    let vb = var_builder(&src, opts, dtype)?.with_quant(hf.cfg.quant.clone());
+    let native =
+        opts.keep_quantized.unwrap_or(matches!(opts.device, Device::Cuda(_)) && dtype == DType::BF16);
+    let vb = var_builder(&src, opts, dtype)?.with_quant(hf.cfg.quant.clone()).keep_quantized(native);
     let model = build_weights(hf.entry, &hf.cfg, &vb)?;
     let entry = hf.entry;
     let p = timing::phase(format!("free staging{}", timing::rank_tag(opts.mapping)));

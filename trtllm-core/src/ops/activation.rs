@@ -20,7 +20,7 @@ fn apply(act: Activation, x: f32) -> f32 {
 }
 
 /// `act(x)` elementwise.
-fn kind(act: Activation) -> i32 {
+pub(super) fn kind(act: Activation) -> i32 {
     match act {
         Activation::Silu => 0,
         Activation::Gelu => 1,

@@ -11,6 +11,7 @@ mod embedding;
 mod matmul;
 mod norm;
 mod qkv_attention;
+mod quant;
 mod rope;
 mod softmax;
 
@@ -21,5 +22,6 @@ pub use embedding::{embedding, embedding_device_ids, scatter_add_rows, select_ro
 pub use matmul::{linear, matmul_t, matmul_t_f32};
 pub use norm::{add_rms_norm, layer_norm, rms_norm};
 pub use qkv_attention::{qkv_attention, QkvParams};
+pub use quant::{matmul_gated_fp8, matmul_t_fp8};
 pub use rope::{apply_rope, rope_tables};
 pub use softmax::{argmax, argmax_rows, log_softmax, softmax_inplace};

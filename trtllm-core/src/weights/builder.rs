@@ -104,6 +104,9 @@ pub struct VarBuilder<'a> {
     threads: usize,
     /// The checkpoint's `quantization_config`: which linears are stored quantized, and how.
     quant: Option<Arc<crate::config::QuantConfig>>,
+    /// Load the quantized linears the GPU kernels take as stored (E4M3 codes + scales) instead
+    /// of dequantizing them.
+    keep_quantized: bool,
 }
 
 /// Staging chunk size (`TRTLLM_LOAD_CHUNK_MB`, else 16 MiB).
@@ -113,7 +116,16 @@ fn chunk_bytes() -> usize {
 
 impl<'a> VarBuilder<'a> {
     pub fn new(src: &'a dyn WeightSource, mapping: Mapping, dtype: DType) -> Self {
-        VarBuilder { src, prefix: String::new(), mapping, dtype, up: None, threads: 1, quant: None }
+        VarBuilder {
+            src,
+            prefix: String::new(),
+            mapping,
+            dtype,
+            up: None,
+            threads: 1,
+            quant: None,
+            keep_quantized: false,
+        }
     }
 
     /// Let the model build its parts on up to `n` threads (set before `on_gpu`, which sizes
@@ -127,6 +139,17 @@ impl<'a> VarBuilder<'a> {
     pub fn with_quant(mut self, quant: Option<crate::config::QuantConfig>) -> Self {
         self.quant = quant.map(Arc::new);
         self
+    }
+
+    /// Keep quantized linears quantized where a kernel takes them (`keep_quantized`).
+    pub fn keep_quantized(mut self, on: bool) -> Self {
+        self.keep_quantized = on;
+        self
+    }
+
+    /// Whether quantized linears load as stored (see `keep_quantized`).
+    pub fn keeps_quantized(&self) -> bool {
+        self.keep_quantized
     }
 
     /// How the linear module `module` (a path under this prefix) is stored, if quantized.

@@ -8,7 +8,7 @@
 
 use trtllm_kernels::quant_ref::{e4m3_decode, int4};
 
-use super::spec::{Source, TpSplit, WeightSpec};
+use super::spec::{Combine, Source, Transform, TpSplit, WeightSpec};
 use crate::config::{Fp8Scales, WeightQuant};
 use crate::{DType, Error, Result, Tensor};
 
@@ -116,6 +116,77 @@ fn scale_bits(t: &Tensor, name: &str) -> Result<(Vec<u16>, int4::ScaleDt)> {
         DType::BF16 => Ok((t.bf16s()?.iter().map(|x| x.to_bits()).collect(), int4::ScaleDt::BF16)),
         d => Err(Error::tensor(name, format!("INT4 scales stored as {d}, expected float16 or bfloat16"))),
     }
+}
+
+/// How a linear kept quantized on the device scales its E4M3 codes (`trtllm_kernels`' layouts).
+pub use trtllm_kernels::quant_ref::ScaleLayout;
+
+/// The two specs that load an FP8 linear as stored, for the FP8 kernels: its E4M3 codes
+/// (`{leaf}.weight [out, in]`, fused and split like the plain weight) and its f32 scales
+/// (`{leaf}.weight_scale`: per output row, a per-tensor scale repeated per row; or the
+/// 128 x 128 blocks). `plain` is the unquantized spec (sources `{module}.weight [rows_i, in]`).
+/// `None` when the layout has no kernel here (other block sizes; blocks of fused parts not
+/// a multiple of 128 rows, or blocks under tensor parallelism): the layer is dequantized.
+pub fn fp8_native_specs(
+    plain: &WeightSpec,
+    scales: Fp8Scales,
+    tp_size: usize,
+) -> Option<(WeightSpec, WeightSpec, ScaleLayout)> {
+    let q = WeightQuant::Fp8(scales);
+    let leaf = q.leaves()[1];
+    let module = |s: &Source| s.name.strip_suffix(".weight").unwrap_or(&s.name).to_string();
+    let inp = *plain.shape.get(1)?;
+    let (layout, sources, shape, split, transform) = match scales {
+        Fp8Scales::Tensor | Fp8Scales::Channel => {
+            let sources =
+                plain.sources.iter().map(|s| Source { name: format!("{}.{leaf}", module(s)), shape: vec![s.shape[0]] });
+            let split = match &plain.split {
+                TpSplit::Row | TpSplit::Replicate => TpSplit::Replicate,
+                other => other.clone(),
+            };
+            let t = Transform { scale_rows: true, ..Default::default() };
+            (ScaleLayout::Row, sources.collect::<Vec<_>>(), vec![plain.shape[0]], split, t)
+        }
+        Fp8Scales::Block { rows: 128, cols: 128, .. } => {
+            if tp_size != 1 || plain.sources.iter().any(|s| !s.shape[0].is_multiple_of(128)) {
+                return None;
+            }
+            let sources = plain.sources.iter().map(|s| Source {
+                name: format!("{}.{leaf}", module(s)),
+                shape: vec![s.shape[0] / 128, inp.div_ceil(128)],
+            });
+            let shape = vec![plain.shape[0] / 128, inp.div_ceil(128)];
+            (ScaleLayout::Block128, sources.collect(), shape, TpSplit::Replicate, Transform::default())
+        }
+        Fp8Scales::Block { .. } => return None,
+    };
+    let weight = WeightSpec { dtype: DType::F8E4M3, quant: None, ..plain.clone() };
+    let scale = WeightSpec {
+        name: format!("{}_scale", plain.name),
+        sources,
+        combine: Combine::Concat0,
+        transform,
+        shape,
+        split,
+        dtype: DType::F32,
+        quant: None,
+    };
+    Some((weight, scale, layout))
+}
+
+/// A per-row scale source as `want` (`[rows]`): `[rows, 1]` reshaped, one scale repeated.
+pub(crate) fn per_row_scales(t: Tensor, want: &[usize], name: &str) -> Result<Tensor> {
+    if !t.dtype().is_float() || t.dtype() == DType::F8E4M3 {
+        return Err(Error::tensor(name, format!("scale stored as {}, expected a float dtype", t.dtype())));
+    }
+    let rows: usize = want.iter().product();
+    if t.numel() == 1 && rows != 1 {
+        return Tensor::from_f32(vec![t.to_f32_vec()?[0]; rows], want);
+    }
+    if same_scale_shape(want, t.shape()) {
+        return t.reshape(want);
+    }
+    Err(Error::tensor(name, format!("scale shape {:?}, expected {want:?} or a single scale", t.shape())))
 }
 
 /// One stored part (its tensors `ts` in leaf order, described by `ss`) -> f32 `W[out, in]`.

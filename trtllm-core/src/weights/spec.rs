@@ -22,6 +22,9 @@ pub struct Transform {
     pub transpose: bool,
     /// Store `1 + w` (Gemma's RMSNorm).
     pub add_one: bool,
+    /// A quantized weight's scales, one per row of the source: stored `[rows]` or `[rows, 1]`,
+    /// or `[]` / `[1]` (one scale for the whole tensor, repeated for each row).
+    pub scale_rows: bool,
 }
 
 /// How a tensor is split over `tp_size` ranks.
@@ -119,12 +122,13 @@ impl WeightSpec {
         }
         let mut parts = Vec::with_capacity(sources.len());
         for (t, src) in sources.into_iter().zip(&self.sources) {
-            if t.dtype() == DType::F8E4M3 {
+            if t.dtype() == DType::F8E4M3 && self.dtype != DType::F8E4M3 {
                 return Err(Error::tensor(
                     &src.name,
                     "is stored as float8_e4m3fn, but this layer is not a quantized linear of the checkpoint's quantization_config (quantized embeddings, lm_head and MoE experts are not supported)",
                 ));
             }
+            let t = if self.transform.scale_rows { super::quant::per_row_scales(t, &src.shape, &src.name)? } else { t };
             if t.shape() != src.shape.as_slice() {
                 return Err(Error::tensor(
                     &src.name,
