@@ -58,7 +58,7 @@ run_suite gpu_quant_models $D/bin/gpu_quant_models --test-threads=1 --nocapture
 run_suite memcheck compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_ops --test-threads=1
 run_suite memcheck_attention compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_attention --test-threads=1
 run_suite memcheck_quant compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_quant_models --test-threads=1 \
-    fp8_matmul_matches_cpu
+    _matmul_matches_cpu
 run_suite memcheck_flash compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_flash --test-threads=1
 run_suite memcheck_sampling compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_sampling --test-threads=1 \
     same_seed_and_counter

@@ -138,3 +138,28 @@ GEMV_INT4_ENTRY(gemv_int4_f16s, f16s, true)
 GEMV_INT4_ENTRY(gemv_int4_f16s_gx, f16s, false)
 GEMV_INT4_ENTRY(gemv_int4_bf16s, bf16, true)
 GEMV_INT4_ENTRY(gemv_int4_bf16s_gx, bf16, false)
+
+// ---- W[n, k] -> bf16 (prefill: dequantize, then the bf16 GEMM). One thread per word (8
+// weights, grid-stride); group g (any multiple of 8 dividing k).
+template <typename S>
+__device__ __forceinline__ void int4_dequant_impl(const unsigned int* q, const S* s, const unsigned char* z,
+                                                  bf16* out, int n, int k, int g) {
+    long wpr = k >> 3;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < (long)n * wpr; i += (long)gridDim.x * blockDim.x) {
+        long r = i / wpr;
+        int c0 = (int)(i - r * wpr) * 8;
+        long gi = r * (k / g) + c0 / g;
+        float sc = to_f(s[gi]), zf = (float)z[gi];
+        unsigned int w = q[i];
+#pragma unroll
+        for (int j = 0; j < 8; j++) out[r * k + c0 + j] = from_f<bf16>(((float)((w >> (4 * j)) & 0xfu) - zf) * sc);
+    }
+}
+extern "C" __global__ void int4_dequant_f16s(const unsigned int* q, const f16s* s, const unsigned char* z, bf16* out,
+                                             int n, int k, int g) {
+    int4_dequant_impl<f16s>(q, s, z, out, n, k, g);
+}
+extern "C" __global__ void int4_dequant_bf16s(const unsigned int* q, const bf16* s, const unsigned char* z, bf16* out,
+                                              int n, int k, int g) {
+    int4_dequant_impl<bf16>(q, s, z, out, n, k, g);
+}

@@ -23,7 +23,7 @@ pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M}
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
 pub use quant::{
     fp8_dequant, fp8_quantize_rows, fp8_quantize_static, fp8_scale_rowcol, gemv_fp8, gemv_fp8_gated,
-    gemv_fp8_ok, gemv_int4, Int4W, QGEMV_MAX_M,
+    gemv_fp8_ok, gemv_int4, int4_dequant, Int4W, QGEMV_MAX_M,
 };
 pub use sampling::{
     sample, sample_count_tokens, sample_slots_init, sample_workspace_bytes, SampleArgs, SampleCsr,

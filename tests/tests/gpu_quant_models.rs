@@ -1,9 +1,10 @@
-//! FP8 linears on the GPU. Ops: `matmul_t_fp8` / `matmul_gated_fp8` against the CPU oracle
-//! (weights decoded to f32) at decode (GEMV) and prefill (per-token FP8 GEMM, dequantize +
-//! GEMM) sizes, per-row and 128 x 128 block scales, random inputs, NaN-poisoned outputs.
-//! Models: the FP8 fixtures of tests/fixtures/quant in bf16 with the weights kept E4M3 on the
-//! device: logits against HF's dequantized model, KL(bf16 source || FP8) <= 0.01, and greedy
-//! tokens identical to the same checkpoint dequantized at load. Skips without a GPU.
+//! Quantized linears on the GPU. Ops: `matmul_t_fp8` / `matmul_gated_fp8` / `matmul_t_int4`
+//! against the CPU oracle (weights decoded to f32) at decode (GEMV) and prefill (per-token FP8
+//! GEMM, dequantize + GEMM) sizes, per-row and 128 x 128 block FP8 scales, INT4 groups 64 / 128,
+//! random inputs, NaN-poisoned outputs. Models: the fixtures of tests/fixtures/quant in bf16
+//! with the weights kept quantized on the device: logits against HF's dequantized model,
+//! KL(bf16 source || quantized) <= 0.01 (FP8) / 0.05 (INT4), and greedy tokens identical to
+//! the same checkpoint dequantized at load. Skips without a GPU.
 
 #[path = "gpu_common/mod.rs"]
 mod common;
@@ -70,6 +71,40 @@ fn fp8_matmul_matches_cpu() {
     }
 }
 
+/// Random INT4 weights `[n, k]` in the engine layout, f16 scales.
+fn int4_weight(rng: &mut SmallRng, n: usize, k: usize, group: usize) -> (Tensor, ops::Int4Layout) {
+    use rand::Rng;
+    use trtllm_kernels::quant_ref::int4::{Int4Weights, ScaleDt};
+    let g = n * (k / group);
+    let w = Int4Weights {
+        n,
+        k,
+        group,
+        qweight: (0..n * k / 8).map(|_| rng.random()).collect(),
+        scales: (0..g).map(|_| half::f16::from_f32(0.002 + rng.random::<f32>() * 0.01).to_bits()).collect(),
+        zeros: (0..g).map(|_| rng.random_range(0..16u8)).collect(),
+    };
+    ops::Int4Layout::pack(&w, ScaleDt::F16).expect("pack")
+}
+
+#[test]
+fn int4_matmul_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = SmallRng::seed_from_u64(11);
+    for (n, k, group) in [(256, 512, 128), (384, 1024, 128), (1024, 256, 64), (128, 576, 64)] {
+        let (w, l) = int4_weight(&mut rng, n, k, group);
+        let wd = w.to_gpu(&g).expect("w");
+        for m in [1, 3, 8, 9, 64] {
+            let x = rand_t(&mut rng, &[m, k], 1.0).to_dtype(DType::BF16).expect("bf16");
+            let want = ops::matmul_t_int4(&x.to_dtype(DType::F32).expect("f32"), &w, l).expect("cpu");
+            let got = ops::matmul_t_int4(&x.to_gpu(&g).expect("x"), &wd, l).expect("gpu");
+            let e = rel(&got, &want);
+            println!("matmul_t_int4 m={m} n={n} k={k} g={group}: rel {e:.2e}");
+            assert!(e <= 1e-2, "m={m} n={n} k={k} g={group}: rel {e}");
+        }
+    }
+}
+
 fn engine(name: &str, keep: Option<bool>) -> Llm {
     trtllm::init();
     let mut opts = LlmOptions { kv_block_size: 4, max_batch_size: 2, max_seq_len: 64, ..Default::default() };
@@ -80,6 +115,10 @@ fn engine(name: &str, keep: Option<bool>) -> Llm {
 }
 
 fn check(name: &str) {
+    check_bound(name, 0.01);
+}
+
+fn check_bound(name: &str, kl_bound: f64) {
     if gpu().is_none() {
         return;
     }
@@ -99,15 +138,15 @@ fn check(name: &str) {
         let got = logits(&mut fp8, &input[..len]);
         let e = nmse(&got, &want.f32s().expect("f32")[..len * vocab]);
         let k = kl(&read("source.logits").f32s().expect("f32")[..len * vocab], &got, vocab);
-        println!("{name:12} bf16 FP8 kernels, {len:2} tokens: NMSE vs dequantized HF {e:.2e}, KL(bf16 || FP8) {k:.5}");
+        println!("{name:12} bf16 quantized kernels, {len:2} tokens: NMSE vs dequantized HF {e:.2e}, KL(bf16 || quantized) {k:.5}");
         assert!(e <= 2e-2, "{name} ({len} tokens): NMSE {e} vs HF's dequantized model");
-        assert!(k <= 0.01, "{name} ({len} tokens): KL {k} > 0.01");
+        assert!(k <= kl_bound, "{name} ({len} tokens): KL {k} > {kl_bound}");
     }
     let params = SamplingParams { max_new_tokens: 16, ignore_eos: true, ..Default::default() };
     let got = fp8.generate_ids(vec![input.clone(), input.clone()], &params, &mut |_, _| {}).expect("gen");
     let mut deq = engine(name, Some(false));
     let want = deq.generate_ids(vec![input.clone()], &params, &mut |_, _| {}).expect("gen");
-    assert_eq!(got[0].token_ids, want[0].token_ids, "{name}: FP8 kernels' greedy differs from dequantized bf16");
+    assert_eq!(got[0].token_ids, want[0].token_ids, "{name}: quantized kernels' greedy differs from dequantized bf16");
     assert_eq!(got[1].token_ids, want[0].token_ids, "{name}: batched greedy differs");
 }
 
@@ -129,4 +168,14 @@ fn fbgemm_fp8() {
 #[test]
 fn fp8_block() {
     check("fp8_block");
+}
+
+#[test]
+fn awq() {
+    check_bound("awq", 0.05);
+}
+
+#[test]
+fn gptq() {
+    check_bound("gptq", 0.05);
 }

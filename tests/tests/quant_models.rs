@@ -117,11 +117,12 @@ fn convert_quantize_int4_awq_rtn() {
     convert_and_run(trtllm_core::checkpoint::QuantizeScheme::Int4AwqRtn { group: 128 }, 0.05);
 }
 
-/// FP8 layers kept as E4M3 + scales (fused q/k/v and gate/up, per-tensor scales repeated per
-/// row, 128 x 128 blocks) compute the same logits as the checkpoint dequantized at load.
+/// Layers kept quantized (FP8 as E4M3 + scales: fused q/k/v and gate/up, per-tensor scales
+/// repeated per row, 128 x 128 blocks; AWQ / GPTQ repacked into the engine's INT4 layout)
+/// compute the same logits as the checkpoint dequantized at load.
 #[test]
-fn fp8_kept_quantized_matches_dequantized() {
-    for name in ["fp8_tensor", "fp8_channel", "fbgemm_fp8", "fp8_block"] {
+fn kept_quantized_matches_dequantized() {
+    for name in ["fp8_tensor", "fp8_channel", "fbgemm_fp8", "fp8_block", "awq", "gptq"] {
         let dir = fixture(&format!("quant/{name}"));
         let refs = SafetensorsFiles::open_files(&[dir.join("reference.safetensors")]).expect("reference");
         let input = ids(&refs.read("input_ids").expect("ids"));
@@ -133,5 +134,44 @@ fn fp8_kept_quantized_matches_dequantized() {
         let e = nmse(&kept, &deq);
         eprintln!("{name}: kept-quantized vs dequantized logits NMSE {e:.3e}");
         assert!(e <= 1e-10, "{name}: NMSE {e}");
+    }
+}
+
+/// The loader keeps each format packed when asked (fused q/k/v and gate/up): FP8 as E4M3 codes
+/// `[out, in]` + f32 scales (per row, or 128 x 128 blocks), AWQ / GPTQ as one INT4 buffer.
+#[test]
+fn linears_load_packed() {
+    use trtllm_core::layers::{Linear, Packed};
+    use trtllm_core::layers::Stored;
+    use trtllm_core::weights::{HfSource, VarBuilder};
+    use trtllm_core::Mapping;
+    for name in ["fp8_tensor", "fp8_channel", "fbgemm_fp8", "fp8_block", "awq", "gptq"] {
+        let dir = fixture(&format!("quant/{name}"));
+        let root: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("config")).expect("json");
+        let quant = trtllm_core::config::QuantConfig::from_hf_value(&root, &dir.join("config.json")).expect("quant");
+        let files = SafetensorsFiles::open_files(&[dir.join("model.safetensors")]).expect("files");
+        let resolve = |n: &str| n.to_string();
+        let src = HfSource { files: &files, resolve: &resolve };
+        let vb = VarBuilder::new(&src, Mapping::default(), DType::F32).with_quant(quant).keep_quantized(true);
+        let attn = vb.pp("model.layers.0.self_attn");
+        let qkv = Linear::heads(&attn, "qkv_proj", &["q_proj", "k_proj", "v_proj"], 128, &[(4, 64), (2, 64), (2, 64)], Stored::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mlp = vb.pp("model.layers.0.mlp");
+        let gate_up = Linear::column(&mlp, "gate_up_proj", &["gate_proj", "up_proj"], 128, &[256, 256], Stored::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (l, rows) in [(&qkv, 512), (&gate_up, 512)] {
+            assert_eq!(l.out_features(), rows, "{name}");
+            match (&l.packed, name) {
+                (Some(Packed::Int4(layout)), "awq" | "gptq") => assert_eq!((layout.n, layout.k), (rows, 128)),
+                (Some(Packed::Fp8 { scale, .. }), n) if n.starts_with("fp8") || n == "fbgemm_fp8" => {
+                    assert_eq!(l.weight.dtype(), DType::F8E4M3, "{name}");
+                    assert_eq!(l.weight.shape(), &[rows, 128]);
+                    let want = if name == "fp8_block" { rows / 128 } else { rows };
+                    assert_eq!(scale.numel(), want, "{name} scales");
+                }
+                (p, _) => panic!("{name}: not packed as its format ({})", p.is_some()),
+            }
+        }
     }
 }

@@ -208,6 +208,34 @@ pub fn gemv_int4(
     run(gpu, Kernel::GemvInt4, &name, grid(n, smem), &args)
 }
 
+/// INT4 -> bf16: `out[n, k] = bf16((q - z) * s)` (prefill: dequantize, then the bf16 GEMM).
+/// Any group that is a multiple of 8 dividing k.
+pub fn int4_dequant(gpu: &Gpu, w: Int4W<'_>, out: DevPtr<'_>, n: usize, k: usize) -> Result<(), GpuError> {
+    const K: &str = "int4_dequant";
+    let g = w.group;
+    if g == 0 || !g.is_multiple_of(8) || !k.is_multiple_of(g) || n * k > i32::MAX as usize * 8 {
+        return Err(pre(K, format!("n={n} k={k} group={g} (need a multiple of 8 dividing k)")));
+    }
+    w.q.check(K, "q", n * k / 2)?;
+    w.scales.check(K, "scales", n * (k / g) * 2)?;
+    w.zeros.check(K, "zeros", n * (k / g))?;
+    out.check(K, "out", n * k * 2)?;
+    let name = match w.scale_dt {
+        ScaleDt::F16 => "int4_dequant_f16s",
+        ScaleDt::BF16 => "int4_dequant_bf16s",
+    };
+    let args = [
+        Arg::Ptr(w.q.addr()),
+        Arg::Ptr(w.scales.addr()),
+        Arg::Ptr(w.zeros.addr()),
+        Arg::Ptr(out.addr()),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+        Arg::I32(g as i32),
+    ];
+    run(gpu, Kernel::GemvInt4, name, grid1d(n * k / 8), &args)
+}
+
 /// Per-token dynamic FP8 quantization of bf16 `x[rows, d]`: `scale[r] = amax(|x[r]|) / 448`
 /// (1 for an all-zero row, f32 `[rows]`), `q[r, c] = e4m3(x[r, c] / scale[r])` (saturating,
 /// `[rows, d]` bytes). d % 8 == 0; x and q 16-byte aligned.

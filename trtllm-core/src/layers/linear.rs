@@ -5,15 +5,24 @@
 use super::ForwardCtx;
 use crate::config::Activation;
 use crate::config::WeightQuant;
-use crate::weights::quant::{fp8_native_specs, ScaleLayout};
+use crate::ops::Int4Layout;
+use crate::weights::quant::{fp8_native_specs, repack_int4, ScaleLayout};
 use crate::weights::{Combine, Source, TpSplit, VarBuilder, WeightSpec};
 use crate::{ops, Result, Tensor};
 
+/// How a linear kept quantized stores `Linear::weight`.
+pub enum Packed {
+    /// E4M3 codes `[out, in]` times f32 `scale` in `layout` (`ops::matmul_t_fp8`).
+    Fp8 { scale: Tensor, layout: ScaleLayout },
+    /// INT4 words, scales and zero points in one int32 tensor (`ops::matmul_t_int4`).
+    Int4(Int4Layout),
+}
+
 pub struct Linear {
-    /// `[out, in]` in the engine dtype, or E4M3 codes when `scale` is set.
+    /// `[out, in]` in the engine dtype, or the quantized storage `packed` describes.
     pub weight: Tensor,
-    /// The f32 scales of an FP8 `weight` kept quantized for the FP8 kernels (`ops::quant`).
-    pub scale: Option<(Tensor, ScaleLayout)>,
+    /// A checkpoint's quantized layer kept quantized for the GPU kernels.
+    pub packed: Option<Packed>,
     pub bias: Option<Tensor>,
     /// Row-parallel: all-reduce the output.
     reduce: bool,
@@ -121,20 +130,27 @@ impl Linear {
         let w_hf: Vec<String> = hf.iter().map(|h| format!("{h}.weight")).collect();
         let w_hf: Vec<&str> = w_hf.iter().map(|s| s.as_str()).collect();
         let mut spec = spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st);
-        let mut scale = None;
+        let mut packed = None;
+        let mut int4 = None;
         if let Some(q) = quant_of(vb, hf)? {
             if st.transposed {
                 return Err(crate::Error::tensor(&spec.name, "quantized Conv1D weights are not supported"));
             }
-            match native_fp8(vb, &spec, q) {
-                Some((w, s, layout)) => {
-                    scale = Some((vb.get_spec(s)?, layout));
-                    spec = w;
-                }
-                None => spec = crate::weights::quant::quantize_spec(spec, q)?,
+            if let Some((w, s, layout)) = native_fp8(vb, &spec, q) {
+                packed = Some(Packed::Fp8 { scale: vb.get_spec(s)?, layout });
+                spec = w;
+            } else if vb.keeps_quantized() && vb.tp_size() == 1 && !matches!(q, WeightQuant::Fp8(_)) {
+                let (t, layout) = load_int4(vb, hf, &spec, q)?;
+                int4 = Some(vb.place(&spec.name, t)?);
+                packed = Some(Packed::Int4(layout));
+            } else {
+                spec = crate::weights::quant::quantize_spec(spec, q)?;
             }
         }
-        let weight = vb.get_spec(spec)?;
+        let weight = match int4 {
+            Some(t) => t,
+            None => vb.get_spec(spec)?,
+        };
         let bias = if st.bias {
             let b_hf: Vec<String> = hf.iter().map(|h| format!("{h}.bias")).collect();
             let b_hf: Vec<&str> = b_hf.iter().map(|s| s.as_str()).collect();
@@ -143,17 +159,20 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, scale, bias, reduce, tp_size: vb.tp_size() })
+        Ok(Linear { weight, packed, bias, reduce, tp_size: vb.tp_size() })
     }
 
     /// A linear layer over stacked expert weights is built by `SparseMoe`; this builds one
     /// from tensors already in hand.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, scale: None, bias, reduce: false, tp_size: 1 }
+        Linear { weight, packed: None, bias, reduce: false, tp_size: 1 }
     }
 
     pub fn out_features(&self) -> usize {
-        self.weight.dim(0)
+        match &self.packed {
+            Some(Packed::Int4(l)) => l.n,
+            _ => self.weight.dim(0),
+        }
     }
 
     pub fn forward(&self, x: &Tensor, cx: &ForwardCtx<'_>) -> Result<Tensor> {
@@ -174,8 +193,8 @@ impl Linear {
         }
         // Partial sums stay f32 through the all-reduce and round to the activation dtype once,
         // as the unsharded layer does (FP8 layers: rounded to the activation dtype per rank).
-        let part = match &self.scale {
-            Some((s, layout)) => ops::matmul_t_fp8(x, &self.weight, s, *layout)?.to_dtype(crate::DType::F32)?,
+        let part = match &self.packed {
+            Some(_) => self.matmul(x)?.to_dtype(crate::DType::F32)?,
             None => ops::matmul_t_f32(x, &self.weight)?,
         };
         let y = cx.comm.all_reduce_tensor(part)?;
@@ -193,8 +212,9 @@ impl Linear {
     /// no bias and no reduce (column-parallel), else the two steps.
     pub fn forward_gated(&self, x: &Tensor, act: Activation, cx: &ForwardCtx<'_>) -> Result<Tensor> {
         if self.bias.is_none() && !self.reduce {
-            return match &self.scale {
-                Some((s, layout)) => ops::matmul_gated_fp8(x, &self.weight, s, *layout, act),
+            return match &self.packed {
+                Some(Packed::Fp8 { scale, layout }) => ops::matmul_gated_fp8(x, &self.weight, scale, *layout, act),
+                Some(Packed::Int4(_)) => ops::gated_activation(&self.matmul(x)?, act),
                 None => ops::matmul_gated(x, &self.weight, act),
             };
         }
@@ -205,8 +225,9 @@ impl Linear {
 impl Linear {
     /// `x @ w^T` through the kernel the weight's storage needs.
     fn matmul(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.scale {
-            Some((s, layout)) => ops::matmul_t_fp8(x, &self.weight, s, *layout),
+        match &self.packed {
+            Some(Packed::Fp8 { scale, layout }) => ops::matmul_t_fp8(x, &self.weight, scale, *layout),
+            Some(Packed::Int4(l)) => ops::matmul_t_int4(x, &self.weight, *l),
             None => ops::matmul_t(x, &self.weight),
         }
     }
@@ -220,6 +241,37 @@ fn native_fp8(vb: &VarBuilder<'_>, plain: &WeightSpec, q: WeightQuant) -> Option
         return None;
     }
     fp8_native_specs(plain, scales, vb.tp_size())
+}
+
+/// An AWQ / GPTQ linear repacked into the engine's INT4 layout on the host: each stored part
+/// (`hf[i]`, rows of `plain`'s sources) repacked, the parts concatenated along the outputs.
+fn load_int4(vb: &VarBuilder<'_>, hf: &[&str], plain: &WeightSpec, q: WeightQuant) -> Result<(Tensor, Int4Layout)> {
+    let mut whole: Option<(trtllm_kernels::quant_ref::int4::Int4Weights, _)> = None;
+    for (h, src) in hf.iter().zip(&plain.sources) {
+        let [rows, inp] = src.shape[..] else {
+            return Err(crate::Error::tensor(&src.name, format!("a quantized weight must be 2-D, not {:?}", src.shape)));
+        };
+        q.fits(rows, inp).map_err(|e| crate::Error::tensor(&src.name, e))?;
+        let (mut ts, mut ss) = (vec![], vec![]);
+        for (leaf, shape) in q.leaves().iter().zip(q.shapes(rows, inp)) {
+            let dt = if *leaf == "scales" { crate::DType::F16 } else { crate::DType::I32 };
+            ts.push(vb.read_host(&format!("{h}.{leaf}"), &shape, dt)?);
+            ss.push(Source { name: vb.path(&format!("{h}.{leaf}")), shape });
+        }
+        let (w, sdt) = repack_int4(q, &ts, &ss)?;
+        whole = Some(match whole {
+            None => (w, sdt),
+            Some((mut a, sdt)) => {
+                a.n += w.n;
+                a.qweight.extend(w.qweight);
+                a.scales.extend(w.scales);
+                a.zeros.extend(w.zeros);
+                (a, sdt)
+            }
+        });
+    }
+    let (w, sdt) = whole.ok_or_else(|| crate::Error::tensor(&plain.name, "no parts"))?;
+    Int4Layout::pack(&w, sdt)
 }
 
 /// A spec whose sources are stacked along a new dim 0 (MoE experts).

@@ -14,7 +14,7 @@ mod norm;
 
 pub use attention::{Attention, AttnNames};
 pub use embedding::Embedding;
-pub use linear::Linear;
+pub use linear::{Linear, Packed, Stored};
 pub use mlp::{GatedMlp, GatedMlpNames, Mlp, MlpNames};
 pub use moe::{MoeNames, SparseMoe};
 pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm, RmsNormType};

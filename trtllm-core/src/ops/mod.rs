@@ -12,6 +12,7 @@ mod matmul;
 mod norm;
 mod qkv_attention;
 mod quant;
+mod quant_int4;
 mod rope;
 mod softmax;
 
@@ -23,5 +24,6 @@ pub use matmul::{linear, matmul_t, matmul_t_f32};
 pub use norm::{add_rms_norm, layer_norm, rms_norm};
 pub use qkv_attention::{qkv_attention, QkvParams};
 pub use quant::{matmul_gated_fp8, matmul_t_fp8};
+pub use quant_int4::{matmul_t_int4, Int4Layout};
 pub use rope::{apply_rope, rope_tables};
 pub use softmax::{argmax, argmax_rows, log_softmax, softmax_inplace};

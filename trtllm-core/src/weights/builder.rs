@@ -246,6 +246,26 @@ impl<'a> VarBuilder<'a> {
         }
     }
 
+    /// Stored tensor `leaf` (under this prefix) as it is in the checkpoint, cast to `dtype`, on
+    /// the host: the parts of a quantized layer the layer repacks itself.
+    pub fn read_host(&self, leaf: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let mut spec = self.spec(leaf, &[leaf], shape, TpSplit::Replicate);
+        spec.dtype = dtype;
+        VarBuilder { up: None, ..self.clone() }.get_spec(spec)
+    }
+
+    /// A tensor the layer built on the host, placed where this builder loads (the GPU's
+    /// staging uploads, or left on the host).
+    pub fn place(&self, name: &str, t: Tensor) -> Result<Tensor> {
+        match (&self.up, t.host_bytes()) {
+            (Some(up), Some(bytes)) => {
+                let buf = up.upload(&[bytes]).map_err(|e| Error::tensor(name, format!("upload: {e}")))?;
+                Tensor::from_devbuf(buf, t.shape(), t.dtype())
+            }
+            _ => Ok(t),
+        }
+    }
+
     pub fn get_spec(&self, spec: WeightSpec) -> Result<Tensor> {
         // Stored as wanted: straight from the mapped file (no intermediate tensor).
         if let Some(raw) = self.src.raw(&spec, &self.mapping)? {
@@ -255,13 +275,6 @@ impl<'a> VarBuilder<'a> {
             };
         }
         let t = self.src.get(&spec, &self.mapping)?;
-        match (&self.up, t.host_bytes()) {
-            (Some(up), Some(bytes)) => {
-                let buf =
-                    up.upload(&[bytes]).map_err(|e| Error::tensor(&spec.name, format!("upload: {e}")))?;
-                Tensor::from_devbuf(buf, t.shape(), t.dtype())
-            }
-            _ => Ok(t),
-        }
+        self.place(&spec.name, t)
     }
 }

@@ -215,13 +215,25 @@ pub fn dequant_part(q: WeightQuant, ts: &[Tensor], ss: &[Source]) -> Result<Tens
             }
             Tensor::from_f32(v, &[out, inp])
         }
+        WeightQuant::Awq { .. } | WeightQuant::Gptq { .. } => {
+            let (w, sdt) = repack_int4(q, ts, ss)?;
+            Tensor::from_f32(w.dequant(sdt), &[w.n, w.k])
+        }
+    }
+}
+
+/// One stored AWQ / GPTQ part (its tensors `ts` in leaf order, described by `ss`) -> the
+/// engine's INT4 layout `W[out, in]` and the dtype of its scales.
+pub fn repack_int4(q: WeightQuant, ts: &[Tensor], ss: &[Source]) -> Result<(int4::Int4Weights, int4::ScaleDt)> {
+    let name = |i: usize| ss[i].name.as_str();
+    match q {
         WeightQuant::Awq { group } => {
             let (k, n8) = ts[0].dims2("awq qweight")?;
             let (sb, sdt) = scale_bits(&ts[2], name(2))?;
             let w =
                 int4::repack_awq(&words(&ts[0], name(0))?, &words(&ts[1], name(1))?, &sb, k, n8 * 8, group)
                     .map_err(|e| Error::tensor(name(0), e))?;
-            Tensor::from_f32(w.dequant(sdt), &[w.n, w.k])
+            Ok((w, sdt))
         }
         WeightQuant::Gptq { group, v1_zero_offset } => {
             let (k8, n) = ts[0].dims2("gptq qweight")?;
@@ -250,8 +262,9 @@ pub fn dequant_part(q: WeightQuant, ts: &[Tensor], ss: &[Source]) -> Result<Tens
                 v1_zero_offset,
             )
             .map_err(|e| Error::tensor(name(0), e))?;
-            Tensor::from_f32(w.dequant(sdt), &[w.n, w.k])
+            Ok((w, sdt))
         }
+        WeightQuant::Fp8(_) => Err(Error::tensor(name(0), "FP8 is not an INT4 format")),
     }
 }
 
