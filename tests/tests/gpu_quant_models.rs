@@ -142,12 +142,34 @@ fn check_bound(name: &str, kl_bound: f64) {
         assert!(e <= 2e-2, "{name} ({len} tokens): NMSE {e} vs HF's dequantized model");
         assert!(k <= kl_bound, "{name} ({len} tokens): KL {k} > {kl_bound}");
     }
-    let params = SamplingParams { max_new_tokens: 16, ignore_eos: true, ..Default::default() };
-    let got = fp8.generate_ids(vec![input.clone(), input.clone()], &params, &mut |_, _| {}).expect("gen");
+    // Greedy against the same checkpoint dequantized to bf16 at load: from the first 4 tokens
+    // (every step on the weight-only GEMVs) and from the whole prompt (prefill on the quantized
+    // GEMMs). Random tiny models have near-ties: a divergence passes only where the dequantized
+    // model's own logits rank the two tokens within 2% of the row's logit range.
     let mut deq = engine(name, Some(false));
-    let want = deq.generate_ids(vec![input.clone()], &params, &mut |_, _| {}).expect("gen");
-    assert_eq!(got[0].token_ids, want[0].token_ids, "{name}: quantized kernels' greedy differs from dequantized bf16");
-    assert_eq!(got[1].token_ids, want[0].token_ids, "{name}: batched greedy differs");
+    let params = SamplingParams { max_new_tokens: 16, ignore_eos: true, ..Default::default() };
+    for len in [4, input.len()] {
+        let prompt = input[..len].to_vec();
+        let got = fp8.generate_ids(vec![prompt.clone(), prompt.clone()], &params, &mut |_, _| {}).expect("gen");
+        let want = deq.generate_ids(vec![prompt.clone()], &params, &mut |_, _| {}).expect("gen");
+        let want = &want[0].token_ids;
+        assert_eq!(got[0].token_ids, got[1].token_ids, "{name}: batched greedy differs");
+        let Some(i) = got[0].token_ids.iter().zip(want).position(|(a, b)| a != b) else {
+            println!("{name:12} greedy 16 from {len:2} tokens: identical to dequantized bf16");
+            continue;
+        };
+        let mut ctx = prompt.clone();
+        ctx.extend_from_slice(&want[..i]);
+        let row = logits(&mut deq, &ctx);
+        let row = &row[row.len() - vocab..];
+        let spread = row.iter().fold(f32::MIN, |a, &b| a.max(b)) - row.iter().fold(f32::MAX, |a, &b| a.min(b));
+        let gap = (row[want[i] as usize] - row[got[0].token_ids[i] as usize]) / spread;
+        println!(
+            "{name:12} greedy 16 from {len:2} tokens: first difference at token {i} ({} vs {}), a near-tie: gap {:.4} of the logit range",
+            got[0].token_ids[i], want[i], gap
+        );
+        assert!(gap <= 0.02, "{name}: greedy differs at token {i} where the dequantized model's margin is {gap} of its range");
+    }
 }
 
 #[test]
