@@ -104,8 +104,10 @@ fn cpu_time() -> Option<f64> {
 
 /// Weight bytes one decode step reads: every engine tensor, except that the input embedding
 /// table counts only when it doubles as the (tied) LM head, and position tables not at all.
-/// (For MoE models this counts every expert, an upper bound.)
-fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType) -> anyhow::Result<u64> {
+/// (For MoE models this counts every expert, an upper bound.) Quantized linears the engine keeps
+/// quantized (`packed`) count their stored bytes: E4M3 codes + f32 scales, INT4 nibbles + f16
+/// scales and u8 zero points per group.
+fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType, packed: bool) -> anyhow::Result<u64> {
     let cfg = llm.model().config();
     let entry = lookup(&cfg.architecture)?;
     let specs = plan_weights(entry, cfg, Mapping::default(), dtype)?;
@@ -125,7 +127,14 @@ fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType) -> anyhow::Result<u64> {
         if Some(&s.name) == pos.as_ref() || (s.name == embed && !cfg.tie_word_embeddings) {
             continue;
         }
-        bytes += (s.shape.iter().product::<usize>() * s.dtype.size_in_bytes()) as u64;
+        let n = s.shape.iter().product::<usize>();
+        bytes += match (s.quant, packed) {
+            (Some(trtllm::config::WeightQuant::Fp8(_)), true) => n + 4 * s.shape[0],
+            (Some(trtllm::config::WeightQuant::Awq { group } | trtllm::config::WeightQuant::Gptq { group, .. }), true) => {
+                n / 2 + 3 * n / group.max(1)
+            }
+            _ => n * s.dtype.size_in_bytes(),
+        } as u64;
     }
     Ok(bytes)
 }
@@ -288,7 +297,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let weight_bytes = decode_weight_bytes(&llm, dtype)?;
+    let packed = device != Device::Cpu && dtype == trtllm::DType::BF16 && !a.dequantize;
+    let weight_bytes = decode_weight_bytes(&llm, dtype, packed)?;
     let peak = match a.peak_gbps {
         Some(p) => Some((p, "--peak-gbps".to_string())),
         None => measure_peak(device).map(|(p, src)| {
