@@ -15,7 +15,7 @@ mod quant;
 mod sampling;
 pub use attention::{
     gqa_eligible, paged_attention, paged_attention_grouped, paged_attention_per_head, qkv_prepare, AttnArgs,
-    QkvArgs,
+    QkvArgs, GQA_MIN_SPLIT_KEYS,
 };
 pub use fp8_gemm::{fp8_rowwise_ok, matmul_fp8, matmul_fp8_f32out, matmul_fp8_rowwise};
 use matmul::gemv_launch;

@@ -130,9 +130,13 @@ fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType, packed: bool) -> anyhow:
         let n = s.shape.iter().product::<usize>();
         bytes += match (s.quant, packed) {
             (Some(trtllm::config::WeightQuant::Fp8(_)), true) => n + 4 * s.shape[0],
-            (Some(trtllm::config::WeightQuant::Awq { group } | trtllm::config::WeightQuant::Gptq { group, .. }), true) => {
-                n / 2 + 3 * n / group.max(1)
-            }
+            (
+                Some(
+                    trtllm::config::WeightQuant::Awq { group }
+                    | trtllm::config::WeightQuant::Gptq { group, .. },
+                ),
+                true,
+            ) => n / 2 + 3 * n / group.max(1),
             _ => n * s.dtype.size_in_bytes(),
         } as u64;
     }

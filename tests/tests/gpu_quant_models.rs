@@ -28,7 +28,11 @@ fn fp8_weight(rng: &mut SmallRng, n: usize, k: usize, layout: ScaleLayout) -> (T
     let codes: Vec<u8> = (0..n * k)
         .map(|_| {
             let c: u8 = rng.random();
-            if c & 0x7f == 0x7f { c ^ 1 } else { c }
+            if c & 0x7f == 0x7f {
+                c ^ 1
+            } else {
+                c
+            }
         })
         .collect();
     let s: Vec<f32> = (0..layout.len(n, k)).map(|_| 0.002 + rng.random::<f32>() * 0.01).collect();
@@ -47,7 +51,8 @@ fn fp8_matmul_matches_cpu() {
             for m in [1, 3, 8, 9, 64, 200] {
                 let x = rand_t(&mut rng, &[m, k], 1.0);
                 let xb = x.to_dtype(DType::BF16).expect("bf16");
-                let want = ops::matmul_t_fp8(&xb.to_dtype(DType::F32).expect("f32"), &w, &s, layout).expect("cpu");
+                let want =
+                    ops::matmul_t_fp8(&xb.to_dtype(DType::F32).expect("f32"), &w, &s, layout).expect("cpu");
                 let got = ops::matmul_t_fp8(&xb.to_gpu(&g).expect("x"), &wd, &sd, layout).expect("gpu");
                 let e = rel(&got, &want);
                 // m > 8 with per-row scales quantizes x per token to E4M3 (3 mantissa bits).
@@ -62,8 +67,9 @@ fn fp8_matmul_matches_cpu() {
                     Activation::Silu,
                 )
                 .expect("cpu gated");
-                let got = ops::matmul_gated_fp8(&xb.to_gpu(&g).expect("x"), &wd, &sd, layout, Activation::Silu)
-                    .expect("gpu gated");
+                let got =
+                    ops::matmul_gated_fp8(&xb.to_gpu(&g).expect("x"), &wd, &sd, layout, Activation::Silu)
+                        .expect("gpu gated");
                 let e = rel(&got, &want);
                 assert!(e <= 2.0 * bound, "gated {layout:?} m={m} n={n} k={k}: rel {e}");
             }
@@ -122,8 +128,9 @@ fn check_bound(name: &str, kl_bound: f64) {
     if gpu().is_none() {
         return;
     }
-    let refs = SafetensorsFiles::open_files(&[fixture(&format!("quant/{name}")).join("reference.safetensors")])
-        .expect("reference");
+    let refs =
+        SafetensorsFiles::open_files(&[fixture(&format!("quant/{name}")).join("reference.safetensors")])
+            .expect("reference");
     let read = |n: &str| refs.read(n).unwrap_or_else(|e| panic!("{name}: {e}"));
     let input = ids(&read("input_ids"));
     let logits = |llm: &mut Llm, input: &[u32]| {
@@ -150,7 +157,8 @@ fn check_bound(name: &str, kl_bound: f64) {
     let params = SamplingParams { max_new_tokens: 16, ignore_eos: true, ..Default::default() };
     for len in [4, input.len()] {
         let prompt = input[..len].to_vec();
-        let got = fp8.generate_ids(vec![prompt.clone(), prompt.clone()], &params, &mut |_, _| {}).expect("gen");
+        let got =
+            fp8.generate_ids(vec![prompt.clone(), prompt.clone()], &params, &mut |_, _| {}).expect("gen");
         let want = deq.generate_ids(vec![prompt.clone()], &params, &mut |_, _| {}).expect("gen");
         let want = &want[0].token_ids;
         assert_eq!(got[0].token_ids, got[1].token_ids, "{name}: batched greedy differs");
@@ -162,13 +170,17 @@ fn check_bound(name: &str, kl_bound: f64) {
         ctx.extend_from_slice(&want[..i]);
         let row = logits(&mut deq, &ctx);
         let row = &row[row.len() - vocab..];
-        let spread = row.iter().fold(f32::MIN, |a, &b| a.max(b)) - row.iter().fold(f32::MAX, |a, &b| a.min(b));
+        let spread =
+            row.iter().fold(f32::MIN, |a, &b| a.max(b)) - row.iter().fold(f32::MAX, |a, &b| a.min(b));
         let gap = (row[want[i] as usize] - row[got[0].token_ids[i] as usize]) / spread;
         println!(
             "{name:12} greedy 16 from {len:2} tokens: first difference at token {i} ({} vs {}), a near-tie: gap {:.4} of the logit range",
             got[0].token_ids[i], want[i], gap
         );
-        assert!(gap <= 0.02, "{name}: greedy differs at token {i} where the dequantized model's margin is {gap} of its range");
+        assert!(
+            gap <= 0.02,
+            "{name}: greedy differs at token {i} where the dequantized model's margin is {gap} of its range"
+        );
     }
 }
 

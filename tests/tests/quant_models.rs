@@ -141,25 +141,41 @@ fn kept_quantized_matches_dequantized() {
 /// `[out, in]` + f32 scales (per row, or 128 x 128 blocks), AWQ / GPTQ as one INT4 buffer.
 #[test]
 fn linears_load_packed() {
-    use trtllm_core::layers::{Linear, Packed};
     use trtllm_core::layers::Stored;
+    use trtllm_core::layers::{Linear, Packed};
     use trtllm_core::weights::{HfSource, VarBuilder};
     use trtllm_core::Mapping;
     for name in ["fp8_tensor", "fp8_channel", "fbgemm_fp8", "fp8_block", "awq", "gptq"] {
         let dir = fixture(&format!("quant/{name}"));
         let root: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("config")).expect("json");
-        let quant = trtllm_core::config::QuantConfig::from_hf_value(&root, &dir.join("config.json")).expect("quant");
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("config"))
+                .expect("json");
+        let quant =
+            trtllm_core::config::QuantConfig::from_hf_value(&root, &dir.join("config.json")).expect("quant");
         let files = SafetensorsFiles::open_files(&[dir.join("model.safetensors")]).expect("files");
         let resolve = |n: &str| n.to_string();
         let src = HfSource { files: &files, resolve: &resolve };
         let vb = VarBuilder::new(&src, Mapping::default(), DType::F32).with_quant(quant).keep_quantized(true);
         let attn = vb.pp("model.layers.0.self_attn");
-        let qkv = Linear::heads(&attn, "qkv_proj", &["q_proj", "k_proj", "v_proj"], 128, &[(4, 64), (2, 64), (2, 64)], Stored::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let qkv = Linear::heads(
+            &attn,
+            "qkv_proj",
+            &["q_proj", "k_proj", "v_proj"],
+            128,
+            &[(4, 64), (2, 64), (2, 64)],
+            Stored::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let mlp = vb.pp("model.layers.0.mlp");
-        let gate_up = Linear::column(&mlp, "gate_up_proj", &["gate_proj", "up_proj"], 128, &[256, 256], Stored::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let gate_up = Linear::column(
+            &mlp,
+            "gate_up_proj",
+            &["gate_proj", "up_proj"],
+            128,
+            &[256, 256],
+            Stored::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         for (l, rows) in [(&qkv, 512), (&gate_up, 512)] {
             assert_eq!(l.out_features(), rows, "{name}");
             match (&l.packed, name) {

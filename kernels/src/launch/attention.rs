@@ -101,8 +101,9 @@ pub struct AttnArgs<'a> {
 
 /// Query heads one GQA-grouped decode block serves at most (`attention_decode.cu`).
 const GQA_MAX_GROUP: usize = 8;
-/// Fewest keys a split-K block takes.
-const MIN_SPLIT_KEYS: usize = 256;
+/// Fewest keys a split-K block takes: the grouped decode kernel never splits contexts this short.
+pub const GQA_MIN_SPLIT_KEYS: usize = 256;
+const MIN_SPLIT_KEYS: usize = GQA_MIN_SPLIT_KEYS;
 
 /// `(splits, keys per split)` of the grouped kernel: one split when `tokens x kv_heads` blocks
 /// already fill the GPU twice, else enough splits of at least `MIN_SPLIT_KEYS` visible keys to.

@@ -213,7 +213,9 @@ impl Linear {
     pub fn forward_gated(&self, x: &Tensor, act: Activation, cx: &ForwardCtx<'_>) -> Result<Tensor> {
         if self.bias.is_none() && !self.reduce {
             return match &self.packed {
-                Some(Packed::Fp8 { scale, layout }) => ops::matmul_gated_fp8(x, &self.weight, scale, *layout, act),
+                Some(Packed::Fp8 { scale, layout }) => {
+                    ops::matmul_gated_fp8(x, &self.weight, scale, *layout, act)
+                }
                 Some(Packed::Int4(_)) => ops::gated_activation(&self.matmul(x)?, act),
                 None => ops::matmul_gated(x, &self.weight, act),
             };
@@ -235,7 +237,11 @@ impl Linear {
 
 /// The E4M3 + scales specs of an FP8 linear when the builder keeps quantized layers for the
 /// GPU kernels and the layout has one.
-fn native_fp8(vb: &VarBuilder<'_>, plain: &WeightSpec, q: WeightQuant) -> Option<(WeightSpec, WeightSpec, ScaleLayout)> {
+fn native_fp8(
+    vb: &VarBuilder<'_>,
+    plain: &WeightSpec,
+    q: WeightQuant,
+) -> Option<(WeightSpec, WeightSpec, ScaleLayout)> {
     let WeightQuant::Fp8(scales) = q else { return None };
     if !vb.keeps_quantized() {
         return None;
@@ -245,11 +251,19 @@ fn native_fp8(vb: &VarBuilder<'_>, plain: &WeightSpec, q: WeightQuant) -> Option
 
 /// An AWQ / GPTQ linear repacked into the engine's INT4 layout on the host: each stored part
 /// (`hf[i]`, rows of `plain`'s sources) repacked, the parts concatenated along the outputs.
-fn load_int4(vb: &VarBuilder<'_>, hf: &[&str], plain: &WeightSpec, q: WeightQuant) -> Result<(Tensor, Int4Layout)> {
+fn load_int4(
+    vb: &VarBuilder<'_>,
+    hf: &[&str],
+    plain: &WeightSpec,
+    q: WeightQuant,
+) -> Result<(Tensor, Int4Layout)> {
     let mut whole: Option<(trtllm_kernels::quant_ref::int4::Int4Weights, _)> = None;
     for (h, src) in hf.iter().zip(&plain.sources) {
         let [rows, inp] = src.shape[..] else {
-            return Err(crate::Error::tensor(&src.name, format!("a quantized weight must be 2-D, not {:?}", src.shape)));
+            return Err(crate::Error::tensor(
+                &src.name,
+                format!("a quantized weight must be 2-D, not {:?}", src.shape),
+            ));
         };
         q.fits(rows, inp).map_err(|e| crate::Error::tensor(&src.name, e))?;
         let (mut ts, mut ss) = (vec![], vec![]);

@@ -18,10 +18,20 @@ use crate::config::Activation;
 use crate::{DType, Error, Result, Tensor};
 
 /// Shapes and dtypes: x `[m, k]`, w E4M3 `[n, k]`, scale f32 with `layout.len(n, k)` values.
-fn dims(op: &'static str, x: &Tensor, w: &Tensor, scale: &Tensor, layout: ScaleLayout) -> Result<(usize, usize, usize)> {
+fn dims(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    scale: &Tensor,
+    layout: ScaleLayout,
+) -> Result<(usize, usize, usize)> {
     let (m, k) = x.dims2(op)?;
     let (n, k2) = w.dims2(op)?;
-    if k != k2 || w.dtype() != DType::F8E4M3 || scale.dtype() != DType::F32 || scale.numel() != layout.len(n, k) {
+    if k != k2
+        || w.dtype() != DType::F8E4M3
+        || scale.dtype() != DType::F32
+        || scale.numel() != layout.len(n, k)
+    {
         return Err(Error::shape(
             op,
             format!(

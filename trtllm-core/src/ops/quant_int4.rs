@@ -57,14 +57,20 @@ impl Int4Layout {
         let bytes: &[u8] = bytemuck::cast_slice(host.i32s()?);
         let (s, z, total) = self.offsets();
         if bytes.len() != total {
-            return Err(Error::shape("int4", format!("{} bytes, layout {self:?} needs {total}", bytes.len())));
+            return Err(Error::shape(
+                "int4",
+                format!("{} bytes, layout {self:?} needs {total}", bytes.len()),
+            ));
         }
         let g = self.groups();
         Ok(Int4Weights {
             n: self.n,
             k: self.k,
             group: self.group,
-            qweight: bytes[..self.n * self.k / 2].chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            qweight: bytes[..self.n * self.k / 2]
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
             scales: bytes[s..s + 2 * g].chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect(),
             zeros: bytes[z..z + g].to_vec(),
         })
@@ -76,7 +82,10 @@ pub fn matmul_t_int4(x: &Tensor, w: &Tensor, l: Int4Layout) -> Result<Tensor> {
     const OP: &str = "matmul_t_int4";
     let (m, k) = x.dims2(OP)?;
     if k != l.k || w.dtype() != DType::I32 || w.numel() * 4 != l.offsets().2 {
-        return Err(Error::shape(OP, format!("x {:?} @ INT4 {l:?} in {:?} {}", x.shape(), w.shape(), w.dtype())));
+        return Err(Error::shape(
+            OP,
+            format!("x {:?} @ INT4 {l:?} in {:?} {}", x.shape(), w.shape(), w.dtype()),
+        ));
     }
     let Some(gpu) = cuda::gpu_of(x) else {
         let wf = Tensor::from_f32(l.unpack(w)?.dequant(l.scale_dt), &[l.n, l.k])?;

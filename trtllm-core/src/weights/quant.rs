@@ -8,7 +8,7 @@
 
 use trtllm_kernels::quant_ref::{e4m3_decode, int4};
 
-use super::spec::{Combine, Source, Transform, TpSplit, WeightSpec};
+use super::spec::{Combine, Source, TpSplit, Transform, WeightSpec};
 use crate::config::{Fp8Scales, WeightQuant};
 use crate::{DType, Error, Result, Tensor};
 
@@ -138,8 +138,10 @@ pub fn fp8_native_specs(
     let inp = *plain.shape.get(1)?;
     let (layout, sources, shape, split, transform) = match scales {
         Fp8Scales::Tensor | Fp8Scales::Channel => {
-            let sources =
-                plain.sources.iter().map(|s| Source { name: format!("{}.{leaf}", module(s)), shape: vec![s.shape[0]] });
+            let sources = plain
+                .sources
+                .iter()
+                .map(|s| Source { name: format!("{}.{leaf}", module(s)), shape: vec![s.shape[0]] });
             let split = match &plain.split {
                 TpSplit::Row | TpSplit::Replicate => TpSplit::Replicate,
                 other => other.clone(),
@@ -224,7 +226,11 @@ pub fn dequant_part(q: WeightQuant, ts: &[Tensor], ss: &[Source]) -> Result<Tens
 
 /// One stored AWQ / GPTQ part (its tensors `ts` in leaf order, described by `ss`) -> the
 /// engine's INT4 layout `W[out, in]` and the dtype of its scales.
-pub fn repack_int4(q: WeightQuant, ts: &[Tensor], ss: &[Source]) -> Result<(int4::Int4Weights, int4::ScaleDt)> {
+pub fn repack_int4(
+    q: WeightQuant,
+    ts: &[Tensor],
+    ss: &[Source],
+) -> Result<(int4::Int4Weights, int4::ScaleDt)> {
     let name = |i: usize| ss[i].name.as_str();
     match q {
         WeightQuant::Awq { group } => {

@@ -128,7 +128,11 @@ impl WeightSpec {
                     "is stored as float8_e4m3fn, but this layer is not a quantized linear of the checkpoint's quantization_config (quantized embeddings, lm_head and MoE experts are not supported)",
                 ));
             }
-            let t = if self.transform.scale_rows { super::quant::per_row_scales(t, &src.shape, &src.name)? } else { t };
+            let t = if self.transform.scale_rows {
+                super::quant::per_row_scales(t, &src.shape, &src.name)?
+            } else {
+                t
+            };
             if t.shape() != src.shape.as_slice() {
                 return Err(Error::tensor(
                     &src.name,
