@@ -85,6 +85,12 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// The longest vocabulary entry in UTF-8 bytes: an upper bound on the bytes of text one
+    /// token stands for (byte-level and byte-fallback entries spell a byte with more than one).
+    pub fn max_token_bytes(&self) -> usize {
+        self.inner.get_vocab(true).keys().map(String::len).max().unwrap_or(1)
+    }
 }
 
 /// Turns a growing list of ids into text pieces, emitting only complete UTF-8.
