@@ -50,10 +50,12 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         for (i, p) in prompts.into_iter().enumerate() {
             match p {
                 Prompt::Ids(v) => ids.push(v),
-                Prompt::Text(s) => ids.push(crate::offload::encode(st, &s, true, "prompt").map_err(|mut e| {
-                    e.message = format!("prompt {i}: {}", e.message);
-                    e
-                })?),
+                Prompt::Text(s) => {
+                    ids.push(crate::offload::encode(st, &s, true, "prompt").map_err(|mut e| {
+                        e.message = format!("prompt {i}: {}", e.message);
+                        e
+                    })?)
+                }
             }
         }
         Ok(ids)

@@ -7,7 +7,8 @@ use trtllm_core::text::ChatMessage;
 
 use crate::error::{parse_body, ApiError, ApiResult};
 use crate::protocol::{
-    chat_logprobs, completion_logprobs, max_tokens, messages, prompts, ChatRequest, CompletionRequest, Sampling,
+    chat_logprobs, completion_logprobs, max_tokens, messages, prompts, ChatRequest, CompletionRequest,
+    Sampling,
 };
 
 /// A `/v1/completions` body: its prompt count and sampling parameters, or the 4xx it gets.

@@ -62,8 +62,15 @@ impl Running {
         let (tx, rx) = unbounded_channel();
         let n = params.n;
         let log = ReqLog { id: id.into(), start: Instant::now(), first: None, accepted: false, error: false };
-        let mut run =
-            Running { rx, cut: state.cut.subscribe(), handles: vec![], n, remaining: prompts.len(), usage: Usage::default(), log };
+        let mut run = Running {
+            rx,
+            cut: state.cut.subscribe(),
+            handles: vec![],
+            n,
+            remaining: prompts.len(),
+            usage: Usage::default(),
+            log,
+        };
         for (tag, p) in prompts.into_iter().enumerate() {
             let sink = Box::new(Sink { tx: tx.clone(), tag });
             // An error drops `run`, which cancels the prompts already submitted.

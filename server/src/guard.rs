@@ -61,7 +61,9 @@ impl AllowedHosts {
             return true;
         }
         match name.parse::<IpAddr>() {
-            Ok(ip) => ip.is_loopback() || self.bound.parse::<IpAddr>().is_ok_and(|b| b.is_unspecified() || b == ip),
+            Ok(ip) => {
+                ip.is_loopback() || self.bound.parse::<IpAddr>().is_ok_and(|b| b.is_unspecified() || b == ip)
+            }
             Err(_) => false,
         }
     }
@@ -136,7 +138,8 @@ pub async fn guard(State(cfg): State<Arc<GuardConfig>>, req: Request, next: Next
     }
     let (parts, body) = req.into_parts();
     let limit = cfg.max_body_bytes;
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(limit);
     }
@@ -195,11 +198,25 @@ mod tests {
     #[test]
     fn host_values_a_keyless_server_answers() {
         let local = AllowedHosts::new("127.0.0.1");
-        for ok in ["localhost", "localhost:8000", "LOCALHOST.", "127.0.0.1", "127.0.0.1:8000", "[::1]:8000", "127.5.0.1"]
-        {
+        for ok in [
+            "localhost",
+            "localhost:8000",
+            "LOCALHOST.",
+            "127.0.0.1",
+            "127.0.0.1:8000",
+            "[::1]:8000",
+            "127.5.0.1",
+        ] {
             assert!(local.allows(ok), "{ok}");
         }
-        for bad in ["evil.example", "evil.example:8000", "localhost.evil.example", "10.0.0.5", "127.0.0.1.nip.io", ""] {
+        for bad in [
+            "evil.example",
+            "evil.example:8000",
+            "localhost.evil.example",
+            "10.0.0.5",
+            "127.0.0.1.nip.io",
+            "",
+        ] {
             assert!(!local.allows(bad), "{bad}");
         }
         let any = AllowedHosts::new("0.0.0.0");

@@ -209,7 +209,9 @@ pub enum ServeError {
 /// Load the model, start the engine, serve until SIGINT / SIGTERM, then drain and stop.
 pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     if cfg.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
-        return Err(ServeError::Config("--api-key is empty: give a key, or leave the flag out to serve without one".into()));
+        return Err(ServeError::Config(
+            "--api-key is empty: give a key, or leave the flag out to serve without one".into(),
+        ));
     }
     if let Some(path) = &cfg.chat_template {
         // Read it before the (long) load, so a wrong path fails at once.
@@ -252,7 +254,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             );
         }
         println!("trtllm serve: model `{}` listening on http://{local}", state.model_name);
-        let graceful = http::serve_until(listener, router(state.clone(), guard), limits, signals.next()).await;
+        let graceful =
+            http::serve_until(listener, router(state.clone(), guard), limits, signals.next()).await;
         state.draining.store(true, Relaxed);
         println!("trtllm serve: shutting down; draining requests in flight");
         tokio::spawn(async move {

@@ -242,6 +242,10 @@ fn check_flags(cfg: &ServeConfig) -> Result<()> {
             check_range(flag, name, v, max)?;
         }
     }
+    let u = cfg.gpu_memory_utilization;
+    if !(u > 0.0 && u <= 1.0) {
+        return Err(Error::Msg(format!("--gpu-memory-utilization must be in (0, 1], got {u}")));
+    }
     let timeouts = [
         ("--header-timeout", cfg.header_timeout),
         ("--body-timeout", cfg.body_timeout),
@@ -270,7 +274,7 @@ mod tests {
 
     #[test]
     fn zero_or_absurd_sizes_are_errors_naming_the_flag() {
-        let cases: [(fn(&mut ServeConfig), &str, &str); 8] = [
+        let cases: [(fn(&mut ServeConfig), &str, &str); 9] = [
             (|c| c.kv_block_size = Some(0), "--kv-block-size", "must be positive"),
             (|c| c.max_batch_size = Some(1_000_000_000), "--max-num-seqs", "limit of 65536"),
             (|c| c.max_num_tokens = Some(0), "--max-num-tokens", "must be positive"),
@@ -279,6 +283,7 @@ mod tests {
             (|c| c.max_connections = 0, "--max-connections", "must be positive"),
             (|c| c.max_body_bytes = 1 << 40, "--max-body-bytes", "limit of"),
             (|c| c.header_timeout = Duration::ZERO, "--header-timeout", "must be positive"),
+            (|c| c.gpu_memory_utilization = f64::NAN, "--gpu-memory-utilization", "(0, 1]"),
         ];
         for (set, flag, msg) in cases {
             let mut c = ServeConfig::new("unused");

@@ -112,7 +112,6 @@ fn handle_tokenize(st: &AppState, body: &[u8]) -> ApiResult<Value> {
     Ok(out)
 }
 
-
 fn handle_detokenize(st: &AppState, body: &[u8]) -> ApiResult<Value> {
     crate::fields::check(body, "/detokenize", &["model", "tokens"], &[])?;
     let req: DetokenizeRequest = parse_body(body)?;

@@ -125,4 +125,3 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     }
     std::fs::copy(from, to).map(|_| ()).map_err(|e| Error::io(from, e))
 }
-
