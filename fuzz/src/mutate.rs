@@ -9,7 +9,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -19,7 +19,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
     pub fn chance(&mut self, one_in: usize) -> bool {
         self.below(one_in) == 0
@@ -244,7 +244,7 @@ fn bytes(rng: &mut Rng, x: &mut Vec<u8>, pool: &[Vec<u8>]) {
         7 => {
             let at = rng.below(n + 1);
             let k = 1 + rng.below(16);
-            let ins: Vec<u8> = (0..k).map(|_| rng.next() as u8).collect();
+            let ins: Vec<u8> = (0..k).map(|_| rng.next_u64() as u8).collect();
             x.splice(at..at, ins);
         }
         _ if n > 0 => {
@@ -256,7 +256,7 @@ fn bytes(rng: &mut Rng, x: &mut Vec<u8>, pool: &[Vec<u8>]) {
                 x.splice(start..end, v.into_bytes());
             }
         }
-        _ => x.push(rng.next() as u8),
+        _ => x.push(rng.next_u64() as u8),
     }
 }
 

@@ -20,7 +20,7 @@ fn tokenizer_json_with_a_broken_decoder_is_an_error() {
     clean("tokenizer", bad);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("tokenizer.json"), bad).expect("write");
-    let e = trtllm_core::text::Tokenizer::from_dir(dir.path()).err().expect("an error");
+    let Err(e) = trtllm_core::text::Tokenizer::from_dir(dir.path()) else { panic!("expected an error") };
     assert!(e.to_string().contains("tokenizer.json") && e.to_string().contains("not valid JSON"), "{e}");
 }
 
@@ -32,9 +32,10 @@ fn a_subnormal_rope_factor_is_an_error() {
         .expect("seed");
     clean("config", &text);
     let v: serde_json::Value = serde_json::from_slice(&text).expect("json");
-    let e = trtllm_core::config::ModelConfig::from_hf_value(&v, std::path::Path::new("config.json"))
-        .err()
-        .expect("an error");
+    let Err(e) = trtllm_core::config::ModelConfig::from_hf_value(&v, std::path::Path::new("config.json"))
+    else {
+        panic!("expected an error")
+    };
     assert!(e.to_string().contains("rope_scaling") && e.to_string().contains("non-finite"), "{e}");
 }
 
@@ -48,7 +49,9 @@ fn a_gguf_merge_outside_the_vocabulary_is_refused_at_import() {
     let src = dir.path().join("m.gguf");
     std::fs::write(&src, &bytes).expect("write");
     let out = dir.path().join("hf");
-    let e = trtllm_core::gguf::convert_gguf(&src, &out, &Default::default()).err().expect("an error");
+    let Err(e) = trtllm_core::gguf::convert_gguf(&src, &out, &Default::default()) else {
+        panic!("expected an error")
+    };
     assert!(e.to_string().contains("tokenizer.json") && e.to_string().contains("would not load"), "{e}");
     assert!(!out.exists(), "nothing written");
 }
@@ -77,6 +80,6 @@ fn a_quantized_tensor_too_large_in_bytes_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("m.gguf");
     std::fs::write(&p, &bytes).expect("write");
-    let e = trtllm_core::gguf::GgufFile::open(&p).err().expect("an error");
+    let Err(e) = trtllm_core::gguf::GgufFile::open(&p) else { panic!("expected an error") };
     assert!(e.to_string().contains("overflow"), "{e}");
 }

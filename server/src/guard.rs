@@ -238,7 +238,7 @@ mod tests {
             ("application/x-www-form-urlencoded", false),
             ("multipart/form-data; boundary=x", false),
         ] {
-            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            h.insert(header::CONTENT_TYPE, ct.parse().expect("header value"));
             assert_eq!(is_json(&h), want, "{ct}");
         }
     }
@@ -246,9 +246,9 @@ mod tests {
     #[test]
     fn oversized_header_blocks_are_431() {
         let mut h = HeaderMap::new();
-        h.insert("x-a", "b".parse().unwrap());
+        h.insert("x-a", "b".parse().expect("header value"));
         assert!(header_size_error(&h).is_none());
-        h.insert("x-big", "v".repeat(MAX_HEADER_BYTES).parse().unwrap());
+        h.insert("x-big", "v".repeat(MAX_HEADER_BYTES).parse().expect("header value"));
         let r = header_size_error(&h).expect("431");
         assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }

@@ -223,19 +223,19 @@ mod tests {
             b2.read_exact(&mut buf).await.map(|_| buf.len())
         });
         w.write_all(&vec![1u8; 1 << 20]).await.expect("a moving write must not time out");
-        assert_eq!(reader.await.unwrap().unwrap(), 1 << 20);
+        assert_eq!(reader.await.expect("join").expect("read"), 1 << 20);
         let mut x = [0u8; 1];
         let _ = b.read(&mut x).await;
     }
 
     #[test]
     fn the_refusal_is_a_complete_503_with_retry_after_and_a_json_error() {
-        let r = String::from_utf8(refusal()).unwrap();
-        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        let r = String::from_utf8(refusal()).expect("utf-8");
+        let (head, body) = r.split_once("\r\n\r\n").expect("head and body");
         assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
         assert!(head.contains("retry-after: 1") && head.contains("connection: close"), "{head}");
         assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).expect("json body");
         assert_eq!(v["error"]["type"], "server_error");
     }
 }
