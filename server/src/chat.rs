@@ -31,13 +31,16 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
     let sampling: Sampling = parse_body(body)?;
     st.check_model(req.model.as_deref())?;
     let msgs = messages(req.messages.as_ref())?;
-    let Some(tmpl) = &st.chat_template else {
-        return Err(ApiError::invalid("messages", "this model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); use /v1/completions"));
-    };
     let kwargs = req.chat_template_kwargs.unwrap_or_default();
-    let text =
-        tmpl.render_with(&msgs, true, &kwargs).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    let ids = st.tokenizer.encode_raw(&text).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let ids = crate::offload::blocking(&st, move |st| {
+        let Some(tmpl) = &st.chat_template else {
+            return Err(ApiError::invalid("messages", "this model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); use /v1/completions"));
+        };
+        let text =
+            tmpl.render_with(&msgs, true, &kwargs).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+        crate::offload::encode(st, &text, false, "messages")
+    })
+    .await?;
     let logprobs = chat_logprobs(req.logprobs, req.top_logprobs)?;
     // Without a limit, generate up to the end of the context.
     let room = st.engine.limits().max_total_tokens.saturating_sub(ids.len()).max(1);

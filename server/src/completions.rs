@@ -44,17 +44,23 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
             "`best_of` must equal `n` (no server-side best-of selection)",
         ));
     }
-    let mut ids = vec![];
-    for (i, p) in prompts(req.prompt.as_ref())?.into_iter().enumerate() {
-        match p {
-            Prompt::Ids(v) => ids.push(v),
-            Prompt::Text(s) => ids.push(
-                st.tokenizer
-                    .encode(&s)
-                    .map_err(|e| ApiError::invalid("prompt", format!("prompt {i}: {e}")))?,
-            ),
+    let prompts = prompts(req.prompt.as_ref())?;
+    let ids = crate::offload::blocking(&st, move |st| {
+        let mut ids = vec![];
+        for (i, p) in prompts.into_iter().enumerate() {
+            match p {
+                Prompt::Ids(v) => ids.push(v),
+                Prompt::Text(s) => {
+                    ids.push(crate::offload::encode(st, &s, true, "prompt").map_err(|mut e| {
+                        e.message = format!("prompt {i}: {}", e.message);
+                        e
+                    })?)
+                }
+            }
         }
-    }
+        Ok(ids)
+    })
+    .await?;
     if ids.len() * params.n > crate::MAX_CHOICES {
         return Err(ApiError::invalid("n", format!("prompts x n must be at most {}", crate::MAX_CHOICES)));
     }

@@ -95,7 +95,8 @@ async fn handle(st: Arc<AppState>, body: &[u8], start: std::time::Instant) -> Ap
             return Err(ApiError::invalid("dimensions", format!("`dimensions` must be at least 1, got {d}")));
         }
     }
-    let inputs = inputs(&st, req.input.as_ref(), req.add_special_tokens.unwrap_or(true))?;
+    let (input, special) = (req.input.clone(), req.add_special_tokens.unwrap_or(true));
+    let inputs = crate::offload::blocking(&st, move |st| inputs(st, input.as_ref(), special)).await?;
     let prompt_tokens: usize = inputs.iter().map(Vec::len).sum();
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.engine.embed(inputs, pooling, Box::new(move |r| drop(tx.send(r))))?;
@@ -146,8 +147,7 @@ fn inputs(st: &AppState, v: Option<&Value>, special: bool) -> ApiResult<Vec<Vec<
         )
     };
     let text = |i: usize, s: &str| -> ApiResult<Vec<u32>> {
-        let r = if special { st.tokenizer.encode(s) } else { st.tokenizer.encode_raw(s) };
-        r.map_err(|e| ApiError::invalid(format!("input[{i}]"), e.to_string()))
+        crate::offload::encode(st, s, special, &format!("input[{i}]"))
     };
     let ids = |a: &[Value]| -> ApiResult<Vec<u32>> {
         a.iter()

@@ -29,6 +29,9 @@ impl EventSink for Sink {
 
 pub struct Running {
     rx: UnboundedReceiver<(usize, Event)>,
+    /// Set at the drain deadline: the request ends with a 503 error (an error event + `[DONE]`
+    /// on a stream).
+    cut: tokio::sync::watch::Receiver<bool>,
     handles: Vec<RequestHandle>,
     pub n: usize,
     remaining: usize,
@@ -59,8 +62,15 @@ impl Running {
         let (tx, rx) = unbounded_channel();
         let n = params.n;
         let log = ReqLog { id: id.into(), start: Instant::now(), first: None, accepted: false, error: false };
-        let mut run =
-            Running { rx, handles: vec![], n, remaining: prompts.len(), usage: Usage::default(), log };
+        let mut run = Running {
+            rx,
+            cut: state.cut.subscribe(),
+            handles: vec![],
+            n,
+            remaining: prompts.len(),
+            usage: Usage::default(),
+            log,
+        };
         for (tag, p) in prompts.into_iter().enumerate() {
             let sink = Box::new(Sink { tx: tx.clone(), tag });
             // An error drops `run`, which cancels the prompts already submitted.
@@ -74,7 +84,17 @@ impl Running {
     /// The next delta as `(choice index, delta)`; `None` once every choice has finished.
     pub async fn next(&mut self) -> Option<ApiResult<(usize, Delta)>> {
         while self.remaining > 0 {
-            let Some((tag, ev)) = self.rx.recv().await else {
+            let (rx, cut) = (&mut self.rx, &mut self.cut);
+            let next = tokio::select! {
+                biased;
+                ev = rx.recv() => ev,
+                Ok(_) = cut.wait_for(|c| *c) => {
+                    return Some(Err(ApiError::unavailable(
+                        "the server shut down before this request finished (its drain timeout passed)",
+                    )));
+                }
+            };
+            let Some((tag, ev)) = next else {
                 return Some(Err(ApiError::internal("the engine stopped")));
             };
             match ev {

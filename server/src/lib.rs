@@ -7,11 +7,18 @@
 //! `tokenize.rs`), `GET /health`, `GET /metrics` (Prometheus text). Errors are OpenAI-style JSON (`error.rs`).
 //! The engine runs on its own thread; each request's tokens come back over a tokio channel, and
 //! a request whose client has gone (handler or stream dropped) is cancelled, freeing its KV
-//! blocks. SIGINT / SIGTERM stop accepting requests and drain the ones in flight.
+//! blocks. SIGINT / SIGTERM stop accepting requests and drain the ones in flight; at the drain
+//! deadline what is left ends with an error (an error event and `[DONE]` on a stream) and
+//! [`serve`] returns [`ServeError::DrainTimedOut`]; a second signal exits at once.
 //!
-//! Dependencies, and why: `axum` (HTTP/1 routing, SSE responses, graceful shutdown over hyper:
-//! the smallest mature stack that does all three) on `tokio` (the runtime axum needs; also the
-//! per-request channels and signal handling); `futures-util` (building the SSE body stream);
+//! Against hostile clients: connection limits and timeouts (`http.rs`), per-request header,
+//! Host, content-type and body checks (`guard.rs`), tokenization off the HTTP workers behind a
+//! byte cap (`offload.rs`).
+//!
+//! Dependencies, and why: `axum` (HTTP/1 routing, SSE responses) on `tokio` (the runtime axum
+//! needs; also the per-request channels and signal handling); `hyper` + `hyper-util` (the
+//! HTTP/1 connection with its header-read timeout, graceful shutdown); `http-body-util`
+//! (reading a body frame by frame under a limit); `futures-util` (building the SSE body stream);
 //! `serde_path_to_error` (a 400 for a wrongly typed field names that field). The engine itself
 //! stays free of async code and of these crates: `trtllm-core` only sees the `EventSink` trait.
 
@@ -20,14 +27,18 @@ mod completions;
 mod embeddings;
 pub mod error;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gen;
+pub mod guard;
+pub mod http;
+mod offload;
 mod protocol;
 mod setup;
 pub mod sizing;
 mod sse;
 mod tokenize;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -57,6 +68,8 @@ pub struct AppState {
     pub chat_template: Option<ChatTemplate>,
     pub model_name: String,
     pub api_key: Option<String>,
+    text: offload::TextWork,
+    cut: tokio::sync::watch::Sender<bool>,
     draining: AtomicBool,
     ids: AtomicU64,
     created: u64,
@@ -70,6 +83,11 @@ impl AppState {
             chat_template: served.chat_template.clone(),
             model_name: served.model_name.clone(),
             api_key,
+            text: offload::TextWork::new(
+                served.engine.handle().limits().max_total_tokens,
+                served.tokenizer.max_token_bytes(),
+            ),
+            cut: tokio::sync::watch::Sender::new(false),
             draining: AtomicBool::new(false),
             ids: AtomicU64::new(1),
             created: unix_now(),
@@ -139,8 +157,8 @@ async fn method_not_allowed() -> Response {
     e.into_response()
 }
 
-/// The application: routes, auth on `/v1/*`, JSON 404 / 405.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The application: routes, auth on `/v1/*`, JSON 404 / 405, the request guard (`guard.rs`).
+pub fn router(state: Arc<AppState>, guard: guard::GuardConfig) -> Router {
     let v1 = Router::new()
         .route("/v1/completions", post(completions::handler))
         .route("/v1/chat/completions", post(chat::handler))
@@ -156,6 +174,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        // The guard enforces the body limit (as a JSON 413); axum's own 2 MB default is off.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(Arc::new(guard), guard::guard))
 }
 
 /// `--chat-template FILE` in place of the tokenizer's template; `bos_token` / `eos_token` from
@@ -178,10 +199,20 @@ pub enum ServeError {
     Engine(#[from] trtllm_core::Error),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
+    /// Requests were still running at the drain deadline; they were ended with an error.
+    #[error("the drain timeout ({0:?}) passed with requests still running; they were ended with an error")]
+    DrainTimedOut(Duration),
 }
 
 /// Load the model, start the engine, serve until SIGINT / SIGTERM, then drain and stop.
 pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
+    if cfg.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err(ServeError::Config(
+            "--api-key is empty: give a key, or leave the flag out to serve without one".into(),
+        ));
+    }
     if let Some(path) = &cfg.chat_template {
         // Read it before the (long) load, so a wrong path fails at once.
         ChatTemplate::from_file(path, None)?;
@@ -201,48 +232,89 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .map_err(io("starting the tokio runtime"))?;
     let state = Arc::new(AppState::new(&served, cfg.api_key.clone()));
     let addr = format!("{}:{}", cfg.host, cfg.port);
-    rt.block_on(async {
+    let outcome = rt.block_on(async {
+        let mut signals = Signals::new().map_err(io("installing signal handlers"))?;
         let listener = tokio::net::TcpListener::bind(&addr).await.map_err(io(&format!("binding {addr}")))?;
         let local: SocketAddr = listener.local_addr().map_err(io("local address"))?;
+        let guard = guard::GuardConfig {
+            body_timeout: cfg.body_timeout,
+            max_body_bytes: cfg.max_body_bytes,
+            allowed_hosts: state.api_key.is_none().then(|| guard::AllowedHosts::new(&cfg.host)),
+        };
+        let limits = http::ConnLimits {
+            header_timeout: cfg.header_timeout,
+            send_timeout: cfg.send_timeout,
+            max_connections: cfg.max_connections,
+        };
+        if state.api_key.is_none() {
+            tracing::warn!(
+                "no API key set (--api-key / TRTLLM_API_KEY): any client that reaches {local} can use \
+                 the server; only requests addressed to localhost or {} with JSON bodies are answered",
+                cfg.host
+            );
+        }
         println!("trtllm serve: model `{}` listening on http://{local}", state.model_name);
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let (st, stop2) = (state.clone(), stop.clone());
-        let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            st.draining.store(true, Relaxed);
-            println!("trtllm serve: shutting down; draining requests in flight");
-            stop2.notify_one();
+        let graceful =
+            http::serve_until(listener, router(state.clone(), guard), limits, signals.next()).await;
+        state.draining.store(true, Relaxed);
+        println!("trtllm serve: shutting down; draining requests in flight");
+        tokio::spawn(async move {
+            let code = signals.next_code().await;
+            eprintln!("trtllm serve: second signal; exiting now");
+            std::process::exit(code);
         });
         let drain = cfg.drain_timeout;
-        tokio::select! {
-            r = server.into_future() => r.map_err(io("serving"))?,
-            _ = async { stop.notified().await; tokio::time::sleep(drain).await } => {
-                eprintln!("trtllm serve: drain timeout ({drain:?}) reached; cancelling what is left");
-            }
+        let done = graceful.shutdown();
+        tokio::pin!(done);
+        if tokio::time::timeout(drain, &mut done).await.is_ok() {
+            return Ok(());
         }
-        Ok::<(), ServeError>(())
-    })?;
+        eprintln!("trtllm serve: drain timeout ({drain:?}) reached; ending what is left with an error");
+        state.cut.send_replace(true);
+        // The cut requests send their error (an event and [DONE] on streams); let them go out.
+        let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+        Err(ServeError::DrainTimedOut(drain))
+    });
     drop(state);
     rt.shutdown_timeout(Duration::from_secs(1));
     served.engine.shutdown();
     println!("trtllm serve: stopped");
-    Ok(())
+    outcome
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT and SIGTERM, installed once so that a second one is never missed.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal, as the exit code a process killed by it has (128 + its number).
+    async fn next_code(&mut self) -> i32 {
+        #[cfg(unix)]
+        {
+            tokio::select! { _ = self.int.recv() => 130, _ = self.term.recv() => 143 }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            130
+        }
+    }
+
+    async fn next(&mut self) {
+        self.next_code().await;
+    }
 }

@@ -41,6 +41,17 @@ pub struct ServeConfig {
     pub dtype: Option<DType>,
     pub http_workers: usize,
     pub drain_timeout: Duration,
+    /// Time for a complete request head, from a connection's start or its previous response
+    /// (so also how long an idle connection stays open).
+    pub header_timeout: Duration,
+    /// Time for a whole request body.
+    pub body_timeout: Duration,
+    /// How long a response write may wait on a client that reads nothing.
+    pub send_timeout: Duration,
+    /// Connections open at once; more are answered 503.
+    pub max_connections: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
     /// `--chat-template FILE`: replaces the tokenizer's chat template (applied in `serve`).
     pub chat_template: Option<PathBuf>,
 }
@@ -68,6 +79,11 @@ impl ServeConfig {
             dtype: None,
             http_workers: 2,
             drain_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_body_bytes: 8 << 20,
             chat_template: None,
         }
     }
@@ -218,10 +234,26 @@ fn check_flags(cfg: &ServeConfig) -> Result<()> {
         ("--max-num-tokens", cfg.max_num_tokens, MAX_NUM_TOKENS),
         ("--max-model-len", cfg.max_seq_len, MAX_CONTEXT),
         ("--kv-blocks", cfg.kv_blocks, usize::MAX),
+        ("--max-connections", Some(cfg.max_connections), 1 << 20),
+        ("--max-body-bytes", Some(cfg.max_body_bytes), 1 << 30),
     ];
     for (name, v, max) in checks {
         if let Some(v) = v {
             check_range(flag, name, v, max)?;
+        }
+    }
+    let u = cfg.gpu_memory_utilization;
+    if !(u > 0.0 && u <= 1.0) {
+        return Err(Error::Msg(format!("--gpu-memory-utilization must be in (0, 1], got {u}")));
+    }
+    let timeouts = [
+        ("--header-timeout", cfg.header_timeout),
+        ("--body-timeout", cfg.body_timeout),
+        ("--send-timeout", cfg.send_timeout),
+    ];
+    for (name, t) in timeouts {
+        if t.is_zero() {
+            return Err(Error::Msg(format!("{name} must be positive")));
         }
     }
     Ok(())
@@ -242,12 +274,16 @@ mod tests {
 
     #[test]
     fn zero_or_absurd_sizes_are_errors_naming_the_flag() {
-        let cases: [(fn(&mut ServeConfig), &str, &str); 5] = [
+        let cases: [(fn(&mut ServeConfig), &str, &str); 9] = [
             (|c| c.kv_block_size = Some(0), "--kv-block-size", "must be positive"),
             (|c| c.max_batch_size = Some(1_000_000_000), "--max-num-seqs", "limit of 65536"),
             (|c| c.max_num_tokens = Some(0), "--max-num-tokens", "must be positive"),
             (|c| c.max_seq_len = Some(1_000_000_000_000), "--max-model-len", "limit of 16777216"),
             (|c| c.kv_blocks = Some(0), "--kv-blocks", "must be positive"),
+            (|c| c.max_connections = 0, "--max-connections", "must be positive"),
+            (|c| c.max_body_bytes = 1 << 40, "--max-body-bytes", "limit of"),
+            (|c| c.header_timeout = Duration::ZERO, "--header-timeout", "must be positive"),
+            (|c| c.gpu_memory_utilization = f64::NAN, "--gpu-memory-utilization", "(0, 1]"),
         ];
         for (set, flag, msg) in cases {
             let mut c = ServeConfig::new("unused");

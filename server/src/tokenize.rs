@@ -48,7 +48,8 @@ const TOKENIZE_UNSUPPORTED: &[&str] =
     &["continue_final_message", "chat_template", "tools", "mm_processor_kwargs"];
 
 pub async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    handle_tokenize(&st, &body).map(|v| axum::Json(v).into_response()).unwrap_or_else(|e| e.into_response())
+    let r = crate::offload::blocking(&st, move |st| handle_tokenize(st, &body)).await;
+    r.map(|v| axum::Json(v).into_response()).unwrap_or_else(|e| e.into_response())
 }
 
 pub async fn detokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -79,7 +80,7 @@ fn handle_tokenize(st: &AppState, body: &[u8]) -> ApiResult<Value> {
                     "`add_generation_prompt` applies to `messages` only",
                 ));
             }
-            encode(st, p, req.add_special_tokens.unwrap_or(true), "prompt")?
+            crate::offload::encode(st, p, req.add_special_tokens.unwrap_or(true), "prompt")?
         }
         (None, Some(m)) => {
             let msgs = messages(Some(m))?;
@@ -93,7 +94,7 @@ fn handle_tokenize(st: &AppState, body: &[u8]) -> ApiResult<Value> {
             let text = tmpl
                 .render_with(&msgs, req.add_generation_prompt.unwrap_or(true), &kwargs)
                 .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-            encode(st, &text, req.add_special_tokens.unwrap_or(false), "messages")?
+            crate::offload::encode(st, &text, req.add_special_tokens.unwrap_or(false), "messages")?
         }
     };
     let mut out = json!({
@@ -109,11 +110,6 @@ fn handle_tokenize(st: &AppState, body: &[u8]) -> ApiResult<Value> {
         out["token_strs"] = Value::Array(strs);
     }
     Ok(out)
-}
-
-fn encode(st: &AppState, text: &str, special: bool, field: &str) -> ApiResult<Vec<u32>> {
-    let r = if special { st.tokenizer.encode(text) } else { st.tokenizer.encode_raw(text) };
-    r.map_err(|e| ApiError::invalid(field, e.to_string()))
 }
 
 fn handle_detokenize(st: &AppState, body: &[u8]) -> ApiResult<Value> {

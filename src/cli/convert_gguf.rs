@@ -24,7 +24,7 @@ pub fn run_with_dtype(gguf: &Path, out: &Path, dtype: Option<&str>) -> anyhow::R
     let t0 = std::time::Instant::now();
     // Per-tensor progress only on a terminal: piped or logged output gets the summary line alone.
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let report = convert_gguf(gguf, out, &ConvertOptions { dtype, progress })?;
+    let report = convert_gguf(gguf, out, &ConvertOptions { dtype, progress, check_config: Some(loads) })?;
     println!(
         "imported {} ({}, {} tensors, {}) into {} in {:.1}s",
         gguf.display(),
@@ -35,4 +35,9 @@ pub fn run_with_dtype(gguf: &Path, out: &Path, dtype: Option<&str>) -> anyhow::R
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The loader's parse of an imported config.json (limits, RoPE, shapes).
+fn loads(config: &serde_json::Value) -> trtllm::Result<()> {
+    trtllm::config::ModelConfig::from_hf_value(config, std::path::Path::new("config.json")).map(|_| ())
 }

@@ -55,9 +55,27 @@ pub struct Args {
     /// A Jinja chat template file that replaces the tokenizer's (e.g. for a base model).
     #[arg(long, alias = "chat_template", value_name = "FILE")]
     chat_template: Option<std::path::PathBuf>,
-    /// Seconds to wait for requests in flight after SIGINT / SIGTERM.
+    /// Seconds to wait for requests in flight after SIGINT / SIGTERM (then they end with an
+    /// error and the exit code is 3; 0: at once; a second signal exits at once).
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
+    /// Seconds a connection has to send a complete request head, from its start or its
+    /// previous response (idle connections close after this).
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a request body has to arrive whole (then 408).
+    #[arg(long, default_value_t = 30)]
+    body_timeout: u64,
+    /// Seconds a response write may wait on a client that reads nothing (then the connection
+    /// closes and its request is cancelled).
+    #[arg(long, default_value_t = 60)]
+    send_timeout: u64,
+    /// Connections open at once; one more is answered 503 with Retry-After.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Largest request body in bytes (then 413).
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -70,7 +88,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     cfg.served_model_name = a.served_model_name.or(hf_id);
     cfg.host = a.host;
     cfg.port = a.port;
-    cfg.api_key = a.api_key.or_else(|| std::env::var("TRTLLM_API_KEY").ok()).filter(|k| !k.is_empty());
+    // `--api-key ""` is an error (in `serve`); an empty $TRTLLM_API_KEY means none.
+    cfg.api_key = a.api_key.or_else(|| std::env::var("TRTLLM_API_KEY").ok().filter(|k| !k.is_empty()));
     cfg.max_batch_size = a.max_num_seqs;
     cfg.gpu_memory_utilization = a.gpu_memory_utilization;
     cfg.max_num_tokens = a.max_num_tokens;
@@ -84,6 +103,16 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     cfg.dtype = super::parse_dtype(&a.dtype)?;
     cfg.drain_timeout = Duration::from_secs(a.drain_timeout);
     cfg.chat_template = a.chat_template;
-    trtllm_server::serve(cfg)?;
-    Ok(())
+    cfg.header_timeout = Duration::from_secs(a.header_timeout);
+    cfg.body_timeout = Duration::from_secs(a.body_timeout);
+    cfg.send_timeout = Duration::from_secs(a.send_timeout);
+    cfg.max_connections = a.max_connections;
+    cfg.max_body_bytes = a.max_body_bytes;
+    match trtllm_server::serve(cfg) {
+        Err(e @ trtllm_server::ServeError::DrainTimedOut(_)) => {
+            eprintln!("error: {e}");
+            std::process::exit(3);
+        }
+        r => Ok(r?),
+    }
 }

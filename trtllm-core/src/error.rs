@@ -80,3 +80,60 @@ pub fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
     let text = read_to_string(path)?;
     serde_json::from_str(&text).map_err(|source| Error::Json { path: path.into(), source })
 }
+
+/// Remove the `{prefix}<pid>` directories in `dir` whose process is gone: what a convert or
+/// build killed before it could clean up left behind. Each removal is reported on stderr. Only
+/// where `/proc` tells which processes live (Linux); elsewhere nothing is removed.
+pub fn remove_stale_temps(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+    let mut removed = vec![];
+    if !std::path::Path::new("/proc/self").exists() {
+        return removed;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return removed };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let path = e.path();
+        let alive = pid == std::process::id() || std::path::Path::new("/proc").join(pid.to_string()).exists();
+        if alive || !path.is_dir() {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                eprintln!(
+                    "removed {}: the temporary output of an interrupted run (process {pid} is gone)",
+                    path.display()
+                );
+                removed.push(path);
+            }
+            Err(err) => eprintln!("warning: could not remove the stale temporary {}: {err}", path.display()),
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn temps_of_dead_processes_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // No process has pid 4194304 + 1 (above Linux's pid_max): a killed run's leftover.
+        let dead = dir.path().join("out.tmp-4194305");
+        let live = dir.path().join(format!("out.tmp-{}", std::process::id()));
+        let other = dir.path().join("other.tmp-4194305");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+            std::fs::write(d.join("sub/rank0.safetensors"), b"partial").unwrap();
+        }
+        let removed = remove_stale_temps(dir.path(), "out.tmp-");
+        if Path::new("/proc/self").exists() {
+            assert_eq!(removed, vec![dead.clone()]);
+            assert!(!dead.exists());
+        }
+        assert!(live.exists() && other.exists());
+    }
+}

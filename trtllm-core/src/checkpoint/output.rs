@@ -66,6 +66,9 @@ impl StagedDir {
             .ok_or_else(|| Error::checkpoint(target, "output path has no directory name"))?
             .to_string_lossy()
             .into_owned();
+        if let Some(parent) = target.parent() {
+            crate::error::remove_stale_temps(parent, &format!("{name}.tmp-"));
+        }
         let tmp = target.with_file_name(format!("{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;

@@ -71,7 +71,23 @@ fn product(file: &Path, field: &str, xs: &[usize]) -> Result<u128> {
     })
 }
 
-fn check_rope(file: &Path, r: &RopeConfig, theta_field: &str) -> Result<()> {
+/// Each value in range, then the frequencies they give at the longest context: values that
+/// pass one by one can still combine into infinite ones (a linear factor of 1e-320).
+fn check_rope(file: &Path, r: &RopeConfig, theta_field: &str, max_pos: usize) -> Result<()> {
+    check_rope_values(file, r, theta_field)?;
+    let (inv, scale) = r.inv_freq(max_pos.clamp(1, MAX_CONTEXT));
+    if !scale.is_finite() || inv.iter().any(|f| !f.is_finite() || *f < 0.0) {
+        let field = if matches!(r.scaling, RopeScaling::Default) { theta_field } else { "rope_scaling" };
+        return Err(Error::config(
+            file,
+            field,
+            format!("gives non-finite RoPE frequencies (theta {}, {:?})", r.theta, r.scaling),
+        ));
+    }
+    Ok(())
+}
+
+fn check_rope_values(file: &Path, r: &RopeConfig, theta_field: &str) -> Result<()> {
     positive(file, theta_field, r.theta)?;
     match &r.scaling {
         RopeScaling::Default | RopeScaling::LongRope { .. } => Ok(()),
@@ -153,9 +169,9 @@ impl ModelConfig {
                 "0 (a window of no tokens); use null for none",
             ));
         }
-        check_rope(file, &self.rope, "rope_theta")?;
+        check_rope(file, &self.rope, "rope_theta", self.max_position_embeddings)?;
         if let Some(local) = &self.rope_local {
-            check_rope(file, local, "rope_local_base_freq")?;
+            check_rope(file, local, "rope_local_base_freq", self.max_position_embeddings)?;
         }
         Ok(())
     }

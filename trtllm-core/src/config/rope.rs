@@ -125,6 +125,15 @@ fn parse_one(
         },
         "yarn" => {
             let mut factor = req(file, m, "factor")?;
+            // Checked here too: the file's factor is replaced below when the context is longer
+            // than `original_max_position_embeddings`, and a negative one must not pass unseen.
+            if !(factor.is_finite() && factor > 0.0) {
+                return Err(Error::config(
+                    file,
+                    "rope_scaling.factor",
+                    format!("{factor} must be a positive finite number"),
+                ));
+            }
             let original_max = orig(max_pos)?;
             if f(file, m, "original_max_position_embeddings")?.is_some() && max_pos > original_max {
                 factor = max_pos as f64 / original_max as f64;

@@ -25,6 +25,9 @@ pub struct ConvertOptions {
     pub dtype: OutDType,
     /// Print per-tensor progress to stderr (`\r`-rewritten: for a terminal).
     pub progress: bool,
+    /// Checks the config.json the import writes, before anything is written (the CLI passes
+    /// the loader's own parse, so an import never writes a config the loader refuses).
+    pub check_config: Option<fn(&serde_json::Value) -> Result<()>>,
 }
 
 /// What a conversion did.
@@ -126,12 +129,19 @@ fn write_all(g: &GgufFile, arch: Arch, plan: &[Planned], dir: &Path, opts: &Conv
         g.tensor("token_embd.weight").ok_or_else(|| g.error("tensor `token_embd.weight` is missing"))?;
     let vocab_size = embd.shape()[0];
     let config = config_json(g, arch, vocab_size, opts.dtype)?;
+    if let Some(check) = opts.check_config {
+        check(&config)
+            .map_err(|e| g.error(format!("the config.json this file gives would not load: {e}")))?;
+    }
     let tok = build_tokenizer(g, arch)?;
     let max_len = config.get("max_position_embeddings").and_then(|v| v.as_u64()).map(|v| v as usize);
     let tok_config = tokenizer_config(g, &tok, max_len)?;
     write_file(&dir.join("config.json"), pretty(&config).as_bytes())?;
     write_file(&dir.join("generation_config.json"), pretty(&generation_config_json(&config)).as_bytes())?;
-    write_file(&dir.join("tokenizer.json"), tokenizer_json(&tok).as_bytes())?;
+    let tok_json = tokenizer_json(&tok);
+    crate::text::check_tokenizer_json(&tok_json)
+        .map_err(|e| g.error(format!("the tokenizer.json this file gives would not load: {e}")))?;
+    write_file(&dir.join("tokenizer.json"), tok_json.as_bytes())?;
     write_file(&dir.join("tokenizer_config.json"), pretty(&tok_config).as_bytes())?;
     drop(tok);
 
@@ -174,6 +184,7 @@ pub fn convert_gguf(gguf: &Path, out: &Path, opts: &ConvertOptions) -> Result<Co
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    crate::error::remove_stale_temps(parent, &format!(".{name}.tmp-"));
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;

@@ -273,7 +273,10 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed> {
                         dims[0]
                     )));
                 }
-                Some(n_elements / blk as u64 * bytes as u64)
+                let n = (n_elements / blk as u64).checked_mul(bytes as u64).ok_or_else(|| {
+                    c.err(format!("tensor `{name}`: dimensions {dims:?} of {ty} overflow in bytes"))
+                })?;
+                Some(n)
             }
         };
         if offset % alignment != 0 {

@@ -83,8 +83,25 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         kwargs: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String> {
-        let err =
-            |e: minijinja::Error| Error::Msg(format!("{}: chat template: {e:#}", self.origin.display()));
+        // minijinja panics on some malformed templates (an integer overflow in its error
+        // reporting, `{% for in x %}`); that is this template's error, not the process's.
+        let render =
+            std::panic::AssertUnwindSafe(|| self.render_unguarded(messages, add_generation_prompt, kwargs));
+        std::panic::catch_unwind(render).unwrap_or_else(|_| {
+            Err(Error::Msg(format!(
+                "{}: chat template: the template engine failed on this template (a syntax error?)",
+                self.origin.display()
+            )))
+        })
+    }
+
+    fn render_unguarded(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let err = |e: minijinja::Error| Error::Msg(format!("{}: chat template: {e}", self.origin.display()));
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);

@@ -7,4 +7,4 @@ mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use detok::{IncrementalDetokenizer, StopMatcher};
-pub use tokenizer::{StreamDecoder, Tokenizer};
+pub use tokenizer::{check_tokenizer_json, StreamDecoder, Tokenizer};

@@ -25,8 +25,7 @@ fn ids(v: Option<&serde_json::Value>) -> Vec<u32> {
 impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::Tokenizer { path: path.clone(), msg: e.to_string() })?;
+        let inner = load(&path)?;
         let read = |name: &str| -> Result<Option<serde_json::Value>> {
             let p = dir.join(name);
             if p.exists() {
@@ -85,6 +84,42 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// The longest vocabulary entry in UTF-8 bytes: an upper bound on the bytes of text one
+    /// token stands for (byte-level and byte-fallback entries spell a byte with more than one).
+    pub fn max_token_bytes(&self) -> usize {
+        self.inner.get_vocab(true).keys().map(String::len).max().unwrap_or(1)
+    }
+}
+
+/// Parse `tokenizer.json`. The `tokenizers` crate panics on some malformed files (an
+/// `expect` in its decoder and normalizer deserializers); a file that is not JSON is refused
+/// before it gets there, and a panic on one that is becomes an error naming the file.
+fn load(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&bytes).map_err(|msg| Error::Tokenizer { path: path.to_path_buf(), msg })
+}
+
+fn parse(bytes: &[u8]) -> std::result::Result<tokenizers::Tokenizer, String> {
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return Err(format!("not valid JSON: {e}"));
+    }
+    match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(p) => {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("the tokenizers library cannot read this file ({why})"))
+        }
+    }
+}
+
+/// Whether the text of a tokenizer.json loads (an importer checks what it is about to write).
+pub fn check_tokenizer_json(text: &str) -> std::result::Result<(), String> {
+    parse(text.as_bytes()).map(|_| ())
 }
 
 /// Turns a growing list of ids into text pieces, emitting only complete UTF-8.
