@@ -62,6 +62,8 @@ struct Setup<'a> {
     dtype: DType,
     /// Feed these tokens instead of the run's own greedy ones (teacher forcing).
     forced: Option<&'a [Vec<u32>]>,
+    /// The longest context the graphs are captured for (`max_seq_len` of `DecodeGraphs`).
+    graph_ctx: usize,
 }
 
 struct Decoded {
@@ -82,7 +84,7 @@ fn decode(name: &str, prompts: &[Vec<u32>], su: Setup<'_>) -> Decoded {
     let mut kv = KvCache::new_cuda(&gpu, su.dtype, model.kv_layout(), BLOCK, blocks).expect("kv");
     let mut alloc = BlockAllocator::new(blocks);
     let mut g = su.graphs.then(|| {
-        DecodeGraphs::new(&*model, &kv, su.max_batch, MAX_SEQ, true).expect("graphs apply to this model")
+        DecodeGraphs::new(&*model, &kv, su.max_batch, su.graph_ctx, true).expect("graphs apply to this model")
     });
     let n = prompts.len();
     let mut seqs = prompts.to_vec();
@@ -136,7 +138,7 @@ fn check(name: &str) {
     }
     for n in [1, 3] {
         let p = prompts(name, n);
-        let su = Setup { graphs: false, max_batch: MAX_BATCH, dtype: DType::F32, forced: None };
+        let su = Setup { graphs: false, max_batch: MAX_BATCH, dtype: DType::F32, forced: None, graph_ctx: MAX_SEQ };
         let eager = decode(name, &p, su);
         let graph = decode(name, &p, Setup { graphs: true, ..su });
         assert_eq!(graph.off, None, "{name} batch {n}: graphs were turned off");
@@ -171,6 +173,28 @@ fn check(name: &str) {
     }
 }
 
+/// Graphs captured for 1024-key contexts plan the bf16 grouped decode kernel's split-K for
+/// them; steps whose contexts fit 256 keys replay the short-context graph instead, which runs
+/// the same unsplit kernel as the eager step: the same logits.
+#[test]
+fn short_context_graphs() {
+    let name = "llama";
+    if !gpu_ok(name) {
+        return;
+    }
+    for n in [1, 3] {
+        let p = prompts(name, n);
+        let su = Setup { graphs: false, max_batch: MAX_BATCH, dtype: DType::BF16, forced: None, graph_ctx: 1024 };
+        let eager = decode(name, &p, su);
+        let graph = decode(name, &p, Setup { graphs: true, ..su });
+        assert_eq!(graph.off, None, "batch {n}: graphs were turned off");
+        assert_eq!(graph.tokens, eager.tokens, "batch {n}: short-context graph tokens differ from eager");
+        let worst = graph.logits.iter().zip(&eager.logits).map(|(g, e)| nmse(g, e)).fold(0.0f64, f64::max);
+        println!("short-context graphs, bf16, batch {n}: worst logits NMSE vs eager {worst:.2e}");
+        assert!(worst <= 1e-6, "batch {n}: logits NMSE {worst:e} > 1e-6");
+    }
+}
+
 /// Batch 10 runs in the 16-row bucket, whose GEMMs are cuBLAS (f32) / cuBLASLt (bf16) calls
 /// captured into the graph (m = 16 there, 10 eagerly: other kernels, not bit-identical).
 #[test]
@@ -181,7 +205,7 @@ fn cublas_bucket() {
     }
     let p = prompts(name, 10);
     for (dtype, limit) in [(DType::F32, 1e-6), (DType::BF16, 1e-3)] {
-        let su = Setup { graphs: false, max_batch: 16, dtype, forced: None };
+        let su = Setup { graphs: false, max_batch: 16, dtype, forced: None, graph_ctx: MAX_SEQ };
         let eager = decode(name, &p, su);
         // bf16: the graph run follows the eager tokens, so every step compares the same inputs.
         let forced = (dtype == DType::BF16).then_some(&eager.tokens[..]);
