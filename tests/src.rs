@@ -53,6 +53,7 @@ macro_rules! for_each_fixture {
             gpt2_noprefix,
             mixtral,
             qwen3_moe,
+            olmo2,
         );
     };
 }

@@ -85,7 +85,8 @@ fixtures!(
     phi3,
     gpt2,
     mixtral,
-    qwen3_moe
+    qwen3_moe,
+    olmo2
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

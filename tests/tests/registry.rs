@@ -15,6 +15,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("Gemma3ForConditionalGeneration", "trtllm_models::gemma::Gemma3"),
     ("Phi3ForCausalLM", "trtllm_models::phi3::Phi3"),
     ("GPT2LMHeadModel", "trtllm_models::gpt2::Gpt2"),
+    ("Olmo2ForCausalLM", "trtllm_models::olmo2::Olmo2"),
 ];
 
 #[test]

@@ -6,6 +6,7 @@ pub mod gemma;
 pub mod gpt2;
 pub mod llama;
 pub mod mixtral;
+pub mod olmo2;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;

@@ -41,11 +41,13 @@ pub enum AttnKind {
 /// start from the config (`attention_bias`, `mlp_bias`) and a model's `config = fn` adapter
 /// (given to `#[register_model]`) sets the rest.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ArchOptions {
     pub qkv_bias: bool,
     pub o_bias: bool,
     pub mlp_bias: bool,
-    /// RMSNorm of q and k over head_dim, before RoPE (Qwen3, Gemma 3).
+    /// Norms of q and k before RoPE (Qwen3, Gemma 3: per head; OLMo 2: over all heads, by the
+    /// attention's norm type `Attention<AllHeadsRmsNorm>`).
     pub qk_norm: bool,
     /// Embeddings are multiplied by this (Gemma: sqrt(hidden)).
     pub embedding_multiplier: Option<f64>,

@@ -1,8 +1,9 @@
 //! Norm layers: `RmsNorm`, `GemmaRmsNorm` (stores `1 + w`, declared once here instead of in a
-//! per-model converter) and `LayerNorm` (weight + bias). Weights are kept in f32.
+//! per-model converter), `LayerNorm` (weight + bias), and the q/k norm types of `Attention<N>`
+//! (`QkNormType`: per head, or `AllHeadsRmsNorm` over all heads). Weights are kept in f32.
 
 use super::{BuildCtx, Module, NormLayer};
-use crate::weights::{Transform, VarBuilder};
+use crate::weights::{TpSplit, Transform, VarBuilder};
 use crate::{ops, Result, Tensor};
 
 pub struct RmsNorm {
@@ -89,6 +90,51 @@ impl RmsNormType for GemmaRmsNorm {
         GemmaRmsNorm::new(vb, dim, eps)
     }
     fn rms(&self) -> &RmsNorm {
+        &self.0
+    }
+}
+
+/// The q/k norm type of `Attention<N>`: per head (every `RmsNormType`: `RmsNorm`, `GemmaRmsNorm`,
+/// fused into the RoPE kernel) or over all heads of q (of k) at once (`AllHeadsRmsNorm`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a q/k norm type (`trtllm_core::layers::QkNormType`)",
+    label = "q/k norms are RmsNorm, GemmaRmsNorm or AllHeadsRmsNorm"
+)]
+pub trait QkNormType: Sized + Send + Sync {
+    /// One norm over all `heads * head_dim` values (an all-reduce of the sums under tensor
+    /// parallelism), not one per head.
+    const ALL_HEADS: bool;
+    /// `{vb}.weight` for `heads` heads of `head_dim` (the checkpoint's full shape; this rank's
+    /// heads are loaded).
+    fn build_qk(vb: &VarBuilder<'_>, heads: usize, head_dim: usize, eps: f64) -> Result<Self>;
+    /// The weight as stored (this rank's share) and eps.
+    fn qk_rms(&self) -> &RmsNorm;
+}
+
+impl<N: RmsNormType + Send + Sync> QkNormType for N {
+    const ALL_HEADS: bool = false;
+    fn build_qk(vb: &VarBuilder<'_>, _heads: usize, head_dim: usize, eps: f64) -> Result<Self> {
+        N::with_dim(vb, head_dim, eps)
+    }
+    fn qk_rms(&self) -> &RmsNorm {
+        self.rms()
+    }
+}
+
+/// RMSNorm over all heads of q (and, separately, of k) at once, weight `[heads * head_dim]`
+/// (OLMo 2's q/k norm). Split by heads under tensor parallelism; the sums of squares are
+/// all-reduced, so each rank normalizes by the full width.
+pub struct AllHeadsRmsNorm(pub RmsNorm);
+
+impl QkNormType for AllHeadsRmsNorm {
+    const ALL_HEADS: bool = true;
+    fn build_qk(vb: &VarBuilder<'_>, heads: usize, head_dim: usize, eps: f64) -> Result<Self> {
+        let mut spec =
+            vb.spec("weight", &["weight"], &[heads * head_dim], TpSplit::Heads(vec![(heads, head_dim)]));
+        spec.dtype = crate::DType::F32;
+        Ok(AllHeadsRmsNorm(RmsNorm { weight: vb.get_spec(spec)?, eps }))
+    }
+    fn qk_rms(&self) -> &RmsNorm {
         &self.0
     }
 }
