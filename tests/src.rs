@@ -54,6 +54,7 @@ macro_rules! for_each_fixture {
             mixtral,
             qwen3_moe,
             olmo2,
+            granite,
         );
     };
 }

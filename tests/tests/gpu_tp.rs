@@ -86,7 +86,8 @@ fixtures!(
     gpt2,
     mixtral,
     qwen3_moe,
-    olmo2
+    olmo2,
+    granite
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

@@ -16,6 +16,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("Phi3ForCausalLM", "trtllm_models::phi3::Phi3"),
     ("GPT2LMHeadModel", "trtllm_models::gpt2::Gpt2"),
     ("Olmo2ForCausalLM", "trtllm_models::olmo2::Olmo2"),
+    ("GraniteForCausalLM", "trtllm_models::granite::Granite"),
 ];
 
 #[test]

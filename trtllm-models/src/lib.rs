@@ -4,6 +4,7 @@
 
 pub mod gemma;
 pub mod gpt2;
+pub mod granite;
 pub mod llama;
 pub mod mixtral;
 pub mod olmo2;

@@ -53,6 +53,13 @@ pub struct ArchOptions {
     pub embedding_multiplier: Option<f64>,
     /// No rotary embedding (learned absolute positions instead).
     pub no_rope: bool,
+    /// The attention's softmax scale, instead of `1 / sqrt(head_dim)` (Granite's
+    /// `attention_multiplier`).
+    pub attention_multiplier: Option<f64>,
+    /// Attention and MLP outputs are multiplied by this before the residual add (Granite).
+    pub residual_multiplier: Option<f64>,
+    /// Logits are multiplied by this (Cohere's `logit_scale`; Granite: `1 / logits_scaling`).
+    pub logit_scale: Option<f64>,
 }
 
 /// The normalized model configuration every layer builds from.

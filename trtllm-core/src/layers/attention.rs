@@ -81,7 +81,7 @@ impl<N: QkNormType> Named for Attention<N> {
         };
         let st = |bias| Stored { bias: bias || names.conv1d, transposed: names.conv1d };
         let qkv = Linear::heads(vb, qkv_name, names.qkv, h, &groups, st(a.qkv_bias))?;
-        let o = Linear::row(vb, names.o, nh * hd, h, st(a.o_bias))?;
+        let o = Linear::row(vb, names.o, nh * hd, h, st(a.o_bias))?.with_output_scale(a.residual_multiplier);
         let qk_norm = if a.qk_norm {
             let norm = |n: &str, heads| N::build_qk(&vb.pp(n), heads, hd, cfg.norm_eps);
             Some((norm(names.q_norm, nh)?, norm(names.k_norm, nkv)?))
@@ -93,7 +93,10 @@ impl<N: QkNormType> Named for Attention<N> {
             RopeScaling::Dynamic { .. } | RopeScaling::LongRope { .. } => None,
             _ => Some(r.inv_freq(0)),
         });
-        let scale = (cfg.query_pre_attn_scalar.unwrap_or(hd as f64)).powf(-0.5) as f32;
+        let scale = match a.attention_multiplier {
+            Some(m) => m as f32,
+            None => (cfg.query_pre_attn_scalar.unwrap_or(hd as f64)).powf(-0.5) as f32,
+        };
         Ok(Attention {
             qkv,
             o,

@@ -14,6 +14,8 @@ pub struct Linear {
     reduce: bool,
     /// Tensor-parallel size the weights were sharded for.
     tp_size: usize,
+    /// The output is multiplied by this (`ArchOptions::residual_multiplier`).
+    out_scale: Option<f32>,
 }
 
 /// How the checkpoint stores a linear layer.
@@ -131,13 +133,19 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias, reduce, tp_size: vb.tp_size() })
+        Ok(Linear { weight, bias, reduce, tp_size: vb.tp_size(), out_scale: None })
     }
 
     /// A linear layer over stacked expert weights is built by `SparseMoe`; this builds one
     /// from tensors already in hand.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, reduce: false, tp_size: 1 }
+        Linear { weight, bias, reduce: false, tp_size: 1, out_scale: None }
+    }
+
+    /// This layer with its output multiplied by `s` (no-op for `None`).
+    pub fn with_output_scale(mut self, s: Option<f64>) -> Self {
+        self.out_scale = s.map(|s| s as f32);
+        self
     }
 
     pub fn out_features(&self) -> usize {
@@ -145,6 +153,14 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, cx: &ForwardCtx<'_>) -> Result<Tensor> {
+        let y = self.forward_unscaled(x, cx)?;
+        match self.out_scale {
+            Some(s) => ops::scale(&y, s),
+            None => Ok(y),
+        }
+    }
+
+    fn forward_unscaled(&self, x: &Tensor, cx: &ForwardCtx<'_>) -> Result<Tensor> {
         if self.reduce && cx.comm.tp_size() != self.tp_size {
             // Partial sums of a shard would otherwise come out as if they were the result.
             return Err(crate::Error::Msg(format!(
@@ -172,7 +188,7 @@ impl Linear {
     /// activation in its epilogue on the GPU at decode sizes (`ops::matmul_gated`) when there is
     /// no bias and no reduce (column-parallel), else the two steps.
     pub fn forward_gated(&self, x: &Tensor, act: Activation, cx: &ForwardCtx<'_>) -> Result<Tensor> {
-        if self.bias.is_none() && !self.reduce {
+        if self.bias.is_none() && !self.reduce && self.out_scale.is_none() {
             return ops::matmul_gated(x, &self.weight, act);
         }
         ops::gated_activation(&self.forward(x, cx)?, act)

@@ -48,7 +48,7 @@ impl GatedMlp {
             }
         };
         let gate_up = Linear::column(vb, fused, names.gate_up, h, &[i, i], st)?;
-        let down = Linear::row(vb, names.down, i, h, st)?;
+        let down = Linear::row(vb, names.down, i, h, st)?.with_output_scale(cfg.arch.residual_multiplier);
         Ok(GatedMlp { gate_up, down, act: cfg.hidden_act })
     }
 }
@@ -113,7 +113,7 @@ impl Named for Mlp {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
             fc: Linear::column(vb, names.fc, &[names.fc], h, &[i], st)?,
-            proj: Linear::row(vb, names.proj, i, h, st)?,
+            proj: Linear::row(vb, names.proj, i, h, st)?.with_output_scale(cfg.arch.residual_multiplier),
             act: cfg.hidden_act,
         })
     }

@@ -48,12 +48,31 @@ pub struct ModelEntry {
     /// The registering type (`trtllm_models::llama::Llama`).
     pub type_name: &'static str,
     pub layout: ModelLayout,
-    /// Sets the architecture knobs HF keeps in modeling code.
-    pub adapt_config: fn(&mut ModelConfig),
+    /// Sets the architecture knobs HF keeps in modeling code (an error for a config the
+    /// architecture cannot run: a key it does not read set to a value that changes the math).
+    pub adapt_config: fn(&mut ModelConfig) -> Result<()>,
     pub build: BuildFn,
 }
 
 inventory::collect!(ModelEntry);
+
+/// What a config adapter (`#[register_model(config = fn)]`) may return: nothing, or a `Result`
+/// when it reads `config.json` keys (`ModelConfig::extra`) or refuses a config.
+pub trait AdaptResult {
+    fn into_result(self) -> Result<()>;
+}
+
+impl AdaptResult for () {
+    fn into_result(self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl AdaptResult for Result<()> {
+    fn into_result(self) -> Result<()> {
+        self
+    }
+}
 
 /// Every (architecture, type) pair, sorted by architecture.
 pub fn architectures() -> Vec<(&'static str, &'static str)> {
