@@ -55,6 +55,7 @@ macro_rules! for_each_fixture {
             qwen3_moe,
             olmo2,
             granite,
+            starcoder2,
         );
     };
 }

@@ -87,7 +87,8 @@ fixtures!(
     mixtral,
     qwen3_moe,
     olmo2,
-    granite
+    granite,
+    starcoder2
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

@@ -17,6 +17,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("GPT2LMHeadModel", "trtllm_models::gpt2::Gpt2"),
     ("Olmo2ForCausalLM", "trtllm_models::olmo2::Olmo2"),
     ("GraniteForCausalLM", "trtllm_models::granite::Granite"),
+    ("Starcoder2ForCausalLM", "trtllm_models::starcoder2::Starcoder2"),
 ];
 
 #[test]

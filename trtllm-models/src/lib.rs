@@ -11,6 +11,7 @@ pub mod olmo2;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod starcoder2;
 
 /// Call once from a binary that uses the registry, so the linker keeps this crate's
 /// registrations (`trtllm::init` does).

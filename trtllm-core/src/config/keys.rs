@@ -19,7 +19,7 @@ pub const KEY_ALIASES: &[(&str, &[&str])] = &[
     ("num_attention_heads", &["n_head"]),
     ("num_key_value_heads", &["num_kv_heads", "n_head_kv"]),
     ("max_position_embeddings", &["n_positions"]),
-    ("layer_norm_eps", &["layer_norm_epsilon"]),
+    ("layer_norm_eps", &["layer_norm_epsilon", "norm_epsilon"]),
     ("hidden_act", &["hidden_activation", "activation_function"]),
     ("torch_dtype", &["dtype"]),
 ];
