@@ -56,6 +56,8 @@ macro_rules! for_each_fixture {
             olmo2,
             granite,
             starcoder2,
+            gpt_neox,
+            cohere,
         );
     };
 }

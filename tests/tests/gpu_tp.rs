@@ -88,7 +88,9 @@ fixtures!(
     qwen3_moe,
     olmo2,
     granite,
-    starcoder2
+    starcoder2,
+    gpt_neox,
+    cohere
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

@@ -18,6 +18,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("Olmo2ForCausalLM", "trtllm_models::olmo2::Olmo2"),
     ("GraniteForCausalLM", "trtllm_models::granite::Granite"),
     ("Starcoder2ForCausalLM", "trtllm_models::starcoder2::Starcoder2"),
+    ("GPTNeoXForCausalLM", "trtllm_models::gpt_neox::GptNeoX"),
+    ("CohereForCausalLM", "trtllm_models::cohere::Cohere"),
 ];
 
 #[test]

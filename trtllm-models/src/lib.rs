@@ -2,8 +2,10 @@
 //! `#[register_model]` newtype. Registration happens at link time (`inventory`); nothing here
 //! lists the models.
 
+pub mod cohere;
 pub mod gemma;
 pub mod gpt2;
+pub mod gpt_neox;
 pub mod granite;
 pub mod llama;
 pub mod mixtral;

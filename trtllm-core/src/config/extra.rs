@@ -47,6 +47,14 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// A config error about `key`, naming the `config.json` it came from: what an adapter returns
+    /// for a value the architecture cannot run (`use_qk_norm: true` where it is not supported).
+    pub fn config_error(&self, key: &str, msg: impl Into<String>) -> crate::Error {
+        Error::config(&self.config_json.file, key, msg.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

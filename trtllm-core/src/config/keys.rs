@@ -22,6 +22,8 @@ pub const KEY_ALIASES: &[(&str, &[&str])] = &[
     ("layer_norm_eps", &["layer_norm_epsilon", "norm_epsilon"]),
     ("hidden_act", &["hidden_activation", "activation_function"]),
     ("torch_dtype", &["dtype"]),
+    ("partial_rotary_factor", &["rotary_pct"]),
+    ("rope_theta", &["rotary_emb_base"]),
 ];
 
 /// What a key left out of `config.json` (absent or `null`) becomes.

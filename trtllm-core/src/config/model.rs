@@ -60,6 +60,9 @@ pub struct ArchOptions {
     pub residual_multiplier: Option<f64>,
     /// Logits are multiplied by this (Cohere's `logit_scale`; Granite: `1 / logits_scaling`).
     pub logit_scale: Option<f64>,
+    /// RoPE rotates interleaved pairs `(2i, 2i + 1)` (GPT-J, Cohere), applied by reordering the
+    /// q/k projection rows at load (`Transform::rope_interleaved`).
+    pub rope_interleaved: bool,
 }
 
 /// The normalized model configuration every layer builds from.

@@ -23,6 +23,9 @@ pub struct AttnNames {
     pub k_norm: &'static str,
     /// The projections are HF `Conv1D`s: weights stored `[in, out]`, always with a bias (GPT-2).
     pub conv1d: bool,
+    /// The one fused qkv tensor is stored interleaved by KV group (each group's q heads, k, v:
+    /// GPT-NeoX, Falcon's new decoder), not as `[q; k; v]`.
+    pub qkv_grouped: bool,
 }
 
 impl AttnNames {
@@ -33,6 +36,7 @@ impl AttnNames {
         q_norm: "q_norm",
         k_norm: "k_norm",
         conv1d: false,
+        qkv_grouped: false,
     };
 }
 
@@ -79,8 +83,17 @@ impl<N: QkNormType> Named for Attention<N> {
                 )))
             }
         };
-        let st = |bias| Stored { bias: bias || names.conv1d, transposed: names.conv1d };
-        let qkv = Linear::heads(vb, qkv_name, names.qkv, h, &groups, st(a.qkv_bias))?;
+        let st = |bias| Stored { bias: bias || names.conv1d, transposed: names.conv1d, ..Default::default() };
+        let rope = if a.no_rope { None } else { Some(cfg.rope_for_layer(cx.layer_idx).clone()) };
+        let mut qkv_st = st(a.qkv_bias);
+        qkv_st.qkv_grouped = names.qkv_grouped.then_some((nkv, nh / nkv, hd));
+        if let (true, Some(r)) = (a.rope_interleaved, &rope) {
+            if a.qk_norm {
+                return Err(Error::Msg("q/k norms with interleaved RoPE are not supported".into()));
+            }
+            qkv_st.rope_interleaved = Some((nh + nkv, hd, r.rotary_dim));
+        }
+        let qkv = Linear::heads(vb, qkv_name, names.qkv, h, &groups, qkv_st)?;
         let o = Linear::row(vb, names.o, nh * hd, h, st(a.o_bias))?.with_output_scale(a.residual_multiplier);
         let qk_norm = if a.qk_norm {
             let norm = |n: &str, heads| N::build_qk(&vb.pp(n), heads, hd, cfg.norm_eps);
@@ -88,7 +101,6 @@ impl<N: QkNormType> Named for Attention<N> {
         } else {
             None
         };
-        let rope = if a.no_rope { None } else { Some(cfg.rope_for_layer(cx.layer_idx).clone()) };
         let static_freq = rope.as_ref().and_then(|r| match r.scaling {
             RopeScaling::Dynamic { .. } | RopeScaling::LongRope { .. } => None,
             _ => Some(r.inv_freq(0)),

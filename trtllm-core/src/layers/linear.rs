@@ -24,6 +24,9 @@ pub struct Stored {
     /// GPT-2 `Conv1D`: `[in, out]`.
     pub transposed: bool,
     pub bias: bool,
+    /// Rows reordered at load (weight and bias): `Transform::qkv_grouped`, `rope_interleaved`.
+    pub qkv_grouped: Option<(usize, usize, usize)>,
+    pub rope_interleaved: Option<(usize, usize, usize)>,
 }
 
 fn spec_for(
@@ -35,6 +38,8 @@ fn spec_for(
     st: Stored,
 ) -> WeightSpec {
     let mut spec = vb.spec(leaf, hf, shape, split);
+    spec.transform.qkv_grouped = st.qkv_grouped;
+    spec.transform.rope_interleaved = st.rope_interleaved;
     if st.transposed {
         spec.transform.transpose = true;
         for s in &mut spec.sources {
@@ -119,8 +124,11 @@ impl Linear {
         let w_hf: Vec<&str> = w_hf.iter().map(|s| s.as_str()).collect();
         let mut spec = spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st);
         if let Some(q) = quant_of(vb, hf)? {
-            if st.transposed {
-                return Err(crate::Error::tensor(&spec.name, "quantized Conv1D weights are not supported"));
+            if st.transposed || st.qkv_grouped.is_some() || st.rope_interleaved.is_some() {
+                return Err(crate::Error::tensor(
+                    &spec.name,
+                    "quantized Conv1D or row-reordered (fused-by-group qkv, interleaved RoPE) weights are not supported",
+                ));
             }
             spec = crate::weights::quant::quantize_spec(spec, q)?;
         }
@@ -129,7 +137,10 @@ impl Linear {
             let b_hf: Vec<String> = hf.iter().map(|h| format!("{h}.bias")).collect();
             let b_hf: Vec<&str> = b_hf.iter().map(|s| s.as_str()).collect();
             let bsplit = if reduce { TpSplit::Replicate } else { split };
-            Some(vb.get_spec(bias_spec(vb, &format!("{leaf}.bias"), &b_hf, shape[0], bsplit))?)
+            let mut spec = bias_spec(vb, &format!("{leaf}.bias"), &b_hf, shape[0], bsplit);
+            spec.transform.qkv_grouped = st.qkv_grouped;
+            spec.transform.rope_interleaved = st.rope_interleaved;
+            Some(vb.get_spec(spec)?)
         } else {
             None
         };

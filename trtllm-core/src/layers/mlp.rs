@@ -37,7 +37,7 @@ impl GatedMlp {
         names: &GatedMlpNames,
     ) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, intermediate);
-        let st = Stored { bias: cfg.arch.mlp_bias, transposed: false };
+        let st = Stored { bias: cfg.arch.mlp_bias, ..Default::default() };
         let fused = match names.gate_up {
             [fused] => *fused,
             [_, _] => "gate_up_proj",
@@ -109,7 +109,11 @@ impl Named for Mlp {
 
     fn build_named(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>, names: &MlpNames) -> Result<Self> {
         let cfg = cx.cfg;
-        let st = Stored { bias: names.conv1d || cfg.arch.mlp_bias, transposed: names.conv1d };
+        let st = Stored {
+            bias: names.conv1d || cfg.arch.mlp_bias,
+            transposed: names.conv1d,
+            ..Default::default()
+        };
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
             fc: Linear::column(vb, names.fc, &[names.fc], h, &[i], st)?,

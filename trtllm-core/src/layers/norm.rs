@@ -1,5 +1,5 @@
 //! Norm layers: `RmsNorm`, `GemmaRmsNorm` (stores `1 + w`, declared once here instead of in a
-//! per-model converter), `LayerNorm` (weight + bias), and the q/k norm types of `Attention<N>`
+//! per-model converter), `LayerNorm` (weight + bias), `LayerNormNoBias`, and the q/k norm types of `Attention<N>`
 //! (`QkNormType`: per head, or `AllHeadsRmsNorm` over all heads). Weights are kept in f32.
 
 use super::{BuildCtx, Module, NormLayer};
@@ -159,5 +159,27 @@ impl Module for LayerNorm {
 impl NormLayer for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(x, &self.weight, Some(&self.bias), self.eps)
+    }
+}
+
+/// LayerNorm without a bias (Cohere): `(x - mean) / sqrt(var + eps) * w`.
+pub struct LayerNormNoBias {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl Module for LayerNormNoBias {
+    fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self> {
+        let d = cx.cfg.hidden_size;
+        Ok(LayerNormNoBias {
+            weight: vb.get_f32("weight", &[d], Transform::default())?,
+            eps: cx.cfg.norm_eps,
+        })
+    }
+}
+
+impl NormLayer for LayerNormNoBias {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(x, &self.weight, None, self.eps)
     }
 }
