@@ -46,3 +46,23 @@ fn aliases_share_an_entry_and_unknown_names_get_a_hint() {
     assert!(err.contains("did you mean `LlamaForCausalLM`"), "{err}");
     assert!(err.contains("Qwen2ForCausalLM") && err.contains("GPT2LMHeadModel"), "{err}");
 }
+
+#[test]
+fn adapters_list_the_keys_they_read() {
+    trtllm::init();
+    let granite = trtllm_core::model::adapter_keys("GraniteForCausalLM").expect("granite");
+    for k in ["embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling"] {
+        assert!(granite.iter().any(|g| g == k), "{k} not in {granite:?}");
+    }
+    let cohere = trtllm_core::model::adapter_keys("CohereForCausalLM").expect("cohere");
+    assert!(
+        cohere.iter().any(|g| g == "use_qk_norm") && cohere.iter().any(|g| g == "logit_scale"),
+        "{cohere:?}"
+    );
+    assert!(trtllm_core::model::adapter_keys("LlamaForCausalLM").expect("llama").is_empty());
+    // A family-level hint, not one by suffix: Olmo (1) is nearest to Olmo2, GPT-J to nothing.
+    let err = trtllm_core::model::lookup("OlmoForCausalLM").err().expect("unknown").to_string();
+    assert!(err.contains("did you mean `Olmo2ForCausalLM`"), "{err}");
+    let err = trtllm_core::model::lookup("GPTJForCausalLM").err().expect("unknown").to_string();
+    assert!(!err.contains("did you mean"), "{err}");
+}

@@ -26,6 +26,50 @@ pub const KEY_ALIASES: &[(&str, &[&str])] = &[
     ("rope_theta", &["rotary_emb_base"]),
 ];
 
+/// Every `config.json` key the shared parse reads (canonical spellings; `KEY_ALIASES` lists the
+/// others), whatever the architecture. A config adapter reads more (`ModelConfig::extra`).
+pub const PARSED_KEYS: &[&str] = &[
+    "architectures",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+    "original_max_position_embeddings",
+    "rms_norm_eps",
+    "layer_norm_eps",
+    "hidden_act",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "sliding_window",
+    "use_sliding_window",
+    "max_window_layers",
+    "layer_types",
+    "sliding_window_pattern",
+    "query_pre_attn_scalar",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+    "partial_rotary_factor",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "rope_local_base_freq",
+    "num_local_experts",
+    "num_experts",
+    "num_experts_per_tok",
+    "norm_topk_prob",
+    "moe_intermediate_size",
+    "bos_token_id",
+    "eos_token_id",
+    "torch_dtype",
+    "quantization_config",
+    "text_config",
+];
+
 /// What a key left out of `config.json` (absent or `null`) becomes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fallback {
