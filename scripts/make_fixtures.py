@@ -386,6 +386,71 @@ def make_specs():
         ),
         "Qwen3MoeForCausalLM",
     )
+    add("olmo2", lambda: cfg("Olmo2Config", tie_word_embeddings=False), "Olmo2ForCausalLM")
+    add(
+        "granite",
+        lambda: cfg(
+            "GraniteConfig",
+            tie_word_embeddings=False,
+            embedding_multiplier=4.0,
+            residual_multiplier=0.5,
+            attention_multiplier=0.125,
+            logits_scaling=2.0,
+        ),
+        "GraniteForCausalLM",
+    )
+    add(
+        "starcoder2",
+        lambda: transformers.Starcoder2Config(
+            **{k: v for k, v in COMMON.items()},
+            sliding_window=8,
+            use_bias=True,
+            hidden_act="gelu_pytorch_tanh",
+            tie_word_embeddings=True,
+        ),
+        "Starcoder2ForCausalLM",
+    )
+    add(
+        "gpt_neox",
+        lambda: transformers.GPTNeoXConfig(
+            vocab_size=MODEL_VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            hidden_act="gelu",
+            use_parallel_residual=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+            initializer_range=INIT_STD,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+            pad_token_id=PAD_ID,
+            tie_word_embeddings=False,
+        ),
+        "GPTNeoXForCausalLM",
+    )
+    add(
+        "cohere",
+        lambda: cfg("CohereConfig", logit_scale=0.5, use_qk_norm=False, tie_word_embeddings=True),
+        "CohereForCausalLM",
+    )
+    add(
+        "qwen2_moe",
+        lambda: cfg(
+            "Qwen2MoeConfig",
+            num_hidden_layers=3,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=48,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=False,
+            decoder_sparse_step=1,
+            mlp_only_layers=[1],
+            tie_word_embeddings=False,
+        ),
+        "Qwen2MoeForCausalLM",
+    )
     return specs
 
 

@@ -69,6 +69,11 @@ macro_rules! for_each_fixture {
             gpt2_noprefix,
             mixtral,
             qwen3_moe,
+            olmo2,
+            granite,
+            starcoder2,
+            gpt_neox,
+            cohere,
         );
     };
 }

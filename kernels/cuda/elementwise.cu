@@ -1,4 +1,4 @@
-// Elementwise ops: residual add, bias add, casts, soft-capping, activations (plain and gated).
+// Elementwise ops: residual add, bias add, scaling, casts, soft-capping, activations (plain and gated).
 
 // ---- kernels
 // (`act` and the ACT_* kinds are in common.cuh: the gated GEMV in gemv.cu applies them too)
@@ -42,6 +42,10 @@ __device__ void gated_v8_impl(const bf16* gu, bf16* out, long rows, int inter, i
         *(uint4*)(out + r * inter + c) = pack(o, (const bf16*)nullptr);
     }
 }
+template <typename T> __device__ void scale_impl(const T* x, T* out, long n, float s) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(to_f(x[i]) * s);
+}
 template <typename T> __device__ void softcap_impl(const T* x, T* out, long n, float cap) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         out[i] = from_f<T>(tanhf(to_f(x[i]) / cap) * cap);
@@ -59,6 +63,8 @@ extern "C" __global__ void act_bf16(const bf16* x, bf16* o, long n, int k) { act
 extern "C" __global__ void gated_act_f32(const float* g, float* o, long r, int i, int k) { gated_impl(g, o, r, i, k); }
 extern "C" __global__ void gated_act_bf16(const bf16* g, bf16* o, long r, int i, int k) { gated_impl(g, o, r, i, k); }
 extern "C" __global__ void gated_act_v8_bf16(const bf16* g, bf16* o, long r, int i, int k) { gated_v8_impl(g, o, r, i, k); }
+extern "C" __global__ void scale_f32(const float* x, float* o, long n, float s) { scale_impl(x, o, n, s); }
+extern "C" __global__ void scale_bf16(const bf16* x, bf16* o, long n, float s) { scale_impl(x, o, n, s); }
 extern "C" __global__ void softcap_f32(const float* x, float* o, long n, float c) { softcap_impl(x, o, n, c); }
 extern "C" __global__ void softcap_bf16(const bf16* x, bf16* o, long n, float c) { softcap_impl(x, o, n, c); }
 extern "C" __global__ void cast_f32_bf16(const float* x, bf16* o, long n) {

@@ -73,7 +73,44 @@ template <typename T> __device__ void ln_impl(const T* x, const float* w, const 
     for (int i = threadIdx.x; i < d; i += blockDim.x) out[row * d + i] = from_f<T>((to_f(xr[i]) - mean) * r * w[i] + (b ? b[i] : 0.f));
 }
 
+// Full-width q/k RMSNorm (OLMo 2): in each row of `width` elements, columns [0, a) (q) and
+// [a, a + b) (k) are each normalized as one vector. Two kernels so that a tensor-parallel rank can
+// all-reduce the sums of squares between them: qk_sumsq writes (sum q^2, sum k^2) per row, f32;
+// qk_rms_apply writes the whole row: q and k times rsqrt(sum / count + eps) and their f32
+// weights (rounded to T), the other columns (v) copied.
+template <typename T> __device__ void qk_sumsq_impl(const T* x, float* sums, int width, int a, int b) {
+    pdl_start();
+    long row = blockIdx.x;
+    const T* xr = x + row * width;
+    float sq = 0.f, sk = 0.f;
+    for (int i = threadIdx.x; i < a + b; i += blockDim.x) {
+        float v = to_f(xr[i]);
+        if (i < a) sq += v * v; else sk += v * v;
+    }
+    sq = block_sum(sq);
+    sk = block_sum(sk);
+    if (threadIdx.x == 0) { sums[row * 2] = sq; sums[row * 2 + 1] = sk; }
+}
+template <typename T> __device__ void qk_rms_apply_impl(const T* x, const float* sums, const float* wq, const float* wk, T* out,
+                                                        int width, int a, int b, float count_q, float count_k, float eps) {
+    pdl_start();
+    long row = blockIdx.x;
+    const T* xr = x + row * width;
+    float rq = rsqrtf(sums[row * 2] / count_q + eps), rk = rsqrtf(sums[row * 2 + 1] / count_k + eps);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        float v = to_f(xr[i]);
+        T o = xr[i];
+        if (i < a) o = from_f<T>(wq[i] * (v * rq));
+        else if (i < a + b) o = from_f<T>(wk[i - a] * (v * rk));
+        out[row * width + i] = o;
+    }
+}
+
 // ---- launchers
+extern "C" __global__ void qk_sumsq_f32(const float* x, float* s, int w, int a, int b) { qk_sumsq_impl(x, s, w, a, b); }
+extern "C" __global__ void qk_sumsq_bf16(const bf16* x, float* s, int w, int a, int b) { qk_sumsq_impl(x, s, w, a, b); }
+extern "C" __global__ void qk_rms_apply_f32(const float* x, const float* s, const float* wq, const float* wk, float* o, int w, int a, int b, float cq, float ck, float e) { qk_rms_apply_impl(x, s, wq, wk, o, w, a, b, cq, ck, e); }
+extern "C" __global__ void qk_rms_apply_bf16(const bf16* x, const float* s, const float* wq, const float* wk, bf16* o, int w, int a, int b, float cq, float ck, float e) { qk_rms_apply_impl(x, s, wq, wk, o, w, a, b, cq, ck, e); }
 extern "C" __global__ void rms_norm_f32(const float* x, const float* w, float* o, int d, float e) { rms_impl(x, w, o, d, e); }
 extern "C" __global__ void rms_norm_bf16(const bf16* x, const float* w, bf16* o, int d, float e) { rms_impl(x, w, o, d, e); }
 extern "C" __global__ void add_rms_norm_f32(const float* x, const float* r, const float* w, float* s, float* o, int d, float e) { add_rms_impl(x, r, w, s, o, d, e); }

@@ -226,6 +226,19 @@ pub fn gated_act(
     )
 }
 
+/// `out = x * s`.
+pub fn scale(gpu: &Gpu, dt: Dt, x: DevPtr<'_>, out: DevPtr<'_>, n: usize, s: f32) -> Result<(), GpuError> {
+    x.check("scale", "x", n * dt.size())?;
+    out.check("scale", "out", n * dt.size())?;
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("scale_{}", dt.suffix()),
+        grid1d(n),
+        &[Arg::Ptr(x.addr()), Arg::Ptr(out.addr()), Arg::I64(n as i64), Arg::F32(s)],
+    )
+}
+
 pub fn softcap(
     gpu: &Gpu,
     dt: Dt,
@@ -325,6 +338,81 @@ pub fn add_rms_norm(
         Some(cfg) => run(gpu, Kernel::Norm, &format!("add_rms_norm_vec_{}", dt.suffix()), cfg, &args),
         None => run(gpu, Kernel::Norm, &format!("add_rms_norm_{}", dt.suffix()), rows(r, d), &args),
     }
+}
+
+/// Per row of `x` `[r, width]`: the sums of squares of columns `[0, a)` and `[a, a + b)` into
+/// `sums` `[r, 2]` f32 (the first half of a full-width q/k RMSNorm).
+#[allow(clippy::too_many_arguments)]
+pub fn qk_sumsq(
+    gpu: &Gpu,
+    dt: Dt,
+    x: DevPtr<'_>,
+    sums: DevPtr<'_>,
+    r: usize,
+    width: usize,
+    a: usize,
+    b: usize,
+) -> Result<(), GpuError> {
+    if a + b > width {
+        return Err(GpuError::Precondition {
+            kernel: "qk_sumsq",
+            msg: format!("{a} + {b} columns of {width}"),
+        });
+    }
+    x.check("qk_sumsq", "x", r * width * dt.size())?;
+    sums.check("qk_sumsq", "sums", r * 2 * 4)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(sums.addr()),
+        Arg::I32(width as i32),
+        Arg::I32(a as i32),
+        Arg::I32(b as i32),
+    ];
+    run(gpu, Kernel::Norm, &format!("qk_sumsq_{}", dt.suffix()), rows(r, (a + b).min(1024)), &args)
+}
+
+/// `out` = `x` `[r, width]` with columns `[0, a)` times `wq * rsqrt(sums[.., 0] / count_q + eps)`
+/// and `[a, a + b)` times `wk * rsqrt(sums[.., 1] / count_k + eps)` (the second half).
+#[allow(clippy::too_many_arguments)]
+pub fn qk_rms_apply(
+    gpu: &Gpu,
+    dt: Dt,
+    x: DevPtr<'_>,
+    sums: DevPtr<'_>,
+    wq: DevPtr<'_>,
+    wk: DevPtr<'_>,
+    out: DevPtr<'_>,
+    r: usize,
+    width: usize,
+    (a, b): (usize, usize),
+    (count_q, count_k): (f32, f32),
+    eps: f32,
+) -> Result<(), GpuError> {
+    if a + b > width {
+        return Err(GpuError::Precondition {
+            kernel: "qk_rms_apply",
+            msg: format!("{a} + {b} columns of {width}"),
+        });
+    }
+    x.check("qk_rms_apply", "x", r * width * dt.size())?;
+    out.check("qk_rms_apply", "out", r * width * dt.size())?;
+    sums.check("qk_rms_apply", "sums", r * 2 * 4)?;
+    wq.check("qk_rms_apply", "q weight", a * 4)?;
+    wk.check("qk_rms_apply", "k weight", b * 4)?;
+    let args = [
+        Arg::Ptr(x.addr()),
+        Arg::Ptr(sums.addr()),
+        Arg::Ptr(wq.addr()),
+        Arg::Ptr(wk.addr()),
+        Arg::Ptr(out.addr()),
+        Arg::I32(width as i32),
+        Arg::I32(a as i32),
+        Arg::I32(b as i32),
+        Arg::F32(count_q),
+        Arg::F32(count_k),
+        Arg::F32(eps),
+    ];
+    run(gpu, Kernel::Norm, &format!("qk_rms_apply_{}", dt.suffix()), rows(r, width.min(1024)), &args)
 }
 
 #[allow(clippy::too_many_arguments)]

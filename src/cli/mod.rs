@@ -55,7 +55,7 @@ pub fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
 #[derive(Subcommand)]
 enum Cmd {
     /// List the registered architectures and the types that serve them.
-    Models,
+    Models(models::Args),
     /// Print a model's weight map (engine tensor <- HF sources) and validate its checkpoint.
     Weights(weights::Args),
     /// HF directory -> trtllm checkpoint (fused, cast, sharded), or GGUF -> HF directory.
@@ -78,7 +78,7 @@ enum Cmd {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Models => models::main(),
+        Cmd::Models(a) => models::main(a),
         Cmd::Weights(a) => weights::main(a),
         Cmd::Convert(a) => convert::main(a),
         Cmd::Build(a) => build::main(a),

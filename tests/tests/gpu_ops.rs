@@ -94,6 +94,7 @@ fn elementwise_and_norms() {
             check("mul", ops::mul(&a, &b).expect("gpu"), ops::mul(&ar, &br).expect("cpu"));
             check("add_bias", ops::add_bias(&a, &bb).expect("gpu"), ops::add_bias(&ar, &bbr).expect("cpu"));
             check("softcap", ops::softcap(&a, 1.5).expect("gpu"), ops::softcap(&ar, 1.5).expect("cpu"));
+            check("scale", ops::scale(&a, 0.37).expect("gpu"), ops::scale(&ar, 0.37).expect("cpu"));
             check(
                 "rms_norm",
                 ops::rms_norm(&a, &wg, 1e-6).expect("gpu"),
@@ -130,6 +131,32 @@ fn elementwise_and_norms() {
                     ar.to_dtype(DType::BF16).expect("r").to_dtype(DType::F32).expect("r"),
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn all_heads_qk_norm() {
+    // OLMo 2's full-width q/k RMSNorm: the sums of squares, then the scaling (v copied), with
+    // counts larger than the widths (a tensor-parallel rank's share).
+    let Some(g) = gpu() else { return };
+    let mut rng = SmallRng::seed_from_u64(21);
+    for dt in DTS {
+        for (t, a, b, v, tp) in
+            [(1, 64, 32, 32, 1), (5, 2048, 512, 512, 1), (3, 96, 24, 24, 2), (7, 33, 7, 5, 1)]
+        {
+            let (x, xr) = up(&g, &rand_t(&mut rng, &[t, a + b + v], 2.0), dt);
+            let (wq, wk) = (rand_t(&mut rng, &[a], 1.0), rand_t(&mut rng, &[b], 1.0));
+            let (wqg, wkg) = (wq.to_gpu(&g).expect("up"), wk.to_gpu(&g).expect("up"));
+            let s = ops::qk_sum_sq(&x, a, b).expect("gpu");
+            let sr = ops::qk_sum_sq(&xr, a, b).expect("cpu");
+            let e = rel(&s, &sr);
+            assert!(e <= 1e-5, "qk_sum_sq {dt} t={t} a={a} b={b}: rel err {e:e}");
+            let counts = (a * tp, b * tp);
+            let got = ops::qk_rms_apply(&x, &s, (&wqg, &wkg), counts, 1e-6).expect("gpu");
+            let want = ops::qk_rms_apply(&xr, &sr, (&wq, &wk), counts, 1e-6).expect("cpu");
+            let e = rel(&got, &want);
+            assert!(e <= tol(dt), "qk_rms_apply {dt} t={t} a={a} b={b}: rel err {e:e}");
         }
     }
 }

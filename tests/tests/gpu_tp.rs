@@ -85,7 +85,12 @@ fixtures!(
     phi3,
     gpt2,
     mixtral,
-    qwen3_moe
+    qwen3_moe,
+    olmo2,
+    granite,
+    starcoder2,
+    gpt_neox,
+    cohere
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

@@ -15,6 +15,11 @@ const EXPECTED: &[(&str, &str)] = &[
     ("Gemma3ForConditionalGeneration", "trtllm_models::gemma::Gemma3"),
     ("Phi3ForCausalLM", "trtllm_models::phi3::Phi3"),
     ("GPT2LMHeadModel", "trtllm_models::gpt2::Gpt2"),
+    ("Olmo2ForCausalLM", "trtllm_models::olmo2::Olmo2"),
+    ("GraniteForCausalLM", "trtllm_models::granite::Granite"),
+    ("Starcoder2ForCausalLM", "trtllm_models::starcoder2::Starcoder2"),
+    ("GPTNeoXForCausalLM", "trtllm_models::gpt_neox::GptNeoX"),
+    ("CohereForCausalLM", "trtllm_models::cohere::Cohere"),
 ];
 
 #[test]
@@ -40,4 +45,24 @@ fn aliases_share_an_entry_and_unknown_names_get_a_hint() {
     let err = trtllm_core::model::lookup("LLamaForCausalLM").err().expect("unknown").to_string();
     assert!(err.contains("did you mean `LlamaForCausalLM`"), "{err}");
     assert!(err.contains("Qwen2ForCausalLM") && err.contains("GPT2LMHeadModel"), "{err}");
+}
+
+#[test]
+fn adapters_list_the_keys_they_read() {
+    trtllm::init();
+    let granite = trtllm_core::model::adapter_keys("GraniteForCausalLM").expect("granite");
+    for k in ["embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling"] {
+        assert!(granite.iter().any(|g| g == k), "{k} not in {granite:?}");
+    }
+    let cohere = trtllm_core::model::adapter_keys("CohereForCausalLM").expect("cohere");
+    assert!(
+        cohere.iter().any(|g| g == "use_qk_norm") && cohere.iter().any(|g| g == "logit_scale"),
+        "{cohere:?}"
+    );
+    assert!(trtllm_core::model::adapter_keys("LlamaForCausalLM").expect("llama").is_empty());
+    // A family-level hint, not one by suffix: Olmo (1) is nearest to Olmo2, GPT-J to nothing.
+    let err = trtllm_core::model::lookup("OlmoForCausalLM").err().expect("unknown").to_string();
+    assert!(err.contains("did you mean `Olmo2ForCausalLM`"), "{err}");
+    let err = trtllm_core::model::lookup("GPTJForCausalLM").err().expect("unknown").to_string();
+    assert!(!err.contains("did you mean"), "{err}");
 }

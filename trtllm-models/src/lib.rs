@@ -2,13 +2,18 @@
 //! `#[register_model]` newtype. Registration happens at link time (`inventory`); nothing here
 //! lists the models.
 
+pub mod cohere;
 pub mod gemma;
 pub mod gpt2;
+pub mod gpt_neox;
+pub mod granite;
 pub mod llama;
 pub mod mixtral;
+pub mod olmo2;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod starcoder2;
 
 /// Call once from a binary that uses the registry, so the linker keeps this crate's
 /// registrations (`trtllm::init` does).

@@ -16,11 +16,13 @@ use crate::{Error, Result};
 pub(crate) struct ConfigJson {
     file: PathBuf,
     keys: Map<String, Value>,
+    /// Every key asked for through `extra`, present or not (`trtllm models --verbose`).
+    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl ConfigJson {
     pub(super) fn new(file: &Path, keys: Map<String, Value>) -> Self {
-        ConfigJson { file: file.to_path_buf(), keys }
+        ConfigJson { file: file.to_path_buf(), keys, read: Default::default() }
     }
 }
 
@@ -38,12 +40,28 @@ impl ModelConfig {
     /// Only a config read from `config.json` has these keys: the config stored in a converted
     /// checkpoint is the adapted one (its adapter ran at conversion) and carries none.
     pub fn extra<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        if let Ok(mut read) = self.config_json.read.lock() {
+            read.insert(key.to_string());
+        }
         match self.config_json.keys.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => T::deserialize(v)
                 .map(Some)
                 .map_err(|e| Error::config(&self.config_json.file, key, e.to_string())),
         }
+    }
+}
+
+impl ModelConfig {
+    /// The keys asked for through [`ModelConfig::extra`] so far (a config adapter's keys).
+    pub fn extra_keys_read(&self) -> Vec<String> {
+        self.config_json.read.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// A config error about `key`, naming the `config.json` it came from: what an adapter returns
+    /// for a value the architecture cannot run (`use_qk_norm: true` where it is not supported).
+    pub fn config_error(&self, key: &str, msg: impl Into<String>) -> crate::Error {
+        Error::config(&self.config_json.file, key, msg.into())
     }
 }
 

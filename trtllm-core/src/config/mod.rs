@@ -10,7 +10,7 @@ mod parse;
 pub mod quant;
 pub mod rope;
 
-pub use keys::{Fallback, DEFAULTS, KEY_ALIASES};
+pub use keys::{Fallback, DEFAULTS, KEY_ALIASES, PARSED_KEYS};
 pub use limits::{
     check_range, Stored, MAX_BATCH_SIZE, MAX_CONTEXT, MAX_DIM, MAX_EXPERTS, MAX_KV_BLOCK_SIZE, MAX_LAYERS,
     MAX_NUM_TOKENS,

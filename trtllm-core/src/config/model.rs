@@ -41,16 +41,28 @@ pub enum AttnKind {
 /// start from the config (`attention_bias`, `mlp_bias`) and a model's `config = fn` adapter
 /// (given to `#[register_model]`) sets the rest.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ArchOptions {
     pub qkv_bias: bool,
     pub o_bias: bool,
     pub mlp_bias: bool,
-    /// RMSNorm of q and k over head_dim, before RoPE (Qwen3, Gemma 3).
+    /// Norms of q and k before RoPE (Qwen3, Gemma 3: per head; OLMo 2: over all heads, by the
+    /// attention's norm type `Attention<AllHeadsRmsNorm>`).
     pub qk_norm: bool,
     /// Embeddings are multiplied by this (Gemma: sqrt(hidden)).
     pub embedding_multiplier: Option<f64>,
     /// No rotary embedding (learned absolute positions instead).
     pub no_rope: bool,
+    /// The attention's softmax scale, instead of `1 / sqrt(head_dim)` (Granite's
+    /// `attention_multiplier`).
+    pub attention_multiplier: Option<f64>,
+    /// Attention and MLP outputs are multiplied by this before the residual add (Granite).
+    pub residual_multiplier: Option<f64>,
+    /// Logits are multiplied by this (Cohere's `logit_scale`; Granite: `1 / logits_scaling`).
+    pub logit_scale: Option<f64>,
+    /// RoPE rotates interleaved pairs `(2i, 2i + 1)` (GPT-J, Cohere), applied by reordering the
+    /// q/k projection rows at load (`Transform::rope_interleaved`).
+    pub rope_interleaved: bool,
 }
 
 /// The normalized model configuration every layer builds from.

@@ -28,6 +28,8 @@ pub struct Linear {
     reduce: bool,
     /// Tensor-parallel size the weights were sharded for.
     tp_size: usize,
+    /// The output is multiplied by this (`ArchOptions::residual_multiplier`).
+    out_scale: Option<f32>,
 }
 
 /// How the checkpoint stores a linear layer.
@@ -36,6 +38,9 @@ pub struct Stored {
     /// GPT-2 `Conv1D`: `[in, out]`.
     pub transposed: bool,
     pub bias: bool,
+    /// Rows reordered at load (weight and bias): `Transform::qkv_grouped`, `rope_interleaved`.
+    pub qkv_grouped: Option<(usize, usize, usize)>,
+    pub rope_interleaved: Option<(usize, usize, usize)>,
 }
 
 fn spec_for(
@@ -47,6 +52,8 @@ fn spec_for(
     st: Stored,
 ) -> WeightSpec {
     let mut spec = vb.spec(leaf, hf, shape, split);
+    spec.transform.qkv_grouped = st.qkv_grouped;
+    spec.transform.rope_interleaved = st.rope_interleaved;
     if st.transposed {
         spec.transform.transpose = true;
         for s in &mut spec.sources {
@@ -133,8 +140,11 @@ impl Linear {
         let mut packed = None;
         let mut int4 = None;
         if let Some(q) = quant_of(vb, hf)? {
-            if st.transposed {
-                return Err(crate::Error::tensor(&spec.name, "quantized Conv1D weights are not supported"));
+            if st.transposed || st.qkv_grouped.is_some() || st.rope_interleaved.is_some() {
+                return Err(crate::Error::tensor(
+                    &spec.name,
+                    "quantized Conv1D or row-reordered (fused-by-group qkv, interleaved RoPE) weights are not supported",
+                ));
             }
             if let Some((w, s, layout)) = native_fp8(vb, &spec, q) {
                 packed = Some(Packed::Fp8 { scale: vb.get_spec(s)?, layout });
@@ -155,17 +165,26 @@ impl Linear {
             let b_hf: Vec<String> = hf.iter().map(|h| format!("{h}.bias")).collect();
             let b_hf: Vec<&str> = b_hf.iter().map(|s| s.as_str()).collect();
             let bsplit = if reduce { TpSplit::Replicate } else { split };
-            Some(vb.get_spec(bias_spec(vb, &format!("{leaf}.bias"), &b_hf, shape[0], bsplit))?)
+            let mut spec = bias_spec(vb, &format!("{leaf}.bias"), &b_hf, shape[0], bsplit);
+            spec.transform.qkv_grouped = st.qkv_grouped;
+            spec.transform.rope_interleaved = st.rope_interleaved;
+            Some(vb.get_spec(spec)?)
         } else {
             None
         };
-        Ok(Linear { weight, packed, bias, reduce, tp_size: vb.tp_size() })
+        Ok(Linear { weight, packed, bias, reduce, tp_size: vb.tp_size(), out_scale: None })
     }
 
     /// A linear layer over stacked expert weights is built by `SparseMoe`; this builds one
     /// from tensors already in hand.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, packed: None, bias, reduce: false, tp_size: 1 }
+        Linear { weight, packed: None, bias, reduce: false, tp_size: 1, out_scale: None }
+    }
+
+    /// This layer with its output multiplied by `s` (no-op for `None`).
+    pub fn with_output_scale(mut self, s: Option<f64>) -> Self {
+        self.out_scale = s.map(|s| s as f32);
+        self
     }
 
     pub fn out_features(&self) -> usize {
@@ -176,6 +195,14 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, cx: &ForwardCtx<'_>) -> Result<Tensor> {
+        let y = self.forward_unscaled(x, cx)?;
+        match self.out_scale {
+            Some(s) => ops::scale(&y, s),
+            None => Ok(y),
+        }
+    }
+
+    fn forward_unscaled(&self, x: &Tensor, cx: &ForwardCtx<'_>) -> Result<Tensor> {
         if self.reduce && cx.comm.tp_size() != self.tp_size {
             // Partial sums of a shard would otherwise come out as if they were the result.
             return Err(crate::Error::Msg(format!(
@@ -211,7 +238,7 @@ impl Linear {
     /// activation in its epilogue on the GPU at decode sizes (`ops::matmul_gated`) when there is
     /// no bias and no reduce (column-parallel), else the two steps.
     pub fn forward_gated(&self, x: &Tensor, act: Activation, cx: &ForwardCtx<'_>) -> Result<Tensor> {
-        if self.bias.is_none() && !self.reduce {
+        if self.bias.is_none() && !self.reduce && self.out_scale.is_none() {
             return match &self.packed {
                 Some(Packed::Fp8 { scale, layout }) => {
                     ops::matmul_gated_fp8(x, &self.weight, scale, *layout, act)

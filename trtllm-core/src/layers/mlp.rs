@@ -37,7 +37,7 @@ impl GatedMlp {
         names: &GatedMlpNames,
     ) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, intermediate);
-        let st = Stored { bias: cfg.arch.mlp_bias, transposed: false };
+        let st = Stored { bias: cfg.arch.mlp_bias, ..Default::default() };
         let fused = match names.gate_up {
             [fused] => *fused,
             [_, _] => "gate_up_proj",
@@ -48,7 +48,7 @@ impl GatedMlp {
             }
         };
         let gate_up = Linear::column(vb, fused, names.gate_up, h, &[i, i], st)?;
-        let down = Linear::row(vb, names.down, i, h, st)?;
+        let down = Linear::row(vb, names.down, i, h, st)?.with_output_scale(cfg.arch.residual_multiplier);
         Ok(GatedMlp { gate_up, down, act: cfg.hidden_act })
     }
 }
@@ -109,11 +109,15 @@ impl Named for Mlp {
 
     fn build_named(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>, names: &MlpNames) -> Result<Self> {
         let cfg = cx.cfg;
-        let st = Stored { bias: names.conv1d || cfg.arch.mlp_bias, transposed: names.conv1d };
+        let st = Stored {
+            bias: names.conv1d || cfg.arch.mlp_bias,
+            transposed: names.conv1d,
+            ..Default::default()
+        };
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
             fc: Linear::column(vb, names.fc, &[names.fc], h, &[i], st)?,
-            proj: Linear::row(vb, names.proj, i, h, st)?,
+            proj: Linear::row(vb, names.proj, i, h, st)?.with_output_scale(cfg.arch.residual_multiplier),
             act: cfg.hidden_act,
         })
     }

@@ -17,7 +17,7 @@ pub use embedding::Embedding;
 pub use linear::{Linear, Packed, Stored};
 pub use mlp::{GatedMlp, GatedMlpNames, Mlp, MlpNames};
 pub use moe::{MoeNames, SparseMoe};
-pub use norm::{GemmaRmsNorm, LayerNorm, RmsNorm, RmsNormType};
+pub use norm::{AllHeadsRmsNorm, GemmaRmsNorm, LayerNorm, LayerNormNoBias, QkNormType, RmsNorm, RmsNormType};
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache};
 use crate::config::ModelConfig;

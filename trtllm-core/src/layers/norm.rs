@@ -1,8 +1,9 @@
 //! Norm layers: `RmsNorm`, `GemmaRmsNorm` (stores `1 + w`, declared once here instead of in a
-//! per-model converter) and `LayerNorm` (weight + bias). Weights are kept in f32.
+//! per-model converter), `LayerNorm` (weight + bias), `LayerNormNoBias`, and the q/k norm types of `Attention<N>`
+//! (`QkNormType`: per head, or `AllHeadsRmsNorm` over all heads). Weights are kept in f32.
 
 use super::{BuildCtx, Module, NormLayer};
-use crate::weights::{Transform, VarBuilder};
+use crate::weights::{TpSplit, Transform, VarBuilder};
 use crate::{ops, Result, Tensor};
 
 pub struct RmsNorm {
@@ -93,6 +94,51 @@ impl RmsNormType for GemmaRmsNorm {
     }
 }
 
+/// The q/k norm type of `Attention<N>`: per head (every `RmsNormType`: `RmsNorm`, `GemmaRmsNorm`,
+/// fused into the RoPE kernel) or over all heads of q (of k) at once (`AllHeadsRmsNorm`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a q/k norm type (`trtllm_core::layers::QkNormType`)",
+    label = "q/k norms are RmsNorm, GemmaRmsNorm or AllHeadsRmsNorm"
+)]
+pub trait QkNormType: Sized + Send + Sync {
+    /// One norm over all `heads * head_dim` values (an all-reduce of the sums under tensor
+    /// parallelism), not one per head.
+    const ALL_HEADS: bool;
+    /// `{vb}.weight` for `heads` heads of `head_dim` (the checkpoint's full shape; this rank's
+    /// heads are loaded).
+    fn build_qk(vb: &VarBuilder<'_>, heads: usize, head_dim: usize, eps: f64) -> Result<Self>;
+    /// The weight as stored (this rank's share) and eps.
+    fn qk_rms(&self) -> &RmsNorm;
+}
+
+impl<N: RmsNormType + Send + Sync> QkNormType for N {
+    const ALL_HEADS: bool = false;
+    fn build_qk(vb: &VarBuilder<'_>, _heads: usize, head_dim: usize, eps: f64) -> Result<Self> {
+        N::with_dim(vb, head_dim, eps)
+    }
+    fn qk_rms(&self) -> &RmsNorm {
+        self.rms()
+    }
+}
+
+/// RMSNorm over all heads of q (and, separately, of k) at once, weight `[heads * head_dim]`
+/// (OLMo 2's q/k norm). Split by heads under tensor parallelism; the sums of squares are
+/// all-reduced, so each rank normalizes by the full width.
+pub struct AllHeadsRmsNorm(pub RmsNorm);
+
+impl QkNormType for AllHeadsRmsNorm {
+    const ALL_HEADS: bool = true;
+    fn build_qk(vb: &VarBuilder<'_>, heads: usize, head_dim: usize, eps: f64) -> Result<Self> {
+        let mut spec =
+            vb.spec("weight", &["weight"], &[heads * head_dim], TpSplit::Heads(vec![(heads, head_dim)]));
+        spec.dtype = crate::DType::F32;
+        Ok(AllHeadsRmsNorm(RmsNorm { weight: vb.get_spec(spec)?, eps }))
+    }
+    fn qk_rms(&self) -> &RmsNorm {
+        &self.0
+    }
+}
+
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
@@ -113,5 +159,27 @@ impl Module for LayerNorm {
 impl NormLayer for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(x, &self.weight, Some(&self.bias), self.eps)
+    }
+}
+
+/// LayerNorm without a bias (Cohere): `(x - mean) / sqrt(var + eps) * w`.
+pub struct LayerNormNoBias {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl Module for LayerNormNoBias {
+    fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self> {
+        let d = cx.cfg.hidden_size;
+        Ok(LayerNormNoBias {
+            weight: vb.get_f32("weight", &[d], Transform::default())?,
+            eps: cx.cfg.norm_eps,
+        })
+    }
+}
+
+impl NormLayer for LayerNormNoBias {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(x, &self.weight, None, self.eps)
     }
 }

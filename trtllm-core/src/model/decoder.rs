@@ -228,6 +228,9 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
             // [rows, vocab / tp] on each rank -> [rows, vocab]
             logits = comm.all_gather_cols(&logits)?;
         }
+        if let Some(s) = self.cfg.arch.logit_scale {
+            logits = ops::scale(&logits, s as f32)?;
+        }
         if let Some(cap) = self.cfg.final_logit_softcapping {
             logits = ops::softcap(&logits, cap as f32)?;
         }

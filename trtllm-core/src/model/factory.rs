@@ -168,7 +168,7 @@ pub fn validate(
 pub fn resolve_config(dir: &Path) -> Result<(ModelConfig, &'static ModelEntry)> {
     let mut cfg = ModelConfig::from_hf_dir(dir)?;
     let entry = lookup(&cfg.architecture)?;
-    (entry.adapt_config)(&mut cfg);
+    (entry.adapt_config)(&mut cfg)?;
     Ok((cfg, entry))
 }
 

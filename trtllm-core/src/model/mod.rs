@@ -12,4 +12,4 @@ pub use factory::{
     ValidationReport,
 };
 pub(crate) use factory::{build_weights, var_builder};
-pub use registry::{architectures, lookup, ModelEntry, ModelLayout};
+pub use registry::{adapter_keys, architectures, lookup, AdaptResult, ModelEntry, ModelLayout};

@@ -95,6 +95,14 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 /// `x * s`.
 pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
+    if let Some(gpu) = cuda::gpu_of(x) {
+        let dt = cuda::kernel_dtype(x, "scale")?;
+        let out = cuda::alloc(&gpu, x.shape(), x.dtype())?;
+        let o = trtllm_kernels::launch::DevPtr::new(&out, 0);
+        trtllm_kernels::launch::scale(&gpu, dt, cuda::ptr(x, "scale")?, o, x.numel(), s)
+            .map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, x.shape(), x.dtype());
+    }
     x.map_f32(|v| v * s)
 }
 

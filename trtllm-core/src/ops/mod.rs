@@ -21,7 +21,7 @@ pub use attention::{paged_attention, write_kv, AttnParams};
 pub use elementwise::{add, add_bias, cast, mul, scale, softcap, zeros_like};
 pub use embedding::{embedding, embedding_device_ids, scatter_add_rows, select_rows};
 pub use matmul::{linear, matmul_t, matmul_t_f32};
-pub use norm::{add_rms_norm, layer_norm, rms_norm};
+pub use norm::{add_rms_norm, layer_norm, qk_rms_apply, qk_sum_sq, rms_norm};
 pub use qkv_attention::{qkv_attention, QkvParams};
 pub use quant::{matmul_gated_fp8, matmul_t_fp8};
 pub use quant_int4::{matmul_t_int4, Int4Layout};

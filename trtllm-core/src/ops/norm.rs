@@ -138,3 +138,80 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64) -> Resul
     }
     Tensor::from_f32(out, x.shape())
 }
+
+/// Full-width q/k RMSNorm, first half: per row of `qkv` `[t, width]`, the sums of squares of the
+/// q columns `[0, a)` and the k columns `[a, a + b)`, as `[t, 2]` f32. Under tensor parallelism
+/// these are all-reduced before [`qk_rms_apply`].
+pub fn qk_sum_sq(qkv: &Tensor, a: usize, b: usize) -> Result<Tensor> {
+    let (t, width) = qkv.dims2("qk_sum_sq")?;
+    if a + b > width {
+        return Err(Error::shape("qk_sum_sq", format!("{a} + {b} columns of {:?}", qkv.shape())));
+    }
+    if let Some(gpu) = cuda::gpu_of(qkv) {
+        let out = cuda::alloc(&gpu, &[t, 2], crate::DType::F32)?;
+        let dt = cuda::kernel_dtype(qkv, "qk_sum_sq")?;
+        launch::qk_sumsq(&gpu, dt, cuda::ptr(qkv, "qk_sum_sq")?, DevPtr::new(&out, 0), t, width, a, b)
+            .map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, &[t, 2], crate::DType::F32);
+    }
+    let xs = qkv.f32s()?;
+    let mut out = Vec::with_capacity(2 * t);
+    for row in xs.chunks_exact(width) {
+        out.push(super::cpu::simd::sum_sq(&row[..a]));
+        out.push(super::cpu::simd::sum_sq(&row[a..a + b]));
+    }
+    Tensor::from_f32(out, &[t, 2])
+}
+
+/// Full-width q/k RMSNorm, second half: `qkv` with its q columns `[0, a)` scaled by
+/// `wq * rsqrt(sums[.., 0] / counts.0 + eps)` and its k columns `[a, a + b)` by
+/// `wk * rsqrt(sums[.., 1] / counts.1 + eps)`; the other columns (v) unchanged. `counts` are the
+/// widths the sums cover (all ranks' heads under tensor parallelism).
+pub fn qk_rms_apply(
+    qkv: &Tensor,
+    sums: &Tensor,
+    (wq, wk): (&Tensor, &Tensor),
+    (counts_q, counts_k): (usize, usize),
+    eps: f64,
+) -> Result<Tensor> {
+    let (t, width) = qkv.dims2("qk_rms_apply")?;
+    let (a, b) = (wq.numel(), wk.numel());
+    if a + b > width || sums.shape() != [t, 2] {
+        return Err(Error::shape(
+            "qk_rms_apply",
+            format!("qkv {:?}, sums {:?}, weights {a} + {b}", qkv.shape(), sums.shape()),
+        ));
+    }
+    if let Some(gpu) = cuda::gpu_of(qkv) {
+        let out = cuda::alloc(&gpu, qkv.shape(), qkv.dtype())?;
+        launch::qk_rms_apply(
+            &gpu,
+            cuda::kernel_dtype(qkv, "qk_rms_apply")?,
+            cuda::ptr(qkv, "qk_rms_apply")?,
+            cuda::ptr(sums, "qk_rms_apply")?,
+            cuda::ptr(wq, "qk_rms_apply")?,
+            cuda::ptr(wk, "qk_rms_apply")?,
+            DevPtr::new(&out, 0),
+            t,
+            width,
+            (a, b),
+            (counts_q as f32, counts_k as f32),
+            eps as f32,
+        )
+        .map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, qkv.shape(), qkv.dtype());
+    }
+    let (xs, ss, wq, wk) = (qkv.f32s()?, sums.f32s()?, wq.f32s()?, wk.f32s()?);
+    let mut out = xs.to_vec();
+    for (row, s) in out.chunks_exact_mut(width).zip(ss.chunks_exact(2)) {
+        let rq = 1.0 / (s[0] / counts_q as f32 + eps as f32).sqrt();
+        let rk = 1.0 / (s[1] / counts_k as f32 + eps as f32).sqrt();
+        for (x, w) in row[..a].iter_mut().zip(wq) {
+            *x = w * (*x * rq);
+        }
+        for (x, w) in row[a..a + b].iter_mut().zip(wk) {
+            *x = w * (*x * rk);
+        }
+    }
+    Tensor::from_f32(out, qkv.shape())
+}

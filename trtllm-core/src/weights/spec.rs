@@ -16,7 +16,7 @@ pub enum Combine {
 }
 
 /// Elementwise or layout change applied to each source before combining.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Transform {
     /// The source is stored `[in, out]` (GPT-2 `Conv1D`); the engine wants `[out, in]`.
     pub transpose: bool,
@@ -25,6 +25,72 @@ pub struct Transform {
     /// A quantized weight's scales, one per row of the source: stored `[rows]` or `[rows, 1]`,
     /// or `[]` / `[1]` (one scale for the whole tensor, repeated for each row).
     pub scale_rows: bool,
+    /// `(kv_heads, q_per_kv, head_dim)`: a fused qkv projection stored interleaved by KV group
+    /// (for each group its q heads, its k head, its v head; GPT-NeoX has one q head per group),
+    /// reordered at load into the engine's `[q; k; v]` rows.
+    pub qkv_grouped: Option<(usize, usize, usize)>,
+    /// `(qk_heads, head_dim, rotary_dim)`: the rows of the first `qk_heads` heads (q, then k) are
+    /// permuted within each head so that interleaved (GPT-J) RoPE pairs `(2i, 2i + 1)` become
+    /// the rotate-half pairs `(i, i + rotary_dim / 2)` the engine applies: q . k is unchanged,
+    /// and the RoPE kernels need no second layout. Later rows (v) stay.
+    pub rope_interleaved: Option<(usize, usize, usize)>,
+}
+
+/// The row reorderings and scale rows only when set (the weight maps of other models read as
+/// before).
+impl std::fmt::Debug for Transform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Transform");
+        d.field("transpose", &self.transpose).field("add_one", &self.add_one);
+        if let Some(g) = self.qkv_grouped {
+            d.field("qkv_grouped", &g);
+        }
+        if let Some(r) = self.rope_interleaved {
+            d.field("rope_interleaved", &r);
+        }
+        if self.scale_rows {
+            d.field("scale_rows", &true);
+        }
+        d.finish()
+    }
+}
+
+impl Transform {
+    /// For each engine row of a tensor with `rows` rows, the stored row it comes from; `None`
+    /// when the rows keep their order.
+    pub fn row_order(&self, rows: usize) -> Option<Vec<usize>> {
+        if self.qkv_grouped.is_none() && self.rope_interleaved.is_none() {
+            return None;
+        }
+        let mut order: Vec<usize> = (0..rows).collect();
+        if let Some((kv, r, hd)) = self.qkv_grouped {
+            let group = |g: usize, slot: usize, d: usize| (g * (r + 2) + slot) * hd + d;
+            let mut o = Vec::with_capacity(rows);
+            o.extend((0..kv * r).flat_map(|h| (0..hd).map(move |d| group(h / r, h % r, d))));
+            o.extend((0..kv).flat_map(|g| (0..hd).map(move |d| group(g, r, d))));
+            o.extend((0..kv).flat_map(|g| (0..hd).map(move |d| group(g, r + 1, d))));
+            o.extend(o.len()..rows);
+            order = o;
+        }
+        if let Some((heads, hd, rot)) = self.rope_interleaved {
+            let inner = |d: usize| match d {
+                d if d < rot / 2 => 2 * d,
+                d if d < rot => 2 * (d - rot / 2) + 1,
+                d => d,
+            };
+            let prev = order.clone();
+            for (i, o) in order.iter_mut().enumerate().take(heads * hd) {
+                *o = prev[i / hd * hd + inner(i % hd)];
+            }
+        }
+        Some(order)
+    }
+}
+
+/// The rows of `t` (dim 0) in `order`.
+fn gather_rows(t: &Tensor, order: &[usize]) -> Result<Tensor> {
+    let parts: Vec<Tensor> = order.iter().map(|&r| t.narrow0(r, 1)).collect::<Result<_>>()?;
+    Tensor::cat0(&parts)
 }
 
 /// How a tensor is split over `tp_size` ranks.
@@ -165,7 +231,11 @@ impl WeightSpec {
                 format!("built shape {:?}, expected {:?}", out.shape(), self.shape),
             ));
         }
-        Ok(out)
+        match self.transform.row_order(self.shape[0]) {
+            Some(order) if order.len() == self.shape[0] => gather_rows(&out, &order),
+            Some(_) => Err(Error::tensor(&self.name, "row reordering does not cover the tensor's rows")),
+            None => Ok(out),
+        }
     }
 
     /// The engine tensor -> its HF sources (the inverse of `to_engine`).
@@ -176,6 +246,18 @@ impl WeightSpec {
                 "exporting a quantized layer to HF names is not supported",
             ));
         }
+        let reordered;
+        let t = match self.transform.row_order(t.dim(0)) {
+            Some(order) => {
+                let mut inverse = vec![0; order.len()];
+                for (engine, &stored) in order.iter().enumerate() {
+                    inverse[stored] = engine;
+                }
+                reordered = gather_rows(t, &inverse)?;
+                &reordered
+            }
+            None => t,
+        };
         let mut out = Vec::with_capacity(self.sources.len());
         let mut row = 0;
         for (i, src) in self.sources.iter().enumerate() {
@@ -282,6 +364,38 @@ pub fn heads_per_rank(heads: usize, tp_size: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_reorderings_round_trip_and_land_where_the_engine_expects() {
+        // 2 KV groups of (2 q, k, v) heads of head_dim 4, a bias-like rank-1 tensor.
+        let (kv, r, hd) = (2, 2, 4);
+        let rows = kv * (r + 2) * hd;
+        let stored: Vec<f32> = (0..rows).map(|i| i as f32).collect();
+        let mut spec = WeightSpec {
+            name: "qkv.bias".into(),
+            sources: vec![Source { name: "qkv.bias".into(), shape: vec![rows] }],
+            combine: Combine::Concat0,
+            transform: Transform { qkv_grouped: Some((kv, r, hd)), ..Default::default() },
+            shape: vec![rows],
+            split: TpSplit::Replicate,
+            dtype: DType::F32,
+            quant: None,
+        };
+        let t = Tensor::from_f32(stored.clone(), &[rows]).expect("t");
+        let e = spec.to_engine(vec![t.clone()]).expect("engine");
+        let ev = e.f32s().expect("f32").to_vec();
+        // q head 1 (group 0, second q) = stored rows 4..8; k of group 1 = stored rows 24..28.
+        assert_eq!(&ev[4..8], &[4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(&ev[kv * r * hd + hd..kv * r * hd + 2 * hd], &[24.0, 25.0, 26.0, 27.0]);
+        assert_eq!(spec.to_hf(&e).expect("hf")[0].1.f32s().expect("f32"), &stored[..]);
+        // Interleaved RoPE over rotary dim 4 of the first 3 heads: dims (0, 2, 1, 3) per head.
+        spec.transform = Transform { rope_interleaved: Some((3, hd, 4)), ..Default::default() };
+        let e = spec.to_engine(vec![t]).expect("engine");
+        let ev = e.f32s().expect("f32").to_vec();
+        assert_eq!(&ev[..8], &[0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(&ev[12..16], &[12.0, 13.0, 14.0, 15.0], "rows after the q/k heads stay");
+        assert_eq!(spec.to_hf(&e).expect("hf")[0].1.f32s().expect("f32"), &stored[..]);
+    }
 
     fn qkv(heads: usize, kv: usize) -> WeightSpec {
         let d = 2;

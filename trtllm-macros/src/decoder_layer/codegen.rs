@@ -58,17 +58,38 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
             }
         }
     });
-    // Roles validated present: input_norm, attention, mlp.
-    let (Some(input_norm), Some(attn), Some(mlp)) =
-        (field(layer, Role::InputNorm), field(layer, Role::Attention), field(layer, Role::Mlp))
-    else {
+    // Roles validated present: attention, mlp.
+    let (Some(attn), Some(mlp)) = (field(layer, Role::Attention), field(layer, Role::Mlp)) else {
         return quote!(#item);
     };
-    let h = call(input_norm, quote!(&__x));
-    // The previous layer's deferred residual add, fused with this layer's input norm.
-    let (in_ident, in_ty) = (&input_norm.ident, &input_norm.ty);
-    let h_fused = quote_spanned!(in_ty.span()=>
-        <#in_ty as ::trtllm_core::layers::NormLayer>::forward_residual(&self.#in_ident, &__d, &__x)?);
+    let input_norm = field(layer, Role::InputNorm);
+    // `(__x, __h)`: the residual stream with the previous layer's deferred add applied, and the
+    // attention's input. With an input norm the add is fused with it.
+    let entry = match input_norm {
+        Some(n) => {
+            let h = call(n, quote!(&__x));
+            let (in_ident, in_ty) = (&n.ident, &n.ty);
+            let h_fused = quote_spanned!(in_ty.span()=>
+                <#in_ty as ::trtllm_core::layers::NormLayer>::forward_residual(&self.#in_ident, &__d, &__x)?);
+            quote! {
+                let (__x, __h) = match __pending {
+                    ::core::option::Option::Some(__d) => #h_fused,
+                    ::core::option::Option::None => {
+                        let __h = #h;
+                        (__x, __h)
+                    }
+                };
+            }
+        }
+        // Post-norm block (OLMo 2): the attention reads the residual stream itself.
+        None => quote! {
+            let __x = match __pending {
+                ::core::option::Option::Some(__d) => ::trtllm_core::ops::add(&__x, &__d)?,
+                ::core::option::Option::None => __x,
+            };
+            let __h = __x.clone();
+        },
+    };
     let a = call(attn, quote!(&__h, __cx));
     let post_attn = field(layer, Role::PostAttentionNorm).map(|f| {
         let c = call(f, quote!(&__a));
@@ -78,14 +99,13 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
         let c = call(f, quote!(&__m));
         quote!(let __m = #c;)
     });
-    let m_of = |input: TokenStream| call(mlp, quote!(&#input, __cx));
-    let body = match field(layer, Role::PreMlpNorm) {
+    let m = call(mlp, quote!(&__h, __cx));
+    let body = match (field(layer, Role::PreMlpNorm), input_norm) {
         // Sequential pre-norm block: x += attn(norm1(x)); x += mlp(norm2(x)).
-        Some(pre) => {
+        (Some(pre), _) => {
             let (pre_ident, pre_ty) = (&pre.ident, &pre.ty);
             let fused = quote_spanned!(pre_ty.span()=>
                 <#pre_ty as ::trtllm_core::layers::NormLayer>::forward_residual(&self.#pre_ident, &__a, &__x)?);
-            let m = m_of(quote!(__h));
             quote! {
                 let (__x, __h) = #fused;
                 let __m = #m;
@@ -93,10 +113,22 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
                 ::core::result::Result::Ok((__x, ::core::option::Option::Some(__m)))
             }
         }
-        // Parallel residual: x + attn(norm(x)) + mlp(norm(x)).
-        None => {
-            let m = m_of(quote!(__h));
+        // Post-norm block: x += post_attn_norm(attn(x)); x += post_mlp_norm(mlp(x)).
+        (None, None) => quote! {
+            let __x = ::trtllm_core::ops::add(&__x, &__a)?;
+            let __h = __x.clone();
+            let __m = #m;
+            #post_mlp
+            ::core::result::Result::Ok((__x, ::core::option::Option::Some(__m)))
+        },
+        // Parallel residual: x + attn(norm(x)) + mlp(norm(x)), or mlp(parallel_mlp_norm(x)).
+        (None, Some(_)) => {
+            let own = field(layer, Role::ParallelMlpNorm).map(|f| {
+                let c = call(f, quote!(&__x));
+                quote!(let __h = #c;)
+            });
             quote! {
+                #own
                 let __m = #m;
                 #post_mlp
                 ::core::result::Result::Ok((::trtllm_core::ops::add(&__x, &__a)?, ::core::option::Option::Some(__m)))
@@ -132,13 +164,7 @@ pub fn codegen(layer: &LayerStruct, item: syn::ItemStruct) -> TokenStream {
                 __pending: ::core::option::Option<::trtllm_core::Tensor>,
                 __cx: &mut ::trtllm_core::layers::ForwardCtx<'_>,
             ) -> ::trtllm_core::Result<(::trtllm_core::Tensor, ::core::option::Option<::trtllm_core::Tensor>)> {
-                let (__x, __h) = match __pending {
-                    ::core::option::Option::Some(__d) => #h_fused,
-                    ::core::option::Option::None => {
-                        let __h = #h;
-                        (__x, __h)
-                    }
-                };
+                #entry
                 let __a = #a;
                 #post_attn
                 #body

@@ -15,16 +15,20 @@ pub enum Role {
     PreMlpNorm,
     Mlp,
     PostMlpNorm,
+    /// The MLP's own input norm in a parallel block (GPT-NeoX, Falcon's new decoder):
+    /// `x + attn(input_norm(x)) + mlp(parallel_mlp_norm(x))`.
+    ParallelMlpNorm,
 }
 
 impl Role {
-    pub const ALL: [(&'static str, Role); 6] = [
+    pub const ALL: [(&'static str, Role); 7] = [
         ("input_norm", Role::InputNorm),
         ("attention", Role::Attention),
         ("post_attention_norm", Role::PostAttentionNorm),
         ("pre_mlp_norm", Role::PreMlpNorm),
         ("mlp", Role::Mlp),
         ("post_mlp_norm", Role::PostMlpNorm),
+        ("parallel_mlp_norm", Role::ParallelMlpNorm),
     ];
 }
 

@@ -59,6 +59,56 @@ fn parallel_residual_without_pre_mlp_norm() {
 }
 
 #[test]
+fn post_norm_without_input_norm() {
+    let out = super::expand(
+        quote!(),
+        quote! {
+            pub struct Olmo2DecoderLayer {
+                #[layer(role = attention)] self_attn: Attention<AllHeadsRmsNorm>,
+                #[layer(role = post_attention_norm)] post_attention_layernorm: RmsNorm,
+                #[layer(role = mlp)] mlp: GatedMlp,
+                #[layer(role = post_mlp_norm)] post_feedforward_layernorm: RmsNorm,
+            }
+        },
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn parallel_residual_with_its_own_mlp_norm() {
+    let out = super::expand(
+        quote!(),
+        quote! {
+            pub struct GptNeoXLayer {
+                #[layer(role = input_norm)] input_layernorm: LayerNorm,
+                #[layer(role = attention)] attention: Attention,
+                #[layer(role = parallel_mlp_norm)] post_attention_layernorm: LayerNorm,
+                #[layer(role = mlp)] mlp: Mlp,
+            }
+        },
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn parallel_mlp_norm_needs_a_parallel_block() {
+    let out = super::expand(
+        quote!(),
+        quote! {
+            pub struct Bad {
+                #[layer(role = input_norm)] a: LayerNorm,
+                #[layer(role = attention)] attn: Attention,
+                #[layer(role = pre_mlp_norm)] b: LayerNorm,
+                #[layer(role = parallel_mlp_norm)] c: LayerNorm,
+                #[layer(role = mlp)] mlp: Mlp,
+            }
+        },
+    )
+    .to_string();
+    assert!(out.contains("needs an `input_norm` and no `pre_mlp_norm`"), "{out}");
+}
+
+#[test]
 fn names_build_through_named() {
     let out = super::expand(
         quote!(),
@@ -82,12 +132,12 @@ fn errors_are_collected() {
             pub struct Broken {
                 #[layer(role = attention)] a: Attention,
                 #[layer(role = attention)] b: Attention,
-                #[layer(role = mlp, hf = "a")] c: GatedMlp,
+                #[layer(role = pre_mlp_norm, hf = "a")] c: RmsNorm,
             }
         },
     );
     let s = out.to_string();
     assert!(s.contains("a decoder layer has one `attention` field; `b` is a second"), "{s}");
-    assert!(s.contains("missing a field with #[layer(role = input_norm)]"), "{s}");
+    assert!(s.contains("missing a field with #[layer(role = mlp)]"), "{s}");
     assert!(s.contains("HF name `a` is used twice"), "{s}");
 }

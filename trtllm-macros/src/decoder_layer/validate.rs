@@ -1,4 +1,6 @@
-//! Whole-struct checks: required roles present, single-use roles unique, HF names unique.
+//! Whole-struct checks: required roles present (`attention`, `mlp`; a block without `input_norm`
+//! is post-norm), single-use roles unique, `parallel_mlp_norm` only in a parallel block, HF names
+//! unique.
 
 use super::parse::{LayerStruct, Role};
 use crate::ctxt::Ctxt;
@@ -15,9 +17,18 @@ pub fn validate(cx: &mut Ctxt, layer: &LayerStruct) {
                 format!("a decoder layer has one `{name}` field; `{}` is a second", dup.ident),
             );
         }
-        let required = matches!(role, Role::InputNorm | Role::Attention | Role::Mlp);
+        let required = matches!(role, Role::Attention | Role::Mlp);
         if required && with.is_empty() {
             cx.error_spanned_by(&layer.ident, format!("missing a field with #[layer(role = {name})]"));
+        }
+    }
+    let has = |r: Role| layer.fields.iter().any(|f| f.role == r);
+    if let Some(f) = layer.fields.iter().find(|f| f.role == Role::ParallelMlpNorm) {
+        if !has(Role::InputNorm) || has(Role::PreMlpNorm) {
+            cx.error_spanned_by(
+                &f.ident,
+                "`parallel_mlp_norm` is the MLP's norm of a parallel block: it needs an `input_norm` and no `pre_mlp_norm`",
+            );
         }
     }
     for (i, f) in layer.fields.iter().enumerate() {

@@ -16,8 +16,8 @@ pub fn codegen(m: &RegisterModel) -> TokenStream {
         None => quote!(::trtllm_core::model::ModelLayout::LLAMA),
     };
     let adapt = match &m.config {
-        Some(p) => quote!(#p(__cfg)),
-        None => quote!(let _ = __cfg;),
+        Some(p) => quote!(::trtllm_core::model::AdaptResult::into_result(#p(__cfg))),
+        None => quote!(let _ = __cfg; ::core::result::Result::Ok(())),
     };
     let lm = quote_spanned!(inner.span()=> <#inner as ::trtllm_core::model::CausalLM>);
     let build = quote_spanned!(inner.span()=>
@@ -45,7 +45,7 @@ pub fn codegen(m: &RegisterModel) -> TokenStream {
         }
 
         const _: () = {
-            fn __adapt(__cfg: &mut ::trtllm_core::config::ModelConfig) {
+            fn __adapt(__cfg: &mut ::trtllm_core::config::ModelConfig) -> ::trtllm_core::Result<()> {
                 #adapt
             }
             fn __build(
