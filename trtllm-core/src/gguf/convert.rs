@@ -120,20 +120,25 @@ fn write_tensor(g: &GgufFile, p: &Planned, w: &mut SafetensorsWriter) -> Result<
     Ok(())
 }
 
-/// Write the HF directory's files into `dir`.
-fn write_all(g: &GgufFile, arch: Arch, plan: &[Planned], dir: &Path, opts: &ConvertOptions) -> Result<()> {
+/// Write config.json, generation_config.json, tokenizer.json and tokenizer_config.json of the
+/// GGUF's metadata into `dir`.
+pub(crate) fn write_meta(g: &GgufFile, arch: Arch, dir: &Path, dtype: OutDType) -> Result<()> {
     let embd =
         g.tensor("token_embd.weight").ok_or_else(|| g.error("tensor `token_embd.weight` is missing"))?;
-    let vocab_size = embd.shape()[0];
-    let config = config_json(g, arch, vocab_size, opts.dtype)?;
+    let vocab_size = *embd.shape().first().ok_or_else(|| g.error("tensor `token_embd.weight` has no dims"))?;
+    let config = config_json(g, arch, vocab_size, dtype)?;
     let tok = build_tokenizer(g, arch)?;
     let max_len = config.get("max_position_embeddings").and_then(|v| v.as_u64()).map(|v| v as usize);
     let tok_config = tokenizer_config(g, &tok, max_len)?;
     write_file(&dir.join("config.json"), pretty(&config).as_bytes())?;
     write_file(&dir.join("generation_config.json"), pretty(&generation_config_json(&config)).as_bytes())?;
     write_file(&dir.join("tokenizer.json"), tokenizer_json(&tok).as_bytes())?;
-    write_file(&dir.join("tokenizer_config.json"), pretty(&tok_config).as_bytes())?;
-    drop(tok);
+    write_file(&dir.join("tokenizer_config.json"), pretty(&tok_config).as_bytes())
+}
+
+/// Write the HF directory's files into `dir`.
+fn write_all(g: &GgufFile, arch: Arch, plan: &[Planned], dir: &Path, opts: &ConvertOptions) -> Result<()> {
+    write_meta(g, arch, dir, opts.dtype)?;
 
     let decl: Vec<(String, Vec<usize>)> = plan.iter().map(|p| (p.hf_name.clone(), p.shape.clone())).collect();
     let mut w = SafetensorsWriter::create(&dir.join("model.safetensors"), opts.dtype, &decl)?;

@@ -2,12 +2,14 @@
 //! `VarBuilder` through which layers declare and load their tensors.
 
 mod builder;
+mod gguf;
 mod parallel;
 pub mod quant;
 mod raw;
 mod safetensors;
 mod spec;
 
+pub use gguf::GgufWeights;
 pub use builder::{EngineSource, HfSource, Planner, VarBuilder, WeightSource};
 pub use parallel::{load_threads, map_jobs};
 pub use raw::RawShard;
