@@ -17,6 +17,7 @@ mod merges;
 mod meta;
 mod model_dir;
 pub mod names;
+mod quantize;
 mod reader;
 mod st_writer;
 mod tokenizer;
@@ -33,6 +34,7 @@ mod tests_reader;
 
 pub use convert::{convert_gguf, ConvertOptions, ConvertReport};
 pub use dequant::dequantize;
+pub use quantize::quantize;
 pub use ggml_type::{GgmlType, QK_K};
 pub use model_dir::{gguf_of_dir, is_gguf_file, model_dir, MARKER};
 pub(crate) use kquants::scale_min_k4;

@@ -66,6 +66,152 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
+/// A 32-element block type with one f16 scale (`d`) and an optional f16 min (`m`): the
+/// integer part of its dot product with 32 int8 activations, and how its offset enters
+/// (`sum(w * a) = d * dx * products + m * s` or `d * (dx * products - OFFSET * s)`).
+trait Legacy {
+    const BYTES: usize;
+    /// Elements are `q - OFFSET` (Q4_0: 8, Q5_0: 16; 0 for the others).
+    const OFFSET: f32;
+    const HAS_MIN: bool;
+    /// The 8 i32 partial sums of `q * a` for the block at `b`.
+    unsafe fn products(b: *const u8, x: __m256i) -> __m256i;
+}
+
+struct Q8_0;
+impl Legacy for Q8_0 {
+    const BYTES: usize = 34;
+    const OFFSET: f32 = 0.0;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn products(b: *const u8, x: __m256i) -> __m256i {
+        // SAFETY: 34 bytes at b (the caller's block).
+        unsafe {
+            let q = load(b.add(2));
+            // |w| * (a with w's sign): u8 x i8 without saturation (|w| <= 128, |a| <= 127).
+            dot_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q))
+        }
+    }
+}
+struct Q4_0;
+impl Legacy for Q4_0 {
+    const BYTES: usize = 18;
+    const OFFSET: f32 = 8.0;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn products(b: *const u8, x: __m256i) -> __m256i {
+        // SAFETY: 18 bytes at b.
+        unsafe { dot_u8_i8(nibbles16(b.add(2)), x) }
+    }
+}
+struct Q4_1;
+impl Legacy for Q4_1 {
+    const BYTES: usize = 20;
+    const OFFSET: f32 = 0.0;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn products(b: *const u8, x: __m256i) -> __m256i {
+        // SAFETY: 20 bytes at b.
+        unsafe { dot_u8_i8(nibbles16(b.add(4)), x) }
+    }
+}
+struct Q5_0;
+impl Legacy for Q5_0 {
+    const BYTES: usize = 22;
+    const OFFSET: f32 = 16.0;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn products(b: *const u8, x: __m256i) -> __m256i {
+        // SAFETY: 22 bytes at b.
+        unsafe { dot_u8_i8(_mm256_or_si256(nibbles16(b.add(6)), bit4_from_u32(b.add(2))), x) }
+    }
+}
+struct Q5_1;
+impl Legacy for Q5_1 {
+    const BYTES: usize = 24;
+    const OFFSET: f32 = 0.0;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn products(b: *const u8, x: __m256i) -> __m256i {
+        // SAFETY: 24 bytes at b.
+        unsafe { dot_u8_i8(_mm256_or_si256(nibbles16(b.add(8)), bit4_from_u32(b.add(4))), x) }
+    }
+}
+
+/// `R` rows (each `nb` blocks of `T`, `rb` bytes apart, from `w`) against one activation row:
+/// the activation block is loaded once for all rows, and the rows' accumulators are independent
+/// dependency chains.
+#[inline(always)]
+unsafe fn legacy_rows<T: Legacy, const R: usize>(w: *const u8, rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+    let nb = a.d.len();
+    let ap = a.qs.as_ptr().cast::<u8>();
+    // SAFETY: AVX is enabled by the caller's target features.
+    let mut acc = [unsafe { _mm256_setzero_ps() }; R];
+    let mut off = [0f32; R];
+    // SAFETY: rows r < R of w hold nb blocks each (the caller's contract); activation block i is
+    // inside a.qs.
+    unsafe {
+        for i in 0..nb {
+            let x = load(ap.add(32 * i));
+            let (dx, sx) = (*a.d.get_unchecked(i), *a.s.get_unchecked(i));
+            for r in 0..R {
+                let b = w.add(r * rb + T::BYTES * i);
+                let p = T::products(b, x);
+                let d = f16(b);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(p), acc[r]);
+                if T::HAS_MIN {
+                    off[r] += f16(b.add(2)) * sx;
+                } else if T::OFFSET != 0.0 {
+                    off[r] -= T::OFFSET * d * sx;
+                }
+            }
+        }
+        for r in 0..R {
+            out[r] = hsum(acc[r]) + off[r];
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy<T: Legacy>(w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+    let n = out.len();
+    let mut r = 0;
+    // SAFETY: w holds n rows of rb bytes (the caller's contract); each call reads rows r..r+R.
+    unsafe {
+        while r + 4 <= n {
+            legacy_rows::<T, 4>(w.as_ptr().add(r * rb), rb, a, &mut out[r..r + 4]);
+            r += 4;
+        }
+        while r < n {
+            legacy_rows::<T, 1>(w.as_ptr().add(r * rb), rb, a, &mut out[r..r + 1]);
+            r += 1;
+        }
+    }
+}
+
+/// `out[j] = dot(row j of w, a)` for the `out.len()` rows of `rb` bytes in `w`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `out.len()` whole rows of `ty` of
+/// `32 * a.d.len()` elements.
+pub unsafe fn rows(ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match ty {
+            GgmlType::Q8_0 => legacy::<Q8_0>(w, rb, a, out),
+            GgmlType::Q4_0 => legacy::<Q4_0>(w, rb, a, out),
+            GgmlType::Q4_1 => legacy::<Q4_1>(w, rb, a, out),
+            GgmlType::Q5_0 => legacy::<Q5_0>(w, rb, a, out),
+            GgmlType::Q5_1 => legacy::<Q5_1>(w, rb, a, out),
+            _ => {
+                for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
+                    *o = dot_row(ty, wr, a);
+                }
+            }
+        }
+    }
+}
+
 /// As `scalar::dot_row`.
 ///
 /// # Safety

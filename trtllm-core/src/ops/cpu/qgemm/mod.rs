@@ -19,6 +19,8 @@ use crate::gguf::GgmlType;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 #[cfg(test)]
 mod tests;
 
@@ -47,6 +49,10 @@ pub struct QAct {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    /// `qs` with each pair of blocks `(i, i + 1)` (i even) reordered as
+    /// `[x_i[..16], x_i+1[..16], x_i[16..], x_i+1[16..]]` (the VNNI tier's nibble order);
+    /// empty unless asked for and the blocks per row are even.
+    pub pairs: Vec<i8>,
     k: usize,
 }
 
@@ -79,6 +85,26 @@ impl QAct {
             self.d[b] = d;
             self.s[b] = d * sum as f32;
         }
+        self.pairs.clear();
+    }
+
+    /// Fill `pairs` (see the field).
+    pub fn make_pairs(&mut self) {
+        if !(self.k / QK).is_multiple_of(2) {
+            return;
+        }
+        self.pairs.resize(self.qs.len(), 0);
+        for (src, dst) in self.qs.chunks_exact(2 * QK).zip(self.pairs.chunks_exact_mut(2 * QK)) {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[16..32].copy_from_slice(&src[32..48]);
+            dst[32..48].copy_from_slice(&src[16..32]);
+            dst[48..].copy_from_slice(&src[48..]);
+        }
+    }
+
+    /// Row `i` of `pairs`.
+    pub fn pair_row(&self, i: usize) -> &[i8] {
+        self.pairs.get(i * self.k..(i + 1) * self.k).unwrap_or(&[])
     }
 
     pub fn row(&self, i: usize) -> ActRow<'_> {
@@ -112,9 +138,14 @@ pub fn matmul(x: &[f32], m: usize, k: usize, ty: GgmlType, w: &[u8], n: usize, y
     if m == 0 || n == 0 {
         return;
     }
+    let isa = super::isa();
     ACT.with(|act| {
         let mut act = act.borrow_mut();
         act.quantize(x, m, k);
+        let vnni = vnni_ok(isa, ty, k);
+        if vnni {
+            act.make_pairs();
+        }
         let act = &*act;
         let parts = if m * n * k < PARALLEL_MIN_MACS {
             1
@@ -122,7 +153,6 @@ pub fn matmul(x: &[f32], m: usize, k: usize, ty: GgmlType, w: &[u8], n: usize, y
             (2 * pool::num_threads()).min(n.div_ceil(TILE))
         };
         let yp = SendPtr(y.as_mut_ptr());
-        let isa = super::isa();
         pool::run_parts(parts, &|part, np| {
             let r = pool::split(n, part, np, TILE);
             for t0 in r.clone().step_by(TILE) {
@@ -130,7 +160,8 @@ pub fn matmul(x: &[f32], m: usize, k: usize, ty: GgmlType, w: &[u8], n: usize, y
                 for i in 0..m {
                     let a = act.row(i);
                     let mut out = [0f32; TILE];
-                    rows(isa, ty, &w[t0 * rb..t1 * rb], rb, a, &mut out[..t1 - t0]);
+                    let pairs = if vnni { act.pair_row(i) } else { &[] };
+                    rows(isa, ty, &w[t0 * rb..t1 * rb], rb, a, pairs, &mut out[..t1 - t0]);
                     // SAFETY: row i of y has n columns; this part writes columns t0..t1 of its
                     // own range r (disjoint between parts), and y outlives `run_parts`.
                     unsafe {
@@ -142,18 +173,45 @@ pub fn matmul(x: &[f32], m: usize, k: usize, ty: GgmlType, w: &[u8], n: usize, y
     });
 }
 
-/// `out[j] = dot(w row j, a)` for the `out.len()` rows of `w` (each `rb` bytes).
-fn rows(isa: Isa, ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32]) {
+/// Whether the AVX-512 VNNI tier runs `ty` with rows of `k` (the ISA tier is AVX-512 and the
+/// CPU has VNNI).
+fn vnni_ok(isa: Isa, ty: GgmlType, k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let has = *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512dq")
+        });
+        has && isa == Isa::Avx512 && vnni::handles(ty, k / QK)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, ty, k);
+        false
+    }
+}
+
+/// `out[j] = dot(w row j, a)` for the `out.len()` rows of `w` (each `rb` bytes); `pairs` is
+/// `a`'s values in pair order when the VNNI tier runs (else empty).
+fn rows(isa: Isa, ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, pairs: &[i8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    let (w, out) = if pairs.is_empty() {
+        (w, out)
+    } else {
+        // SAFETY: `pairs` is non-empty only when `vnni_ok` found AVX-512 F/BW/DQ/VL + VNNI (the
+        // AVX-512 tier also means FMA and F16C) and an even block count; `w` holds `out.len()`
+        // rows of `rb` bytes; `pairs` is `a` in pair order.
+        let done = unsafe { vnni::rows(ty, w, rb, a, pairs, out) };
+        (&w[done * rb..], &mut out[done..])
+    };
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 {
-        for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
-            // SAFETY: AVX2 + FMA + F16C were detected (`Isa::Avx2` or above); `wr` is one whole
-            // row of `a.d.len()` 32-element blocks of `ty`, `a` one activation row of the same k.
-            *o = unsafe { avx2::dot_row(ty, wr, a) };
-        }
+        // SAFETY: AVX2 + FMA + F16C were detected (`Isa::Avx2` or above); `w` is `out.len()`
+        // whole rows of `ty` of `32 * a.d.len()` elements, `a` one activation row of that k.
+        unsafe { avx2::rows(ty, w, rb, a, out) };
         return;
     }
-    let _ = isa;
+    let _ = (isa, pairs);
     for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
         *o = scalar::dot_row(ty, wr, a);
     }

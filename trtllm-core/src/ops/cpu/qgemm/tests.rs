@@ -142,12 +142,17 @@ fn real_blocks_scalar_vs_simd() {
         act.quantize(&x, 1, k);
         let wf = dequant(t.ty, w, n, k);
         let mut worst = 0f64;
+        #[allow(unused_mut)]
+        let mut simd = vec![f32::NAN; n];
+        #[cfg(target_arch = "x86_64")]
+        if super::super::isa() >= Isa::Avx2 {
+            // SAFETY: AVX2/FMA/F16C detected; n whole rows of k elements.
+            unsafe { avx2::rows(t.ty, w, rb, act.row(0), &mut simd) };
+        }
         for r in 0..n {
             let s = scalar::dot_row(t.ty, &w[r * rb..(r + 1) * rb], act.row(0)) as f64;
-            // SAFETY: AVX2 detected below; whole rows.
-            #[cfg(target_arch = "x86_64")]
-            if super::super::isa() >= Isa::Avx2 {
-                let v = unsafe { avx2::dot_row(t.ty, &w[r * rb..(r + 1) * rb], act.row(0)) } as f64;
+            if !simd[r].is_nan() {
+                let v = simd[r] as f64;
                 let mag: f64 = wf[r * k..(r + 1) * k].iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
                 worst = worst.max((v - s).abs() / mag);
             }
@@ -162,5 +167,40 @@ fn real_blocks_scalar_vs_simd() {
         }
         // Relative to sum |w * x| (the f32 rounding scale of a dot product).
         assert!(worst < 1e-5, "{name}: scalar vs simd {worst}");
+    }
+}
+
+/// GEMV / GEMM throughput at SmolLM2-135M's shapes.
+/// `cargo test --release -p trtllm-core --lib qgemm_speed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn qgemm_speed() {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    for (ty, n, k) in [
+        (GgmlType::Q4_1, 3072, 576),
+        (GgmlType::Q4_1, 576, 1536),
+        (GgmlType::Q8_0, 49152, 576),
+        (GgmlType::Q4K, 576, 1536),
+        (GgmlType::Q6K, 576, 1536),
+        (GgmlType::Q5_0, 3072, 576),
+    ] {
+        let w = random_blocks(ty, n, k, &mut rng);
+        for m in [1usize, 12, 128] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let mut y = vec![0f32; m * n];
+            matmul(&x, m, k, ty, &w, n, &mut y);
+            let reps = (20_000_000 / (m * n * k)).max(3);
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                matmul(&x, m, k, ty, &w, n, &mut y);
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "{ty} {n}x{k} m={m}: {:.1} us, {:.1} GB/s of weights, {:.1} GMAC/s",
+                s * 1e6,
+                w.len() as f64 / s / 1e9,
+                (m * n * k) as f64 / s / 1e9
+            );
+        }
     }
 }
