@@ -53,6 +53,8 @@ pub struct QAct {
     /// `[x_i[..16], x_i+1[..16], x_i[16..], x_i+1[16..]]` (the VNNI tier's nibble order);
     /// empty unless asked for and the blocks per row are even.
     pub pairs: Vec<i8>,
+    /// `[d, s]` per block, interleaved (with `pairs`).
+    pub ds: Vec<f32>,
     k: usize,
 }
 
@@ -94,6 +96,8 @@ impl QAct {
             return;
         }
         self.pairs.resize(self.qs.len(), 0);
+        self.ds.clear();
+        self.ds.extend(self.d.iter().zip(&self.s).flat_map(|(&d, &s)| [d, s]));
         for (src, dst) in self.qs.chunks_exact(2 * QK).zip(self.pairs.chunks_exact_mut(2 * QK)) {
             dst[..16].copy_from_slice(&src[..16]);
             dst[16..32].copy_from_slice(&src[32..48]);
@@ -102,9 +106,13 @@ impl QAct {
         }
     }
 
-    /// Row `i` of `pairs`.
-    pub fn pair_row(&self, i: usize) -> &[i8] {
-        self.pairs.get(i * self.k..(i + 1) * self.k).unwrap_or(&[])
+    /// Row `i` of `pairs` and of `ds`.
+    pub fn pair_row(&self, i: usize) -> (&[i8], &[f32]) {
+        let nb = self.k / QK;
+        match (self.pairs.get(i * self.k..(i + 1) * self.k), self.ds.get(2 * i * nb..2 * (i + 1) * nb)) {
+            (Some(p), Some(ds)) => (p, ds),
+            _ => (&[], &[]),
+        }
     }
 
     pub fn row(&self, i: usize) -> ActRow<'_> {
@@ -160,8 +168,8 @@ pub fn matmul(x: &[f32], m: usize, k: usize, ty: GgmlType, w: &[u8], n: usize, y
                 for i in 0..m {
                     let a = act.row(i);
                     let mut out = [0f32; TILE];
-                    let pairs = if vnni { act.pair_row(i) } else { &[] };
-                    rows(isa, ty, &w[t0 * rb..t1 * rb], rb, a, pairs, &mut out[..t1 - t0]);
+                    let (pairs, ds) = if vnni { act.pair_row(i) } else { (&[][..], &[][..]) };
+                    rows(isa, ty, &w[t0 * rb..t1 * rb], rb, a, (pairs, ds), &mut out[..t1 - t0]);
                     // SAFETY: row i of y has n columns; this part writes columns t0..t1 of its
                     // own range r (disjoint between parts), and y outlives `run_parts`.
                     unsafe {
@@ -192,8 +200,9 @@ fn vnni_ok(isa: Isa, ty: GgmlType, k: usize) -> bool {
 }
 
 /// `out[j] = dot(w row j, a)` for the `out.len()` rows of `w` (each `rb` bytes); `pairs` is
-/// `a`'s values in pair order when the VNNI tier runs (else empty).
-fn rows(isa: Isa, ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, pairs: &[i8], out: &mut [f32]) {
+/// `a`'s values in pair order and its interleaved `[d, s]` when the VNNI tier runs (else empty).
+fn rows(isa: Isa, ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, vn: (&[i8], &[f32]), out: &mut [f32]) {
+    let (pairs, ds) = vn;
     #[cfg(target_arch = "x86_64")]
     let (w, out) = if pairs.is_empty() {
         (w, out)
@@ -201,7 +210,7 @@ fn rows(isa: Isa, ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, pairs: &[i8]
         // SAFETY: `pairs` is non-empty only when `vnni_ok` found AVX-512 F/BW/DQ/VL + VNNI (the
         // AVX-512 tier also means FMA and F16C) and an even block count; `w` holds `out.len()`
         // rows of `rb` bytes; `pairs` is `a` in pair order.
-        let done = unsafe { vnni::rows(ty, w, rb, a, pairs, out) };
+        let done = unsafe { vnni::rows(ty, w, rb, a, ds, pairs, out) };
         (&w[done * rb..], &mut out[done..])
     };
     #[cfg(target_arch = "x86_64")]
@@ -211,7 +220,7 @@ fn rows(isa: Isa, ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, pairs: &[i8]
         unsafe { avx2::rows(ty, w, rb, a, out) };
         return;
     }
-    let _ = (isa, pairs);
+    let _ = (isa, pairs, ds);
     for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
         *o = scalar::dot_row(ty, wr, a);
     }

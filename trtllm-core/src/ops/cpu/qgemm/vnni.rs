@@ -7,8 +7,9 @@
 //!   activations come in the same order ([`super::QAct::pairs`]). Q5's fifth bits are the
 //!   64-bit byte mask built from the two `qh` words.
 //! - Q8_0 reads its bytes as unsigned `q ^ 0x80 = q + 128` and subtracts `128 * s` per block.
-//! - Scales: a first pass per row turns the f16 `d` (and `m`) of each block into
-//!   `d * dx` and the row's offset term, so the main loop only loads two f32 per pair.
+//! - Scales: a first pass per row turns the f16 `d` (and `m`) of eight blocks at a time (one
+//!   gather, one conversion) into `d * dx` and the row's offset term, so the main loop only
+//!   loads and spreads the pair's two scales.
 
 use std::arch::x86_64::*;
 
@@ -17,12 +18,6 @@ use crate::gguf::GgmlType;
 
 /// Blocks whose scales the first pass prepares at a time.
 const CHUNK: usize = 64;
-
-#[inline(always)]
-unsafe fn f16(p: *const u8) -> f32 {
-    // SAFETY: the caller's pointer covers 2 bytes; F16C is enabled by the caller.
-    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p.cast::<u16>()) as i32))) }
-}
 
 #[inline(always)]
 unsafe fn u32_at(p: *const u8) -> u32 {
@@ -128,43 +123,80 @@ impl Pair for Q5_1 {
     }
 }
 
-/// Four rows (`rb` bytes apart from `w`) against one activation row (`xs`: its values in the
-/// order `T` unpacks to, `nb` even).
+/// The scale pass of one row for blocks `c0..c1` (`c1 - c0` even, at most `CHUNK`): `sc[2 j]
+/// = d_j * dx_j` for block `c0 + j`, and the row's offset term added to `off` (`m_j * sx_j`, or
+/// `-OFFSET * d_j * sx_j`). Eight blocks at a time: one gather of the blocks' first 4 bytes
+/// (`d` and `m`, or `d` and two quant bytes), one f16 conversion, one multiply by the
+/// activations' interleaved `[dx, sx]`.
 #[inline(always)]
-unsafe fn four_rows<T: Pair>(w: *const u8, rb: usize, a: ActRow<'_>, xs: *const u8, out: &mut [f32]) {
+unsafe fn scales<T: Pair>(row: *const u8, c0: usize, c1: usize, ds: *const f32, sc: &mut [f32; 2 * CHUNK], off: &mut f32) {
+    // SAFETY: blocks c0..c1 of the row and entries 2 c0 .. 2 c1 of ds exist (the caller's
+    // contract); sc holds 2 * CHUNK; the features are enabled by the caller.
+    unsafe {
+        let b = T::BYTES as i32;
+        let idx = _mm256_setr_epi32(0, b, 2 * b, 3 * b, 4 * b, 5 * b, 6 * b, 7 * b);
+        let mut offv = _mm512_setzero_ps();
+        let mut i = c0;
+        while i < c1 {
+            let n = (c1 - i).min(8);
+            let lanes: u16 = if n == 8 { 0xFFFF } else { (1u16 << (2 * n)) - 1 };
+            let words = if n == 8 {
+                _mm256_i32gather_epi32::<1>(row.add(T::BYTES * i).cast(), idx)
+            } else {
+                _mm256_mmask_i32gather_epi32::<1>(
+                    _mm256_setzero_si256(),
+                    ((1u16 << n) - 1) as u8,
+                    idx,
+                    row.add(T::BYTES * i).cast(),
+                )
+            };
+            // [d0, m0, d1, m1, ...] (m: the next two bytes for types without a min).
+            let dm = _mm512_cvtph_ps(words);
+            let x = _mm512_maskz_loadu_ps(lanes, ds.add(2 * i));
+            if T::HAS_MIN {
+                let p = _mm512_mul_ps(dm, x); // [d dx, m sx, ...]
+                _mm512_storeu_ps(sc.as_mut_ptr().add(2 * (i - c0)), p);
+                offv = _mm512_mask_add_ps(offv, 0xAAAA & lanes, offv, p);
+            } else {
+                let p = _mm512_mul_ps(_mm512_moveldup_ps(dm), x); // [d dx, d sx, ...]
+                _mm512_storeu_ps(sc.as_mut_ptr().add(2 * (i - c0)), p);
+                offv = _mm512_mask_add_ps(offv, 0xAAAA & lanes, offv, p);
+            }
+            i += n;
+        }
+        let o = _mm512_reduce_add_ps(offv);
+        *off += if T::HAS_MIN { o } else { -T::OFFSET * o };
+    }
+}
+
+/// Four rows (`rb` bytes apart from `w`) against one activation row (`xs`: its values in the
+/// order `T` unpacks to, `nb` even; `ds`: its `[d, s]` per block, interleaved).
+#[inline(always)]
+unsafe fn four_rows<T: Pair>(w: *const u8, rb: usize, a: ActRow<'_>, ds: *const f32, xs: *const u8, out: &mut [f32]) {
     let nb = a.d.len();
     let mut off = [0f32; 4];
-    let mut sc = [[0f32; CHUNK]; 4];
-    // SAFETY: AVX-512 F/BW/DQ/VNNI + F16C are enabled by the caller; rows r < 4 of w hold nb
-    // blocks; xs holds 32 * nb bytes.
+    let mut sc = [[0f32; 2 * CHUNK]; 4];
+    // SAFETY: AVX-512 F/BW/DQ/VL/VNNI + F16C are enabled by the caller; rows r < 4 of w hold nb
+    // blocks; xs holds 32 * nb bytes, ds 2 * nb floats.
     unsafe {
+        // Lanes of block i (4 or 8 per half) read [S_i, M_i, S_i+1, M_i+1] entry 0 or 2.
         let idx = if T::NIBBLES {
-            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
+            _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2)
         } else {
-            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2)
         };
         let mut acc = [_mm512_setzero_ps(); 4];
         for c0 in (0..nb).step_by(CHUNK) {
             let c1 = (c0 + CHUNK).min(nb);
             for (r, sc) in sc.iter_mut().enumerate() {
-                let row = w.add(r * rb);
-                for i in c0..c1 {
-                    let b = row.add(T::BYTES * i);
-                    let (d, dx, sx) = (f16(b), *a.d.get_unchecked(i), *a.s.get_unchecked(i));
-                    sc[i - c0] = d * dx;
-                    if T::HAS_MIN {
-                        off[r] += f16(b.add(2)) * sx;
-                    } else {
-                        off[r] -= T::OFFSET * d * sx;
-                    }
-                }
+                scales::<T>(w.add(r * rb), c0, c1, ds, sc, &mut off[r]);
             }
             for i in (c0..c1).step_by(2) {
                 let x = _mm512_loadu_si512(xs.add(32 * i).cast());
                 for r in 0..4 {
                     let b = w.add(r * rb + T::BYTES * i);
                     let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), T::unpack(b, b.add(T::BYTES)), x);
-                    let pair = _mm_castpd_ps(_mm_load_sd(sc[r].as_ptr().add(i - c0).cast()));
+                    let pair = _mm_loadu_ps(sc[r].as_ptr().add(2 * (i - c0)));
                     let s = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(pair));
                     acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[r]);
                 }
@@ -187,10 +219,20 @@ pub fn handles(ty: GgmlType, nb: usize) -> bool {
 ///
 /// # Safety
 /// AVX-512 F/BW/DQ/VL/VNNI, FMA and F16C must be available; `handles(ty, a.d.len())`; `w`
-/// holds `out.len()` rows of `rb` bytes; `pairs` is `a`'s values in nibble pair order.
+/// holds `out.len()` rows of `rb` bytes; `ds` is `a`'s `[d, s]` per block, interleaved;
+/// `pairs` is `a`'s values in nibble pair order.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn rows(ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, pairs: &[i8], out: &mut [f32]) -> usize {
+pub unsafe fn rows(
+    ty: GgmlType,
+    w: &[u8],
+    rb: usize,
+    a: ActRow<'_>,
+    ds: &[f32],
+    pairs: &[i8],
+    out: &mut [f32],
+) -> usize {
     let n = out.len() / 4 * 4;
+    let ds = ds.as_ptr();
     let natural = a.qs.as_ptr().cast::<u8>();
     let pairs = pairs.as_ptr().cast::<u8>();
     for r in (0..n).step_by(4) {
@@ -200,11 +242,11 @@ pub unsafe fn rows(ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, pairs: &[i8
             let wp = w.as_ptr().add(r * rb);
             let o = &mut out[r..r + 4];
             match ty {
-                GgmlType::Q8_0 => four_rows::<Q8_0>(wp, rb, a, natural, o),
-                GgmlType::Q4_0 => four_rows::<Q4_0>(wp, rb, a, pairs, o),
-                GgmlType::Q4_1 => four_rows::<Q4_1>(wp, rb, a, pairs, o),
-                GgmlType::Q5_0 => four_rows::<Q5_0>(wp, rb, a, pairs, o),
-                GgmlType::Q5_1 => four_rows::<Q5_1>(wp, rb, a, pairs, o),
+                GgmlType::Q8_0 => four_rows::<Q8_0>(wp, rb, a, ds, natural, o),
+                GgmlType::Q4_0 => four_rows::<Q4_0>(wp, rb, a, ds, pairs, o),
+                GgmlType::Q4_1 => four_rows::<Q4_1>(wp, rb, a, ds, pairs, o),
+                GgmlType::Q5_0 => four_rows::<Q5_0>(wp, rb, a, ds, pairs, o),
+                GgmlType::Q5_1 => four_rows::<Q5_1>(wp, rb, a, ds, pairs, o),
                 _ => return 0,
             }
         }
