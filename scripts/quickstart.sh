@@ -15,7 +15,7 @@
 #   " cartographer and later became a cartographer of the French Empire. He was born in 1782 in the town of Saint-Sé"
 # The direct run quantizes activations to int8 per 32 values (as llama.cpp does); on an
 # AVX-512 VNNI CPU it prints
-#   " cartographer and later became a cartographer of the French Empire. He was born in 1792 in the town of Saint-Sé"
+#   " blacksmith and later became a gunsmith. He was a member of the French Resistance, and was captured by the Nazis in 1942."
 #
 # Needs python3 with pip (no torch) and a Rust toolchain. Environment: MODELS (cache directory,
 # default models), DEVICE (default auto), PYTHON (default python3), MODE (gguf or hf).

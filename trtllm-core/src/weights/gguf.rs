@@ -5,7 +5,8 @@
 //! (q/k rows un-permuted as whole rows, q/k/v and gate/up concatenated as rows), so the model
 //! holds about the file's size. Everything else (norms, f16/f32 tensors, mixed block types in a
 //! fused weight, tensor parallelism, GPU loads) is dequantized to f32 and goes through the
-//! spec's usual conversion.
+//! spec's usual conversion. Each tensor's pages of the mapped file are released once it is
+//! copied (`GgufFile::release`), so the file and the copies are not resident together.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -84,6 +85,7 @@ impl GgufWeights {
         let data = self.file.tensor_data(t)?;
         let mut v = vec![0f32; t.n_elements as usize];
         crate::gguf::dequantize(t.ty, data, &mut v).map_err(|e| self.tensor_err(t, e))?;
+        self.file.release(t);
         match tr {
             Transform::None => {}
             Transform::SubtractOne => v.iter_mut().for_each(|x| *x -= 1.0),
@@ -133,6 +135,7 @@ impl GgufWeights {
                 Transform::None => bytes.extend_from_slice(data),
                 Transform::SubtractOne => return Ok(None),
             }
+            self.file.release(t);
         }
         Tensor::from_ggml(ty, bytes, &spec.shape).map(Some)
     }
