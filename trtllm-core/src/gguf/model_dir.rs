@@ -2,7 +2,7 @@
 //! tokenizer.json, tokenizer_config.json, all made from the GGUF's keys by the importer) in a
 //! small cache directory, plus `gguf.json` naming the file. The weights stay in the GGUF: a
 //! directory with `gguf.json` loads its tensors from there (`weights::GgufWeights`), so
-//! `run`, `serve`, `bench`, `chat` and `weights` take a `.gguf` wherever they take a directory.
+//! `run`, `serve`, `bench`, `perplexity`, `summarize`, `verify` and `weights` take a `.gguf` wherever they take a directory.
 //!
 //! The cache directory is `$XDG_CACHE_HOME/trtllm/gguf` (else `~/.cache/trtllm/gguf`, else the
 //! temporary directory), one subdirectory per file, keyed by its absolute path, size and
