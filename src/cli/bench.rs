@@ -284,9 +284,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
 
     // A GGUF run directly on the CPU reads its tensors' blocks: the file's tensor bytes.
     let gguf_bytes = match (trtllm::gguf::gguf_of_dir(&dir)?, device) {
-        (Some(f), Device::Cpu) => Some(
-            trtllm::gguf::GgufFile::open(&f)?.tensors.iter().filter_map(|t| t.n_bytes).sum::<u64>(),
-        ),
+        (Some(f), Device::Cpu) => {
+            Some(trtllm::gguf::GgufFile::open(&f)?.tensors.iter().filter_map(|t| t.n_bytes).sum::<u64>())
+        }
         _ => None,
     };
     let weight_bytes = match gguf_bytes {

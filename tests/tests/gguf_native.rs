@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 
 use trtllm_core::dist::SingleRank;
-use trtllm_core::gguf::{convert_gguf, quantize, ConvertOptions, GgmlType, GgufFile, GgufWriter, Value as GValue};
+use trtllm_core::gguf::{
+    convert_gguf, quantize, ConvertOptions, GgmlType, GgufFile, GgufWriter, Value as GValue,
+};
 use trtllm_core::llm::Llm;
 use trtllm_core::load::LlmOptions;
 use trtllm_core::runner::SamplingParams;
@@ -116,7 +118,12 @@ fn synthetic_ff(ff_key: u32) -> GgufWriter {
         values(n, seed)
     };
     let q = |ty, v: &[f32]| quantize(ty, v).expect("quantize");
-    w.tensor("token_embd.weight", &[H as u64, VOCAB as u64], GgmlType::Q8_0, q(GgmlType::Q8_0, &next(VOCAB * H)));
+    w.tensor(
+        "token_embd.weight",
+        &[H as u64, VOCAB as u64],
+        GgmlType::Q8_0,
+        q(GgmlType::Q8_0, &next(VOCAB * H)),
+    );
     w.tensor_f32("output_norm.weight", &[H as u64], &next(H).iter().map(|x| 1.0 + x).collect::<Vec<_>>());
     for l in 0..2 {
         let g = |n: &str| format!("blk.{l}.{n}.weight");
@@ -183,8 +190,10 @@ fn real_q4_1() -> Option<PathBuf> {
 }
 
 fn teacher_ids(dir: &Path, n: usize) -> Vec<u32> {
-    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/summarize/documents.jsonl"))
-        .expect("documents");
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/summarize/documents.jsonl"),
+    )
+    .expect("documents");
     let text: String = docs.lines().take(3).collect::<Vec<_>>().join("\n");
     let tok = trtllm_core::text::Tokenizer::from_dir(dir).expect("tokenizer");
     let ids = tok.encode(&text).expect("encode");

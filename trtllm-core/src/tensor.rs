@@ -87,7 +87,8 @@ impl Tensor {
     /// per row (the last dim a multiple of the block size), `data` exactly their bytes.
     pub fn from_ggml(ty: crate::gguf::GgmlType, data: Vec<u8>, shape: &[usize]) -> Result<Self> {
         let bad = |m: String| Error::shape("from_ggml", m);
-        let (blk, bytes) = ty.block().filter(|&(b, _)| b > 1).ok_or_else(|| bad(format!("{ty} is not a block type")))?;
+        let (blk, bytes) =
+            ty.block().filter(|&(b, _)| b > 1).ok_or_else(|| bad(format!("{ty} is not a block type")))?;
         let row = *shape.last().ok_or_else(|| bad("rank-0 shape".into()))?;
         if !row.is_multiple_of(blk) {
             return Err(bad(format!("rows of {row} are not whole {ty} blocks of {blk}")));

@@ -125,7 +125,8 @@ fn write_tensor(g: &GgufFile, p: &Planned, w: &mut SafetensorsWriter) -> Result<
 pub(crate) fn write_meta(g: &GgufFile, arch: Arch, dir: &Path, dtype: OutDType) -> Result<()> {
     let embd =
         g.tensor("token_embd.weight").ok_or_else(|| g.error("tensor `token_embd.weight` is missing"))?;
-    let vocab_size = *embd.shape().first().ok_or_else(|| g.error("tensor `token_embd.weight` has no dims"))?;
+    let vocab_size =
+        *embd.shape().first().ok_or_else(|| g.error("tensor `token_embd.weight` has no dims"))?;
     let config = config_json(g, arch, vocab_size, dtype)?;
     let tok = build_tokenizer(g, arch)?;
     let max_len = config.get("max_position_embeddings").and_then(|v| v.as_u64()).map(|v| v as usize);

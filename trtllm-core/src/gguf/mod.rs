@@ -34,10 +34,10 @@ mod tests_reader;
 
 pub use convert::{convert_gguf, ConvertOptions, ConvertReport};
 pub use dequant::dequantize;
-pub use quantize::quantize;
 pub use ggml_type::{GgmlType, QK_K};
-pub use model_dir::{gguf_of_dir, is_gguf_file, model_dir, MARKER};
 pub(crate) use kquants::scale_min_k4;
+pub use model_dir::{gguf_of_dir, is_gguf_file, model_dir, MARKER};
+pub use quantize::quantize;
 pub use reader::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT};
 pub use st_writer::OutDType;
 pub use value::{Value, ValueType};

@@ -22,7 +22,9 @@ pub const MARKER: &str = "gguf.json";
 pub fn is_gguf_file(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == MAGIC
+    path.is_file()
+        && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && magic == MAGIC
 }
 
 /// The GGUF file a model directory stands for (`None`: not a GGUF model directory). The file
@@ -43,7 +45,10 @@ pub fn gguf_of_dir(dir: &Path) -> Result<Option<PathBuf>> {
     if bytes != Some(now) {
         return Err(Error::checkpoint(
             &path,
-            format!("has {now} bytes, {bytes:?} when {} was made from it; give the .gguf file itself", dir.display()),
+            format!(
+                "has {now} bytes, {bytes:?} when {} was made from it; give the .gguf file itself",
+                dir.display()
+            ),
         ));
     }
     Ok(Some(path))
@@ -89,7 +94,9 @@ pub fn model_dir(gguf: &Path) -> Result<PathBuf> {
     let g = GgufFile::open(&abs)?;
     let arch_name = g.architecture()?.to_string();
     let arch = Arch::parse(&arch_name).ok_or_else(|| {
-        g.error(format!("metadata `general.architecture`: `{arch_name}` is not supported (llama, qwen2, gemma3)"))
+        g.error(format!(
+            "metadata `general.architecture`: `{arch_name}` is not supported (llama, qwen2, gemma3)"
+        ))
     })?;
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -99,7 +106,10 @@ pub fn model_dir(gguf: &Path) -> Result<PathBuf> {
     let made = (|| {
         super::convert::write_meta(&g, arch, &tmp, OutDType::F32)?;
         let marker = serde_json::json!({ "gguf": abs.to_string_lossy(), "bytes": meta.len() });
-        super::tokenizer_files::write_file(&tmp.join(MARKER), super::tokenizer_files::pretty(&marker).as_bytes())?;
+        super::tokenizer_files::write_file(
+            &tmp.join(MARKER),
+            super::tokenizer_files::pretty(&marker).as_bytes(),
+        )?;
         match std::fs::rename(&tmp, &dir) {
             // Another process made it first: theirs is as good.
             Err(_) if dir.join(MARKER).is_file() => Ok(()),

@@ -53,12 +53,15 @@ mod tests {
     fn round_trips_within_half_a_step() {
         let x: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013 + 0.002).collect();
         // Q4_0's range is [-8 d, 7 d]: the negation of the largest value clips by one step.
-        for (ty, steps, tol) in [(GgmlType::Q8_0, 127.0, 0.6), (GgmlType::Q4_0, 8.0, 1.05), (GgmlType::Q4_1, 15.0, 0.6)] {
+        for (ty, steps, tol) in
+            [(GgmlType::Q8_0, 127.0, 0.6), (GgmlType::Q4_0, 8.0, 1.05), (GgmlType::Q4_1, 15.0, 0.6)]
+        {
             let q = quantize(ty, &x).expect("quantize");
             let mut back = vec![0f32; x.len()];
             super::super::dequantize(ty, &q, &mut back).expect("dequantize");
             for (b, (xs, ys)) in x.chunks(32).zip(back.chunks(32)).enumerate() {
-                let range = xs.iter().fold(0f32, |m, v| m.max(v.abs())) * if ty == GgmlType::Q4_1 { 2.0 } else { 1.0 };
+                let range = xs.iter().fold(0f32, |m, v| m.max(v.abs()))
+                    * if ty == GgmlType::Q4_1 { 2.0 } else { 1.0 };
                 let step = range / steps;
                 for (a, b2) in xs.iter().zip(ys) {
                     assert!((a - b2).abs() <= step * tol, "{ty} block {b}: {a} vs {b2} (step {step})");

@@ -12,6 +12,6 @@ pub use factory::{
     build_hf_model, inspect, plan_weights, resolve_config, validate, HfCheckpoint, LoadOptions, LoadedModel,
     TensorCatalog, ValidationReport,
 };
-pub use gguf_model::{build_gguf_model, inspect_gguf};
 pub(crate) use factory::{build_weights, var_builder};
+pub use gguf_model::{build_gguf_model, inspect_gguf};
 pub use registry::{architectures, lookup, ModelEntry, ModelLayout};

@@ -72,7 +72,14 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// `x @ w^T` for weights kept in ggml blocks (`cpu::qgemm`: int8 activations, integer dots).
-fn matmul_ggml(xs: &[f32], m: usize, k: usize, ty: crate::gguf::GgmlType, wb: &[u8], n: usize) -> Result<Tensor> {
+fn matmul_ggml(
+    xs: &[f32],
+    m: usize,
+    k: usize,
+    ty: crate::gguf::GgmlType,
+    wb: &[u8],
+    n: usize,
+) -> Result<Tensor> {
     use super::cpu::qgemm;
     if !qgemm::supported(ty) || !k.is_multiple_of(qgemm::block_len(ty)) {
         return Err(Error::shape("matmul_t", format!("no CPU kernel for {ty} weights with rows of {k}")));

@@ -35,7 +35,9 @@ impl GgufWeights {
         let file = GgufFile::open(path)?;
         let arch_name = file.architecture()?.to_string();
         let arch = Arch::parse(&arch_name).ok_or_else(|| {
-            file.error(format!("metadata `general.architecture`: `{arch_name}` is not supported (llama, qwen2, gemma3)"))
+            file.error(format!(
+                "metadata `general.architecture`: `{arch_name}` is not supported (llama, qwen2, gemma3)"
+            ))
         })?;
         let a = arch.gguf_name();
         let heads = file.req_usize(&format!("{a}.attention.head_count"))?;
@@ -64,10 +66,8 @@ impl GgufWeights {
     }
 
     fn info(&self, hf: &str) -> Result<(&TensorInfo, Transform)> {
-        let &(i, tr) = self
-            .by_hf
-            .get(hf)
-            .ok_or_else(|| self.file.error(format!("no tensor maps to `{hf}`")))?;
+        let &(i, tr) =
+            self.by_hf.get(hf).ok_or_else(|| self.file.error(format!("no tensor maps to `{hf}`")))?;
         Ok((&self.file.tensors[i], tr))
     }
 
@@ -91,7 +91,8 @@ impl GgufWeights {
             Transform::SubtractOne => v.iter_mut().for_each(|x| *x -= 1.0),
             Transform::UnpermuteRope { heads } => {
                 let rows = shape[0];
-                v = unpermute_rope(&v, rows, shape[1..].iter().product(), heads).map_err(|e| self.tensor_err(t, e))?;
+                v = unpermute_rope(&v, rows, shape[1..].iter().product(), heads)
+                    .map_err(|e| self.tensor_err(t, e))?;
             }
         }
         Tensor::from_f32(v, &shape)
@@ -129,7 +130,8 @@ impl GgufWeights {
             match tr {
                 Transform::UnpermuteRope { heads } => {
                     let rb = qgemm::row_bytes(ty, s.shape[1]);
-                    let rows = unpermute_rope(data, s.shape[0], rb, heads).map_err(|e| self.tensor_err(t, e))?;
+                    let rows =
+                        unpermute_rope(data, s.shape[0], rb, heads).map_err(|e| self.tensor_err(t, e))?;
                     bytes.extend_from_slice(&rows);
                 }
                 Transform::None => bytes.extend_from_slice(data),

@@ -9,8 +9,8 @@ mod raw;
 mod safetensors;
 mod spec;
 
-pub use gguf::GgufWeights;
 pub use builder::{EngineSource, HfSource, Planner, VarBuilder, WeightSource};
+pub use gguf::GgufWeights;
 pub use parallel::{load_threads, map_jobs};
 pub use raw::RawShard;
 pub use safetensors::{write_safetensors, SafetensorsFiles, TensorInfo};

@@ -13,7 +13,9 @@ use crate::gguf::GgmlType;
 #[inline(always)]
 unsafe fn f16(p: *const u8) -> f32 {
     // SAFETY: the caller's pointer covers 2 bytes; F16C is enabled by the caller's target features.
-    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p.cast::<u16>()) as i32))) }
+    unsafe {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p.cast::<u16>()) as i32)))
+    }
 }
 
 /// `sum(q[i] * a[i])` of 32 unsigned bytes `q` (< 128 after unpacking, except Q8_0's signs
@@ -279,7 +281,11 @@ pub unsafe fn dot_row(ty: GgmlType, w: &[u8], a: ActRow<'_>) -> f32 {
                         let v = load(qs.add(32 * c));
                         for half in 0..2 {
                             let sub = 2 * c + half;
-                            let mut q = if half == 0 { _mm256_and_si256(v, m4) } else { _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) };
+                            let mut q = if half == 0 {
+                                _mm256_and_si256(v, m4)
+                            } else {
+                                _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)
+                            };
                             if five {
                                 let bit = _mm256_set1_epi8((1u8 << sub) as i8);
                                 let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
@@ -288,7 +294,11 @@ pub unsafe fn dot_row(ty: GgmlType, w: &[u8], a: ActRow<'_>) -> f32 {
                             let i = 8 * sb + sub;
                             let p = dot_u8_i8(q, load(ap.add(32 * i)));
                             let (sc, m) = crate::gguf::scale_min_k4(sub, scales);
-                            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * a.d[i]), _mm256_cvtepi32_ps(p), acc);
+                            acc = _mm256_fmadd_ps(
+                                _mm256_set1_ps(d * sc as f32 * a.d[i]),
+                                _mm256_cvtepi32_ps(p),
+                                acc,
+                            );
                             off -= dmin * m as f32 * a.s[i];
                         }
                     }
@@ -305,9 +315,18 @@ pub unsafe fn dot_row(ty: GgmlType, w: &[u8], a: ActRow<'_>) -> f32 {
                         let ql0 = load(b.add(64 * h));
                         let ql1 = load(b.add(64 * h + 32));
                         let qs = [
-                            _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
-                            _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
-                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)),
+                            _mm256_or_si256(
+                                _mm256_and_si256(ql0, m4),
+                                _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(ql1, m4),
+                                _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                _mm256_and_si256(qh, m30),
+                            ),
                             _mm256_or_si256(
                                 _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
                                 _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
@@ -318,7 +337,8 @@ pub unsafe fn dot_row(ty: GgmlType, w: &[u8], a: ActRow<'_>) -> f32 {
                             let i = 8 * sb + j;
                             let x = load(ap.add(32 * i));
                             // (q - 32) * a as pairs of i16 (|.| <= 2 * 63 * 127).
-                            let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, x), _mm256_maddubs_epi16(k32, x));
+                            let p16 =
+                                _mm256_sub_epi16(_mm256_maddubs_epi16(q, x), _mm256_maddubs_epi16(k32, x));
                             let s = _mm256_set_m128i(
                                 _mm_set1_epi16(*sc.add(2 * j + 1) as i16),
                                 _mm_set1_epi16(*sc.add(2 * j) as i16),

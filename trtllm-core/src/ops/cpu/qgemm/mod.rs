@@ -19,10 +19,10 @@ use crate::gguf::GgmlType;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod scalar;
-#[cfg(target_arch = "x86_64")]
-mod vnni;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 /// Elements per activation block.
 pub const QK: usize = 32;
@@ -140,7 +140,11 @@ pub fn row_bytes(ty: GgmlType, k: usize) -> usize {
 pub fn matmul(x: &[f32], m: usize, k: usize, ty: GgmlType, w: &[u8], n: usize, y: &mut [f32]) {
     let rb = row_bytes(ty, k);
     assert!(
-        supported(ty) && k.is_multiple_of(block_len(ty)) && x.len() >= m * k && w.len() >= n * rb && y.len() >= m * n,
+        supported(ty)
+            && k.is_multiple_of(block_len(ty))
+            && x.len() >= m * k
+            && w.len() >= n * rb
+            && y.len() >= m * n,
         "qgemm::matmul: arguments"
     );
     if m == 0 || n == 0 {
@@ -155,11 +159,8 @@ pub fn matmul(x: &[f32], m: usize, k: usize, ty: GgmlType, w: &[u8], n: usize, y
             act.make_pairs();
         }
         let act = &*act;
-        let parts = if m * n * k < PARALLEL_MIN_MACS {
-            1
-        } else {
-            (2 * pool::num_threads()).min(n.div_ceil(TILE))
-        };
+        let parts =
+            if m * n * k < PARALLEL_MIN_MACS { 1 } else { (2 * pool::num_threads()).min(n.div_ceil(TILE)) };
         let yp = SendPtr(y.as_mut_ptr());
         pool::run_parts(parts, &|part, np| {
             let r = pool::split(n, part, np, TILE);
@@ -188,7 +189,8 @@ fn vnni_ok(isa: Isa, ty: GgmlType, k: usize) -> bool {
     {
         static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let has = *HAS.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512dq")
+            std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512dq")
         });
         has && isa == Isa::Avx512 && vnni::handles(ty, k / QK)
     }

@@ -48,7 +48,8 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: ActRow<'_>) -> f32 {
     match ty {
         GgmlType::Q8_0 => {
             for (i, b) in w.chunks_exact(34).take(nb).enumerate() {
-                let s: i32 = b[2..34].iter().zip(&a.qs[32 * i..]).map(|(&q, &x)| q as i8 as i32 * x as i32).sum();
+                let s: i32 =
+                    b[2..34].iter().zip(&a.qs[32 * i..]).map(|(&q, &x)| q as i8 as i32 * x as i32).sum();
                 acc += f16(b, 0) * (a.d[i] * s as f32);
             }
         }
@@ -96,7 +97,8 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: ActRow<'_>) -> f32 {
                     }
                     let (sc, m) = crate::gguf::scale_min_k4(sub, scales);
                     let i = 8 * sb + sub;
-                    acc += d * sc as f32 * (a.d[i] * idot(&q, &a.qs[32 * i..]) as f32) - dmin * m as f32 * a.s[i];
+                    acc += d * sc as f32 * (a.d[i] * idot(&q, &a.qs[32 * i..]) as f32)
+                        - dmin * m as f32 * a.s[i];
                 }
             }
         }
@@ -114,7 +116,8 @@ pub fn dot_row(ty: GgmlType, w: &[u8], a: ActRow<'_>) -> f32 {
                             let hi = (qh[32 * h + l] >> (2 * k)) & 3;
                             sums[l / 16] += ((lo | (hi << 4)) as i32 - 32) * x[l] as i32;
                         }
-                        let s = sc[2 * (4 * h + k)] as i8 as i32 * sums[0] + sc[2 * (4 * h + k) + 1] as i8 as i32 * sums[1];
+                        let s = sc[2 * (4 * h + k)] as i8 as i32 * sums[0]
+                            + sc[2 * (4 * h + k) + 1] as i8 as i32 * sums[1];
                         acc += d * (a.d[i] * s as f32);
                     }
                 }

@@ -28,7 +28,11 @@ pub(crate) fn random_blocks(ty: GgmlType, n: usize, k: usize, rng: &mut rand::rn
     for b in w.chunks_exact_mut(bytes) {
         let mut sc = || {
             let v: f32 = rng.random_range(0.002..0.02);
-            if rng.random::<bool>() { v } else { -v }
+            if rng.random::<bool>() {
+                v
+            } else {
+                -v
+            }
         };
         match ty {
             GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => put_f16(b, 0, sc()),
@@ -69,14 +73,23 @@ fn check(ty: GgmlType, m: usize, n: usize, k: usize, seed: u64) {
             let f32ref: f64 = wr.iter().zip(&x[i * k..]).map(|(&w, &x)| w as f64 * x as f64).sum();
             let scale: f64 = wr.iter().map(|&w| (w as f64).abs()).sum::<f64>() / (k as f64).sqrt();
             let got_s = scalar::dot_row(ty, &w[r * rb..(r + 1) * rb], a) as f64;
-            assert!((got_s - exact).abs() <= 1e-4 * scale.max(1e-3), "{ty} scalar m{m} n{n} k{k}: {got_s} vs {exact}");
+            assert!(
+                (got_s - exact).abs() <= 1e-4 * scale.max(1e-3),
+                "{ty} scalar m{m} n{n} k{k}: {got_s} vs {exact}"
+            );
             // int8 activations: within a few percent of the f32 product.
-            assert!((got_s - f32ref).abs() <= 0.03 * scale + 1e-4, "{ty} vs f32 {got_s} vs {f32ref} (scale {scale})");
+            assert!(
+                (got_s - f32ref).abs() <= 0.03 * scale + 1e-4,
+                "{ty} vs f32 {got_s} vs {f32ref} (scale {scale})"
+            );
             #[cfg(target_arch = "x86_64")]
             if super::super::isa() >= Isa::Avx2 {
                 // SAFETY: AVX2/FMA/F16C detected; the row and the activation row have k elements.
                 let got = unsafe { avx2::dot_row(ty, &w[r * rb..(r + 1) * rb], a) } as f64;
-                assert!((got - exact).abs() <= 1e-4 * scale.max(1e-3), "{ty} avx2 m{m} n{n} k{k}: {got} vs {exact}");
+                assert!(
+                    (got - exact).abs() <= 1e-4 * scale.max(1e-3),
+                    "{ty} avx2 m{m} n{n} k{k}: {got} vs {exact}"
+                );
             }
         }
     }
@@ -125,7 +138,8 @@ fn activation_quantization_is_q8_0() {
 /// The real GGUF's tensors (when models/ has it) with outlier-heavy activations.
 #[test]
 fn real_blocks_scalar_vs_simd() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.exists() {
         return;
     }
@@ -153,7 +167,8 @@ fn real_blocks_scalar_vs_simd() {
             let s = scalar::dot_row(t.ty, &w[r * rb..(r + 1) * rb], act.row(0)) as f64;
             if !simd[r].is_nan() {
                 let v = simd[r] as f64;
-                let mag: f64 = wf[r * k..(r + 1) * k].iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                let mag: f64 =
+                    wf[r * k..(r + 1) * k].iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
                 worst = worst.max((v - s).abs() / mag);
             }
             // Against the dequantized weights times the int8 activations, in f64.

@@ -129,7 +129,14 @@ impl Pair for Q5_1 {
 /// (`d` and `m`, or `d` and two quant bytes), one f16 conversion, one multiply by the
 /// activations' interleaved `[dx, sx]`.
 #[inline(always)]
-unsafe fn scales<T: Pair>(row: *const u8, c0: usize, c1: usize, ds: *const f32, sc: &mut [f32; 2 * CHUNK], off: &mut f32) {
+unsafe fn scales<T: Pair>(
+    row: *const u8,
+    c0: usize,
+    c1: usize,
+    ds: *const f32,
+    sc: &mut [f32; 2 * CHUNK],
+    off: &mut f32,
+) {
     // SAFETY: blocks c0..c1 of the row and entries 2 c0 .. 2 c1 of ds exist (the caller's
     // contract); sc holds 2 * CHUNK; the features are enabled by the caller.
     unsafe {
@@ -172,7 +179,14 @@ unsafe fn scales<T: Pair>(row: *const u8, c0: usize, c1: usize, ds: *const f32, 
 /// Four rows (`rb` bytes apart from `w`) against one activation row (`xs`: its values in the
 /// order `T` unpacks to, `nb` even; `ds`: its `[d, s]` per block, interleaved).
 #[inline(always)]
-unsafe fn four_rows<T: Pair>(w: *const u8, rb: usize, a: ActRow<'_>, ds: *const f32, xs: *const u8, out: &mut [f32]) {
+unsafe fn four_rows<T: Pair>(
+    w: *const u8,
+    rb: usize,
+    a: ActRow<'_>,
+    ds: *const f32,
+    xs: *const u8,
+    out: &mut [f32],
+) {
     let nb = a.d.len();
     let mut off = [0f32; 4];
     let mut sc = [[0f32; 2 * CHUNK]; 4];
