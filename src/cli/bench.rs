@@ -301,8 +301,18 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         _ => None,
     };
 
+    // A GGUF run directly on the CPU reads its tensors' blocks: the file's tensor bytes.
+    let gguf_bytes = match (trtllm::gguf::gguf_of_dir(&dir)?, device) {
+        (Some(f), Device::Cpu) => {
+            Some(trtllm::gguf::GgufFile::open(&f)?.tensors.iter().filter_map(|t| t.n_bytes).sum::<u64>())
+        }
+        _ => None,
+    };
     let packed = device != Device::Cpu && dtype == trtllm::DType::BF16 && !a.dequantize;
-    let weight_bytes = decode_weight_bytes(&llm, dtype, packed)?;
+    let weight_bytes = match gguf_bytes {
+        Some(b) => b,
+        None => decode_weight_bytes(&llm, dtype, packed)?,
+    };
     let peak = match a.peak_gbps {
         Some(p) => Some((p, "--peak-gbps".to_string())),
         None => measure_peak(device).map(|(p, src)| {

@@ -24,9 +24,14 @@ pub fn is_model_id(s: &str) -> bool {
     ok(org) && ok(name)
 }
 
-/// `model` as given: an existing path is itself; an HF id is looked up in the hub cache.
-/// Returns the directory and, for an id, the id (the default served model name).
+/// `model` as given: an existing directory is itself; a GGUF file is its model directory
+/// (`trtllm::gguf::model_dir`: metadata in a small cache directory, weights read from the file);
+/// an HF id is looked up in the hub cache. Returns the directory and, for an id, the id (the
+/// default served model name).
 pub fn resolve_model(model: &Path) -> anyhow::Result<(PathBuf, Option<String>)> {
+    if trtllm::gguf::is_gguf_file(model) {
+        return Ok((trtllm::gguf::model_dir(model)?, None));
+    }
     if model.exists() {
         return Ok((model.to_path_buf(), None));
     }

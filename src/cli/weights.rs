@@ -6,7 +6,7 @@ use trtllm::weights::TpSplit;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF model directory.
+    /// HF model directory, or a GGUF file.
     #[arg(long, alias = "model_dir", alias = "model-dir")]
     model: PathBuf,
     /// Show the shard shapes of this tensor-parallel size.
@@ -25,7 +25,8 @@ fn split_name(s: &TpSplit) -> &'static str {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let mapping = trtllm::Mapping::new(a.tp_size, 1, 0)?;
-    let (cfg, entry, specs, report) = trtllm::model::inspect(&a.model, mapping)?;
+    let (dir, _) = super::hub::resolve_model(&a.model)?;
+    let (cfg, entry, specs, report) = trtllm::model::inspect(&dir, mapping)?;
     println!("architecture {} -> {} ({} tensors)", cfg.architecture, entry.type_name, specs.len());
     let w = specs.iter().map(|s| s.name.len()).max().unwrap_or(10);
     println!("{:w$}  {:18}  {:9}  {:14}  HF SOURCE(S)", "ENGINE TENSOR", "SHAPE", "TP SPLIT", "TRANSFORM");

@@ -94,7 +94,7 @@ fn weight(v: &[f32], shape: &[usize], dtype: DType) -> (Tensor, Vec<f64>) {
             let r = h.iter().map(|x| x.to_f32() as f64).collect();
             (Tensor::from_f16(h, shape).expect("f16"), r)
         }
-        DType::I32 | DType::F8E4M3 => unreachable!(),
+        DType::I32 | DType::F8E4M3 | DType::Ggml => unreachable!(),
     }
 }
 

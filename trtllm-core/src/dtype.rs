@@ -13,6 +13,10 @@ pub enum DType {
     /// their scales (`weights/quant.rs`).
     #[serde(rename = "f8e4m3")]
     F8E4M3,
+    /// ggml block-quantized weights kept in their GGUF blocks (Q8_0, Q4_1, Q4_K, ...); the block
+    /// type is the tensor's (`Tensor::ggml`). Never an engine or activation dtype.
+    #[serde(rename = "ggml")]
+    Ggml,
 }
 
 impl DType {
@@ -20,7 +24,8 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
-            DType::F8E4M3 => 1,
+            // Bytes per element vary by block type: `Tensor::size_in_bytes` counts the blocks.
+            DType::F8E4M3 | DType::Ggml => 1,
         }
     }
 
@@ -46,6 +51,7 @@ impl DType {
             DType::BF16 => "bfloat16",
             DType::I32 => "int32",
             DType::F8E4M3 => "float8_e4m3fn",
+            DType::Ggml => "ggml",
         }
     }
 

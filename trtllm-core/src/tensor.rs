@@ -30,6 +30,8 @@ enum Storage {
     I32(Arc<Vec<i32>>),
     /// FP8 E4M3 codes.
     F8(Arc<Vec<u8>>),
+    /// ggml blocks (`DType::Ggml`): whole blocks per row; `offset` counts elements.
+    Ggml(crate::gguf::GgmlType, Arc<Vec<u8>>),
     Meta(DType),
     /// Device memory; `offset` counts elements of the dtype.
     Cuda(Arc<DevBuf>, DType),
@@ -81,6 +83,34 @@ impl Tensor {
         check_len(data.len(), shape)?;
         Ok(Tensor { storage: Storage::F8(Arc::new(data)), shape: shape.to_vec(), offset: 0 })
     }
+    /// ggml blocks of type `ty` (a block-quantized type), `shape` row-major with whole blocks
+    /// per row (the last dim a multiple of the block size), `data` exactly their bytes.
+    pub fn from_ggml(ty: crate::gguf::GgmlType, data: Vec<u8>, shape: &[usize]) -> Result<Self> {
+        let bad = |m: String| Error::shape("from_ggml", m);
+        let (blk, bytes) =
+            ty.block().filter(|&(b, _)| b > 1).ok_or_else(|| bad(format!("{ty} is not a block type")))?;
+        let row = *shape.last().ok_or_else(|| bad("rank-0 shape".into()))?;
+        if !row.is_multiple_of(blk) {
+            return Err(bad(format!("rows of {row} are not whole {ty} blocks of {blk}")));
+        }
+        if numel(shape) / blk * bytes != data.len() {
+            return Err(bad(format!("{} bytes cannot hold {shape:?} {ty}", data.len())));
+        }
+        Ok(Tensor { storage: Storage::Ggml(ty, Arc::new(data)), shape: shape.to_vec(), offset: 0 })
+    }
+
+    /// The block type and bytes of a ggml tensor (`DType::Ggml`).
+    pub fn ggml(&self) -> Option<(crate::gguf::GgmlType, &[u8])> {
+        match &self.storage {
+            Storage::Ggml(ty, v) => {
+                let (blk, bytes) = ty.block()?;
+                let start = self.offset / blk * bytes;
+                Some((*ty, &v[start..start + self.numel() / blk * bytes]))
+            }
+            _ => None,
+        }
+    }
+
     /// A data-less tensor: shape and dtype only.
     pub fn meta(shape: &[usize], dtype: DType) -> Self {
         Tensor { storage: Storage::Meta(dtype), shape: shape.to_vec(), offset: 0 }
@@ -108,6 +138,7 @@ impl Tensor {
             Storage::BF16(_) => DType::BF16,
             Storage::I32(_) => DType::I32,
             Storage::F8(_) => DType::F8E4M3,
+            Storage::Ggml(..) => DType::Ggml,
             Storage::Meta(d) | Storage::Cuda(_, d) => *d,
         }
     }
@@ -147,12 +178,16 @@ impl Tensor {
             Storage::F16(_) => self.f16s().ok().map(bytemuck::cast_slice),
             Storage::I32(_) => self.i32s().ok().map(bytemuck::cast_slice),
             Storage::F8(_) => self.f8s().ok(),
+            Storage::Ggml(..) => self.ggml().map(|(_, b)| b),
             Storage::Cuda(..) | Storage::Meta(_) => None,
         }
     }
 
-    /// Copy to the GPU (a no-op for tensors already there).
+    /// Copy to the GPU (a no-op for tensors already there; ggml blocks are dequantized first).
     pub fn to_gpu(&self, gpu: &Arc<trtllm_kernels::Gpu>) -> Result<Tensor> {
+        if self.dtype() == DType::Ggml {
+            return self.to_dtype(DType::F32)?.to_gpu(gpu);
+        }
         let Some(bytes) = self.host_bytes() else { return Ok(self.clone()) };
         let buf = DevBuf::upload(gpu, bytes).map_err(|e| Error::Device(e.to_string()))?;
         Tensor::from_devbuf(buf, &self.shape, self.dtype())
@@ -180,12 +215,16 @@ impl Tensor {
                 &self.shape,
             ),
             DType::F8E4M3 => Tensor::from_f8(bytes, &self.shape),
+            DType::Ggml => Err(Error::DType { op: "to_cpu", dtype: DType::Ggml }),
         }
     }
     pub fn is_meta(&self) -> bool {
         self.device() == Device::Meta
     }
     pub fn size_in_bytes(&self) -> usize {
+        if let Some((_, b)) = self.ggml() {
+            return b.len();
+        }
         self.numel() * self.dtype().size_in_bytes()
     }
 
@@ -241,6 +280,12 @@ impl Tensor {
             Storage::F8(_) => {
                 self.f8s()?.iter().map(|&c| trtllm_kernels::quant_ref::e4m3_decode(c)).collect()
             }
+            Storage::Ggml(..) => {
+                let (ty, b) = self.ggml().ok_or(Error::DType { op: "to_f32_vec", dtype: DType::Ggml })?;
+                let mut out = vec![0f32; self.numel()];
+                crate::gguf::dequantize(ty, b, &mut out).map_err(|e| Error::shape("to_f32_vec", e))?;
+                out
+            }
             Storage::Meta(_) => {
                 return Err(Error::DType { op: "to_f32_vec (meta tensor)", dtype: self.dtype() })
             }
@@ -271,6 +316,7 @@ impl Tensor {
                 v.iter().map(|&x| trtllm_kernels::quant_ref::e4m3_encode(x)).collect(),
                 &self.shape,
             ),
+            DType::Ggml => Err(Error::DType { op: "to_dtype (quantize with gguf::quantize)", dtype }),
         }
     }
 
@@ -319,6 +365,7 @@ impl Tensor {
             DType::F16 => cols!(self.f16s()?, from_f16),
             DType::I32 => cols!(self.i32s()?, from_i32),
             DType::F8E4M3 => cols!(self.f8s()?, from_f8),
+            DType::Ggml => Err(Error::DType { op: "narrow1", dtype: DType::Ggml }),
         }
     }
 
@@ -353,6 +400,17 @@ impl Tensor {
             DType::F16 => cat!(f16s, from_f16),
             DType::I32 => cat!(i32s, from_i32),
             DType::F8E4M3 => cat!(f8s, from_f8),
+            DType::Ggml => {
+                let ty = first.ggml().map(|(t, _)| t);
+                let mut out = Vec::new();
+                for p in parts {
+                    match p.ggml() {
+                        Some((t, b)) if Some(t) == ty => out.extend_from_slice(b),
+                        _ => return Err(Error::shape("cat0", "ggml parts of different block types")),
+                    }
+                }
+                Tensor::from_ggml(ty.ok_or(Error::DType { op: "cat0", dtype: DType::Ggml })?, out, &shape)
+            }
         }
     }
 
@@ -378,6 +436,7 @@ impl Tensor {
             DType::F16 => tr!(f16s, from_f16),
             DType::I32 => tr!(i32s, from_i32),
             DType::F8E4M3 => tr!(f8s, from_f8),
+            DType::Ggml => Err(Error::DType { op: "t", dtype: DType::Ggml }),
         }
     }
 

@@ -90,6 +90,8 @@ pub enum ModelDir {
     Checkpoint(Box<CheckpointConfig>),
     /// `trtllm build` output.
     Engine(Box<CheckpointConfig>, BuildConfig),
+    /// A GGUF file's model directory (`gguf::model_dir`): metadata here, weights in the file.
+    Gguf(std::path::PathBuf),
 }
 
 impl ModelDir {
@@ -99,6 +101,9 @@ impl ModelDir {
         if build.exists() {
             let b = read_build_config(dir)?;
             return Ok(ModelDir::Engine(Box::new(read_checkpoint_config(dir)?), b));
+        }
+        if let Some(g) = crate::gguf::gguf_of_dir(dir)? {
+            return Ok(ModelDir::Gguf(g));
         }
         let cfg = dir.join("config.json");
         let v = crate::error::read_json(&cfg)?;
@@ -110,7 +115,7 @@ impl ModelDir {
 
     pub fn checkpoint(&self) -> Option<&CheckpointConfig> {
         match self {
-            ModelDir::Hf => None,
+            ModelDir::Hf | ModelDir::Gguf(_) => None,
             ModelDir::Checkpoint(c) | ModelDir::Engine(c, _) => Some(c),
         }
     }

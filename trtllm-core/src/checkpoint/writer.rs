@@ -33,6 +33,8 @@ fn st_dtype(d: DType) -> &'static str {
         DType::BF16 => "BF16",
         DType::I32 => "I32",
         DType::F8E4M3 => "F8_E4M3",
+        // Never declared: `write` refuses ggml tensors.
+        DType::Ggml => "U8",
     }
 }
 
@@ -126,6 +128,7 @@ impl StreamingWriter {
             DType::BF16 => put!(t.bf16s()?),
             DType::I32 => put!(t.i32s()?),
             DType::F8E4M3 => put!(t.f8s()?),
+            DType::Ggml => return Err(Error::tensor(name, "ggml blocks cannot be written to a checkpoint")),
         }
         self.next += 1;
         Ok(())

@@ -123,13 +123,22 @@ fn write_tensor(g: &GgufFile, p: &Planned, w: &mut SafetensorsWriter) -> Result<
     Ok(())
 }
 
-/// Write the HF directory's files into `dir`.
-fn write_all(g: &GgufFile, arch: Arch, plan: &[Planned], dir: &Path, opts: &ConvertOptions) -> Result<()> {
+/// Write config.json, generation_config.json, tokenizer.json and tokenizer_config.json of the
+/// GGUF's metadata into `dir`.
+/// `check_config`: the loader's parse, run on config.json before anything is written.
+pub(crate) fn write_meta(
+    g: &GgufFile,
+    arch: Arch,
+    dir: &Path,
+    dtype: OutDType,
+    check_config: Option<fn(&serde_json::Value) -> Result<()>>,
+) -> Result<()> {
     let embd =
         g.tensor("token_embd.weight").ok_or_else(|| g.error("tensor `token_embd.weight` is missing"))?;
-    let vocab_size = embd.shape()[0];
-    let config = config_json(g, arch, vocab_size, opts.dtype)?;
-    if let Some(check) = opts.check_config {
+    let vocab_size =
+        *embd.shape().first().ok_or_else(|| g.error("tensor `token_embd.weight` has no dims"))?;
+    let config = config_json(g, arch, vocab_size, dtype)?;
+    if let Some(check) = check_config {
         check(&config)
             .map_err(|e| g.error(format!("the config.json this file gives would not load: {e}")))?;
     }
@@ -142,8 +151,12 @@ fn write_all(g: &GgufFile, arch: Arch, plan: &[Planned], dir: &Path, opts: &Conv
     crate::text::check_tokenizer_json(&tok_json)
         .map_err(|e| g.error(format!("the tokenizer.json this file gives would not load: {e}")))?;
     write_file(&dir.join("tokenizer.json"), tok_json.as_bytes())?;
-    write_file(&dir.join("tokenizer_config.json"), pretty(&tok_config).as_bytes())?;
-    drop(tok);
+    write_file(&dir.join("tokenizer_config.json"), pretty(&tok_config).as_bytes())
+}
+
+/// Write the HF directory's files into `dir`.
+fn write_all(g: &GgufFile, arch: Arch, plan: &[Planned], dir: &Path, opts: &ConvertOptions) -> Result<()> {
+    write_meta(g, arch, dir, opts.dtype, opts.check_config)?;
 
     let decl: Vec<(String, Vec<usize>)> = plan.iter().map(|p| (p.hf_name.clone(), p.shape.clone())).collect();
     let mut w = SafetensorsWriter::create(&dir.join("model.safetensors"), opts.dtype, &decl)?;

@@ -106,13 +106,18 @@ pub fn map_tensor(arch: Arch, name: &str, heads: usize, kv_heads: usize) -> Resu
 /// Undo llama.cpp's `permute` of q/k rows: within each head of `rows / heads` rows, GGUF row
 /// `2 i + j` is HF row `j * (rows / heads / 2) + i` (GGUF interleaves the two rotary halves).
 /// `data` is `rows` rows of `cols` values (a bias has `cols == 1`).
-pub fn unpermute_rope(data: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>, String> {
+pub fn unpermute_rope<T: Copy + Default>(
+    data: &[T],
+    rows: usize,
+    cols: usize,
+    heads: usize,
+) -> Result<Vec<T>, String> {
     if heads == 0 || !rows.is_multiple_of(2 * heads) || data.len() != rows * cols {
         return Err(format!("cannot un-permute {rows} rows of {cols} for {heads} heads (rows must be a multiple of 2 * heads)"));
     }
     let head_dim = rows / heads;
     let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {

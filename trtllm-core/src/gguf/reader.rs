@@ -189,6 +189,25 @@ impl GgufFile {
         })
     }
 
+    /// Drop the pages of `t`'s data from this process's memory (a later read faults them in
+    /// from the file again): a loader that has copied or converted a tensor calls it, so the
+    /// file and its copies are not resident together.
+    pub fn release(&self, t: &TensorInfo) {
+        #[cfg(unix)]
+        if let Some(n) = t.n_bytes {
+            let start = (self.data_offset + t.offset) as usize;
+            if start.saturating_add(n as usize) <= self.map.len() && n > 0 {
+                // SAFETY: the map is a read-only private file mapping: MADV_DONTNEED only drops
+                // its resident pages (the whole pages around the range, which may hold parts of
+                // neighbouring tensors), and any later read sees the file's bytes again, as
+                // before. The range is inside the map (checked above).
+                let _ = unsafe {
+                    self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, n as usize)
+                };
+            }
+        }
+    }
+
     /// An error about this file.
     pub fn error(&self, msg: impl Into<String>) -> Error {
         Error::checkpoint(&self.path, msg.into())

@@ -36,6 +36,7 @@ impl LlmOptions {
 pub fn build_model(dir: &Path, opts: &crate::model::LoadOptions) -> Result<crate::model::LoadedModel> {
     match ModelDir::detect(dir)? {
         ModelDir::Hf => crate::model::build_hf_model(dir, opts),
+        ModelDir::Gguf(file) => crate::model::build_gguf_model(dir, &file, opts),
         ModelDir::Checkpoint(c) | ModelDir::Engine(c, _) => crate::checkpoint::load_checkpoint(dir, &c, opts),
     }
 }

@@ -82,10 +82,29 @@ impl ValidationReport {
     }
 }
 
+/// Names and shapes of a checkpoint's stored tensors: what validation compares a plan with
+/// (safetensors headers, or a GGUF's tensors by their HF names).
+pub trait TensorCatalog: Sync {
+    fn shape_of(&self, name: &str) -> Option<&[usize]>;
+    fn tensor_names(&self) -> Vec<&String>;
+    fn contains(&self, name: &str) -> bool {
+        self.shape_of(name).is_some()
+    }
+}
+
+impl TensorCatalog for SafetensorsFiles {
+    fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.info(name).map(|i| i.shape.as_slice())
+    }
+    fn tensor_names(&self) -> Vec<&String> {
+        self.names().collect()
+    }
+}
+
 /// Maps an HF name as the layers spell it to the name stored in this checkpoint.
 pub fn resolver<'a>(
     layout: &'a ModelLayout,
-    files: &'a SafetensorsFiles,
+    files: &'a dyn TensorCatalog,
 ) -> impl Fn(&str) -> String + Sync + 'a {
     move |name: &str| {
         if files.contains(name) || layout.prefix.is_empty() {
@@ -119,28 +138,28 @@ pub fn plan_weights(
 /// Compare the plan with the checkpoint's headers.
 pub fn validate(
     specs: &[WeightSpec],
-    files: &SafetensorsFiles,
+    files: &dyn TensorCatalog,
     layout: &ModelLayout,
     ignorable: &[String],
 ) -> ValidationReport {
     let resolve = resolver(layout, files);
     let mut report = ValidationReport::default();
     let mut used = BTreeSet::new();
-    let all: Vec<&String> = files.names().collect();
+    let all: Vec<&String> = files.tensor_names();
     for spec in specs {
         for src in &spec.sources {
             let stored = resolve(&src.name);
-            match files.info(&stored) {
+            match files.shape_of(&stored) {
                 None => {
                     report.missing.push((src.name.clone(), spec.name.clone(), None));
                 }
-                Some(info) => {
+                Some(shape) => {
                     used.insert(stored.clone());
                     let scale = spec.quant.is_some() && src.name.contains("scale");
-                    if info.shape != src.shape
-                        && !(scale && crate::weights::quant::same_scale_shape(&src.shape, &info.shape))
+                    if shape != src.shape.as_slice()
+                        && !(scale && crate::weights::quant::same_scale_shape(&src.shape, shape))
                     {
-                        report.wrong_shape.push((stored, src.shape.clone(), info.shape.clone()));
+                        report.wrong_shape.push((stored, src.shape.clone(), shape.to_vec()));
                     }
                 }
             }
@@ -299,6 +318,9 @@ pub fn inspect(
     dir: &Path,
     mapping: Mapping,
 ) -> Result<(ModelConfig, &'static ModelEntry, Vec<WeightSpec>, ValidationReport)> {
+    if let Some(file) = crate::gguf::gguf_of_dir(dir)? {
+        return super::inspect_gguf(dir, &file, mapping);
+    }
     let hf = HfCheckpoint::open(dir)?;
     let dtype = hf.cfg.torch_dtype.unwrap_or(DType::F32);
     let specs = plan_weights(hf.entry, &hf.cfg, mapping, dtype)?;

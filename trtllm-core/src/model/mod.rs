@@ -4,12 +4,14 @@
 
 mod decoder;
 mod factory;
+mod gguf_model;
 mod registry;
 
 pub use decoder::{BuildCausalLM, CausalLM, DecoderLayer, DecoderModelForCausalLM};
 pub use factory::{
     build_hf_model, inspect, plan_weights, resolve_config, validate, HfCheckpoint, LoadOptions, LoadedModel,
-    ValidationReport,
+    TensorCatalog, ValidationReport,
 };
 pub(crate) use factory::{build_weights, var_builder};
+pub use gguf_model::{build_gguf_model, inspect_gguf};
 pub use registry::{adapter_keys, architectures, lookup, AdaptResult, ModelEntry, ModelLayout};

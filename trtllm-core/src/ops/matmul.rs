@@ -54,6 +54,9 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, n], x.dtype());
     }
+    if let Some((ty, wb)) = w.ggml() {
+        return matmul_ggml(x.f32s()?, m, k, ty, wb, n);
+    }
     let _t =
         super::cpu::prof::scope(|| format!("{} {n}x{k} {}", if m == 1 { "gemv" } else { "gemm" }, w.dtype()));
     let xs = x.f32s()?;
@@ -65,6 +68,25 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     };
     let mut y = vec![0f32; m * n];
     gemm::matmul(xs, m, k, w, n, &mut y);
+    Tensor::from_f32(y, &[m, n])
+}
+
+/// `x @ w^T` for weights kept in ggml blocks (`cpu::qgemm`: int8 activations, integer dots).
+fn matmul_ggml(
+    xs: &[f32],
+    m: usize,
+    k: usize,
+    ty: crate::gguf::GgmlType,
+    wb: &[u8],
+    n: usize,
+) -> Result<Tensor> {
+    use super::cpu::qgemm;
+    if !qgemm::supported(ty) || !k.is_multiple_of(qgemm::block_len(ty)) {
+        return Err(Error::shape("matmul_t", format!("no CPU kernel for {ty} weights with rows of {k}")));
+    }
+    let _t = super::cpu::prof::scope(|| format!("{} {n}x{k} {ty}", if m == 1 { "gemv" } else { "gemm" }));
+    let mut y = vec![0f32; m * n];
+    qgemm::matmul(xs, m, k, ty, wb, n, &mut y);
     Tensor::from_f32(y, &[m, n])
 }
 

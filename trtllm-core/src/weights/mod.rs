@@ -2,6 +2,7 @@
 //! `VarBuilder` through which layers declare and load their tensors.
 
 mod builder;
+mod gguf;
 mod parallel;
 pub mod quant;
 mod raw;
@@ -9,6 +10,7 @@ mod safetensors;
 mod spec;
 
 pub use builder::{EngineSource, HfSource, Planner, VarBuilder, WeightSource};
+pub use gguf::GgufWeights;
 pub use parallel::{load_threads, map_jobs};
 pub use raw::RawShard;
 pub use safetensors::{write_safetensors, SafetensorsFiles, TensorInfo};

@@ -61,6 +61,7 @@ impl RawShard<'_> {
             DType::F16 => Tensor::from_f16(gather(p, n), &self.shape),
             DType::I32 => Tensor::from_i32(gather(p, n), &self.shape),
             DType::F8E4M3 => Tensor::from_f8(gather(p, n), &self.shape),
+            DType::Ggml => Err(Error::tensor(&self.name, "ggml blocks are not read as raw ranges")),
         }
     }
 

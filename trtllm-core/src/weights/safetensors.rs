@@ -244,6 +244,7 @@ pub fn write_safetensors(
             DType::F16 => (safetensors::Dtype::F16, bytemuck::cast_slice(t.f16s()?)),
             DType::I32 => (safetensors::Dtype::I32, bytemuck::cast_slice(t.i32s()?)),
             DType::F8E4M3 => (safetensors::Dtype::F8_E4M3, t.f8s()?),
+            DType::Ggml => return Err(Error::tensor(name, "ggml blocks cannot be written to safetensors")),
         };
         let view = safetensors::tensor::TensorView::new(dt, t.shape().to_vec(), bytes)
             .map_err(|e| Error::tensor(name, e.to_string()))?;

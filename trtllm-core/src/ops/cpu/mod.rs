@@ -16,6 +16,7 @@ pub mod attn;
 pub mod gemm;
 pub mod pool;
 pub mod prof;
+pub mod qgemm;
 pub mod simd;
 
 use std::sync::OnceLock;

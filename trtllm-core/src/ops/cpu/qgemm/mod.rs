@@ -1,0 +1,229 @@
+//! `y[m, n] = x[m, k] @ w[n, k]^T` with `w` in ggml blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q4_K, Q5_K, Q6_K), kept as stored in the GGUF file, as llama.cpp computes it: each row of x
+//! is quantized to int8 in 32-element blocks (a scale per block; [`QAct`]), every weight block
+//! is dotted with its activation block in integers (AVX2 `maddubs`, AVX-512 VNNI `vpdpbusd`,
+//! or the scalar reference), and the block's integer sum is scaled in f32. K-quant
+//! super-blocks apply their 6-bit sub-block scales and mins per 32 (Q4_K, Q5_K) or 16 (Q6_K)
+//! elements; activations keep a scale per 32 elements for them too (finer than ggml's Q8_K
+//! 256-element blocks, same integer path).
+//!
+//! Work is split over weight rows between the pool's threads (each streams its own rows).
+//! m = 1 (decode) is a GEMV; for m > 1 (prefill) each thread walks its rows in tiles of
+//! `TILE` rows (a few KiB, L1-resident) and runs every activation row against the tile, so
+//! the weights are read from memory once per GEMM.
+
+use super::pool::{self, SendPtr};
+use super::Isa;
+use crate::gguf::GgmlType;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+pub mod scalar;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
+
+/// Elements per activation block.
+pub const QK: usize = 32;
+/// Weight rows per prefill tile.
+const TILE: usize = 16;
+/// Below this many multiply-adds a matmul runs on one thread.
+const PARALLEL_MIN_MACS: usize = 32 * 1024;
+
+/// Whether `ty` has a quantized kernel here.
+pub fn supported(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4K | Q5K | Q6K)
+}
+
+/// Elements per block of `ty` (32, or 256 for the K-quants): k must be a multiple.
+pub fn block_len(ty: GgmlType) -> usize {
+    ty.block().map_or(1, |(b, _)| b)
+}
+
+/// Activations quantized per 32-element block: `qs` int8 (`m * k`), and per block the scale
+/// `d` (`x = d * q`) and `s = d * sum(q)`.
+#[derive(Default)]
+pub struct QAct {
+    pub qs: Vec<i8>,
+    pub d: Vec<f32>,
+    pub s: Vec<f32>,
+    /// `qs` with each pair of blocks `(i, i + 1)` (i even) reordered as
+    /// `[x_i[..16], x_i+1[..16], x_i[16..], x_i+1[16..]]` (the VNNI tier's nibble order);
+    /// empty unless asked for and the blocks per row are even.
+    pub pairs: Vec<i8>,
+    /// `[d, s]` per block, interleaved (with `pairs`).
+    pub ds: Vec<f32>,
+    k: usize,
+}
+
+/// One row of a [`QAct`].
+#[derive(Clone, Copy)]
+pub struct ActRow<'a> {
+    pub qs: &'a [i8],
+    pub d: &'a [f32],
+    pub s: &'a [f32],
+}
+
+impl QAct {
+    /// Quantize `m` rows of `k` (a multiple of 32) values: `d = max|x| / 127`,
+    /// `q = round(x / d)` (ggml's `quantize_row_q8_0`).
+    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+        let nb = k / QK;
+        self.k = k;
+        self.qs.resize(m * k, 0);
+        self.d.resize(m * nb, 0.0);
+        self.s.resize(m * nb, 0.0);
+        for (b, (xs, qs)) in x[..m * k].chunks_exact(QK).zip(self.qs.chunks_exact_mut(QK)).enumerate() {
+            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, &v) in qs.iter_mut().zip(xs) {
+                *q = (v * id).round() as i8;
+                sum += *q as i32;
+            }
+            self.d[b] = d;
+            self.s[b] = d * sum as f32;
+        }
+        self.pairs.clear();
+    }
+
+    /// Fill `pairs` (see the field).
+    pub fn make_pairs(&mut self) {
+        if !(self.k / QK).is_multiple_of(2) {
+            return;
+        }
+        self.pairs.resize(self.qs.len(), 0);
+        self.ds.clear();
+        self.ds.extend(self.d.iter().zip(&self.s).flat_map(|(&d, &s)| [d, s]));
+        for (src, dst) in self.qs.chunks_exact(2 * QK).zip(self.pairs.chunks_exact_mut(2 * QK)) {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[16..32].copy_from_slice(&src[32..48]);
+            dst[32..48].copy_from_slice(&src[16..32]);
+            dst[48..].copy_from_slice(&src[48..]);
+        }
+    }
+
+    /// Row `i` of `pairs` and of `ds`.
+    pub fn pair_row(&self, i: usize) -> (&[i8], &[f32]) {
+        let nb = self.k / QK;
+        match (self.pairs.get(i * self.k..(i + 1) * self.k), self.ds.get(2 * i * nb..2 * (i + 1) * nb)) {
+            (Some(p), Some(ds)) => (p, ds),
+            _ => (&[], &[]),
+        }
+    }
+
+    pub fn row(&self, i: usize) -> ActRow<'_> {
+        let nb = self.k / QK;
+        ActRow {
+            qs: &self.qs[i * self.k..(i + 1) * self.k],
+            d: &self.d[i * nb..(i + 1) * nb],
+            s: &self.s[i * nb..(i + 1) * nb],
+        }
+    }
+}
+
+thread_local! {
+    /// The caller's quantized activations (kept between calls: no allocation per op once grown).
+    static ACT: std::cell::RefCell<QAct> = std::cell::RefCell::new(QAct::default());
+}
+
+/// Bytes of one weight row of `k` elements of `ty`.
+pub fn row_bytes(ty: GgmlType, k: usize) -> usize {
+    ty.block().map_or(0, |(b, bytes)| k / b * bytes)
+}
+
+/// `y = x @ w^T`: x `[m, k]` f32, w `n` rows of `k` elements of `ty` (whole blocks), y `[m, n]`.
+/// The caller checks `supported(ty)`, `k % block_len(ty) == 0` and the buffer sizes.
+pub fn matmul(x: &[f32], m: usize, k: usize, ty: GgmlType, w: &[u8], n: usize, y: &mut [f32]) {
+    let rb = row_bytes(ty, k);
+    assert!(
+        supported(ty)
+            && k.is_multiple_of(block_len(ty))
+            && x.len() >= m * k
+            && w.len() >= n * rb
+            && y.len() >= m * n,
+        "qgemm::matmul: arguments"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let isa = super::isa();
+    ACT.with(|act| {
+        let mut act = act.borrow_mut();
+        act.quantize(x, m, k);
+        let vnni = vnni_ok(isa, ty, k);
+        if vnni {
+            act.make_pairs();
+        }
+        let act = &*act;
+        let parts =
+            if m * n * k < PARALLEL_MIN_MACS { 1 } else { (2 * pool::num_threads()).min(n.div_ceil(TILE)) };
+        let yp = SendPtr(y.as_mut_ptr());
+        pool::run_parts(parts, &|part, np| {
+            let r = pool::split(n, part, np, TILE);
+            for t0 in r.clone().step_by(TILE) {
+                let t1 = (t0 + TILE).min(r.end);
+                for i in 0..m {
+                    let a = act.row(i);
+                    let mut out = [0f32; TILE];
+                    let (pairs, ds) = if vnni { act.pair_row(i) } else { (&[][..], &[][..]) };
+                    rows(isa, ty, &w[t0 * rb..t1 * rb], rb, a, (pairs, ds), &mut out[..t1 - t0]);
+                    // SAFETY: row i of y has n columns; this part writes columns t0..t1 of its
+                    // own range r (disjoint between parts), and y outlives `run_parts`.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(out.as_ptr(), yp.get().add(i * n + t0), t1 - t0);
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Whether the AVX-512 VNNI tier runs `ty` with rows of `k` (the ISA tier is AVX-512 and the
+/// CPU has VNNI).
+fn vnni_ok(isa: Isa, ty: GgmlType, k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let has = *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+        });
+        has && isa == Isa::Avx512 && vnni::handles(ty, k / QK)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, ty, k);
+        false
+    }
+}
+
+/// `out[j] = dot(w row j, a)` for the `out.len()` rows of `w` (each `rb` bytes); `pairs` is
+/// `a`'s values in pair order and its interleaved `[d, s]` when the VNNI tier runs (else empty).
+fn rows(isa: Isa, ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, vn: (&[i8], &[f32]), out: &mut [f32]) {
+    let (pairs, ds) = vn;
+    #[cfg(target_arch = "x86_64")]
+    let (w, out) = if pairs.is_empty() {
+        (w, out)
+    } else {
+        // SAFETY: `pairs` is non-empty only when `vnni_ok` found AVX-512 F/BW/DQ/VL + VNNI (the
+        // AVX-512 tier also means FMA and F16C) and an even block count; `w` holds `out.len()`
+        // rows of `rb` bytes; `pairs` is `a` in pair order.
+        let done = unsafe { vnni::rows(ty, w, rb, a, ds, pairs, out) };
+        (&w[done * rb..], &mut out[done..])
+    };
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        // SAFETY: AVX2 + FMA + F16C were detected (`Isa::Avx2` or above); `w` is `out.len()`
+        // whole rows of `ty` of `32 * a.d.len()` elements, `a` one activation row of that k.
+        unsafe { avx2::rows(ty, w, rb, a, out) };
+        return;
+    }
+    let _ = (isa, pairs, ds);
+    for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
+        *o = scalar::dot_row(ty, wr, a);
+    }
+}
