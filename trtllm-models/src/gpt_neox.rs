@@ -5,7 +5,6 @@
 use trtllm_core::config::ModelConfig;
 use trtllm_core::layers::{Attention, AttnNames, LayerNorm, Mlp, MlpNames};
 use trtllm_core::model::{DecoderModelForCausalLM, ModelLayout};
-use trtllm_core::Result;
 use trtllm_macros::{decoder_layer, register_model};
 
 #[decoder_layer]
@@ -31,19 +30,16 @@ pub const NEOX_LAYOUT: ModelLayout = ModelLayout {
     ..ModelLayout::LLAMA
 };
 
-fn gpt_neox(cfg: &mut ModelConfig) -> Result<()> {
+fn gpt_neox(cfg: &mut ModelConfig) -> trtllm_core::Result<()> {
     if !cfg.extra::<bool>("use_parallel_residual")?.unwrap_or(true) {
-        return Err(
-            cfg.config_error("use_parallel_residual", "false (a sequential GPT-NeoX block) is not supported")
-        );
+        return Err(cfg.config_error("use_parallel_residual", "false (a sequential block) is not supported"));
     }
     let bias = cfg.extra::<bool>("attention_bias")?.unwrap_or(true);
     (cfg.arch.qkv_bias, cfg.arch.o_bias, cfg.arch.mlp_bias) = (bias, bias, true);
-    let rope_params = cfg.extra::<serde_json::Value>("rope_parameters")?;
-    let stated = rope_params.as_ref().and_then(|p| p.get("partial_rotary_factor")).is_some()
-        || cfg.extra::<f64>("rotary_pct")?.is_some()
-        || cfg.extra::<f64>("partial_rotary_factor")?.is_some();
-    if !stated {
+    // HF's rotary default is a quarter of each head when no spelling of the factor is given.
+    let factor = |p: serde_json::Value| p.get("partial_rotary_factor").and_then(|f| f.as_f64());
+    let stated = cfg.extra("rope_parameters")?.and_then(factor).or(cfg.extra::<f64>("rotary_pct")?);
+    if stated.or(cfg.extra::<f64>("partial_rotary_factor")?).is_none() {
         cfg.rope.rotary_dim = cfg.head_dim / 4;
     }
     Ok(())
