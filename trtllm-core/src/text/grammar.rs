@@ -188,6 +188,11 @@ impl TokenMatcher {
         self.m.consume_token(token).map_err(|e| Error::Msg(format!("structured outputs: {e}")))
     }
 
+    /// The columns of the masks.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
     /// The grammar is complete: nothing but EOS may follow.
     pub fn is_finished(&self) -> bool {
         self.m.is_stopped()
