@@ -45,7 +45,8 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         (Some(m), _) => max_tokens(Some(m), "max_completion_tokens", room)?,
         (None, m) => max_tokens(m, "max_tokens", room)?,
     };
-    let params = sampling.params(max_new, logprobs)?;
+    let mut params = sampling.params(max_new, logprobs)?;
+    params.grammar = crate::guided::grammar(&st, body)?;
     let choices = params.n;
     let (id, created, model) =
         (format!("chatcmpl-{}", st.next_id()), crate::unix_now(), st.model_name.clone());

@@ -37,17 +37,11 @@ pub const CHAT: &[&str] = &["messages", "max_completion_tokens", "top_logprobs",
 
 /// Fields OpenAI or vLLM define for generation that we do not implement: a 400 naming them.
 pub const GEN_UNSUPPORTED: &[&str] = &[
-    "response_format",
     "tools",
     "tool_choice",
     "parallel_tool_calls",
     "functions",
     "function_call",
-    "structured_outputs",
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
     "guided_decoding_backend",
     "guided_whitespace_pattern",
     "min_tokens",
@@ -81,7 +75,7 @@ pub const GEN_UNSUPPORTED: &[&str] = &[
 
 /// Check a generation request: `own` are the endpoint's fields beyond the sampling ones.
 pub fn check_gen(body: &[u8], endpoint: &str, own: &[&str]) -> ApiResult<()> {
-    let supported: Vec<&str> = SAMPLING.iter().chain(own).copied().collect();
+    let supported: Vec<&str> = SAMPLING.iter().chain(own).chain(crate::guided::FIELDS).copied().collect();
     check(body, endpoint, &supported, GEN_UNSUPPORTED)
 }
 
@@ -116,5 +110,7 @@ mod tests {
         assert!(
             check_gen(br#"{"prompt": "x", "top_k": 3, "user": "u"}"#, "/v1/completions", COMPLETION).is_ok()
         );
+        let body = br#"{"prompt": "x", "guided_regex": "a", "response_format": {"type": "text"}}"#;
+        assert!(check_gen(body, "/v1/completions", COMPLETION).is_ok());
     }
 }

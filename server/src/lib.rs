@@ -21,6 +21,7 @@ mod embeddings;
 pub mod error;
 mod fields;
 mod gen;
+mod guided;
 mod protocol;
 mod setup;
 pub mod sizing;
@@ -60,6 +61,8 @@ pub struct AppState {
     draining: AtomicBool,
     ids: AtomicU64,
     created: u64,
+    /// The structured-output grammar compiler, made on the first constrained request.
+    grammars: std::sync::OnceLock<Result<Arc<trtllm_core::text::GrammarCompiler>, String>>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             ids: AtomicU64::new(1),
             created: unix_now(),
+            grammars: std::sync::OnceLock::new(),
         }
     }
     pub fn is_draining(&self) -> bool {

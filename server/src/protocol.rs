@@ -169,6 +169,7 @@ impl Sampling {
             presence_penalty: range(self.presence_penalty, "presence_penalty", -2.0, 2.0, 0.0)?,
             frequency_penalty: range(self.frequency_penalty, "frequency_penalty", -2.0, 2.0, 0.0)?,
             repetition_penalty: range(self.repetition_penalty, "repetition_penalty", 0.01, 100.0, 1.0)?,
+            grammar: None,
         })
     }
 
