@@ -51,6 +51,9 @@ pub struct TokenOut {
     pub logprob: Option<TokenLogprob>,
     /// Set when this token ends the sequence (its blocks are already released).
     pub finish: Option<FinishReason>,
+    /// The token is an EOS or stop id (its text is not part of the output); a sequence can also
+    /// finish on an ordinary token (length, a completed grammar).
+    pub stop_token: bool,
 }
 
 /// What one step did.
@@ -344,20 +347,18 @@ impl<E: Executor> Scheduler<E> {
                 Some(m) if !eos => Some(m.accept(tok).map(|_| m.is_finished())),
                 _ => None,
             };
+            let stop_token = (!p.ignore_eos && eos) || p.stop_token_ids.contains(&tok);
             let finish = if let Some(Err(e)) = &grammar {
                 tracing::warn!(seq = s.id, "structured outputs: {e}; the sequence ends");
                 Some(FinishReason::Abort)
-            } else if (!p.ignore_eos && eos)
-                || p.stop_token_ids.contains(&tok)
-                || matches!(grammar, Some(Ok(true)))
-            {
+            } else if stop_token || matches!(grammar, Some(Ok(true))) {
                 Some(FinishReason::Stop)
             } else if s.num_generated() >= p.max_new_tokens || s.tokens.len() >= self.cfg.max_seq_len {
                 Some(FinishReason::Length)
             } else {
                 None
             };
-            out.tokens.push(TokenOut { seq: s.id, token: tok, logprob: x.logprob, finish });
+            out.tokens.push(TokenOut { seq: s.id, token: tok, logprob: x.logprob, finish, stop_token });
         }
         let done: Vec<u64> = out.tokens.iter().filter(|t| t.finish.is_some()).map(|t| t.seq).collect();
         for id in done {
