@@ -27,6 +27,7 @@ mod setup;
 pub mod sizing;
 mod sse;
 mod tokenize;
+mod tools;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -120,7 +121,8 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let text = st.engine.metrics().render_prometheus();
+    // Every sample carries the served model's name (vLLM's `model_name` label).
+    let text = trtllm_core::serve::with_label(&st.engine.metrics().render_prometheus(), "model_name", &st.model_name);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
