@@ -430,9 +430,15 @@ pub fn suppress(ids: &mut Vec<i32>, vals: &mut Vec<f32>, eos: &[i32]) {
 /// not allow (bit `t % 32` of word `t / 32`; tokens past the mask are not allowed). The
 /// `token_mask_*` kernels compute the same.
 pub fn token_mask(row: &mut [f32], mask: &[u32]) {
-    for (t, x) in row.iter_mut().enumerate() {
-        if mask.get(t / 32).is_none_or(|w| (w >> (t % 32)) & 1 == 0) {
-            *x = f32::NEG_INFINITY;
+    for (i, chunk) in row.chunks_mut(32).enumerate() {
+        let w = mask.get(i).copied().unwrap_or(0);
+        if w == u32::MAX {
+            continue;
+        }
+        for (b, x) in chunk.iter_mut().enumerate() {
+            if (w >> b) & 1 == 0 {
+                *x = f32::NEG_INFINITY;
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ mod protocol;
 mod setup;
 pub mod sizing;
 mod sse;
+mod startup;
 mod tokenize;
 mod tools;
 
@@ -196,6 +197,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     if let Some(path) = &cfg.chat_template {
         served.chat_template = Some(override_template(path, &served)?);
     }
+    startup::log(&cfg, &served);
     let io = |what: &str| {
         let what = what.to_string();
         move |source| ServeError::Io { what, source }

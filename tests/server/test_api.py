@@ -155,3 +155,12 @@ def test_request_log_one_line_per_request(client, server):
     import time
     time.sleep(0.2)
     assert sum("request rejected" in l for l in server.lines) == before + 1
+
+
+def test_startup_block_and_metrics_label(server):
+    block = [l for l in server.lines if "config: " in l]
+    for key in ("model: ", "served model name: llama", "max-num-seqs: 32", "KV cache: 48 blocks", "chat template: "):
+        assert any(key in l for l in block), (key, block)
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    samples = [l for l in text.splitlines() if l and not l.startswith("#")]
+    assert samples and all('model_name="llama"' in l for l in samples), samples[:3]

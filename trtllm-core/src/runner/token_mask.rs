@@ -21,7 +21,10 @@ fn words_of(masks: &[Option<Vec<u32>>], vocab: usize) -> Result<usize> {
 pub(super) fn apply_host(logits: &Tensor, masks: &[Option<Vec<u32>>]) -> Result<Tensor> {
     let (rows, vocab) = logits.dims2("token_mask")?;
     words_of(masks, vocab)?;
-    let mut h = logits.to_cpu()?.to_dtype(DType::F32)?.to_f32_vec()?;
+    let mut h = match (logits.dtype(), logits.devbuf()) {
+        (DType::F32, None) => logits.f32s()?.to_vec(),
+        _ => logits.to_cpu()?.to_dtype(DType::F32)?.to_f32_vec()?,
+    };
     for (r, m) in masks.iter().enumerate().take(rows) {
         if let Some(m) = m {
             sample_ref::token_mask(&mut h[r * vocab..(r + 1) * vocab], m);
