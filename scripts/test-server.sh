@@ -10,9 +10,9 @@ if [[ ! -x "$BIN" || -n "${TRTLLM_REBUILD:-}" ]]; then
   cargo build --locked --bin trtllm
 fi
 VENV="${TRTLLM_SERVER_VENV:-target/server-venv}"
-if [[ ! -x "$VENV/bin/pytest" ]] || ! "$VENV/bin/python" -c "import openai, requests" 2>/dev/null; then
+if [[ ! -x "$VENV/bin/pytest" ]] || ! "$VENV/bin/python" -c "import openai, requests, jsonschema" 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai>=1.40,<3" "pytest>=7,<9" "requests>=2.28,<3"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai>=1.40,<3" "pytest>=7,<9" "requests>=2.28,<3" "jsonschema>=4,<5"
 fi
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 

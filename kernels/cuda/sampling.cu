@@ -64,7 +64,24 @@ template <typename T> __device__ void argmax_vec_impl(const T* x, int n, int* ou
     argmax_finish(best, bi, out + row);
 }
 
+// Structured outputs: a logit whose token the row's packed mask does not allow becomes -inf.
+// x [rows, n]; mask [rows, words] u32, bit t % 32 of word t / 32 set = token t allowed (t past
+// the mask: not allowed). Grid (column blocks, rows).
+template <typename T> __device__ void token_mask_impl(T* x, const unsigned* mask, int n, int words) {
+    pdl_start();
+    const long r = blockIdx.y;
+    const unsigned* m = mask + r * words;
+    T* row = x + r * (long)n;
+    const T ninf = from_f<T>(__int_as_float(0xff800000));
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += gridDim.x * blockDim.x) {
+        const int w = t >> 5;
+        if (w >= words || !((m[w] >> (t & 31)) & 1u)) row[t] = ninf;
+    }
+}
+
 // ---- launchers
+extern "C" __global__ void token_mask_f32(float* x, const unsigned* m, int n, int w) { token_mask_impl(x, m, n, w); }
+extern "C" __global__ void token_mask_bf16(bf16* x, const unsigned* m, int n, int w) { token_mask_impl(x, m, n, w); }
 extern "C" __global__ void argmax_f32(const float* x, int n, int* o) { argmax_impl(x, n, o); }
 extern "C" __global__ void argmax_bf16(const bf16* x, int n, int* o) { argmax_impl(x, n, o); }
 extern "C" __global__ void argmax_vec_f32(const float* x, int n, int* o) { argmax_vec_impl(x, n, o); }

@@ -426,6 +426,23 @@ pub fn suppress(ids: &mut Vec<i32>, vals: &mut Vec<f32>, eos: &[i32]) {
     }
 }
 
+/// Structured outputs on the host: `-inf` for every token of `row` that the packed `mask` does
+/// not allow (bit `t % 32` of word `t / 32`; tokens past the mask are not allowed). The
+/// `token_mask_*` kernels compute the same.
+pub fn token_mask(row: &mut [f32], mask: &[u32]) {
+    for (i, chunk) in row.chunks_mut(32).enumerate() {
+        let w = mask.get(i).copied().unwrap_or(0);
+        if w == u32::MAX {
+            continue;
+        }
+        for (b, x) in chunk.iter_mut().enumerate() {
+            if (w >> b) & 1 == 0 {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "sample_ref_tests.rs"]
 mod tests;

@@ -256,3 +256,18 @@ fn empirical_distribution_matches_the_filtered_softmax() {
         assert!(chi < 24.3, "{p:?}: chi^2 {chi:.1}, counts {counts:?}, probs {probs:?}");
     }
 }
+
+#[test]
+fn token_mask_keeps_exactly_the_allowed_tokens() {
+    // 70 tokens, a mask of two words: tokens 64.. are past the mask and never allowed.
+    let mut row: Vec<f32> = (0..70).map(|i| i as f32).collect();
+    let mask = [0b1010u32 | (1 << 31), u32::MAX];
+    super::token_mask(&mut row, &mask);
+    for (t, x) in row.iter().enumerate() {
+        let allowed = t == 1 || t == 3 || t == 31 || (32..64).contains(&t);
+        assert_eq!(x.is_finite(), allowed, "token {t}");
+        if allowed {
+            assert_eq!(*x, t as f32);
+        }
+    }
+}

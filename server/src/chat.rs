@@ -13,6 +13,7 @@ use crate::error::{parse_body, ApiError, ApiResult};
 use crate::gen::{finish_str, token_text, Running};
 use crate::protocol::{chat_logprobs, max_tokens, messages, ChatRequest, Sampling};
 use crate::sse::{self, usage_json, Item};
+use crate::tools::{self, ToolFormat, ToolStream};
 use crate::AppState;
 
 pub async fn handler(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -31,11 +32,18 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
     let sampling: Sampling = parse_body(body)?;
     st.check_model(req.model.as_deref())?;
     let msgs = messages(req.messages.as_ref())?;
-    let kwargs = req.chat_template_kwargs.unwrap_or_default();
+    let Some(tmpl) = &st.chat_template else {
+        return Err(ApiError::invalid("messages", "this model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); use /v1/completions"));
+    };
+    let raw: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let tools = tools::parse(&raw)?.filter(|t| t.choice != tools::Choice::None);
+    let format = ToolFormat::of_template(&tmpl.source);
+    let mut kwargs = req.chat_template_kwargs.unwrap_or_default();
+    if let Some(t) = &tools {
+        kwargs.insert("tools".into(), Value::Array(t.defs.clone()));
+    }
     let ids = crate::offload::blocking(&st, move |st| {
-        let Some(tmpl) = &st.chat_template else {
-            return Err(ApiError::invalid("messages", "this model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); use /v1/completions"));
-        };
+        let tmpl = st.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "no chat template"))?;
         let text =
             tmpl.render_with(&msgs, true, &kwargs).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
         crate::offload::encode(st, &text, false, "messages")
@@ -48,7 +56,15 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         (Some(m), _) => max_tokens(Some(m), "max_completion_tokens", room)?,
         (None, m) => max_tokens(m, "max_tokens", room)?,
     };
-    let params = sampling.params(max_new, logprobs)?;
+    let mut params = sampling.params(max_new, logprobs)?;
+    params.grammar = crate::guided::grammar(&st, body)?;
+    if let Some(spec) = tools.as_ref().and_then(|t| t.grammar(format)) {
+        if params.grammar.is_some() {
+            return Err(ApiError::invalid("tool_choice", "a required or named `tool_choice` cannot be combined with a structured-output constraint"));
+        }
+        params.grammar = Some(crate::guided::compile(&st, &spec, "tools")?);
+    }
+    let parse_tools = tools.is_some();
     let choices = params.n;
     let (id, created, model) =
         (format!("chatcmpl-{}", st.next_id()), crate::unix_now(), st.model_name.clone());
@@ -57,12 +73,34 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         let include_usage = sampling.include_usage();
         let want_lp = logprobs.is_some();
         let st2 = st.clone();
-        let format = move |item: Item| -> Vec<Value> {
+        let mut held = vec![ToolStream::default(); choices];
+        let call_id = id.clone();
+        let fmt = move |item: Item| -> Vec<Value> {
             let base = |choices: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices});
             match item {
                 Item::Start => (0..choices)
                     .map(|i| base(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
                     .collect(),
+                Item::Delta(i, d) if parse_tools => {
+                    let (text, calls) = held[i].push(format, &d.text, d.finish.is_some());
+                    let mut out = vec![];
+                    let lp = want_lp.then(|| logprobs_json(&st2, &d.logprobs));
+                    if !text.is_empty() || lp.is_some() {
+                        let delta = if text.is_empty() { json!({}) } else { json!({"content": text}) };
+                        out.push(base(json!([{"index": i, "delta": delta, "logprobs": lp, "finish_reason": null}])));
+                    }
+                    for (k, c) in calls.iter().enumerate() {
+                        let tc = tools::calls_json(std::slice::from_ref(c), &format!("{call_id}_{i}_{k}"));
+                        let mut tc = tc[0].clone();
+                        tc["index"] = json!(k);
+                        out.push(base(json!([{"index": i, "delta": {"tool_calls": [tc]}, "logprobs": null, "finish_reason": null}])));
+                    }
+                    if d.finish.is_some() {
+                        let f = if calls.is_empty() { finish_str(d.finish) } else { Some("tool_calls") };
+                        out.push(base(json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": f}])));
+                    }
+                    out
+                }
                 Item::Delta(_, d) if d.text.is_empty() && d.finish.is_none() && !want_lp => vec![],
                 Item::Delta(i, d) => {
                     let delta = if d.text.is_empty() { json!({}) } else { json!({"content": d.text}) };
@@ -77,7 +115,7 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
                 Item::End(_) => vec![],
             }
         };
-        return Ok(sse::stream(run, format).into_response());
+        return Ok(sse::stream(run, fmt).into_response());
     }
     let (out, usage) = run.collect(choices).await?;
     let choices: Vec<Value> = out
@@ -85,6 +123,14 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         .enumerate()
         .map(|(i, c)| {
             let lp = logprobs.is_some().then(|| logprobs_json(&st, &c.logprobs));
+            if parse_tools {
+                let (content, calls) = tools::parse_output(format, &c.text);
+                if !calls.is_empty() {
+                    let tc = tools::calls_json(&calls, &format!("{id}_{i}"));
+                    let msg = json!({"role": "assistant", "content": content, "tool_calls": tc});
+                    return json!({"index": i, "message": msg, "logprobs": lp, "finish_reason": "tool_calls"});
+                }
+            }
             json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": finish_str(c.finish)})
         })
         .collect();

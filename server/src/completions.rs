@@ -37,7 +37,8 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         return Err(ApiError::invalid("suffix", "`suffix` is not supported"));
     }
     let logprobs = completion_logprobs(req.logprobs)?;
-    let params = sampling.params(max_tokens(req.max_tokens, "max_tokens", 16)?, logprobs)?;
+    let mut params = sampling.params(max_tokens(req.max_tokens, "max_tokens", 16)?, logprobs)?;
+    params.grammar = crate::guided::grammar(&st, body)?;
     if req.best_of.is_some_and(|b| b != params.n as i64) {
         return Err(ApiError::invalid(
             "best_of",

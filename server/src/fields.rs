@@ -33,21 +33,13 @@ const SAMPLING: &[&str] = &[
 /// `/v1/completions`: the sampling fields and these.
 pub const COMPLETION: &[&str] = &["prompt", "echo", "best_of", "suffix", "return_token_ids"];
 /// `/v1/chat/completions`: the sampling fields and these.
-pub const CHAT: &[&str] = &["messages", "max_completion_tokens", "top_logprobs", "chat_template_kwargs"];
+pub const CHAT: &[&str] =
+    &["messages", "max_completion_tokens", "top_logprobs", "chat_template_kwargs", "tools", "tool_choice", "parallel_tool_calls"];
 
 /// Fields OpenAI or vLLM define for generation that we do not implement: a 400 naming them.
 pub const GEN_UNSUPPORTED: &[&str] = &[
-    "response_format",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
     "functions",
     "function_call",
-    "structured_outputs",
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
     "guided_decoding_backend",
     "guided_whitespace_pattern",
     "min_tokens",
@@ -81,8 +73,12 @@ pub const GEN_UNSUPPORTED: &[&str] = &[
 
 /// Check a generation request: `own` are the endpoint's fields beyond the sampling ones.
 pub fn check_gen(body: &[u8], endpoint: &str, own: &[&str]) -> ApiResult<()> {
-    let supported: Vec<&str> = SAMPLING.iter().chain(own).copied().collect();
-    check(body, endpoint, &supported, GEN_UNSUPPORTED)
+    let supported: Vec<&str> = SAMPLING.iter().chain(own).chain(crate::guided::FIELDS).copied().collect();
+    // Tool fields are the chat endpoint's; elsewhere they are unsupported, not unknown.
+    let tools = ["tools", "tool_choice", "parallel_tool_calls"];
+    let unsupported: Vec<&str> =
+        GEN_UNSUPPORTED.iter().copied().chain(tools.into_iter().filter(|t| !own.contains(t))).collect();
+    check(body, endpoint, &supported, &unsupported)
 }
 
 /// Check the top-level keys of `body` (a JSON object) against `supported` and `unsupported`.
@@ -113,8 +109,11 @@ mod tests {
         assert!(check(br#"{"a": 1, "zz": 2}"#, "/x", &["a"], &["b"]).is_ok());
         let e = check_gen(br#"{"prompt": "x", "tools": []}"#, "/v1/completions", COMPLETION).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tools"));
+        assert!(check_gen(br#"{"messages": [], "tools": []}"#, "/v1/chat/completions", CHAT).is_ok());
         assert!(
             check_gen(br#"{"prompt": "x", "top_k": 3, "user": "u"}"#, "/v1/completions", COMPLETION).is_ok()
         );
+        let body = br#"{"prompt": "x", "guided_regex": "a", "response_format": {"type": "text"}}"#;
+        assert!(check_gen(body, "/v1/completions", COMPLETION).is_ok());
     }
 }

@@ -31,13 +31,16 @@ mod fields;
 pub mod fuzzing;
 mod gen;
 pub mod guard;
+mod guided;
 pub mod http;
 mod offload;
 mod protocol;
 mod setup;
 pub mod sizing;
 mod sse;
+mod startup;
 mod tokenize;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -73,6 +76,8 @@ pub struct AppState {
     draining: AtomicBool,
     ids: AtomicU64,
     created: u64,
+    /// The structured-output grammar compiler, made on the first constrained request.
+    grammars: std::sync::OnceLock<Result<Arc<trtllm_core::text::GrammarCompiler>, String>>,
 }
 
 impl AppState {
@@ -91,6 +96,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             ids: AtomicU64::new(1),
             created: unix_now(),
+            grammars: std::sync::OnceLock::new(),
         }
     }
     pub fn is_draining(&self) -> bool {
@@ -134,7 +140,8 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let text = st.engine.metrics().render_prometheus();
+    // Every sample carries the served model's name (vLLM's `model_name` label).
+    let text = trtllm_core::serve::with_label(&st.engine.metrics().render_prometheus(), "model_name", &st.model_name);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
@@ -221,6 +228,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     if let Some(path) = &cfg.chat_template {
         served.chat_template = Some(override_template(path, &served)?);
     }
+    startup::log(&cfg, &served);
     let io = |what: &str| {
         let what = what.to_string();
         move |source| ServeError::Io { what, source }

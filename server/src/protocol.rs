@@ -169,6 +169,7 @@ impl Sampling {
             presence_penalty: range(self.presence_penalty, "presence_penalty", -2.0, 2.0, 0.0)?,
             frequency_penalty: range(self.frequency_penalty, "frequency_penalty", -2.0, 2.0, 0.0)?,
             repetition_penalty: range(self.repetition_penalty, "repetition_penalty", 0.01, 100.0, 1.0)?,
+            grammar: None,
         })
     }
 
@@ -250,7 +251,36 @@ pub fn messages(v: Option<&Value>) -> ApiResult<Vec<trtllm_core::text::ChatMessa
                 ))
             }
         };
-        out.push(trtllm_core::text::ChatMessage { role: role.into(), content });
+        let mut msg = trtllm_core::text::ChatMessage::new(role, content);
+        if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
+            msg.tool_calls = Some(template_tool_calls(calls, &p("tool_calls"))?);
+        }
+        let text = |f: &str| m.get(f).and_then(Value::as_str).map(String::from);
+        msg.tool_call_id = text("tool_call_id");
+        msg.name = text("name");
+        out.push(msg);
     }
     Ok(out)
+}
+
+/// An assistant message's `tool_calls` as chat templates read them: each call's `arguments`
+/// (JSON text in the OpenAI API) parsed into an object, as vLLM does before rendering.
+fn template_tool_calls(calls: &Value, param: &str) -> ApiResult<Value> {
+    let bad = || ApiError::invalid(param, "`tool_calls` must be an array of {id, type, function: {name, arguments}}");
+    let list = calls.as_array().ok_or_else(bad)?;
+    let mut out = vec![];
+    for c in list {
+        let mut c = c.clone();
+        let f = c.get_mut("function").filter(|f| f.is_object()).ok_or_else(bad)?;
+        if f.get("name").and_then(Value::as_str).is_none() {
+            return Err(bad());
+        }
+        if let Some(Value::String(a)) = f.get("arguments") {
+            let parsed = serde_json::from_str::<Value>(a)
+                .map_err(|e| ApiError::invalid(param, format!("tool call arguments are not JSON: {e}")))?;
+            f["arguments"] = parsed;
+        }
+        out.push(c);
+    }
+    Ok(Value::Array(out))
 }

@@ -3,6 +3,7 @@
 mod alloc;
 mod bench;
 mod build;
+mod chat;
 mod convert;
 mod convert_gguf;
 mod hub;
@@ -66,6 +67,8 @@ enum Cmd {
     Run(run::Args),
     /// OpenAI-compatible HTTP server (continuous batching).
     Serve(serve::Args),
+    /// Chat with a model in the terminal (its chat template, streaming, /reset, /exit).
+    Chat(chat::Args),
     /// Compare with an HF reference dump layer by layer (scripts/hf_reference.py).
     Verify(verify::Args),
     /// Summarize a document set and score it with ROUGE (vs references and HF outputs).
@@ -84,6 +87,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Build(a) => build::main(a),
         Cmd::Run(a) => run::main(a),
         Cmd::Serve(a) => serve::main(a),
+        Cmd::Chat(a) => chat::main(a),
         Cmd::Verify(a) => verify::main(a),
         Cmd::Summarize(a) => summarize::main(a),
         Cmd::Bench(a) => bench::main(a),

@@ -1,6 +1,8 @@
 //! `trtllm run --model DIR --input-text TEXT` (or `--engine-dir DIR [--tokenizer-dir DIR]`):
 //! generate and print the continuation. Any of the three directory kinds (HF, checkpoint,
-//! engine) loads through either flag.
+//! engine) loads through either flag. Prompts: `--input-text` (repeatable), else the lines of
+//! `--input-file FILE` (`-`: stdin), else the lines of stdin when it is not a terminal; one
+//! prompt per non-empty line. `--stop TEXT` ends a continuation at that text (not printed).
 
 use std::io::Write;
 
@@ -10,7 +12,7 @@ use trtllm::load::LlmOptions;
 
 use trtllm::runner::SamplingParams;
 
-use trtllm::text::StreamDecoder;
+use trtllm::text::{StopMatcher, StreamDecoder};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,6 +25,12 @@ pub struct Args {
     tp_size: Option<usize>,
     #[arg(long, alias = "input_text")]
     input_text: Vec<String>,
+    /// One prompt per non-empty line (`-`: stdin).
+    #[arg(long, alias = "input_file", conflicts_with = "input_text")]
+    input_file: Option<std::path::PathBuf>,
+    /// End a continuation at this text, which is not printed (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
     #[arg(long, alias = "max_output_len", default_value_t = 64)]
     max_output_len: usize,
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
@@ -51,8 +59,12 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let device = super::resolve_device(&a.device)?;
-    if a.input_text.is_empty() {
-        anyhow::bail!("--input-text is required");
+    let inputs = inputs(&a)?;
+    if inputs.is_empty() {
+        anyhow::bail!("no prompt: give --input-text, --input-file FILE, or prompts on stdin");
+    }
+    if a.stop.iter().any(String::is_empty) {
+        anyhow::bail!("--stop must not be empty");
     }
     let dir = &a.m.dir()?;
     let mut opts = LlmOptions::for_dir(dir)?;
@@ -77,18 +89,18 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         ignore_eos: a.ignore_eos,
         ..Default::default()
     };
-    let prompts =
-        a.input_text.iter().map(|p| llm.tokenizer()?.encode(p)).collect::<trtllm::Result<Vec<_>>>()?;
+    let prompts = inputs.iter().map(|p| llm.tokenizer()?.encode(p)).collect::<trtllm::Result<Vec<_>>>()?;
     let single = prompts.len() == 1;
     let tok = llm.tokenizer.take();
     let mut dec = StreamDecoder::new();
+    let mut stream_stop = StopMatcher::new(a.stop.clone());
     let mut stream_err = None;
     let gens = llm.generate_ids(prompts, &params, &mut |_, id| {
-        if a.streaming && single && !quiet {
+        if a.streaming && single && !quiet && !stream_stop.stopped() {
             if let Some(t) = &tok {
                 match dec.push(t, id) {
                     Ok(Some(piece)) => {
-                        print!("{piece}");
+                        print!("{}", stream_stop.push(&piece).0);
                         let _ = std::io::stdout().flush();
                     }
                     Ok(None) => {}
@@ -107,8 +119,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     let t = llm.tokenizer()?;
     for (i, g) in gens.iter().enumerate() {
-        let text = t.decode(&g.token_ids, true)?;
+        let text = cut_at_stop(&t.decode(&g.token_ids, true)?, &a.stop);
         if a.streaming && single {
+            if !stream_stop.stopped() {
+                print!("{}", stream_stop.flush());
+            }
             println!();
         } else if single {
             println!("{text}");
@@ -127,4 +142,37 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         (new.saturating_sub(gens.len())) as f64 / g.decode_time.as_secs_f64().max(1e-9)
     );
     Ok(())
+}
+
+/// The prompts: `--input-text`, else the non-empty lines of `--input-file` (`-`: stdin), else
+/// those of stdin when it is not a terminal.
+fn inputs(a: &Args) -> anyhow::Result<Vec<String>> {
+    use std::io::{IsTerminal, Read};
+    if !a.input_text.is_empty() {
+        return Ok(a.input_text.clone());
+    }
+    let mut text = String::new();
+    match &a.input_file {
+        Some(f) if f.as_os_str() == "-" => {
+            std::io::stdin().read_to_string(&mut text)?;
+        }
+        Some(f) => {
+            text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        }
+        None if !std::io::stdin().is_terminal() => {
+            std::io::stdin().read_to_string(&mut text)?;
+        }
+        None => {}
+    }
+    Ok(text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect())
+}
+
+/// `text` up to the first of `stops` (as the serving stop rule: the stop text is not kept).
+fn cut_at_stop(text: &str, stops: &[String]) -> String {
+    let mut m = StopMatcher::new(stops.to_vec());
+    let (mut out, stopped) = m.push(text);
+    if !stopped {
+        out.push_str(&m.flush());
+    }
+    out
 }

@@ -65,6 +65,10 @@ class Server:
         for line in text.splitlines():
             if line and not line.startswith("#"):
                 name, value = line.rsplit(" ", 1)
+                # Every sample carries the model_name label; keys are the names without it.
+                label = re.search(r'model_name="[^"]*",?', name)
+                assert label, f"no model_name label: {line}"
+                name = name.replace(label.group(0), "").replace("{}", "")
                 out[name] = float(value)
         return out
 

@@ -68,10 +68,15 @@ BAD = [
     ("/detokenize", {"tokens": [1, 99999]}, "tokens[1]"),
     ("/detokenize", {"tokens": [-1]}, "tokens[0]"),
     ("/detokenize", {"tokens": "abc"}, "tokens"),
-    ("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"}}, "response_format"),
+    ("/v1/completions", {"prompt": "x", "guided_decoding_backend": "xgrammar"}, "guided_decoding_backend"),
     ("/v1/completions", {"prompt": "x", "min_tokens": 3}, "min_tokens"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": []}, "tools"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "guided_json": {}}, "guided_json"),
+    ("/v1/completions", {"prompt": "x", "tools": []}, "tools"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools[0].function"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}, "tool_choice"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "guided_json": 5}, "guided_json"),
+    ("/v1/completions", {"prompt": "x", "guided_regex": "(unclosed"}, "guided_regex"),
+    ("/v1/completions", {"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}}, "response_format"),
+    ("/v1/completions", {"prompt": "x", "guided_regex": "a", "guided_choice": ["b"]}, "guided_choice"),
     ("/v1/embeddings", {}, "input"),
     ("/v1/embeddings", {"input": []}, "input"),
     ("/v1/embeddings", {"input": 5}, "input"),
@@ -150,3 +155,12 @@ def test_request_log_one_line_per_request(client, server):
     import time
     time.sleep(0.2)
     assert sum("request rejected" in l for l in server.lines) == before + 1
+
+
+def test_startup_block_and_metrics_label(server):
+    block = [l for l in server.lines if "config: " in l]
+    for key in ("model: ", "served model name: llama", "max-num-seqs: 32", "KV cache: 48 blocks", "chat template: "):
+        assert any(key in l for l in block), (key, block)
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    samples = [l for l in text.splitlines() if l and not l.startswith("#")]
+    assert samples and all('model_name="llama"' in l for l in samples), samples[:3]

@@ -283,6 +283,48 @@ pub fn sample_count_tokens(
     )
 }
 
+/// Structured outputs: every logit of `logits [rows, vocab]` (f32 or bf16, in place) whose
+/// token the row's packed mask does not allow becomes `-inf`. `mask [rows, words]` u32: bit
+/// `t % 32` of word `t / 32` set allows token `t`; tokens past `32 * words` are not allowed.
+/// [`crate::sample_ref::token_mask`] is the CPU twin. Run it before [`sample`] or the argmax.
+#[allow(clippy::too_many_arguments)]
+pub fn token_mask(
+    gpu: &Gpu,
+    logits: DevPtr<'_>,
+    dt: Dt,
+    rows: usize,
+    vocab: usize,
+    mask: DevPtr<'_>,
+    words: usize,
+) -> Result<(), GpuError> {
+    let k = "token_mask";
+    if rows == 0 || vocab == 0 {
+        return Ok(());
+    }
+    if rows > 65535 {
+        return Err(bad(k, format!("{rows} rows exceed the grid's 65535")));
+    }
+    let (name, es) = match dt {
+        Dt::F32 => ("token_mask_f32", 4),
+        Dt::BF16 => ("token_mask_bf16", 2),
+    };
+    i32_of(k, "vocab", vocab)?;
+    i32_of(k, "words", words)?;
+    logits.check(k, "logits", rows * vocab * es)?;
+    aligned(k, "logits", logits, es as u64)?;
+    mask.check(k, "mask", rows * words * 4)?;
+    aligned(k, "mask", mask, 4)?;
+    let cols = vocab.div_ceil(256).clamp(1, 1024) as u32;
+    let cfg = LaunchConfig { grid_dim: (cols, rows as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    run(
+        gpu,
+        Kernel::Sampling,
+        name,
+        cfg,
+        &[Arg::Ptr(logits.addr()), Arg::Ptr(mask.addr()), Arg::I32(vocab as i32), Arg::I32(words as i32)],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -13,7 +13,8 @@ pub use logits::{apply_penalties, token_logprob, TokenLogprob};
 pub use sampler::{Sampler, SamplingParams, MAX_LOGPROBS, MAX_N};
 mod model_runner;
 mod sampling;
+mod token_mask;
 
 pub use model_runner::{
-    Executor, ModelRunner, RunnerOutput, SampleInput, Sampled, ScheduledSeq, SchedulerOutput,
+    Executor, MaskJob, ModelRunner, RunnerOutput, SampleInput, Sampled, ScheduledSeq, SchedulerOutput,
 };

@@ -34,10 +34,17 @@ pub struct ScheduledSeq<'a> {
     pub sample: Option<SampleInput<'a>>,
 }
 
+/// The structured-output masks of a step, computed while the forward runs: called once after
+/// the forward, it gives one entry per scheduled sequence (`Some(packed mask)` where the row's
+/// next token is constrained; see [`crate::text::TokenMatcher::mask`]).
+pub type MaskJob<'a> = Box<dyn FnOnce() -> Result<Vec<Option<Vec<u32>>>> + 'a>;
+
 /// What the scheduler asks for in one step.
 #[derive(Default)]
 pub struct SchedulerOutput<'a> {
     pub seqs: Vec<ScheduledSeq<'a>>,
+    /// `Some` when a row samples under a grammar.
+    pub masks: Option<MaskJob<'a>>,
 }
 
 /// A sampled token, with its logprobs when asked for.
@@ -162,6 +169,21 @@ impl Executor for ModelRunner {
         let random = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_sampler()));
         let rows: Vec<(u64, Option<&SampleInput<'_>>)> =
             step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
+        let masks = match step.masks {
+            Some(job) => Some(job()?),
+            None => None,
+        };
+        let mut logits = logits;
+        if let Some(m) = &masks {
+            if m.len() != rows.len() {
+                return Err(Error::Msg(format!("structured outputs: {} masks for {} rows", m.len(), rows.len())));
+            }
+            if logits.devbuf().is_some() {
+                super::token_mask::apply_device(&logits, m)?;
+            } else {
+                logits = super::token_mask::apply_host(&logits, m)?;
+            }
+        }
         if !random {
             let ids = crate::ops::argmax_rows(&logits)?;
             let sampled =

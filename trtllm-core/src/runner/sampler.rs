@@ -34,6 +34,9 @@ pub struct SamplingParams {
     pub frequency_penalty: f32,
     /// HF repetition penalty over prompt and output (1 = off).
     pub repetition_penalty: f32,
+    /// Structured outputs: every sampled token keeps the output inside this grammar; the
+    /// sequence stops when the grammar is complete. Each sequence of `n` walks it on its own.
+    pub grammar: Option<std::sync::Arc<crate::text::Grammar>>,
 }
 
 impl Default for SamplingParams {
@@ -53,6 +56,7 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             repetition_penalty: 1.0,
+            grammar: None,
         }
     }
 }

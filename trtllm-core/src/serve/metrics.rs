@@ -105,6 +105,28 @@ impl Default for EngineMetrics {
     }
 }
 
+/// `text` (Prometheus exposition) with the label `key="value"` on every sample (the value
+/// escaped as the format requires).
+pub fn with_label(text: &str, key: &str, value: &str) -> String {
+    let v = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut out = String::with_capacity(text.len() * 2);
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else if let Some(i) = line.find('{') {
+            out.push_str(&line[..=i]);
+            out.push_str(&format!("{key}=\"{v}\","));
+            out.push_str(&line[i + 1..]);
+        } else if let Some((name, val)) = line.split_once(' ') {
+            out.push_str(&format!("{name}{{{key}=\"{v}\"}} {val}"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 impl EngineMetrics {
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render_prometheus(&self) -> String {
@@ -177,5 +199,17 @@ impl EngineMetrics {
             "Time from arrival to the last token.",
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    #[test]
+    fn every_sample_gets_the_label() {
+        let t = "# HELP a x\na 1\nb_bucket{le=\"0.1\"} 2\n";
+        assert_eq!(
+            super::with_label(t, "model_name", "m\"1"),
+            "# HELP a x\na{model_name=\"m\\\"1\"} 1\nb_bucket{model_name=\"m\\\"1\",le=\"0.1\"} 2\n"
+        );
     }
 }

@@ -12,7 +12,7 @@ mod sequence;
 pub use engine::{
     Delta, EmbedReply, Engine, EngineHandle, Event, EventSink, Limits, RequestHandle, SubmitError, Usage,
 };
-pub use metrics::{EngineMetrics, Histogram};
+pub use metrics::{with_label, EngineMetrics, Histogram};
 pub use prefix_cache::{block_hashes, BlockManager};
 pub use scheduler::{Scheduler, SchedulerConfig, StepOutput, TokenOut};
 pub use sequence::{FinishReason, SeqRequest};

@@ -24,6 +24,7 @@ use std::time::Instant;
 use super::prefix_cache::BlockManager;
 use super::sequence::{FinishReason, SeqRequest, Sequence};
 use crate::runner::{Executor, ModelRunner, SampleInput, ScheduledSeq, SchedulerOutput, TokenLogprob};
+use crate::text::TokenMatcher;
 use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -50,6 +51,9 @@ pub struct TokenOut {
     pub logprob: Option<TokenLogprob>,
     /// Set when this token ends the sequence (its blocks are already released).
     pub finish: Option<FinishReason>,
+    /// The token is an EOS or stop id (its text is not part of the output); a sequence can also
+    /// finish on an ordinary token (length, a completed grammar).
+    pub stop_token: bool,
 }
 
 /// What one step did.
@@ -276,19 +280,25 @@ impl<E: Executor> Scheduler<E> {
             return Ok(out);
         }
         // `plan` lists running sequences in increasing index order.
-        let mut work = SchedulerOutput { seqs: Vec::with_capacity(plan.len()) };
+        let mut seqs = Vec::with_capacity(plan.len());
+        let mut matchers: Vec<(usize, &mut TokenMatcher)> = vec![];
         let mut next = plan.iter().peekable();
         for (i, s) in self.running.iter_mut().enumerate() {
             let Some(&(_, n)) = next.next_if(|p| p.0 == i) else { continue };
             let end = s.cached + n;
             let (prompt, output) = s.tokens.split_at(s.prompt_len);
+            if end == s.tokens.len() {
+                if let Some(m) = s.matcher.as_mut() {
+                    matchers.push((seqs.len(), m));
+                }
+            }
             let sample = (end == s.tokens.len()).then_some(SampleInput {
                 params: &s.params,
                 prompt,
                 output,
                 sampler: &s.sampler,
             });
-            work.seqs.push(ScheduledSeq {
+            seqs.push(ScheduledSeq {
                 id: s.id,
                 tokens: &s.tokens[s.cached..end],
                 start_pos: s.cached,
@@ -297,7 +307,21 @@ impl<E: Executor> Scheduler<E> {
             });
         }
         let t1 = Instant::now();
-        let result = self.runner.execute(work)?;
+        let rows = seqs.len();
+        let runner = &mut self.runner;
+        // Grammar masks on a worker thread while the forward runs (rayon across sequences).
+        let result = std::thread::scope(|sc| {
+            // A step whose borrows end with the scope (the mask job joins a scoped thread).
+            let mut work = SchedulerOutput { seqs, masks: None };
+            if !matchers.is_empty() {
+                let eos = &self.eos;
+                let h = sc.spawn(move || masks_of(matchers, rows, eos));
+                work.masks = Some(Box::new(move || {
+                    h.join().map_err(|_| Error::Msg("structured outputs: the mask worker panicked".into()))?
+                }));
+            }
+            runner.execute(work)
+        })?;
         let now = Instant::now();
         out.execute_s = (now - t1).as_secs_f64();
         let bs = self.block_size;
@@ -318,14 +342,23 @@ impl<E: Executor> Scheduler<E> {
             s.first_token.get_or_insert(now);
             s.last_token = Some(now);
             let p = &s.params;
-            let finish = if (!p.ignore_eos && self.eos.contains(&tok)) || p.stop_token_ids.contains(&tok) {
+            let eos = self.eos.contains(&tok);
+            let grammar = match s.matcher.as_mut() {
+                Some(m) if !eos => Some(m.accept(tok).map(|_| m.is_finished())),
+                _ => None,
+            };
+            let stop_token = (!p.ignore_eos && eos) || p.stop_token_ids.contains(&tok);
+            let finish = if let Some(Err(e)) = &grammar {
+                tracing::warn!(seq = s.id, "structured outputs: {e}; the sequence ends");
+                Some(FinishReason::Abort)
+            } else if stop_token || matches!(grammar, Some(Ok(true))) {
                 Some(FinishReason::Stop)
             } else if s.num_generated() >= p.max_new_tokens || s.tokens.len() >= self.cfg.max_seq_len {
                 Some(FinishReason::Length)
             } else {
                 None
             };
-            out.tokens.push(TokenOut { seq: s.id, token: tok, logprob: x.logprob, finish });
+            out.tokens.push(TokenOut { seq: s.id, token: tok, logprob: x.logprob, finish, stop_token });
         }
         let done: Vec<u64> = out.tokens.iter().filter(|t| t.finish.is_some()).map(|t| t.seq).collect();
         for id in done {
@@ -334,4 +367,25 @@ impl<E: Executor> Scheduler<E> {
         out.host_s = t0.elapsed().as_secs_f64() - out.execute_s;
         Ok(out)
     }
+}
+
+/// The masks of the constrained rows (`(row, matcher)`), one entry per row of the step. A
+/// matcher that fails (its grammar allows nothing here) gets a mask of the EOS ids: the
+/// sequence ends rather than the step.
+fn masks_of(matchers: Vec<(usize, &mut TokenMatcher)>, rows: usize, eos: &[u32]) -> Result<Vec<Option<Vec<u32>>>> {
+    use rayon::prelude::*;
+    let computed: Vec<(usize, Result<Vec<u32>>, usize)> =
+        matchers.into_par_iter().map(|(r, m)| (r, m.mask(), m.vocab())).collect();
+    let mut out = vec![None; rows];
+    for (r, m, vocab) in computed {
+        out[r] = Some(m.unwrap_or_else(|e| {
+            tracing::warn!("{e}; only EOS is allowed");
+            let mut w = vec![0u32; crate::text::mask_words(vocab)];
+            for &t in eos.iter().filter(|&&t| (t as usize) < vocab) {
+                w[t as usize / 32] |= 1 << (t % 32);
+            }
+            w
+        }));
+    }
+    Ok(out)
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::prefix_cache::block_hash;
 use crate::runner::{Sampler, SamplingParams};
+use crate::text::TokenMatcher;
 
 /// Why a sequence stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,10 +57,13 @@ pub(crate) struct Sequence {
     pub preemptions: usize,
     /// Prompt tokens served from the prefix cache at (last) admission.
     pub cached_prompt_tokens: usize,
+    /// Where the output is in its grammar (structured outputs); advanced on each sampled token.
+    pub matcher: Option<TokenMatcher>,
 }
 
 impl Sequence {
     pub fn new(r: SeqRequest) -> Self {
+        let matcher = r.params.grammar.as_ref().map(|g| g.matcher());
         Sequence {
             id: r.id,
             prompt_len: r.prompt.len(),
@@ -74,6 +78,7 @@ impl Sequence {
             last_token: None,
             preemptions: 0,
             cached_prompt_tokens: 0,
+            matcher,
         }
     }
 

@@ -11,16 +11,27 @@ use serde::Serialize;
 use crate::text::Tokenizer;
 use crate::{Error, Result};
 
-/// One chat message.
-#[derive(Clone, Debug, Serialize)]
+/// One chat message. Tool calling adds an assistant's `tool_calls` (each `{"id", "type",
+/// "function": {"name", "arguments"}}`, arguments as a JSON object, as transformers' templates
+/// expect) and a tool result's `tool_call_id` / `name`.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage { role: role.into(), content: content.into(), ..Default::default() }
+    }
     pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage { role: "user".into(), content: content.into() }
+        ChatMessage::new("user", content)
     }
 }
 

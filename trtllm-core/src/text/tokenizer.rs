@@ -81,6 +81,11 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })
     }
 
+    /// The `tokenizers` tokenizer (the grammar compiler builds its token trie from it).
+    pub fn hf(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
