@@ -26,8 +26,8 @@ pub use quant::{
     gemv_fp8_ok, gemv_int4, int4_dequant, Int4W, QGEMV_MAX_M,
 };
 pub use sampling::{
-    sample, sample_count_tokens, sample_slots_init, sample_workspace_bytes, token_mask, SampleArgs, SampleCsr,
-    SampleLogprobs, SampleParams, TokenState, MAX_TOP, SAMPLE_MAX_VOCAB,
+    sample, sample_count_tokens, sample_slots_init, sample_workspace_bytes, token_mask, SampleArgs,
+    SampleCsr, SampleLogprobs, SampleParams, TokenState, MAX_TOP, SAMPLE_MAX_VOCAB,
 };
 
 /// A device pointer: `buf` at byte `off`.

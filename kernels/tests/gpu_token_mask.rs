@@ -48,7 +48,9 @@ fn bytes(v: &[f32], dt: Dt) -> Vec<u8> {
 fn floats(b: &[u8], dt: Dt) -> Vec<f32> {
     match dt {
         Dt::F32 => b.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dt::BF16 => b.chunks(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+        Dt::BF16 => {
+            b.chunks(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+        }
     }
 }
 
@@ -62,8 +64,9 @@ fn token_mask_matches_the_cpu_twin_and_argmax_respects_it() {
             for vocab in [8usize, 1000, 49152, 128256] {
                 // Masks one word short of the vocabulary on odd rows of the last shape.
                 let words = if vocab == 128256 { vocab / 32 - 1 } else { vocab.div_ceil(32) };
-                let x: Vec<f32> =
-                    (0..rows * vocab).map(|_| as_dt(((rng.next() >> 40) as f32 / 16777216.0) * 8.0 - 4.0, dt)).collect();
+                let x: Vec<f32> = (0..rows * vocab)
+                    .map(|_| as_dt(((rng.next() >> 40) as f32 / 16777216.0) * 8.0 - 4.0, dt))
+                    .collect();
                 let mut mask = vec![0u32; rows * words];
                 for (r, m) in mask.chunks_mut(words).enumerate() {
                     // Row r allows about 1 token in 2^(r % 6): dense to very sparse, never none.
@@ -81,20 +84,20 @@ fn token_mask_matches_the_cpu_twin_and_argmax_respects_it() {
                     sample_ref::token_mask(row, m);
                 }
                 let lb = DevBuf::upload(&g, &bytes(&x, dt)).expect("upload logits");
-                let mb = DevBuf::upload(
-                    &g,
-                    &mask.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>(),
-                )
-                .expect("upload mask");
+                let mb = DevBuf::upload(&g, &mask.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>())
+                    .expect("upload mask");
                 launch::token_mask(&g, DevPtr::new(&lb, 0), dt, rows, vocab, DevPtr::new(&mb, 0), words)
                     .expect("token_mask");
                 let got = floats(&lb.download(0, rows * vocab * dt.size()).expect("download"), dt);
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!(a == b || (a.is_infinite() && b.is_infinite() && a < &0.0 && b < &0.0),
-                        "{dt:?} rows {rows} vocab {vocab}: element {i}: gpu {a} cpu {b}");
+                    assert!(
+                        a == b || (a.is_infinite() && b.is_infinite() && a < &0.0 && b < &0.0),
+                        "{dt:?} rows {rows} vocab {vocab}: element {i}: gpu {a} cpu {b}"
+                    );
                 }
                 let ob = DevBuf::zeros(&g, rows * 4).expect("out");
-                launch::argmax(&g, dt, DevPtr::new(&lb, 0), DevPtr::new(&ob, 0), rows, vocab).expect("argmax");
+                launch::argmax(&g, dt, DevPtr::new(&lb, 0), DevPtr::new(&ob, 0), rows, vocab)
+                    .expect("argmax");
                 let ids: Vec<i32> = ob
                     .download(0, rows * 4)
                     .expect("download ids")

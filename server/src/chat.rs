@@ -43,9 +43,11 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
         kwargs.insert("tools".into(), Value::Array(t.defs.clone()));
     }
     let ids = crate::offload::blocking(&st, move |st| {
-        let tmpl = st.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "no chat template"))?;
-        let text =
-            tmpl.render_with(&msgs, true, &kwargs).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+        let tmpl =
+            st.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "no chat template"))?;
+        let text = tmpl
+            .render_with(&msgs, true, &kwargs)
+            .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
         crate::offload::encode(st, &text, false, "messages")
     })
     .await?;
@@ -60,7 +62,10 @@ async fn handle(st: Arc<AppState>, body: &[u8]) -> ApiResult<Response> {
     params.grammar = crate::guided::grammar(&st, body)?;
     if let Some(spec) = tools.as_ref().and_then(|t| t.grammar(format)) {
         if params.grammar.is_some() {
-            return Err(ApiError::invalid("tool_choice", "a required or named `tool_choice` cannot be combined with a structured-output constraint"));
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "a required or named `tool_choice` cannot be combined with a structured-output constraint",
+            ));
         }
         params.grammar = Some(crate::guided::compile(&st, &spec, "tools")?);
     }

@@ -33,8 +33,15 @@ const SAMPLING: &[&str] = &[
 /// `/v1/completions`: the sampling fields and these.
 pub const COMPLETION: &[&str] = &["prompt", "echo", "best_of", "suffix", "return_token_ids"];
 /// `/v1/chat/completions`: the sampling fields and these.
-pub const CHAT: &[&str] =
-    &["messages", "max_completion_tokens", "top_logprobs", "chat_template_kwargs", "tools", "tool_choice", "parallel_tool_calls"];
+pub const CHAT: &[&str] = &[
+    "messages",
+    "max_completion_tokens",
+    "top_logprobs",
+    "chat_template_kwargs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+];
 
 /// Fields OpenAI or vLLM define for generation that we do not implement: a 400 naming them.
 pub const GEN_UNSUPPORTED: &[&str] = &[

@@ -13,8 +13,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
 /// The request fields this module reads (both generation endpoints).
-pub const FIELDS: &[&str] =
-    &["response_format", "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"];
+pub const FIELDS: &[&str] = &[
+    "response_format",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+];
 
 fn json_schema(v: &Value, field: &str) -> ApiResult<GrammarSpec> {
     match v {
@@ -28,7 +34,9 @@ fn json_schema(v: &Value, field: &str) -> ApiResult<GrammarSpec> {
 }
 
 fn string(v: &Value, field: &str) -> ApiResult<String> {
-    v.as_str().map(String::from).ok_or_else(|| ApiError::invalid(field, format!("`{field}` must be a string")))
+    v.as_str()
+        .map(String::from)
+        .ok_or_else(|| ApiError::invalid(field, format!("`{field}` must be a string")))
 }
 
 fn choice(v: &Value, field: &str) -> ApiResult<GrammarSpec> {
@@ -62,7 +70,9 @@ fn response_format(v: &Value) -> ApiResult<Option<GrammarSpec>> {
 
 fn structured_outputs(v: &Value) -> ApiResult<Option<GrammarSpec>> {
     let f = "structured_outputs";
-    let Value::Object(m) = v else { return Err(ApiError::invalid(f, "`structured_outputs` must be an object")) };
+    let Value::Object(m) = v else {
+        return Err(ApiError::invalid(f, "`structured_outputs` must be an object"));
+    };
     let mut out = vec![];
     for (k, x) in m {
         if x.is_null() {
@@ -82,7 +92,10 @@ fn structured_outputs(v: &Value) -> ApiResult<Option<GrammarSpec>> {
     match out.len() {
         0 => Ok(None),
         1 => Ok(out.pop()),
-        _ => Err(ApiError::invalid(f, "`structured_outputs` takes one of json, regex, choice, grammar, json_object")),
+        _ => Err(ApiError::invalid(
+            f,
+            "`structured_outputs` takes one of json, regex, choice, grammar, json_object",
+        )),
     }
 }
 
@@ -105,7 +118,10 @@ pub fn spec(body: &Value) -> ApiResult<Option<GrammarSpec>> {
     }
     if found.len() > 1 {
         let names: Vec<&str> = found.iter().map(|f| f.0).collect();
-        return Err(ApiError::invalid(names[1], format!("only one structured-output constraint per request, got {}", names.join(", "))));
+        return Err(ApiError::invalid(
+            names[1],
+            format!("only one structured-output constraint per request, got {}", names.join(", ")),
+        ));
     }
     Ok(found.pop().map(|f| f.1))
 }
@@ -130,7 +146,9 @@ pub fn compile(st: &AppState, spec: &GrammarSpec, field: &str) -> ApiResult<Arc<
 
 fn compiler(st: &AppState) -> ApiResult<Arc<GrammarCompiler>> {
     let made = st.grammars.get_or_init(|| {
-        GrammarCompiler::new(&st.tokenizer, st.engine.limits().vocab_size).map(Arc::new).map_err(|e| e.to_string())
+        GrammarCompiler::new(&st.tokenizer, st.engine.limits().vocab_size)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
     });
     made.clone().map_err(ApiError::internal)
 }
@@ -149,11 +167,23 @@ mod tests {
         let rf = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": true}}});
         assert_eq!(s(rf), Some(GrammarSpec::JsonSchema(schema.clone())));
         assert_eq!(s(json!({"guided_json": schema})), Some(GrammarSpec::JsonSchema(schema.clone())));
-        assert_eq!(s(json!({"guided_json": schema.to_string()})), Some(GrammarSpec::JsonSchema(schema.clone())));
+        assert_eq!(
+            s(json!({"guided_json": schema.to_string()})),
+            Some(GrammarSpec::JsonSchema(schema.clone()))
+        );
         assert_eq!(s(json!({"guided_regex": "a+"})), Some(GrammarSpec::Regex("a+".into())));
-        assert_eq!(s(json!({"guided_choice": ["x", "y"]})), Some(GrammarSpec::Choice(vec!["x".into(), "y".into()])));
-        assert_eq!(s(json!({"guided_grammar": "start: \"a\""})), Some(GrammarSpec::Lark("start: \"a\"".into())));
-        assert_eq!(s(json!({"structured_outputs": {"choice": ["x"]}})), Some(GrammarSpec::Choice(vec!["x".into()])));
+        assert_eq!(
+            s(json!({"guided_choice": ["x", "y"]})),
+            Some(GrammarSpec::Choice(vec!["x".into(), "y".into()]))
+        );
+        assert_eq!(
+            s(json!({"guided_grammar": "start: \"a\""})),
+            Some(GrammarSpec::Lark("start: \"a\"".into()))
+        );
+        assert_eq!(
+            s(json!({"structured_outputs": {"choice": ["x"]}})),
+            Some(GrammarSpec::Choice(vec!["x".into()]))
+        );
         assert_eq!(s(json!({"structured_outputs": {"json_object": true}})), Some(GrammarSpec::JsonObject));
     }
 
@@ -161,7 +191,10 @@ mod tests {
     fn bad_constraints_name_their_field() {
         let e = |v: Value| spec(&v).expect_err("rejected").param;
         assert_eq!(e(json!({"response_format": {"type": "yaml"}})).as_deref(), Some("response_format"));
-        assert_eq!(e(json!({"response_format": {"type": "json_schema"}})).as_deref(), Some("response_format"));
+        assert_eq!(
+            e(json!({"response_format": {"type": "json_schema"}})).as_deref(),
+            Some("response_format")
+        );
         assert_eq!(e(json!({"guided_choice": []})).as_deref(), Some("guided_choice"));
         assert_eq!(e(json!({"guided_regex": 3})).as_deref(), Some("guided_regex"));
         assert_eq!(e(json!({"guided_json": "{not json"})).as_deref(), Some("guided_json"));

@@ -141,7 +141,11 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     // Every sample carries the served model's name (vLLM's `model_name` label).
-    let text = trtllm_core::serve::with_label(&st.engine.metrics().render_prometheus(), "model_name", &st.model_name);
+    let text = trtllm_core::serve::with_label(
+        &st.engine.metrics().render_prometheus(),
+        "model_name",
+        &st.model_name,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

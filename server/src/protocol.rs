@@ -266,7 +266,9 @@ pub fn messages(v: Option<&Value>) -> ApiResult<Vec<trtllm_core::text::ChatMessa
 /// An assistant message's `tool_calls` as chat templates read them: each call's `arguments`
 /// (JSON text in the OpenAI API) parsed into an object, as vLLM does before rendering.
 fn template_tool_calls(calls: &Value, param: &str) -> ApiResult<Value> {
-    let bad = || ApiError::invalid(param, "`tool_calls` must be an array of {id, type, function: {name, arguments}}");
+    let bad = || {
+        ApiError::invalid(param, "`tool_calls` must be an array of {id, type, function: {name, arguments}}")
+    };
     let list = calls.as_array().ok_or_else(bad)?;
     let mut out = vec![];
     for c in list {

@@ -12,12 +12,32 @@ pub fn lines(cfg: &ServeConfig, served: &Served) -> Vec<String> {
     vec![
         format!("model: {}", cfg.model_dir.display()),
         format!("served model name: {}", served.model_name),
-        format!("device: {:?}, dtype: {}", cfg.device, cfg.dtype.map_or("auto (the checkpoint's)".into(), |d| format!("{d:?}"))),
-        format!("max-num-seqs: {}, max-num-tokens: {}, max-model-len: {}", s.max_batch_size, s.max_num_tokens, s.max_seq_len),
-        format!("KV cache: {} blocks, prefix caching: {}", served.kv_blocks, if s.prefix_caching { "on" } else { "off" }),
-        format!("max queue: {}, drain timeout: {:?}, api key: {}", cfg.max_queue, cfg.drain_timeout, if cfg.api_key.is_some() { "set" } else { "none" }),
+        format!(
+            "device: {:?}, dtype: {}",
+            cfg.device,
+            cfg.dtype.map_or("auto (the checkpoint's)".into(), |d| format!("{d:?}"))
+        ),
+        format!(
+            "max-num-seqs: {}, max-num-tokens: {}, max-model-len: {}",
+            s.max_batch_size, s.max_num_tokens, s.max_seq_len
+        ),
+        format!(
+            "KV cache: {} blocks, prefix caching: {}",
+            served.kv_blocks,
+            if s.prefix_caching { "on" } else { "off" }
+        ),
+        format!(
+            "max queue: {}, drain timeout: {:?}, api key: {}",
+            cfg.max_queue,
+            cfg.drain_timeout,
+            if cfg.api_key.is_some() { "set" } else { "none" }
+        ),
         format!("chat template: {tmpl}"),
-        format!("vocabulary: {} tokens, EOS {:?}", served.tokenizer.vocab_size(), served.tokenizer.eos_token_ids),
+        format!(
+            "vocabulary: {} tokens, EOS {:?}",
+            served.tokenizer.vocab_size(),
+            served.tokenizer.eos_token_ids
+        ),
         "structured outputs: llguidance (json_schema, json_object, regex, choice, Lark)".to_string(),
     ]
 }

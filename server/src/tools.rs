@@ -61,11 +61,18 @@ pub struct Tools {
 fn function_of(t: &Value, i: usize) -> ApiResult<(&str, &Value)> {
     let p = format!("tools[{i}]");
     if t.get("type").and_then(Value::as_str) != Some("function") {
-        return Err(ApiError::invalid(p, "each tool must be `{\"type\": \"function\", \"function\": {...}}`"));
+        return Err(ApiError::invalid(
+            p,
+            "each tool must be `{\"type\": \"function\", \"function\": {...}}`",
+        ));
     }
-    let f = t.get("function").filter(|f| f.is_object()).ok_or_else(|| ApiError::invalid(format!("{p}.function"), "`function` must be an object"))?;
-    let name = f.get("name").and_then(Value::as_str).filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::invalid(format!("{p}.function.name"), "`name` must be a non-empty string"))?;
+    let f = t
+        .get("function")
+        .filter(|f| f.is_object())
+        .ok_or_else(|| ApiError::invalid(format!("{p}.function"), "`function` must be an object"))?;
+    let name = f.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| {
+        ApiError::invalid(format!("{p}.function.name"), "`name` must be a non-empty string")
+    })?;
     Ok((name, f))
 }
 
@@ -81,19 +88,36 @@ pub fn parse(body: &Value) -> ApiResult<Option<Tools>> {
         names.push(function_of(t, i)?.0.to_string());
     }
     if let Some(v) = body.get("parallel_tool_calls").filter(|v| !v.is_null() && !v.is_boolean()) {
-        return Err(ApiError::invalid("parallel_tool_calls", format!("`parallel_tool_calls` must be a boolean, got {v}")));
+        return Err(ApiError::invalid(
+            "parallel_tool_calls",
+            format!("`parallel_tool_calls` must be a boolean, got {v}"),
+        ));
     }
     let choice = match body.get("tool_choice") {
-        None | Some(Value::Null) => if defs.is_empty() { Choice::None } else { Choice::Auto },
+        None | Some(Value::Null) => {
+            if defs.is_empty() {
+                Choice::None
+            } else {
+                Choice::Auto
+            }
+        }
         Some(Value::String(s)) => match s.as_str() {
             "none" => Choice::None,
             "auto" => Choice::Auto,
             "required" => Choice::Required,
-            _ => return Err(ApiError::invalid("tool_choice", format!("`tool_choice` `{s}` is not none, auto, required or a function"))),
+            _ => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    format!("`tool_choice` `{s}` is not none, auto, required or a function"),
+                ))
+            }
         },
         Some(v) => match v.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
             Some(n) => Choice::Named(n.to_string()),
-            None => return Err(ApiError::invalid("tool_choice", "`tool_choice` must be a string or {\"type\": \"function\", \"function\": {\"name\": ...}}")),
+            None => return Err(ApiError::invalid(
+                "tool_choice",
+                "`tool_choice` must be a string or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+            )),
         },
     };
     match &choice {
@@ -101,7 +125,10 @@ pub fn parse(body: &Value) -> ApiResult<Option<Tools>> {
             return Err(ApiError::invalid("tool_choice", "`tool_choice` needs `tools`"))
         }
         Choice::Named(n) if !names.contains(n) => {
-            return Err(ApiError::invalid("tool_choice", format!("`tool_choice` names `{n}`, which is not in `tools`")))
+            return Err(ApiError::invalid(
+                "tool_choice",
+                format!("`tool_choice` names `{n}`, which is not in `tools`"),
+            ))
         }
         _ => {}
     }
@@ -128,7 +155,9 @@ impl Tools {
         let fns: Vec<&Value> = self.defs.iter().filter_map(|t| t.get("function")).collect();
         let chosen: Vec<&Value> = match &self.choice {
             Choice::Required => fns,
-            Choice::Named(n) => fns.into_iter().filter(|f| f.get("name").and_then(Value::as_str) == Some(n)).collect(),
+            Choice::Named(n) => {
+                fns.into_iter().filter(|f| f.get("name").and_then(Value::as_str) == Some(n)).collect()
+            }
             _ => return None,
         };
         let args = if format == ToolFormat::Llama3 { "parameters" } else { "arguments" };
@@ -136,11 +165,16 @@ impl Tools {
         let one = if schemas.len() == 1 { schemas[0].clone() } else { json!({"anyOf": schemas}) };
         let mut one = one;
         if let Value::Object(m) = &mut one {
-            m.insert("x-guidance".into(), json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}));
+            m.insert(
+                "x-guidance".into(),
+                json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+            );
         }
         let call = format!("%json {one}");
         Some(GrammarSpec::Lark(match format {
-            ToolFormat::Hermes => format!("start: \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall: {call}\n"),
+            ToolFormat::Hermes => {
+                format!("start: \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall: {call}\n")
+            }
             ToolFormat::Llama3 => format!("start: call\ncall: {call}\n"),
             ToolFormat::Mistral => format!("start: \"[TOOL_CALLS][\" call \"]\"\ncall: {call}\n"),
         }))
@@ -211,7 +245,9 @@ pub fn parse_output(format: ToolFormat, text: &str) -> (Option<String>, Vec<Tool
 pub fn call_start(format: ToolFormat, text: &str) -> Option<usize> {
     match format {
         ToolFormat::Hermes => text.find("<tool_call>"),
-        ToolFormat::Mistral => text.find("[TOOL_CALLS]").or_else(|| text.trim_start().starts_with("[{").then_some(0)),
+        ToolFormat::Mistral => {
+            text.find("[TOOL_CALLS]").or_else(|| text.trim_start().starts_with("[{").then_some(0))
+        }
         ToolFormat::Llama3 => {
             let t = text.trim_start();
             (t.starts_with('{') || t.starts_with("<|python_tag|>")).then_some(0)
@@ -263,7 +299,11 @@ impl ToolStream {
                 }
                 let (content, calls) = parse_output(format, &self.pending);
                 let held = std::mem::take(&mut self.pending);
-                return if calls.is_empty() { (before + &held, vec![]) } else { (before + content.as_deref().unwrap_or(""), calls) };
+                return if calls.is_empty() {
+                    (before + &held, vec![])
+                } else {
+                    (before + content.as_deref().unwrap_or(""), calls)
+                };
             }
             let keep = if end { 0 } else { held_suffix(format, &self.pending) };
             let send = self.pending.len() - keep;

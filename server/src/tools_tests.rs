@@ -11,16 +11,25 @@ fn parses_each_format() {
         "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"t\", \"arguments\": {}}\n</tool_call>",
     );
     assert_eq!(c.as_deref(), Some("Let me check."));
-    assert_eq!(calls, vec![
-        ToolCall { name: "get_weather".into(), arguments: "{\"city\":\"Paris\"}".into() },
-        ToolCall { name: "t".into(), arguments: "{}".into() },
-    ]);
-    let (c, calls) = parse_output(ToolFormat::Llama3, "<|python_tag|>{\"name\": \"f\", \"parameters\": {\"x\": 1}}");
+    assert_eq!(
+        calls,
+        vec![
+            ToolCall { name: "get_weather".into(), arguments: "{\"city\":\"Paris\"}".into() },
+            ToolCall { name: "t".into(), arguments: "{}".into() },
+        ]
+    );
+    let (c, calls) =
+        parse_output(ToolFormat::Llama3, "<|python_tag|>{\"name\": \"f\", \"parameters\": {\"x\": 1}}");
     assert_eq!((c, calls), (None, vec![ToolCall { name: "f".into(), arguments: "{\"x\":1}".into() }]));
-    let (c, calls) = parse_output(ToolFormat::Mistral, "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"a\": \"b\"}}]");
+    let (c, calls) =
+        parse_output(ToolFormat::Mistral, "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"a\": \"b\"}}]");
     assert_eq!((c, calls.len()), (None, 1));
     // Not calls: all content.
-    for (f, t) in [(ToolFormat::Hermes, "<tool_call>{broken"), (ToolFormat::Llama3, "hello"), (ToolFormat::Mistral, "[TOOL_CALLS]nope")] {
+    for (f, t) in [
+        (ToolFormat::Hermes, "<tool_call>{broken"),
+        (ToolFormat::Llama3, "hello"),
+        (ToolFormat::Mistral, "[TOOL_CALLS]nope"),
+    ] {
         assert_eq!(parse_output(f, t), (Some(t.to_string()), vec![]));
     }
 }
@@ -36,7 +45,11 @@ fn tool_choice_and_formats() {
     assert_eq!(parse(&json!({"tools": [weather()]})).expect("ok").expect("tools").choice, Choice::Auto);
     assert!(parse(&json!({})).expect("ok").is_none());
     let e = |v: Value| parse(&v).expect_err("rejected").param;
-    assert_eq!(e(json!({"tools": [weather()], "tool_choice": {"type": "function", "function": {"name": "nope"}}})).as_deref(), Some("tool_choice"));
+    assert_eq!(
+        e(json!({"tools": [weather()], "tool_choice": {"type": "function", "function": {"name": "nope"}}}))
+            .as_deref(),
+        Some("tool_choice")
+    );
     assert_eq!(e(json!({"tool_choice": "required"})).as_deref(), Some("tool_choice"));
     assert_eq!(e(json!({"tools": [{"type": "retrieval"}]})).as_deref(), Some("tools[0]"));
     assert_eq!(e(json!({"tools": [weather()], "tool_choice": "sometimes"})).as_deref(), Some("tool_choice"));

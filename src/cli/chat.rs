@@ -108,10 +108,14 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         let ids = served.tokenizer.encode_raw(&text)?;
         if ids.len() >= limit {
             history.pop();
-            eprintln!("the conversation is {} tokens, over the limit of {limit}: /reset to start over", ids.len());
+            eprintln!(
+                "the conversation is {} tokens, over the limit of {limit}: /reset to start over",
+                ids.len()
+            );
             continue;
         }
-        let p = SamplingParams { max_new_tokens: params.max_new_tokens.min(limit - ids.len()), ..params.clone() };
+        let p =
+            SamplingParams { max_new_tokens: params.max_new_tokens.min(limit - ids.len()), ..params.clone() };
         let (tx, rx) = mpsc::channel::<Event>();
         let _handle = engine.submit(ids, p, Box::new(tx)).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut answer = String::new();

@@ -138,7 +138,13 @@ fn check(name: &str) {
     }
     for n in [1, 3] {
         let p = prompts(name, n);
-        let su = Setup { graphs: false, max_batch: MAX_BATCH, dtype: DType::F32, forced: None, graph_ctx: MAX_SEQ };
+        let su = Setup {
+            graphs: false,
+            max_batch: MAX_BATCH,
+            dtype: DType::F32,
+            forced: None,
+            graph_ctx: MAX_SEQ,
+        };
         let eager = decode(name, &p, su);
         let graph = decode(name, &p, Setup { graphs: true, ..su });
         assert_eq!(graph.off, None, "{name} batch {n}: graphs were turned off");

@@ -27,7 +27,8 @@ fn opts(batch: usize, max_seq_len: usize) -> LlmOptions {
 }
 
 fn compiler(llm: &Llm) -> GrammarCompiler {
-    GrammarCompiler::new(llm.tokenizer().expect("tokenizer"), llm.model().config().vocab_size).expect("compiler")
+    GrammarCompiler::new(llm.tokenizer().expect("tokenizer"), llm.model().config().vocab_size)
+        .expect("compiler")
 }
 
 #[test]
@@ -42,9 +43,11 @@ fn constrained_batches_stay_in_their_grammars() {
     let alone = llm.generate_ids(prompts.clone(), &plain, &mut |_, _| {}).expect("plain");
     let schema = json!({"type": "object", "properties": {"k": {"enum": ["x", "y", "z"]}, "n": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["k", "n"], "additionalProperties": false});
     let g = Arc::new(c.compile(&GrammarSpec::JsonSchema(schema)).expect("schema"));
-    let choice = Arc::new(c.compile(&GrammarSpec::Choice(vec!["alpha".into(), "beta".into()])).expect("choice"));
+    let choice =
+        Arc::new(c.compile(&GrammarSpec::Choice(vec!["alpha".into(), "beta".into()])).expect("choice"));
     // Six sampled sequences in one batch, each walking its own copy of the grammar.
-    let json_params = SamplingParams { temperature: 1.0, seed: Some(1), grammar: Some(g), ..SamplingParams::greedy(120) };
+    let json_params =
+        SamplingParams { temperature: 1.0, seed: Some(1), grammar: Some(g), ..SamplingParams::greedy(120) };
     let mut many = prompts.clone();
     many.extend(prompts.iter().cloned());
     let outs = llm.generate_ids(many, &json_params, &mut |_, _| {}).expect("json");
@@ -53,7 +56,12 @@ fn constrained_batches_stay_in_their_grammars() {
         assert!(["x", "y", "z"].contains(&v["k"].as_str().expect("k")), "{}", o.text);
         assert!(v["n"].as_u64().is_some_and(|n| n <= 9), "{}", o.text);
     }
-    let choice_params = SamplingParams { temperature: 1.0, seed: Some(2), grammar: Some(choice), ..SamplingParams::greedy(20) };
+    let choice_params = SamplingParams {
+        temperature: 1.0,
+        seed: Some(2),
+        grammar: Some(choice),
+        ..SamplingParams::greedy(20)
+    };
     let outs = llm.generate_ids(prompts.clone(), &choice_params, &mut |_, _| {}).expect("choice");
     for o in &outs {
         assert!(o.text == "alpha" || o.text == "beta", "{:?}", o.text);
@@ -69,9 +77,9 @@ fn constrained_batches_stay_in_their_grammars() {
 #[test]
 #[ignore]
 fn constrained_decode_overhead() {
-    let dir = std::env::var("TRTLLM_BENCH_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("llama")
-    });
+    let dir = std::env::var("TRTLLM_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("llama"));
     let batch = 32;
     let new = 48;
     let mut llm = Llm::with_options(&dir, opts(batch, 512)).expect("load");
@@ -89,14 +97,18 @@ fn constrained_decode_overhead() {
         .map(|i| tok.encode(&format!("List {i} items in a shopping cart as JSON:")).expect("encode"))
         .collect();
     for temperature in [0.0, 0.7] {
-        let plain = SamplingParams { ignore_eos: true, temperature, seed: Some(1), ..SamplingParams::greedy(new) };
+        let plain =
+            SamplingParams { ignore_eos: true, temperature, seed: Some(1), ..SamplingParams::greedy(new) };
         let guided = SamplingParams { grammar: Some(g.clone()), ..plain.clone() };
         let mut best = [f64::MAX; 2];
         let mut outs = vec![];
         for round in 0..5 {
             for (k, p) in [&plain, &guided].into_iter().enumerate() {
                 let out = llm.generate_ids(prompts.clone(), p, &mut |_, _| {}).expect("generate");
-                assert!(out.iter().all(|o| o.token_ids.len() == new), "round {round}: every row decodes {new} tokens");
+                assert!(
+                    out.iter().all(|o| o.token_ids.len() == new),
+                    "round {round}: every row decodes {new} tokens"
+                );
                 best[k] = best[k].min(out[0].decode_time.as_secs_f64() / (new - 1) as f64);
                 if k == 1 {
                     outs = out;

@@ -176,7 +176,11 @@ impl Executor for ModelRunner {
         let mut logits = logits;
         if let Some(m) = &masks {
             if m.len() != rows.len() {
-                return Err(Error::Msg(format!("structured outputs: {} masks for {} rows", m.len(), rows.len())));
+                return Err(Error::Msg(format!(
+                    "structured outputs: {} masks for {} rows",
+                    m.len(),
+                    rows.len()
+                )));
             }
             if logits.devbuf().is_some() {
                 super::token_mask::apply_device(&logits, m)?;

@@ -12,7 +12,10 @@ use crate::{DType, Error, Result, Tensor};
 fn words_of(masks: &[Option<Vec<u32>>], vocab: usize) -> Result<usize> {
     let words = vocab.div_ceil(32);
     if let Some(m) = masks.iter().flatten().find(|m| m.len() != words) {
-        return Err(Error::Msg(format!("structured outputs: a mask of {} words for {vocab} logits", m.len())));
+        return Err(Error::Msg(format!(
+            "structured outputs: a mask of {} words for {vocab} logits",
+            m.len()
+        )));
     }
     Ok(words)
 }
@@ -37,7 +40,8 @@ pub(super) fn apply_host(logits: &Tensor, masks: &[Option<Vec<u32>>]) -> Result<
 pub(super) fn apply_device(logits: &Tensor, masks: &[Option<Vec<u32>>]) -> Result<()> {
     let (rows, vocab) = logits.dims2("token_mask")?;
     let words = words_of(masks, vocab)?;
-    let (buf, off) = logits.devbuf().ok_or_else(|| Error::Device("token_mask: logits are not on the GPU".into()))?;
+    let (buf, off) =
+        logits.devbuf().ok_or_else(|| Error::Device("token_mask: logits are not on the GPU".into()))?;
     let dt = match logits.dtype() {
         DType::F32 => trtllm_kernels::Dt::F32,
         DType::BF16 => trtllm_kernels::Dt::BF16,
@@ -52,5 +56,6 @@ pub(super) fn apply_device(logits: &Tensor, masks: &[Option<Vec<u32>>]) -> Resul
     }
     let gpu = buf.gpu().clone();
     let mb = trtllm_kernels::DevBuf::upload(&gpu, &packed).map_err(dev_err)?;
-    launch::token_mask(&gpu, DevPtr::new(buf, off), dt, rows, vocab, DevPtr::new(&mb, 0), words).map_err(dev_err)
+    launch::token_mask(&gpu, DevPtr::new(buf, off), dt, rows, vocab, DevPtr::new(&mb, 0), words)
+        .map_err(dev_err)
 }

@@ -250,11 +250,7 @@ impl<E: Executor> EngineLoop<E> {
         let mut text = String::new();
         if let Some(tok) = &self.tok {
             // A stop token's own text is not part of the output.
-            let mut piece = if t.stop_token {
-                Ok(String::new())
-            } else {
-                s.detok.push(tok, t.token)
-            };
+            let mut piece = if t.stop_token { Ok(String::new()) } else { s.detok.push(tok, t.token) };
             if let (Ok(p), Some(_)) = (&mut piece, finish) {
                 p.push_str(&s.detok.flush(tok).unwrap_or_default());
             }

@@ -372,7 +372,11 @@ impl<E: Executor> Scheduler<E> {
 /// The masks of the constrained rows (`(row, matcher)`), one entry per row of the step. A
 /// matcher that fails (its grammar allows nothing here) gets a mask of the EOS ids: the
 /// sequence ends rather than the step.
-fn masks_of(matchers: Vec<(usize, &mut TokenMatcher)>, rows: usize, eos: &[u32]) -> Result<Vec<Option<Vec<u32>>>> {
+fn masks_of(
+    matchers: Vec<(usize, &mut TokenMatcher)>,
+    rows: usize,
+    eos: &[u32],
+) -> Result<Vec<Option<Vec<u32>>>> {
     use rayon::prelude::*;
     let computed: Vec<(usize, Result<Vec<u32>>, usize)> =
         matchers.into_par_iter().map(|(r, m)| (r, m.mask(), m.vocab())).collect();

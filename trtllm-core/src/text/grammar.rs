@@ -69,9 +69,9 @@ fn regex_escape(s: &str) -> String {
 
 fn compact(mut schema: Value) -> Value {
     if let Value::Object(m) = &mut schema {
-        m.entry("x-guidance").or_insert_with(|| {
-            json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
-        });
+        m.entry("x-guidance").or_insert_with(
+            || json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+        );
     }
     schema
 }
@@ -115,10 +115,8 @@ impl GrammarCompiler {
             }
             GrammarSpec::Lark(g) => TopLevelGrammar::from_lark(g.clone()),
         };
-        let parser = self
-            .factory
-            .create_parser(top)
-            .map_err(|e| Error::Request(format!("invalid grammar: {e}")))?;
+        let parser =
+            self.factory.create_parser(top).map_err(|e| Error::Request(format!("invalid grammar: {e}")))?;
         let m = Matcher::new(Ok(parser));
         if let Some(e) = m.get_error() {
             return Err(Error::Request(format!("invalid grammar: {e}")));
