@@ -158,6 +158,16 @@ pub struct Int4W<'a> {
     pub group: usize,
 }
 
+impl Int4W<'_> {
+    /// The three arrays of an `[n, k]` matrix fit their buffers (`group` divides k).
+    fn check(&self, kernel: &'static str, n: usize, k: usize) -> Result<(), GpuError> {
+        let groups = n * (k / self.group);
+        self.q.check(kernel, "q", n * k / 2)?;
+        self.scales.check(kernel, "scales", groups * 2)?;
+        self.zeros.check(kernel, "zeros", groups)
+    }
+}
+
 /// Decode GEMV with INT4 group-quantized weights: `out[m, n] = bf16(x[m, k] @ W[n, k]^T)` with
 /// `W[r, c] = (q(r, c) - zeros[r, c / g]) * scales[r, c / g]`. m <= 8, x and `w.q` 16-byte
 /// aligned.
@@ -185,9 +195,7 @@ pub fn gemv_int4(
         ));
     }
     x.check(K, "x", m * k * 2)?;
-    w.q.check(K, "q", n * k / 2)?;
-    w.scales.check(K, "scales", n * (k / g) * 2)?;
-    w.zeros.check(K, "zeros", n * (k / g))?;
+    w.check(K, n, k)?;
     out.check(K, "out", m * n * 2)?;
     let sdt = match w.scale_dt {
         ScaleDt::F16 => "f16s",
@@ -216,9 +224,7 @@ pub fn int4_dequant(gpu: &Gpu, w: Int4W<'_>, out: DevPtr<'_>, n: usize, k: usize
     if g == 0 || !g.is_multiple_of(8) || !k.is_multiple_of(g) || n * k > i32::MAX as usize * 8 {
         return Err(pre(K, format!("n={n} k={k} group={g} (need a multiple of 8 dividing k)")));
     }
-    w.q.check(K, "q", n * k / 2)?;
-    w.scales.check(K, "scales", n * (k / g) * 2)?;
-    w.zeros.check(K, "zeros", n * (k / g))?;
+    w.check(K, n, k)?;
     out.check(K, "out", n * k * 2)?;
     let name = match w.scale_dt {
         ScaleDt::F16 => "int4_dequant_f16s",

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use super::{convert_gguf, ConvertOptions, GgmlType, GgufWriter, Value, ValueType};
 use crate::text::Tokenizer;
-use crate::weights::SafetensorsFiles;
 
 fn s(x: &str) -> Value {
     Value::String(x.into())
@@ -69,8 +68,14 @@ fn gemma3_norms_and_sentencepiece_tokenizer() {
     w.tensor_f32("blk.0.attn_q_norm.weight", &[16], &[0.75; 16]);
     w.tensor_f32("blk.0.post_ffw_norm.weight", &[32], &[2.0; 32]);
     let (_tmp, out) = convert(&w);
-    let st = SafetensorsFiles::open_dir(&out).expect("safetensors");
-    let read = |n: &str| st.read(n).expect(n).f32s().expect("f32").to_vec();
+    // Read with the safetensors crate: the importer sits below `weights` in the module order.
+    let bytes = std::fs::read(out.join("model.safetensors")).expect("model.safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let read = |n: &str| -> Vec<f32> {
+        let t = st.tensor(n).expect(n);
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{n}");
+        t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
     assert_eq!(read("model.norm.weight"), [0.5; 32]);
     assert_eq!(read("model.layers.0.self_attn.q_norm.weight"), [-0.25; 16]);
     assert_eq!(read("model.layers.0.post_feedforward_layernorm.weight"), [1.0; 32]);

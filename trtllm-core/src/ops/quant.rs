@@ -48,18 +48,15 @@ fn dims(
     Ok((m, n, k))
 }
 
-/// `W` decoded to f32 on the host `[n, k]`.
+/// `W` decoded to f32 on the host `[n, k]` (no bf16 rounding: the f32 dequantized model).
 fn dequant_host(w: &Tensor, scale: &Tensor, layout: ScaleLayout) -> Result<Tensor> {
     let (n, k) = w.dims2("fp8 dequant")?;
     let (codes, s) = (w.to_cpu()?, scale.to_cpu()?);
     let (codes, s) = (codes.f8s()?, s.f32s()?);
-    let idx = |r: usize, c: usize| match layout {
-        ScaleLayout::Tensor => 0,
-        ScaleLayout::Row => r,
-        ScaleLayout::Col => c,
-        ScaleLayout::Block128 => (r / 128) * k.div_ceil(128) + c / 128,
-    };
-    Tensor::from_f32((0..n * k).map(|i| e4m3_decode(codes[i]) * s[idx(i / k, i % k)]).collect(), &[n, k])
+    Tensor::from_f32(
+        (0..n * k).map(|i| e4m3_decode(codes[i]) * s[layout.index(i / k, i % k, k)]).collect(),
+        &[n, k],
+    )
 }
 
 /// `x @ W^T` for FP8 `W` (see the module docs).
