@@ -179,6 +179,28 @@ fn check(name: &str) {
     }
 }
 
+/// Graphs captured for 1024-key contexts plan the bf16 grouped decode kernel's split-K for
+/// them; steps whose contexts fit 256 keys replay the short-context graph instead, which runs
+/// the same unsplit kernel as the eager step: the same logits.
+#[test]
+fn short_context_graphs() {
+    let name = "llama";
+    if !gpu_ok(name) {
+        return;
+    }
+    for n in [1, 3] {
+        let p = prompts(name, n);
+        let su = Setup { graphs: false, max_batch: MAX_BATCH, dtype: DType::BF16, forced: None, graph_ctx: 1024 };
+        let eager = decode(name, &p, su);
+        let graph = decode(name, &p, Setup { graphs: true, ..su });
+        assert_eq!(graph.off, None, "batch {n}: graphs were turned off");
+        assert_eq!(graph.tokens, eager.tokens, "batch {n}: short-context graph tokens differ from eager");
+        let worst = graph.logits.iter().zip(&eager.logits).map(|(g, e)| nmse(g, e)).fold(0.0f64, f64::max);
+        println!("short-context graphs, bf16, batch {n}: worst logits NMSE vs eager {worst:.2e}");
+        assert!(worst <= 1e-6, "batch {n}: logits NMSE {worst:e} > 1e-6");
+    }
+}
+
 /// Batch 10 runs in the 16-row bucket, whose GEMMs are cuBLAS (f32) / cuBLASLt (bf16) calls
 /// captured into the graph (m = 16 there, 10 eagerly: other kernels, not bit-identical).
 #[test]

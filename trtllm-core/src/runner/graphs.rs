@@ -19,6 +19,11 @@
 //!   warm-up: kernels loaded, lazy uploads done) and is the step's result; then the same forward
 //!   is captured (nothing executes). Any failure logs one warning and turns graphs off: every later
 //!   step runs eagerly. `LlmOptions::cuda_graphs = false` (`--no-cuda-graphs`) turns them off.
+//! - **Short contexts.** The captured attention plans its split-K for the longest context a
+//!   replay may hold; where a bucket's rows x KV heads leave the GPU idle (small batches: that
+//!   is when the decode kernel splits keys), a second graph per bucket is captured for contexts
+//!   of at most [`SHORT_CONTEXT`] keys, where the kernel never splits (no combine kernel, no
+//!   empty split blocks), and steps whose longest context fits replay it.
 //! - **Not captured:** prefill and mixed steps, tensor parallelism (a model whose forward touches
 //!   another GPU, or a multi-process launch), MoE (the router reads logits on the host), RoPE
 //!   that depends on the sequence length (dynamic NTK, LongRoPE), all-logits verification.
@@ -26,6 +31,9 @@
 use std::sync::Arc;
 
 use trtllm_kernels::{Arena, DevBuf, Gpu, Graph, Pinned};
+
+/// Longest context of the short-context graphs: below the decode kernel's split threshold.
+pub const SHORT_CONTEXT: usize = trtllm_kernels::launch::GQA_MIN_SPLIT_KEYS;
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta, SeqStep};
 use crate::config::rope::RopeScaling;
@@ -89,7 +97,10 @@ pub struct DecodeGraphs {
     io: Option<GraphInputs>,
     /// `[mb, vocab]` logits of the last replay, with (vocab, dtype).
     out: Option<(DevBuf, usize, crate::DType)>,
+    /// Slot `2 * bucket` the full-context graph, `2 * bucket + 1` the short-context one.
     graphs: Vec<Option<Graph>>,
+    /// Buckets that get a short-context graph (rows x KV heads below twice the SMs).
+    short: Vec<bool>,
     /// Model and KV cache the graphs were captured for (their addresses).
     key: (usize, u64),
     /// The first eager decode step showed that the model runs on this GPU alone.
@@ -145,9 +156,15 @@ impl DecodeGraphs {
         let buckets = bucket_sizes(max_batch);
         let per_seq = max_seq_len.max(1).div_ceil(kv.block_size);
         let table_cap = (max_batch * per_seq).max(kv.num_blocks).min(1 << 22);
+        let kv_heads = cfg.num_key_value_heads.max(1);
+        let short = buckets
+            .iter()
+            .map(|&b| b * kv_heads < 2 * gpu.num_sms as usize && max_seq_len > SHORT_CONTEXT)
+            .collect();
         Some(DecodeGraphs {
             gpu,
-            graphs: buckets.iter().map(|_| None).collect(),
+            graphs: buckets.iter().flat_map(|_| [None, None]).collect(),
+            short,
             buckets,
             table_cap,
             max_context: max_seq_len.max(1),
@@ -169,7 +186,12 @@ impl DecodeGraphs {
 
     /// Buckets captured so far.
     pub fn captured(&self) -> Vec<usize> {
-        self.buckets.iter().zip(&self.graphs).filter(|(_, g)| g.is_some()).map(|(&b, _)| b).collect()
+        self.buckets
+            .iter()
+            .zip(self.graphs.chunks(2))
+            .filter(|(_, g)| g[0].is_some())
+            .map(|(&b, _)| b)
+            .collect()
     }
 
     /// Why graphs were turned off, if they were.
@@ -183,7 +205,8 @@ impl DecodeGraphs {
         self.off = Some(why);
     }
 
-    /// The smallest bucket for `batch` when it is a plain decode step that fits, else `None`.
+    /// The graph slot of `batch` when it is a plain decode step that fits, else `None`: the
+    /// smallest bucket `b >= rows`, its short-context graph where the step's contexts fit one.
     fn bucket(&self, batch: &ForwardBatch) -> Option<usize> {
         let n = batch.seqs.len();
         let plain = n > 0
@@ -199,7 +222,8 @@ impl DecodeGraphs {
         if !plain {
             return None;
         }
-        self.buckets.iter().position(|&b| b >= n)
+        let bi = self.buckets.iter().position(|&b| b >= n)?;
+        Some(2 * bi + usize::from(self.short[bi] && batch.max_context_len() <= SHORT_CONTEXT))
     }
 
     /// Run `batch` through a graph when it is a plain decode step: logits `[n, vocab]`, as
@@ -214,7 +238,7 @@ impl DecodeGraphs {
         if self.off.is_some() || comm.tp_size() != 1 {
             return Ok(None);
         }
-        let Some(bi) = self.bucket(batch) else { return Ok(None) };
+        let Some(slot) = self.bucket(batch) else { return Ok(None) };
         let key = (model as *const dyn CausalLM as *const () as usize, kv_key(kv));
         if key != self.key {
             self.graphs.iter_mut().for_each(|g| *g = None);
@@ -235,12 +259,12 @@ impl DecodeGraphs {
             self.probed = true;
             return Ok(Some(logits));
         }
-        let (n, b) = (batch.seqs.len(), self.buckets[bi]);
+        let (n, b) = (batch.seqs.len(), self.buckets[slot / 2]);
         if let Err(e) = self.stage(batch, b) {
             self.turn_off(format!("staging the step's inputs: {e}"));
             return Ok(None);
         }
-        if let Some(graph) = self.graphs[bi].as_mut() {
+        if let Some(graph) = self.graphs[slot].as_mut() {
             if let Err(e) = graph.launch() {
                 self.turn_off(format!("replaying the {b}-row step: {e}"));
                 return Ok(None);
@@ -251,7 +275,7 @@ impl DecodeGraphs {
             let rows = out.copy_range(0, n * row).map_err(dev_err)?;
             return Ok(Some(Tensor::from_devbuf(rows, &[n, *vocab], *dtype)?));
         }
-        self.warm_up_and_capture(model, kv, comm, bi, n)
+        self.warm_up_and_capture(model, kv, comm, slot, n)
     }
 
     /// Capture every bucket now (as vLLM does at start) instead of at each bucket's first use
@@ -262,19 +286,19 @@ impl DecodeGraphs {
         let one = [SeqStep { tokens: &[0], start_pos: 0, block_table: &[0] }];
         let probe = ForwardBatch::new(&one, self.block_size, false)?;
         self.forward(model, &probe, kv, &crate::dist::SingleRank)?;
-        for bi in 0..self.buckets.len() {
+        for slot in 0..self.graphs.len() {
             if self.off.is_some() || !self.probed {
                 break;
             }
-            if self.graphs[bi].is_some() {
+            if self.graphs[slot].is_some() || (slot % 2 == 1 && !self.short[slot / 2]) {
                 continue;
             }
             let empty = ForwardBatch { block_size: self.block_size, ..Default::default() };
-            if let Err(e) = self.stage(&empty, self.buckets[bi]) {
+            if let Err(e) = self.stage(&empty, self.buckets[slot / 2]) {
                 self.turn_off(format!("staging the step's inputs: {e}"));
                 break;
             }
-            self.warm_up_and_capture(model, kv, &crate::dist::SingleRank, bi, 1)?;
+            self.warm_up_and_capture(model, kv, &crate::dist::SingleRank, slot, 1)?;
         }
         Ok(self.captured())
     }
@@ -317,7 +341,7 @@ impl DecodeGraphs {
         io.staging.copy_to(&io.buf, 0, at * 4).map_err(dev_err)
     }
 
-    /// First use of bucket `bi`: run the padded step eagerly (its result is returned), then
+    /// First use of graph `slot`: run the padded step eagerly (its result is returned), then
     /// capture it. A failed capture turns graphs off (the step's result stands); a failed
     /// warm-up too (`None`: the caller runs the step eagerly, as it would have).
     fn warm_up_and_capture(
@@ -325,17 +349,18 @@ impl DecodeGraphs {
         model: &dyn CausalLM,
         kv: &mut KvCache,
         comm: &dyn Communicator,
-        bi: usize,
+        slot: usize,
         n: usize,
     ) -> Result<Option<Tensor>> {
-        let b = self.buckets[bi];
+        let b = self.buckets[slot / 2];
+        let context = if slot % 2 == 1 { SHORT_CONTEXT } else { self.max_context };
         let io = self.io.as_ref().ok_or_else(|| Error::Device("no graph inputs".into()))?;
         let template = ForwardBatch {
             tokens: vec![0; b],
             positions: vec![0; b],
             token_seq: (0..b).collect(),
             seqs: (0..b)
-                .map(|i| SeqMeta { block_table: vec![], q_start: i, q_len: 1, context_len: self.max_context })
+                .map(|i| SeqMeta { block_table: vec![], q_start: i, q_len: 1, context_len: context })
                 .collect(),
             slot_mapping: vec![0; b],
             block_size: self.block_size,
@@ -382,7 +407,7 @@ impl DecodeGraphs {
             out.copy_from(0, src, off, b * row).map_err(|e| e.to_string())
         });
         match captured {
-            Ok(graph) => self.graphs[bi] = Some(graph),
+            Ok(graph) => self.graphs[slot] = Some(graph),
             Err(e) => self.turn_off(format!("capturing the {b}-row decode step: {e}")),
         }
         logits.narrow0(0, n).map(Some)
