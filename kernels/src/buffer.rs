@@ -170,10 +170,4 @@ impl DevBuf {
         let (p, _sync) = self.data.device_ptr(&self.gpu.stream);
         p + offset as u64
     }
-    pub(crate) fn slice(&self) -> &CudaSlice<u8> {
-        &self.data
-    }
-    pub(crate) fn slice_mut(&mut self) -> &mut CudaSlice<u8> {
-        &mut self.data
-    }
 }

@@ -63,8 +63,10 @@ pub struct Gpu {
     /// cuBLAS's fixed workspace (declared after `blas`, so the handle goes first): no
     /// allocation inside a captured GEMM.
     _blas_workspace: CudaSlice<u8>,
-    /// The FP8 cuBLASLt GEMM's workspace (`launch::matmul_fp8`), allocated at its first call.
+    /// The raw cuBLASLt GEMMs' workspace (`launch/lt.rs`), allocated at the first call.
     pub(crate) lt_workspace: std::sync::OnceLock<CudaSlice<u8>>,
+    /// The cuBLASLt algorithm per GEMM shape (`launch/lt.rs`).
+    pub lt_algos: crate::launch::AlgoCache,
     pub(crate) gate: crate::capture::Gate,
     /// Compute capability as `major * 10 + minor` (90 on H100).
     pub sm: u32,
@@ -196,6 +198,7 @@ impl Gpu {
             blaslt,
             _blas_workspace: ws,
             lt_workspace: Default::default(),
+            lt_algos: Default::default(),
             gate: Default::default(),
             sm: (major * 10 + minor) as u32,
             num_sms,

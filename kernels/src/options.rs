@@ -10,13 +10,16 @@ pub struct KernelOptions {
     pub pdl: bool,
     /// Paged attention by KV-head group with split-K (`attention_decode.cu`) where it applies.
     pub gqa_decode: bool,
+    /// Time cuBLASLt's candidate algorithms for GEMMs with m <= 512 and keep the fastest
+    /// (`launch/lt.rs`); off: its first heuristic.
+    pub gemm_tune: bool,
     /// Where NVRTC output is cached; `None`: `~/.cache/trtllm/kernels`.
     pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        KernelOptions { pdl: true, gqa_decode: true, cache_dir: None }
+        KernelOptions { pdl: true, gqa_decode: true, gemm_tune: true, cache_dir: None }
     }
 }
 

@@ -221,7 +221,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             output_len: a.output_len,
             json: a.json,
         };
-        return throughput::main(c, &a.throughput);
+        let r = throughput::main(c, &a.throughput);
+        report::print_gemm_tuning();
+        return r;
     }
     if a.output_len == 0 || a.batch_size == 0 || a.runs == 0 {
         anyhow::bail!("--output-len, --batch-size and --runs must be positive");
@@ -359,6 +361,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             profile,
         },
     );
+    report::print_gemm_tuning();
     Ok(())
 }
 

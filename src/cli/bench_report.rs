@@ -183,3 +183,27 @@ fn print_table(a: &Args, m: &Measured, s: &Stats) {
         }
     }
 }
+
+/// On stderr: the GEMM shapes whose cuBLASLt algorithm was chosen by timing (`launch/lt.rs`),
+/// the summed time of one call of each with the chosen vs the first-heuristic algorithm, and the
+/// shapes where timing gained most.
+pub(super) fn print_gemm_tuning() {
+    let rows: Vec<_> = trtllm::device::open_gpus().iter().flat_map(|g| g.lt_algos.tuned()).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let (best, first): (f32, f32) = rows.iter().fold((0.0, 0.0), |(b, f), r| (b + r.3, f + r.4));
+    eprintln!(
+        "GEMM algorithms timed: {} shapes (m <= {}); one call of each: chosen {:.1} us vs first heuristic {:.1} us ({:+.1}%)",
+        rows.len(),
+        trtllm::kernels::launch::TUNE_MAX_M,
+        best,
+        first,
+        (best / first.max(1e-9) - 1.0) * 100.0
+    );
+    let mut gains = rows.clone();
+    gains.sort_by(|x, y| (y.4 - y.3).total_cmp(&(x.4 - x.3)));
+    for (m, n, k, b, f) in gains.iter().take(6).filter(|r| r.4 > r.3) {
+        eprintln!("  m={m:<4} n={n:<6} k={k:<6} {b:8.1} us (first heuristic {f:.1} us)");
+    }
+}

@@ -33,6 +33,10 @@ pub const KNOBS: &[(&str, &str)] = &[
         "TRTLLM_NO_GQA_DECODE",
         "`1`: paged attention one block per (token, query head) instead of per KV-head group (A/B)",
     ),
+    (
+        "TRTLLM_NO_GEMM_TUNE",
+        "`1`: cuBLASLt's first heuristic for every GEMM instead of timing its candidates for m <= 512 (A/B)",
+    ),
     ("TRTLLM_KERNEL_CACHE", "directory of the NVRTC output cache (default ~/.cache/trtllm/kernels)"),
     ("TRTLLM_RENDEZVOUS_TIMEOUT", "seconds multi-process ranks wait for each other (default 300)"),
     ("TRTLLM_NO_HUGEPAGES", "`1`: `trtllm bench` on the CPU does not ask for transparent huge pages"),
@@ -51,6 +55,7 @@ pub struct Knobs {
     pub flash: bool,
     pub pdl: bool,
     pub gqa_decode: bool,
+    pub gemm_tune: bool,
     pub kernel_cache: Option<PathBuf>,
     pub rendezvous_timeout_s: u64,
     pub hugepages: bool,
@@ -98,6 +103,7 @@ impl Knobs {
             flash: !flag("TRTLLM_NO_FLASH"),
             pdl: !flag("TRTLLM_NO_PDL"),
             gqa_decode: !flag("TRTLLM_NO_GQA_DECODE"),
+            gemm_tune: !flag("TRTLLM_NO_GEMM_TUNE"),
             kernel_cache: raw("TRTLLM_KERNEL_CACHE").map(PathBuf::from),
             rendezvous_timeout_s: number("TRTLLM_RENDEZVOUS_TIMEOUT").unwrap_or(300) as u64,
             hugepages: !flag("TRTLLM_NO_HUGEPAGES"),
@@ -114,6 +120,7 @@ pub fn knobs() -> &'static Knobs {
         let _ = trtllm_kernels::set_options(trtllm_kernels::KernelOptions {
             pdl: k.pdl,
             gqa_decode: k.gqa_decode,
+            gemm_tune: k.gemm_tune,
             cache_dir: k.kernel_cache.clone(),
         });
         k

@@ -6,75 +6,12 @@
 //! unit-scaled into f32 and applies both vectors in `fp8_scale_rowcol` (an outer-vector scale
 //! mode exists only in newer cuBLASLt than the bindings this crate is built with).
 
-use std::ffi::c_void;
+use cudarc::cublaslt::sys::cudaDataType;
 
-use cudarc::cublaslt::result as lt;
-use cudarc::cublaslt::sys;
-use cudarc::cublaslt::MatmulShared;
-use cudarc::driver::{CudaSlice, DevicePtr};
-
+use super::lt::{self, LtShape};
 use super::quant::fp8_scale_rowcol;
 use super::DevPtr;
 use crate::{Dt, Gpu, GpuError};
-
-/// cuBLASLt's recommended workspace on Hopper.
-const WORKSPACE: usize = 32 << 20;
-
-fn err(what: &str, e: impl std::fmt::Debug) -> GpuError {
-    GpuError::Launch { kernel: format!("cublasLt FP8 ({what})"), msg: format!("{e:?}") }
-}
-
-/// The descriptors of one call, destroyed on every exit path.
-struct Descs {
-    desc: sys::cublasLtMatmulDesc_t,
-    layouts: Vec<sys::cublasLtMatrixLayout_t>,
-    pref: sys::cublasLtMatmulPreference_t,
-}
-
-impl Drop for Descs {
-    fn drop(&mut self) {
-        // SAFETY: each handle was created by cuBLASLt for this call, is destroyed once, here,
-        // and nothing uses it afterwards (the matmul was enqueued; cuBLASLt copies what it needs).
-        unsafe {
-            if !self.pref.is_null() {
-                let _ = lt::destroy_matmul_pref(self.pref);
-            }
-            for l in &self.layouts {
-                let _ = lt::destroy_matrix_layout(*l);
-            }
-            if !self.desc.is_null() {
-                let _ = lt::destroy_matmul_desc(self.desc);
-            }
-        }
-    }
-}
-
-fn workspace(gpu: &Gpu) -> Result<&CudaSlice<u8>, GpuError> {
-    if let Some(ws) = gpu.lt_workspace.get() {
-        return Ok(ws);
-    }
-    if gpu.capturing_here() {
-        return Err(GpuError::Capture(
-            "the first FP8 GEMM (it allocates its workspace) inside a capture".into(),
-        ));
-    }
-    // SAFETY: workspace memory needs no initialization.
-    let ws = unsafe { gpu.stream.alloc::<u8>(WORKSPACE) }.map_err(GpuError::driver)?;
-    Ok(gpu.lt_workspace.get_or_init(|| ws))
-}
-
-fn set_desc<T>(
-    desc: sys::cublasLtMatmulDesc_t,
-    attr: sys::cublasLtMatmulDescAttributes_t,
-    v: &T,
-) -> Result<(), GpuError> {
-    // SAFETY: `desc` is live; `v` points at a value of the attribute's type and size, which
-    // cuBLASLt copies before returning.
-    unsafe {
-        lt::set_matmul_desc_attribute(desc, attr, v as *const T as *const c_void, std::mem::size_of::<T>())
-    }
-    .map_err(|e| err("set attribute", e))
-}
 
 /// `out[m, n] = a_scale * b_scale * (a[m, k] . b[n, k]^T)` with E4M3 `a`, `b`, f32 compute,
 /// `out_dt` output (bf16 or f32); a missing scale is 1. Needs k % 16 == 0, n % 16 == 0 and
@@ -108,76 +45,19 @@ fn fp8_lt(
     for s in [a_scale, b_scale].into_iter().flatten() {
         s.check(K, "scale", 4)?;
     }
-    let _gate = gpu.enter();
-    let ws = workspace(gpu)?;
-    let (ws_ptr, _sync) = ws.device_ptr(&gpu.stream);
-    let d_type = match out_dt {
-        Dt::BF16 => sys::cudaDataType::CUDA_R_16BF,
-        Dt::F32 => sys::cudaDataType::CUDA_R_32F,
+    let d = match out_dt {
+        Dt::BF16 => cudaDataType::CUDA_R_16BF,
+        Dt::F32 => cudaDataType::CUDA_R_32F,
     };
-    let f8 = sys::cudaDataType::CUDA_R_8F_E4M3;
-    let mut d = Descs { desc: std::ptr::null_mut(), layouts: Vec::new(), pref: std::ptr::null_mut() };
-    d.desc =
-        lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType::CUDA_R_32F)
-            .map_err(|e| err("matmul desc", e))?;
-    use sys::cublasLtMatmulDescAttributes_t as Attr;
-    set_desc(d.desc, Attr::CUBLASLT_MATMUL_DESC_TRANSA, &1i32)?; // CUBLAS_OP_T
-    set_desc(d.desc, Attr::CUBLASLT_MATMUL_DESC_TRANSB, &0i32)?; // CUBLAS_OP_N
-                                                                 // cuBLASLt's A is our b (the weights), its B our a.
-    if let Some(s) = b_scale {
-        set_desc(d.desc, Attr::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &(s.addr() as *const c_void))?;
-    }
-    if let Some(s) = a_scale {
-        set_desc(d.desc, Attr::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &(s.addr() as *const c_void))?;
-    }
-    // column-major: A = b^T stored [k, n] (ld k), B = a^T stored [k, m] (ld k), C = D [n, m] (ld n)
-    for (t, rows, cols, ld) in [(f8, k, n, k), (f8, k, m, k), (d_type, n, m, n)] {
-        let l =
-            lt::create_matrix_layout(t, rows as u64, cols as u64, ld as i64).map_err(|e| err("layout", e))?;
-        d.layouts.push(l);
-    }
-    let (la, lb, lc) = (d.layouts[0], d.layouts[1], d.layouts[2]);
-    d.pref = lt::create_matmul_pref().map_err(|e| err("preference", e))?;
-    let ws_bytes = WORKSPACE as u64;
-    // SAFETY: `pref` is live; the value is the u64 the attribute takes.
-    unsafe {
-        lt::set_matmul_pref_attribute(
-            d.pref,
-            sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-            &ws_bytes as *const u64 as *const c_void,
-            8,
-        )
-    }
-    .map_err(|e| err("preference", e))?;
-    let handle = *gpu.blaslt.handle();
-    // SAFETY: every descriptor is live and describes exactly the extents checked above.
-    let heur = unsafe { lt::get_matmul_algo_heuristic(handle, d.desc, la, lb, lc, lc, d.pref) }
-        .map_err(|e| err("no algorithm (heuristic)", e))?;
-    let (alpha, beta) = (1f32, 0f32);
-    // SAFETY: the pointers are device addresses of live buffers of this GPU covering the checked
-    // extents (C = D, beta = 0), the scale pointers one f32 each; the workspace is this GPU's
-    // own, used only by FP8 GEMMs, all of which run on `gpu.stream`, in order.
-    unsafe {
-        lt::matmul(
-            handle,
-            d.desc,
-            &alpha as *const f32 as *const c_void,
-            &beta as *const f32 as *const c_void,
-            b.addr() as *const c_void,
-            la,
-            a.addr() as *const c_void,
-            lb,
-            out.addr() as *const c_void,
-            lc,
-            out.addr() as *mut c_void,
-            lc,
-            &heur.algo,
-            ws_ptr as *mut c_void,
-            WORKSPACE,
-            gpu.stream.cu_stream() as *mut _,
-        )
-    }
-    .map_err(|e| err("cublasLtMatmul", e))
+    let shape = LtShape {
+        ab: cudaDataType::CUDA_R_8F_E4M3,
+        d,
+        scaled: (a_scale.is_some(), b_scale.is_some()),
+        m,
+        n,
+        k,
+    };
+    lt::matmul(gpu, K, shape, a, b, a_scale, b_scale, out)
 }
 
 /// Prefill FP8 GEMM with per-tensor scales: `out[m, n] = bf16(a_scale[0] * b_scale[0] *

@@ -1,9 +1,10 @@
 //! Matrix-product launchers: our GEMV for decode-sized m, cuBLAS / cuBLASLt otherwise.
 
 use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublaslt::{Matmul, MatmulConfig};
+use cudarc::cublaslt::sys::cudaDataType;
 use cudarc::driver::LaunchConfig;
 
+use super::lt::LtShape;
 use super::{run, Arg, DevPtr};
 use crate::module::Kernel;
 use crate::{DevBuf, Dt, Gpu, GpuError};
@@ -236,45 +237,15 @@ pub fn gemm(
             .map_err(|e| GpuError::Launch { kernel: "cublasSgemm".into(), msg: format!("{e:?}") })
         }
         Dt::BF16 => {
-            let cfg = MatmulConfig {
-                transa: true,
-                transb: false,
-                transc: false,
-                m: n as u64,
-                n: m as u64,
-                k: k as u64,
-                alpha: 1.0,
-                lda: k as i64,
-                ldb: k as i64,
-                beta: 0.0,
-                ldc: n as i64,
-                stride_a: None,
-                stride_b: None,
-                stride_c: None,
-                stride_bias: None,
-                batch_size: None,
+            let shape = LtShape {
+                ab: cudaDataType::CUDA_R_16BF,
+                d: cudaDataType::CUDA_R_16BF,
+                scaled: (false, false),
+                m,
+                n,
+                k,
             };
-            let (wb, xb) = (
-                w.buf.slice().slice(w.off..w.off + n * k * 2),
-                x.buf.slice().slice(x.off..x.off + m * k * 2),
-            );
-            // SAFETY: reinterpreting byte views as bf16 of exactly the checked lengths; the bytes
-            // hold bf16 values written by our uploads or kernels.
-            let (wv, xv) = unsafe { (wb.transmute::<half::bf16>(n * k), xb.transmute::<half::bf16>(m * k)) };
-            let (Some(wv), Some(xv)) = (wv, xv) else {
-                return Err(GpuError::Precondition { kernel: "gemm", msg: "bf16 view out of range".into() });
-            };
-            let mut ob = out.slice_mut().slice_mut(out_off..out_off + m * n * 2);
-            // SAFETY: as above, for the output view.
-            let Some(mut ov) = (unsafe { ob.transmute_mut::<half::bf16>(m * n) }) else {
-                return Err(GpuError::Precondition {
-                    kernel: "gemm",
-                    msg: "bf16 out view out of range".into(),
-                });
-            };
-            // SAFETY: layouts describe exactly the checked extents (see MatmulConfig above).
-            unsafe { gpu.blaslt.matmul(cfg, &wv, &xv, &mut ov, None, None) }
-                .map_err(|e| GpuError::Launch { kernel: "cublasLtMatmul".into(), msg: format!("{e:?}") })
+            super::lt::matmul(gpu, "gemm", shape, x, w, None, None, DevPtr::new(out, out_off))
         }
     }
 }
