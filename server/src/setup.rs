@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub device: Device,
     /// Tensor-parallel ranks (threads in this process); default: the checkpoint's, or 1.
     pub tp_size: Option<usize>,
+    /// Pipeline stages (threads in this process); 1: none.
+    pub pp_size: usize,
     pub dtype: Option<DType>,
     pub http_workers: usize,
     pub drain_timeout: Duration,
@@ -76,6 +78,7 @@ impl ServeConfig {
             cuda_graphs: true,
             device: Device::Cpu,
             tp_size: None,
+            pp_size: 1,
             dtype: None,
             http_workers: 2,
             drain_timeout: Duration::from_secs(60),
@@ -106,6 +109,7 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     opts.load.device = cfg.device;
     opts.tokenizer_dir = cfg.tokenizer_dir.clone();
     opts.tp_size = cfg.tp_size;
+    opts.pp_size = cfg.pp_size;
     if trtllm_core::dist::DistEnv::from_env()?.is_some() {
         return Err(Error::Msg(
             "serve runs tensor parallelism as threads of one process (--tp-size); unset WORLD_SIZE/RANK"

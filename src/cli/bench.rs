@@ -59,6 +59,9 @@ pub struct Args {
     /// Tensor-parallel ranks (one thread per GPU, NCCL). Default: the checkpoint's, or 1.
     #[arg(long, alias = "tp_size")]
     tp_size: Option<usize>,
+    /// Pipeline stages (layers split in contiguous stages, each of tp ranks; HF directories).
+    #[arg(long, alias = "pp_size", default_value_t = 1)]
+    pp_size: usize,
     /// Prompt length in tokens (a synthetic prompt; ignored with --input-text).
     #[arg(long, alias = "input_len", default_value_t = 128)]
     input_len: usize,
@@ -216,6 +219,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             device,
             dtype,
             tp_size: a.tp_size,
+            pp_size: a.pp_size,
             dequantize: a.dequantize,
             input_len: a.input_len,
             output_len: a.output_len,
@@ -237,6 +241,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.cuda_graphs = !a.m.no_cuda_graphs;
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);
     opts.tp_size = a.tp_size;
+    opts.pp_size = a.pp_size;
     opts.apply_dist_env()?;
     let tp = opts.tp_size.unwrap_or(1);
     let t0 = Instant::now();

@@ -94,6 +94,7 @@ pub struct Common<'a> {
     pub device: Device,
     pub dtype: Option<DType>,
     pub tp_size: Option<usize>,
+    pub pp_size: usize,
     /// Dequantize a quantized checkpoint at load (`--dequantize`).
     pub dequantize: bool,
     pub cuda_graphs: bool,
@@ -125,6 +126,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     opts.tokenizer_dir = c.tokenizer_dir.map(Path::to_path_buf);
     opts.cuda_graphs = c.cuda_graphs;
     opts.tp_size = c.tp_size;
+    opts.pp_size = c.pp_size;
     opts.apply_dist_env()?;
     opts.check()?;
     let flag = Path::new("(bench options)");

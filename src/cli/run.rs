@@ -23,6 +23,9 @@ pub struct Args {
     /// per rank) it is WORLD_SIZE.
     #[arg(long, alias = "tp_size")]
     tp_size: Option<usize>,
+    /// Pipeline stages (layers split in contiguous stages, each of tp ranks; HF directories).
+    #[arg(long, alias = "pp_size", default_value_t = 1)]
+    pp_size: usize,
     #[arg(long, alias = "input_text")]
     input_text: Vec<String>,
     /// One prompt per non-empty line (`-`: stdin).
@@ -71,6 +74,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
     opts.tp_size = a.tp_size;
+    opts.pp_size = a.pp_size;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.cuda_graphs = !a.m.no_cuda_graphs;
     opts.apply_dist_env()?;

@@ -49,6 +49,9 @@ pub struct Args {
     /// Tensor-parallel ranks, one thread per GPU (cuda:N..N+tp-1), NCCL between them.
     #[arg(long, alias = "tp_size")]
     tp_size: Option<usize>,
+    /// Pipeline stages (layers split in contiguous stages, each of tp ranks; HF directories).
+    #[arg(long, alias = "pp_size", default_value_t = 1)]
+    pp_size: usize,
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
@@ -100,6 +103,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     cfg.prefix_caching = !a.no_prefix_caching;
     cfg.device = device;
     cfg.tp_size = a.tp_size;
+    cfg.pp_size = a.pp_size;
     cfg.dtype = super::parse_dtype(&a.dtype)?;
     cfg.drain_timeout = Duration::from_secs(a.drain_timeout);
     cfg.chat_template = a.chat_template;

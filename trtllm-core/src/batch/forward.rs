@@ -84,6 +84,53 @@ impl ForwardBatch {
         }
     }
 
+    /// The sequences in at most `n` contiguous groups of about equal token counts, each a batch
+    /// of its own (the micro-batches of a pipeline step). Concatenating the groups' logits rows
+    /// in order gives this batch's rows. No device metadata is carried over.
+    pub fn split_seqs(&self, n: usize) -> Vec<ForwardBatch> {
+        if self.seqs.is_empty() {
+            return vec![ForwardBatch { device: None, ..self.clone() }];
+        }
+        let n = n.clamp(1, self.seqs.len());
+        let total = self.num_tokens();
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::with_capacity(n);
+        let mut start = 0;
+        for (i, sq) in self.seqs.iter().enumerate() {
+            let done = groups.len();
+            if done + 1 == n {
+                break;
+            }
+            // close group `done` at its share of the tokens, or when every later group needs
+            // one of the sequences that are left
+            let (seqs_left, groups_left) = (self.seqs.len() - i - 1, n - done - 1);
+            if (sq.q_start + sq.q_len) * n >= total * (done + 1) || seqs_left == groups_left {
+                groups.push(start..i + 1);
+                start = i + 1;
+            }
+        }
+        groups.push(start..self.seqs.len());
+        groups
+            .into_iter()
+            .map(|g| {
+                let (first, last) = (&self.seqs[g.start], &self.seqs[g.end - 1]);
+                let (lo, hi) = (first.q_start, last.q_start + last.q_len);
+                ForwardBatch {
+                    tokens: self.tokens[lo..hi].to_vec(),
+                    positions: self.positions[lo..hi].to_vec(),
+                    token_seq: self.token_seq[lo..hi].iter().map(|&s| s - g.start).collect(),
+                    seqs: self.seqs[g.clone()]
+                        .iter()
+                        .map(|s| SeqMeta { q_start: s.q_start - lo, ..s.clone() })
+                        .collect(),
+                    slot_mapping: self.slot_mapping[lo..hi].to_vec(),
+                    block_size: self.block_size,
+                    all_logits: self.all_logits,
+                    device: None,
+                }
+            })
+            .collect()
+    }
+
     /// The longest context in the batch (drives dynamic / LongRoPE scaling).
     pub fn max_context_len(&self) -> usize {
         self.seqs.iter().map(|s| s.context_len).max().unwrap_or(0)

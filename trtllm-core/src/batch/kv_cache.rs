@@ -30,12 +30,26 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(layout: KvLayout, block_size: usize, num_blocks: usize) -> Result<Self> {
+        Self::new_stage(layout, block_size, num_blocks, 0..layout.num_layers)
+    }
+
+    /// A host cache holding only `layers` (a pipeline stage's); the others are empty.
+    pub fn new_stage(
+        layout: KvLayout,
+        block_size: usize,
+        num_blocks: usize,
+        layers: std::ops::Range<usize>,
+    ) -> Result<Self> {
         if block_size == 0 || num_blocks == 0 {
             return Err(Error::KvCache("block_size and num_blocks must be positive".into()));
         }
         let n = num_blocks * block_size * layout.kv_heads * layout.head_dim;
-        let layers =
-            (0..layout.num_layers).map(|_| KvLayer::Cpu { k: vec![0.0; n], v: vec![0.0; n] }).collect();
+        let layers = (0..layout.num_layers)
+            .map(|l| {
+                let n = if layers.contains(&l) { n } else { 0 };
+                KvLayer::Cpu { k: vec![0.0; n], v: vec![0.0; n] }
+            })
+            .collect();
         Ok(KvCache { layout, block_size, num_blocks, layers })
     }
 
@@ -47,39 +61,55 @@ impl KvCache {
         block_size: usize,
         num_blocks: usize,
     ) -> Result<Self> {
-        if block_size == 0 || num_blocks == 0 {
-            return Err(Error::KvCache("block_size and num_blocks must be positive".into()));
+        Self::new_cuda_stage(gpu, dtype, layout, block_size, num_blocks, 0..layout.num_layers)
+    }
+
+    /// A GPU cache holding only `layers` (a pipeline stage's); the others are empty host layers.
+    pub fn new_cuda_stage(
+        gpu: &Arc<Gpu>,
+        dtype: DType,
+        layout: KvLayout,
+        block_size: usize,
+        num_blocks: usize,
+        layers: std::ops::Range<usize>,
+    ) -> Result<Self> {
+        if block_size == 0 || num_blocks == 0 || layers.is_empty() {
+            return Err(Error::KvCache("block_size, num_blocks and the layers must be non-empty".into()));
         }
         let bytes = num_blocks * block_size * layout.kv_heads * layout.head_dim * dtype.size_in_bytes();
-        let mut layers = Vec::with_capacity(layout.num_layers);
-        for _ in 0..layout.num_layers {
+        let mut out = Vec::with_capacity(layout.num_layers);
+        for l in 0..layout.num_layers {
+            if !layers.contains(&l) {
+                out.push(KvLayer::Cpu { k: vec![], v: vec![] });
+                continue;
+            }
             let alloc = || {
                 DevBuf::alloc(gpu, bytes)
                     .map_err(|e| Error::KvCache(format!("allocating {bytes} bytes: {e}")))
             };
-            layers.push(KvLayer::Cuda { k: alloc()?, v: alloc()?, dtype });
+            out.push(KvLayer::Cuda { k: alloc()?, v: alloc()?, dtype });
         }
-        Ok(KvCache { layout, block_size, num_blocks, layers })
+        Ok(KvCache { layout, block_size, num_blocks, layers: out })
     }
 
     pub fn is_cuda(&self) -> bool {
-        matches!(self.layers.first(), Some(KvLayer::Cuda { .. }))
+        self.layers.iter().any(|l| matches!(l, KvLayer::Cuda { .. }))
     }
 
     /// The element type of a GPU cache (`None` for the host cache, always f32).
     pub fn cuda_dtype(&self) -> Option<DType> {
-        match self.layers.first() {
-            Some(KvLayer::Cuda { dtype, .. }) => Some(*dtype),
-            _ => None,
-        }
+        self.layers.iter().find_map(|l| match l {
+            KvLayer::Cuda { dtype, .. } => Some(*dtype),
+            KvLayer::Cpu { .. } => None,
+        })
     }
 
     /// The GPU holding this cache, if any.
     pub fn gpu(&self) -> Option<Arc<Gpu>> {
-        match self.layers.first() {
-            Some(KvLayer::Cuda { k, .. }) => Some(k.gpu().clone()),
-            _ => None,
-        }
+        self.layers.iter().find_map(|l| match l {
+            KvLayer::Cuda { k, .. } => Some(k.gpu().clone()),
+            KvLayer::Cpu { .. } => None,
+        })
     }
 
     pub fn layer(&mut self, layer: usize) -> Result<&mut KvLayer> {

@@ -3,9 +3,11 @@
 //! directory kind, and the tensor-parallel group of all ranks ([`TpModel`]).
 
 mod options;
+mod pp;
 mod tp;
 
 pub use options::LlmOptions;
+pub use pp::PpModel;
 pub use tp::TpModel;
 
 use std::path::Path;
@@ -100,12 +102,20 @@ pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
     let asked = opts.tp_size.or((opts.load.mapping.tp_size > 1).then_some(opts.load.mapping.tp_size));
     let tp = resolve_tp(dir, &kind, asked)?;
     if let Some(d) = DistEnv::from_env()? {
+        if opts.pp_size > 1 {
+            return Err(Error::Msg("pipeline parallelism runs in one process (no WORLD_SIZE launch)".into()));
+        }
         return load_rank(dir, opts, tp, &d);
     }
-    if tp == 1 {
+    let pp = opts.pp_size.max(1);
+    if pp > 1 && !matches!(kind, ModelDir::Hf) {
+        return Err(Error::checkpoint(dir, "pipeline parallelism (pp_size > 1) loads HF directories only"));
+    }
+    if tp == 1 && pp == 1 {
         let load = LoadOptions { mapping: Mapping::default(), ..opts.load.clone() };
         return Ok(build_model(dir, &load)?.model);
     }
+    let world = tp * pp;
     let device_of = |rank: usize| match opts.load.device {
         Device::Cuda(base) => Device::Cuda(base + rank),
         d => d,
@@ -113,23 +123,24 @@ pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
     let gpus = match opts.load.device {
         Device::Cuda(base) => {
             let n = trtllm_kernels::Gpu::device_count();
-            if base + tp > n {
+            if base + world > n {
                 return Err(Error::Device(format!(
-                    "tp_size {tp} from cuda:{base} needs GPUs {base}..{}, {n} present",
-                    base + tp - 1
+                    "tp_size {tp} x pp_size {pp} from cuda:{base} needs GPUs {base}..{}, {n} present",
+                    base + world - 1
                 )));
             }
-            Some((base..base + tp).map(crate::ops::cuda::gpu).collect::<Result<Vec<_>>>()?)
+            Some((base..base + world).map(crate::ops::cuda::gpu).collect::<Result<Vec<_>>>()?)
         }
         Device::Cpu => None,
         Device::Meta => return Err(Error::Device("cannot run a model on the meta device".into())),
     };
-    // The shards load side by side (each reads its slices of the same files).
+    // The shards load side by side (each reads its slices of the same files); rank r is
+    // tensor-parallel rank r % tp of stage r / tp (`Mapping`).
     let ranks: Vec<Result<Box<dyn CausalLM>>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..tp)
+        let hs: Vec<_> = (0..world)
             .map(|rank| {
                 s.spawn(move || {
-                    let mapping = Mapping::new(tp, 1, rank)?;
+                    let mapping = Mapping::new(tp, pp, rank)?;
                     let load = LoadOptions { mapping, device: device_of(rank), ..opts.load.clone() };
                     Ok(build_model(dir, &load)?.model)
                 })
@@ -139,11 +150,21 @@ pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
             .map(|h| h.join().unwrap_or_else(|_| Err(Error::Msg("a rank's loader thread panicked".into()))))
             .collect()
     });
-    let ranks = ranks.into_iter().collect::<Result<Vec<_>>>()?;
-    match gpus {
-        Some(gpus) => Ok(Box::new(TpModel::new_nccl(ranks, gpus)?)),
-        None => Ok(Box::new(TpModel::new(ranks)?)),
+    let mut ranks = ranks.into_iter().collect::<Result<Vec<_>>>()?.into_iter();
+    let mut stages: Vec<Box<dyn CausalLM>> = Vec::with_capacity(pp);
+    for s in 0..pp {
+        let group: Vec<_> = ranks.by_ref().take(tp).collect();
+        stages.push(match (&gpus, tp) {
+            (_, 1) => group.into_iter().next().ok_or_else(|| Error::Msg("no rank built".into()))?,
+            (Some(g), _) => Box::new(TpModel::new_nccl(group, g[s * tp..(s + 1) * tp].to_vec())?),
+            (None, _) => Box::new(TpModel::new(group)?),
+        });
     }
+    if pp == 1 {
+        return Ok(stages.pop().expect("one stage"));
+    }
+    let stage_gpus = gpus.map(|g| (0..pp).map(|s| g[s * tp].clone()).collect());
+    Ok(Box::new(PpModel::new(stages, stage_gpus)?))
 }
 
 /// One rank of a multi-process group: its shard on its GPU, joined to the others through NCCL.

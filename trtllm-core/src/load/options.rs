@@ -17,6 +17,9 @@ pub struct LlmOptions {
     /// Tensor-parallel ranks (CPU reference: one thread per rank). `None`: a checkpoint's own
     /// size, 1 for an HF directory.
     pub tp_size: Option<usize>,
+    /// Pipeline stages (docs/parallelism.md; HF directories): the layers split in `pp_size`
+    /// contiguous stages, each of `tp_size` ranks. 1: no pipeline.
+    pub pp_size: usize,
     /// Where `tokenizer.json` is, when not in the model directory.
     pub tokenizer_dir: Option<PathBuf>,
     /// Replay decode steps as CUDA graphs on a single GPU (`runner::DecodeGraphs`); also off
@@ -33,6 +36,7 @@ impl Default for LlmOptions {
             max_batch_size: 8,
             max_seq_len: 4096,
             tp_size: None,
+            pp_size: 1,
             tokenizer_dir: None,
             cuda_graphs: true,
         }

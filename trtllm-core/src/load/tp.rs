@@ -24,7 +24,7 @@ use crate::config::ModelConfig;
 use crate::dist::Communicator;
 use crate::dist::LocalComm;
 use crate::dist::NcclComm;
-use crate::model::CausalLM;
+use crate::model::{CausalLM, StageInput, StageOutput};
 use crate::{Error, Result, Tensor};
 
 enum Comms {
@@ -108,10 +108,17 @@ impl TpModel {
             peers.clear();
             for (r, m) in self.ranks.iter().enumerate().skip(1) {
                 let cache = match (&self.comms, kv.cuda_dtype()) {
-                    (Comms::Nccl(_, gpus), Some(dtype)) => {
-                        KvCache::new_cuda(&gpus[r], dtype, m.kv_layout(), kv.block_size, kv.num_blocks)?
+                    (Comms::Nccl(_, gpus), Some(dtype)) => KvCache::new_cuda_stage(
+                        &gpus[r],
+                        dtype,
+                        m.kv_layout(),
+                        kv.block_size,
+                        kv.num_blocks,
+                        m.stage_layers(),
+                    )?,
+                    (Comms::Local(_), None) => {
+                        KvCache::new_stage(m.kv_layout(), kv.block_size, kv.num_blocks, m.stage_layers())?
                     }
-                    (Comms::Local(_), None) => KvCache::new(m.kv_layout(), kv.block_size, kv.num_blocks)?,
                     _ => return Err(Error::Device(
                         "a tensor-parallel group on GPUs needs a GPU KV cache (and a CPU group a host one)"
                             .into(),
@@ -133,6 +140,10 @@ impl CausalLM for TpModel {
         self.ranks[0].kv_layout()
     }
 
+    fn stage_layers(&self) -> std::ops::Range<usize> {
+        self.ranks[0].stage_layers()
+    }
+
     /// `comm` is not used: the group communicates through its own in-process communicators.
     fn forward(
         &self,
@@ -141,13 +152,51 @@ impl CausalLM for TpModel {
         _comm: &dyn Communicator,
         hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
+        if self.ranks.len() == 1 {
+            return self.ranks[0].forward(batch, kv, self.comm(0), hidden);
+        }
+        self.on_ranks(kv, |m, kv, comm| m.forward(batch, kv, comm, hidden), &|_, m, kv, comm| {
+            m.forward(batch, kv, comm, None)
+        })
+    }
+
+    /// Every rank runs the stage on its own copy of the input (on its own GPU).
+    fn forward_stage(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        _comm: &dyn Communicator,
+        input: StageInput,
+    ) -> Result<StageOutput> {
+        let copy_for = |cache: &KvCache| -> Result<StageInput> {
+            Ok(match &input {
+                StageInput::Ids => StageInput::Ids,
+                StageInput::Hidden { x, pending } => StageInput::Hidden {
+                    x: super::pp::to_cache_device(x.clone(), cache)?,
+                    pending: pending.clone().map(|p| super::pp::to_cache_device(p, cache)).transpose()?,
+                },
+            })
+        };
+        let first = copy_for(kv)?;
+        self.on_ranks(kv, |m, kv, comm| m.forward_stage(batch, kv, comm, first), &|_, m, kv, comm| {
+            m.forward_stage(batch, kv, comm, copy_for(kv)?)
+        })
+    }
+}
+
+impl TpModel {
+    /// Run rank 0 on the caller's thread with the caller's cache and ranks 1..N on scoped
+    /// threads with theirs; rank 0's result, or the error of the rank that failed first-hand.
+    fn on_ranks<T: Send>(
+        &self,
+        kv: &mut KvCache,
+        rank0: impl FnOnce(&dyn CausalLM, &mut KvCache, &dyn Communicator) -> Result<T>,
+        peer: &(dyn Fn(usize, &dyn CausalLM, &mut KvCache, &dyn Communicator) -> Result<T> + Sync),
+    ) -> Result<T> {
         if self.broken.load(Ordering::SeqCst) {
             return Err(Error::Msg(
                 "this tensor-parallel group was aborted after a rank failed; load the model again".into(),
             ));
-        }
-        if self.ranks.len() == 1 {
-            return self.ranks[0].forward(batch, kv, self.comm(0), hidden);
         }
         let mut guard = self.peer_kv.lock().unwrap_or_else(|p| p.into_inner());
         let peers = self.peer_caches(kv, &mut guard)?;
@@ -158,19 +207,19 @@ impl CausalLM for TpModel {
                 .enumerate()
                 .map(|(i, (model, cache))| {
                     s.spawn(move || {
-                        let r = model.forward(batch, cache, self.comm(i + 1), None);
+                        let r = peer(i + 1, model.as_ref(), cache, self.comm(i + 1));
                         if r.is_err() {
                             self.abort(i + 1);
                         }
-                        r
+                        r.map(|_| ())
                     })
                 })
                 .collect();
-            let out0 = self.ranks[0].forward(batch, kv, self.comm(0), hidden);
+            let out0 = rank0(self.ranks[0].as_ref(), kv, self.comm(0));
             if out0.is_err() {
                 self.abort(0);
             }
-            let others: Vec<Result<Tensor>> = handles
+            let others: Vec<Result<()>> = handles
                 .into_iter()
                 .map(|h| {
                     h.join()
@@ -186,7 +235,10 @@ impl CausalLM for TpModel {
                 c[0].reset();
             }
             // Report the rank that failed first-hand, not the ranks it aborted.
-            let mut errs: Vec<Error> = std::iter::once(out0).chain(others).filter_map(|r| r.err()).collect();
+            let mut errs: Vec<Error> = std::iter::once(out0.err())
+                .flatten()
+                .chain(others.into_iter().filter_map(|r| r.err()))
+                .collect();
             let pos = errs.iter().position(|e| !e.to_string().contains("collective aborted")).unwrap_or(0);
             return Err(errs.swap_remove(pos));
         }

@@ -52,6 +52,46 @@ pub trait CausalLM: Send + Sync {
         comm: &dyn Communicator,
         hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor>;
+
+    /// The decoder layers this model runs (a pipeline stage's; all of them otherwise): the KV
+    /// cache layers it uses.
+    fn stage_layers(&self) -> std::ops::Range<usize> {
+        0..self.kv_layout().num_layers
+    }
+
+    /// This model's part of a pipeline-parallel forward (docs/parallelism.md): `Ids` in and
+    /// `Logits` out for a model that is the whole pipeline (the default: `forward`).
+    fn forward_stage(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        comm: &dyn Communicator,
+        input: StageInput,
+    ) -> Result<StageOutput> {
+        match input {
+            StageInput::Ids => Ok(StageOutput::Logits(self.forward(batch, kv, comm, None)?)),
+            StageInput::Hidden { .. } => Err(Error::Msg(format!(
+                "{} does not run as a later pipeline stage",
+                self.config().architecture
+            ))),
+        }
+    }
+}
+
+/// What a pipeline stage starts from: the token ids (stage 0) or the previous stage's hidden state.
+pub enum StageInput {
+    Ids,
+    /// `x + pending` is the hidden state `[tokens, hidden]` (the last residual add deferred).
+    Hidden {
+        x: Tensor,
+        pending: Option<Tensor>,
+    },
+}
+
+/// What a pipeline stage hands on: the hidden state to the next stage, or the logits (last stage).
+pub enum StageOutput {
+    Hidden { x: Tensor, pending: Option<Tensor> },
+    Logits(Tensor),
 }
 
 /// Building a model from its config, weights and checkpoint layout.
@@ -72,6 +112,11 @@ pub struct DecoderModelForCausalLM<L, N = crate::layers::RmsNorm> {
     /// `None` when tied to the embedding (its vocab-parallel shard under tensor parallelism).
     lm_head: Option<Tensor>,
     tp_size: usize,
+    /// Pipeline stage: embeds the ids (first) / ends with the norm and the head (last); both
+    /// without pipeline parallelism. `layers` are the stage's own (`Mapping::pp_layers`).
+    first_stage: bool,
+    last_stage: bool,
+    layer_range: std::ops::Range<usize>,
 }
 
 /// A unit of the (possibly parallel) build.
@@ -157,6 +202,9 @@ impl<L: DecoderLayer, N: NormLayer + Send> BuildCausalLM for DecoderModelForCaus
             norm: norm.ok_or_else(|| missing("final norm"))?,
             lm_head,
             tp_size: vb.tp_size(),
+            first_stage: vb.mapping.pp_rank() == 0,
+            last_stage: vb.mapping.pp_rank() + 1 == vb.mapping.pp_size,
+            layer_range: vb.mapping.pp_layers(cfg.num_hidden_layers),
         })
     }
 }
@@ -179,8 +227,49 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
         batch: &ForwardBatch,
         kv: &mut KvCache,
         comm: &dyn Communicator,
-        mut hidden: Option<&mut Vec<Tensor>>,
+        hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
+        if !(self.first_stage && self.last_stage) {
+            return Err(Error::Msg("a pipeline stage runs through forward_stage, not forward".into()));
+        }
+        match self.run(batch, kv, comm, StageInput::Ids, hidden)? {
+            StageOutput::Logits(l) => Ok(l),
+            StageOutput::Hidden { .. } => Err(Error::Msg("the last stage returned no logits".into())),
+        }
+    }
+
+    fn stage_layers(&self) -> std::ops::Range<usize> {
+        self.layer_range.clone()
+    }
+
+    fn forward_stage(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        comm: &dyn Communicator,
+        input: StageInput,
+    ) -> Result<StageOutput> {
+        if matches!(input, StageInput::Ids) != self.first_stage {
+            return Err(Error::Msg(format!(
+                "pipeline stage input: {} (first stage: {})",
+                if matches!(input, StageInput::Ids) { "token ids" } else { "a hidden state" },
+                self.first_stage
+            )));
+        }
+        self.run(batch, kv, comm, input, None)
+    }
+}
+
+impl<L: DecoderLayer, N: NormLayer + Send + Sync> DecoderModelForCausalLM<L, N> {
+    /// Embed (first stage) -> this stage's layers -> norm + head (last stage).
+    fn run(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        comm: &dyn Communicator,
+        input: StageInput,
+        mut hidden: Option<&mut Vec<Tensor>>,
+    ) -> Result<StageOutput> {
         // Batch metadata on the device: the caller's persistent buffers (a CUDA-graph decode
         // step) when they are on this cache's GPU, else uploaded now.
         let gpu = kv.gpu();
@@ -193,17 +282,22 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
             _ => None,
         };
         let dev = given.or(uploaded.as_ref());
-        let mut x = self.embed_tokens.forward_tp(batch, dev, comm)?;
-        if let Some(pe) = &self.position_embeddings {
-            x = ops::add(&x, &pe.forward_positions_batch(batch, dev)?)?;
-        }
+        let (mut x, mut pending) = match input {
+            StageInput::Ids => {
+                let mut x = self.embed_tokens.forward_tp(batch, dev, comm)?;
+                if let Some(pe) = &self.position_embeddings {
+                    x = ops::add(&x, &pe.forward_positions_batch(batch, dev)?)?;
+                }
+                (x, None)
+            }
+            StageInput::Hidden { x, pending } => (x, pending),
+        };
         let mut cx = ForwardCtx { batch, kv, comm, dev };
         if let Some(h) = hidden.as_deref_mut() {
             h.push(x.clone());
         }
         // Each layer's last residual add is deferred into the next layer's input norm (and the
         // final norm) unless the per-layer hidden states are wanted.
-        let mut pending: Option<Tensor> = None;
         for layer in &self.layers {
             if let Some(h) = hidden.as_deref_mut() {
                 x = layer.forward(x, &mut cx)?;
@@ -211,6 +305,9 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
             } else {
                 (x, pending) = layer.forward_deferred(x, pending.take(), &mut cx)?;
             }
+        }
+        if !self.last_stage {
+            return Ok(StageOutput::Hidden { x, pending });
         }
         // Only the rows whose logits are wanted go through the norm and the head.
         let rows = batch.logit_rows();
@@ -234,6 +331,6 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
         if let Some(cap) = self.cfg.final_logit_softcapping {
             logits = ops::softcap(&logits, cap as f32)?;
         }
-        Ok(logits)
+        Ok(StageOutput::Logits(logits))
     }
 }

@@ -293,7 +293,14 @@ pub fn build_hf_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let hf = HfCheckpoint::open(dir)?;
     let dtype = opts.weight_dtype(&hf.cfg);
     let specs = plan_weights(hf.entry, &hf.cfg, opts.mapping, dtype)?;
-    let report = hf.validate(&specs);
+    // A pipeline stage plans only its own layers: the files are checked against the whole
+    // model's plan (the other stages' layers are not unexpected).
+    let m = opts.mapping;
+    let whole = match m.pp_size {
+        1 => None,
+        _ => Some(plan_weights(hf.entry, &hf.cfg, Mapping::new(m.tp_size, 1, m.tp_rank())?, dtype)?),
+    };
+    let report = hf.validate(whole.as_deref().unwrap_or(&specs));
     if !report.is_ok() {
         return Err(Error::Validation { file: hf.files.first_file().to_path_buf(), report: report.render() });
     }

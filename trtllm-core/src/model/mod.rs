@@ -7,7 +7,7 @@ mod factory;
 mod gguf_model;
 mod registry;
 
-pub use decoder::{BuildCausalLM, CausalLM, DecoderLayer, DecoderModelForCausalLM};
+pub use decoder::{BuildCausalLM, CausalLM, DecoderLayer, DecoderModelForCausalLM, StageInput, StageOutput};
 pub use factory::{
     build_hf_model, inspect, plan_weights, resolve_config, validate, HfCheckpoint, LoadOptions, LoadedModel,
     TensorCatalog, ValidationReport,

@@ -42,6 +42,18 @@ pub fn codegen(m: &RegisterModel) -> TokenStream {
             ) -> ::trtllm_core::Result<::trtllm_core::Tensor> {
                 #lm::forward(&self.0, __batch, __kv, __comm, __hidden)
             }
+            fn stage_layers(&self) -> ::core::ops::Range<usize> {
+                #lm::stage_layers(&self.0)
+            }
+            fn forward_stage(
+                &self,
+                __batch: &::trtllm_core::batch::ForwardBatch,
+                __kv: &mut ::trtllm_core::batch::KvCache,
+                __comm: &dyn ::trtllm_core::dist::Communicator,
+                __input: ::trtllm_core::model::StageInput,
+            ) -> ::trtllm_core::Result<::trtllm_core::model::StageOutput> {
+                #lm::forward_stage(&self.0, __batch, __kv, __comm, __input)
+            }
         }
 
         const _: () = {
