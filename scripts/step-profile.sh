@@ -26,7 +26,7 @@ if [ "${NCU:-1}" = 1 ]; then
   # kernel is its own launch).
   timeout 420 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
       --launch-skip ${NCU_SKIP:-1200} --launch-count ${NCU_COUNT:-700} \
-      $BIN bench --model $S/$SHAPE --device cuda --batch-size $b --input-len $c --output-len 8 --runs 1 --warmup 0 \
+      $BIN bench --model $S/$SHAPE --device cuda --batch-size $b --input-len $c --output-len ${NCU_OUT:-16} --runs 1 --warmup 0 \
       --no-cuda-graphs >"$RES/ncu-b$b-c$c.txt" 2>&1
   echo "ncu rc=$? (b=$b ctx=$c)"
   python3 - "$RES/ncu-b$b-c$c.txt" <<'EOF'
