@@ -58,12 +58,20 @@ fn cat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
 /// Stage `s`'s output as stage `s + 1`'s input, on that stage's device.
 fn hand_on(out: StageOutput, next: &KvCache) -> Result<StageInput> {
     match out {
-        StageOutput::Hidden { x, pending } => Ok(StageInput::Hidden {
-            x: to_cache_device(x, next)?,
-            pending: pending.map(|p| to_cache_device(p, next)).transpose()?,
-        }),
+        StageOutput::Hidden { x, pending } => stage_input_on(StageInput::Hidden { x, pending }, next),
         StageOutput::Logits(_) => Err(Error::Msg("a pipeline stage before the last returned logits".into())),
     }
+}
+
+/// `input` with its tensors on the device of `cache`.
+pub(crate) fn stage_input_on(input: StageInput, cache: &KvCache) -> Result<StageInput> {
+    Ok(match input {
+        StageInput::Ids => StageInput::Ids,
+        StageInput::Hidden { x, pending } => StageInput::Hidden {
+            x: to_cache_device(x, cache)?,
+            pending: pending.map(|p| to_cache_device(p, cache)).transpose()?,
+        },
+    })
 }
 
 fn logits(out: StageOutput) -> Result<Tensor> {

@@ -11,11 +11,14 @@
 //!
 //! `TpModel` is itself a `CausalLM`, so `Llm` and the scheduler run it unchanged: rank 0 runs on
 //! the caller's thread with the caller's KV cache and returns the full logits (the model
-//! all-gathers the vocab-parallel lm_head); ranks 1..N run on scoped threads with caches the
-//! group keeps, shaped like the caller's and placed on their own GPUs.
+//! all-gathers the vocab-parallel lm_head); ranks 1..N run on persistent threads (one per rank,
+//! started with the group, fed one job per step over a channel) with caches they keep, shaped
+//! like the caller's and placed on their own GPUs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use trtllm_kernels::Gpu;
 
@@ -25,7 +28,7 @@ use crate::dist::Communicator;
 use crate::dist::LocalComm;
 use crate::dist::NcclComm;
 use crate::model::{CausalLM, StageInput, StageOutput};
-use crate::{Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
 enum Comms {
     Local(Vec<LocalComm>),
@@ -33,49 +36,44 @@ enum Comms {
     Nccl(Vec<NcclComm>, Vec<Arc<Gpu>>),
 }
 
-pub struct TpModel {
+/// What the rank threads share with the caller.
+struct Group {
     /// Rank order; `ranks[r]` was built for tensor-parallel rank r.
     ranks: Vec<Box<dyn CausalLM>>,
     comms: Comms,
-    /// KV caches of ranks 1..N.
-    peer_kv: Mutex<Vec<KvCache>>,
     /// An NCCL group whose forward failed on some rank: its collectives were aborted.
     broken: AtomicBool,
 }
 
-impl TpModel {
-    /// A CPU group from the shards of ranks 0..N, in order.
-    pub fn new(ranks: Vec<Box<dyn CausalLM>>) -> Result<Self> {
-        Self::check(&ranks)?;
-        let comms = Comms::Local(LocalComm::group(ranks.len()));
-        Ok(TpModel { ranks, comms, peer_kv: Mutex::new(vec![]), broken: AtomicBool::new(false) })
-    }
+/// The shape of the caller's cache, which every rank's cache follows.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct CacheShape {
+    block_size: usize,
+    num_blocks: usize,
+    /// `None`: a host cache.
+    dtype: Option<DType>,
+}
 
-    /// A GPU group: rank r's shard lives on `gpus[r]`; collectives through NCCL.
-    pub fn new_nccl(ranks: Vec<Box<dyn CausalLM>>, gpus: Vec<Arc<Gpu>>) -> Result<Self> {
-        Self::check(&ranks)?;
-        if gpus.len() != ranks.len() {
-            return Err(Error::Msg(format!("{} ranks but {} GPUs", ranks.len(), gpus.len())));
-        }
-        let comms = Comms::Nccl(NcclComm::group(&gpus)?, gpus);
-        Ok(TpModel { ranks, comms, peer_kv: Mutex::new(vec![]), broken: AtomicBool::new(false) })
+impl CacheShape {
+    fn of(kv: &KvCache) -> Self {
+        CacheShape { block_size: kv.block_size, num_blocks: kv.num_blocks, dtype: kv.cuda_dtype() }
     }
+}
 
-    fn check(ranks: &[Box<dyn CausalLM>]) -> Result<()> {
-        let first = ranks
-            .first()
-            .ok_or_else(|| Error::Msg("a tensor-parallel group needs at least one rank".into()))?;
-        let layout = first.kv_layout();
-        for (r, m) in ranks.iter().enumerate() {
-            if m.kv_layout() != layout || m.config().architecture != first.config().architecture {
-                return Err(Error::Msg(format!(
-                    "tensor-parallel rank {r} was built for another model or mapping than rank 0"
-                )));
-            }
-        }
-        Ok(())
-    }
+/// One step's work for one rank thread.
+enum Work {
+    Forward,
+    Stage(StageInput),
+}
 
+struct Job {
+    batch: Arc<ForwardBatch>,
+    shape: CacheShape,
+    work: Work,
+    done: mpsc::Sender<(usize, Result<()>)>,
+}
+
+impl Group {
     fn comm(&self, r: usize) -> &dyn Communicator {
         match &self.comms {
             Comms::Local(c) => &c[r],
@@ -96,52 +94,192 @@ impl TpModel {
         }
     }
 
-    pub fn tp_size(&self) -> usize {
-        self.ranks.len()
+    /// Rank `r`'s cache in `shape`, holding the layers of its model's stage.
+    fn cache_for(&self, r: usize, shape: CacheShape) -> Result<KvCache> {
+        let m = &self.ranks[r];
+        let (bs, nb, layers) = (shape.block_size, shape.num_blocks, m.stage_layers());
+        match (&self.comms, shape.dtype) {
+            (Comms::Nccl(_, gpus), Some(dtype)) => {
+                KvCache::new_cuda_stage(&gpus[r], dtype, m.kv_layout(), bs, nb, layers)
+            }
+            (Comms::Local(_), None) => KvCache::new_stage(m.kv_layout(), bs, nb, layers),
+            _ => Err(Error::Device(
+                "a tensor-parallel group on GPUs needs a GPU KV cache (and a CPU group a host one)".into(),
+            )),
+        }
     }
 
-    /// Make sure ranks 1..N have caches shaped like rank 0's.
-    fn peer_caches<'a>(&self, kv: &KvCache, peers: &'a mut Vec<KvCache>) -> Result<&'a mut Vec<KvCache>> {
-        let stale = peers.len() != self.ranks.len() - 1
-            || peers.iter().any(|p| p.block_size != kv.block_size || p.num_blocks != kv.num_blocks);
-        if stale {
-            peers.clear();
-            for (r, m) in self.ranks.iter().enumerate().skip(1) {
-                let cache = match (&self.comms, kv.cuda_dtype()) {
-                    (Comms::Nccl(_, gpus), Some(dtype)) => KvCache::new_cuda_stage(
-                        &gpus[r],
-                        dtype,
-                        m.kv_layout(),
-                        kv.block_size,
-                        kv.num_blocks,
-                        m.stage_layers(),
-                    )?,
-                    (Comms::Local(_), None) => {
-                        KvCache::new_stage(m.kv_layout(), kv.block_size, kv.num_blocks, m.stage_layers())?
+    /// Rank `r`'s thread: one job per step until the group is dropped.
+    fn serve(&self, r: usize, jobs: mpsc::Receiver<Job>) {
+        let mut cache: Option<KvCache> = None;
+        for job in jobs {
+            let run = std::panic::AssertUnwindSafe(|| -> Result<()> {
+                if cache.as_ref().map(CacheShape::of) != Some(job.shape) {
+                    cache = None;
+                    cache = Some(self.cache_for(r, job.shape)?);
+                }
+                let kv = cache.as_mut().ok_or_else(|| Error::Msg("no rank cache".into()))?;
+                let (model, comm) = (self.ranks[r].as_ref(), self.comm(r));
+                match job.work {
+                    Work::Forward => model.forward(&job.batch, kv, comm, None).map(drop),
+                    Work::Stage(input) => {
+                        let input = super::pp::stage_input_on(input, kv)?;
+                        model.forward_stage(&job.batch, kv, comm, input).map(drop)
                     }
-                    _ => return Err(Error::Device(
-                        "a tensor-parallel group on GPUs needs a GPU KV cache (and a CPU group a host one)"
-                            .into(),
-                    )),
-                };
-                peers.push(cache);
+                }
+            });
+            let res = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                cache = None;
+                Err(Error::Msg(format!("tensor-parallel rank {r} panicked")))
+            });
+            if res.is_err() {
+                self.abort(r);
+            }
+            let _ = job.done.send((r, res));
+        }
+    }
+}
+
+pub struct TpModel {
+    group: Arc<Group>,
+    /// Step channels of ranks 1..N.
+    jobs: Vec<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl TpModel {
+    /// A CPU group from the shards of ranks 0..N, in order.
+    pub fn new(ranks: Vec<Box<dyn CausalLM>>) -> Result<Self> {
+        Self::check(&ranks)?;
+        let comms = Comms::Local(LocalComm::group(ranks.len()));
+        Self::start(ranks, comms)
+    }
+
+    /// A GPU group: rank r's shard lives on `gpus[r]`; collectives through NCCL.
+    pub fn new_nccl(ranks: Vec<Box<dyn CausalLM>>, gpus: Vec<Arc<Gpu>>) -> Result<Self> {
+        Self::check(&ranks)?;
+        if gpus.len() != ranks.len() {
+            return Err(Error::Msg(format!("{} ranks but {} GPUs", ranks.len(), gpus.len())));
+        }
+        let comms = Comms::Nccl(NcclComm::group(&gpus)?, gpus);
+        Self::start(ranks, comms)
+    }
+
+    /// Start one thread per rank 1..N.
+    fn start(ranks: Vec<Box<dyn CausalLM>>, comms: Comms) -> Result<Self> {
+        let n = ranks.len();
+        let group = Arc::new(Group { ranks, comms, broken: AtomicBool::new(false) });
+        let (mut jobs, mut threads) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for r in 1..n {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let g = group.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("tp-rank-{r}"))
+                .spawn(move || g.serve(r, rx))
+                .map_err(|e| Error::Msg(format!("starting tensor-parallel rank {r}'s thread: {e}")))?;
+            jobs.push(tx);
+            threads.push(t);
+        }
+        Ok(TpModel { group, jobs, threads })
+    }
+
+    fn check(ranks: &[Box<dyn CausalLM>]) -> Result<()> {
+        let first = ranks
+            .first()
+            .ok_or_else(|| Error::Msg("a tensor-parallel group needs at least one rank".into()))?;
+        let layout = first.kv_layout();
+        for (r, m) in ranks.iter().enumerate() {
+            if m.kv_layout() != layout || m.config().architecture != first.config().architecture {
+                return Err(Error::Msg(format!(
+                    "tensor-parallel rank {r} was built for another model or mapping than rank 0"
+                )));
             }
         }
-        Ok(peers)
+        Ok(())
+    }
+
+    pub fn tp_size(&self) -> usize {
+        self.group.ranks.len()
+    }
+
+    /// Hand ranks 1..N their work for this step (`peer(r)`, made for all before any is sent),
+    /// run rank 0 on the caller's thread with the caller's cache, then wait for every rank:
+    /// rank 0's result, or the error of the rank that failed first-hand.
+    fn on_ranks<T>(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        peer: impl Fn(usize) -> Work,
+        rank0: impl FnOnce(&dyn CausalLM, &mut KvCache, &dyn Communicator) -> Result<T>,
+    ) -> Result<T> {
+        let g = &self.group;
+        if g.broken.load(Ordering::SeqCst) {
+            return Err(Error::Msg(
+                "this tensor-parallel group was aborted after a rank failed; load the model again".into(),
+            ));
+        }
+        let (shared, shape) = (Arc::new(batch.clone()), CacheShape::of(kv));
+        let works: Vec<Work> = (1..g.ranks.len()).map(peer).collect();
+        let (done, results) = mpsc::channel();
+        let mut sent = 0;
+        for (tx, work) in self.jobs.iter().zip(works) {
+            let job = Job { batch: shared.clone(), shape, work, done: done.clone() };
+            if tx.send(job).is_ok() {
+                sent += 1;
+            }
+        }
+        drop(done);
+        let out0 = if sent + 1 == g.ranks.len() {
+            rank0(g.ranks[0].as_ref(), kv, g.comm(0))
+        } else {
+            Err(Error::Msg("a tensor-parallel rank thread has stopped".into()))
+        };
+        if out0.is_err() {
+            g.abort(0);
+        }
+        let mut others: Vec<(usize, Result<()>)> = results.iter().take(sent).collect();
+        if others.len() < sent {
+            others.push((0, Err(Error::Msg("a tensor-parallel rank thread stopped mid-step".into()))));
+        }
+        // Every rank has left its collectives: the group can be reused whatever happened.
+        let failed = out0.is_err() || others.iter().any(|(_, r)| r.is_err());
+        if failed {
+            if let Comms::Local(c) = &g.comms {
+                c[0].reset();
+            }
+            // Report the rank that failed first-hand, not the ranks it aborted.
+            others.sort_by_key(|(r, _)| *r);
+            let mut errs: Vec<Error> = std::iter::once(out0.err())
+                .flatten()
+                .chain(others.into_iter().filter_map(|(_, r)| r.err()))
+                .collect();
+            let pos = errs.iter().position(|e| !e.to_string().contains("collective aborted")).unwrap_or(0);
+            return Err(errs.swap_remove(pos));
+        }
+        out0
+    }
+}
+
+impl Drop for TpModel {
+    fn drop(&mut self) {
+        self.jobs.clear(); // the rank threads' loops end
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 
 impl CausalLM for TpModel {
     fn config(&self) -> &ModelConfig {
-        self.ranks[0].config()
+        self.group.ranks[0].config()
     }
 
     fn kv_layout(&self) -> KvLayout {
-        self.ranks[0].kv_layout()
+        self.group.ranks[0].kv_layout()
     }
 
     fn stage_layers(&self) -> std::ops::Range<usize> {
-        self.ranks[0].stage_layers()
+        self.group.ranks[0].stage_layers()
     }
 
     /// `comm` is not used: the group communicates through its own in-process communicators.
@@ -152,12 +290,10 @@ impl CausalLM for TpModel {
         _comm: &dyn Communicator,
         hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
-        if self.ranks.len() == 1 {
-            return self.ranks[0].forward(batch, kv, self.comm(0), hidden);
+        if self.group.ranks.len() == 1 {
+            return self.group.ranks[0].forward(batch, kv, self.group.comm(0), hidden);
         }
-        self.on_ranks(kv, |m, kv, comm| m.forward(batch, kv, comm, hidden), &|_, m, kv, comm| {
-            m.forward(batch, kv, comm, None)
-        })
+        self.on_ranks(batch, kv, |_| Work::Forward, |m, kv, comm| m.forward(batch, kv, comm, hidden))
     }
 
     /// Every rank runs the stage on its own copy of the input (on its own GPU).
@@ -168,80 +304,14 @@ impl CausalLM for TpModel {
         _comm: &dyn Communicator,
         input: StageInput,
     ) -> Result<StageOutput> {
-        let copy_for = |cache: &KvCache| -> Result<StageInput> {
-            Ok(match &input {
-                StageInput::Ids => StageInput::Ids,
-                StageInput::Hidden { x, pending } => StageInput::Hidden {
-                    x: super::pp::to_cache_device(x.clone(), cache)?,
-                    pending: pending.clone().map(|p| super::pp::to_cache_device(p, cache)).transpose()?,
-                },
-            })
+        let copy = |i: &StageInput| match i {
+            StageInput::Ids => StageInput::Ids,
+            StageInput::Hidden { x, pending } => {
+                StageInput::Hidden { x: x.clone(), pending: pending.clone() }
+            }
         };
-        let first = copy_for(kv)?;
-        self.on_ranks(kv, |m, kv, comm| m.forward_stage(batch, kv, comm, first), &|_, m, kv, comm| {
-            m.forward_stage(batch, kv, comm, copy_for(kv)?)
-        })
-    }
-}
-
-impl TpModel {
-    /// Run rank 0 on the caller's thread with the caller's cache and ranks 1..N on scoped
-    /// threads with theirs; rank 0's result, or the error of the rank that failed first-hand.
-    fn on_ranks<T: Send>(
-        &self,
-        kv: &mut KvCache,
-        rank0: impl FnOnce(&dyn CausalLM, &mut KvCache, &dyn Communicator) -> Result<T>,
-        peer: &(dyn Fn(usize, &dyn CausalLM, &mut KvCache, &dyn Communicator) -> Result<T> + Sync),
-    ) -> Result<T> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(Error::Msg(
-                "this tensor-parallel group was aborted after a rank failed; load the model again".into(),
-            ));
-        }
-        let mut guard = self.peer_kv.lock().unwrap_or_else(|p| p.into_inner());
-        let peers = self.peer_caches(kv, &mut guard)?;
-        let (out0, others) = std::thread::scope(|s| {
-            let handles: Vec<_> = self.ranks[1..]
-                .iter()
-                .zip(peers.iter_mut())
-                .enumerate()
-                .map(|(i, (model, cache))| {
-                    s.spawn(move || {
-                        let r = peer(i + 1, model.as_ref(), cache, self.comm(i + 1));
-                        if r.is_err() {
-                            self.abort(i + 1);
-                        }
-                        r.map(|_| ())
-                    })
-                })
-                .collect();
-            let out0 = rank0(self.ranks[0].as_ref(), kv, self.comm(0));
-            if out0.is_err() {
-                self.abort(0);
-            }
-            let others: Vec<Result<()>> = handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Msg("a tensor-parallel rank thread panicked".into())))
-                })
-                .collect();
-            (out0, others)
-        });
-        // Every rank has left its collectives: the group can be reused whatever happened.
-        let failed = out0.is_err() || others.iter().any(|r| r.is_err());
-        if failed {
-            if let Comms::Local(c) = &self.comms {
-                c[0].reset();
-            }
-            // Report the rank that failed first-hand, not the ranks it aborted.
-            let mut errs: Vec<Error> = std::iter::once(out0.err())
-                .flatten()
-                .chain(others.into_iter().filter_map(|r| r.err()))
-                .collect();
-            let pos = errs.iter().position(|e| !e.to_string().contains("collective aborted")).unwrap_or(0);
-            return Err(errs.swap_remove(pos));
-        }
-        out0
+        let peer = |_| Work::Stage(copy(&input));
+        let first = super::pp::stage_input_on(copy(&input), kv)?;
+        self.on_ranks(batch, kv, peer, |m, kv, comm| m.forward_stage(batch, kv, comm, first))
     }
 }
