@@ -74,6 +74,7 @@ macro_rules! for_each_fixture {
             starcoder2,
             gpt_neox,
             cohere,
+            qwen2_moe,
         );
     };
 }

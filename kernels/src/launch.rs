@@ -226,6 +226,36 @@ pub fn gated_act(
     )
 }
 
+/// `out [rows, inter]` = GPT-OSS's clamped SwiGLU of `x [rows, 2 * inter]` (gate/up interleaved).
+#[allow(clippy::too_many_arguments)]
+pub fn clamped_swiglu(
+    gpu: &Gpu,
+    dt: Dt,
+    x: DevPtr<'_>,
+    out: DevPtr<'_>,
+    rows_: usize,
+    inter: usize,
+    alpha: f32,
+    limit: f32,
+) -> Result<(), GpuError> {
+    x.check("clamped_swiglu", "x", rows_ * 2 * inter * dt.size())?;
+    out.check("clamped_swiglu", "out", rows_ * inter * dt.size())?;
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("clamped_swiglu_{}", dt.suffix()),
+        grid1d(rows_ * inter),
+        &[
+            Arg::Ptr(x.addr()),
+            Arg::Ptr(out.addr()),
+            Arg::I64(rows_ as i64),
+            Arg::I32(inter as i32),
+            Arg::F32(alpha),
+            Arg::F32(limit),
+        ],
+    )
+}
+
 /// `out = x * s`.
 pub fn scale(gpu: &Gpu, dt: Dt, x: DevPtr<'_>, out: DevPtr<'_>, n: usize, s: f32) -> Result<(), GpuError> {
     x.check("scale", "x", n * dt.size())?;

@@ -12,6 +12,7 @@ pub mod mixtral;
 pub mod olmo2;
 pub mod phi3;
 pub mod qwen2;
+pub mod qwen2_moe;
 pub mod qwen3;
 pub mod starcoder2;
 

@@ -15,5 +15,5 @@ pub use limits::{
     check_range, Stored, MAX_BATCH_SIZE, MAX_CONTEXT, MAX_DIM, MAX_EXPERTS, MAX_KV_BLOCK_SIZE, MAX_LAYERS,
     MAX_NUM_TOKENS,
 };
-pub use model::{Activation, ArchOptions, AttnKind, ModelConfig};
+pub use model::{Activation, ArchOptions, AttnKind, ModelConfig, MoeOptions, MoeScoring};
 pub use quant::{Fp8Scales, QuantConfig, WeightQuant};

@@ -10,13 +10,14 @@ mod embedding;
 mod linear;
 mod mlp;
 mod moe;
+mod moe_route;
 mod norm;
 
 pub use attention::{Attention, AttnNames};
 pub use embedding::Embedding;
 pub use linear::{Linear, Packed, Stored};
 pub use mlp::{GatedMlp, GatedMlpNames, Mlp, MlpNames};
-pub use moe::{MoeNames, SparseMoe};
+pub use moe::{MoeNames, MoeOrDense, SparseMoe};
 pub use norm::{AllHeadsRmsNorm, GemmaRmsNorm, LayerNorm, LayerNormNoBias, QkNormType, RmsNorm, RmsNormType};
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache};

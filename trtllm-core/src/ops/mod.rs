@@ -16,7 +16,7 @@ mod quant_int4;
 mod rope;
 mod softmax;
 
-pub use activation::{activation, gated_activation, matmul_gated};
+pub use activation::{activation, clamped_swiglu, gated_activation, matmul_gated};
 pub use attention::{paged_attention, write_kv, AttnParams};
 pub use elementwise::{add, add_bias, cast, mul, scale, softcap, zeros_like};
 pub use embedding::{embedding, embedding_device_ids, scatter_add_rows, select_rows};

@@ -87,6 +87,21 @@ impl Transform {
     }
 }
 
+/// `t` with its last two dims swapped: a matrix transposed, or each matrix of a 3-D stack
+/// (GPT-OSS experts stored `[experts, in, out]`).
+fn transpose_last2(t: &Tensor) -> Result<Tensor> {
+    match *t.shape() {
+        [_, _] => t.t(),
+        [n, r, c] => {
+            let parts: Vec<Tensor> = (0..n)
+                .map(|i| t.narrow0(i, 1)?.reshape(&[r, c])?.t()?.reshape(&[1, r * c]))
+                .collect::<Result<_>>()?;
+            Tensor::cat0(&parts)?.reshape(&[n, c, r])
+        }
+        _ => Err(Error::shape("transpose", format!("{:?} is not 2-D or 3-D", t.shape()))),
+    }
+}
+
 /// The rows of `t` (dim 0) in `order`.
 fn gather_rows(t: &Tensor, order: &[usize]) -> Result<Tensor> {
     let parts: Vec<Tensor> = order.iter().map(|&r| t.narrow0(r, 1)).collect::<Result<_>>()?;
@@ -205,7 +220,7 @@ impl WeightSpec {
                     format!("shape {:?}, expected {:?}", t.shape(), src.shape),
                 ));
             }
-            let mut t = if self.transform.transpose { t.t()? } else { t };
+            let mut t = if self.transform.transpose { transpose_last2(&t)? } else { t };
             if self.transform.add_one {
                 t = t.map_f32(|x| x + 1.0)?;
             }
@@ -261,8 +276,11 @@ impl WeightSpec {
         let mut out = Vec::with_capacity(self.sources.len());
         let mut row = 0;
         for (i, src) in self.sources.iter().enumerate() {
-            let stored =
-                if self.transform.transpose { vec![src.shape[1], src.shape[0]] } else { src.shape.clone() };
+            let mut stored = src.shape.clone();
+            if self.transform.transpose {
+                let n = stored.len();
+                stored.swap(n.saturating_sub(2), n - 1);
+            }
             let mut part = match self.combine {
                 Combine::Stack => t.narrow0(i, 1)?.reshape(&stored)?,
                 Combine::Concat0 => {
@@ -275,7 +293,7 @@ impl WeightSpec {
                 part = part.map_f32(|x| x - 1.0)?;
             }
             if self.transform.transpose {
-                part = part.t()?;
+                part = transpose_last2(&part)?;
             }
             out.push((src.name.clone(), part));
         }
