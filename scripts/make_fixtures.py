@@ -451,6 +451,34 @@ def make_specs():
         ),
         "Qwen2MoeForCausalLM",
     )
+    # GPT-OSS: sinks, sliding/full layers, biased experts with a clamped SwiGLU whose limit (1.0)
+    # is inside this model's range of gate/up values, YaRN.
+    add(
+        "gpt_oss",
+        lambda: cfg(
+            "GptOssConfig",
+            num_hidden_layers=2,
+            head_dim=16,
+            intermediate_size=32,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            sliding_window=8,
+            swiglu_limit=1.0,
+            max_position_embeddings=64,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": False,
+                "original_max_position_embeddings": 16,
+                "rope_theta": 10000.0,
+            },
+            tie_word_embeddings=False,
+        ),
+        "GptOssForCausalLM",
+        seed=11,
+    )
     return specs
 
 

@@ -75,6 +75,7 @@ macro_rules! for_each_fixture {
             gpt_neox,
             cohere,
             qwen2_moe,
+            gpt_oss,
         );
     };
 }

@@ -90,7 +90,9 @@ fixtures!(
     granite,
     starcoder2,
     gpt_neox,
-    cohere
+    cohere,
+    qwen2_moe,
+    gpt_oss
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

@@ -5,6 +5,7 @@
 pub mod cohere;
 pub mod gemma;
 pub mod gpt2;
+pub mod gpt_oss;
 pub mod gpt_neox;
 pub mod granite;
 pub mod llama;

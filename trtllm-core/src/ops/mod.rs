@@ -17,7 +17,7 @@ mod rope;
 mod softmax;
 
 pub use activation::{activation, clamped_swiglu, gated_activation, matmul_gated};
-pub use attention::{paged_attention, write_kv, AttnParams};
+pub use attention::{paged_attention, paged_attention_sinks, write_kv, AttnParams};
 pub use elementwise::{add, add_bias, cast, mul, scale, softcap, zeros_like};
 pub use embedding::{embedding, embedding_device_ids, scatter_add_rows, select_rows};
 pub use matmul::{linear, matmul_t, matmul_t_f32};
