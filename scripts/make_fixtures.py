@@ -479,6 +479,36 @@ def make_specs():
         "GptOssForCausalLM",
         seed=11,
     )
+    falcon_common = dict(
+        vocab_size=MODEL_VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        ffn_hidden_size=128,
+        max_position_embeddings=256,
+        initializer_range=INIT_STD,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        alibi=False,
+        parallel_attn=True,
+    )
+    # Falcon's new decoder (40B/180B): GQA with the fused qkv grouped by KV head, two LayerNorms.
+    add(
+        "falcon",
+        lambda: transformers.FalconConfig(
+            **falcon_common, new_decoder_architecture=True, num_kv_heads=2, bias=False, tie_word_embeddings=False
+        ),
+        "FalconForCausalLM",
+    )
+    # Falcon-7B's layout: multi-query, one LayerNorm feeding attention and MLP in parallel, biases.
+    add(
+        "falcon_mqa",
+        lambda: transformers.FalconConfig(
+            **falcon_common, new_decoder_architecture=False, multi_query=True, bias=True, tie_word_embeddings=True
+        ),
+        "FalconForCausalLM",
+    )
     return specs
 
 

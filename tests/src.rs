@@ -76,6 +76,8 @@ macro_rules! for_each_fixture {
             cohere,
             qwen2_moe,
             gpt_oss,
+            falcon,
+            falcon_mqa,
         );
     };
 }

@@ -92,7 +92,9 @@ fixtures!(
     gpt_neox,
     cohere,
     qwen2_moe,
-    gpt_oss
+    gpt_oss,
+    falcon,
+    falcon_mqa
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

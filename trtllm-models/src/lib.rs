@@ -3,6 +3,7 @@
 //! lists the models.
 
 pub mod cohere;
+pub mod falcon;
 pub mod gemma;
 pub mod gpt2;
 pub mod gpt_oss;
