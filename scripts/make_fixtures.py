@@ -509,6 +509,63 @@ def make_specs():
         ),
         "FalconForCausalLM",
     )
+    deepseek_common = dict(
+        num_hidden_layers=3,
+        moe_intermediate_size=32,
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        n_group=2,
+        topk_group=1,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    yarn_mscale = {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 16,
+        "mscale": 1.0,
+        "mscale_all_dim": 0.8,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "rope_theta": 10000.0,
+    }
+    # DeepSeek-V2(-Lite): MLA with q_proj (no q_lora_rank), softmax group-limited routing.
+    add(
+        "deepseek_v2",
+        lambda: cfg(
+            "DeepseekV2Config",
+            **deepseek_common,
+            q_lora_rank=None,
+            topk_method="group_limited_greedy",
+            routed_scaling_factor=1.5,
+            norm_topk_prob=False,
+            rope_parameters=yarn_mscale,
+        ),
+        "DeepseekV2ForCausalLM",
+    )
+    # DeepSeek-V3: MLA with q_lora_rank, sigmoid routing with a (randomized) correction bias,
+    # group-limited top-2-sum group scores, interleaved RoPE.
+    add(
+        "deepseek_v3",
+        lambda: cfg(
+            "DeepseekV3Config",
+            **deepseek_common,
+            q_lora_rank=48,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            rope_interleave=True,
+            rope_parameters=yarn_mscale,
+        ),
+        "DeepseekV3ForCausalLM",
+        random_buffers=["e_score_correction_bias"],
+    )
     return specs
 
 
@@ -571,6 +628,13 @@ def build_model(spec) -> torch.nn.Module:
     cls = getattr(transformers, spec["cls"])
     model = cls._from_config(config, attn_implementation="eager")
     randomize(model, seed, spec.get("std", INIT_STD), spec.get("embed_std"))
+    # Buffers that are weights of the checkpoint (DeepSeek-V3's routing correction bias) are zeros
+    # at init; random values make the fixture exercise them.
+    g = torch.Generator().manual_seed(seed + 1)
+    for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+        if any(name.endswith(s) for s in spec.get("random_buffers", [])):
+            with torch.no_grad():
+                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
     if spec.get("final_norm_offset"):
         _, norm = hf_reference.find_final_norm(model)
         with torch.no_grad():

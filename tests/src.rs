@@ -78,6 +78,8 @@ macro_rules! for_each_fixture {
             gpt_oss,
             falcon,
             falcon_mqa,
+            deepseek_v2,
+            deepseek_v3,
         );
     };
 }

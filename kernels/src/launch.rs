@@ -10,6 +10,7 @@ mod attention;
 mod fp8_gemm;
 mod matmul;
 mod mixed;
+mod mla;
 mod pdl;
 mod quant;
 mod sampling;
@@ -21,6 +22,7 @@ pub use fp8_gemm::{fp8_rowwise_ok, matmul_fp8, matmul_fp8_f32out, matmul_fp8_row
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
+pub use mla::{mla_absorb_q, mla_cache_write, mla_out, MlaArgs};
 pub use quant::{
     fp8_dequant, fp8_quantize_rows, fp8_quantize_static, fp8_scale_rowcol, gemv_fp8, gemv_fp8_gated,
     gemv_fp8_ok, gemv_int4, int4_dequant, Int4W, QGEMV_MAX_M,

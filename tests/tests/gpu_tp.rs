@@ -94,7 +94,9 @@ fixtures!(
     qwen2_moe,
     gpt_oss,
     falcon,
-    falcon_mqa
+    falcon_mqa,
+    deepseek_v2,
+    deepseek_v3
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

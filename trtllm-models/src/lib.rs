@@ -3,6 +3,8 @@
 //! lists the models.
 
 pub mod cohere;
+pub mod deepseek_v2;
+pub mod deepseek_v3;
 pub mod falcon;
 pub mod gemma;
 pub mod gpt2;

@@ -22,6 +22,7 @@ pub const KEY_ALIASES: &[(&str, &[&str])] = &[
     ("layer_norm_eps", &["layer_norm_epsilon", "norm_epsilon"]),
     ("hidden_act", &["hidden_activation", "activation_function", "activation"]),
     ("torch_dtype", &["dtype"]),
+    ("num_local_experts", &["n_routed_experts"]),
     ("partial_rotary_factor", &["rotary_pct"]),
     ("rope_theta", &["rotary_emb_base"]),
 ];

@@ -68,10 +68,11 @@ pub struct ArchOptions {
     /// A learned per-head logit joins each softmax (GPT-OSS attention sinks: `Attention` reads
     /// `sinks` of the attention block).
     pub attn_sinks: bool,
-    /// Multi-head latent attention: each token caches one row of this width
-    /// (`kv_lora_rank + qk_rope_head_dim`) shared by every head and rank, and no values.
-    pub latent_kv: Option<usize>,
+    /// Multi-head latent attention (`MlaAttention`): its dims; each token caches one row of
+    /// `kv_lora_rank + qk_rope_head_dim` shared by every head and rank, and no values.
+    pub mla: Option<super::MlaDims>,
 }
+
 
 /// How expert scores come from the router logits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -8,6 +8,7 @@
 mod attention;
 mod embedding;
 mod linear;
+mod mla;
 mod mlp;
 mod moe;
 mod moe_route;
@@ -16,6 +17,7 @@ mod norm;
 pub use attention::{Attention, AttnNames};
 pub use embedding::Embedding;
 pub use linear::{Linear, Packed, Stored};
+pub use mla::MlaAttention;
 pub use mlp::{GatedMlp, GatedMlpNames, Mlp, MlpNames};
 pub use moe::{MoeNames, MoeOrDense, SparseMoe};
 pub use norm::{AllHeadsRmsNorm, GemmaRmsNorm, LayerNorm, LayerNormNoBias, QkNormType, RmsNorm, RmsNormType};

@@ -9,6 +9,7 @@ pub mod cuda;
 mod elementwise;
 mod embedding;
 mod matmul;
+mod mla;
 mod norm;
 mod qkv_attention;
 mod quant;
@@ -21,6 +22,7 @@ pub use attention::{paged_attention, paged_attention_sinks, write_kv, AttnParams
 pub use elementwise::{add, add_bias, cast, mul, scale, softcap, zeros_like};
 pub use embedding::{embedding, embedding_device_ids, scatter_add_rows, select_rows};
 pub use matmul::{linear, matmul_t, matmul_t_f32};
+pub use mla::{mla_attention, MlaParams, MlaWeights};
 pub use norm::{add_rms_norm, layer_norm, qk_rms_apply, qk_sum_sq, rms_norm};
 pub use qkv_attention::{qkv_attention, QkvParams};
 pub use quant::{matmul_gated_fp8, matmul_t_fp8};

@@ -34,6 +34,9 @@ pub struct Transform {
     /// the rotate-half pairs `(i, i + rotary_dim / 2)` the engine applies: q . k is unchanged,
     /// and the RoPE kernels need no second layout. Later rows (v) stay.
     pub rope_interleaved: Option<(usize, usize, usize)>,
+    /// `(heads, head_dim, rotary_dim)`: the same permutation on the last `rotary_dim` rows of
+    /// each of the first `heads` heads (MLA's q heads `[nope; rope]` and its latent `[c; k_pe]`).
+    pub rope_interleaved_tail: Option<(usize, usize, usize)>,
 }
 
 /// The row reorderings and scale rows only when set (the weight maps of other models read as
@@ -48,6 +51,9 @@ impl std::fmt::Debug for Transform {
         if let Some(r) = self.rope_interleaved {
             d.field("rope_interleaved", &r);
         }
+        if let Some(r) = self.rope_interleaved_tail {
+            d.field("rope_interleaved_tail", &r);
+        }
         if self.scale_rows {
             d.field("scale_rows", &true);
         }
@@ -59,7 +65,7 @@ impl Transform {
     /// For each engine row of a tensor with `rows` rows, the stored row it comes from; `None`
     /// when the rows keep their order.
     pub fn row_order(&self, rows: usize) -> Option<Vec<usize>> {
-        if self.qkv_grouped.is_none() && self.rope_interleaved.is_none() {
+        if self.qkv_grouped.is_none() && self.rope_interleaved.is_none() && self.rope_interleaved_tail.is_none() {
             return None;
         }
         let mut order: Vec<usize> = (0..rows).collect();
@@ -77,6 +83,18 @@ impl Transform {
                 d if d < rot / 2 => 2 * d,
                 d if d < rot => 2 * (d - rot / 2) + 1,
                 d => d,
+            };
+            let prev = order.clone();
+            for (i, o) in order.iter_mut().enumerate().take(heads * hd) {
+                *o = prev[i / hd * hd + inner(i % hd)];
+            }
+        }
+        if let Some((heads, hd, rot)) = self.rope_interleaved_tail {
+            let start = hd - rot;
+            let inner = |d: usize| match d.checked_sub(start) {
+                Some(e) if e < rot / 2 => start + 2 * e,
+                Some(e) => start + 2 * (e - rot / 2) + 1,
+                None => d,
             };
             let prev = order.clone();
             for (i, o) in order.iter_mut().enumerate().take(heads * hd) {
