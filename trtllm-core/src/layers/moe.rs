@@ -89,7 +89,9 @@ impl Named for SparseMoe {
             true => Some(vb.pp(names.router).get_f32("e_score_correction_bias", &[e], Transform::default())?),
             false => None,
         };
-        let correction = correction.map(|t| t.to_cpu()?.to_f32_vec()).transpose()?;
+        // The planner's meta tensor has no values (nothing runs a planned model).
+        let host = |t: Tensor| if t.is_meta() { Ok(vec![]) } else { t.to_cpu()?.to_f32_vec() };
+        let correction = correction.map(host).transpose()?;
         let hf = |n: &str| (0..e).map(|x| format!("experts.{x}.{n}.weight")).collect::<Vec<_>>();
         let stacked = |engine: &str, n: &str, inner: &[usize]| {
             vb.get_spec(stacked_spec(vb, engine, hf(n), inner, TpSplit::Replicate))
