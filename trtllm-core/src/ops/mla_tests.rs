@@ -95,6 +95,7 @@ fn absorbed_decode_matches_the_expanded_formulation() {
         let got = got.f32s().expect("f32");
         let num: f64 = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).powi(2)).sum();
         let den: f64 = want.iter().map(|b| b * b).sum();
+        println!("MLA absorbed vs expanded, step at {start} ({len} tokens): NMSE {:.2e}", num / den);
         assert!(num / den <= 1e-10, "step at {start} ({len} tokens): NMSE {:e}", num / den);
     }
 }
