@@ -38,7 +38,10 @@ fn check(name: &str) {
         assert!(e <= 1e-6, "{name}: hidden state {i} NMSE {e:e}");
         worst = worst.max(e);
     }
-    println!("{name}: logits NMSE {:.2e}, worst hidden-state NMSE {worst:.2e}", nmse(logits.f32s().expect("f32"), read("logits").f32s().expect("f32")));
+    println!(
+        "{name}: logits NMSE {:.2e}, worst hidden-state NMSE {worst:.2e}",
+        nmse(logits.f32s().expect("f32"), read("logits").f32s().expect("f32"))
+    );
     let e = nmse(hidden[layers].f32s().expect("f32"), read("final_norm_input").f32s().expect("f32"));
     assert!(e <= 1e-6, "{name}: last layer output NMSE {e:e}");
     let e =

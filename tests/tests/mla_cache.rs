@@ -22,7 +22,10 @@ fn latent_cache_is_smaller_than_gqa_of_the_same_dims() {
     let layout = llm.model().kv_layout();
     let cfg = llm.model().config();
     let m = cfg.arch.mla.expect("MLA dims");
-    assert_eq!(layout, KvLayout { num_layers: cfg.num_hidden_layers, kv_heads: 1, head_dim: m.lora + m.rope, values: false });
+    assert_eq!(
+        layout,
+        KvLayout { num_layers: cfg.num_hidden_layers, kv_heads: 1, head_dim: m.lora + m.rope, values: false }
+    );
     // What the engine allocates: one latent row per slot and layer, nothing for values.
     let (blocks, bs) = (5, 4);
     let mut kv = KvCache::new(layout, bs, blocks).expect("cache");
@@ -42,6 +45,9 @@ fn latent_cache_is_smaller_than_gqa_of_the_same_dims() {
     // DeepSeek-V3 671B's dims (61 layers, 128 KV heads, nope 128 + rope 64, v 128, lora 512), bf16.
     let v3 = KvLayout { num_layers: 61, kv_heads: 1, head_dim: 512 + 64, values: false };
     let (mla, gqa) = (v3.bytes_per_token(2), gqa_bytes(61, 128, 192, 128, 2));
-    println!("DeepSeek-V3 dims (bf16): MLA {mla} B/token vs GQA {gqa} B/token ({:.1}x smaller)", gqa as f64 / mla as f64);
+    println!(
+        "DeepSeek-V3 dims (bf16): MLA {mla} B/token vs GQA {gqa} B/token ({:.1}x smaller)",
+        gqa as f64 / mla as f64
+    );
     assert_eq!((mla, gqa), (70_272, 4_997_120));
 }

@@ -75,7 +75,8 @@ fn adapters_list_the_keys_they_read() {
 /// A fixture's config.json with `key` set to `value`, in a fresh directory.
 fn config_with(fixture: &str, key: &str, value: serde_json::Value) -> std::path::PathBuf {
     let src = trtllm_tests::fixture(fixture).join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src).expect("read")).expect("json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).expect("read")).expect("json");
     cfg[key] = value;
     let dir = std::env::temp_dir().join(format!("trtllm-registry-{fixture}-{key}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -26,13 +26,19 @@ impl MlaDims {
     /// softmax scale (`mscale_all_dim` of a YaRN `rope_parameters` / `rope_scaling`, as HF's
     /// `yarn_apply_mscale`); the RoPE covers `qk_rope_head_dim` dims.
     pub fn from_config(cfg: &mut ModelConfig, interleaved: bool) -> Result<MlaDims> {
-        let need = |k: &str| cfg.extra::<usize>(k)?.ok_or_else(|| cfg.config_error(k, "missing (an MLA dim)"));
-        let (lora, nope, rope, v) =
-            (need("kv_lora_rank")?, need("qk_nope_head_dim")?, need("qk_rope_head_dim")?, need("v_head_dim")?);
+        let need =
+            |k: &str| cfg.extra::<usize>(k)?.ok_or_else(|| cfg.config_error(k, "missing (an MLA dim)"));
+        let (lora, nope, rope, v) = (
+            need("kv_lora_rank")?,
+            need("qk_nope_head_dim")?,
+            need("qk_rope_head_dim")?,
+            need("v_head_dim")?,
+        );
         let mut scale = ((nope + rope) as f64).powf(-0.5);
         let params: Option<serde_json::Value> = cfg.extra("rope_parameters")?.or(cfg.extra("rope_scaling")?);
         let param = |k: &str| params.as_ref().and_then(|p| p.get(k)).and_then(|x| x.as_f64());
-        let kind = params.as_ref().and_then(|p| p.get("rope_type").or(p.get("type"))).and_then(|x| x.as_str());
+        let kind =
+            params.as_ref().and_then(|p| p.get("rope_type").or(p.get("type"))).and_then(|x| x.as_str());
         if let (Some(msa), Some(factor)) = (param("mscale_all_dim"), param("factor")) {
             if kind.is_some_and(|k| k != "default") && msa != 0.0 && factor > 1.0 {
                 let m = 0.1 * msa * factor.ln() + 1.0;

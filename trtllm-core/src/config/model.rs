@@ -73,7 +73,6 @@ pub struct ArchOptions {
     pub mla: Option<super::MlaDims>,
 }
 
-
 /// How expert scores come from the router logits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MoeScoring {

@@ -171,7 +171,8 @@ impl<N: QkNormType> AttentionLayer for Attention<N> {
             }
             _ => None,
         };
-        let params = ops::QkvParams { attn: self.params, rope, rope_on_device, qk_norm, sinks: self.sinks.as_ref() };
+        let params =
+            ops::QkvParams { attn: self.params, rope, rope_on_device, qk_norm, sinks: self.sinks.as_ref() };
         let (batch, dev) = (cx.batch, cx.dev);
         let attn = ops::qkv_attention(&qkv, cx.kv.layer(self.layer)?, batch, dev, &params)?;
         self.o.forward(&attn, cx)

@@ -8,9 +8,9 @@
 
 use super::linear::Stored;
 use super::{AttentionLayer, BuildCtx, ForwardCtx, Linear, Module, RmsNorm};
+use crate::config::rope::RopeScaling;
 use crate::config::MlaDims;
 use crate::weights::{TpSplit, VarBuilder};
-use crate::config::rope::RopeScaling;
 use crate::{ops, Error, Result, Tensor};
 
 pub struct MlaAttention {
@@ -34,32 +34,47 @@ pub struct MlaAttention {
 impl Module for MlaAttention {
     fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self> {
         let cfg = cx.cfg;
-        let m = cfg.arch.mla.ok_or_else(|| Error::Msg("MlaAttention needs cfg.arch.mla (the MLA dims)".into()))?;
+        let m = cfg
+            .arch
+            .mla
+            .ok_or_else(|| Error::Msg("MlaAttention needs cfg.arch.mla (the MLA dims)".into()))?;
         let (h, nh, tp) = (cfg.hidden_size, cfg.num_attention_heads, vb.tp_size());
         if nh % tp != 0 {
             return Err(Error::Msg(format!("{nh} heads cannot be split over tp_size {tp}")));
         }
         let (qk, d) = (m.nope + m.rope, m.lora + m.rope);
         let bias = cfg.arch.qkv_bias;
-        let tail = |heads, width| Stored { rope_interleaved_tail: m.interleaved.then_some((heads, width, m.rope)), ..Default::default() };
+        let tail = |heads, width| Stored {
+            rope_interleaved_tail: m.interleaved.then_some((heads, width, m.rope)),
+            ..Default::default()
+        };
         let (q, q_b) = match m.q_lora {
             None => (Linear::heads(vb, "q_proj", &["q_proj"], h, &[(nh, qk)], tail(nh, qk))?, None),
             Some(r) => {
                 let q_a = Linear::replicated(vb, "q_a_proj", h, r, Stored { bias, ..Default::default() })?;
                 let norm = RmsNorm::new(&vb.pp("q_a_layernorm"), r, cfg.norm_eps)?;
-                (q_a, Some((norm, Linear::heads(vb, "q_b_proj", &["q_b_proj"], r, &[(nh, qk)], tail(nh, qk))?)))
+                (
+                    q_a,
+                    Some((norm, Linear::heads(vb, "q_b_proj", &["q_b_proj"], r, &[(nh, qk)], tail(nh, qk))?)),
+                )
             }
         };
         let kv_a = Linear::replicated(vb, "kv_a_proj_with_mqa", h, d, Stored { bias, ..tail(1, d) })?;
         let kv_norm = RmsNorm::new(&vb.pp("kv_a_layernorm"), m.lora, cfg.norm_eps)?;
         let (w_uk, w_uv) = absorbed(vb, nh, &m)?;
-        let o = Linear::row(vb, "o_proj", nh * m.v, h, Stored { bias: cfg.arch.o_bias, ..Default::default() })?;
+        let o =
+            Linear::row(vb, "o_proj", nh * m.v, h, Stored { bias: cfg.arch.o_bias, ..Default::default() })?;
         let rope = cfg.rope_for_layer(cx.layer_idx);
         if matches!(rope.scaling, RopeScaling::Dynamic { .. } | RopeScaling::LongRope { .. }) {
-            return Err(Error::Msg("MLA with a length-dependent RoPE scaling (dynamic, longrope) is not supported".into()));
+            return Err(Error::Msg(
+                "MLA with a length-dependent RoPE scaling (dynamic, longrope) is not supported".into(),
+            ));
         }
         if rope.rotary_dim != m.rope {
-            return Err(Error::Msg(format!("MLA RoPE over {} dims, qk_rope_head_dim is {}", rope.rotary_dim, m.rope)));
+            return Err(Error::Msg(format!(
+                "MLA RoPE over {} dims, qk_rope_head_dim is {}",
+                rope.rotary_dim, m.rope
+            )));
         }
         Ok(MlaAttention {
             q,
@@ -82,7 +97,12 @@ impl Module for MlaAttention {
 /// `kv_b_proj` `[heads * (nope + v), lora]` (this rank's heads) -> `W_UK^T` `[heads, lora, nope]`
 /// and `W_UV` `[heads, v, lora]`, on the model's device and in its dtype.
 fn absorbed(vb: &VarBuilder<'_>, nh: usize, m: &MlaDims) -> Result<(Tensor, Tensor)> {
-    let mut spec = vb.spec("kv_b_proj.weight", &["kv_b_proj.weight"], &[nh * (m.nope + m.v), m.lora], TpSplit::Heads(vec![(nh, m.nope + m.v)]));
+    let mut spec = vb.spec(
+        "kv_b_proj.weight",
+        &["kv_b_proj.weight"],
+        &[nh * (m.nope + m.v), m.lora],
+        TpSplit::Heads(vec![(nh, m.nope + m.v)]),
+    );
     spec.dtype = vb.dtype;
     let w = vb.get_host(spec)?;
     let heads = w.dim(0) / (m.nope + m.v);
@@ -101,7 +121,9 @@ fn absorbed(vb: &VarBuilder<'_>, nh: usize, m: &MlaDims) -> Result<(Tensor, Tens
         }
         uv.extend_from_slice(&rows[m.nope * m.lora..]);
     }
-    let place = |name: &str, v: Vec<f32>, shape: &[usize]| vb.place(&vb.path(name), Tensor::from_f32(v, shape)?.to_dtype(vb.dtype)?);
+    let place = |name: &str, v: Vec<f32>, shape: &[usize]| {
+        vb.place(&vb.path(name), Tensor::from_f32(v, shape)?.to_dtype(vb.dtype)?)
+    };
     Ok((place("w_uk", uk, &uk_shape)?, place("w_uv", uv, &uv_shape)?))
 }
 

@@ -86,7 +86,9 @@ impl Named for SparseMoe {
         let st = Stored { bias: o.router_bias, ..Default::default() };
         let router = Linear::replicated(&vb32, names.router, h, e, st)?;
         let correction = match o.score_correction {
-            true => Some(vb.pp(names.router).get_f32("e_score_correction_bias", &[e], Transform::default())?),
+            true => {
+                Some(vb.pp(names.router).get_f32("e_score_correction_bias", &[e], Transform::default())?)
+            }
             false => None,
         };
         // The planner's meta tensor has no values (nothing runs a planned model).
@@ -98,7 +100,12 @@ impl Named for SparseMoe {
         };
         // A 3-D `[experts, in, out]` tensor stored transposed: the engine's `[experts, out, in]`.
         let fused = |n: &str, out: usize, inp: usize| {
-            let mut spec = vb.spec(&format!("experts.{n}"), &[&format!("experts.{n}")], &[e, out, inp], TpSplit::Replicate);
+            let mut spec = vb.spec(
+                &format!("experts.{n}"),
+                &[&format!("experts.{n}")],
+                &[e, out, inp],
+                TpSplit::Replicate,
+            );
             spec.sources[0].shape = vec![e, inp, out];
             spec.transform.transpose = true;
             vb.get_spec(spec)
@@ -116,22 +123,35 @@ impl Named for SparseMoe {
             }
             None => {
                 if o.expert_bias || o.clamped_swiglu.is_some() {
-                    return Err(Error::Msg("expert biases and the clamped SwiGLU need fused_gate_up experts".into()));
+                    return Err(Error::Msg(
+                        "expert biases and the clamped SwiGLU need fused_gate_up experts".into(),
+                    ));
                 }
-                let (gate, up) = (stacked("experts.gate_proj", names.gate, &[i, h])?, stacked("experts.up_proj", names.up, &[i, h])?);
+                let (gate, up) = (
+                    stacked("experts.gate_proj", names.gate, &[i, h])?,
+                    stacked("experts.up_proj", names.up, &[i, h])?,
+                );
                 (Experts::Split { gate, up }, stacked("experts.down_proj", names.down, &[h, i])?, None)
             }
         };
         let shared = match (names.shared, o.shared_intermediate) {
             (Some(n), Some(si)) => {
                 let mlp = GatedMlp::new(&unscaled(cfg), &vb.pp(n), si, &GatedMlpNames::LLAMA)?;
-                let gate = names.shared_gate.map(|g| Linear::replicated(&vb32, g, h, 1, Stored::default())).transpose()?;
+                let gate = names
+                    .shared_gate
+                    .map(|g| Linear::replicated(&vb32, g, h, 1, Stored::default()))
+                    .transpose()?;
                 Some((mlp, gate))
             }
             (None, None) => None,
-            _ => return Err(Error::Msg("a shared expert needs both its names and its intermediate size".into())),
+            _ => {
+                return Err(Error::Msg(
+                    "a shared expert needs both its names and its intermediate size".into(),
+                ))
+            }
         };
-        let router_check = Router { opts: o, top_k: cfg.num_experts_per_tok, renormalize: false, correction: None };
+        let router_check =
+            Router { opts: o, top_k: cfg.num_experts_per_tok, renormalize: false, correction: None };
         router_check.check(e)?;
         Ok(SparseMoe {
             router,
@@ -222,7 +242,9 @@ impl MlpLayer for SparseMoe {
             let y = mlp.forward(x, cx)?;
             let all: Vec<usize> = (0..t).collect();
             let w = match gate {
-                Some(g) => g.forward(&x32, cx)?.to_cpu()?.f32s()?.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect(),
+                Some(g) => {
+                    g.forward(&x32, cx)?.to_cpu()?.f32s()?.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect()
+                }
                 None => vec![1.0; t],
             };
             out = ops::scatter_add_rows(&out, &y, &all, &w)?;

@@ -118,8 +118,17 @@ pub fn clamped_swiglu(x: &Tensor, alpha: f32, limit: f32) -> Result<Tensor> {
     if let Some(gpu) = cuda::gpu_of(x) {
         let out = cuda::alloc(&gpu, &[m, i], x.dtype())?;
         let dt = cuda::kernel_dtype(x, "clamped_swiglu")?;
-        launch::clamped_swiglu(&gpu, dt, cuda::ptr(x, "clamped_swiglu")?, DevPtr::new(&out, 0), m, i, alpha, limit)
-            .map_err(cuda::dev_err)?;
+        launch::clamped_swiglu(
+            &gpu,
+            dt,
+            cuda::ptr(x, "clamped_swiglu")?,
+            DevPtr::new(&out, 0),
+            m,
+            i,
+            alpha,
+            limit,
+        )
+        .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, i], x.dtype());
     }
     let v = x.f32s()?;

@@ -76,13 +76,20 @@ pub fn mla_attention(
     if !shapes_ok {
         return Err(Error::shape(
             "mla_attention",
-            format!("q {:?}, kv_a {:?} for {t} tokens, w_uk {:?}, w_uv {:?}, {p:?}", q.shape(), kv_a.shape(), w.w_uk.shape(), w.w_uv.shape()),
+            format!(
+                "q {:?}, kv_a {:?} for {t} tokens, w_uk {:?}, w_uv {:?}, {p:?}",
+                q.shape(),
+                kv_a.shape(),
+                w.w_uk.shape(),
+                w.w_uv.shape()
+            ),
         ));
     }
     match cache {
         KvLayer::Cpu { k, .. } => cpu(q, kv_a, w, k, batch, p),
         KvLayer::Cuda { k, dtype, .. } => {
-            let dev = dev.ok_or_else(|| Error::Device("mla_attention: GPU cache without device batch".into()))?;
+            let dev =
+                dev.ok_or_else(|| Error::Device("mla_attention: GPU cache without device batch".into()))?;
             if q.dtype() != *dtype || kv_a.dtype() != *dtype {
                 return Err(Error::Device(format!("q is {}, the latent cache is {dtype}", q.dtype())));
             }
@@ -102,7 +109,13 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
 }
 
 /// The latent rows `[t, lora + rope]` this step caches: normalized `c`, rotated `k_pe`.
-pub(crate) fn latent_rows(kv_a: &[f32], norm: &[f32], p: &MlaParams<'_>, cos: &[f32], sin: &[f32]) -> Vec<f32> {
+pub(crate) fn latent_rows(
+    kv_a: &[f32],
+    norm: &[f32],
+    p: &MlaParams<'_>,
+    cos: &[f32],
+    sin: &[f32],
+) -> Vec<f32> {
     let (d, half) = (p.row(), p.rope / 2);
     let mut rows = kv_a.to_vec();
     for (ti, r) in rows.chunks_exact_mut(d).enumerate() {
@@ -115,7 +128,14 @@ pub(crate) fn latent_rows(kv_a: &[f32], norm: &[f32], p: &MlaParams<'_>, cos: &[
     rows
 }
 
-fn cpu(q: &Tensor, kv_a: &Tensor, w: &MlaWeights<'_>, kc: &mut [f32], batch: &ForwardBatch, p: &MlaParams<'_>) -> Result<Tensor> {
+fn cpu(
+    q: &Tensor,
+    kv_a: &Tensor,
+    w: &MlaWeights<'_>,
+    kc: &mut [f32],
+    batch: &ForwardBatch,
+    p: &MlaParams<'_>,
+) -> Result<Tensor> {
     let _t = super::cpu::prof::scope(|| "mla_attention".to_string());
     let (t, d, half, qh) = (batch.num_tokens(), p.row(), p.rope / 2, p.nope + p.rope);
     let (cos, sin) = super::rope_tables(&batch.positions, p.freq.0, p.freq.1);
@@ -141,7 +161,14 @@ fn cpu(q: &Tensor, kv_a: &Tensor, w: &MlaWeights<'_>, kc: &mut [f32], batch: &Fo
             rotate(&mut dst[p.lora..], &cos[ti * half..(ti + 1) * half], &sin[ti * half..(ti + 1) * half]);
         }
     }
-    let a = AttnParams { num_heads: p.heads, num_kv_heads: 1, head_dim: d, scale: p.scale, window: None, softcap: None };
+    let a = AttnParams {
+        num_heads: p.heads,
+        num_kv_heads: 1,
+        head_dim: d,
+        scale: p.scale,
+        window: None,
+        softcap: None,
+    };
     let o = super::paged_attention(&Tensor::from_f32(qa, &[t, p.heads * d])?, kc, kc, batch, &a)?;
     let o = o.f32s()?;
     let mut out = vec![0f32; t * p.heads * p.v];
@@ -149,7 +176,9 @@ fn cpu(q: &Tensor, kv_a: &Tensor, w: &MlaWeights<'_>, kc: &mut [f32], batch: &Fo
         for h in 0..p.heads {
             let lat = &o[(ti * p.heads + h) * d..(ti * p.heads + h) * d + p.lora];
             let wv = &w_uv[h * p.v * p.lora..(h + 1) * p.v * p.lora];
-            for (vi, out) in out[(ti * p.heads + h) * p.v..(ti * p.heads + h + 1) * p.v].iter_mut().enumerate() {
+            for (vi, out) in
+                out[(ti * p.heads + h) * p.v..(ti * p.heads + h + 1) * p.v].iter_mut().enumerate()
+            {
                 *out = wv[vi * p.lora..(vi + 1) * p.lora].iter().zip(lat).map(|(a, b)| a * b).sum();
             }
         }
@@ -196,10 +225,24 @@ fn gpu(
         inv_freq: freq,
         cache_slots: kc.len() / (d * dt.size()),
     };
-    launch::mla_cache_write(&gpu, dt, &args, cuda::ptr(kv_a, "kv_a")?, cuda::ptr(w.kv_norm, "kv_a_layernorm")?, DevPtr::new(kc, 0))
-        .map_err(cuda::dev_err)?;
-    launch::mla_absorb_q(&gpu, dt, &args, cuda::ptr(q, "q")?, cuda::ptr(w.w_uk, "w_uk")?, DevPtr::new(&qa, 0))
-        .map_err(cuda::dev_err)?;
+    launch::mla_cache_write(
+        &gpu,
+        dt,
+        &args,
+        cuda::ptr(kv_a, "kv_a")?,
+        cuda::ptr(w.kv_norm, "kv_a_layernorm")?,
+        DevPtr::new(kc, 0),
+    )
+    .map_err(cuda::dev_err)?;
+    launch::mla_absorb_q(
+        &gpu,
+        dt,
+        &args,
+        cuda::ptr(q, "q")?,
+        cuda::ptr(w.w_uk, "w_uk")?,
+        DevPtr::new(&qa, 0),
+    )
+    .map_err(cuda::dev_err)?;
     let cache = DevPtr::new(kc, 0);
     super::attention::cuda_attention(
         batch,

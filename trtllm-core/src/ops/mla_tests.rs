@@ -35,7 +35,8 @@ fn expanded(q: &[f32], kc: &[f32], kv_b: &[f32], batch: &ForwardBatch, p: &MlaPa
             let mut scores = vec![];
             let mut values = vec![];
             for j in 0..=pos {
-                let slot = seq.block_table[j / batch.block_size] as usize * batch.block_size + j % batch.block_size;
+                let slot =
+                    seq.block_table[j / batch.block_size] as usize * batch.block_size + j % batch.block_size;
                 let (c, pe) = kc[slot * d..(slot + 1) * d].split_at(p.lora);
                 let k_nope: Vec<f64> = (0..p.nope).map(|i| row(h * kb + i, c)).collect();
                 let s: f64 = k_nope.iter().zip(&qv[..p.nope]).map(|(k, q)| k * *q as f64).sum::<f64>()
@@ -61,7 +62,17 @@ fn absorbed_decode_matches_the_expanded_formulation() {
     let (heads, nope, rope, lora, v) = (3usize, 8usize, 4usize, 12usize, 6usize);
     let mut rng = Rng(7);
     let inv = vec![1.0f32, 0.1];
-    let p = MlaParams { heads, nope, rope, lora, v, scale: 0.3, eps: 1e-6, freq: (&inv, 1.2), freq_on_device: None };
+    let p = MlaParams {
+        heads,
+        nope,
+        rope,
+        lora,
+        v,
+        scale: 0.3,
+        eps: 1e-6,
+        freq: (&inv, 1.2),
+        freq_on_device: None,
+    };
     let kv_b = rng.vec(heads * (nope + v) * lora);
     // W_UK^T [heads, lora, nope] and W_UV [heads, v, lora] from kv_b's per-head rows.
     let mut w_uk = vec![0f32; heads * lora * nope];
@@ -88,8 +99,16 @@ fn absorbed_decode_matches_the_expanded_formulation() {
         let batch = ForwardBatch::new(&step, bs, true).expect("batch");
         let q = rng.vec(len * heads * (nope + rope));
         let kv_a = rng.vec(len * p.row());
-        let got = mla_attention(&t(q.clone(), &[len, heads * (nope + rope)]), &t(kv_a, &[len, p.row()]), &w, &mut cache, &batch, None, &p)
-            .expect("mla");
+        let got = mla_attention(
+            &t(q.clone(), &[len, heads * (nope + rope)]),
+            &t(kv_a, &[len, p.row()]),
+            &w,
+            &mut cache,
+            &batch,
+            None,
+            &p,
+        )
+        .expect("mla");
         let KvLayer::Cpu { k, .. } = &cache else { panic!("cpu cache") };
         let want = expanded(&q, k, &kv_b, &batch, &p);
         let got = got.f32s().expect("f32");

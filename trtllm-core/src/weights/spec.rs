@@ -65,7 +65,10 @@ impl Transform {
     /// For each engine row of a tensor with `rows` rows, the stored row it comes from; `None`
     /// when the rows keep their order.
     pub fn row_order(&self, rows: usize) -> Option<Vec<usize>> {
-        if self.qkv_grouped.is_none() && self.rope_interleaved.is_none() && self.rope_interleaved_tail.is_none() {
+        if self.qkv_grouped.is_none()
+            && self.rope_interleaved.is_none()
+            && self.rope_interleaved_tail.is_none()
+        {
             return None;
         }
         let mut order: Vec<usize> = (0..rows).collect();

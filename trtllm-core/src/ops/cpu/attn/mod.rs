@@ -53,7 +53,10 @@ pub fn paged_attention(
         return Err(Error::KvCache("block size 0".into()));
     }
     if sinks.is_some_and(|s| s.len() != nh) {
-        return Err(Error::shape("paged_attention", format!("{} sinks for {nh} heads", sinks.map_or(0, |s| s.len()))));
+        return Err(Error::shape(
+            "paged_attention",
+            format!("{} sinks for {nh} heads", sinks.map_or(0, |s| s.len())),
+        ));
     }
     let cache_slots = k_cache.len().min(v_cache.len()) / kvw.max(1);
     let mut work = 0usize;
