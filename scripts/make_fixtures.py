@@ -451,6 +451,121 @@ def make_specs():
         ),
         "Qwen2MoeForCausalLM",
     )
+    # GPT-OSS: sinks, sliding/full layers, biased experts with a clamped SwiGLU whose limit (1.0)
+    # is inside this model's range of gate/up values, YaRN.
+    add(
+        "gpt_oss",
+        lambda: cfg(
+            "GptOssConfig",
+            num_hidden_layers=2,
+            head_dim=16,
+            intermediate_size=32,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            sliding_window=8,
+            swiglu_limit=1.0,
+            max_position_embeddings=64,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": False,
+                "original_max_position_embeddings": 16,
+                "rope_theta": 10000.0,
+            },
+            tie_word_embeddings=False,
+        ),
+        "GptOssForCausalLM",
+        seed=11,
+    )
+    falcon_common = dict(
+        vocab_size=MODEL_VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        ffn_hidden_size=128,
+        max_position_embeddings=256,
+        initializer_range=INIT_STD,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        alibi=False,
+        parallel_attn=True,
+    )
+    # Falcon's new decoder (40B/180B): GQA with the fused qkv grouped by KV head, two LayerNorms.
+    add(
+        "falcon",
+        lambda: transformers.FalconConfig(
+            **falcon_common, new_decoder_architecture=True, num_kv_heads=2, bias=False, tie_word_embeddings=False
+        ),
+        "FalconForCausalLM",
+    )
+    # Falcon-7B's layout: multi-query, one LayerNorm feeding attention and MLP in parallel, biases.
+    add(
+        "falcon_mqa",
+        lambda: transformers.FalconConfig(
+            **falcon_common, new_decoder_architecture=False, multi_query=True, bias=True, tie_word_embeddings=True
+        ),
+        "FalconForCausalLM",
+    )
+    deepseek_common = dict(
+        num_hidden_layers=3,
+        moe_intermediate_size=32,
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        n_group=2,
+        topk_group=1,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    yarn_mscale = {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 16,
+        "mscale": 1.0,
+        "mscale_all_dim": 0.8,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "rope_theta": 10000.0,
+    }
+    # DeepSeek-V2(-Lite): MLA with q_proj (no q_lora_rank), softmax group-limited routing.
+    add(
+        "deepseek_v2",
+        lambda: cfg(
+            "DeepseekV2Config",
+            **deepseek_common,
+            q_lora_rank=None,
+            topk_method="group_limited_greedy",
+            routed_scaling_factor=1.5,
+            norm_topk_prob=False,
+            rope_parameters=yarn_mscale,
+        ),
+        "DeepseekV2ForCausalLM",
+    )
+    # DeepSeek-V3: MLA with q_lora_rank, sigmoid routing with a (randomized) correction bias,
+    # group-limited top-2-sum group scores, interleaved RoPE.
+    add(
+        "deepseek_v3",
+        lambda: cfg(
+            "DeepseekV3Config",
+            **deepseek_common,
+            q_lora_rank=48,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            rope_interleave=True,
+            rope_parameters=yarn_mscale,
+        ),
+        "DeepseekV3ForCausalLM",
+        random_buffers=["e_score_correction_bias"],
+    )
     return specs
 
 
@@ -513,6 +628,13 @@ def build_model(spec) -> torch.nn.Module:
     cls = getattr(transformers, spec["cls"])
     model = cls._from_config(config, attn_implementation="eager")
     randomize(model, seed, spec.get("std", INIT_STD), spec.get("embed_std"))
+    # Buffers that are weights of the checkpoint (DeepSeek-V3's routing correction bias) are zeros
+    # at init; random values make the fixture exercise them.
+    g = torch.Generator().manual_seed(seed + 1)
+    for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+        if any(name.endswith(s) for s in spec.get("random_buffers", [])):
+            with torch.no_grad():
+                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
     if spec.get("final_norm_offset"):
         _, norm = hf_reference.find_final_norm(model)
         with torch.no_grad():

@@ -74,6 +74,12 @@ macro_rules! for_each_fixture {
             starcoder2,
             gpt_neox,
             cohere,
+            qwen2_moe,
+            gpt_oss,
+            falcon,
+            falcon_mqa,
+            deepseek_v2,
+            deepseek_v3,
         );
     };
 }

@@ -116,7 +116,8 @@ __device__ __forceinline__ float softmax_chunk(float* ps, int n, float& m, float
 // K reads), then every thread accumulates its output dims over the chunk (coalesced V reads).
 template <typename T>
 __device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, int nkv, int hd, float scale, int window,
-                          float softcap, const int* positions, const int* token_seq, const int* bt, const int* bt_off, int bs) {
+                          float softcap, const int* positions, const int* token_seq, const int* bt, const int* bt_off, int bs,
+                          const float* sinks) {
     extern __shared__ float sm[];
     pdl_start();
     float* qs = sm;
@@ -131,7 +132,8 @@ __device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, 
     int lo = window > 0 ? max(0, pos + 1 - window) : 0;
     const int* table = bt + bt_off[token_seq[t]];
     __syncthreads();
-    float m = -INFINITY, l = 0.f;
+    // A sink logit starts the running max with weight exp(sink - sink) = 1 in the denominator.
+    float m = sinks ? sinks[h] : -INFINITY, l = sinks ? 1.f : 0.f;
     for (int j0 = lo; j0 <= pos; j0 += blockDim.x) {
         int n = min((int)blockDim.x, pos - j0 + 1);
         // Scores of this chunk: warp w takes keys w, w + nwarps, ...
@@ -258,8 +260,10 @@ extern "C" __global__ void qkv_prepare_f32(QKV_ARGS(float)) { qkv_impl(qkv, nh, 
 extern "C" __global__ void qkv_prepare_bf16(QKV_ARGS(bf16)) { qkv_impl(qkv, nh, nkv, hd, rh, pos, f, sc, qn, kn, eps, slots, qo, kc, vc); }
 #define ATTN_ARGS(T) const T* q, const T* kc, const T* vc, T* o, int nh, int nkv, int hd, float scale, int win, \
     float cap, const int* pos, const int* ts, const int* bt, const int* bo, int bs
-extern "C" __global__ void paged_attention_f32(ATTN_ARGS(float)) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs); }
-extern "C" __global__ void paged_attention_bf16(ATTN_ARGS(bf16)) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs); }
+extern "C" __global__ void paged_attention_f32(ATTN_ARGS(float)) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, nullptr); }
+extern "C" __global__ void paged_attention_bf16(ATTN_ARGS(bf16)) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, nullptr); }
+extern "C" __global__ void paged_attention_sinks_f32(ATTN_ARGS(float), const float* sinks) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, sinks); }
+extern "C" __global__ void paged_attention_sinks_bf16(ATTN_ARGS(bf16), const float* sinks) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, sinks); }
 extern "C" __global__ void paged_attention_vec_bf16_hd64(ATTN_ARGS(bf16)) { attn_vec_impl<8>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }
 extern "C" __global__ void paged_attention_vec_bf16_hd128(ATTN_ARGS(bf16)) { attn_vec_impl<16>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }
 extern "C" __global__ void paged_attention_vec_bf16_hd256(ATTN_ARGS(bf16)) { attn_vec_impl<32>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }

@@ -42,6 +42,15 @@ __device__ void gated_v8_impl(const bf16* gu, bf16* out, long rows, int inter, i
         *(uint4*)(out + r * inter + c) = pack(o, (const bf16*)nullptr);
     }
 }
+// x [rows, 2*inter], gate/up interleaved by column -> out [rows, inter]: GPT-OSS's clamped SwiGLU,
+// (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g) with g = min(gate, limit).
+template <typename T> __device__ void clamped_swiglu_impl(const T* x, T* out, long rows, int inter, float alpha, float limit) {
+    long n = rows * inter;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        float g = fminf(to_f(x[2 * i]), limit), u = fminf(fmaxf(to_f(x[2 * i + 1]), -limit), limit);
+        out[i] = from_f<T>((u + 1.f) * (g / (1.f + expf(-alpha * g))));
+    }
+}
 template <typename T> __device__ void scale_impl(const T* x, T* out, long n, float s) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         out[i] = from_f<T>(to_f(x[i]) * s);
@@ -63,6 +72,8 @@ extern "C" __global__ void act_bf16(const bf16* x, bf16* o, long n, int k) { act
 extern "C" __global__ void gated_act_f32(const float* g, float* o, long r, int i, int k) { gated_impl(g, o, r, i, k); }
 extern "C" __global__ void gated_act_bf16(const bf16* g, bf16* o, long r, int i, int k) { gated_impl(g, o, r, i, k); }
 extern "C" __global__ void gated_act_v8_bf16(const bf16* g, bf16* o, long r, int i, int k) { gated_v8_impl(g, o, r, i, k); }
+extern "C" __global__ void clamped_swiglu_f32(const float* x, float* o, long r, int i, float a, float l) { clamped_swiglu_impl(x, o, r, i, a, l); }
+extern "C" __global__ void clamped_swiglu_bf16(const bf16* x, bf16* o, long r, int i, float a, float l) { clamped_swiglu_impl(x, o, r, i, a, l); }
 extern "C" __global__ void scale_f32(const float* x, float* o, long n, float s) { scale_impl(x, o, n, s); }
 extern "C" __global__ void scale_bf16(const bf16* x, bf16* o, long n, float s) { scale_impl(x, o, n, s); }
 extern "C" __global__ void softcap_f32(const float* x, float* o, long n, float c) { softcap_impl(x, o, n, c); }

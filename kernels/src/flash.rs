@@ -152,6 +152,7 @@ pub fn supported(gpu: &Gpu, dt: Dt, head_dim: usize) -> bool {
 /// [`supported`], and q, out, K and V 16-byte aligned (16-byte loads and async copies).
 pub fn eligible(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> bool {
     supported(gpu, dt, a.head_dim)
+        && a.sinks.is_none()
         && [a.q, a.out, a.k_cache, a.v_cache].iter().all(|p| p.buf.ptr(p.off) % 16 == 0)
 }
 

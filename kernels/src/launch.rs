@@ -11,6 +11,7 @@ mod fp8_gemm;
 mod lt;
 mod matmul;
 mod mixed;
+mod mla;
 mod pdl;
 mod quant;
 mod sampling;
@@ -23,6 +24,7 @@ pub use lt::{AlgoCache, TUNE_MAX_M};
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
+pub use mla::{mla_absorb_q, mla_cache_write, mla_out, MlaArgs};
 pub use quant::{
     fp8_dequant, fp8_quantize_rows, fp8_quantize_static, fp8_scale_rowcol, gemv_fp8, gemv_fp8_gated,
     gemv_fp8_ok, gemv_int4, int4_dequant, Int4W, QGEMV_MAX_M,
@@ -224,6 +226,36 @@ pub fn gated_act(
             Arg::I64(rows_ as i64),
             Arg::I32(inter as i32),
             Arg::I32(kind),
+        ],
+    )
+}
+
+/// `out [rows, inter]` = GPT-OSS's clamped SwiGLU of `x [rows, 2 * inter]` (gate/up interleaved).
+#[allow(clippy::too_many_arguments)]
+pub fn clamped_swiglu(
+    gpu: &Gpu,
+    dt: Dt,
+    x: DevPtr<'_>,
+    out: DevPtr<'_>,
+    rows_: usize,
+    inter: usize,
+    alpha: f32,
+    limit: f32,
+) -> Result<(), GpuError> {
+    x.check("clamped_swiglu", "x", rows_ * 2 * inter * dt.size())?;
+    out.check("clamped_swiglu", "out", rows_ * inter * dt.size())?;
+    run(
+        gpu,
+        Kernel::Elementwise,
+        &format!("clamped_swiglu_{}", dt.suffix()),
+        grid1d(rows_ * inter),
+        &[
+            Arg::Ptr(x.addr()),
+            Arg::Ptr(out.addr()),
+            Arg::I64(rows_ as i64),
+            Arg::I32(inter as i32),
+            Arg::F32(alpha),
+            Arg::F32(limit),
         ],
     )
 }

@@ -18,7 +18,7 @@ pub struct KvBudget {
 
 /// Bytes of one KV block: K and V of every layer.
 pub fn bytes_per_block(layout: &KvLayout, block_size: usize, elem: usize) -> usize {
-    [2, layout.num_layers, block_size, layout.kv_heads, layout.head_dim, elem]
+    [layout.planes(), layout.num_layers, block_size, layout.kv_heads, layout.head_dim, elem]
         .iter()
         .fold(1usize, |a, &d| a.saturating_mul(d))
 }

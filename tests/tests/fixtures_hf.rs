@@ -32,10 +32,16 @@ fn check(name: &str) {
     assert!(e <= 1e-6, "{name}: logits NMSE {e:e} > 1e-6");
 
     let layers = hidden.len() - 2;
+    let mut worst = 0f64;
     for (i, h) in hidden.iter().enumerate().take(layers) {
         let e = nmse(h.f32s().expect("f32"), read(&format!("hidden.{i}")).f32s().expect("f32"));
         assert!(e <= 1e-6, "{name}: hidden state {i} NMSE {e:e}");
+        worst = worst.max(e);
     }
+    println!(
+        "{name}: logits NMSE {:.2e}, worst hidden-state NMSE {worst:.2e}",
+        nmse(logits.f32s().expect("f32"), read("logits").f32s().expect("f32"))
+    );
     let e = nmse(hidden[layers].f32s().expect("f32"), read("final_norm_input").f32s().expect("f32"));
     assert!(e <= 1e-6, "{name}: last layer output NMSE {e:e}");
     let e =

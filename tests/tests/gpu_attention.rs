@@ -92,6 +92,7 @@ fn grouped_decode_attention_matches_the_cpu_and_the_per_head_kernel() {
                 bt_offsets: DevPtr::new(&dev.bt_offsets, 0),
                 block_size: bs,
                 max_context,
+                sinks: None,
             };
             if grouped {
                 launch::paged_attention_grouped(&g, Dt::BF16, &a).expect("grouped kernel");
@@ -140,6 +141,7 @@ fn grouped_kernel_refuses_what_it_does_not_take() {
         bt_offsets: DevPtr::new(&ints, 0),
         block_size: 16,
         max_context: 64,
+        sinks: None,
     };
     assert!(launch::paged_attention_grouped(&g, Dt::BF16, &a).is_err(), "16 heads per KV head");
     let a2 = AttnArgs { kv_heads: 4, head_dim: 96, ..a };

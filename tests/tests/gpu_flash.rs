@@ -164,7 +164,7 @@ fn flash_cases(g: &std::sync::Arc<Gpu>, v: flash::Variant) {
             window: c.window,
             softcap: c.softcap,
         };
-        let p = QkvParams { attn, rope: None, rope_on_device: None, qk_norm: None };
+        let p = QkvParams { attn, rope: None, rope_on_device: None, qk_norm: None, sinks: None };
         for dt in DTS {
             let nan: Vec<u8> = match dt {
                 DType::BF16 => [0xc0u8, 0x7f].repeat(n),
@@ -241,6 +241,7 @@ fn flash_prefill_preconditions() {
         bt_offsets: DevPtr::new(&ints, 0),
         block_size: bs,
         max_context: 0,
+        sinks: None,
     };
     let seq = |q_start, q_len, first_pos, seq| FlashSeq { q_start, q_len, first_pos, seq, bt_len: 4 };
     let call_with = |v: flash::Variant, a: &AttnArgs<'_>, dt: Dt, seqs: &[FlashSeq]| {
@@ -361,6 +362,7 @@ fn flash_prefill_llama8b_shape() {
             bt_offsets: DevPtr::new(&dev.bt_offsets, 0),
             block_size: bs,
             max_context: 0,
+            sinks: None,
         };
         let seqs = [FlashSeq { q_start: 0, q_len: len, first_pos: start, seq: 0, bt_len: tables[0].len() }];
         let time = |f: &dyn Fn(), iters: u32| {

@@ -251,8 +251,15 @@ fn qkv_attention() {
                     rope: Some((&inv, 1.0)),
                     rope_on_device: Some(&inv_dev),
                     qk_norm: qkn_g,
+                    sinks: None,
                 };
-                let pc = QkvParams { attn, rope: Some((&inv, 1.0)), rope_on_device: None, qk_norm: qkn_c };
+                let pc = QkvParams {
+                    attn,
+                    rope: Some((&inv, 1.0)),
+                    rope_on_device: None,
+                    qk_norm: qkn_c,
+                    sinks: None,
+                };
                 let dev = batch.to_device(&g).expect("batch to device");
                 let got = ops::qkv_attention(&qkv, &mut gk, &batch, Some(&dev), &pg).expect("gpu");
                 let want = ops::qkv_attention(&qkvr, &mut ck, &batch, None, &pc).expect("cpu");

@@ -90,7 +90,13 @@ fixtures!(
     granite,
     starcoder2,
     gpt_neox,
-    cohere
+    cohere,
+    qwen2_moe,
+    gpt_oss,
+    falcon,
+    falcon_mqa,
+    deepseek_v2,
+    deepseek_v3
 );
 
 /// The row-parallel partial-sum op: bf16 operands, f32 result, against the CPU (f32 arithmetic on

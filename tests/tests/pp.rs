@@ -56,7 +56,10 @@ fn check(name: &str) {
         let mut llm = load(name, dev, tp, pp);
         let e = nmse(&logits(&mut llm, &input), &want_logits);
         let toks = greedy(&mut llm, &prompts);
-        println!("PP {name:12} tp {tp} pp {pp}: logits NMSE vs one rank {e:.2e}, greedy identical {}", toks == want_tokens);
+        println!(
+            "PP {name:12} tp {tp} pp {pp}: logits NMSE vs one rank {e:.2e}, greedy identical {}",
+            toks == want_tokens
+        );
         assert!(e <= 1e-8, "{name} tp {tp} pp {pp}: logits NMSE {e:e} vs one rank");
         assert_eq!(toks, want_tokens, "{name} tp {tp} pp {pp}: greedy tokens differ from one rank");
     }
@@ -66,7 +69,7 @@ macro_rules! fixtures {
     ($($name:ident),* $(,)?) => { $(#[test] fn $name() { check(stringify!($name)); })* };
 }
 
-fixtures!(llama, llama_tied, gemma2, qwen3, mixtral, olmo2, gpt_neox, cohere);
+fixtures!(llama, llama_tied, gemma2, qwen3, mixtral, olmo2, gpt_neox, cohere, qwen2_moe, gpt_oss, falcon, deepseek_v2, deepseek_v3);
 
 /// Micro-batches keep every sequence once, in order, with batch-local indices.
 #[test]

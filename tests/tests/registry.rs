@@ -20,6 +20,11 @@ const EXPECTED: &[(&str, &str)] = &[
     ("Starcoder2ForCausalLM", "trtllm_models::starcoder2::Starcoder2"),
     ("GPTNeoXForCausalLM", "trtllm_models::gpt_neox::GptNeoX"),
     ("CohereForCausalLM", "trtllm_models::cohere::Cohere"),
+    ("Qwen2MoeForCausalLM", "trtllm_models::qwen2_moe::Qwen2Moe"),
+    ("GptOssForCausalLM", "trtllm_models::gpt_oss::GptOss"),
+    ("FalconForCausalLM", "trtllm_models::falcon::Falcon"),
+    ("DeepseekV2ForCausalLM", "trtllm_models::deepseek_v2::DeepseekV2"),
+    ("DeepseekV3ForCausalLM", "trtllm_models::deepseek_v3::DeepseekV3"),
 ];
 
 #[test]
@@ -65,4 +70,33 @@ fn adapters_list_the_keys_they_read() {
     assert!(err.contains("did you mean `Olmo2ForCausalLM`"), "{err}");
     let err = trtllm_core::model::lookup("GPTJForCausalLM").err().expect("unknown").to_string();
     assert!(!err.contains("did you mean"), "{err}");
+}
+
+/// A fixture's config.json with `key` set to `value`, in a fresh directory.
+fn config_with(fixture: &str, key: &str, value: serde_json::Value) -> std::path::PathBuf {
+    let src = trtllm_tests::fixture(fixture).join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).expect("read")).expect("json");
+    cfg[key] = value;
+    let dir = std::env::temp_dir().join(format!("trtllm-registry-{fixture}-{key}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("config.json"), cfg.to_string()).expect("write");
+    dir
+}
+
+#[test]
+fn settings_an_architecture_cannot_run_are_errors_naming_the_key() {
+    trtllm::init();
+    for (fixture, key, value, says) in [
+        ("falcon", "alibi", serde_json::json!(true), "ALiBi"),
+        ("falcon_mqa", "parallel_attn", serde_json::json!(false), "sequential"),
+        ("deepseek_v2", "topk_method", serde_json::json!("noaux_tc"), "not supported"),
+        ("deepseek_v3", "moe_layer_freq", serde_json::json!(2), "only 1"),
+        ("qwen2_moe", "decoder_sparse_step", serde_json::json!(0), "at least 1"),
+    ] {
+        let dir = config_with(fixture, key, value);
+        let err = trtllm_core::model::resolve_config(&dir).err().map(|e| e.to_string()).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.contains(&format!("`{key}`")) && err.contains(says), "{fixture} {key}: {err:?}");
+    }
 }

@@ -91,7 +91,7 @@ impl Llm {
             eos = model.config().eos_token_ids.clone();
         }
         let elem = kv.cuda_dtype().map_or(4, |d| d.size_in_bytes());
-        let kv_bytes = 2 * layout.num_layers * kv.num_slots() * layout.kv_heads * layout.head_dim * elem;
+        let kv_bytes = kv.num_slots() * layout.bytes_per_token(elem);
         p.done_with(&format!(
             "{blocks} blocks of {} tokens x {} layers, {:.2} GiB",
             opts.kv_block_size,

@@ -37,6 +37,7 @@ pub const GPT2_LAYOUT: ModelLayout = ModelLayout {
     norm: "ln_f",
     lm_head: "lm_head",
     prefix_aliases: &[""],
+    renames: &[],
     ignore: &[],
 };
 

@@ -3,15 +3,20 @@
 //! lists the models.
 
 pub mod cohere;
+pub mod deepseek_v2;
+pub mod deepseek_v3;
+pub mod falcon;
 pub mod gemma;
 pub mod gpt2;
 pub mod gpt_neox;
+pub mod gpt_oss;
 pub mod granite;
 pub mod llama;
 pub mod mixtral;
 pub mod olmo2;
 pub mod phi3;
 pub mod qwen2;
+pub mod qwen2_moe;
 pub mod qwen3;
 pub mod starcoder2;
 

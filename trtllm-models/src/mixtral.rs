@@ -1,7 +1,8 @@
-//! Mixtral and Qwen3-MoE: the Llama block with a sparse mixture of experts in place of the MLP.
+//! Mixtral and Qwen3-MoE: the Llama block with a sparse mixture of experts in place of the MLP
+//! (Qwen3-MoE: dense on the layers `mlp_only_layers` / `decoder_sparse_step` name).
 
 use trtllm_core::config::ModelConfig;
-use trtllm_core::layers::{Attention, MoeNames, RmsNorm, SparseMoe};
+use trtllm_core::layers::{Attention, MoeNames, MoeOrDense, RmsNorm, SparseMoe};
 use trtllm_core::model::DecoderModelForCausalLM;
 use trtllm_macros::{decoder_layer, register_model};
 
@@ -29,7 +30,7 @@ pub struct Qwen3MoeDecoderLayer {
     #[layer(role = pre_mlp_norm)]
     post_attention_layernorm: RmsNorm,
     #[layer(role = mlp)]
-    mlp: SparseMoe,
+    mlp: MoeOrDense,
 }
 
 /// Mixtral always renormalizes the top-k router weights.
@@ -37,8 +38,10 @@ fn mixtral(cfg: &mut ModelConfig) {
     cfg.norm_topk_prob = true;
 }
 
-fn qwen3_moe(cfg: &mut ModelConfig) {
+fn qwen3_moe(cfg: &mut ModelConfig) -> trtllm_core::Result<()> {
     cfg.arch.qk_norm = true;
+    cfg.arch.moe.dense_layers = crate::qwen2_moe::qwen_dense_layers(cfg)?;
+    Ok(())
 }
 
 #[register_model("MixtralForCausalLM", config = mixtral)]

@@ -97,6 +97,9 @@ pub struct AttnArgs<'a> {
     /// a CUDA-graph step passes the longest sequence it can replay). Sets how many blocks split
     /// one token's keys; 0 = unknown: one block per token and head group.
     pub max_context: usize,
+    /// Attention sinks: `heads` f32 logits that join each softmax's denominator (GPT-OSS); only
+    /// the per-head scalar kernel takes them.
+    pub sinks: Option<DevPtr<'a>>,
 }
 
 /// Query heads one GQA-grouped decode block serves at most (`attention_decode.cu`).
@@ -180,7 +183,7 @@ fn paged_attention_gqa(gpu: &Arc<Gpu>, a: &AttnArgs<'_>) -> Result<(), GpuError>
 /// the GQA-grouped kernel where it applies (bf16, head_dim 64/128/256, <= 8 query heads per KV
 /// head), else one block per (token, query head).
 pub fn paged_attention(gpu: &Arc<Gpu>, dt: Dt, a: &AttnArgs<'_>) -> Result<(), GpuError> {
-    if gqa_eligible(dt, a) && crate::options().gqa_decode {
+    if a.sinks.is_none() && gqa_eligible(dt, a) && crate::options().gqa_decode {
         return paged_attention_grouped(gpu, dt, a);
     }
     paged_attention_per_head(gpu, dt, a)
@@ -190,6 +193,7 @@ pub fn paged_attention(gpu: &Arc<Gpu>, dt: Dt, a: &AttnArgs<'_>) -> Result<(), G
 /// 16-byte aligned caches.
 pub fn gqa_eligible(dt: Dt, a: &AttnArgs<'_>) -> bool {
     dt == Dt::BF16
+        && a.sinks.is_none()
         && matches!(a.head_dim, 64 | 128 | 256)
         && a.kv_heads > 0
         && a.heads / a.kv_heads <= GQA_MAX_GROUP
@@ -230,11 +234,17 @@ pub fn paged_attention_per_head(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(
     // bf16 at head_dim 64 / 128 / 256: the 16-byte-load kernel (+ 8 floats per thread of PV
     // partials in shared memory); the K/V caches are 16-byte aligned rows of head_dim elements.
     let vec = dt == Dt::BF16
+        && a.sinks.is_none()
         && matches!(a.head_dim, 64 | 128 | 256)
         && a.k_cache.addr().is_multiple_of(16)
         && a.v_cache.addr().is_multiple_of(16);
+    if let Some(s) = a.sinks {
+        s.check("paged_attention", "sinks", a.heads * 4)?;
+    }
     let name = if vec {
         format!("paged_attention_vec_bf16_hd{}", a.head_dim)
+    } else if a.sinks.is_some() {
+        format!("paged_attention_sinks_{}", dt.suffix())
     } else {
         format!("paged_attention_{}", dt.suffix())
     };
@@ -245,7 +255,7 @@ pub fn paged_attention_per_head(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem,
     };
-    let args = [
+    let mut args = vec![
         Arg::Ptr(a.q.addr()),
         Arg::Ptr(a.k_cache.addr()),
         Arg::Ptr(a.v_cache.addr()),
@@ -262,5 +272,8 @@ pub fn paged_attention_per_head(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(
         Arg::Ptr(a.bt_offsets.addr()),
         Arg::I32(a.block_size as i32),
     ];
+    if a.sinks.is_some() {
+        args.push(opt(a.sinks));
+    }
     run(gpu, Kernel::Attention, &name, cfg, &args)
 }

@@ -1,5 +1,6 @@
 //! The paged KV cache: per layer, `num_blocks * block_size` slots of `[kv_heads, head_dim]`
-//! keys and values, handed out in fixed-size blocks by a ref-counted allocator.
+//! keys and values (or, for multi-head latent attention, one latent row per slot and no values),
+//! handed out in fixed-size blocks by a ref-counted allocator.
 
 use std::sync::Arc;
 
@@ -13,6 +14,21 @@ pub struct KvLayout {
     /// KV heads held by this rank.
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// A value plane next to the keys; false for MLA, whose one latent row per token serves as
+    /// both (the value buffer of each layer is then empty).
+    pub values: bool,
+}
+
+impl KvLayout {
+    /// Cache planes per layer: keys and values, or the latent rows alone.
+    pub fn planes(&self) -> usize {
+        1 + self.values as usize
+    }
+
+    /// Bytes one token takes in the cache of every layer, at `elem` bytes per element.
+    pub fn bytes_per_token(&self, elem: usize) -> usize {
+        self.planes() * self.num_layers * self.kv_heads * self.head_dim * elem
+    }
 }
 
 /// One layer's keys and values: host f32, or device memory in the model's dtype.
@@ -44,10 +60,11 @@ impl KvCache {
             return Err(Error::KvCache("block_size and num_blocks must be positive".into()));
         }
         let n = num_blocks * block_size * layout.kv_heads * layout.head_dim;
+        let nv = if layout.values { n } else { 0 };
         let layers = (0..layout.num_layers)
-            .map(|l| {
-                let n = if layers.contains(&l) { n } else { 0 };
-                KvLayer::Cpu { k: vec![0.0; n], v: vec![0.0; n] }
+            .map(|l| match layers.contains(&l) {
+                true => KvLayer::Cpu { k: vec![0.0; n], v: vec![0.0; nv] },
+                false => KvLayer::Cpu { k: vec![], v: vec![] },
             })
             .collect();
         Ok(KvCache { layout, block_size, num_blocks, layers })
@@ -83,11 +100,12 @@ impl KvCache {
                 out.push(KvLayer::Cpu { k: vec![], v: vec![] });
                 continue;
             }
-            let alloc = || {
+            let alloc = |bytes: usize| {
                 DevBuf::alloc(gpu, bytes)
                     .map_err(|e| Error::KvCache(format!("allocating {bytes} bytes: {e}")))
             };
-            out.push(KvLayer::Cuda { k: alloc()?, v: alloc()?, dtype });
+            let v_bytes = if layout.values { bytes } else { 0 };
+            out.push(KvLayer::Cuda { k: alloc(bytes)?, v: alloc(v_bytes)?, dtype });
         }
         Ok(KvCache { layout, block_size, num_blocks, layers: out })
     }
@@ -122,7 +140,7 @@ impl KvCache {
 
     /// Blocks that fit in `bytes` of f32 K and V.
     pub fn blocks_for_bytes(layout: KvLayout, block_size: usize, bytes: usize) -> usize {
-        let per_block = 2 * layout.num_layers * block_size * layout.kv_heads * layout.head_dim * 4;
+        let per_block = block_size * layout.bytes_per_token(4);
         (bytes / per_block.max(1)).max(1)
     }
 

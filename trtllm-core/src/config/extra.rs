@@ -58,6 +58,20 @@ impl ModelConfig {
         self.config_json.read.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// `key` read as a bool, `default` when absent.
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool> {
+        Ok(self.extra(key)?.unwrap_or(default))
+    }
+
+    /// An error naming `key` when its value (`default` when absent) is `bad`: a setting the
+    /// architecture cannot run (Falcon's `alibi: true`).
+    pub fn refuse(&self, key: &str, default: bool, bad: bool, what: &str) -> Result<()> {
+        match self.flag(key, default)? == bad {
+            true => Err(self.config_error(key, format!("{bad} ({what}) is not supported"))),
+            false => Ok(()),
+        }
+    }
+
     /// A config error about `key`, naming the `config.json` it came from: what an adapter returns
     /// for a value the architecture cannot run (`use_qk_norm: true` where it is not supported).
     pub fn config_error(&self, key: &str, msg: impl Into<String>) -> crate::Error {

@@ -14,14 +14,15 @@ use serde_json::{Map, Value};
 /// wins; the others are dropped so a config that carries two spellings is not ambiguous.
 pub const KEY_ALIASES: &[(&str, &[&str])] = &[
     ("hidden_size", &["n_embd", "d_model"]),
-    ("intermediate_size", &["n_inner"]),
+    ("intermediate_size", &["n_inner", "ffn_hidden_size"]),
     ("num_hidden_layers", &["n_layer", "num_layers"]),
     ("num_attention_heads", &["n_head"]),
     ("num_key_value_heads", &["num_kv_heads", "n_head_kv"]),
     ("max_position_embeddings", &["n_positions"]),
     ("layer_norm_eps", &["layer_norm_epsilon", "norm_epsilon"]),
-    ("hidden_act", &["hidden_activation", "activation_function"]),
+    ("hidden_act", &["hidden_activation", "activation_function", "activation"]),
     ("torch_dtype", &["dtype"]),
+    ("num_local_experts", &["n_routed_experts"]),
     ("partial_rotary_factor", &["rotary_pct"]),
     ("rope_theta", &["rotary_emb_base"]),
 ];

@@ -63,6 +63,53 @@ pub struct ArchOptions {
     /// RoPE rotates interleaved pairs `(2i, 2i + 1)` (GPT-J, Cohere), applied by reordering the
     /// q/k projection rows at load (`Transform::rope_interleaved`).
     pub rope_interleaved: bool,
+    /// How a mixture-of-experts block routes and computes (`SparseMoe`, `MoeOrDense`).
+    pub moe: MoeOptions,
+    /// A learned per-head logit joins each softmax (GPT-OSS attention sinks: `Attention` reads
+    /// `sinks` of the attention block).
+    pub attn_sinks: bool,
+    /// Multi-head latent attention (`MlaAttention`): its dims; each token caches one row of
+    /// `kv_lora_rank + qk_rope_head_dim` shared by every head and rank, and no values.
+    pub mla: Option<super::MlaDims>,
+}
+
+/// How expert scores come from the router logits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MoeScoring {
+    /// Softmax over all experts, then the top k (Mixtral, Qwen-MoE, DeepSeek-V2).
+    #[default]
+    Softmax,
+    /// Sigmoid of each logit, then the top k (DeepSeek-V3).
+    Sigmoid,
+    /// Top k of the raw logits, softmax over those k (GPT-OSS).
+    TopKSoftmax,
+}
+
+/// Mixture-of-experts knobs HF keeps in modeling code.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MoeOptions {
+    pub scoring: MoeScoring,
+    /// `(n_group, topk_group)`: experts form `n_group` equal groups and only the best
+    /// `topk_group` groups compete (DeepSeek's group-limited routing).
+    pub groups: Option<(usize, usize)>,
+    /// A group's score is the sum of its two best expert scores (V3), not its best (V2).
+    pub group_top2: bool,
+    /// A learned per-expert bias added to the scores for the choice only
+    /// (`gate.e_score_correction_bias`, DeepSeek-V3).
+    pub score_correction: bool,
+    /// The routed experts' weights are multiplied by this (`routed_scaling_factor`).
+    pub routed_scaling: Option<f64>,
+    /// The router and the experts have biases (GPT-OSS).
+    pub router_bias: bool,
+    pub expert_bias: bool,
+    /// `(alpha, limit)`: experts use GPT-OSS's clamped SwiGLU on interleaved gate/up columns,
+    /// `(clamp(up, -l, l) + 1) * g * sigmoid(alpha * g)` with `g = min(gate, l)`.
+    pub clamped_swiglu: Option<(f64, f64)>,
+    /// Intermediate size of the always-on shared expert (Qwen2-MoE, DeepSeek), when there is one.
+    pub shared_intermediate: Option<usize>,
+    /// Layers whose MLP is a dense `GatedMlp` of `intermediate_size` (`MoeOrDense`).
+    pub dense_layers: Vec<usize>,
 }
 
 /// The normalized model configuration every layer builds from.

@@ -1,13 +1,13 @@
 //! `Attention`: fused qkv projection -> (q/k norm) -> RoPE -> KV-cache write -> paged attention
 //! -> output projection. MHA, GQA and MQA (KV heads shared by groups of query heads; duplicated
 //! across tensor-parallel ranks when there are fewer KV heads than ranks), sliding windows,
-//! logit soft-capping and `query_pre_attn_scalar` all come from the config; the checkpoint's
+//! logit soft-capping, attention sinks and `query_pre_attn_scalar` all come from the config; the checkpoint's
 //! names from `AttnNames`, the q/k norm type from the type parameter.
 
 use super::linear::Stored;
 use super::{AttentionLayer, BuildCtx, ForwardCtx, Linear, Module, Named, QkNormType, RmsNorm};
 use crate::config::rope::{RopeConfig, RopeScaling};
-use crate::weights::{heads_per_rank, VarBuilder};
+use crate::weights::{heads_per_rank, TpSplit, VarBuilder};
 use crate::{ops, Error, Result, Tensor};
 
 /// How a checkpoint names the tensors of an attention block (relative to the block).
@@ -46,6 +46,8 @@ pub struct Attention<N = RmsNorm> {
     qkv: Linear,
     o: Linear,
     qk_norm: Option<(N, N)>,
+    /// Attention sinks `[heads]` of this rank (f32; `cfg.arch.attn_sinks`, GPT-OSS).
+    sinks: Option<Tensor>,
     rope: Option<RopeConfig>,
     /// inv_freq and cos/sin scaling when they do not depend on the sequence length.
     static_freq: Option<(Vec<f32>, f32)>,
@@ -101,6 +103,14 @@ impl<N: QkNormType> Named for Attention<N> {
         } else {
             None
         };
+        let sinks = match a.attn_sinks {
+            true => {
+                let mut spec = vb.spec("sinks", &["sinks"], &[nh], TpSplit::Heads(vec![(nh, 1)]));
+                spec.dtype = crate::DType::F32;
+                Some(vb.get_spec(spec)?)
+            }
+            false => None,
+        };
         let static_freq = rope.as_ref().and_then(|r| match r.scaling {
             RopeScaling::Dynamic { .. } | RopeScaling::LongRope { .. } => None,
             _ => Some(r.inv_freq(0)),
@@ -113,6 +123,7 @@ impl<N: QkNormType> Named for Attention<N> {
             qkv,
             o,
             qk_norm,
+            sinks,
             rope,
             static_freq,
             static_freq_dev: std::sync::OnceLock::new(),
@@ -160,7 +171,8 @@ impl<N: QkNormType> AttentionLayer for Attention<N> {
             }
             _ => None,
         };
-        let params = ops::QkvParams { attn: self.params, rope, rope_on_device, qk_norm };
+        let params =
+            ops::QkvParams { attn: self.params, rope, rope_on_device, qk_norm, sinks: self.sinks.as_ref() };
         let (batch, dev) = (cx.batch, cx.dev);
         let attn = ops::qkv_attention(&qkv, cx.kv.layer(self.layer)?, batch, dev, &params)?;
         self.o.forward(&attn, cx)

@@ -41,6 +41,7 @@ pub struct Stored {
     /// Rows reordered at load (weight and bias): `Transform::qkv_grouped`, `rope_interleaved`.
     pub qkv_grouped: Option<(usize, usize, usize)>,
     pub rope_interleaved: Option<(usize, usize, usize)>,
+    pub rope_interleaved_tail: Option<(usize, usize, usize)>,
 }
 
 fn spec_for(
@@ -54,6 +55,7 @@ fn spec_for(
     let mut spec = vb.spec(leaf, hf, shape, split);
     spec.transform.qkv_grouped = st.qkv_grouped;
     spec.transform.rope_interleaved = st.rope_interleaved;
+    spec.transform.rope_interleaved_tail = st.rope_interleaved_tail;
     if st.transposed {
         spec.transform.transpose = true;
         for s in &mut spec.sources {
@@ -140,7 +142,11 @@ impl Linear {
         let mut packed = None;
         let mut int4 = None;
         if let Some(q) = quant_of(vb, hf)? {
-            if st.transposed || st.qkv_grouped.is_some() || st.rope_interleaved.is_some() {
+            if st.transposed
+                || st.qkv_grouped.is_some()
+                || st.rope_interleaved.is_some()
+                || st.rope_interleaved_tail.is_some()
+            {
                 return Err(crate::Error::tensor(
                     &spec.name,
                     "quantized Conv1D or row-reordered (fused-by-group qkv, interleaved RoPE) weights are not supported",
@@ -168,6 +174,7 @@ impl Linear {
             let mut spec = bias_spec(vb, &format!("{leaf}.bias"), &b_hf, shape[0], bsplit);
             spec.transform.qkv_grouped = st.qkv_grouped;
             spec.transform.rope_interleaved = st.rope_interleaved;
+            spec.transform.rope_interleaved_tail = st.rope_interleaved_tail;
             Some(vb.get_spec(spec)?)
         } else {
             None

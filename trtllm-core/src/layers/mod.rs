@@ -8,15 +8,18 @@
 mod attention;
 mod embedding;
 mod linear;
+mod mla;
 mod mlp;
 mod moe;
+mod moe_route;
 mod norm;
 
 pub use attention::{Attention, AttnNames};
 pub use embedding::Embedding;
 pub use linear::{Linear, Packed, Stored};
+pub use mla::MlaAttention;
 pub use mlp::{GatedMlp, GatedMlpNames, Mlp, MlpNames};
-pub use moe::{MoeNames, SparseMoe};
+pub use moe::{MoeNames, MoeOrDense, SparseMoe};
 pub use norm::{AllHeadsRmsNorm, GemmaRmsNorm, LayerNorm, LayerNormNoBias, QkNormType, RmsNorm, RmsNormType};
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache};
@@ -55,7 +58,7 @@ pub trait Module: Sized {
 /// `#[decoder_layer]` field builds it through `build_named` with the model's `CONST`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` takes no `names`: it is not a `trtllm_core::layers::Named` layer",
-    label = "`#[layer(names = ...)]` needs a layer with named inner tensors (Attention, GatedMlp, Mlp, SparseMoe)"
+    label = "`#[layer(names = ...)]` needs a layer with named inner tensors (Attention, GatedMlp, Mlp, SparseMoe, MoeOrDense)"
 )]
 pub trait Named: Module {
     type Names: 'static;
@@ -80,7 +83,7 @@ pub trait NormLayer: Module {
 /// Role `attention`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an attention layer (`trtllm_core::layers::AttentionLayer`)",
-    label = "role `attention` needs an attention layer type"
+    label = "role `attention` needs an attention layer type (Attention, MlaAttention)"
 )]
 pub trait AttentionLayer: Module {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor>;
@@ -89,7 +92,7 @@ pub trait AttentionLayer: Module {
 /// Role `mlp`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an MLP layer (`trtllm_core::layers::MlpLayer`)",
-    label = "role `mlp` needs an MLP layer type (GatedMlp, Mlp, SparseMoe)"
+    label = "role `mlp` needs an MLP layer type (GatedMlp, Mlp, SparseMoe, MoeOrDense)"
 )]
 pub trait MlpLayer: Module {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor>;

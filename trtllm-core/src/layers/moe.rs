@@ -1,13 +1,17 @@
-//! `SparseMoe`: a softmax router picks the top-k experts of each token; each expert is a gated
-//! MLP; outputs are summed with the router weights, renormalized over the top k when
-//! `cfg.norm_topk_prob`. Expert weights are stacked per layer: `[experts, inter, hidden]` for
-//! gate and up, `[experts, hidden, inter]` for down. The checkpoint's names come from `MoeNames`.
+//! `SparseMoe`: a router picks the top-k experts of each token (`moe_route.rs`, by the rules of
+//! `cfg.arch.moe`); each expert is a gated MLP; outputs are summed with the router weights. An
+//! always-on shared expert (a `GatedMlp`, optionally behind a sigmoid gate) is added when the
+//! names give one. Expert weights are stacked per layer: `[experts, inter, hidden]` for gate and
+//! up (or `[experts, 2 * inter, hidden]` gate/up interleaved, GPT-OSS), `[experts, hidden, inter]`
+//! for down. `MoeOrDense` is a `SparseMoe` or, on `cfg.arch.moe.dense_layers`, a `GatedMlp`.
 
 use super::linear::{stacked_spec, Stored};
+use super::mlp::{GatedMlp, GatedMlpNames};
+use super::moe_route::Router;
 use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module, Named};
 use crate::config::Activation;
-use crate::weights::{TpSplit, VarBuilder};
-use crate::{ops, Error, Result, Tensor};
+use crate::weights::{TpSplit, Transform, VarBuilder};
+use crate::{ops, DType, Error, Result, Tensor};
 
 /// How a checkpoint names the tensors of a sparse MoE block (relative to the block): the router
 /// and, for each expert `e`, `experts.{e}.{gate,up,down}.weight`.
@@ -17,22 +21,47 @@ pub struct MoeNames {
     pub gate: &'static str,
     pub up: &'static str,
     pub down: &'static str,
+    /// Experts stored as 3-D tensors: `experts.{this}` `[experts, hidden, 2 * inter]` (gate and
+    /// up interleaved by column) and `experts.{down}` `[experts, inter, hidden]` (GPT-OSS).
+    pub fused_gate_up: Option<&'static str>,
+    /// The shared expert's block (its `gate_proj`, `up_proj`, `down_proj`).
+    pub shared: Option<&'static str>,
+    /// `[1, hidden]`: the shared expert's output is multiplied by `sigmoid(x . w)` (Qwen2-MoE).
+    pub shared_gate: Option<&'static str>,
 }
 
 impl MoeNames {
     /// Router `gate`; experts `gate_proj`, `up_proj`, `down_proj` (Qwen-MoE).
-    pub const LLAMA: MoeNames =
-        MoeNames { router: "gate", gate: "gate_proj", up: "up_proj", down: "down_proj" };
+    pub const LLAMA: MoeNames = MoeNames {
+        router: "gate",
+        gate: "gate_proj",
+        up: "up_proj",
+        down: "down_proj",
+        fused_gate_up: None,
+        shared: None,
+        shared_gate: None,
+    };
+}
+
+enum Experts {
+    /// `[experts, inter, hidden]` each.
+    Split { gate: Tensor, up: Tensor },
+    /// `[experts, 2 * inter, hidden]`, gate/up interleaved; with its `[experts, 2 * inter]` bias.
+    Interleaved { gate_up: Tensor, bias: Option<Tensor> },
 }
 
 pub struct SparseMoe {
     router: Linear,
-    gate: Tensor,
-    up: Tensor,
+    correction: Option<Vec<f32>>,
+    experts: Experts,
     down: Tensor,
+    down_bias: Option<Tensor>,
+    shared: Option<(GatedMlp, Option<Linear>)>,
     top_k: usize,
     renormalize: bool,
     act: Activation,
+    opts: crate::config::MoeOptions,
+    out_scale: Option<f32>,
 }
 
 impl Module for SparseMoe {
@@ -46,28 +75,137 @@ impl Named for SparseMoe {
 
     fn build_named(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>, names: &MoeNames) -> Result<Self> {
         let cfg = cx.cfg;
-        let (e, h) = (cfg.num_experts, cfg.hidden_size);
+        let (e, h, o) = (cfg.num_experts, cfg.hidden_size, &cfg.arch.moe);
         let i = cfg.moe_intermediate_size.unwrap_or(cfg.intermediate_size);
         if e == 0 || cfg.num_experts_per_tok == 0 || cfg.num_experts_per_tok > e {
             return Err(Error::Msg(format!("MoE needs num_experts > 0 and 0 < num_experts_per_tok <= {e}")));
         }
         // The router runs in f32 whatever the model dtype: a bf16 router flips close expert choices.
         let mut vb32 = vb.clone();
-        vb32.dtype = crate::DType::F32;
-        let router = Linear::replicated(&vb32, names.router, h, e, Stored::default())?;
+        vb32.dtype = DType::F32;
+        let st = Stored { bias: o.router_bias, ..Default::default() };
+        let router = Linear::replicated(&vb32, names.router, h, e, st)?;
+        let correction = match o.score_correction {
+            true => {
+                Some(vb.pp(names.router).get_f32("e_score_correction_bias", &[e], Transform::default())?)
+            }
+            false => None,
+        };
+        // The planner's meta tensor has no values (nothing runs a planned model).
+        let host = |t: Tensor| if t.is_meta() { Ok(vec![]) } else { t.to_cpu()?.to_f32_vec() };
+        let correction = correction.map(host).transpose()?;
         let hf = |n: &str| (0..e).map(|x| format!("experts.{x}.{n}.weight")).collect::<Vec<_>>();
         let stacked = |engine: &str, n: &str, inner: &[usize]| {
             vb.get_spec(stacked_spec(vb, engine, hf(n), inner, TpSplit::Replicate))
         };
+        // A 3-D `[experts, in, out]` tensor stored transposed: the engine's `[experts, out, in]`.
+        let fused = |n: &str, out: usize, inp: usize| {
+            let mut spec = vb.spec(
+                &format!("experts.{n}"),
+                &[&format!("experts.{n}")],
+                &[e, out, inp],
+                TpSplit::Replicate,
+            );
+            spec.sources[0].shape = vec![e, inp, out];
+            spec.transform.transpose = true;
+            vb.get_spec(spec)
+        };
+        let bias = |n: &str, d: usize| -> Result<Option<Tensor>> {
+            match o.expert_bias {
+                true => Ok(Some(vb.get(&format!("experts.{n}_bias"), &[e, d], TpSplit::Replicate)?)),
+                false => Ok(None),
+            }
+        };
+        let (experts, down, down_bias) = match names.fused_gate_up {
+            Some(gu) => {
+                let experts = Experts::Interleaved { gate_up: fused(gu, 2 * i, h)?, bias: bias(gu, 2 * i)? };
+                (experts, fused(names.down, h, i)?, bias(names.down, h)?)
+            }
+            None => {
+                if o.expert_bias || o.clamped_swiglu.is_some() {
+                    return Err(Error::Msg(
+                        "expert biases and the clamped SwiGLU need fused_gate_up experts".into(),
+                    ));
+                }
+                let (gate, up) = (
+                    stacked("experts.gate_proj", names.gate, &[i, h])?,
+                    stacked("experts.up_proj", names.up, &[i, h])?,
+                );
+                (Experts::Split { gate, up }, stacked("experts.down_proj", names.down, &[h, i])?, None)
+            }
+        };
+        let shared = match (names.shared, o.shared_intermediate) {
+            (Some(n), Some(si)) => {
+                let mlp = GatedMlp::new(&unscaled(cfg), &vb.pp(n), si, &GatedMlpNames::LLAMA)?;
+                let gate = names
+                    .shared_gate
+                    .map(|g| Linear::replicated(&vb32, g, h, 1, Stored::default()))
+                    .transpose()?;
+                Some((mlp, gate))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::Msg(
+                    "a shared expert needs both its names and its intermediate size".into(),
+                ))
+            }
+        };
+        let router_check =
+            Router { opts: o, top_k: cfg.num_experts_per_tok, renormalize: false, correction: None };
+        router_check.check(e)?;
         Ok(SparseMoe {
             router,
-            gate: stacked("experts.gate_proj", names.gate, &[i, h])?,
-            up: stacked("experts.up_proj", names.up, &[i, h])?,
-            down: stacked("experts.down_proj", names.down, &[h, i])?,
+            correction,
+            experts,
+            down,
+            down_bias,
+            shared,
             top_k: cfg.num_experts_per_tok,
             renormalize: cfg.norm_topk_prob,
             act: cfg.hidden_act,
+            opts: o.clone(),
+            out_scale: cfg.arch.residual_multiplier.map(|m| m as f32),
         })
+    }
+}
+
+/// The config without `residual_multiplier`: the block scales its summed output once.
+fn unscaled(cfg: &crate::config::ModelConfig) -> crate::config::ModelConfig {
+    let mut c = cfg.clone();
+    c.arch.residual_multiplier = None;
+    c
+}
+
+/// Expert `j`'s slice of a stacked tensor, without the expert dim.
+fn expert(w: &Tensor, j: usize) -> Result<Tensor> {
+    let w = w.narrow0(j, 1)?;
+    w.reshape(&w.shape()[1..])
+}
+
+impl SparseMoe {
+    /// Expert `j` on its tokens `xe` `[n, h]` -> `[n, h]`.
+    fn expert_forward(&self, xe: &Tensor, j: usize) -> Result<Tensor> {
+        let a = match &self.experts {
+            Experts::Split { gate, up } => {
+                let g = ops::activation(&ops::matmul_t(xe, &expert(gate, j)?)?, self.act)?;
+                ops::mul(&g, &ops::matmul_t(xe, &expert(up, j)?)?)?
+            }
+            Experts::Interleaved { gate_up, bias } => {
+                let mut gu = ops::matmul_t(xe, &expert(gate_up, j)?)?;
+                if let Some(b) = bias {
+                    gu = ops::add_bias(&gu, &expert(b, j)?)?;
+                }
+                match self.opts.clamped_swiglu {
+                    Some((alpha, limit)) => ops::clamped_swiglu(&gu, alpha as f32, limit as f32)?,
+                    None => return Err(Error::Msg("interleaved experts need clamped_swiglu".into())),
+                }
+            }
+        };
+        let y = ops::matmul_t(&a, &expert(&self.down, j)?)?;
+        match &self.down_bias {
+            Some(b) => ops::add_bias(&y, &expert(b, j)?),
+            None => Ok(y),
+        }
     }
 }
 
@@ -75,19 +213,20 @@ impl MlpLayer for SparseMoe {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
         let (t, h) = x.dims2("moe")?;
         // Routing is decided on the host (a [t, experts] transfer); expert GEMMs stay on the device.
-        let logits = self.router.forward(&ops::cast(x, crate::DType::F32)?, cx)?.to_cpu()?;
+        let x32 = ops::cast(x, DType::F32)?;
+        let logits = self.router.forward(&x32, cx)?.to_cpu()?;
         let e = logits.dim(1);
+        let router = Router {
+            opts: &self.opts,
+            top_k: self.top_k,
+            renormalize: self.renormalize,
+            correction: self.correction.as_deref(),
+        };
         // Per expert: (token, weight) pairs routed to it.
         let mut routed: Vec<Vec<(usize, f32)>> = vec![vec![]; e];
         for (ti, row) in logits.f32s()?.chunks_exact(e).enumerate() {
-            let mut p = row.to_vec();
-            ops::softmax_inplace(&mut p);
-            let mut idx: Vec<usize> = (0..e).collect();
-            idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-            let top = &idx[..self.top_k];
-            let sum: f32 = if self.renormalize { top.iter().map(|&j| p[j]).sum() } else { 1.0 };
-            for &j in top {
-                routed[j].push((ti, p[j] / sum));
+            for (j, w) in router.route(row) {
+                routed[j].push((ti, w));
             }
         }
         let mut out = ops::zeros_like(x, &[t, h])?;
@@ -95,18 +234,59 @@ impl MlpLayer for SparseMoe {
             if toks.is_empty() {
                 continue;
             }
-            // [n, h] tokens of expert j -> gate/up [n, i] -> down [n, h]
             let (rows, weights): (Vec<usize>, Vec<f32>) = toks.iter().copied().unzip();
-            let xe = ops::select_rows(x, &rows)?;
-            let expert = |w: &Tensor| -> Result<Tensor> {
-                let w = w.narrow0(j, 1)?;
-                w.reshape(&w.shape()[1..])
-            };
-            let g = ops::activation(&ops::matmul_t(&xe, &expert(&self.gate)?)?, self.act)?;
-            let a = ops::mul(&g, &ops::matmul_t(&xe, &expert(&self.up)?)?)?;
-            let y = ops::matmul_t(&a, &expert(&self.down)?)?;
+            let y = self.expert_forward(&ops::select_rows(x, &rows)?, j)?;
             out = ops::scatter_add_rows(&out, &y, &rows, &weights)?;
         }
-        Ok(out)
+        if let Some((mlp, gate)) = &self.shared {
+            let y = mlp.forward(x, cx)?;
+            let all: Vec<usize> = (0..t).collect();
+            let w = match gate {
+                Some(g) => {
+                    g.forward(&x32, cx)?.to_cpu()?.f32s()?.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect()
+                }
+                None => vec![1.0; t],
+            };
+            out = ops::scatter_add_rows(&out, &y, &all, &w)?;
+        }
+        match self.out_scale {
+            Some(s) => ops::scale(&out, s),
+            None => Ok(out),
+        }
+    }
+}
+
+/// The MLP of a MoE model's layer: a `SparseMoe`, or a dense `GatedMlp` of `intermediate_size`
+/// on the layers `cfg.arch.moe.dense_layers` lists (Qwen2-MoE `mlp_only_layers`, DeepSeek's
+/// first `first_k_dense_replace` layers).
+pub enum MoeOrDense {
+    Sparse(SparseMoe),
+    Dense(GatedMlp),
+}
+
+impl Module for MoeOrDense {
+    fn build(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>) -> Result<Self> {
+        Self::build_named(cx, vb, &MoeNames::LLAMA)
+    }
+}
+
+impl Named for MoeOrDense {
+    type Names = MoeNames;
+
+    fn build_named(cx: &BuildCtx<'_>, vb: &VarBuilder<'_>, names: &MoeNames) -> Result<Self> {
+        if cx.cfg.arch.moe.dense_layers.contains(&cx.layer_idx) {
+            Ok(MoeOrDense::Dense(GatedMlp::build(cx, vb)?))
+        } else {
+            Ok(MoeOrDense::Sparse(SparseMoe::build_named(cx, vb, names)?))
+        }
+    }
+}
+
+impl MlpLayer for MoeOrDense {
+    fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
+        match self {
+            MoeOrDense::Sparse(m) => m.forward(x, cx),
+            MoeOrDense::Dense(m) => m.forward(x, cx),
+        }
     }
 }

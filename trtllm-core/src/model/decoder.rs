@@ -215,10 +215,20 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> CausalLM for DecoderModelForCa
     }
 
     fn kv_layout(&self) -> KvLayout {
-        KvLayout {
-            num_layers: self.cfg.num_hidden_layers,
-            kv_heads: crate::weights::heads_per_rank(self.cfg.num_key_value_heads, self.tp_size),
-            head_dim: self.cfg.head_dim,
+        match self.cfg.arch.mla {
+            // MLA: one latent row per token, the same on every rank.
+            Some(m) => KvLayout {
+                num_layers: self.cfg.num_hidden_layers,
+                kv_heads: 1,
+                head_dim: m.lora + m.rope,
+                values: false,
+            },
+            None => KvLayout {
+                num_layers: self.cfg.num_hidden_layers,
+                kv_heads: crate::weights::heads_per_rank(self.cfg.num_key_value_heads, self.tp_size),
+                head_dim: self.cfg.head_dim,
+                values: true,
+            },
         }
     }
 

@@ -107,7 +107,16 @@ pub fn resolver<'a>(
     files: &'a dyn TensorCatalog,
 ) -> impl Fn(&str) -> String + Sync + 'a {
     move |name: &str| {
-        if files.contains(name) || layout.prefix.is_empty() {
+        if files.contains(name) {
+            return name.to_string();
+        }
+        for (from, to) in layout.renames {
+            let cand = name.replace(&format!(".{from}."), &format!(".{to}."));
+            if files.contains(&cand) {
+                return cand;
+            }
+        }
+        if layout.prefix.is_empty() {
             return name.to_string();
         }
         if let Some(rest) = name.strip_prefix(&format!("{}.", layout.prefix)) {

@@ -21,6 +21,10 @@ pub struct ModelLayout {
     /// Other prefixes checkpoints use for the decoder (`""` for GPT-2 without `transformer.`,
     /// `model.language_model` for Gemma 3 multimodal checkpoints).
     pub prefix_aliases: &'static [&'static str],
+    /// `(layer's name, stored name)`: a tensor whose path has the component `layer's name` is read
+    /// from the same path with `stored name` when the checkpoint lacks it (Falcon-7B's one
+    /// `input_layernorm` stands for the new decoder's `ln_attn` and `ln_mlp`).
+    pub renames: &'static [(&'static str, &'static str)],
     /// Checkpoint tensors that may be present but are not used (prefix match).
     pub ignore: &'static [&'static str],
 }
@@ -35,6 +39,7 @@ impl ModelLayout {
         norm: "norm",
         lm_head: "lm_head",
         prefix_aliases: &[],
+        renames: &[],
         ignore: &[],
     };
 }

@@ -1,4 +1,5 @@
-//! Activations, plain and gated (`act(gate) * up` over a fused `[m, 2i]` gate_up tensor).
+//! Activations, plain and gated (`act(gate) * up` over a fused `[m, 2i]` gate_up tensor), and
+//! GPT-OSS's clamped SwiGLU over interleaved gate/up columns.
 
 use crate::config::Activation;
 use trtllm_kernels::launch::{self, DevPtr};
@@ -103,4 +104,40 @@ pub fn matmul_gated(x: &Tensor, w: &Tensor, act: Activation) -> Result<Tensor> {
         }
     }
     gated_activation(&super::matmul_t(x, w)?, act)
+}
+
+/// GPT-OSS's expert activation over `x` `[m, 2i]` whose columns interleave gate and up
+/// (`2j` gate, `2j + 1` up) -> `[m, i]`: with `g = min(gate, limit)`, `u = clamp(up, -limit, limit)`,
+/// `(u + 1) * g * sigmoid(alpha * g)`.
+pub fn clamped_swiglu(x: &Tensor, alpha: f32, limit: f32) -> Result<Tensor> {
+    let (m, two_i) = x.dims2("clamped_swiglu")?;
+    if two_i % 2 != 0 {
+        return Err(Error::shape("clamped_swiglu", format!("odd width {two_i}")));
+    }
+    let i = two_i / 2;
+    if let Some(gpu) = cuda::gpu_of(x) {
+        let out = cuda::alloc(&gpu, &[m, i], x.dtype())?;
+        let dt = cuda::kernel_dtype(x, "clamped_swiglu")?;
+        launch::clamped_swiglu(
+            &gpu,
+            dt,
+            cuda::ptr(x, "clamped_swiglu")?,
+            DevPtr::new(&out, 0),
+            m,
+            i,
+            alpha,
+            limit,
+        )
+        .map_err(cuda::dev_err)?;
+        return Tensor::from_devbuf(out, &[m, i], x.dtype());
+    }
+    let v = x.f32s()?;
+    let out = v
+        .chunks_exact(2)
+        .map(|p| {
+            let (g, u) = (p[0].min(limit), p[1].clamp(-limit, limit));
+            (u + 1.0) * (g / (1.0 + (-alpha * g).exp()))
+        })
+        .collect();
+    Tensor::from_f32(out, &[m, i])
 }

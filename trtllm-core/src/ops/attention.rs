@@ -57,6 +57,19 @@ pub fn paged_attention(
     batch: &ForwardBatch,
     p: &AttnParams,
 ) -> Result<Tensor> {
+    paged_attention_sinks(q, k_cache, v_cache, batch, p, None)
+}
+
+/// `paged_attention` with attention sinks: a learned logit per head (`sinks` `[heads]`) joins
+/// each softmax's denominator and attends to nothing (GPT-OSS).
+pub fn paged_attention_sinks(
+    q: &Tensor,
+    k_cache: &[f32],
+    v_cache: &[f32],
+    batch: &ForwardBatch,
+    p: &AttnParams,
+    sinks: Option<&[f32]>,
+) -> Result<Tensor> {
     let (t, qw) = q.dims2("paged_attention")?;
     let (hd, nkv) = (p.head_dim, p.num_kv_heads);
     if qw != p.num_heads * hd || t != batch.num_tokens() || nkv == 0 || !p.num_heads.is_multiple_of(nkv) {
@@ -68,7 +81,7 @@ pub fn paged_attention(
     let _t = super::cpu::prof::scope(|| "paged_attention".to_string());
     // CPU: SIMD kernels on the persistent pool (`cpu::attn`), scratch reused across calls.
     let mut out = vec![0f32; t * qw];
-    super::cpu::attn::paged_attention(q.f32s()?, k_cache, v_cache, batch, p, &mut out)?;
+    super::cpu::attn::paged_attention(q.f32s()?, k_cache, v_cache, batch, p, sinks, &mut out)?;
     Tensor::from_f32(out, &[t, qw])
 }
 

@@ -16,6 +16,8 @@ pub struct QkvParams<'a> {
     pub rope_on_device: Option<&'a Tensor>,
     /// Per-head RMSNorm weights (`[head_dim]`, f32) of q and k, and their eps.
     pub qk_norm: Option<(&'a Tensor, &'a Tensor, f64)>,
+    /// Attention sinks: one f32 logit per head of this rank, on the tensor's device.
+    pub sinks: Option<&'a Tensor>,
 }
 
 /// `qkv` `[t, (heads + 2 kv_heads) * head_dim]` -> attention output `[t, heads * head_dim]`.
@@ -79,7 +81,8 @@ fn cpu(
         k = Tensor::from_f32(kv, k.shape())?;
     }
     super::write_kv(&k, &v, &batch.slot_mapping, kc, vc)?;
-    super::paged_attention(&q, kc, vc, batch, a)
+    let sinks = p.sinks.map(|s| s.f32s()).transpose()?;
+    super::paged_attention_sinks(&q, kc, vc, batch, a, sinks)
 }
 
 fn gpu(
@@ -157,6 +160,7 @@ fn gpu(
             bt_offsets: DevPtr::new(&dev.bt_offsets, 0),
             block_size: batch.block_size,
             max_context: batch.max_context_len(),
+            sinks: p.sinks.map(|s| cuda::ptr(s, "sinks")).transpose()?,
         },
     )
     .map_err(cuda::dev_err)?;

@@ -248,7 +248,8 @@ fn check_kv_size(
     check_range(flag, "kv_block_size", block_size, MAX_KV_BLOCK_SIZE)?;
     check_range(flag, "kv_blocks", num_blocks, usize::MAX)?;
     let elem = if matches!(device, Device::Cuda(_)) { dtype.size_in_bytes() } else { 4 };
-    let dims = [2, layout.num_layers, block_size, num_blocks, layout.kv_heads, layout.head_dim, elem];
+    let dims =
+        [layout.planes(), layout.num_layers, block_size, num_blocks, layout.kv_heads, layout.head_dim, elem];
     let bytes = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
     let avail = match device {
         Device::Cuda(n) => crate::device::gpu(n)?.mem_info().ok().map(|(free, _)| free as u64),

@@ -254,6 +254,11 @@ impl<'a> VarBuilder<'a> {
         VarBuilder { up: None, ..self.clone() }.get_spec(spec)
     }
 
+    /// `spec` loaded like `get_spec` but kept on the host (a tensor derived at build, then `place`d).
+    pub fn get_host(&self, spec: WeightSpec) -> Result<Tensor> {
+        VarBuilder { up: None, ..self.clone() }.get_spec(spec)
+    }
+
     /// A tensor the layer built on the host, placed where this builder loads (the GPU's
     /// staging uploads, or left on the host).
     pub fn place(&self, name: &str, t: Tensor) -> Result<Tensor> {

@@ -34,6 +34,9 @@ pub struct Transform {
     /// the rotate-half pairs `(i, i + rotary_dim / 2)` the engine applies: q . k is unchanged,
     /// and the RoPE kernels need no second layout. Later rows (v) stay.
     pub rope_interleaved: Option<(usize, usize, usize)>,
+    /// `(heads, head_dim, rotary_dim)`: the same permutation on the last `rotary_dim` rows of
+    /// each of the first `heads` heads (MLA's q heads `[nope; rope]` and its latent `[c; k_pe]`).
+    pub rope_interleaved_tail: Option<(usize, usize, usize)>,
 }
 
 /// The row reorderings and scale rows only when set (the weight maps of other models read as
@@ -48,6 +51,9 @@ impl std::fmt::Debug for Transform {
         if let Some(r) = self.rope_interleaved {
             d.field("rope_interleaved", &r);
         }
+        if let Some(r) = self.rope_interleaved_tail {
+            d.field("rope_interleaved_tail", &r);
+        }
         if self.scale_rows {
             d.field("scale_rows", &true);
         }
@@ -59,7 +65,10 @@ impl Transform {
     /// For each engine row of a tensor with `rows` rows, the stored row it comes from; `None`
     /// when the rows keep their order.
     pub fn row_order(&self, rows: usize) -> Option<Vec<usize>> {
-        if self.qkv_grouped.is_none() && self.rope_interleaved.is_none() {
+        if self.qkv_grouped.is_none()
+            && self.rope_interleaved.is_none()
+            && self.rope_interleaved_tail.is_none()
+        {
             return None;
         }
         let mut order: Vec<usize> = (0..rows).collect();
@@ -83,7 +92,34 @@ impl Transform {
                 *o = prev[i / hd * hd + inner(i % hd)];
             }
         }
+        if let Some((heads, hd, rot)) = self.rope_interleaved_tail {
+            let start = hd - rot;
+            let inner = |d: usize| match d.checked_sub(start) {
+                Some(e) if e < rot / 2 => start + 2 * e,
+                Some(e) => start + 2 * (e - rot / 2) + 1,
+                None => d,
+            };
+            let prev = order.clone();
+            for (i, o) in order.iter_mut().enumerate().take(heads * hd) {
+                *o = prev[i / hd * hd + inner(i % hd)];
+            }
+        }
         Some(order)
+    }
+}
+
+/// `t` with its last two dims swapped: a matrix transposed, or each matrix of a 3-D stack
+/// (GPT-OSS experts stored `[experts, in, out]`).
+fn transpose_last2(t: &Tensor) -> Result<Tensor> {
+    match *t.shape() {
+        [_, _] => t.t(),
+        [n, r, c] => {
+            let parts: Vec<Tensor> = (0..n)
+                .map(|i| t.narrow0(i, 1)?.reshape(&[r, c])?.t()?.reshape(&[1, r * c]))
+                .collect::<Result<_>>()?;
+            Tensor::cat0(&parts)?.reshape(&[n, c, r])
+        }
+        _ => Err(Error::shape("transpose", format!("{:?} is not 2-D or 3-D", t.shape()))),
     }
 }
 
@@ -205,7 +241,7 @@ impl WeightSpec {
                     format!("shape {:?}, expected {:?}", t.shape(), src.shape),
                 ));
             }
-            let mut t = if self.transform.transpose { t.t()? } else { t };
+            let mut t = if self.transform.transpose { transpose_last2(&t)? } else { t };
             if self.transform.add_one {
                 t = t.map_f32(|x| x + 1.0)?;
             }
@@ -261,8 +297,11 @@ impl WeightSpec {
         let mut out = Vec::with_capacity(self.sources.len());
         let mut row = 0;
         for (i, src) in self.sources.iter().enumerate() {
-            let stored =
-                if self.transform.transpose { vec![src.shape[1], src.shape[0]] } else { src.shape.clone() };
+            let mut stored = src.shape.clone();
+            if self.transform.transpose {
+                let n = stored.len();
+                stored.swap(n.saturating_sub(2), n - 1);
+            }
             let mut part = match self.combine {
                 Combine::Stack => t.narrow0(i, 1)?.reshape(&stored)?,
                 Combine::Concat0 => {
@@ -275,7 +314,7 @@ impl WeightSpec {
                 part = part.map_f32(|x| x - 1.0)?;
             }
             if self.transform.transpose {
-                part = part.t()?;
+                part = transpose_last2(&part)?;
             }
             out.push((src.name.clone(), part));
         }

@@ -102,12 +102,7 @@ unsafe fn chunk<const HV: usize, const G: usize>(t: &Task<'_>, g0: usize) {
                     *v = (*v / cap).tanh() * cap;
                 }
             }
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum = super::super::simd::avx512::exp_shift_sum(row.as_mut_ptr(), n, m);
-            let inv = 1.0 / sum;
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
+            t.softmax(g0 + g, row, super::super::simd::avx512::exp_shift_sum);
         }
         let mut o = [[_mm512_setzero_ps(); HV]; G];
         for jj in 0..n {

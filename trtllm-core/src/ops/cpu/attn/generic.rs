@@ -27,12 +27,7 @@ macro_rules! task_body {
                 }
                 for g in 0..t.group {
                     let row = std::slice::from_raw_parts_mut(t.scores.add(g * n), n);
-                    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let sum = $expsum(row.as_mut_ptr(), n, m);
-                    let inv = 1.0 / sum;
-                    for v in row.iter_mut() {
-                        *v *= inv;
-                    }
+                    t.softmax(g, row, $expsum);
                     std::ptr::write_bytes(t.out.add(g * hd), 0, hd);
                 }
                 for jj in 0..n {

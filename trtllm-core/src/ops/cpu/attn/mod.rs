@@ -31,14 +31,16 @@ thread_local! {
 /// threads saves little more than the handshake costs.
 const PARALLEL_MIN_FMAS: usize = 256 * 1024;
 
-/// `out` `[t, heads * head_dim]` (overwritten) from q `[t, heads * head_dim]`.
-/// Checks every block table and slot first, so the kernels index without checks.
+/// `out` `[t, heads * head_dim]` (overwritten) from q `[t, heads * head_dim]`; `sinks` (one
+/// logit per head) join each softmax's denominator. Checks every block table and slot first, so
+/// the kernels index without checks.
 pub fn paged_attention(
     q: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
     batch: &ForwardBatch,
     p: &AttnParams,
+    sinks: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
     let t = batch.num_tokens();
@@ -49,6 +51,12 @@ pub fn paged_attention(
     assert!(q.len() >= t * qw && out.len() >= t * qw, "paged_attention: buffer sizes");
     if bs == 0 {
         return Err(Error::KvCache("block size 0".into()));
+    }
+    if sinks.is_some_and(|s| s.len() != nh) {
+        return Err(Error::shape(
+            "paged_attention",
+            format!("{} sinks for {nh} heads", sinks.map_or(0, |s| s.len())),
+        ));
     }
     let cache_slots = k_cache.len().min(v_cache.len()) / kvw.max(1);
     let mut work = 0usize;
@@ -92,7 +100,7 @@ pub fn paged_attention(
                 let (ti, kh) = (task / nkv, task % nkv);
                 // SAFETY: the checks above cover every slot the task reads; the task writes
                 // only token ti's output heads of KV head kh (disjoint across tasks).
-                unsafe { run_task(q, k_cache, v_cache, batch, p, ti, kh, op.get(), &mut s) };
+                unsafe { run_task(q, k_cache, v_cache, batch, p, sinks, ti, kh, op.get(), &mut s) };
                 task += nt;
             }
         })
@@ -110,6 +118,7 @@ unsafe fn run_task(
     vc: &[f32],
     batch: &ForwardBatch,
     p: &AttnParams,
+    sinks: Option<&[f32]>,
     ti: usize,
     kh: usize,
     out: *mut f32,
@@ -138,6 +147,7 @@ unsafe fn run_task(
         n,
         scale: p.scale,
         softcap: p.softcap,
+        sinks: sinks.map(|s| s[kh * group..].as_ptr()),
         // SAFETY: token ti's row, heads kh*group .. (kh+1)*group.
         out: unsafe { out.add(ti * nh * hd + kh * group * hd) },
         scores: s.as_mut_ptr(),
@@ -170,12 +180,38 @@ struct Task<'a> {
     n: usize,
     scale: f32,
     softcap: Option<f32>,
+    /// The sink logits of this task's `group` heads.
+    sinks: Option<*const f32>,
     out: *mut f32,
     /// `group * n` scores.
     scores: *mut f32,
 }
 
 impl Task<'_> {
+    /// Softmax of one head's `row` of scores in place, with head `g`'s sink logit (if any) in
+    /// the denominator.
+    ///
+    /// # Safety
+    /// `sinks`, when set, is valid for `group` values.
+    #[inline(always)]
+    unsafe fn softmax(&self, g: usize, row: &mut [f32], expsum: unsafe fn(*mut f32, usize, f32) -> f32) {
+        // SAFETY: the caller's contract.
+        let sink = self.sinks.map(|s| unsafe { *s.add(g) });
+        let mut m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if let Some(s) = sink {
+            m = m.max(s);
+        }
+        // SAFETY: row is a valid slice.
+        let mut sum = unsafe { expsum(row.as_mut_ptr(), row.len(), m) };
+        if let Some(s) = sink {
+            sum += (s - m).exp();
+        }
+        let inv = 1.0 / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
+
     #[inline(always)]
     fn slot(&self, j: usize) -> usize {
         self.table[j / self.bs] as usize * self.bs + j % self.bs
@@ -258,7 +294,7 @@ mod tests {
                             softcap,
                         };
                         let mut out = vec![f32::NAN; l * nh * hd];
-                        paged_attention(&q, &kc, &vc, &batch, &p, &mut out).expect("attention");
+                        paged_attention(&q, &kc, &vc, &batch, &p, None, &mut out).expect("attention");
                         let r = reference(&q, &kc, &vc, &batch, &p);
                         let num: f64 = out.iter().zip(&r).map(|(a, b)| (*a as f64 - b).powi(2)).sum();
                         let den: f64 = r.iter().map(|b| b * b).sum();
@@ -292,12 +328,12 @@ mod tests {
             };
             let mut out = vec![0f32; nh * hd];
             for _ in 0..100 {
-                paged_attention(&q, &kc, &kc, &batch, &p, &mut out).expect("attn");
+                paged_attention(&q, &kc, &kc, &batch, &p, None, &mut out).expect("attn");
             }
             let t = std::time::Instant::now();
             let n = 5000;
             for _ in 0..n {
-                paged_attention(&q, &kc, &kc, &batch, &p, &mut out).expect("attn");
+                paged_attention(&q, &kc, &kc, &batch, &p, None, &mut out).expect("attn");
             }
             println!("ctx {ctx}: {:.2} us/call", t.elapsed().as_secs_f64() * 1e6 / n as f64);
         }
