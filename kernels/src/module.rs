@@ -24,9 +24,11 @@ pub enum Kernel {
     GemvInt4,
     /// FP8 activation quantization, dequantization, FP8 GEMM epilogue (fp8_quant.cu).
     Fp8Quant,
+    /// Decode GEMV and bf16 dequantization for ggml block weights, Q8_0 / Q4_K (gemv_ggml.cu).
+    GemvGgml,
 }
 
-pub const KERNELS: [Kernel; 11] = [
+pub const KERNELS: [Kernel; 12] = [
     Kernel::Elementwise,
     Kernel::Norm,
     Kernel::Embedding,
@@ -38,6 +40,7 @@ pub const KERNELS: [Kernel; 11] = [
     Kernel::GemvFp8,
     Kernel::GemvInt4,
     Kernel::Fp8Quant,
+    Kernel::GemvGgml,
 ];
 
 const COMMON: &str = include_str!("../cuda/common.cuh");
@@ -56,6 +59,7 @@ impl Kernel {
             Kernel::GemvFp8 => "gemv_fp8",
             Kernel::GemvInt4 => "gemv_int4",
             Kernel::Fp8Quant => "fp8_quant",
+            Kernel::GemvGgml => "gemv_ggml",
         }
     }
     fn body(self) -> &'static str {
@@ -77,6 +81,7 @@ impl Kernel {
             Kernel::GemvFp8 => include_str!("../cuda/gemv_fp8.cu"),
             Kernel::GemvInt4 => include_str!("../cuda/gemv_int4.cu"),
             Kernel::Fp8Quant => include_str!("../cuda/fp8_quant.cu"),
+            Kernel::GemvGgml => include_str!("../cuda/gemv_ggml.cu"),
             // One translation unit: the 128-query kernel uses the 64-query file's helpers.
             Kernel::Flash => concat!(
                 include_str!("../cuda/flash_attention.cu"),
