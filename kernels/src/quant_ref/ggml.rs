@@ -105,7 +105,7 @@ pub fn gemv_ref(ty: GgmlBlock, x: &[f32], w: &[u8], m: usize, n: usize, k: usize
 pub fn random_blocks(ty: GgmlBlock, n: usize, k: usize, next: &mut dyn FnMut() -> u64) -> Vec<u8> {
     let (per, bytes) = ty.block();
     let mut out = Vec::with_capacity(n * k / per * bytes);
-    let mut scale = |next: &mut dyn FnMut() -> u64, signed: bool| {
+    let scale = |next: &mut dyn FnMut() -> u64, signed: bool| {
         // 2^-10 .. 2^-4 times 1..2, sign random when asked.
         let u = next();
         let mag = (1.0 + (u & 0xffff) as f32 / 65536.0) * 2f32.powi(-10 + ((u >> 16) % 7) as i32);
