@@ -68,7 +68,8 @@ fn down_bf16(b: &DevBuf, n: usize) -> Vec<f32> {
 
 /// `(n, k)`: k whole Q4_K super-blocks (and so whole Q8_0 blocks); a row count that is not a
 /// multiple of the 8 rows per block; one super-block per row; x larger than shared memory.
-const SHAPES: [(usize, usize); 6] = [(128, 256), (576, 1536), (1037, 4096), (300, 768), (64, 256), (2048, 8192)];
+const SHAPES: [(usize, usize); 6] =
+    [(128, 256), (576, 1536), (1037, 4096), (300, 768), (64, 256), (2048, 8192)];
 
 #[test]
 fn ggml_gemv_matches_cpu() {
@@ -89,10 +90,16 @@ fn ggml_gemv_matches_cpu() {
                 let got = down_bf16(&out, m * n);
                 let mut worst = 0f64;
                 for (i, ((gv, wv), a)) in got.iter().zip(&want).zip(&mag).enumerate() {
-                    assert!(gv.is_finite(), "{ty:?} m={m} n={n} k={k}: element {i} not finite ({gv}): unwritten");
+                    assert!(
+                        gv.is_finite(),
+                        "{ty:?} m={m} n={n} k={k}: element {i} not finite ({gv}): unwritten"
+                    );
                     let tol = 2f64.powi(-8) * wv.abs() + 1e-5 * a + 1e-30;
                     let r = (*gv as f64 - wv).abs() / tol;
-                    assert!(r <= 1.0, "{ty:?} m={m} n={n} k={k}: element {i}: got {gv}, want {wv} (tolerance {tol:e})");
+                    assert!(
+                        r <= 1.0,
+                        "{ty:?} m={m} n={n} k={k}: element {i}: got {gv}, want {wv} (tolerance {tol:e})"
+                    );
                     worst = worst.max(r);
                 }
                 eprintln!("gemv_ggml {ty:?} m={m} n={n} k={k}: worst error / tolerance {worst:.3}");

@@ -76,7 +76,9 @@ fn to_gguf(a: &Args, model_dir: &std::path::Path, q: trtllm::checkpoint::GgufQua
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(gguf) = &a.gguf {
-        let Some(out) = &a.output_dir else { anyhow::bail!("--gguf writes an HF directory: give --output-dir") };
+        let Some(out) = &a.output_dir else {
+            anyhow::bail!("--gguf writes an HF directory: give --output-dir")
+        };
         return match a.dtype.as_str() {
             "auto" => super::convert_gguf::run(gguf, out),
             dtype => super::convert_gguf::run_with_dtype(gguf, out, Some(dtype)),

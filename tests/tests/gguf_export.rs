@@ -63,10 +63,22 @@ fn check_round_trip(gguf: &Path, hf_dir: &Path, heads: usize, kv_heads: usize) -
     let g = GgufFile::open(gguf).expect("open gguf");
     let mut counts: Vec<(GgmlType, usize)> = vec![];
     for t in &g.tensors {
-        let hf_name = trtllm_core::gguf::names::map_tensor(trtllm_core::gguf::names::Arch::Llama, &t.name, heads, kv_heads)
-            .or_else(|_| trtllm_core::gguf::names::map_tensor(trtllm_core::gguf::names::Arch::Qwen2, &t.name, heads, kv_heads))
-            .expect("name")
-            .hf_name;
+        let hf_name = trtllm_core::gguf::names::map_tensor(
+            trtllm_core::gguf::names::Arch::Llama,
+            &t.name,
+            heads,
+            kv_heads,
+        )
+        .or_else(|_| {
+            trtllm_core::gguf::names::map_tensor(
+                trtllm_core::gguf::names::Arch::Qwen2,
+                &t.name,
+                heads,
+                kv_heads,
+            )
+        })
+        .expect("name")
+        .hf_name;
         let (mut want, shape) = hf_tensor(hf_dir, &hf_name);
         assert_eq!(t.shape(), shape, "{}", t.name);
         let arch = g.architecture().expect("arch");
@@ -92,7 +104,12 @@ fn check_round_trip(gguf: &Path, hf_dir: &Path, heads: usize, kv_heads: usize) -
                 other => panic!("{}: unexpected type {other}", t.name),
             };
             for (x, y) in w.iter().zip(v) {
-                assert!((x - y).abs() <= tol + 1e-7, "{} ({}) block {b}: {x} vs {y} (tol {tol})", t.name, t.ty);
+                assert!(
+                    (x - y).abs() <= tol + 1e-7,
+                    "{} ({}) block {b}: {x} vs {y} (tol {tol})",
+                    t.name,
+                    t.ty
+                );
             }
         }
         match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
@@ -131,8 +148,12 @@ fn q8_0_of_the_llama_and_qwen2_fixtures_runs() {
     for (name, heads, kv) in [("llama", 4, 2), ("qwen2", 4, 2)] {
         let hf = fixture(name);
         let cfg: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).expect("config")).expect("json");
-        let (heads, kv) = (cfg["num_attention_heads"].as_u64().map_or(heads, |h| h as usize), cfg["num_key_value_heads"].as_u64().map_or(kv, |h| h as usize));
+            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).expect("config"))
+                .expect("json");
+        let (heads, kv) = (
+            cfg["num_attention_heads"].as_u64().map_or(heads, |h| h as usize),
+            cfg["num_key_value_heads"].as_u64().map_or(kv, |h| h as usize),
+        );
         let out = tmp.path().join(format!("{name}-q8_0.gguf"));
         let s = quantize_to_gguf(&hf, &out, GgufQuant::Q8_0, false).expect("export");
         let counts = check_round_trip(&out, &hf, heads, kv);
@@ -162,12 +183,23 @@ fn wide_llama(dir: &Path) {
         std::fs::copy(src.join(f), dir.join(f)).expect("copy");
     }
     let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).expect("config")).expect("json");
-    let (h, ff, heads, kv, hd, vocab, layers) = (256usize, 512usize, 4usize, 2usize, 64usize, 384usize, 2usize);
-    for (k, v) in [("hidden_size", h), ("intermediate_size", ff), ("num_attention_heads", heads), ("num_key_value_heads", kv), ("head_dim", hd), ("vocab_size", vocab), ("num_hidden_layers", layers)] {
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).expect("config"))
+            .expect("json");
+    let (h, ff, heads, kv, hd, vocab, layers) =
+        (256usize, 512usize, 4usize, 2usize, 64usize, 384usize, 2usize);
+    for (k, v) in [
+        ("hidden_size", h),
+        ("intermediate_size", ff),
+        ("num_attention_heads", heads),
+        ("num_key_value_heads", kv),
+        ("head_dim", hd),
+        ("vocab_size", vocab),
+        ("num_hidden_layers", layers),
+    ] {
         cfg[k] = serde_json::json!(v);
     }
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).expect("json")).expect("write");
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).expect("json"))
+        .expect("write");
     let mut s = 0x2545_f491_4f6c_dd1du64;
     let mut rnd = |n: usize, amp: f32, base: f32| -> Vec<f32> {
         (0..n)
@@ -180,13 +212,23 @@ fn wide_llama(dir: &Path) {
             .collect()
     };
     let mut ts: Vec<(String, Tensor)> = vec![];
-    let mut put = |name: String, shape: &[usize], v: Vec<f32>| ts.push((name, Tensor::from_f32(v, shape).expect("tensor")));
+    let mut put = |name: String, shape: &[usize], v: Vec<f32>| {
+        ts.push((name, Tensor::from_f32(v, shape).expect("tensor")))
+    };
     put("model.embed_tokens.weight".into(), &[vocab, h], rnd(vocab * h, 2.0, 0.0));
     put("lm_head.weight".into(), &[vocab, h], rnd(vocab * h, 0.3, 0.0));
     put("model.norm.weight".into(), &[h], rnd(h, 0.2, 1.0));
     for l in 0..layers {
         let p = format!("model.layers.{l}");
-        for (n, rows, cols) in [("self_attn.q_proj", heads * hd, h), ("self_attn.k_proj", kv * hd, h), ("self_attn.v_proj", kv * hd, h), ("self_attn.o_proj", h, heads * hd), ("mlp.gate_proj", ff, h), ("mlp.up_proj", ff, h), ("mlp.down_proj", h, ff)] {
+        for (n, rows, cols) in [
+            ("self_attn.q_proj", heads * hd, h),
+            ("self_attn.k_proj", kv * hd, h),
+            ("self_attn.v_proj", kv * hd, h),
+            ("self_attn.o_proj", h, heads * hd),
+            ("mlp.gate_proj", ff, h),
+            ("mlp.up_proj", ff, h),
+            ("mlp.down_proj", h, ff),
+        ] {
             put(format!("{p}.{n}.weight"), &[rows, cols], rnd(rows * cols, 0.25, 0.0));
         }
         put(format!("{p}.input_layernorm.weight"), &[h], rnd(h, 0.2, 1.0));
@@ -217,20 +259,28 @@ fn q4_k_of_a_wide_llama_round_trips_and_runs() {
     let deq = tmp.path().join("wide-deq");
     trtllm_core::gguf::convert_gguf(&out, &deq, &Default::default()).expect("dequantize");
     let (agree, nmse) = agreement(&out, &deq, &ids);
-    eprintln!("wide llama Q4_K vs its dequantized f32: top-1 agreement {agree}/{}, logits NMSE {nmse:.2e}", ids.len());
+    eprintln!(
+        "wide llama Q4_K vs its dequantized f32: top-1 agreement {agree}/{}, logits NMSE {nmse:.2e}",
+        ids.len()
+    );
     assert!(agree * 10 >= ids.len() * 9 && nmse < 1e-3, "top-1 agreement {agree}/{}, NMSE {nmse}", ids.len());
 
     // The fixture's 64-wide rows are not whole super-blocks: Q5_0, as llama.cpp falls back.
     let small = tmp.path().join("llama-q4_k.gguf");
     quantize_to_gguf(&fixture("llama"), &small, GgufQuant::Q4K, false).expect("export");
     let counts = check_round_trip(&small, &fixture("llama"), 4, 2);
-    assert!(counts.iter().any(|&(t, _)| t == GgmlType::Q5_0) && !counts.iter().any(|&(t, _)| t == GgmlType::Q4K), "{counts:?}");
+    assert!(
+        counts.iter().any(|&(t, _)| t == GgmlType::Q5_0) && !counts.iter().any(|&(t, _)| t == GgmlType::Q4K),
+        "{counts:?}"
+    );
 }
 
 #[test]
 fn unsupported_exports_are_errors_naming_the_flag() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let err = |dir: &Path, q: GgufQuant, out: &Path| quantize_to_gguf(dir, out, q, false).expect_err("refused").to_string();
+    let err = |dir: &Path, q: GgufQuant, out: &Path| {
+        quantize_to_gguf(dir, out, q, false).expect_err("refused").to_string()
+    };
     // An architecture the GGUF export does not write.
     let e = err(&fixture("gemma3"), GgufQuant::Q4K, &tmp.path().join("g.gguf"));
     assert!(e.contains("--quantize q4_k") && e.contains("Gemma3"), "{e}");

@@ -25,8 +25,19 @@ fn pre(kernel: &'static str, msg: String) -> GpuError {
 fn check_w(kernel: &'static str, ty: GgmlBlock, w: DevPtr<'_>, n: usize, k: usize) -> Result<(), GpuError> {
     let (per, _) = ty.block();
     let align = if ty == GgmlBlock::Q4K { 16 } else { 2 };
-    if k == 0 || !k.is_multiple_of(per) || !w.addr().is_multiple_of(align) || k > i32::MAX as usize || n > i32::MAX as usize {
-        return Err(pre(kernel, format!("{} n={n} k={k} (need k a positive multiple of {per}, W {align}-byte aligned)", ty.name())));
+    if k == 0
+        || !k.is_multiple_of(per)
+        || !w.addr().is_multiple_of(align)
+        || k > i32::MAX as usize
+        || n > i32::MAX as usize
+    {
+        return Err(pre(
+            kernel,
+            format!(
+                "{} n={n} k={k} (need k a positive multiple of {per}, W {align}-byte aligned)",
+                ty.name()
+            ),
+        ));
     }
     w.check(kernel, "w", n * ty.row_bytes(k))
 }
@@ -58,14 +69,20 @@ pub fn gemv_ggml(
 ) -> Result<(), GpuError> {
     const K: &str = "gemv_ggml";
     if !gemv_ggml_ok(ty, x, w, m, k) {
-        return Err(pre(K, format!("{} m={m} k={k} (need 1<=m<=8, whole blocks, 16-byte aligned x)", ty.name())));
+        return Err(pre(
+            K,
+            format!("{} m={m} k={k} (need 1<=m<=8, whole blocks, 16-byte aligned x)", ty.name()),
+        ));
     }
     check_w(K, ty, w, n, k)?;
     x.check(K, "x", m * k * 2)?;
     out.check(K, "out", m * n * 2)?;
     let bytes = m * k * 2;
-    let (name, smem) =
-        if bytes <= SMEM_MAX { (format!("gemv_{}", ty.name()), bytes) } else { (format!("gemv_{}_gx", ty.name()), 0) };
+    let (name, smem) = if bytes <= SMEM_MAX {
+        (format!("gemv_{}", ty.name()), bytes)
+    } else {
+        (format!("gemv_{}_gx", ty.name()), 0)
+    };
     let cfg = LaunchConfig {
         grid_dim: (n.div_ceil(WARPS) as u32, 1, 1),
         block_dim: (32 * WARPS as u32, 1, 1),
@@ -83,7 +100,14 @@ pub fn gemv_ggml(
 }
 
 /// ggml blocks -> bf16: `out[n, k]` (row-major) the values of W's `n` rows.
-pub fn ggml_dequant(gpu: &Gpu, ty: GgmlBlock, w: DevPtr<'_>, out: DevPtr<'_>, n: usize, k: usize) -> Result<(), GpuError> {
+pub fn ggml_dequant(
+    gpu: &Gpu,
+    ty: GgmlBlock,
+    w: DevPtr<'_>,
+    out: DevPtr<'_>,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
     const K: &str = "ggml_dequant";
     check_w(K, ty, w, n, k)?;
     out.check(K, "out", n * k * 2)?;

@@ -76,11 +76,15 @@ pub struct GgufExportSummary {
 /// The GGUF architecture of `cfg`, or an error naming `--quantize` and what it cannot write.
 fn check_supported(cfg: &ModelConfig, file: &Path, q: GgufQuant) -> Result<Arch> {
     let flag = format!("--quantize {}", q.flag());
-    let bad = |what: String| Error::config(file, "architectures", format!("{flag} cannot write this model: {what}"));
+    let bad = |what: String| {
+        Error::config(file, "architectures", format!("{flag} cannot write this model: {what}"))
+    };
     let arch = match cfg.architecture.as_str() {
         "LlamaForCausalLM" => Arch::Llama,
         "Qwen2ForCausalLM" => Arch::Qwen2,
-        other => return Err(bad(format!("{other} (GGUF export writes LlamaForCausalLM and Qwen2ForCausalLM)"))),
+        other => {
+            return Err(bad(format!("{other} (GGUF export writes LlamaForCausalLM and Qwen2ForCausalLM)")))
+        }
     };
     let o = &cfg.arch;
     let plain = !o.mlp_bias
@@ -101,7 +105,8 @@ fn check_supported(cfg: &ModelConfig, file: &Path, q: GgufQuant) -> Result<Arch>
     if cfg.layer_types.iter().any(|k| *k == AttnKind::Sliding) {
         return Err(bad("sliding-window layers".into()));
     }
-    if !matches!(cfg.rope.scaling, RopeScaling::Default | RopeScaling::Linear { .. }) || cfg.rope.rotary_dim != cfg.head_dim
+    if !matches!(cfg.rope.scaling, RopeScaling::Default | RopeScaling::Linear { .. })
+        || cfg.rope.rotary_dim != cfg.head_dim
     {
         return Err(bad("RoPE other than full-width default or linear scaling".into()));
     }
@@ -124,12 +129,19 @@ pub fn quantize_to_gguf(hf_dir: &Path, out: &Path, q: GgufQuant, force: bool) ->
         return Err(Error::checkpoint(out, format!("exists ({flag} --output): pass --force to replace it")));
     }
     if out.is_dir() {
-        return Err(Error::checkpoint(out, format!("is a directory: {flag} writes one .gguf file (--output FILE.gguf)")));
+        return Err(Error::checkpoint(
+            out,
+            format!("is a directory: {flag} writes one .gguf file (--output FILE.gguf)"),
+        ));
     }
     let hf = HfCheckpoint::open(hf_dir)?;
     let cfg_file = hf_dir.join("config.json");
     if let Some(qc) = &hf.cfg.quant {
-        return Err(Error::config(&cfg_file, "quantization_config", format!("already quantized ({}); {flag} needs bf16/f16/f32 weights", qc.method)));
+        return Err(Error::config(
+            &cfg_file,
+            "quantization_config",
+            format!("already quantized ({}); {flag} needs bf16/f16/f32 weights", qc.method),
+        ));
     }
     let arch = check_supported(&hf.cfg, &cfg_file, q)?;
     let specs = plan_weights(hf.entry, &hf.cfg, Mapping::default(), DType::F32)?;
@@ -151,14 +163,22 @@ pub fn quantize_to_gguf(hf_dir: &Path, out: &Path, q: GgufQuant, force: bool) ->
             _ => None,
         };
         let embed_or_head = g.starts_with("token_embd.") || g.starts_with("output.");
-        plan.push(Planned { stored: resolve(&src.name), ty: q.pick(&src.shape, embed_or_head), gguf: g, shape: src.shape.clone(), permute });
+        plan.push(Planned {
+            stored: resolve(&src.name),
+            ty: q.pick(&src.shape, embed_or_head),
+            gguf: g,
+            shape: src.shape.clone(),
+            permute,
+        });
     }
     let vocab = hf.cfg.vocab_size;
     let name = hf_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut kv = model_kv(&hf.cfg, arch, &name, q.file_type());
     kv.extend(tokenizer_kv(hf_dir, &hf.cfg, vocab)?);
-    let decl: Vec<(String, Vec<u64>, GgmlType)> =
-        plan.iter().map(|p| (p.gguf.clone(), p.shape.iter().rev().map(|&d| d as u64).collect(), p.ty)).collect();
+    let decl: Vec<(String, Vec<u64>, GgmlType)> = plan
+        .iter()
+        .map(|p| (p.gguf.clone(), p.shape.iter().rev().map(|&d| d as u64).collect(), p.ty))
+        .collect();
     let mut w = GgufStreamWriter::create(out, &kv, &decl)?;
     let mut bytes = 0u64;
     for p in &plan {
@@ -169,7 +189,8 @@ pub fn quantize_to_gguf(hf_dir: &Path, out: &Path, q: GgufQuant, force: bool) ->
             let rows = p.shape[0];
             v = permute_rope(&v, rows, v.len() / rows.max(1), h).map_err(|e| Error::tensor(&p.stored, e))?;
         }
-        let data = encode(p.ty, &v, *p.shape.last().unwrap_or(&1)).map_err(|e| Error::tensor(&p.stored, format!("{flag}: {e}")))?;
+        let data = encode(p.ty, &v, *p.shape.last().unwrap_or(&1))
+            .map_err(|e| Error::tensor(&p.stored, format!("{flag}: {e}")))?;
         bytes += data.len() as u64;
         w.write(&data)?;
     }
@@ -190,7 +211,9 @@ fn encode(ty: GgmlType, v: &[f32], row: usize) -> std::result::Result<Vec<u8>, S
         return Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect());
     }
     let rows_per = (1 << 16) / row.max(1) + 1;
-    let parts: Vec<Vec<u8>> =
-        v.par_chunks(rows_per * row.max(1)).map(|c| quantize(ty, c)).collect::<std::result::Result<_, _>>()?;
+    let parts: Vec<Vec<u8>> = v
+        .par_chunks(rows_per * row.max(1))
+        .map(|c| quantize(ty, c))
+        .collect::<std::result::Result<_, _>>()?;
     Ok(parts.concat())
 }

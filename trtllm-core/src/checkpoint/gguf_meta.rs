@@ -104,10 +104,15 @@ pub(super) fn tokenizer_kv(dir: &Path, cfg: &ModelConfig, vocab: usize) -> Resul
     let map = model.get("vocab").and_then(|v| v.as_object());
     let map = map.ok_or_else(|| Error::config(&file, "model.vocab", "missing or not an object"))?;
     let added = tok.get("added_tokens").and_then(|a| a.as_array()).cloned().unwrap_or_default();
-    let max_id = map.values().chain(added.iter().filter_map(|a| a.get("id"))).filter_map(|i| i.as_u64()).max();
+    let max_id =
+        map.values().chain(added.iter().filter_map(|a| a.get("id"))).filter_map(|i| i.as_u64()).max();
     let n = vocab.max(max_id.map_or(0, |m| m as usize + 1));
     if n > vocab.max(1 << 24) {
-        return Err(Error::config(&file, "model.vocab", format!("token id {max_id:?} is far past the {vocab} embedding rows")));
+        return Err(Error::config(
+            &file,
+            "model.vocab",
+            format!("token id {max_id:?} is far past the {vocab} embedding rows"),
+        ));
     }
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![NORMAL; n];
@@ -119,7 +124,9 @@ pub(super) fn tokenizer_kv(dir: &Path, cfg: &ModelConfig, vocab: usize) -> Resul
         }
     }
     for a in &added {
-        let (Some(id), Some(c)) = (a.get("id").and_then(|i| i.as_u64()), a.get("content").and_then(|c| c.as_str())) else {
+        let (Some(id), Some(c)) =
+            (a.get("id").and_then(|i| i.as_u64()), a.get("content").and_then(|c| c.as_str()))
+        else {
             return Err(Error::config(&file, "added_tokens", "an entry without id or content"));
         };
         tokens[id as usize] = Some(c.to_string());
@@ -142,7 +149,9 @@ pub(super) fn tokenizer_kv(dir: &Path, cfg: &ModelConfig, vocab: usize) -> Resul
             .iter()
             .map(|m| match m {
                 Json::String(s) => Ok(s.clone()),
-                Json::Array(p) if p.len() == 2 => Ok(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or(""))),
+                Json::Array(p) if p.len() == 2 => {
+                    Ok(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or("")))
+                }
                 _ => Err(Error::config(&file, "model.merges", "an entry is neither `a b` nor [a, b]")),
             })
             .collect::<Result<_>>()?,
@@ -154,7 +163,10 @@ pub(super) fn tokenizer_kv(dir: &Path, cfg: &ModelConfig, vocab: usize) -> Resul
     let eos = id_of("eos_token").or(cfg.eos_token_ids.first().map(|&i| i as usize));
     let add_bos = tc.get("add_bos_token").and_then(|b| b.as_bool()).unwrap_or_else(|| {
         // A post-processor that adds a special token before the sequence adds BOS.
-        tok["post_processor"]["single"].as_array().and_then(|s| s.first()).is_some_and(|f| f.get("SpecialToken").is_some())
+        tok["post_processor"]["single"]
+            .as_array()
+            .and_then(|s| s.first())
+            .is_some_and(|f| f.get("SpecialToken").is_some())
     });
     let template = match tc.get("chat_template") {
         Some(Json::String(s)) => Some(s.clone()),
@@ -167,9 +179,15 @@ pub(super) fn tokenizer_kv(dir: &Path, cfg: &ModelConfig, vocab: usize) -> Resul
     let kind = if byte_fallback { "llama" } else { "gpt2" };
     let mut kv: Kv = vec![
         ("tokenizer.ggml.model".into(), Value::String(kind.into())),
-        ("tokenizer.ggml.pre".into(), Value::String(if byte_fallback { "default" } else { pre_name(&tok["pre_tokenizer"]) }.into())),
+        (
+            "tokenizer.ggml.pre".into(),
+            Value::String(if byte_fallback { "default" } else { pre_name(&tok["pre_tokenizer"]) }.into()),
+        ),
         ("tokenizer.ggml.tokens".into(), str_array(tokens.clone())),
-        ("tokenizer.ggml.token_type".into(), Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect())),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
+        ),
         ("tokenizer.ggml.merges".into(), str_array(merges)),
     ];
     for (key, id) in [

@@ -149,7 +149,9 @@ pub fn permute_rope<T: Copy + Default>(
     heads: usize,
 ) -> Result<Vec<T>, String> {
     if heads == 0 || !rows.is_multiple_of(2 * heads) || data.len() != rows * cols {
-        return Err(format!("cannot permute {rows} rows of {cols} for {heads} heads (rows must be a multiple of 2 * heads)"));
+        return Err(format!(
+            "cannot permute {rows} rows of {cols} for {heads} heads (rows must be a multiple of 2 * heads)"
+        ));
     }
     let head_dim = rows / heads;
     let half = head_dim / 2;
@@ -247,10 +249,22 @@ mod tests {
     #[test]
     fn gguf_names_invert_map_tensor() {
         for arch in [Arch::Llama, Arch::Qwen2, Arch::Gemma3] {
-            for n in ["token_embd.weight", "output.weight", "output_norm.weight", "blk.7.attn_q.weight",
-                "blk.0.attn_k.bias", "blk.2.ffn_down.weight", "blk.1.ffn_norm.weight", "blk.3.attn_k_norm.weight"] {
+            for n in [
+                "token_embd.weight",
+                "output.weight",
+                "output_norm.weight",
+                "blk.7.attn_q.weight",
+                "blk.0.attn_k.bias",
+                "blk.2.ffn_down.weight",
+                "blk.1.ffn_norm.weight",
+                "blk.3.attn_k_norm.weight",
+            ] {
                 let m = map_tensor(arch, n, 4, 2).expect(n);
-                assert_eq!(gguf_name(arch, &m.hf_name, 4, 2), Some((n.to_string(), m.transform)), "{arch:?} {n}");
+                assert_eq!(
+                    gguf_name(arch, &m.hf_name, 4, 2),
+                    Some((n.to_string(), m.transform)),
+                    "{arch:?} {n}"
+                );
             }
         }
         assert_eq!(gguf_name(Arch::Llama, "model.layers.0.post_feedforward_layernorm.weight", 4, 2), None);

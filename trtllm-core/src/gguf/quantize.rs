@@ -154,7 +154,12 @@ mod tests {
                     naive2 += ((a - r) as f64).powi(2);
                 }
             }
-            assert!(err2 <= naive2 * 1.25, "n {n}: rms {} vs min/max rounding {}", err2.sqrt(), naive2.sqrt());
+            assert!(
+                err2 <= naive2 * 1.25,
+                "n {n}: rms {} vs min/max rounding {}",
+                err2.sqrt(),
+                naive2.sqrt()
+            );
         }
         // All zeros: scales 0, every value back to 0.
         let q = quantize(GgmlType::Q4K, &[0.0; 256]).expect("zeros");

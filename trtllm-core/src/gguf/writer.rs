@@ -104,7 +104,11 @@ pub struct GgufStreamWriter {
 impl GgufStreamWriter {
     /// Start `path` (written as `.NAME.tmp-PID` beside it): metadata `kv`, and the tensors in the
     /// order their data will be given, `(name, ggml dims, type)`.
-    pub fn create(path: &Path, kv: &[(String, Value)], tensors: &[(String, Vec<u64>, GgmlType)]) -> Result<Self> {
+    pub fn create(
+        path: &Path,
+        kv: &[(String, Value)],
+        tensors: &[(String, Vec<u64>, GgmlType)],
+    ) -> Result<Self> {
         let mut decl = Vec::with_capacity(tensors.len());
         for (name, dims, ty) in tensors {
             let len = tensor_bytes(*ty, dims).ok_or_else(|| {
