@@ -8,6 +8,7 @@ use crate::{DevBuf, Dt, Gpu, GpuError};
 
 mod attention;
 mod fp8_gemm;
+mod ggml;
 mod lt;
 mod matmul;
 mod mixed;
@@ -20,6 +21,7 @@ pub use attention::{
     QkvArgs, GQA_MIN_SPLIT_KEYS,
 };
 pub use fp8_gemm::{fp8_rowwise_ok, matmul_fp8, matmul_fp8_f32out, matmul_fp8_rowwise};
+pub use ggml::{gemv_ggml, gemv_ggml_ok, ggml_dequant, GGML_GEMV_MAX_M};
 pub use lt::{AlgoCache, TUNE_MAX_M};
 use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};

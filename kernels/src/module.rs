@@ -26,9 +26,11 @@ pub enum Kernel {
     Fp8Quant,
     /// Multi-head latent attention: latent cache write, query absorption, output (mla.cu).
     Mla,
+    /// Decode GEMV and bf16 dequantization for ggml block weights, Q8_0 / Q4_K (gemv_ggml.cu).
+    GemvGgml,
 }
 
-pub const KERNELS: [Kernel; 12] = [
+pub const KERNELS: [Kernel; 13] = [
     Kernel::Elementwise,
     Kernel::Norm,
     Kernel::Embedding,
@@ -41,6 +43,7 @@ pub const KERNELS: [Kernel; 12] = [
     Kernel::GemvInt4,
     Kernel::Fp8Quant,
     Kernel::Mla,
+    Kernel::GemvGgml,
 ];
 
 const COMMON: &str = include_str!("../cuda/common.cuh");
@@ -60,6 +63,7 @@ impl Kernel {
             Kernel::GemvInt4 => "gemv_int4",
             Kernel::Fp8Quant => "fp8_quant",
             Kernel::Mla => "mla",
+            Kernel::GemvGgml => "gemv_ggml",
         }
     }
     fn body(self) -> &'static str {
@@ -82,6 +86,7 @@ impl Kernel {
             Kernel::GemvInt4 => include_str!("../cuda/gemv_int4.cu"),
             Kernel::Fp8Quant => include_str!("../cuda/fp8_quant.cu"),
             Kernel::Mla => include_str!("../cuda/mla.cu"),
+            Kernel::GemvGgml => include_str!("../cuda/gemv_ggml.cu"),
             // One translation unit: the 128-query kernel uses the 64-query file's helpers.
             Kernel::Flash => concat!(
                 include_str!("../cuda/flash_attention.cu"),

@@ -1,5 +1,5 @@
 //! CPU twins of the quantization kernels (`cuda/gemv_fp8.cu`, `cuda/fp8_quant.cu`,
-//! `cuda/gemv_int4.cu`): FP8 E4M3 encode / decode, FP8 quantization and dequantization, and
+//! `cuda/gemv_int4.cu`, `cuda/gemv_ggml.cu` in [`ggml`]): FP8 E4M3 encode / decode, FP8 quantization and dequantization, and
 //! reference GEMVs. Pure Rust, no GPU: the GPU tests compare against these, and the INT4
 //! repackers ([`int4`]) turn AWQ / GPTQ checkpoints into the engine's INT4 layout.
 //!
@@ -7,6 +7,7 @@
 //! infinities, NaN = `S.1111.111` (0x7f / 0xff), largest finite 448 (0x7e), smallest subnormal
 //! 2^-9 (0x01).
 
+pub mod ggml;
 pub mod int4;
 
 /// Largest finite E4M3 magnitude.

@@ -69,7 +69,21 @@ macro_rules! fixtures {
     ($($name:ident),* $(,)?) => { $(#[test] fn $name() { check(stringify!($name)); })* };
 }
 
-fixtures!(llama, llama_tied, gemma2, qwen3, mixtral, olmo2, gpt_neox, cohere, qwen2_moe, gpt_oss, falcon, deepseek_v2, deepseek_v3);
+fixtures!(
+    llama,
+    llama_tied,
+    gemma2,
+    qwen3,
+    mixtral,
+    olmo2,
+    gpt_neox,
+    cohere,
+    qwen2_moe,
+    gpt_oss,
+    falcon,
+    deepseek_v2,
+    deepseek_v3
+);
 
 /// Micro-batches keep every sequence once, in order, with batch-local indices.
 #[test]

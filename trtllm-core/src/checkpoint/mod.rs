@@ -10,6 +10,8 @@
 mod convert;
 mod engine;
 mod format;
+mod gguf_export;
+mod gguf_meta;
 mod load;
 mod output;
 mod quantize;
@@ -21,6 +23,7 @@ pub use format::{
     rank_file, read_build_config, read_checkpoint_config, BuildConfig, CheckpointConfig, CheckpointMapping,
     ModelDir, BUILD_CONFIG, CHECKPOINT_FORMAT, CONVERTER_VERSION, ENGINE_FORMAT, TOKENIZER_FILES,
 };
+pub use gguf_export::{quantize_to_gguf, GgufExportSummary, GgufQuant};
 pub use load::{load_checkpoint, open_rank, validate_rank};
 pub use output::{copy_tokenizer_files, StagedDir};
 pub use quantize::{quantize_hf, QuantizeScheme, QuantizeSummary};

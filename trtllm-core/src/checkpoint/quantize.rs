@@ -37,7 +37,7 @@ impl QuantizeScheme {
             "fp8-block" => Ok(QuantizeScheme::Fp8Block),
             "int4-awq-rtn" => Ok(QuantizeScheme::Int4AwqRtn { group }),
             other => Err(Error::Msg(format!(
-                "unknown --quantize `{other}` (expected fp8, fp8-block or int4-awq-rtn)"
+                "unknown --quantize `{other}` (expected fp8, fp8-block, int4-awq-rtn, q8_0 or q4_k)"
             ))),
         }
     }

@@ -147,7 +147,12 @@ pub(crate) fn write_meta(
     let tok_config = tokenizer_config(g, &tok, max_len)?;
     write_file(&dir.join("config.json"), pretty(&config).as_bytes())?;
     write_file(&dir.join("generation_config.json"), pretty(&generation_config_json(&config)).as_bytes())?;
-    let tok_json = tokenizer_json(&tok);
+    // A file that carries Hugging Face's own tokenizer.json (`tokenizer.huggingface.json`, as
+    // `convert --quantize q8_0 | q4_k` writes) gets it back verbatim.
+    let tok_json = match g.opt_str("tokenizer.huggingface.json")? {
+        Some(text) => text.to_string(),
+        None => tokenizer_json(&tok),
+    };
     crate::text::check_tokenizer_json(&tok_json)
         .map_err(|e| g.error(format!("the tokenizer.json this file gives would not load: {e}")))?;
     write_file(&dir.join("tokenizer.json"), tok_json.as_bytes())?;

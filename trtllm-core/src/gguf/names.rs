@@ -103,6 +103,71 @@ pub fn map_tensor(arch: Arch, name: &str, heads: usize, kv_heads: usize) -> Resu
     Ok(Mapped { hf_name: format!("{hf_stem}.{kind}"), transform })
 }
 
+/// Every per-layer part `layer_part` names (the inverse map searches them).
+const PARTS: [&str; 13] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+    "attn_norm",
+    "ffn_norm",
+    "post_attention_norm",
+    "post_ffw_norm",
+    "attn_q_norm",
+    "attn_k_norm",
+];
+
+/// The GGUF name of a Hugging Face tensor name (the inverse of [`map_tensor`]) and the
+/// transform that maps it back, or `None` when the name has no GGUF counterpart.
+pub fn gguf_name(arch: Arch, hf: &str, heads: usize, kv_heads: usize) -> Option<(String, Transform)> {
+    let (stem, kind) = hf.rsplit_once('.').filter(|(_, k)| *k == "weight" || *k == "bias")?;
+    let g = match stem {
+        "model.embed_tokens" => "token_embd".to_string(),
+        "model.norm" => "output_norm".to_string(),
+        "lm_head" => "output".to_string(),
+        _ => {
+            let (layer, part) = stem.strip_prefix("model.layers.")?.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            let p = PARTS.iter().find(|p| layer_part(arch, p) == Some(part))?;
+            format!("blk.{layer}.{p}")
+        }
+    };
+    let name = format!("{g}.{kind}");
+    let m = map_tensor(arch, &name, heads, kv_heads).ok().filter(|m| m.hf_name == hf)?;
+    Some((name, m.transform))
+}
+
+/// llama.cpp's `permute` of q/k rows (the inverse of [`unpermute_rope`]): within each head, HF
+/// row `j * (rows / heads / 2) + i` becomes GGUF row `2 i + j`.
+pub fn permute_rope<T: Copy + Default>(
+    data: &[T],
+    rows: usize,
+    cols: usize,
+    heads: usize,
+) -> Result<Vec<T>, String> {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) || data.len() != rows * cols {
+        return Err(format!(
+            "cannot permute {rows} rows of {cols} for {heads} heads (rows must be a multiple of 2 * heads)"
+        ));
+    }
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut out = vec![T::default(); data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let dst = (h * head_dim + 2 * i + j) * cols;
+                let src = (h * head_dim + j * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Undo llama.cpp's `permute` of q/k rows: within each head of `rows / heads` rows, GGUF row
 /// `2 i + j` is HF row `j * (rows / heads / 2) + i` (GGUF interleaves the two rotary halves).
 /// `data` is `rows` rows of `cols` values (a bias has `cols == 1`).
@@ -181,6 +246,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn gguf_names_invert_map_tensor() {
+        for arch in [Arch::Llama, Arch::Qwen2, Arch::Gemma3] {
+            for n in [
+                "token_embd.weight",
+                "output.weight",
+                "output_norm.weight",
+                "blk.7.attn_q.weight",
+                "blk.0.attn_k.bias",
+                "blk.2.ffn_down.weight",
+                "blk.1.ffn_norm.weight",
+                "blk.3.attn_k_norm.weight",
+            ] {
+                let m = map_tensor(arch, n, 4, 2).expect(n);
+                assert_eq!(
+                    gguf_name(arch, &m.hf_name, 4, 2),
+                    Some((n.to_string(), m.transform)),
+                    "{arch:?} {n}"
+                );
+            }
+        }
+        assert_eq!(gguf_name(Arch::Llama, "model.layers.0.post_feedforward_layernorm.weight", 4, 2), None);
+        assert_eq!(gguf_name(Arch::Llama, "model.layers.0.self_attn.rotary_emb.inv_freq", 4, 2), None);
+        assert_eq!(gguf_name(Arch::Llama, "model.layers.x.mlp.up_proj.weight", 4, 2), None);
+    }
+
     /// llama.cpp's forward permutation, written from its definition, must be undone exactly.
     #[test]
     fn unpermute_inverts_llama_cpp_permute() {
@@ -200,6 +291,7 @@ mod tests {
         }
         assert_ne!(gguf, hf);
         assert_eq!(unpermute_rope(&gguf, rows, cols, heads).expect("unpermute"), hf);
+        assert_eq!(permute_rope(&hf, rows, cols, heads).expect("permute"), gguf);
         assert!(unpermute_rope(&gguf, rows, cols, 5).is_err());
     }
 }
