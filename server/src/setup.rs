@@ -174,7 +174,13 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
         })?,
     };
     let sched_cfg =
-        SchedulerConfig { max_batch_size, max_num_tokens, max_seq_len, prefix_caching: cfg.prefix_caching };
+        SchedulerConfig {
+            max_batch_size,
+            max_num_tokens,
+            max_seq_len,
+            prefix_caching: cfg.prefix_caching,
+            speculative: None,
+        };
     let mut eos = tokenizer.eos_token_ids.clone();
     if eos.is_empty() {
         eos = mcfg.eos_token_ids.clone();

@@ -5,7 +5,7 @@
 mod options;
 mod tp;
 
-pub use options::LlmOptions;
+pub use options::{LlmOptions, SpecMethod, SpecOptions, MAX_PROMPT_LOOKUP, MAX_SPEC_TOKENS};
 pub use tp::TpModel;
 
 use std::path::Path;

@@ -7,9 +7,12 @@
 use super::graphs::{forward_step, DecodeGraphs};
 use super::logits::TokenLogprob;
 use super::sampling::{sample_host_row, DeviceSampler};
+use super::spec::{verify, DraftChunk, DraftModel};
 use super::{Pooling, Sampler, SamplingParams};
 use crate::batch::{ForwardBatch, KvCache, SeqStep};
 use crate::dist::Communicator;
+use crate::load::{LlmOptions, SpecMethod, SpecOptions};
+use std::path::Path;
 use crate::model::CausalLM;
 use crate::{DType, Device, Error, Result, Tensor};
 
@@ -32,6 +35,9 @@ pub struct ScheduledSeq<'a> {
     pub block_table: &'a [u32],
     /// `Some` when the step's last token samples the next one (the end of a prefill, a decode).
     pub sample: Option<SampleInput<'a>>,
+    /// Speculative decoding: the last `draft` of `tokens` are draft tokens to verify (0: none).
+    /// `sample` then describes the row of the first token after the sequence's output.
+    pub draft: usize,
 }
 
 /// The structured-output masks of a step, computed while the forward runs: called once after
@@ -57,7 +63,11 @@ pub struct Sampled {
 /// What a step produced: one entry per scheduled sequence (`None` where it did not sample).
 #[derive(Clone, Debug, Default)]
 pub struct RunnerOutput {
+    /// The token after the sequence's output (and its accepted drafts).
     pub sampled: Vec<Option<Sampled>>,
+    /// Per scheduled sequence, the draft tokens accepted, in order, before `sampled` (empty, or
+    /// no entry at all, when it had none).
+    pub accepted: Vec<Vec<Sampled>>,
 }
 
 /// What runs the scheduler's steps: [`ModelRunner`], or a fake in the scheduler's tests.
@@ -73,6 +83,11 @@ pub trait Executor: Send + 'static {
     fn embed(&mut self, _tokens: &[u32], _blocks: &[u32], _pooling: Pooling) -> Result<Vec<f32>> {
         Err(crate::Error::Request("this engine does not compute embeddings".into()))
     }
+    /// Speculative decoding with a draft model: run the draft over `chunks` and propose up to
+    /// `k` tokens for each ([`DraftModel::propose`]).
+    fn draft(&mut self, _chunks: &[DraftChunk<'_>]) -> Result<Vec<Vec<u32>>> {
+        Err(crate::Error::Msg("this engine has no draft model".into()))
+    }
 }
 
 pub struct ModelRunner {
@@ -82,6 +97,8 @@ pub struct ModelRunner {
     graphs: Option<DecodeGraphs>,
     /// Sampling on the GPU (`None` on the CPU).
     sampler: Option<DeviceSampler>,
+    /// The draft model of speculative decoding (`SpecMethod::Draft`).
+    draft: Option<DraftModel>,
 }
 
 impl ModelRunner {
@@ -97,7 +114,49 @@ impl ModelRunner {
         let graphs = DecodeGraphs::new(&*model, &kv, max_batch, max_seq_len, cuda_graphs);
         let vocab = model.config().vocab_size;
         let sampler = kv.gpu().map(|g| DeviceSampler::new(g, vocab, max_batch));
-        ModelRunner { model, kv, graphs, sampler }
+        ModelRunner { model, kv, graphs, sampler, draft: None }
+    }
+
+    /// Speculate with `draft` (its KV cache has this runner's block geometry).
+    pub fn set_draft(&mut self, draft: DraftModel) -> Result<()> {
+        let (d, t) = (draft.kv(), &self.kv);
+        if (d.num_blocks, d.block_size) != (t.num_blocks, t.block_size) {
+            return Err(Error::Msg(format!(
+                "draft KV cache of {} blocks x {} tokens for a target cache of {} x {}",
+                d.num_blocks, d.block_size, t.num_blocks, t.block_size
+            )));
+        }
+        self.draft = Some(draft);
+        Ok(())
+    }
+
+    /// Load and attach the draft model of `spec` when it names one (`SpecMethod::Draft`), with
+    /// `opts`'s device and dtype; a draft directory that is `target_dir` drafts with the target's
+    /// own weights (a self-draft) over a KV cache of its own.
+    pub fn load_draft(&mut self, spec: &SpecOptions, target_dir: &Path, opts: &LlmOptions) -> Result<()> {
+        let Some(dir) = spec.model.as_deref().filter(|_| spec.method == SpecMethod::Draft) else {
+            return Ok(());
+        };
+        if opts.tp_size.unwrap_or(1) > 1 || opts.load.mapping.tp_size > 1 {
+            return Err(Error::Msg("--speculative-model: a draft model runs on one rank only (no --tp-size)".into()));
+        }
+        let same = |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
+        let model = if same(dir, target_dir) {
+            None
+        } else {
+            let mut o = opts.clone();
+            o.tokenizer_dir = None;
+            Some(crate::load::load_model(dir, &o).map_err(|e| Error::Msg(format!("--speculative-model {}: {e}", dir.display())))?)
+        };
+        let m = model.as_deref().unwrap_or(&*self.model);
+        let dtype = opts.load.weight_dtype(m.config());
+        let kv = Self::make_kv(m, opts.load.device, dtype, self.kv.block_size, self.kv.num_blocks)?;
+        let draft = DraftModel::new(model, &*self.model, kv, opts.max_batch_size, opts.max_seq_len, opts.cuda_graphs)?;
+        self.set_draft(draft)
+    }
+
+    pub fn draft_model(&self) -> Option<&DraftModel> {
+        self.draft.as_ref()
     }
 
     /// A KV cache for `model` on `device` (`dtype` on the GPU; the host cache is f32).
@@ -164,8 +223,18 @@ impl Executor for ModelRunner {
             .iter()
             .map(|s| SeqStep { tokens: s.tokens, start_pos: s.start_pos, block_table: s.block_table })
             .collect();
-        let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
+        let mut batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
+        let spec = step.seqs.iter().any(|s| s.draft > 0);
+        if spec {
+            batch.logits_per_seq = verify::rows_per_seq(&step.seqs);
+        }
         let logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
+        if spec {
+            if step.masks.is_some() {
+                return Err(Error::Msg("structured outputs: a step with draft tokens has grammar masks".into()));
+            }
+            return verify::verify(self.sampler.as_mut(), &logits, &step.seqs);
+        }
         let random = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_sampler()));
         let rows: Vec<(u64, Option<&SampleInput<'_>>)> =
             step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
@@ -192,16 +261,16 @@ impl Executor for ModelRunner {
             let ids = crate::ops::argmax_rows(&logits)?;
             let sampled =
                 rows.iter().zip(ids).map(|(r, token)| r.1.map(|_| Sampled { token, logprob: None }));
-            return Ok(RunnerOutput { sampled: sampled.collect() });
+            return Ok(RunnerOutput { sampled: sampled.collect(), accepted: vec![] });
         }
         if let (Some(ds), true) = (self.sampler.as_mut(), logits.devbuf().is_some()) {
-            return Ok(RunnerOutput { sampled: ds.sample(&logits, &rows)? });
+            return Ok(RunnerOutput { sampled: ds.sample(&logits, &rows)?, accepted: vec![] });
         }
         let host = logits.to_cpu()?.to_dtype(DType::F32)?;
         let (v, h) = (host.dim(1), host.f32s()?);
         let sampled =
             rows.iter().enumerate().map(|(r, (_, x))| x.map(|x| sample_host_row(&h[r * v..(r + 1) * v], x)));
-        let out = RunnerOutput { sampled: sampled.collect() };
+        let out = RunnerOutput { sampled: sampled.collect(), accepted: vec![] };
         Ok(out)
     }
 
@@ -229,6 +298,13 @@ impl Executor for ModelRunner {
     fn release(&mut self, id: u64) {
         if let Some(s) = self.sampler.as_mut() {
             s.release(id);
+        }
+    }
+
+    fn draft(&mut self, chunks: &[DraftChunk<'_>]) -> Result<Vec<Vec<u32>>> {
+        match self.draft.as_mut() {
+            Some(d) => d.propose(&*self.model, chunks),
+            None => Err(Error::Msg("speculative decoding: this engine has no draft model".into())),
         }
     }
 }

@@ -8,6 +8,7 @@ mod metrics;
 mod prefix_cache;
 mod scheduler;
 mod sequence;
+mod spec;
 
 pub use engine::{
     Delta, EmbedReply, Engine, EngineHandle, Event, EventSink, Limits, RequestHandle, SubmitError, Usage,
@@ -16,6 +17,7 @@ pub use metrics::{with_label, EngineMetrics, Histogram};
 pub use prefix_cache::{block_hashes, BlockManager};
 pub use scheduler::{Scheduler, SchedulerConfig, StepOutput, TokenOut};
 pub use sequence::{FinishReason, SeqRequest};
+pub use spec::SpecStats;
 
 #[cfg(test)]
 mod scheduler_tests;
