@@ -78,6 +78,8 @@ pub struct Args {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    spec: super::spec_args::SpecArgs,
     /// `--mode throughput` and its flags (src/cli/bench_throughput.rs).
     #[command(flatten)]
     throughput: throughput::ThroughputArgs,
@@ -235,6 +237,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.cuda_graphs = !a.m.no_cuda_graphs;
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);
     opts.tp_size = a.tp_size;
+    opts.speculative = a.spec.options()?;
     opts.apply_dist_env()?;
     let tp = opts.tp_size.unwrap_or(1);
     let t0 = Instant::now();

@@ -131,23 +131,18 @@ impl ModelRunner {
     }
 
     /// Load and attach the draft model of `spec` when it names one (`SpecMethod::Draft`), with
-    /// `opts`'s device and dtype; a draft directory that is `target_dir` drafts with the target's
-    /// own weights (a self-draft) over a KV cache of its own.
+    /// `opts`'s device, dtype and limits ([`super::spec::draft::load`], [`Self::attach_draft`]).
     pub fn load_draft(&mut self, spec: &SpecOptions, target_dir: &Path, opts: &LlmOptions) -> Result<()> {
-        let Some(dir) = spec.model.as_deref().filter(|_| spec.method == SpecMethod::Draft) else {
+        if spec.method != SpecMethod::Draft {
             return Ok(());
-        };
-        if opts.tp_size.unwrap_or(1) > 1 || opts.load.mapping.tp_size > 1 {
-            return Err(Error::Msg("--speculative-model: a draft model runs on one rank only (no --tp-size)".into()));
         }
-        let same = |a: &Path, b: &Path| a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
-        let model = if same(dir, target_dir) {
-            None
-        } else {
-            let mut o = opts.clone();
-            o.tokenizer_dir = None;
-            Some(crate::load::load_model(dir, &o).map_err(|e| Error::Msg(format!("--speculative-model {}: {e}", dir.display())))?)
-        };
+        let model = super::spec::draft::load(spec, target_dir, opts)?;
+        self.attach_draft(model, opts)
+    }
+
+    /// Speculate with `model` (`None`: the target drafts for itself) over a KV cache of this
+    /// runner's geometry on `opts`'s device.
+    pub fn attach_draft(&mut self, model: Option<Box<dyn CausalLM>>, opts: &LlmOptions) -> Result<()> {
         let m = model.as_deref().unwrap_or(&*self.model);
         let dtype = opts.load.weight_dtype(m.config());
         let kv = Self::make_kv(m, opts.load.device, dtype, self.kv.block_size, self.kv.num_blocks)?;

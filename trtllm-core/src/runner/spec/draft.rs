@@ -6,10 +6,33 @@
 //! tokens: one batched forward over every chunk, then K - 1 batched one-token forwards (plain
 //! decode steps, replayed as CUDA graphs where the target's would be).
 
+use std::path::Path;
+
 use super::super::graphs::{forward_step, DecodeGraphs};
+use crate::load::{LlmOptions, SpecOptions};
 use crate::batch::{ForwardBatch, KvCache, SeqStep};
 use crate::model::CausalLM;
 use crate::{Error, Result};
+
+/// The draft model `spec` names, loaded with `opts` (device, dtype); `None` when its directory
+/// is `target_dir` (a self-draft: the target's weights are used, not loaded twice).
+pub fn load(spec: &SpecOptions, target_dir: &Path, opts: &LlmOptions) -> Result<Option<Box<dyn CausalLM>>> {
+    let Some(dir) = spec.model.as_deref() else {
+        return Err(Error::Msg("speculative decoding with a draft model needs --speculative-model DIR".into()));
+    };
+    if opts.tp_size.unwrap_or(1) > 1 || opts.load.mapping.tp_size > 1 {
+        return Err(Error::Msg("--speculative-model: a draft model runs on one rank only (no --tp-size)".into()));
+    }
+    let canon = |p: &Path| p.canonicalize().map_err(|e| Error::Msg(format!("--speculative-model {}: {e}", p.display())));
+    if canon(dir)? == canon(target_dir)? {
+        return Ok(None);
+    }
+    let mut o = opts.clone();
+    o.tokenizer_dir = None;
+    o.tp_size = None;
+    let m = crate::load::load_model(dir, &o).map_err(|e| Error::Msg(format!("--speculative-model {}: {e}", dir.display())))?;
+    Ok(Some(m))
+}
 
 /// One sequence's draft work in a step: the tokens whose draft KV is not computed yet (ending
 /// with the sequence's last token), from position `start_pos`, and how many tokens to propose
