@@ -21,3 +21,5 @@ pub use spec::SpecStats;
 
 #[cfg(test)]
 mod scheduler_tests;
+#[cfg(test)]
+mod spec_tests;
