@@ -291,6 +291,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     for _ in 0..a.warmup {
         run_first(&mut llm)?;
     }
+    llm.take_spec_stats();
     let cpu0 = cpu_time();
     let wall0 = Instant::now();
     let mut runs = Vec::with_capacity(a.runs);
@@ -298,6 +299,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         runs.push(run_first(&mut llm)?);
     }
     let wall = wall0.elapsed().as_secs_f64();
+    let spec = opts.speculative.clone().map(|o| (o, llm.take_spec_stats()));
     let profile = trtllm::ops::cpu::prof::report();
     let cores_busy = match (cpu0, cpu_time()) {
         (Some(c0), Some(c1)) if wall > 0.0 => Some((c1 - c0) / wall),
@@ -360,6 +362,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             graphs,
             text,
             profile,
+            spec,
         },
     );
     Ok(())

@@ -189,7 +189,12 @@ impl Llm {
                     return Err(e);
                 }
             };
-            self.spec.add(&step.spec);
+            // Draft-model time counts in decode steps only (the first step's is prefill).
+            let mut spec = step.spec;
+            if first {
+                spec.draft_s = 0.0;
+            }
+            self.spec.add(&spec);
             for t in &step.tokens {
                 let i = (t.seq - base) as usize;
                 outs[i].0.push(t.token);
@@ -224,7 +229,7 @@ impl Llm {
     }
 
     /// What speculative decoding did since the last call (drafts, acceptance, tokens per step,
-    /// draft-model time), and start counting again.
+    /// draft-model time in decode steps), and start counting again.
     pub fn take_spec_stats(&mut self) -> SpecStats {
         std::mem::take(&mut self.spec)
     }
