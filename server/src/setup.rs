@@ -191,14 +191,13 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
             Error::Msg(format!("--max-num-seqs {max_batch_size} x --max-model-len {max_seq_len}: the KV block count overflows"))
         })?,
     };
-    let sched_cfg =
-        SchedulerConfig {
-            max_batch_size,
-            max_num_tokens,
-            max_seq_len,
-            prefix_caching: cfg.prefix_caching,
-            speculative: cfg.speculative.clone(),
-        };
+    let sched_cfg = SchedulerConfig {
+        max_batch_size,
+        max_num_tokens,
+        max_seq_len,
+        prefix_caching: cfg.prefix_caching,
+        speculative: cfg.speculative.clone(),
+    };
     let mut eos = tokenizer.eos_token_ids.clone();
     if eos.is_empty() {
         eos = mcfg.eos_token_ids.clone();

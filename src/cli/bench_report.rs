@@ -145,7 +145,12 @@ fn print_json(a: &Args, m: &Measured, s: &Stats) {
 /// The speculative-decoding fields of the report: the options, acceptance, tokens per step, the
 /// draft model's time per run and the decode rate without it (the verification-bound rate of a
 /// self-draft).
-fn spec_json(a: &Args, o: &trtllm::load::SpecOptions, st: &trtllm::serve::SpecStats, s: &Stats) -> serde_json::Value {
+fn spec_json(
+    a: &Args,
+    o: &trtllm::load::SpecOptions,
+    st: &trtllm::serve::SpecStats,
+    s: &Stats,
+) -> serde_json::Value {
     let draft_s = st.draft_s / a.runs.max(1) as f64;
     let tokens = (a.output_len.saturating_sub(1) * a.batch_size) as f64;
     serde_json::json!({

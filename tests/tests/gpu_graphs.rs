@@ -190,7 +190,8 @@ fn short_context_graphs() {
     }
     for n in [1, 3] {
         let p = prompts(name, n);
-        let su = Setup { graphs: false, max_batch: MAX_BATCH, dtype: DType::BF16, forced: None, graph_ctx: 1024 };
+        let su =
+            Setup { graphs: false, max_batch: MAX_BATCH, dtype: DType::BF16, forced: None, graph_ctx: 1024 };
         let eager = decode(name, &p, su);
         let graph = decode(name, &p, Setup { graphs: true, ..su });
         assert_eq!(graph.off, None, "batch {n}: graphs were turned off");

@@ -24,10 +24,19 @@ fn gpu_ok(name: &str) -> bool {
 
 fn prompts() -> Vec<Vec<u32>> {
     let rep = |p: &[u32], n: usize| p.iter().cycle().take(n).copied().collect::<Vec<u32>>();
-    vec![rep(&[11, 45, 97, 23, 150, 7], 27), rep(&[301, 5, 77, 5, 12], 18), (0..21u32).map(|i| 3 + (i * 37) % 300).collect()]
+    vec![
+        rep(&[11, 45, 97, 23, 150, 7], 27),
+        rep(&[301, 5, 77, 5, 12], 18),
+        (0..21u32).map(|i| 3 + (i * 37) % 300).collect(),
+    ]
 }
 
-fn generate(model: &str, dtype: DType, spec: Option<SpecOptions>, p: &SamplingParams) -> (Vec<Vec<u32>>, SpecStats, Vec<usize>) {
+fn generate(
+    model: &str,
+    dtype: DType,
+    spec: Option<SpecOptions>,
+    p: &SamplingParams,
+) -> (Vec<Vec<u32>>, SpecStats, Vec<usize>) {
     let mut o = LlmOptions { kv_block_size: 4, max_batch_size: 4, max_seq_len: 128, ..Default::default() };
     o.load.dtype = Some(dtype);
     o.load.device = Device::Cuda(0);

@@ -89,7 +89,12 @@ fn seeded_sampling_penalties_and_logprobs_match_plain() {
         ignore_eos: true,
         ..SamplingParams::greedy(36)
     };
-    let pen = SamplingParams { repetition_penalty: 1.3, frequency_penalty: 0.4, presence_penalty: 0.2, ..p.clone() };
+    let pen = SamplingParams {
+        repetition_penalty: 1.3,
+        frequency_penalty: 0.4,
+        presence_penalty: 0.2,
+        ..p.clone()
+    };
     let low = SamplingParams { temperature: 0.3, ..p.clone() };
     for params in [p, pen, low] {
         let (plain, _) = generate("llama", None, &params);
@@ -104,7 +109,11 @@ fn seeded_sampling_penalties_and_logprobs_match_plain() {
 /// Every sequence's tokens and logprobs from a scheduler over `model` (prefix caching on), the
 /// requests added in two waves (the second reuses the first's cached prefixes); all blocks must
 /// be free at the end.
-fn serve(model: &str, spec: Option<SpecOptions>, params: &SamplingParams) -> (Vec<Vec<u32>>, Vec<Vec<f32>>, SpecStats) {
+fn serve(
+    model: &str,
+    spec: Option<SpecOptions>,
+    params: &SamplingParams,
+) -> (Vec<Vec<u32>>, Vec<Vec<f32>>, SpecStats) {
     let o = opts(spec.clone());
     let m = load_model(&fixture(model), &o).expect("load");
     let kv = ModelRunner::make_kv(m.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, 64).expect("kv");
@@ -112,7 +121,13 @@ fn serve(model: &str, spec: Option<SpecOptions>, params: &SamplingParams) -> (Ve
     if let Some(sp) = &spec {
         runner.load_draft(sp, &fixture(model), &o).expect("draft");
     }
-    let cfg = SchedulerConfig { max_batch_size: 4, max_num_tokens: 64, max_seq_len: 160, prefix_caching: true, speculative: spec };
+    let cfg = SchedulerConfig {
+        max_batch_size: 4,
+        max_num_tokens: 64,
+        max_seq_len: 160,
+        prefix_caching: true,
+        speculative: spec,
+    };
     let mut s = Scheduler::new(runner, cfg, vec![2]).expect("scheduler");
     let ps = prompts();
     let n = 2 * ps.len();

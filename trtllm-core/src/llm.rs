@@ -120,7 +120,12 @@ impl Llm {
             prefix_caching: false,
             speculative: opts.speculative.clone(),
         };
-        Ok(Llm { tokenizer, sched: Scheduler::new(runner, cfg, eos)?, next_id: 0, spec: SpecStats::default() })
+        Ok(Llm {
+            tokenizer,
+            sched: Scheduler::new(runner, cfg, eos)?,
+            next_id: 0,
+            spec: SpecStats::default(),
+        })
     }
 
     pub fn model(&self) -> &dyn CausalLM {

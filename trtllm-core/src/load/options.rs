@@ -78,7 +78,9 @@ impl SpecOptions {
             return bad(format!("--num-speculative-tokens must be in [1, {MAX_SPEC_TOKENS}]"));
         }
         if self.prompt_lookup_min == 0 || self.prompt_lookup_max > MAX_PROMPT_LOOKUP {
-            return bad(format!("--prompt-lookup-min / --prompt-lookup-max must be in [1, {MAX_PROMPT_LOOKUP}]"));
+            return bad(format!(
+                "--prompt-lookup-min / --prompt-lookup-max must be in [1, {MAX_PROMPT_LOOKUP}]"
+            ));
         }
         if self.prompt_lookup_min > self.prompt_lookup_max {
             return bad(format!(
@@ -87,7 +89,9 @@ impl SpecOptions {
             ));
         }
         match (&self.method, &self.model) {
-            (SpecMethod::Draft, None) => bad("--speculative-method draft needs --speculative-model DIR".into()),
+            (SpecMethod::Draft, None) => {
+                bad("--speculative-method draft needs --speculative-model DIR".into())
+            }
             (SpecMethod::Ngram, Some(d)) => bad(format!(
                 "--speculative-model {} is a draft model, but --speculative-method is ngram",
                 d.display()

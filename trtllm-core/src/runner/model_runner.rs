@@ -12,9 +12,9 @@ use super::{Pooling, Sampler, SamplingParams};
 use crate::batch::{ForwardBatch, KvCache, SeqStep};
 use crate::dist::Communicator;
 use crate::load::{LlmOptions, SpecMethod, SpecOptions};
-use std::path::Path;
 use crate::model::CausalLM;
 use crate::{DType, Device, Error, Result, Tensor};
+use std::path::Path;
 
 /// How a row samples its next token.
 pub struct SampleInput<'a> {
@@ -146,7 +146,14 @@ impl ModelRunner {
         let m = model.as_deref().unwrap_or(&*self.model);
         let dtype = opts.load.weight_dtype(m.config());
         let kv = Self::make_kv(m, opts.load.device, dtype, self.kv.block_size, self.kv.num_blocks)?;
-        let draft = DraftModel::new(model, &*self.model, kv, opts.max_batch_size, opts.max_seq_len, opts.cuda_graphs)?;
+        let draft = DraftModel::new(
+            model,
+            &*self.model,
+            kv,
+            opts.max_batch_size,
+            opts.max_seq_len,
+            opts.cuda_graphs,
+        )?;
         self.set_draft(draft)
     }
 
@@ -226,7 +233,9 @@ impl Executor for ModelRunner {
         let logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
         if spec {
             if step.masks.is_some() {
-                return Err(Error::Msg("structured outputs: a step with draft tokens has grammar masks".into()));
+                return Err(Error::Msg(
+                    "structured outputs: a step with draft tokens has grammar masks".into(),
+                ));
             }
             return verify::verify(self.sampler.as_mut(), &logits, &step.seqs);
         }

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::scheduler::{Scheduler, StepOutput};
+use super::scheduler::Scheduler;
 use super::sequence::{FinishReason, SeqRequest};
+use super::step_output::StepOutput;
 use crate::runner::TokenLogprob;
 use crate::runner::{Pooling, SamplingParams};
 use crate::serve::EngineMetrics;

@@ -22,12 +22,10 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::prefix_cache::BlockManager;
-use super::sequence::{FinishReason, SeqRequest, Sequence};
-use super::spec::SpecStats;
+use super::sequence::{SeqRequest, Sequence};
+use super::step_output::{emit, masks_of, StepOutput};
 use crate::load::{SpecMethod, SpecOptions};
-use crate::runner::{
-    Executor, ModelRunner, SampleInput, Sampled, ScheduledSeq, SchedulerOutput, TokenLogprob,
-};
+use crate::runner::{Executor, ModelRunner, SampleInput, ScheduledSeq, SchedulerOutput};
 use crate::text::TokenMatcher;
 use crate::{Error, Result};
 #[derive(Clone, Debug)]
@@ -53,39 +51,6 @@ impl Default for SchedulerConfig {
             speculative: None,
         }
     }
-}
-
-/// A token a sequence produced in a step.
-#[derive(Clone, Debug)]
-pub struct TokenOut {
-    pub seq: u64,
-    pub token: u32,
-    pub logprob: Option<TokenLogprob>,
-    /// Set when this token ends the sequence (its blocks are already released).
-    pub finish: Option<FinishReason>,
-    /// The token is an EOS or stop id (its text is not part of the output); a sequence can also
-    /// finish on an ordinary token (length, a completed grammar).
-    pub stop_token: bool,
-}
-
-/// What one step did.
-#[derive(Clone, Debug, Default)]
-pub struct StepOutput {
-    pub tokens: Vec<TokenOut>,
-    /// Sequences that ran for the first time (left the queue), with the prompt tokens they took
-    /// from the prefix cache.
-    pub admitted: Vec<(u64, usize)>,
-    pub preempted: Vec<u64>,
-    pub prefill_tokens: usize,
-    pub decode_tokens: usize,
-    /// Seconds this step spent choosing its work (before the runner) and applying what it
-    /// sampled (after), on the calling thread.
-    pub host_s: f64,
-    /// Seconds in [`Executor::execute`]: the forward and sampling, up to the sampled ids on the
-    /// host.
-    pub execute_s: f64,
-    /// Speculative decoding: drafts proposed, accepted, tokens emitted, time in the draft model.
-    pub spec: SpecStats,
 }
 
 /// The scheduler over the runner `E` that executes its steps.
@@ -389,7 +354,12 @@ impl<E: Executor> Scheduler<E> {
             let end = s.cached;
             if let Some(x) = sampled {
                 if acc.len() > d.len() {
-                    return Err(Error::Msg(format!("sequence {}: {} drafts accepted of {}", s.id, acc.len(), d.len())));
+                    return Err(Error::Msg(format!(
+                        "sequence {}: {} drafts accepted of {}",
+                        s.id,
+                        acc.len(),
+                        d.len()
+                    )));
                 }
                 let emitted = acc.len() + 1;
                 let before = out.tokens.len();
@@ -397,7 +367,7 @@ impl<E: Executor> Scheduler<E> {
                     if j > 0 {
                         self.running[i].cached += 1; // an accepted draft: its KV was computed in this step
                     }
-                    let t = self.emit(i, x, now);
+                    let t = emit(&mut self.running[i], x, now, &self.eos, self.cfg.max_seq_len);
                     let fin = t.finish.is_some();
                     out.tokens.push(t);
                     if fin {
@@ -431,56 +401,4 @@ impl<E: Executor> Scheduler<E> {
         out.host_s = t0.elapsed().as_secs_f64() - out.execute_s - out.spec.draft_s;
         Ok(out)
     }
-
-    /// Append the token sequence `running[i]` produced and apply its stop conditions.
-    fn emit(&mut self, i: usize, x: Sampled, now: Instant) -> TokenOut {
-        let s = &mut self.running[i];
-        let tok = x.token;
-        s.tokens.push(tok);
-        s.first_token.get_or_insert(now);
-        s.last_token = Some(now);
-        let p = &s.params;
-        let eos = self.eos.contains(&tok);
-        let grammar = match s.matcher.as_mut() {
-            Some(m) if !eos => Some(m.accept(tok).map(|_| m.is_finished())),
-            _ => None,
-        };
-        let stop_token = (!p.ignore_eos && eos) || p.stop_token_ids.contains(&tok);
-        let finish = if let Some(Err(e)) = &grammar {
-            tracing::warn!(seq = s.id, "structured outputs: {e}; the sequence ends");
-            Some(FinishReason::Abort)
-        } else if stop_token || matches!(grammar, Some(Ok(true))) {
-            Some(FinishReason::Stop)
-        } else if s.num_generated() >= p.max_new_tokens || s.tokens.len() >= self.cfg.max_seq_len {
-            Some(FinishReason::Length)
-        } else {
-            None
-        };
-        TokenOut { seq: s.id, token: tok, logprob: x.logprob, finish, stop_token }
-    }
-}
-
-/// The masks of the constrained rows (`(row, matcher)`), one entry per row of the step. A
-/// matcher that fails (its grammar allows nothing here) gets a mask of the EOS ids: the
-/// sequence ends rather than the step.
-fn masks_of(
-    matchers: Vec<(usize, &mut TokenMatcher)>,
-    rows: usize,
-    eos: &[u32],
-) -> Result<Vec<Option<Vec<u32>>>> {
-    use rayon::prelude::*;
-    let computed: Vec<(usize, Result<Vec<u32>>, usize)> =
-        matchers.into_par_iter().map(|(r, m)| (r, m.mask(), m.vocab())).collect();
-    let mut out = vec![None; rows];
-    for (r, m, vocab) in computed {
-        out[r] = Some(m.unwrap_or_else(|e| {
-            tracing::warn!("{e}; only EOS is allowed");
-            let mut w = vec![0u32; crate::text::mask_words(vocab)];
-            for &t in eos.iter().filter(|&&t| (t as usize) < vocab) {
-                w[t as usize / 32] |= 1 << (t % 32);
-            }
-            w
-        }));
-    }
-    Ok(out)
 }

@@ -118,13 +118,20 @@ impl Executor for Fake {
 }
 
 fn run(spec: Option<SpecOptions>, prefix_caching: bool, blocks: usize) -> (Vec<Vec<u32>>, usize) {
-    let cfg = SchedulerConfig { max_batch_size: 4, max_num_tokens: 24, max_seq_len: 200, prefix_caching, speculative: spec };
+    let cfg = SchedulerConfig {
+        max_batch_size: 4,
+        max_num_tokens: 24,
+        max_seq_len: 200,
+        prefix_caching,
+        speculative: spec,
+    };
     let mut s = Scheduler::new(Fake::new(blocks, 4), cfg, vec![]).expect("scheduler");
     // Pairs of equal prompts (prefix-cache hits), of lengths that end inside and at a block.
     let prompts: Vec<Vec<u32>> = (0..8).map(|i| chain(1 + (i / 2) as u32 * 3, 9 + 4 * (i % 3))).collect();
     let add = |s: &mut Scheduler<Fake>, i: usize| {
         let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(30 + i) };
-        s.add(SeqRequest { id: i as u64, prompt: prompts[i].clone(), params: Arc::new(params), seed: None }).expect("add");
+        s.add(SeqRequest { id: i as u64, prompt: prompts[i].clone(), params: Arc::new(params), seed: None })
+            .expect("add");
     };
     let mut out = vec![vec![]; prompts.len()];
     let mut steps = 0;

@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use super::super::graphs::{forward_step, DecodeGraphs};
-use crate::load::{LlmOptions, SpecOptions};
 use crate::batch::{ForwardBatch, KvCache, SeqStep};
+use crate::load::{LlmOptions, SpecOptions};
 use crate::model::CausalLM;
 use crate::{Error, Result};
 
@@ -18,19 +18,26 @@ use crate::{Error, Result};
 /// is `target_dir` (a self-draft: the target's weights are used, not loaded twice).
 pub fn load(spec: &SpecOptions, target_dir: &Path, opts: &LlmOptions) -> Result<Option<Box<dyn CausalLM>>> {
     let Some(dir) = spec.model.as_deref() else {
-        return Err(Error::Msg("speculative decoding with a draft model needs --speculative-model DIR".into()));
+        return Err(Error::Msg(
+            "speculative decoding with a draft model needs --speculative-model DIR".into(),
+        ));
     };
     if opts.tp_size.unwrap_or(1) > 1 || opts.load.mapping.tp_size > 1 {
-        return Err(Error::Msg("--speculative-model: a draft model runs on one rank only (no --tp-size)".into()));
+        return Err(Error::Msg(
+            "--speculative-model: a draft model runs on one rank only (no --tp-size)".into(),
+        ));
     }
-    let canon = |p: &Path| p.canonicalize().map_err(|e| Error::Msg(format!("--speculative-model {}: {e}", p.display())));
+    let canon = |p: &Path| {
+        p.canonicalize().map_err(|e| Error::Msg(format!("--speculative-model {}: {e}", p.display())))
+    };
     if canon(dir)? == canon(target_dir)? {
         return Ok(None);
     }
     let mut o = opts.clone();
     o.tokenizer_dir = None;
     o.tp_size = None;
-    let m = crate::load::load_model(dir, &o).map_err(|e| Error::Msg(format!("--speculative-model {}: {e}", dir.display())))?;
+    let m = crate::load::load_model(dir, &o)
+        .map_err(|e| Error::Msg(format!("--speculative-model {}: {e}", dir.display())))?;
     Ok(Some(m))
 }
 

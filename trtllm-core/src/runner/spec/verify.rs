@@ -53,10 +53,16 @@ pub(in crate::runner) fn verify(
             rows.push((s.id, None));
             continue;
         };
-        rows.push((s.id, Some(SampleInput { params: x.params, prompt: x.prompt, output: x.output, sampler: x.sampler })));
+        rows.push((
+            s.id,
+            Some(SampleInput { params: x.params, prompt: x.prompt, output: x.output, sampler: x.sampler }),
+        ));
         for _ in 0..s.draft {
             let output = ext.next().map_or(&[][..], |v| v.as_slice());
-            rows.push((s.id, Some(SampleInput { params: x.params, prompt: x.prompt, output, sampler: x.sampler })));
+            rows.push((
+                s.id,
+                Some(SampleInput { params: x.params, prompt: x.prompt, output, sampler: x.sampler }),
+            ));
         }
     }
     let chosen = choose(ds, logits, seqs, &rows)?;
@@ -90,10 +96,15 @@ fn choose(
     let random = rows.iter().any(|r| r.1.as_ref().is_some_and(|x| x.params.needs_sampler()));
     if !random {
         let ids = crate::ops::argmax_rows(logits)?;
-        return Ok(rows.iter().zip(ids).map(|(r, token)| r.1.as_ref().map(|_| Sampled { token, logprob: None })).collect());
+        return Ok(rows
+            .iter()
+            .zip(ids)
+            .map(|(r, token)| r.1.as_ref().map(|_| Sampled { token, logprob: None }))
+            .collect());
     }
     let refs: Vec<(u64, Option<&SampleInput<'_>>)> = rows.iter().map(|(id, x)| (*id, x.as_ref())).collect();
-    let drafted_penalties = |s: &&ScheduledSeq<'_>| s.draft > 0 && s.sample.as_ref().is_some_and(|x| x.params.has_penalties());
+    let drafted_penalties =
+        |s: &&ScheduledSeq<'_>| s.draft > 0 && s.sample.as_ref().is_some_and(|x| x.params.has_penalties());
     let host_only = seqs.iter().any(|s| drafted_penalties(&s));
     match ds {
         Some(ds) if logits.devbuf().is_some() && !host_only => ds.sample(logits, &refs),
@@ -107,7 +118,11 @@ fn choose(
             }
             let host = logits.to_cpu()?.to_dtype(DType::F32)?;
             let (v, h) = (host.dim(1), host.f32s()?);
-            Ok(refs.iter().enumerate().map(|(r, (_, x))| x.map(|x| sample_host_row(&h[r * v..(r + 1) * v], x))).collect())
+            Ok(refs
+                .iter()
+                .enumerate()
+                .map(|(r, (_, x))| x.map(|x| sample_host_row(&h[r * v..(r + 1) * v], x)))
+                .collect())
         }
     }
 }

@@ -102,7 +102,12 @@ fn chi_square(a: &[usize], b: &[usize]) -> (f64, f64) {
 fn rejection_sampling_preserves_the_distribution() {
     let t1 = SamplingParams { temperature: 1.0, ..Default::default() };
     let topk = SamplingParams { temperature: 0.8, top_k: 4, ..Default::default() };
-    let pen = SamplingParams { temperature: 1.2, repetition_penalty: 1.5, frequency_penalty: 0.5, ..Default::default() };
+    let pen = SamplingParams {
+        temperature: 1.2,
+        repetition_penalty: 1.5,
+        frequency_penalty: 0.5,
+        ..Default::default()
+    };
     const N: u64 = 6000;
     for p in [t1, topk, pen] {
         let (mut a, mut b, mut bad) = (vec![0; V.pow(3)], vec![0; V.pow(3)], vec![0; V.pow(3)]);
