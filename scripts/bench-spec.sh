@@ -17,19 +17,29 @@ OUT=${OUT:-/tmp/bench-spec}; mkdir -p "$OUT"
 common=(summarize --model "$MODEL" --device cpu --dtype "${DTYPE:-auto}" --batch-size 1
   --max-output-len "${MAX_OUT:-96}" --dataset data/summarize)
 [ -n "${MAX_DOCS:-}" ] && common+=(--max-docs "$MAX_DOCS")
-"$BIN" "${common[@]}" --output-file "$OUT/plain.json" >"$OUT/plain.txt" 2>"$OUT/plain.err"
-"$BIN" "${common[@]}" --output-file "$OUT/spec.json" --speculative-method ngram \
-  --num-speculative-tokens "$K" --prompt-lookup-min "$LMIN" --prompt-lookup-max "$LMAX" >"$OUT/spec.txt" 2>"$OUT/spec.err"
-rate() { sed -n 's/.*decode .* tokens, \([0-9.]*\) tok\/s).*/\1/p' "$1"; }
-plain=$(rate "$OUT/plain.txt"); spec=$(rate "$OUT/spec.txt")
-same=no; cmp -s "$OUT/plain.json" "$OUT/spec.json" && same=yes
+# Plain and speculative runs alternate (REPEAT pairs, default 3): this VM's bandwidth moves with
+# the host's other tenants, so each reported rate is the median of its runs.
+for r in $(seq 1 "${REPEAT:-3}"); do
+  "$BIN" "${common[@]}" --output-file "$OUT/plain$r.json" >"$OUT/plain$r.txt" 2>"$OUT/plain$r.err"
+  "$BIN" "${common[@]}" --output-file "$OUT/spec$r.json" --speculative-method ngram \
+    --num-speculative-tokens "$K" --prompt-lookup-min "$LMIN" --prompt-lookup-max "$LMAX" >"$OUT/spec$r.txt" 2>"$OUT/spec$r.err"
+done
+same=yes
+for r in $(seq 1 "${REPEAT:-3}"); do
+  cmp -s "$OUT/plain1.json" "$OUT/plain$r.json" && cmp -s "$OUT/plain1.json" "$OUT/spec$r.json" || same=no
+done
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; $(date -u +%F); commit $(git rev-parse --short HEAD)"
-echo "plain:       $(grep '^generation' "$OUT/plain.txt")"
-echo "prompt lookup K=$K n=$LMIN..$LMAX: $(grep '^generation' "$OUT/spec.txt")"
-echo "             $(grep '^speculative' "$OUT/spec.txt")"
-python3 - "$plain" "$spec" "$same" <<'PY'
-import sys
-p, s, same = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-print(f"decode tok/s plain {p:.1f}, speculative {s:.1f}: speedup {s / p:.2f}x; identical summaries: {same}")
+echo "plain:       $(grep '^generation' "$OUT/plain1.txt")"
+echo "prompt lookup K=$K n=$LMIN..$LMAX: $(grep '^generation' "$OUT/spec1.txt")"
+echo "             $(grep '^speculative' "$OUT/spec1.txt")"
+python3 - "$OUT" "${REPEAT:-3}" "$same" <<'PY'
+import re, statistics, sys
+out, n, same = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rate = lambda f: float(re.search(r"decode .* tokens, ([0-9.]+) tok/s\)", open(f).read()).group(1))
+p = [rate(f"{out}/plain{r}.txt") for r in range(1, n + 1)]
+s = [rate(f"{out}/spec{r}.txt") for r in range(1, n + 1)]
+pm, sm = statistics.median(p), statistics.median(s)
+print(f"decode tok/s plain {p} -> median {pm:.1f}; speculative {s} -> median {sm:.1f}")
+print(f"speedup {sm / pm:.2f}x (per pair: {', '.join(f'{b / a:.2f}' for a, b in zip(p, s))}); identical summaries: {same}")
 PY
 [ "$same" = yes ]
