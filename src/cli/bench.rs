@@ -209,6 +209,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if a.throughput.mode != "latency" && a.throughput.mode != "throughput" {
         anyhow::bail!("--mode {}: expected latency or throughput", a.throughput.mode);
     }
+    if a.throughput.mode == "throughput" && a.spec.options()?.is_some() {
+        anyhow::bail!("speculative decoding is measured in latency mode (`--mode latency`) or under `serve`, not with --mode throughput");
+    }
     if a.throughput.mode == "throughput" {
         let (device, dtype) = (super::resolve_device(&a.device)?, super::parse_dtype(&a.dtype)?);
         let c = throughput::Common {

@@ -17,6 +17,8 @@ REQUESTS = [
     dict(max_tokens=20, temperature=0.8, seed=5, extra_body={"ignore_eos": True, "top_k": 50}),
     dict(max_tokens=16, temperature=0, logprobs=2, extra_body={"ignore_eos": True}),
     dict(max_tokens=20, temperature=0.7, seed=11, n=2, frequency_penalty=0.5, extra_body={"ignore_eos": True}),
+    # Under a grammar a sequence decodes without drafts, in the same batches as the others.
+    dict(max_tokens=30, temperature=1.0, seed=2, extra_body={"guided_regex": "[a-z]{5,9}"}),
 ]
 
 

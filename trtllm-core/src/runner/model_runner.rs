@@ -230,37 +230,48 @@ impl Executor for ModelRunner {
         if spec {
             batch.logits_per_seq = verify::rows_per_seq(&step.seqs);
         }
-        let logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
-        if spec {
-            if step.masks.is_some() {
-                return Err(Error::Msg(
-                    "structured outputs: a step with draft tokens has grammar masks".into(),
-                ));
+        let mut logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
+        let masks = match step.masks {
+            Some(job) => Some(job()?),
+            None => None,
+        };
+        if let Some(m) = &masks {
+            if m.len() != step.seqs.len() {
+                return Err(Error::Msg(format!(
+                    "structured outputs: {} masks for {} sequences",
+                    m.len(),
+                    step.seqs.len()
+                )));
             }
+            // One mask per logit row: a sequence with drafts is never under a grammar.
+            let per_row: Vec<Option<Vec<u32>>> = if spec {
+                let mut v = vec![];
+                for ((s, n), mask) in step.seqs.iter().zip(verify::rows_per_seq(&step.seqs)).zip(m) {
+                    if s.draft > 0 && mask.is_some() {
+                        return Err(Error::Msg(format!(
+                            "sequence {}: grammar masks with draft tokens",
+                            s.id
+                        )));
+                    }
+                    v.push(mask.clone());
+                    v.extend(std::iter::repeat_n(None, n - 1));
+                }
+                v
+            } else {
+                m.clone()
+            };
+            if logits.devbuf().is_some() {
+                super::token_mask::apply_device(&logits, &per_row)?;
+            } else {
+                logits = super::token_mask::apply_host(&logits, &per_row)?;
+            }
+        }
+        if spec {
             return verify::verify(self.sampler.as_mut(), &logits, &step.seqs);
         }
         let random = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_sampler()));
         let rows: Vec<(u64, Option<&SampleInput<'_>>)> =
             step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
-        let masks = match step.masks {
-            Some(job) => Some(job()?),
-            None => None,
-        };
-        let mut logits = logits;
-        if let Some(m) = &masks {
-            if m.len() != rows.len() {
-                return Err(Error::Msg(format!(
-                    "structured outputs: {} masks for {} rows",
-                    m.len(),
-                    rows.len()
-                )));
-            }
-            if logits.devbuf().is_some() {
-                super::token_mask::apply_device(&logits, m)?;
-            } else {
-                logits = super::token_mask::apply_host(&logits, m)?;
-            }
-        }
         if !random {
             let ids = crate::ops::argmax_rows(&logits)?;
             let sampled =
