@@ -14,7 +14,7 @@ if [ "$mode" = build ]; then
   cargo build --release --bin trtllm
   cp target/release/trtllm $D/bin/
   { cargo test --release -p trtllm-tests --no-run --message-format=json \
-      --test gpu_ops --test gpu_attention --test gpu_flash --test gpu_models --test gpu_graphs --test gpu_shapes --test gpu_quant_models --test gpu_zoo_ops 2>/dev/null
+      --test gpu_ops --test gpu_attention --test gpu_flash --test gpu_models --test gpu_graphs --test gpu_spec --test gpu_shapes --test gpu_quant_models --test gpu_zoo_ops 2>/dev/null
     cargo test --release -p trtllm-kernels --no-run --message-format=json --test gpu_sampling --test gpu_quant --test gpu_token_mask --test gpu_gguf 2>/dev/null; } \
     | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -52,6 +52,7 @@ run_suite gpu_attention $D/bin/gpu_attention --test-threads=1 --nocapture
 run_suite gpu_flash $D/bin/gpu_flash --test-threads=1 --nocapture
 run_suite gpu_models $D/bin/gpu_models --test-threads=1 --nocapture
 run_suite gpu_graphs $D/bin/gpu_graphs --test-threads=1 --nocapture
+run_suite gpu_spec $D/bin/gpu_spec --test-threads=1 --nocapture
 run_suite gpu_sampling $D/bin/gpu_sampling --test-threads=1 --nocapture
 run_suite gpu_quant $D/bin/gpu_quant --test-threads=1 --nocapture
 run_suite gpu_quant_models $D/bin/gpu_quant_models --test-threads=1 --nocapture

@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// `--chat-template FILE`: replaces the tokenizer's chat template (applied in `serve`).
     pub chat_template: Option<PathBuf>,
+    /// Speculative decoding (prompt lookup or a draft model), for every request.
+    pub speculative: Option<trtllm_core::load::SpecOptions>,
 }
 
 impl ServeConfig {
@@ -88,6 +90,7 @@ impl ServeConfig {
             max_connections: 512,
             max_body_bytes: 8 << 20,
             chat_template: None,
+            speculative: None,
         }
     }
 }
@@ -110,6 +113,8 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     opts.tokenizer_dir = cfg.tokenizer_dir.clone();
     opts.tp_size = cfg.tp_size;
     opts.pp_size = cfg.pp_size;
+    opts.cuda_graphs = cfg.cuda_graphs;
+    opts.speculative = cfg.speculative.clone();
     if trtllm_core::dist::DistEnv::from_env()?.is_some() {
         return Err(Error::Msg(
             "serve runs tensor parallelism as threads of one process (--tp-size); unset WORLD_SIZE/RANK"
@@ -131,6 +136,14 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     let tokenizer = Tokenizer::from_dir(&tok_dir)?;
     let chat_template = ChatTemplate::for_tokenizer(&tokenizer, &tok_dir)?;
     let model = load_model(dir, &opts)?;
+    // The draft model (speculative decoding) loads before the KV cache is sized: its weights and
+    // its own cache (same blocks) share the memory.
+    let draft = match &cfg.speculative {
+        Some(s) if s.method == trtllm_core::load::SpecMethod::Draft => {
+            Some(trtllm_core::runner::spec::draft::load(s, dir, &opts)?)
+        }
+        _ => None,
+    };
     let mcfg = model.config();
     let on_gpu = matches!(cfg.device, Device::Cuda(_));
     // GPU defaults as vLLM's: 256 sequences, the model's own context. The CPU keeps the engine
@@ -154,7 +167,12 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
         (None, Device::Cuda(n)) => {
             let gpu = trtllm_core::device::gpu(n)?;
             let (free, total) = gpu.mem_info().map_err(|e| Error::Device(e.to_string()))?;
-            let per_block = crate::sizing::bytes_per_block(&model.kv_layout(), bs, dtype.size_in_bytes());
+            let mut per_block = crate::sizing::bytes_per_block(&model.kv_layout(), bs, dtype.size_in_bytes());
+            if let Some(d) = &draft {
+                let m = d.as_deref().unwrap_or(model.as_ref());
+                let elem = opts.load.weight_dtype(m.config()).size_in_bytes();
+                per_block += crate::sizing::bytes_per_block(&m.kv_layout(), bs, elem);
+            }
             let reserve = crate::sizing::reserve_bytes(
                 mcfg.hidden_size,
                 mcfg.intermediate_size,
@@ -177,14 +195,23 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
             Error::Msg(format!("--max-num-seqs {max_batch_size} x --max-model-len {max_seq_len}: the KV block count overflows"))
         })?,
     };
-    let sched_cfg =
-        SchedulerConfig { max_batch_size, max_num_tokens, max_seq_len, prefix_caching: cfg.prefix_caching };
+    let sched_cfg = SchedulerConfig {
+        max_batch_size,
+        max_num_tokens,
+        max_seq_len,
+        prefix_caching: cfg.prefix_caching,
+        speculative: cfg.speculative.clone(),
+    };
     let mut eos = tokenizer.eos_token_ids.clone();
     if eos.is_empty() {
         eos = mcfg.eos_token_ids.clone();
     }
     let kv = ModelRunner::make_kv(model.as_ref(), cfg.device, dtype, bs, kv_blocks)?;
     let mut runner = ModelRunner::new(model, kv, max_batch_size, max_seq_len, cfg.cuda_graphs);
+    if let Some(d) = draft {
+        let o = LlmOptions { max_batch_size, max_seq_len, ..opts.clone() };
+        runner.attach_draft(d, &o)?;
+    }
     let t_graphs = std::time::Instant::now();
     let captured = runner.capture_graphs()?;
     if !captured.is_empty() {
@@ -214,6 +241,13 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
         if cfg.prefix_caching { "on" } else { "off" },
         graphs.as_deref().unwrap_or("off"),
     );
+    if let Some(s) = &cfg.speculative {
+        let source = match &s.model {
+            Some(d) => format!("draft model {}", d.display()),
+            None => format!("prompt lookup, n = {}..{}", s.prompt_lookup_min, s.prompt_lookup_max),
+        };
+        eprintln!("trtllm serve: speculative decoding: {} draft tokens per step from {source}", s.num_tokens);
+    }
     let sched = Scheduler::new(runner, sched_cfg.clone(), eos)?;
     let tokenizer = Arc::new(tokenizer);
     let engine = Engine::start(sched, Some(tokenizer.clone()), cfg.max_queue)?;

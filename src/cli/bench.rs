@@ -81,6 +81,8 @@ pub struct Args {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    spec: super::spec_args::SpecArgs,
     /// `--mode throughput` and its flags (src/cli/bench_throughput.rs).
     #[command(flatten)]
     throughput: throughput::ThroughputArgs,
@@ -210,6 +212,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if a.throughput.mode != "latency" && a.throughput.mode != "throughput" {
         anyhow::bail!("--mode {}: expected latency or throughput", a.throughput.mode);
     }
+    if a.throughput.mode == "throughput" && a.spec.options()?.is_some() {
+        anyhow::bail!("speculative decoding is measured in latency mode (`--mode latency`) or under `serve`, not with --mode throughput");
+    }
     if a.throughput.mode == "throughput" {
         let (device, dtype) = (super::resolve_device(&a.device)?, super::parse_dtype(&a.dtype)?);
         let c = throughput::Common {
@@ -242,6 +247,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);
     opts.tp_size = a.tp_size;
     opts.pp_size = a.pp_size;
+    opts.speculative = a.spec.options()?;
     opts.apply_dist_env()?;
     let tp = opts.tp_size.unwrap_or(1);
     let t0 = Instant::now();
@@ -295,6 +301,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     for _ in 0..a.warmup {
         run_first(&mut llm)?;
     }
+    llm.take_spec_stats();
     let cpu0 = cpu_time();
     let wall0 = Instant::now();
     let mut runs = Vec::with_capacity(a.runs);
@@ -302,6 +309,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         runs.push(run_first(&mut llm)?);
     }
     let wall = wall0.elapsed().as_secs_f64();
+    let spec = opts.speculative.clone().map(|o| (o, llm.take_spec_stats()));
     let profile = trtllm::ops::cpu::prof::report();
     let cores_busy = match (cpu0, cpu_time()) {
         (Some(c0), Some(c1)) if wall > 0.0 => Some((c1 - c0) / wall),
@@ -364,6 +372,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             graphs,
             text,
             profile,
+            spec,
         },
     );
     report::print_gemm_tuning();

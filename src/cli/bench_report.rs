@@ -30,6 +30,8 @@ pub(super) struct Measured<'a> {
     pub text: Option<String>,
     /// `TRTLLM_PROFILE=1`: (op, calls, seconds).
     pub profile: Vec<(String, u64, f64)>,
+    /// Speculative decoding: the options and what it did over the timed runs.
+    pub spec: Option<(trtllm::load::SpecOptions, trtllm::serve::SpecStats)>,
 }
 
 /// The medians over the timed runs.
@@ -132,11 +134,38 @@ fn print_json(a: &Args, m: &Measured, s: &Stats) {
         "alloc_bytes_per_decode_step": s.alloc_bytes_step,
         "cuda_graphs": m.graphs,
         "tokens_identical_across_runs": s.same_tokens,
+        "speculative": m.spec.as_ref().map(|(o, st)| spec_json(a, o, st, s)),
         "prompt_ids": m.prompt,
         "token_ids": m.runs[0].tokens,
         "text": m.text,
     });
     println!("{j}");
+}
+
+/// The speculative-decoding fields of the report: the options, acceptance, tokens per step, the
+/// draft model's time per run and the decode rate without it (the verification-bound rate of a
+/// self-draft).
+fn spec_json(
+    a: &Args,
+    o: &trtllm::load::SpecOptions,
+    st: &trtllm::serve::SpecStats,
+    s: &Stats,
+) -> serde_json::Value {
+    let draft_s = st.draft_s / a.runs.max(1) as f64;
+    let tokens = (a.output_len.saturating_sub(1) * a.batch_size) as f64;
+    serde_json::json!({
+        "method": format!("{:?}", o.method).to_lowercase(),
+        "num_speculative_tokens": o.num_tokens,
+        "prompt_lookup_min": o.prompt_lookup_min,
+        "prompt_lookup_max": o.prompt_lookup_max,
+        "model": o.model.as_ref().map(|d| d.display().to_string()),
+        "draft_tokens": st.draft_tokens,
+        "accepted_tokens": st.accepted_tokens,
+        "acceptance_rate": st.acceptance_rate(),
+        "tokens_per_step": st.tokens_per_step(),
+        "draft_s_per_run": draft_s,
+        "decode_tok_s_excl_draft": tokens / (s.decode_s - draft_s).max(1e-9),
+    })
 }
 
 fn print_table(a: &Args, m: &Measured, s: &Stats) {
@@ -162,6 +191,19 @@ fn print_table(a: &Args, m: &Measured, s: &Stats) {
     println!("allocations  {:.0} per decode step ({:.1} KiB)", s.allocs_step, s.alloc_bytes_step / 1024.0);
     if matches!(m.device, Device::Cuda(_)) {
         println!("CUDA graphs  {}", m.graphs);
+    }
+    if let Some((o, st)) = &m.spec {
+        let j = spec_json(a, o, st, s);
+        println!(
+            "speculative  {:?} K = {}: {:.1}% of {} drafts accepted, {:.2} tokens per step; draft model {:.1} ms per run, decode without it {:.2} tok/s",
+            o.method,
+            o.num_tokens,
+            100.0 * st.acceptance_rate(),
+            st.draft_tokens,
+            st.tokens_per_step(),
+            j["draft_s_per_run"].as_f64().unwrap_or(0.0) * 1e3,
+            j["decode_tok_s_excl_draft"].as_f64().unwrap_or(0.0),
+        );
     }
     if !s.same_tokens {
         println!("WARNING: the runs generated different tokens");

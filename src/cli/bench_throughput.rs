@@ -171,6 +171,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         max_num_tokens: a.max_num_tokens,
         max_seq_len: seq_len,
         prefix_caching: true,
+        speculative: None,
     };
     let mut runner = ModelRunner::new(model, kv, a.max_num_seqs, seq_len, opts.cuda_graphs);
     let t_graphs = Instant::now();

@@ -11,6 +11,7 @@ mod models;
 mod perplexity;
 mod run;
 mod serve;
+mod spec_args;
 mod summarize;
 mod verify;
 mod weights;

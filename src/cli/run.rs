@@ -58,6 +58,8 @@ pub struct Args {
     /// Keep going past EOS.
     #[arg(long, alias = "ignore_eos")]
     ignore_eos: bool,
+    #[command(flatten)]
+    spec: super::spec_args::SpecArgs,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -77,6 +79,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.pp_size = a.pp_size;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.cuda_graphs = !a.m.no_cuda_graphs;
+    opts.speculative = a.spec.options()?;
     opts.apply_dist_env()?;
     // In a multi-process launch every rank runs the same loop; rank 0 prints.
     let quiet = trtllm::dist::DistEnv::from_env()?.is_some_and(|d| d.rank != 0);
@@ -145,6 +148,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         new,
         (new.saturating_sub(gens.len())) as f64 / g.decode_time.as_secs_f64().max(1e-9)
     );
+    if a.spec.options()?.is_some() {
+        eprintln!("[{}]", super::spec_args::describe(&llm.take_spec_stats()));
+    }
     Ok(())
 }
 

@@ -79,6 +79,8 @@ pub struct Args {
     /// Largest request body in bytes (then 413).
     #[arg(long, default_value_t = 8 << 20)]
     max_body_bytes: usize,
+    #[command(flatten)]
+    spec: super::spec_args::SpecArgs,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -112,6 +114,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     cfg.send_timeout = Duration::from_secs(a.send_timeout);
     cfg.max_connections = a.max_connections;
     cfg.max_body_bytes = a.max_body_bytes;
+    cfg.speculative = a.spec.options()?;
     match trtllm_server::serve(cfg) {
         Err(e @ trtllm_server::ServeError::DrainTimedOut(_)) => {
             eprintln!("error: {e}");

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use trtllm::eval::summarize::{load_dataset, load_hf_outputs, prompt_ids, score, summarize};
+use trtllm::eval::summarize::{load_dataset, load_hf_outputs, prompt_ids, score, summarize_timed};
 use trtllm::llm::Llm;
 use trtllm::load::LlmOptions;
 use trtllm::text::{ChatTemplate, Tokenizer};
@@ -44,6 +44,8 @@ pub struct Args {
     dtype: String,
     #[arg(long, default_value = "auto")]
     device: super::DeviceArg,
+    #[command(flatten)]
+    spec: super::spec_args::SpecArgs,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -74,6 +76,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.max_batch_size = a.batch_size.max(1);
     opts.max_seq_len = longest + a.max_output_len;
+    opts.speculative = a.spec.options()?;
+    opts.cuda_graphs = !a.m.no_cuda_graphs;
     let t0 = std::time::Instant::now();
     let mut llm = Llm::with_options(dir, opts)?;
     let prompt_kind = match &chat {
@@ -87,10 +91,21 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         a.max_output_len
     );
     let n = docs.len();
-    let ours = summarize(&mut llm, &prompts, a.max_output_len, a.batch_size, &mut |done| {
+    let (ours, timing) = summarize_timed(&mut llm, &prompts, a.max_output_len, a.batch_size, &mut |done| {
         eprint!("\r[{done}/{n} documents, {:.0}s]", t0.elapsed().as_secs_f64());
     })?;
     eprintln!();
+    println!(
+        "generation: {} new tokens, prefill {:.2}s, decode {:.2}s ({} tokens, {:.1} tok/s)",
+        timing.new_tokens,
+        timing.prefill_s,
+        timing.decode_s,
+        timing.decode_tokens,
+        timing.decode_tok_s()
+    );
+    if a.spec.options()?.is_some() {
+        println!("{}", super::spec_args::describe(&llm.take_spec_stats()));
+    }
 
     if a.show_outputs {
         for (d, o) in docs.iter().zip(&ours) {

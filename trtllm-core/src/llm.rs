@@ -21,7 +21,7 @@ use crate::dist::Communicator;
 use crate::load::LlmOptions;
 use crate::model::CausalLM;
 use crate::runner::{DecodeGraphs, ModelRunner, SamplingParams};
-use crate::serve::{FinishReason, Scheduler, SchedulerConfig, SeqRequest};
+use crate::serve::{FinishReason, Scheduler, SchedulerConfig, SeqRequest, SpecStats};
 use crate::text::Tokenizer;
 use crate::{Error, Result, Tensor};
 
@@ -41,6 +41,8 @@ pub struct Llm {
     pub tokenizer: Option<Tokenizer>,
     sched: Scheduler<ModelRunner>,
     next_id: u64,
+    /// Speculative decoding since the last [`Llm::take_spec_stats`].
+    spec: SpecStats,
 }
 
 impl Llm {
@@ -71,7 +73,10 @@ impl Llm {
                 tok.join().unwrap_or_else(|_| Err(Error::Msg("the tokenizer loader thread panicked".into())));
             (model, tokenizer)
         });
-        let llm = Self::from_model(model?, tokenizer?, opts)?;
+        let mut llm = Self::from_model(model?, tokenizer?, opts.clone())?;
+        if let Some(spec) = &opts.speculative {
+            llm.sched.runner_mut().load_draft(spec, dir, &opts)?;
+        }
         total.done();
         Ok(llm)
     }
@@ -113,8 +118,14 @@ impl Llm {
             max_num_tokens: opts.max_batch_size.saturating_mul(opts.max_seq_len).max(1),
             max_seq_len: opts.max_seq_len,
             prefix_caching: false,
+            speculative: opts.speculative.clone(),
         };
-        Ok(Llm { tokenizer, sched: Scheduler::new(runner, cfg, eos)?, next_id: 0 })
+        Ok(Llm {
+            tokenizer,
+            sched: Scheduler::new(runner, cfg, eos)?,
+            next_id: 0,
+            spec: SpecStats::default(),
+        })
     }
 
     pub fn model(&self) -> &dyn CausalLM {
@@ -183,6 +194,12 @@ impl Llm {
                     return Err(e);
                 }
             };
+            // Draft-model time counts in decode steps only (the first step's is prefill).
+            let mut spec = step.spec;
+            if first {
+                spec.draft_s = 0.0;
+            }
+            self.spec.add(&spec);
             for t in &step.tokens {
                 let i = (t.seq - base) as usize;
                 outs[i].0.push(t.token);
@@ -214,6 +231,12 @@ impl Llm {
                 })
             })
             .collect()
+    }
+
+    /// What speculative decoding did since the last call (drafts, acceptance, tokens per step,
+    /// draft-model time in decode steps), and start counting again.
+    pub fn take_spec_stats(&mut self) -> SpecStats {
+        std::mem::take(&mut self.spec)
     }
 
     /// Drop the sequences `base..base + queued` of a call that failed while queueing.

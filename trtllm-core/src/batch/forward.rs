@@ -28,6 +28,9 @@ pub struct ForwardBatch {
     pub block_size: usize,
     /// Return logits for every token (verification) instead of each sequence's last one.
     pub all_logits: bool,
+    /// Logit rows per sequence, its last tokens (speculative verification: the K draft tokens
+    /// and the token before them); empty or a missing entry: 1, the last token only.
+    pub logits_per_seq: Vec<usize>,
     /// The batch metadata already in device memory (persistent buffers of a CUDA-graph decode
     /// step, token ids included); `None`: the forward uploads it.
     pub device: Option<std::sync::Arc<DeviceBatch>>,
@@ -78,10 +81,14 @@ impl ForwardBatch {
     /// Rows of the hidden state whose logits are computed.
     pub fn logit_rows(&self) -> Vec<usize> {
         if self.all_logits {
-            (0..self.num_tokens()).collect()
-        } else {
-            self.seqs.iter().map(|s| s.q_start + s.q_len - 1).collect()
+            return (0..self.num_tokens()).collect();
         }
+        let mut rows = Vec::with_capacity(self.seqs.len());
+        for (i, s) in self.seqs.iter().enumerate() {
+            let n = self.logits_per_seq.get(i).copied().unwrap_or(1).clamp(1, s.q_len);
+            rows.extend(s.q_start + s.q_len - n..s.q_start + s.q_len);
+        }
+        rows
     }
 
     /// The sequences in at most `n` contiguous groups of about equal token counts, each a batch
@@ -125,6 +132,11 @@ impl ForwardBatch {
                     slot_mapping: self.slot_mapping[lo..hi].to_vec(),
                     block_size: self.block_size,
                     all_logits: self.all_logits,
+                    logits_per_seq: self
+                        .logits_per_seq
+                        .get(g.clone())
+                        .map(<[usize]>::to_vec)
+                        .unwrap_or_default(),
                     device: None,
                 }
             })

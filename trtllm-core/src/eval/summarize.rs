@@ -130,15 +130,51 @@ pub fn summarize(
     batch_size: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<String>> {
+    Ok(summarize_timed(llm, prompts, max_output_len, batch_size, progress)?.0)
+}
+
+/// Where the time of a [`summarize_timed`] call went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SummaryTiming {
+    /// The steps up to each batch's first token, and all later steps (`Generation`'s split).
+    pub prefill_s: f64,
+    pub decode_s: f64,
+    /// Tokens generated, and of them those after each sequence's first (made in decode steps).
+    pub new_tokens: usize,
+    pub decode_tokens: usize,
+}
+
+impl SummaryTiming {
+    pub fn decode_tok_s(&self) -> f64 {
+        self.decode_tokens as f64 / self.decode_s.max(1e-9)
+    }
+}
+
+/// [`summarize`], with its timing.
+pub fn summarize_timed(
+    llm: &mut Llm,
+    prompts: &[Vec<u32>],
+    max_output_len: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Vec<String>, SummaryTiming)> {
     let params = SamplingParams::greedy(max_output_len);
     let mut out = Vec::with_capacity(prompts.len());
+    let mut t = SummaryTiming::default();
     for chunk in prompts.chunks(batch_size.max(1)) {
-        for g in llm.generate_ids(chunk.to_vec(), &params, &mut |_, _| {})? {
+        let gens = llm.generate_ids(chunk.to_vec(), &params, &mut |_, _| {})?;
+        if let Some(g) = gens.first() {
+            t.prefill_s += g.prefill_time.as_secs_f64();
+            t.decode_s += g.decode_time.as_secs_f64();
+        }
+        for g in gens {
+            t.new_tokens += g.token_ids.len();
+            t.decode_tokens += g.token_ids.len().saturating_sub(1);
             out.push(llm.tokenizer()?.decode(&g.token_ids, true)?.trim().to_string());
         }
         progress(out.len());
     }
-    Ok(out)
+    Ok((out, t))
 }
 
 /// ROUGE of our summaries against the references and, when given, HF's outputs.

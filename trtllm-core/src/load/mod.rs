@@ -6,7 +6,7 @@ mod options;
 mod pp;
 mod tp;
 
-pub use options::LlmOptions;
+pub use options::{LlmOptions, SpecMethod, SpecOptions, MAX_PROMPT_LOOKUP, MAX_SPEC_TOKENS};
 pub use pp::PpModel;
 pub use tp::TpModel;
 

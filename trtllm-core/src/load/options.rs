@@ -25,6 +25,83 @@ pub struct LlmOptions {
     /// Replay decode steps as CUDA graphs on a single GPU (`runner::DecodeGraphs`); also off
     /// with `TRTLLM_NO_CUDA_GRAPH=1`.
     pub cuda_graphs: bool,
+    /// Speculative decoding (`None`: one token per sequence per step).
+    pub speculative: Option<SpecOptions>,
+}
+
+/// Where draft tokens come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpecMethod {
+    /// Prompt lookup: the tokens that followed the latest earlier occurrence of the sequence's
+    /// last n-gram (vLLM's `ngram`).
+    Ngram,
+    /// A smaller model with the target's vocabulary, run autoregressively for K tokens.
+    Draft,
+}
+
+/// Most draft tokens per step.
+pub const MAX_SPEC_TOKENS: usize = 32;
+/// Longest n-gram prompt lookup matches.
+pub const MAX_PROMPT_LOOKUP: usize = 64;
+
+/// Speculative decoding: K draft tokens per sequence and step, verified by one target forward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecOptions {
+    pub method: SpecMethod,
+    /// K: draft tokens per step (`--num-speculative-tokens`).
+    pub num_tokens: usize,
+    /// N-gram lookup: the longest and shortest suffix n-gram tried (longest first).
+    pub prompt_lookup_max: usize,
+    pub prompt_lookup_min: usize,
+    /// The draft model's directory (`SpecMethod::Draft`).
+    pub model: Option<PathBuf>,
+}
+
+impl SpecOptions {
+    /// N-gram drafting with K tokens and the default lookup window (n = 4 down to 2).
+    pub fn ngram(num_tokens: usize) -> Self {
+        SpecOptions {
+            method: SpecMethod::Ngram,
+            num_tokens,
+            prompt_lookup_max: 4,
+            prompt_lookup_min: 2,
+            model: None,
+        }
+    }
+
+    /// A draft model at `dir` proposing K tokens.
+    pub fn draft(dir: impl Into<PathBuf>, num_tokens: usize) -> Self {
+        SpecOptions { method: SpecMethod::Draft, model: Some(dir.into()), ..Self::ngram(num_tokens) }
+    }
+
+    /// Sizes in range and the method's inputs present; errors name the flag.
+    pub fn check(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Request(m));
+        if !(1..=MAX_SPEC_TOKENS).contains(&self.num_tokens) {
+            return bad(format!("--num-speculative-tokens must be in [1, {MAX_SPEC_TOKENS}]"));
+        }
+        if self.prompt_lookup_min == 0 || self.prompt_lookup_max > MAX_PROMPT_LOOKUP {
+            return bad(format!(
+                "--prompt-lookup-min / --prompt-lookup-max must be in [1, {MAX_PROMPT_LOOKUP}]"
+            ));
+        }
+        if self.prompt_lookup_min > self.prompt_lookup_max {
+            return bad(format!(
+                "--prompt-lookup-min {} is above --prompt-lookup-max {}",
+                self.prompt_lookup_min, self.prompt_lookup_max
+            ));
+        }
+        match (&self.method, &self.model) {
+            (SpecMethod::Draft, None) => {
+                bad("--speculative-method draft needs --speculative-model DIR".into())
+            }
+            (SpecMethod::Ngram, Some(d)) => bad(format!(
+                "--speculative-model {} is a draft model, but --speculative-method is ngram",
+                d.display()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for LlmOptions {
@@ -39,6 +116,7 @@ impl Default for LlmOptions {
             pp_size: 1,
             tokenizer_dir: None,
             cuda_graphs: true,
+            speculative: None,
         }
     }
 }
@@ -54,6 +132,9 @@ impl LlmOptions {
         check_range(flag, "max_seq_len", self.max_seq_len, MAX_CONTEXT)?;
         if let Some(n) = self.kv_num_blocks {
             check_range(flag, "kv_num_blocks", n, usize::MAX)?;
+        }
+        if let Some(s) = &self.speculative {
+            s.check()?;
         }
         Ok(())
     }

@@ -211,6 +211,7 @@ impl DecodeGraphs {
         let n = batch.seqs.len();
         let plain = n > 0
             && !batch.all_logits
+            && batch.logits_per_seq.iter().all(|&n| n <= 1)
             && batch.device.is_none()
             && batch.block_size == self.block_size
             && batch.num_tokens() == n
@@ -365,6 +366,7 @@ impl DecodeGraphs {
             slot_mapping: vec![0; b],
             block_size: self.block_size,
             all_logits: false,
+            logits_per_seq: vec![],
             device: Some(io.dev.clone()),
         };
         let (res, peak) = self.gpu.peak_alloc(|| model.forward(&template, kv, comm, None));

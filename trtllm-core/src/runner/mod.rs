@@ -13,6 +13,7 @@ pub use logits::{apply_penalties, token_logprob, TokenLogprob};
 pub use sampler::{Sampler, SamplingParams, MAX_LOGPROBS, MAX_N};
 mod model_runner;
 mod sampling;
+pub mod spec;
 mod token_mask;
 
 pub use model_runner::{

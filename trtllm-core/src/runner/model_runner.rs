@@ -7,11 +7,14 @@
 use super::graphs::{forward_step, DecodeGraphs};
 use super::logits::TokenLogprob;
 use super::sampling::{sample_host_row, DeviceSampler};
+use super::spec::{verify, DraftChunk, DraftModel};
 use super::{Pooling, Sampler, SamplingParams};
 use crate::batch::{ForwardBatch, KvCache, SeqStep};
 use crate::dist::Communicator;
+use crate::load::{LlmOptions, SpecMethod, SpecOptions};
 use crate::model::CausalLM;
 use crate::{DType, Device, Error, Result, Tensor};
+use std::path::Path;
 
 /// How a row samples its next token.
 pub struct SampleInput<'a> {
@@ -32,6 +35,9 @@ pub struct ScheduledSeq<'a> {
     pub block_table: &'a [u32],
     /// `Some` when the step's last token samples the next one (the end of a prefill, a decode).
     pub sample: Option<SampleInput<'a>>,
+    /// Speculative decoding: the last `draft` of `tokens` are draft tokens to verify (0: none).
+    /// `sample` then describes the row of the first token after the sequence's output.
+    pub draft: usize,
 }
 
 /// The structured-output masks of a step, computed while the forward runs: called once after
@@ -57,7 +63,11 @@ pub struct Sampled {
 /// What a step produced: one entry per scheduled sequence (`None` where it did not sample).
 #[derive(Clone, Debug, Default)]
 pub struct RunnerOutput {
+    /// The token after the sequence's output (and its accepted drafts).
     pub sampled: Vec<Option<Sampled>>,
+    /// Per scheduled sequence, the draft tokens accepted, in order, before `sampled` (empty, or
+    /// no entry at all, when it had none).
+    pub accepted: Vec<Vec<Sampled>>,
 }
 
 /// What runs the scheduler's steps: [`ModelRunner`], or a fake in the scheduler's tests.
@@ -73,6 +83,11 @@ pub trait Executor: Send + 'static {
     fn embed(&mut self, _tokens: &[u32], _blocks: &[u32], _pooling: Pooling) -> Result<Vec<f32>> {
         Err(crate::Error::Request("this engine does not compute embeddings".into()))
     }
+    /// Speculative decoding with a draft model: run the draft over `chunks` and propose up to
+    /// `k` tokens for each ([`DraftModel::propose`]).
+    fn draft(&mut self, _chunks: &[DraftChunk<'_>]) -> Result<Vec<Vec<u32>>> {
+        Err(crate::Error::Msg("this engine has no draft model".into()))
+    }
 }
 
 pub struct ModelRunner {
@@ -82,6 +97,8 @@ pub struct ModelRunner {
     graphs: Option<DecodeGraphs>,
     /// Sampling on the GPU (`None` on the CPU).
     sampler: Option<DeviceSampler>,
+    /// The draft model of speculative decoding (`SpecMethod::Draft`).
+    draft: Option<DraftModel>,
 }
 
 impl ModelRunner {
@@ -97,7 +114,51 @@ impl ModelRunner {
         let graphs = DecodeGraphs::new(&*model, &kv, max_batch, max_seq_len, cuda_graphs);
         let vocab = model.config().vocab_size;
         let sampler = kv.gpu().map(|g| DeviceSampler::new(g, vocab, max_batch));
-        ModelRunner { model, kv, graphs, sampler }
+        ModelRunner { model, kv, graphs, sampler, draft: None }
+    }
+
+    /// Speculate with `draft` (its KV cache has this runner's block geometry).
+    pub fn set_draft(&mut self, draft: DraftModel) -> Result<()> {
+        let (d, t) = (draft.kv(), &self.kv);
+        if (d.num_blocks, d.block_size) != (t.num_blocks, t.block_size) {
+            return Err(Error::Msg(format!(
+                "draft KV cache of {} blocks x {} tokens for a target cache of {} x {}",
+                d.num_blocks, d.block_size, t.num_blocks, t.block_size
+            )));
+        }
+        self.draft = Some(draft);
+        Ok(())
+    }
+
+    /// Load and attach the draft model of `spec` when it names one (`SpecMethod::Draft`), with
+    /// `opts`'s device, dtype and limits ([`super::spec::draft::load`], [`Self::attach_draft`]).
+    pub fn load_draft(&mut self, spec: &SpecOptions, target_dir: &Path, opts: &LlmOptions) -> Result<()> {
+        if spec.method != SpecMethod::Draft {
+            return Ok(());
+        }
+        let model = super::spec::draft::load(spec, target_dir, opts)?;
+        self.attach_draft(model, opts)
+    }
+
+    /// Speculate with `model` (`None`: the target drafts for itself) over a KV cache of this
+    /// runner's geometry on `opts`'s device.
+    pub fn attach_draft(&mut self, model: Option<Box<dyn CausalLM>>, opts: &LlmOptions) -> Result<()> {
+        let m = model.as_deref().unwrap_or(&*self.model);
+        let dtype = opts.load.weight_dtype(m.config());
+        let kv = Self::make_kv(m, opts.load.device, dtype, self.kv.block_size, self.kv.num_blocks)?;
+        let draft = DraftModel::new(
+            model,
+            &*self.model,
+            kv,
+            opts.max_batch_size,
+            opts.max_seq_len,
+            opts.cuda_graphs,
+        )?;
+        self.set_draft(draft)
+    }
+
+    pub fn draft_model(&self) -> Option<&DraftModel> {
+        self.draft.as_ref()
     }
 
     /// A KV cache for `model` on `device` (`dtype` on the GPU; the host cache is f32).
@@ -164,44 +225,67 @@ impl Executor for ModelRunner {
             .iter()
             .map(|s| SeqStep { tokens: s.tokens, start_pos: s.start_pos, block_table: s.block_table })
             .collect();
-        let batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
-        let logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
-        let random = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_sampler()));
-        let rows: Vec<(u64, Option<&SampleInput<'_>>)> =
-            step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
+        let mut batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
+        let spec = step.seqs.iter().any(|s| s.draft > 0);
+        if spec {
+            batch.logits_per_seq = verify::rows_per_seq(&step.seqs);
+        }
+        let mut logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
         let masks = match step.masks {
             Some(job) => Some(job()?),
             None => None,
         };
-        let mut logits = logits;
         if let Some(m) = &masks {
-            if m.len() != rows.len() {
+            if m.len() != step.seqs.len() {
                 return Err(Error::Msg(format!(
-                    "structured outputs: {} masks for {} rows",
+                    "structured outputs: {} masks for {} sequences",
                     m.len(),
-                    rows.len()
+                    step.seqs.len()
                 )));
             }
-            if logits.devbuf().is_some() {
-                super::token_mask::apply_device(&logits, m)?;
+            // One mask per logit row: a sequence with drafts is never under a grammar.
+            let per_row: Vec<Option<Vec<u32>>> = if spec {
+                let mut v = vec![];
+                for ((s, n), mask) in step.seqs.iter().zip(verify::rows_per_seq(&step.seqs)).zip(m) {
+                    if s.draft > 0 && mask.is_some() {
+                        return Err(Error::Msg(format!(
+                            "sequence {}: grammar masks with draft tokens",
+                            s.id
+                        )));
+                    }
+                    v.push(mask.clone());
+                    v.extend(std::iter::repeat_n(None, n - 1));
+                }
+                v
             } else {
-                logits = super::token_mask::apply_host(&logits, m)?;
+                m.clone()
+            };
+            if logits.devbuf().is_some() {
+                super::token_mask::apply_device(&logits, &per_row)?;
+            } else {
+                logits = super::token_mask::apply_host(&logits, &per_row)?;
             }
         }
+        if spec {
+            return verify::verify(self.sampler.as_mut(), &logits, &step.seqs);
+        }
+        let random = step.seqs.iter().any(|s| s.sample.as_ref().is_some_and(|x| x.params.needs_sampler()));
+        let rows: Vec<(u64, Option<&SampleInput<'_>>)> =
+            step.seqs.iter().map(|s| (s.id, s.sample.as_ref())).collect();
         if !random {
             let ids = crate::ops::argmax_rows(&logits)?;
             let sampled =
                 rows.iter().zip(ids).map(|(r, token)| r.1.map(|_| Sampled { token, logprob: None }));
-            return Ok(RunnerOutput { sampled: sampled.collect() });
+            return Ok(RunnerOutput { sampled: sampled.collect(), accepted: vec![] });
         }
         if let (Some(ds), true) = (self.sampler.as_mut(), logits.devbuf().is_some()) {
-            return Ok(RunnerOutput { sampled: ds.sample(&logits, &rows)? });
+            return Ok(RunnerOutput { sampled: ds.sample(&logits, &rows)?, accepted: vec![] });
         }
         let host = logits.to_cpu()?.to_dtype(DType::F32)?;
         let (v, h) = (host.dim(1), host.f32s()?);
         let sampled =
             rows.iter().enumerate().map(|(r, (_, x))| x.map(|x| sample_host_row(&h[r * v..(r + 1) * v], x)));
-        let out = RunnerOutput { sampled: sampled.collect() };
+        let out = RunnerOutput { sampled: sampled.collect(), accepted: vec![] };
         Ok(out)
     }
 
@@ -229,6 +313,13 @@ impl Executor for ModelRunner {
     fn release(&mut self, id: u64) {
         if let Some(s) = self.sampler.as_mut() {
             s.release(id);
+        }
+    }
+
+    fn draft(&mut self, chunks: &[DraftChunk<'_>]) -> Result<Vec<Vec<u32>>> {
+        match self.draft.as_mut() {
+            Some(d) => d.propose(&*self.model, chunks),
+            None => Err(Error::Msg("speculative decoding: this engine has no draft model".into())),
         }
     }
 }

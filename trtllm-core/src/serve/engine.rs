@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::scheduler::{Scheduler, StepOutput};
+use super::scheduler::Scheduler;
 use super::sequence::{FinishReason, SeqRequest};
+use super::step_output::StepOutput;
 use crate::runner::TokenLogprob;
 use crate::runner::{Pooling, SamplingParams};
 use crate::serve::EngineMetrics;
@@ -372,4 +373,9 @@ pub(crate) fn new_seq(p: &Pending, index: usize) -> SeqRequest {
 pub(crate) fn count_step(m: &EngineMetrics, out: &StepOutput) {
     m.steps.fetch_add(1, Relaxed);
     m.preemptions.fetch_add(out.preempted.len() as u64, Relaxed);
+    let s = &out.spec;
+    m.spec_verify_steps.fetch_add(s.verify_rows as u64, Relaxed);
+    m.spec_draft_tokens.fetch_add(s.draft_tokens as u64, Relaxed);
+    m.spec_accepted_tokens.fetch_add(s.accepted_tokens as u64, Relaxed);
+    m.spec_emitted_tokens.fetch_add(s.emitted_tokens as u64, Relaxed);
 }

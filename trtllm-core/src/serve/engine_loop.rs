@@ -10,7 +10,8 @@ use std::time::Instant;
 use super::engine::{
     count_step, new_seq, recv, Delta, EmbedJob, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE,
 };
-use super::scheduler::{Scheduler, StepOutput, TokenOut};
+use super::scheduler::Scheduler;
+use super::step_output::{StepOutput, TokenOut};
 use crate::runner::Executor;
 use crate::serve::FinishReason;
 use crate::text::Tokenizer;

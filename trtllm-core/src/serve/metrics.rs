@@ -74,6 +74,12 @@ pub struct EngineMetrics {
     pub requests_aborted: AtomicU64,
     pub requests_rejected: AtomicU64,
     pub steps: AtomicU64,
+    /// Speculative decoding: sequence-steps that verified drafts, draft tokens proposed,
+    /// accepted, and tokens those sequence-steps emitted.
+    pub spec_verify_steps: AtomicU64,
+    pub spec_draft_tokens: AtomicU64,
+    pub spec_accepted_tokens: AtomicU64,
+    pub spec_emitted_tokens: AtomicU64,
     pub ttft: Histogram,
     pub itl: Histogram,
     pub e2e: Histogram,
@@ -98,6 +104,10 @@ impl Default for EngineMetrics {
             requests_aborted: z(),
             requests_rejected: z(),
             steps: z(),
+            spec_verify_steps: z(),
+            spec_draft_tokens: z(),
+            spec_accepted_tokens: z(),
+            spec_emitted_tokens: z(),
             ttft: Histogram::new(LATENCY_BUCKETS),
             itl: Histogram::new(LATENCY_BUCKETS),
             e2e: Histogram::new(LATENCY_BUCKETS),
@@ -175,6 +185,42 @@ impl EngineMetrics {
             g(&self.preemptions),
         );
         one("engine_steps_total", "counter", "Scheduler steps.", g(&self.steps));
+        one(
+            "spec_decode_num_drafts_total",
+            "counter",
+            "Speculative decoding: sequence-steps that verified draft tokens.",
+            g(&self.spec_verify_steps),
+        );
+        one(
+            "spec_decode_num_draft_tokens_total",
+            "counter",
+            "Speculative decoding: draft tokens proposed and verified.",
+            g(&self.spec_draft_tokens),
+        );
+        one(
+            "spec_decode_num_accepted_tokens_total",
+            "counter",
+            "Speculative decoding: draft tokens accepted.",
+            g(&self.spec_accepted_tokens),
+        );
+        one(
+            "spec_decode_num_emitted_tokens_total",
+            "counter",
+            "Speculative decoding: tokens emitted by the sequence-steps that verified drafts.",
+            g(&self.spec_emitted_tokens),
+        );
+        let (drafted, accepted) = (g(&self.spec_draft_tokens), g(&self.spec_accepted_tokens));
+        let (steps, emitted) = (g(&self.spec_verify_steps), g(&self.spec_emitted_tokens));
+        let _ = writeln!(
+            out,
+            "# HELP trtllm_spec_decode_acceptance_rate Accepted / proposed draft tokens (0 before any).\n# TYPE trtllm_spec_decode_acceptance_rate gauge\ntrtllm_spec_decode_acceptance_rate {}",
+            if drafted == 0 { 0.0 } else { accepted as f64 / drafted as f64 }
+        );
+        let _ = writeln!(
+            out,
+            "# HELP trtllm_spec_decode_tokens_per_step Tokens emitted per sequence-step that verified drafts (1 before any).\n# TYPE trtllm_spec_decode_tokens_per_step gauge\ntrtllm_spec_decode_tokens_per_step {}",
+            if steps == 0 { 1.0 } else { emitted as f64 / steps as f64 }
+        );
         let _ = writeln!(out, "# HELP trtllm_requests_total Finished requests by outcome.\n# TYPE trtllm_requests_total counter");
         for (k, v) in [
             ("ok", &self.requests_ok),

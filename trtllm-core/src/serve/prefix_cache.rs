@@ -209,6 +209,16 @@ impl BlockManager {
         }
     }
 
+    /// Give back the blocks of `table` past its first `len` tokens (the KV of rejected draft
+    /// tokens: never registered, so never cached).
+    pub fn truncate(&mut self, table: &mut Vec<u32>, len: usize) {
+        let keep = len.div_ceil(self.block_size);
+        if table.len() > keep {
+            let mut tail = table.split_off(keep);
+            self.release_all(&mut tail);
+        }
+    }
+
     /// Forget every evictable cached block (they become plain free blocks).
     pub fn clear_cache(&mut self) {
         while let Some((_, b)) = self.lru.pop_first() {

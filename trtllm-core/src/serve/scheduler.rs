@@ -22,8 +22,10 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::prefix_cache::BlockManager;
-use super::sequence::{FinishReason, SeqRequest, Sequence};
-use crate::runner::{Executor, ModelRunner, SampleInput, ScheduledSeq, SchedulerOutput, TokenLogprob};
+use super::sequence::{SeqRequest, Sequence};
+use super::step_output::{emit, masks_of, StepOutput};
+use crate::load::{SpecMethod, SpecOptions};
+use crate::runner::{Executor, ModelRunner, SampleInput, ScheduledSeq, SchedulerOutput};
 use crate::text::TokenMatcher;
 use crate::{Error, Result};
 #[derive(Clone, Debug)]
@@ -35,43 +37,20 @@ pub struct SchedulerConfig {
     /// Longest sequence (prompt + generated).
     pub max_seq_len: usize,
     pub prefix_caching: bool,
+    /// Speculative decoding (`serve::spec`); `None`: one token per sequence and step.
+    pub speculative: Option<SpecOptions>,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { max_batch_size: 64, max_num_tokens: 2048, max_seq_len: 4096, prefix_caching: true }
+        SchedulerConfig {
+            max_batch_size: 64,
+            max_num_tokens: 2048,
+            max_seq_len: 4096,
+            prefix_caching: true,
+            speculative: None,
+        }
     }
-}
-
-/// A token a sequence produced in a step.
-#[derive(Clone, Debug)]
-pub struct TokenOut {
-    pub seq: u64,
-    pub token: u32,
-    pub logprob: Option<TokenLogprob>,
-    /// Set when this token ends the sequence (its blocks are already released).
-    pub finish: Option<FinishReason>,
-    /// The token is an EOS or stop id (its text is not part of the output); a sequence can also
-    /// finish on an ordinary token (length, a completed grammar).
-    pub stop_token: bool,
-}
-
-/// What one step did.
-#[derive(Clone, Debug, Default)]
-pub struct StepOutput {
-    pub tokens: Vec<TokenOut>,
-    /// Sequences that ran for the first time (left the queue), with the prompt tokens they took
-    /// from the prefix cache.
-    pub admitted: Vec<(u64, usize)>,
-    pub preempted: Vec<u64>,
-    pub prefill_tokens: usize,
-    pub decode_tokens: usize,
-    /// Seconds this step spent choosing its work (before the runner) and applying what it
-    /// sampled (after), on the calling thread.
-    pub host_s: f64,
-    /// Seconds in [`Executor::execute`]: the forward and sampling, up to the sampled ids on the
-    /// host.
-    pub execute_s: f64,
 }
 
 /// The scheduler over the runner `E` that executes its steps.
@@ -93,6 +72,9 @@ impl<E: Executor> Scheduler<E> {
             return Err(Error::Request(
                 "max_batch_size, max_num_tokens and max_seq_len must be positive".into(),
             ));
+        }
+        if let Some(o) = &cfg.speculative {
+            o.check()?;
         }
         let (num_blocks, block_size) = runner.kv_blocks();
         let blocks = BlockManager::new(num_blocks, block_size, cfg.prefix_caching);
@@ -256,6 +238,7 @@ impl<E: Executor> Scheduler<E> {
             }
             s.blocks = table;
             s.cached = cached;
+            s.draft_cached = cached;
             if s.preemptions == 0 {
                 s.cached_prompt_tokens = cached;
                 self.blocks.record_lookup(s.prompt_len, cached);
@@ -271,7 +254,8 @@ impl<E: Executor> Scheduler<E> {
         Ok(plan)
     }
 
-    /// Run one step: schedule, one forward, sample, retire finished sequences.
+    /// Run one step: schedule, draft (speculative decoding), one forward, sample or verify,
+    /// retire finished sequences.
     pub fn step(&mut self) -> Result<StepOutput> {
         let t0 = Instant::now();
         let mut out = StepOutput::default();
@@ -279,12 +263,42 @@ impl<E: Executor> Scheduler<E> {
         if plan.is_empty() {
             return Ok(out);
         }
+        let drafts = match &self.cfg.speculative {
+            Some(opts) => {
+                let left = self.cfg.max_num_tokens.saturating_sub(plan.iter().map(|p| p.1).sum());
+                let (d, secs) = super::spec::propose(
+                    &mut self.runner,
+                    &mut self.blocks,
+                    &mut self.running,
+                    &plan,
+                    opts,
+                    self.cfg.max_seq_len,
+                    left,
+                )?;
+                out.spec.draft_s = secs;
+                d
+            }
+            None => vec![vec![]; plan.len()],
+        };
+        // Each planned chunk, followed by its drafts.
+        let chunks: Vec<Vec<u32>> = plan
+            .iter()
+            .zip(&drafts)
+            .map(|(&(i, n), d)| {
+                let s = &self.running[i];
+                if d.is_empty() {
+                    vec![]
+                } else {
+                    [&s.tokens[s.cached..s.cached + n], d].concat()
+                }
+            })
+            .collect();
         // `plan` lists running sequences in increasing index order.
         let mut seqs = Vec::with_capacity(plan.len());
         let mut matchers: Vec<(usize, &mut TokenMatcher)> = vec![];
-        let mut next = plan.iter().peekable();
+        let mut next = plan.iter().zip(&chunks).zip(&drafts).peekable();
         for (i, s) in self.running.iter_mut().enumerate() {
-            let Some(&(_, n)) = next.next_if(|p| p.0 == i) else { continue };
+            let Some(((&(_, n), chunk), d)) = next.next_if(|p| p.0 .0 .0 == i) else { continue };
             let end = s.cached + n;
             let (prompt, output) = s.tokens.split_at(s.prompt_len);
             if end == s.tokens.len() {
@@ -300,10 +314,11 @@ impl<E: Executor> Scheduler<E> {
             });
             seqs.push(ScheduledSeq {
                 id: s.id,
-                tokens: &s.tokens[s.cached..end],
+                tokens: if d.is_empty() { &s.tokens[s.cached..end] } else { chunk },
                 start_pos: s.cached,
                 block_table: &s.blocks,
                 sample,
+                draft: d.len(),
             });
         }
         let t1 = Instant::now();
@@ -325,7 +340,10 @@ impl<E: Executor> Scheduler<E> {
         let now = Instant::now();
         out.execute_s = (now - t1).as_secs_f64();
         let bs = self.block_size;
-        for (&(i, n), sampled) in plan.iter().zip(result.sampled) {
+        let draft_model = self.cfg.speculative.as_ref().is_some_and(|o| o.method == SpecMethod::Draft);
+        let mut accepted = result.accepted.into_iter();
+        for ((&(i, n), sampled), d) in plan.iter().zip(result.sampled).zip(&drafts) {
+            let acc = accepted.next().unwrap_or_default();
             let s = &mut self.running[i];
             if s.cached < s.prompt_len || s.tokens.len() - s.cached > 1 {
                 out.prefill_tokens += n; // a prompt chunk, or a recompute after preemption
@@ -333,63 +351,54 @@ impl<E: Executor> Scheduler<E> {
                 out.decode_tokens += n;
             }
             s.cached += n;
-            for (bi, hash) in s.new_full_blocks(bs) {
+            let end = s.cached;
+            if let Some(x) = sampled {
+                if acc.len() > d.len() {
+                    return Err(Error::Msg(format!(
+                        "sequence {}: {} drafts accepted of {}",
+                        s.id,
+                        acc.len(),
+                        d.len()
+                    )));
+                }
+                let emitted = acc.len() + 1;
+                let before = out.tokens.len();
+                for (j, x) in acc.into_iter().chain(std::iter::once(x)).enumerate() {
+                    if j > 0 {
+                        self.running[i].cached += 1; // an accepted draft: its KV was computed in this step
+                    }
+                    let t = emit(&mut self.running[i], x, now, &self.eos, self.cfg.max_seq_len);
+                    let fin = t.finish.is_some();
+                    out.tokens.push(t);
+                    if fin {
+                        break;
+                    }
+                }
+                if !d.is_empty() {
+                    let spec = &mut out.spec;
+                    spec.verify_rows += 1;
+                    spec.draft_tokens += d.len();
+                    spec.accepted_tokens += emitted - 1;
+                    spec.emitted_tokens += out.tokens.len() - before;
+                }
+            }
+            let s = &mut self.running[i];
+            if draft_model {
+                s.draft_cached = super::spec::draft_cached_after(s, end, d.len());
+            }
+            let upto = if draft_model { s.draft_cached } else { s.cached };
+            for (bi, hash) in s.new_full_blocks(bs, upto) {
                 self.blocks.register(s.blocks[bi], hash, &s.tokens[bi * bs..(bi + 1) * bs]);
             }
-            let Some(x) = sampled else { continue };
-            let tok = x.token;
-            s.tokens.push(tok);
-            s.first_token.get_or_insert(now);
-            s.last_token = Some(now);
-            let p = &s.params;
-            let eos = self.eos.contains(&tok);
-            let grammar = match s.matcher.as_mut() {
-                Some(m) if !eos => Some(m.accept(tok).map(|_| m.is_finished())),
-                _ => None,
-            };
-            let stop_token = (!p.ignore_eos && eos) || p.stop_token_ids.contains(&tok);
-            let finish = if let Some(Err(e)) = &grammar {
-                tracing::warn!(seq = s.id, "structured outputs: {e}; the sequence ends");
-                Some(FinishReason::Abort)
-            } else if stop_token || matches!(grammar, Some(Ok(true))) {
-                Some(FinishReason::Stop)
-            } else if s.num_generated() >= p.max_new_tokens || s.tokens.len() >= self.cfg.max_seq_len {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
-            out.tokens.push(TokenOut { seq: s.id, token: tok, logprob: x.logprob, finish, stop_token });
+            if !d.is_empty() {
+                self.blocks.truncate(&mut s.blocks, s.cached);
+            }
         }
         let done: Vec<u64> = out.tokens.iter().filter(|t| t.finish.is_some()).map(|t| t.seq).collect();
         for id in done {
             self.abort(id);
         }
-        out.host_s = t0.elapsed().as_secs_f64() - out.execute_s;
+        out.host_s = t0.elapsed().as_secs_f64() - out.execute_s - out.spec.draft_s;
         Ok(out)
     }
-}
-
-/// The masks of the constrained rows (`(row, matcher)`), one entry per row of the step. A
-/// matcher that fails (its grammar allows nothing here) gets a mask of the EOS ids: the
-/// sequence ends rather than the step.
-fn masks_of(
-    matchers: Vec<(usize, &mut TokenMatcher)>,
-    rows: usize,
-    eos: &[u32],
-) -> Result<Vec<Option<Vec<u32>>>> {
-    use rayon::prelude::*;
-    let computed: Vec<(usize, Result<Vec<u32>>, usize)> =
-        matchers.into_par_iter().map(|(r, m)| (r, m.mask(), m.vocab())).collect();
-    let mut out = vec![None; rows];
-    for (r, m, vocab) in computed {
-        out[r] = Some(m.unwrap_or_else(|e| {
-            tracing::warn!("{e}; only EOS is allowed");
-            let mut w = vec![0u32; crate::text::mask_words(vocab)];
-            for &t in eos.iter().filter(|&&t| (t as usize) < vocab) {
-                w[t as usize / 32] |= 1 << (t % 32);
-            }
-            w
-        }));
-    }
-    Ok(out)
 }

@@ -85,7 +85,7 @@ fn run(s: &mut Scheduler<FakeRunner>) -> std::collections::BTreeMap<u64, (Vec<u3
 }
 
 fn cfg(max_batch_size: usize, max_num_tokens: usize, prefix_caching: bool) -> SchedulerConfig {
-    SchedulerConfig { max_batch_size, max_num_tokens, max_seq_len: 1024, prefix_caching }
+    SchedulerConfig { max_batch_size, max_num_tokens, max_seq_len: 1024, prefix_caching, speculative: None }
 }
 
 #[test]

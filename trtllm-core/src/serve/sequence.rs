@@ -46,6 +46,8 @@ pub(crate) struct Sequence {
     pub prompt_len: usize,
     /// Tokens whose K/V are in the cache.
     pub cached: usize,
+    /// Tokens whose K/V are in the draft model's cache (speculative decoding with a draft model).
+    pub draft_cached: usize,
     pub blocks: Vec<u32>,
     /// Leading full blocks already registered in the prefix cache, and the hash of the last.
     pub registered: usize,
@@ -69,6 +71,7 @@ impl Sequence {
             prompt_len: r.prompt.len(),
             tokens: r.prompt,
             cached: 0,
+            draft_cached: 0,
             blocks: vec![],
             registered: 0,
             last_hash: 0,
@@ -91,10 +94,11 @@ impl Sequence {
         self.tokens.len() - self.cached
     }
 
-    /// Hashes of the full, computed blocks not registered yet: `(block index, hash)`.
-    pub fn new_full_blocks(&mut self, block_size: usize) -> Vec<(usize, u64)> {
+    /// Hashes of the full blocks computed up to token `upto` (at most `cached`) not registered
+    /// yet: `(block index, hash)`.
+    pub fn new_full_blocks(&mut self, block_size: usize, upto: usize) -> Vec<(usize, u64)> {
         let mut out = vec![];
-        while (self.registered + 1) * block_size <= self.cached {
+        while (self.registered + 1) * block_size <= upto.min(self.cached) {
             let i = self.registered;
             self.last_hash = block_hash(self.last_hash, &self.tokens[i * block_size..(i + 1) * block_size]);
             out.push((i, self.last_hash));
@@ -106,6 +110,7 @@ impl Sequence {
     /// Back to the start (preemption by recompute): no blocks, nothing cached.
     pub fn reset(&mut self) {
         self.cached = 0;
+        self.draft_cached = 0;
         self.registered = 0;
         self.last_hash = 0;
         self.preemptions += 1;
