@@ -50,8 +50,8 @@ pub struct Args {
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
-    /// Load a quantized checkpoint's linears dequantized to the weight dtype instead of running
-    /// the FP8 kernels on them (A/B).
+    /// Load a quantized checkpoint's linears (FP8, INT4, a GGUF's ggml blocks) dequantized to
+    /// the weight dtype instead of running the quantized kernels on them (A/B).
     #[arg(long)]
     dequantize: bool,
     #[arg(long, alias = "batch_size", default_value_t = 1)]
@@ -110,7 +110,14 @@ fn cpu_time() -> Option<f64> {
 /// (For MoE models this counts every expert, an upper bound.) Quantized linears the engine keeps
 /// quantized (`packed`) count their stored bytes: E4M3 codes + f32 scales, INT4 nibbles + f16
 /// scales and u8 zero points per group.
-fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType, packed: bool) -> anyhow::Result<u64> {
+/// `ggml`: a GGUF loaded on the GPU with its blocks kept (`GgufBlocks::Packed`): the linears it
+/// keeps count their block bytes.
+fn decode_weight_bytes(
+    llm: &Llm,
+    dtype: trtllm::DType,
+    packed: bool,
+    ggml: Option<&trtllm::weights::GgufWeights>,
+) -> anyhow::Result<u64> {
     let cfg = llm.model().config();
     let entry = lookup(&cfg.architecture)?;
     let specs = plan_weights(entry, cfg, Mapping::default(), dtype)?;
@@ -125,12 +132,22 @@ fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType, packed: bool) -> anyhow:
             if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) }
         )
     });
+    let head = format!("{}.weight", entry.layout.lm_head);
+    let gpu_block = |t| trtllm::ops::ggml_gpu_block(t).is_some();
     let mut bytes = 0u64;
     for s in &specs {
         if Some(&s.name) == pos.as_ref() || (s.name == embed && !cfg.tie_word_embeddings) {
             continue;
         }
         let n = s.shape.iter().product::<usize>();
+        let kept = match ggml {
+            Some(g) if s.name != embed && s.name != head => g.block_type(s, gpu_block)?,
+            _ => None,
+        };
+        if let Some((per, bb)) = kept.and_then(|t| t.block()) {
+            bytes += (n / per * bb) as u64;
+            continue;
+        }
         bytes += match (s.quant, packed) {
             (Some(trtllm::config::WeightQuant::Fp8(_)), true) => n + 4 * s.shape[0],
             (
@@ -316,9 +333,16 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let packed = device != Device::Cpu && dtype == trtllm::DType::BF16 && !a.dequantize;
+    // A GGUF on the GPU keeps its Q8_0 / Q4_K linears in blocks (docs/quantization.md, "GGUF").
+    let ggml = match trtllm::gguf::gguf_of_dir(&dir)? {
+        Some(f) if packed && tp == 1 => {
+            Some(trtllm::weights::GgufWeights::open(&f, trtllm::weights::GgufBlocks::Packed)?)
+        }
+        _ => None,
+    };
     let weight_bytes = match gguf_bytes {
         Some(b) => b,
-        None => decode_weight_bytes(&llm, dtype, packed)?,
+        None => decode_weight_bytes(&llm, dtype, packed, ggml.as_ref())?,
     };
     let peak = match a.peak_gbps {
         Some(p) => Some((p, "--peak-gbps".to_string())),
