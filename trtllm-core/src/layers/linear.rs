@@ -143,11 +143,11 @@ impl Linear {
         let w_hf: Vec<&str> = w_hf.iter().map(|s| s.as_str()).collect();
         let mut spec = spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st);
         let mut packed = None;
-        let mut int4 = None;
+        let mut loaded = None;
         let q = quant_of(vb, hf)?;
         if q.is_none() && !st.transposed {
             if let Some((t, layout)) = vb.get_ggml(&spec)? {
-                int4 = Some(t);
+                loaded = Some(t);
                 packed = Some(Packed::Ggml { layout, name: spec.name.clone() });
             }
         }
@@ -167,14 +167,14 @@ impl Linear {
                 spec = w;
             } else if vb.keeps_quantized() && vb.tp_size() == 1 && !matches!(q, WeightQuant::Fp8(_)) {
                 let (t, layout) = load_int4(vb, hf, &spec, q)?;
-                int4 = Some(vb.place(&spec.name, t)?);
+                loaded = Some(vb.place(&spec.name, t)?);
                 packed = Some(Packed::Int4(layout));
             } else {
                 spec = crate::weights::quant::quantize_spec(spec, q)?;
             }
         }
         // Packed storage already loaded (INT4 repacked, ggml blocks) or the spec's tensor.
-        let weight = match int4 {
+        let weight = match loaded {
             Some(t) => t,
             None => vb.get_spec(spec)?,
         };
