@@ -270,7 +270,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     };
 
     let packed = device != Device::Cpu && dtype == trtllm::DType::BF16 && !a.dequantize;
-    let weight_bytes = bytes::weight_bytes(&llm, &dir, device, dtype, packed, tp, a.dequantize)?;
+    let weight_bytes = bytes::weight_bytes(&llm, dir, device, dtype, packed, tp, a.dequantize)?;
     let peak = match a.peak_gbps {
         Some(p) => Some((p, "--peak-gbps".to_string())),
         None => measure_peak(device).map(|(p, src)| {
