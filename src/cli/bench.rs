@@ -23,7 +23,8 @@
 //! only has to say how to measure its peak bandwidth (`measure_peak`).
 //!
 //! This file: the flags and the timed runs; `bench_report.rs`: the medians, printed as JSON or a
-//! table; `bench_throughput.rs`: `--mode throughput`.
+//! table; `bench_bytes.rs`: the weight bytes a decode step reads; `bench_throughput.rs`:
+//! `--mode throughput`.
 
 use std::time::{Duration, Instant};
 
@@ -32,14 +33,15 @@ mod dataset;
 #[path = "bench_throughput.rs"]
 mod throughput;
 
+#[path = "bench_bytes.rs"]
+mod bytes;
 #[path = "bench_report.rs"]
 mod report;
 
 use trtllm::llm::Llm;
 use trtllm::load::LlmOptions;
-use trtllm::model::{lookup, plan_weights};
 use trtllm::runner::SamplingParams;
-use trtllm::{Device, Mapping};
+use trtllm::Device;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,8 +52,8 @@ pub struct Args {
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
-    /// Load a quantized checkpoint's linears dequantized to the weight dtype instead of running
-    /// the FP8 kernels on them (A/B).
+    /// Load a quantized checkpoint's linears (FP8, INT4, a GGUF's ggml blocks) dequantized to
+    /// the weight dtype instead of running the quantized kernels on them (A/B).
     #[arg(long)]
     dequantize: bool,
     #[arg(long, alias = "batch_size", default_value_t = 1)]
@@ -105,47 +107,6 @@ fn cpu_time() -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let (u, st): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
     Some((u + st) / 100.0) // USER_HZ is 100 on Linux
-}
-
-/// Weight bytes one decode step reads: every engine tensor, except that the input embedding
-/// table counts only when it doubles as the (tied) LM head, and position tables not at all.
-/// (For MoE models this counts every expert, an upper bound.) Quantized linears the engine keeps
-/// quantized (`packed`) count their stored bytes: E4M3 codes + f32 scales, INT4 nibbles + f16
-/// scales and u8 zero points per group.
-fn decode_weight_bytes(llm: &Llm, dtype: trtllm::DType, packed: bool) -> anyhow::Result<u64> {
-    let cfg = llm.model().config();
-    let entry = lookup(&cfg.architecture)?;
-    let specs = plan_weights(entry, cfg, Mapping::default(), dtype)?;
-    let embed = format!(
-        "{}{}.weight",
-        if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) },
-        entry.layout.embed_tokens
-    );
-    let pos = entry.layout.position_embeddings.map(|p| {
-        format!(
-            "{}{p}.weight",
-            if entry.layout.prefix.is_empty() { String::new() } else { format!("{}.", entry.layout.prefix) }
-        )
-    });
-    let mut bytes = 0u64;
-    for s in &specs {
-        if Some(&s.name) == pos.as_ref() || (s.name == embed && !cfg.tie_word_embeddings) {
-            continue;
-        }
-        let n = s.shape.iter().product::<usize>();
-        bytes += match (s.quant, packed) {
-            (Some(trtllm::config::WeightQuant::Fp8(_)), true) => n + 4 * s.shape[0],
-            (
-                Some(
-                    trtllm::config::WeightQuant::Awq { group }
-                    | trtllm::config::WeightQuant::Gptq { group, .. },
-                ),
-                true,
-            ) => n / 2 + 3 * n / group.max(1),
-            _ => n * s.dtype.size_in_bytes(),
-        } as u64;
-    }
-    Ok(bytes)
 }
 
 /// The device's bandwidth roofline in GB/s and how it was obtained.
@@ -316,18 +277,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         _ => None,
     };
 
-    // A GGUF run directly on the CPU reads its tensors' blocks: the file's tensor bytes.
-    let gguf_bytes = match (trtllm::gguf::gguf_of_dir(&dir)?, device) {
-        (Some(f), Device::Cpu) => {
-            Some(trtllm::gguf::GgufFile::open(&f)?.tensors.iter().filter_map(|t| t.n_bytes).sum::<u64>())
-        }
-        _ => None,
-    };
     let packed = device != Device::Cpu && dtype == trtllm::DType::BF16 && !a.dequantize;
-    let weight_bytes = match gguf_bytes {
-        Some(b) => b,
-        None => decode_weight_bytes(&llm, dtype, packed)?,
-    };
+    let weight_bytes = bytes::weight_bytes(&llm, dir, device, dtype, packed, tp, a.dequantize)?;
     let peak = match a.peak_gbps {
         Some(p) => Some((p, "--peak-gbps".to_string())),
         None => measure_peak(device).map(|(p, src)| {

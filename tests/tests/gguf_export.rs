@@ -9,15 +9,18 @@
 //!   256-value super-blocks (the fixtures' 64-wide rows fall back to Q5_0).
 //! - Unsupported combinations are errors naming `--quantize`.
 
+#[path = "gguf_common/mod.rs"]
+mod gguf_common;
+
 use std::path::{Path, PathBuf};
 
+use gguf_common::wide_llama;
 use trtllm_core::checkpoint::{quantize_to_gguf, GgufQuant};
 use trtllm_core::dist::SingleRank;
 use trtllm_core::gguf::{dequantize, GgmlType, GgufFile};
 use trtllm_core::llm::Llm;
 use trtllm_core::load::LlmOptions;
 use trtllm_core::runner::SamplingParams;
-use trtllm_core::Tensor;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
@@ -173,68 +176,6 @@ fn q8_0_of_the_llama_and_qwen2_fixtures_runs() {
         let same = g[0].token_ids.iter().zip(&h[0].token_ids).take_while(|(a, b)| a == b).count();
         assert!(same >= 4, "{name}: greedy {:?} vs {:?}", g[0].token_ids, h[0].token_ids);
     }
-}
-
-/// A llama HF directory with rows of 256 and 512 values (the llama fixture's tokenizer).
-fn wide_llama(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let src = fixture("llama");
-    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
-        std::fs::copy(src.join(f), dir.join(f)).expect("copy");
-    }
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).expect("config"))
-            .expect("json");
-    let (h, ff, heads, kv, hd, vocab, layers) =
-        (256usize, 512usize, 4usize, 2usize, 64usize, 384usize, 2usize);
-    for (k, v) in [
-        ("hidden_size", h),
-        ("intermediate_size", ff),
-        ("num_attention_heads", heads),
-        ("num_key_value_heads", kv),
-        ("head_dim", hd),
-        ("vocab_size", vocab),
-        ("num_hidden_layers", layers),
-    ] {
-        cfg[k] = serde_json::json!(v);
-    }
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).expect("json"))
-        .expect("write");
-    let mut s = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = |n: usize, amp: f32, base: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                base + ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * amp
-            })
-            .collect()
-    };
-    let mut ts: Vec<(String, Tensor)> = vec![];
-    let mut put = |name: String, shape: &[usize], v: Vec<f32>| {
-        ts.push((name, Tensor::from_f32(v, shape).expect("tensor")))
-    };
-    put("model.embed_tokens.weight".into(), &[vocab, h], rnd(vocab * h, 2.0, 0.0));
-    put("lm_head.weight".into(), &[vocab, h], rnd(vocab * h, 0.3, 0.0));
-    put("model.norm.weight".into(), &[h], rnd(h, 0.2, 1.0));
-    for l in 0..layers {
-        let p = format!("model.layers.{l}");
-        for (n, rows, cols) in [
-            ("self_attn.q_proj", heads * hd, h),
-            ("self_attn.k_proj", kv * hd, h),
-            ("self_attn.v_proj", kv * hd, h),
-            ("self_attn.o_proj", h, heads * hd),
-            ("mlp.gate_proj", ff, h),
-            ("mlp.up_proj", ff, h),
-            ("mlp.down_proj", h, ff),
-        ] {
-            put(format!("{p}.{n}.weight"), &[rows, cols], rnd(rows * cols, 0.25, 0.0));
-        }
-        put(format!("{p}.input_layernorm.weight"), &[h], rnd(h, 0.2, 1.0));
-        put(format!("{p}.post_attention_layernorm.weight"), &[h], rnd(h, 0.2, 1.0));
-    }
-    trtllm_core::weights::write_safetensors(&dir.join("model.safetensors"), &ts, None).expect("safetensors");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use super::ForwardCtx;
 use crate::config::Activation;
 use crate::config::WeightQuant;
-use crate::ops::Int4Layout;
+use crate::ops::{GgmlLayout, Int4Layout};
 use crate::weights::quant::{fp8_native_specs, repack_int4, ScaleLayout};
 use crate::weights::{Combine, Source, TpSplit, VarBuilder, WeightSpec};
 use crate::{ops, Result, Tensor};
@@ -16,6 +16,9 @@ pub enum Packed {
     Fp8 { scale: Tensor, layout: ScaleLayout },
     /// INT4 words, scales and zero points in one int32 tensor (`ops::matmul_t_int4`).
     Int4(Int4Layout),
+    /// A GGUF's ggml blocks (Q8_0, Q4_K) in one int32 tensor (`ops::matmul_t_ggml`); `name`:
+    /// the engine tensor, for errors.
+    Ggml { layout: GgmlLayout, name: String },
 }
 
 pub struct Linear {
@@ -140,8 +143,15 @@ impl Linear {
         let w_hf: Vec<&str> = w_hf.iter().map(|s| s.as_str()).collect();
         let mut spec = spec_for(vb, &format!("{leaf}.weight"), &w_hf, shape, split.clone(), st);
         let mut packed = None;
-        let mut int4 = None;
-        if let Some(q) = quant_of(vb, hf)? {
+        let mut loaded = None;
+        let q = quant_of(vb, hf)?;
+        if q.is_none() && !st.transposed {
+            if let Some((t, layout)) = vb.get_ggml(&spec)? {
+                loaded = Some(t);
+                packed = Some(Packed::Ggml { layout, name: spec.name.clone() });
+            }
+        }
+        if let Some(q) = q {
             if st.transposed
                 || st.qkv_grouped.is_some()
                 || st.rope_interleaved.is_some()
@@ -157,13 +167,14 @@ impl Linear {
                 spec = w;
             } else if vb.keeps_quantized() && vb.tp_size() == 1 && !matches!(q, WeightQuant::Fp8(_)) {
                 let (t, layout) = load_int4(vb, hf, &spec, q)?;
-                int4 = Some(vb.place(&spec.name, t)?);
+                loaded = Some(vb.place(&spec.name, t)?);
                 packed = Some(Packed::Int4(layout));
             } else {
                 spec = crate::weights::quant::quantize_spec(spec, q)?;
             }
         }
-        let weight = match int4 {
+        // Packed storage already loaded (INT4 repacked, ggml blocks) or the spec's tensor.
+        let weight = match loaded {
             Some(t) => t,
             None => vb.get_spec(spec)?,
         };
@@ -197,6 +208,7 @@ impl Linear {
     pub fn out_features(&self) -> usize {
         match &self.packed {
             Some(Packed::Int4(l)) => l.n,
+            Some(Packed::Ggml { layout, .. }) => layout.n,
             _ => self.weight.dim(0),
         }
     }
@@ -250,7 +262,7 @@ impl Linear {
                 Some(Packed::Fp8 { scale, layout }) => {
                     ops::matmul_gated_fp8(x, &self.weight, scale, *layout, act)
                 }
-                Some(Packed::Int4(_)) => ops::gated_activation(&self.matmul(x)?, act),
+                Some(Packed::Int4(_) | Packed::Ggml { .. }) => ops::gated_activation(&self.matmul(x)?, act),
                 None => ops::matmul_gated(x, &self.weight, act),
             };
         }
@@ -264,6 +276,8 @@ impl Linear {
         match &self.packed {
             Some(Packed::Fp8 { scale, layout }) => ops::matmul_t_fp8(x, &self.weight, scale, *layout),
             Some(Packed::Int4(l)) => ops::matmul_t_int4(x, &self.weight, *l),
+            Some(Packed::Ggml { layout, name }) => ops::matmul_t_ggml(x, &self.weight, *layout)
+                .map_err(|e| crate::Error::tensor(name, format!("{} blocks: {e}", layout.ty.name()))),
             None => ops::matmul_t(x, &self.weight),
         }
     }

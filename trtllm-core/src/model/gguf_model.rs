@@ -8,8 +8,8 @@ use super::factory::{build_weights, plan_weights, resolve_config, validate, var_
 use super::{LoadOptions, LoadedModel, ModelEntry, ValidationReport};
 use crate::config::ModelConfig;
 use crate::device::timing;
-use crate::weights::{GgufWeights, WeightSpec};
-use crate::{DType, Device, Error, Mapping, Result};
+use crate::weights::{GgufBlocks, GgufWeights, WeightSpec};
+use crate::{DType, Error, Mapping, Result};
 
 impl TensorCatalog for GgufWeights {
     fn shape_of(&self, name: &str) -> Option<&[usize]> {
@@ -29,9 +29,9 @@ struct Opened {
     ignorable: Vec<String>,
 }
 
-fn open(dir: &Path, file: &Path, keep_blocks: bool) -> Result<Opened> {
+fn open(dir: &Path, file: &Path) -> Result<Opened> {
     let (mut cfg, entry) = resolve_config(dir)?;
-    let weights = GgufWeights::open(file, keep_blocks)?;
+    let weights = GgufWeights::open(file, GgufBlocks::Dequantize)?;
     let bytes = std::fs::metadata(file).map_err(|e| Error::io(file, e))?.len();
     let stored = crate::config::Stored { file, tensors: weights.file.tensors.len(), bytes, shards: 1 };
     cfg.check_stored(file, stored)?;
@@ -46,13 +46,15 @@ fn open(dir: &Path, file: &Path, keep_blocks: bool) -> Result<Opened> {
 }
 
 /// Build the model of a GGUF model directory `dir` standing for `file`: plan, validate, load.
-/// On the CPU with one rank, block-quantized linear weights stay in their blocks.
+/// With one rank, block-quantized linear weights stay in their blocks where a kernel takes them
+/// (`GgufBlocks::choose`: the CPU's qgemm, or Q8_0 / Q4_K on the GPU in bf16).
 pub fn build_gguf_model(dir: &Path, file: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let p = timing::phase(format!("open + plan + validate{}", timing::rank_tag(opts.mapping)));
-    let keep = opts.device == Device::Cpu && opts.mapping.tp_size == 1;
-    let g = open(dir, file, keep)?;
+    let mut g = open(dir, file)?;
     // Activations run in f32 on the CPU (the quantized kernels take f32 rows).
     let dtype = opts.weight_dtype(&g.cfg);
+    let blocks = GgufBlocks::choose(opts.device, opts.mapping.tp_size, dtype, opts.keep_quantized);
+    g.weights.set_blocks(blocks);
     let specs = plan_weights(g.entry, &g.cfg, opts.mapping, dtype)?;
     let report = validate(&specs, &g.weights, &g.entry.layout, &g.ignorable);
     if !report.is_ok() {
@@ -71,7 +73,7 @@ pub fn inspect_gguf(
     file: &Path,
     mapping: Mapping,
 ) -> Result<(ModelConfig, &'static ModelEntry, Vec<WeightSpec>, ValidationReport)> {
-    let g = open(dir, file, false)?;
+    let g = open(dir, file)?;
     let specs = plan_weights(g.entry, &g.cfg, mapping, g.cfg.torch_dtype.unwrap_or(DType::F32))?;
     let report = validate(&specs, &g.weights, &g.entry.layout, &g.ignorable);
     Ok((g.cfg, g.entry, specs, report))

@@ -22,6 +22,16 @@ pub trait WeightSource: Sync {
     fn raw(&self, _spec: &WeightSpec, _mapping: &Mapping) -> Result<Option<RawShard<'_>>> {
         Ok(None)
     }
+
+    /// The shard as ggml blocks a GPU kernel takes (a GGUF's linears, `GgufBlocks::Packed`):
+    /// the block type and the rows' bytes; `None` sends the spec through `get`.
+    fn ggml_blocks(
+        &self,
+        _spec: &WeightSpec,
+        _mapping: &Mapping,
+    ) -> Result<Option<(crate::gguf::GgmlType, Vec<u8>)>> {
+        Ok(None)
+    }
 }
 
 /// Records every spec; returns data-less tensors of the shard shape.
@@ -269,6 +279,24 @@ impl<'a> VarBuilder<'a> {
             }
             _ => Ok(t),
         }
+    }
+
+    /// A linear weight `[n, k]` kept in the ggml blocks of its source, packed for
+    /// `ops::matmul_t_ggml` and placed like any weight; `None` when the source keeps no blocks
+    /// for it (load it with `get_spec`).
+    pub fn get_ggml(&self, spec: &WeightSpec) -> Result<Option<(Tensor, crate::ops::GgmlLayout)>> {
+        let Some((ty, bytes)) = self.src.ggml_blocks(spec, &self.mapping)? else { return Ok(None) };
+        let block = crate::ops::ggml_gpu_block(ty)
+            .ok_or_else(|| Error::tensor(&spec.name, format!("block type {ty} has no GPU kernel")))?;
+        let [n, k] = spec.shape[..] else {
+            return Err(Error::tensor(
+                &spec.name,
+                format!("ggml blocks of shape {:?} (want 2-D)", spec.shape),
+            ));
+        };
+        let (t, layout) = crate::ops::GgmlLayout::pack(&spec.name, block, &bytes, n, k)?;
+        drop(bytes);
+        Ok(Some((self.place(&spec.name, t)?, layout)))
     }
 
     pub fn get_spec(&self, spec: WeightSpec) -> Result<Tensor> {

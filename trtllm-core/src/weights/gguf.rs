@@ -1,12 +1,14 @@
 //! Weights straight from a GGUF file: tensors found by their Hugging Face names (the importer's
 //! name map, `gguf::names`), so the ordinary weight map plans, validates and loads a GGUF like an
-//! HF directory. A linear weight whose sources all have one block type with a CPU kernel
-//! (`ops::cpu::qgemm`) stays in its blocks: the rows' bytes are copied out of the mapped file
-//! (q/k rows un-permuted as whole rows, q/k/v and gate/up concatenated as rows), so the model
-//! holds about the file's size. Everything else (norms, f16/f32 tensors, mixed block types in a
-//! fused weight, tensor parallelism, GPU loads) is dequantized to f32 and goes through the
-//! spec's usual conversion. Each tensor's pages of the mapped file are released once it is
-//! copied (`GgufFile::release`), so the file and the copies are not resident together.
+//! HF directory. A linear weight whose sources all have one block type with a kernel stays in
+//! its blocks: the rows' bytes are copied out of the mapped file (q/k rows un-permuted as whole
+//! rows, q/k/v and gate/up concatenated as rows), so the model holds about the file's size.
+//! Which kernels, [`GgufBlocks`]: the CPU's (`ops::cpu::qgemm`, a `DType::Ggml` tensor from
+//! `get`) or the GPU's (`ops::matmul_t_ggml`, Q8_0 / Q4_K bytes from `ggml_blocks`, which the
+//! `Linear` packs). Everything else (norms, f16/f32 tensors, block types without a kernel,
+//! mixed block types in a fused weight, tensor parallelism) is dequantized to f32 and goes
+//! through the spec's usual conversion. Each tensor's pages of the mapped file are released once
+//! it is copied (`GgufFile::release`), so the file and the copies are not resident together.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +17,36 @@ use super::builder::WeightSource;
 use super::spec::{Combine, WeightSpec};
 use crate::gguf::names::{map_tensor, unpermute_rope, Arch, Transform};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
-use crate::{Error, Mapping, Result, Tensor};
+use crate::{DType, Device, Error, Mapping, Result, Tensor};
+
+/// Which linear weights of a GGUF stay in their blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GgufBlocks {
+    /// None: every tensor dequantized (tensor parallelism, `keep_quantized: Some(false)`, GPU
+    /// loads in another dtype than bf16).
+    Dequantize,
+    /// The types `ops::cpu::qgemm` takes, as `DType::Ggml` tensors (CPU, one rank).
+    CpuKernels,
+    /// The types the GPU kernels take (Q8_0, Q4_K), packed by the `Linear`
+    /// (`ops::matmul_t_ggml`; on the CPU its twin).
+    Packed,
+}
+
+impl GgufBlocks {
+    /// The mode of a load on `device` with `tp_size` ranks, weights in `dtype`:
+    /// `keep_quantized` `None` is the device's default (GPU bf16: packed; CPU: its kernels),
+    /// `Some(false)` dequantizes, `Some(true)` packs (on the CPU: the GPU kernels' twin).
+    pub fn choose(device: Device, tp_size: usize, dtype: DType, keep_quantized: Option<bool>) -> Self {
+        match (device, keep_quantized) {
+            _ if tp_size != 1 => GgufBlocks::Dequantize,
+            (_, Some(false)) => GgufBlocks::Dequantize,
+            (Device::Cuda(_), _) if dtype == DType::BF16 => GgufBlocks::Packed,
+            (Device::Cuda(_), _) => GgufBlocks::Dequantize,
+            (_, Some(true)) => GgufBlocks::Packed,
+            _ => GgufBlocks::CpuKernels,
+        }
+    }
+}
 
 /// An open GGUF file, indexed by HF tensor name.
 pub struct GgufWeights {
@@ -24,14 +55,14 @@ pub struct GgufWeights {
     by_hf: HashMap<String, (usize, Transform)>,
     /// HF names with their row-major shapes (for validation).
     shapes: HashMap<String, Vec<usize>>,
-    /// Keep block-quantized linear weights in their blocks (CPU, one rank).
-    keep_blocks: bool,
+    /// Which linear weights stay in their blocks.
+    blocks: GgufBlocks,
 }
 
 impl GgufWeights {
     /// Open `path` and map every tensor name (an unmapped name or a duplicate is an error
-    /// naming the file and the tensor).
-    pub fn open(path: &Path, keep_blocks: bool) -> Result<Self> {
+    /// naming the file and the tensor); `blocks`: which linears stay in their blocks.
+    pub fn open(path: &Path, blocks: GgufBlocks) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let arch_name = file.architecture()?.to_string();
         let arch = Arch::parse(&arch_name).ok_or_else(|| {
@@ -57,7 +88,7 @@ impl GgufWeights {
             }
             shapes.insert(m.hf_name, t.shape());
         }
-        Ok(GgufWeights { file, by_hf, shapes, keep_blocks })
+        Ok(GgufWeights { file, by_hf, shapes, blocks })
     }
 
     /// HF names with their shapes.
@@ -98,10 +129,15 @@ impl GgufWeights {
         Tensor::from_f32(v, &shape)
     }
 
-    /// The spec's engine tensor in ggml blocks, when every source is a 2-D weight of one block
-    /// type with a CPU kernel and the spec only concatenates rows.
-    fn blocks(&self, spec: &WeightSpec) -> Result<Option<Tensor>> {
-        use crate::ops::cpu::qgemm;
+    /// Which linears stay in their blocks (set after `open`, once the load's dtype is known).
+    pub fn set_blocks(&mut self, blocks: GgufBlocks) {
+        self.blocks = blocks;
+    }
+
+    /// The block type the spec's engine tensor keeps under `kernel` (a block type it takes),
+    /// when every source is a 2-D weight of that one type with whole blocks per row and the
+    /// spec only concatenates rows; `None`: it loads dequantized.
+    pub fn block_type(&self, spec: &WeightSpec, kernel: fn(GgmlType) -> bool) -> Result<Option<GgmlType>> {
         let plain = spec.quant.is_none()
             && spec.combine == Combine::Concat0
             && spec.transform == Default::default()
@@ -111,48 +147,71 @@ impl GgufWeights {
         }
         let mut ty: Option<GgmlType> = None;
         for s in &spec.sources {
-            let (t, _) = self.info(&s.name)?;
+            let (t, tr) = self.info(&s.name)?;
             let k = *t.shape().last().unwrap_or(&0);
-            let ok = qgemm::supported(t.ty)
-                && k.is_multiple_of(qgemm::block_len(t.ty))
+            let per = t.ty.block().map_or(0, |(b, _)| b);
+            let ok = kernel(t.ty)
+                && per > 1
+                && k.is_multiple_of(per)
                 && t.shape() == s.shape
+                && tr != Transform::SubtractOne
                 && ty.is_none_or(|ty| ty == t.ty);
             if !ok {
                 return Ok(None);
             }
             ty = Some(t.ty);
         }
-        let Some(ty) = ty else { return Ok(None) };
+        Ok(ty)
+    }
+
+    /// The rows' bytes of the spec's sources, all of block type `ty` (q/k rows un-permuted),
+    /// concatenated.
+    fn block_bytes(&self, spec: &WeightSpec, ty: GgmlType) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
         for s in &spec.sources {
             let (t, tr) = self.info(&s.name)?;
             let data = self.file.tensor_data(t)?;
+            let (per, bb) =
+                ty.block().ok_or_else(|| self.tensor_err(t, format!("{ty} is not a block type")))?;
             match tr {
                 Transform::UnpermuteRope { heads } => {
-                    let rb = qgemm::row_bytes(ty, s.shape[1]);
+                    let rb = s.shape[1] / per * bb;
                     let rows =
                         unpermute_rope(data, s.shape[0], rb, heads).map_err(|e| self.tensor_err(t, e))?;
                     bytes.extend_from_slice(&rows);
                 }
                 Transform::None => bytes.extend_from_slice(data),
-                Transform::SubtractOne => return Ok(None),
+                Transform::SubtractOne => {
+                    return Err(self.tensor_err(t, "a norm weight (stored minus one) cannot stay in blocks"))
+                }
             }
             self.file.release(t);
         }
-        Tensor::from_ggml(ty, bytes, &spec.shape).map(Some)
+        Ok(bytes)
     }
 }
 
 impl WeightSource for GgufWeights {
     fn get(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Tensor> {
-        if self.keep_blocks && mapping.tp_size == 1 {
-            if let Some(t) = self.blocks(spec)? {
-                return Ok(t);
+        if self.blocks == GgufBlocks::CpuKernels && mapping.tp_size == 1 {
+            if let Some(ty) = self.block_type(spec, crate::ops::cpu::qgemm::supported)? {
+                return Tensor::from_ggml(ty, self.block_bytes(spec, ty)?, &spec.shape);
             }
         }
         let sources =
             spec.sources.iter().map(|s| self.f32_source(&s.name, &s.shape)).collect::<Result<Vec<_>>>()?;
         let full = spec.to_engine(sources)?;
         spec.shard(&full, mapping.tp_rank(), mapping.tp_size)
+    }
+
+    fn ggml_blocks(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Option<(GgmlType, Vec<u8>)>> {
+        if self.blocks != GgufBlocks::Packed || mapping.tp_size != 1 {
+            return Ok(None);
+        }
+        let gpu = |ty| crate::ops::ggml_gpu_block(ty).is_some();
+        match self.block_type(spec, gpu)? {
+            Some(ty) => Ok(Some((ty, self.block_bytes(spec, ty)?))),
+            None => Ok(None),
+        }
     }
 }

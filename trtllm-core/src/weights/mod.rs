@@ -3,6 +3,8 @@
 
 mod builder;
 mod gguf;
+#[cfg(test)]
+mod gguf_tests;
 mod parallel;
 pub mod quant;
 mod raw;
@@ -10,7 +12,7 @@ mod safetensors;
 mod spec;
 
 pub use builder::{EngineSource, HfSource, Planner, VarBuilder, WeightSource};
-pub use gguf::GgufWeights;
+pub use gguf::{GgufBlocks, GgufWeights};
 pub use parallel::{load_threads, map_jobs};
 pub use raw::RawShard;
 pub use safetensors::{write_safetensors, SafetensorsFiles, TensorInfo};
