@@ -13,7 +13,7 @@ use std::path::Path;
 
 use super::builder::WeightSource;
 use super::spec::{Combine, WeightSpec};
-use crate::gguf::names::{map_tensor, unpermute_rope, Arch, Transform};
+use crate::gguf::names::{group_qkv, map_tensor, unpermute_rope, Arch, Transform};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::{Error, Mapping, Result, Tensor};
 
@@ -33,12 +33,7 @@ impl GgufWeights {
     /// naming the file and the tensor).
     pub fn open(path: &Path, keep_blocks: bool) -> Result<Self> {
         let file = GgufFile::open(path)?;
-        let arch_name = file.architecture()?.to_string();
-        let arch = Arch::parse(&arch_name).ok_or_else(|| {
-            file.error(format!(
-                "metadata `general.architecture`: `{arch_name}` is not supported (llama, qwen2, gemma3)"
-            ))
-        })?;
+        let arch = Arch::of_file(&file)?;
         let a = arch.gguf_name();
         let heads = file.req_usize(&format!("{a}.attention.head_count"))?;
         let kv_heads = file.opt_usize(&format!("{a}.attention.head_count_kv"))?.unwrap_or(heads);
@@ -94,6 +89,10 @@ impl GgufWeights {
                 v = unpermute_rope(&v, rows, shape[1..].iter().product(), heads)
                     .map_err(|e| self.tensor_err(t, e))?;
             }
+            Transform::GroupQkv { heads, kv_heads } => {
+                v = group_qkv(&v, shape[0], shape[1..].iter().product(), heads, kv_heads)
+                    .map_err(|e| self.tensor_err(t, e))?;
+            }
         }
         Tensor::from_f32(v, &shape)
     }
@@ -135,7 +134,8 @@ impl GgufWeights {
                     bytes.extend_from_slice(&rows);
                 }
                 Transform::None => bytes.extend_from_slice(data),
-                Transform::SubtractOne => return Ok(None),
+                // Values change (norms) or the spec regroups HF's qkv order itself.
+                Transform::SubtractOne | Transform::GroupQkv { .. } => return Ok(None),
             }
             self.file.release(t);
         }
