@@ -109,7 +109,7 @@ pub fn quantize_to_gguf(hf_dir: &Path, out: &Path, q: GgufQuant, force: bool) ->
         ));
     }
     let resolve = hf.resolver();
-    let arch = check_supported(&hf.cfg, &cfg_file, &flag, |n| hf.files.contains(&resolve(n)))?;
+    let arch = check_supported(&hf.cfg, &cfg_file, &flag, |n| hf.files.contains(n))?;
     let specs = plan_weights(hf.entry, &hf.cfg, Mapping::default(), DType::F32)?;
     let report = hf.validate(&specs);
     if !report.is_ok() {
@@ -151,7 +151,9 @@ pub fn quantize_to_gguf(hf_dir: &Path, out: &Path, q: GgufQuant, force: bool) ->
         let cols = v.len() / rows.max(1);
         match p.transform {
             Transform::UnpermuteRope { heads } => v = permute_rope(&v, rows, cols, heads).map_err(err)?,
-            Transform::GroupQkv { heads, kv_heads } => v = ungroup_qkv(&v, rows, cols, heads, kv_heads).map_err(err)?,
+            Transform::GroupQkv { heads, kv_heads } => {
+                v = ungroup_qkv(&v, rows, cols, heads, kv_heads).map_err(err)?
+            }
             Transform::None => {}
             Transform::SubtractOne => return Err(err("GGUF export does not write Gemma norms".into())),
         }

@@ -10,8 +10,8 @@
 mod convert;
 mod engine;
 mod format;
-mod gguf_export;
 mod gguf_arch;
+mod gguf_export;
 mod gguf_meta;
 mod load;
 mod output;

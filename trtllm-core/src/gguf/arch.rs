@@ -133,7 +133,13 @@ const OLMO2_PARTS: &[(&str, &str)] = &[
 ];
 
 const fn model(parts: &'static [(&'static str, &'static str)]) -> HfLayout {
-    HfLayout { embed: "model.embed_tokens", norm: "model.norm", head: "lm_head", layers: "model.layers", parts }
+    HfLayout {
+        embed: "model.embed_tokens",
+        norm: "model.norm",
+        head: "lm_head",
+        layers: "model.layers",
+        parts,
+    }
 }
 
 const FALCON_BASE: HfLayout = HfLayout {

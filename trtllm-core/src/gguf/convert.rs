@@ -112,7 +112,9 @@ fn write_tensor(g: &GgufFile, p: &Planned, w: &mut SafetensorsWriter) -> Result<
             let (rows, cols) = (p.shape[0], p.shape[1..].iter().product());
             let err = |e: String| g.error(format!("tensor `{}`: {e}", t.name));
             match p.transform {
-                Transform::UnpermuteRope { heads } => vals = unpermute_rope(&vals, rows, cols, heads).map_err(err)?,
+                Transform::UnpermuteRope { heads } => {
+                    vals = unpermute_rope(&vals, rows, cols, heads).map_err(err)?
+                }
                 Transform::GroupQkv { heads, kv_heads } => {
                     vals = group_qkv(&vals, rows, cols, heads, kv_heads).map_err(err)?
                 }

@@ -99,7 +99,10 @@ pub fn config_json(g: &GgufFile, arch: Arch, vocab_size: usize, dtype: OutDType)
         set("rms_norm_eps", json!(g.opt_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6)));
     } else {
         let key = k("attention.layer_norm_epsilon");
-        set("layer_norm_eps", json!(g.opt_f64(&key)?.ok_or_else(|| g.error(format!("metadata `{key}` is missing")))?));
+        set(
+            "layer_norm_eps",
+            json!(g.opt_f64(&key)?.ok_or_else(|| g.error(format!("metadata `{key}` is missing")))?),
+        );
     }
     set("rope_theta", json!(theta));
     set("vocab_size", json!(vocab_size));

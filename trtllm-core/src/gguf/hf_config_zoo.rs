@@ -17,9 +17,9 @@ pub(super) fn ffn_size(g: &GgufFile, a: &str) -> Result<usize> {
     let rows = g.tensor("blk.0.ffn_up.weight").and_then(|t| t.shape().first().copied());
     match (g.opt_usize(&key)?, rows) {
         (_, Some(r)) if a == "falcon" => Ok(r),
-        (Some(n), Some(r)) if n != r => Err(g.error(format!(
-            "metadata `{key}` = {n}, but tensor `blk.0.ffn_up.weight` has {r} rows"
-        ))),
+        (Some(n), Some(r)) if n != r => {
+            Err(g.error(format!("metadata `{key}` = {n}, but tensor `blk.0.ffn_up.weight` has {r} rows")))
+        }
         (Some(n), _) => Ok(n),
         (None, Some(r)) => Ok(r),
         (None, None) => Err(g.error(format!("metadata `{key}` is missing"))),
@@ -79,7 +79,9 @@ pub(super) fn arch_keys(
         Arch::Falcon | Arch::FalconOneNorm => {
             let key = k("attention.head_count_kv");
             if !d.heads.is_multiple_of(d.kv_heads) {
-                return Err(g.error(format!("metadata `{key}` = {}: must divide the {} heads", d.kv_heads, d.heads)));
+                return Err(
+                    g.error(format!("metadata `{key}` = {}: must divide the {} heads", d.kv_heads, d.heads))
+                );
             }
             // One norm and one KV head: Falcon-7B's multi-query layout; one norm and a KV head
             // per query head: the old multi-head layout; anything else the new decoder.

@@ -26,6 +26,10 @@ pub struct GgufWeights {
     shapes: HashMap<String, Vec<usize>>,
     /// Keep block-quantized linear weights in their blocks (CPU, one rank).
     keep_blocks: bool,
+    /// The model layout's `(from, to)` part renames: a name the layers ask for that no tensor
+    /// maps to is looked up with `.from.` replaced by `.to.` (Falcon's `ln_attn` / `ln_mlp`
+    /// are one `input_layernorm` in its one-norm layout), as for HF directories.
+    renames: &'static [(&'static str, &'static str)],
 }
 
 impl GgufWeights {
@@ -52,7 +56,13 @@ impl GgufWeights {
             }
             shapes.insert(m.hf_name, t.shape());
         }
-        Ok(GgufWeights { file, by_hf, shapes, keep_blocks })
+        Ok(GgufWeights { file, by_hf, shapes, keep_blocks, renames: &[] })
+    }
+
+    /// Look names up with the model layout's part renames too (see the field).
+    pub fn with_renames(mut self, renames: &'static [(&'static str, &'static str)]) -> Self {
+        self.renames = renames;
+        self
     }
 
     /// HF names with their shapes.
@@ -61,8 +71,16 @@ impl GgufWeights {
     }
 
     fn info(&self, hf: &str) -> Result<(&TensorInfo, Transform)> {
-        let &(i, tr) =
-            self.by_hf.get(hf).ok_or_else(|| self.file.error(format!("no tensor maps to `{hf}`")))?;
+        let renamed = || {
+            self.renames
+                .iter()
+                .find_map(|(from, to)| self.by_hf.get(&hf.replace(&format!(".{from}."), &format!(".{to}."))))
+        };
+        let &(i, tr) = self
+            .by_hf
+            .get(hf)
+            .or_else(renamed)
+            .ok_or_else(|| self.file.error(format!("no tensor maps to `{hf}`")))?;
         Ok((&self.file.tensors[i], tr))
     }
 
