@@ -9,20 +9,14 @@ use super::names::Arch;
 use super::reader::GgufFile;
 use crate::Result;
 
-/// The MLP width: `{arch}.feed_forward_length`, checked against `blk.0.ffn_up.weight`'s rows
-/// where the file has it. llama.cpp's Falcon converter writes `4 * embedding_length` whatever
-/// the model's width, so for `falcon` the tensor's rows are the width.
+/// The MLP width: `{arch}.feed_forward_length` (a contradicting tensor shape is the weight
+/// validation's error). llama.cpp's Falcon converter writes `4 * embedding_length` whatever the
+/// model's width, so for `falcon` the rows of `blk.0.ffn_up.weight` are the width.
 pub(super) fn ffn_size(g: &GgufFile, a: &str) -> Result<usize> {
-    let key = format!("{a}.feed_forward_length");
     let rows = g.tensor("blk.0.ffn_up.weight").and_then(|t| t.shape().first().copied());
-    match (g.opt_usize(&key)?, rows) {
-        (_, Some(r)) if a == "falcon" => Ok(r),
-        (Some(n), Some(r)) if n != r => {
-            Err(g.error(format!("metadata `{key}` = {n}, but tensor `blk.0.ffn_up.weight` has {r} rows")))
-        }
-        (Some(n), _) => Ok(n),
-        (None, Some(r)) => Ok(r),
-        (None, None) => Err(g.error(format!("metadata `{key}` is missing"))),
+    match rows {
+        Some(r) if a == "falcon" => Ok(r),
+        _ => g.req_usize(&format!("{a}.feed_forward_length")),
     }
 }
 
