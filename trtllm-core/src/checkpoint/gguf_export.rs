@@ -1,5 +1,5 @@
-//! `convert --quantize q8_0 | q4_k --output FILE.gguf`: an HF directory (llama or qwen2
-//! architecture) -> one GGUF file that `run / serve / bench --model FILE.gguf` load directly
+//! `convert --quantize q8_0 | q4_k | f32 --output FILE.gguf`: an HF directory (llama, qwen2,
+//! GPT-NeoX, Starcoder2, Falcon, Cohere or OLMo 2: `gguf_arch`) -> one GGUF file that `run / serve / bench --model FILE.gguf` load directly
 //! and llama.cpp reads. Tensors are read, quantized and written one at a time (the header with
 //! every tensor's type and size goes first), into a temporary sibling renamed into place.
 //!
@@ -12,10 +12,9 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use super::gguf_arch::check_supported;
 use super::gguf_meta::{model_kv, tokenizer_kv};
-use crate::config::rope::RopeScaling;
-use crate::config::{Activation, AttnKind, ModelConfig};
-use crate::gguf::names::{gguf_name, permute_rope, Arch, Transform};
+use crate::gguf::names::{gguf_name, permute_rope, ungroup_qkv, Transform};
 use crate::gguf::{quantize, GgmlType, GgufStreamWriter};
 use crate::model::{plan_weights, HfCheckpoint};
 use crate::{DType, Error, Mapping, Result};
@@ -25,6 +24,8 @@ use crate::{DType, Error, Mapping, Result};
 pub enum GgufQuant {
     Q8_0,
     Q4K,
+    /// Every tensor F32 (an exact copy of the weights in llama.cpp's layout).
+    F32,
 }
 
 impl GgufQuant {
@@ -33,6 +34,7 @@ impl GgufQuant {
         match s.to_ascii_lowercase().as_str() {
             "q8_0" => Some(GgufQuant::Q8_0),
             "q4_k" => Some(GgufQuant::Q4K),
+            "f32" => Some(GgufQuant::F32),
             _ => None,
         }
     }
@@ -41,12 +43,14 @@ impl GgufQuant {
         match self {
             GgufQuant::Q8_0 => "q8_0",
             GgufQuant::Q4K => "q4_k",
+            GgufQuant::F32 => "f32",
         }
     }
 
-    /// `general.file_type`: llama.cpp's `LLAMA_FTYPE_MOSTLY_Q8_0` / `_Q4_K_S`.
+    /// `general.file_type`: llama.cpp's `LLAMA_FTYPE_MOSTLY_Q8_0` / `_Q4_K_S` / `ALL_F32`.
     fn file_type(self) -> u32 {
         match self {
+            GgufQuant::F32 => 0,
             GgufQuant::Q8_0 => 7,
             GgufQuant::Q4K => 14,
         }
@@ -56,6 +60,7 @@ impl GgufQuant {
     pub fn pick(self, shape: &[usize], embed_or_head: bool) -> GgmlType {
         let k = shape.last().copied().unwrap_or(0);
         match (shape.len(), self) {
+            (_, GgufQuant::F32) => GgmlType::F32,
             (2, GgufQuant::Q4K) if !embed_or_head && k.is_multiple_of(256) => GgmlType::Q4K,
             (2, GgufQuant::Q4K) if !embed_or_head && k.is_multiple_of(32) => GgmlType::Q5_0,
             (2, _) if k.is_multiple_of(32) => GgmlType::Q8_0,
@@ -73,53 +78,13 @@ pub struct GgufExportSummary {
     pub bytes: u64,
 }
 
-/// The GGUF architecture of `cfg`, or an error naming `--quantize` and what it cannot write.
-fn check_supported(cfg: &ModelConfig, file: &Path, q: GgufQuant) -> Result<Arch> {
-    let flag = format!("--quantize {}", q.flag());
-    let bad = |what: String| {
-        Error::config(file, "architectures", format!("{flag} cannot write this model: {what}"))
-    };
-    let arch = match cfg.architecture.as_str() {
-        "LlamaForCausalLM" => Arch::Llama,
-        "Qwen2ForCausalLM" => Arch::Qwen2,
-        other => {
-            return Err(bad(format!("{other} (GGUF export writes LlamaForCausalLM and Qwen2ForCausalLM)")))
-        }
-    };
-    let o = &cfg.arch;
-    let plain = !o.mlp_bias
-        && !o.qk_norm
-        && !o.no_rope
-        && !o.rope_interleaved
-        && o.embedding_multiplier.is_none()
-        && o.attention_multiplier.is_none()
-        && o.residual_multiplier.is_none()
-        && o.logit_scale.is_none()
-        && (o.o_bias == (o.qkv_bias && arch == Arch::Llama));
-    if !plain {
-        return Err(bad("biases, norms or multipliers the GGUF architecture does not carry".into()));
-    }
-    if cfg.hidden_act != Activation::Silu || cfg.num_experts > 0 {
-        return Err(bad("only SiLU MLPs without experts".into()));
-    }
-    if cfg.layer_types.iter().any(|k| *k == AttnKind::Sliding) {
-        return Err(bad("sliding-window layers".into()));
-    }
-    if !matches!(cfg.rope.scaling, RopeScaling::Default | RopeScaling::Linear { .. })
-        || cfg.rope.rotary_dim != cfg.head_dim
-    {
-        return Err(bad("RoPE other than full-width default or linear scaling".into()));
-    }
-    Ok(arch)
-}
-
 /// One planned tensor: the stored HF name, its GGUF name, shape, type and q/k permutation.
 struct Planned {
     stored: String,
     gguf: String,
     shape: Vec<usize>,
     ty: GgmlType,
-    permute: Option<usize>,
+    transform: Transform,
 }
 
 /// Quantize the HF directory `hf_dir` into the GGUF file `out` (`force`: replace a file there).
@@ -143,32 +108,29 @@ pub fn quantize_to_gguf(hf_dir: &Path, out: &Path, q: GgufQuant, force: bool) ->
             format!("already quantized ({}); {flag} needs bf16/f16/f32 weights", qc.method),
         ));
     }
-    let arch = check_supported(&hf.cfg, &cfg_file, q)?;
+    let resolve = hf.resolver();
+    let arch = check_supported(&hf.cfg, &cfg_file, &flag, |n| hf.files.contains(n))?;
     let specs = plan_weights(hf.entry, &hf.cfg, Mapping::default(), DType::F32)?;
     let report = hf.validate(&specs);
     if !report.is_ok() {
         return Err(Error::Validation { file: hf.files.first_file().to_path_buf(), report: report.render() });
     }
     let (heads, kv_heads) = (hf.cfg.num_attention_heads, hf.cfg.num_key_value_heads);
-    let resolve = hf.resolver();
     let mut plan: Vec<Planned> = Vec::new();
     for src in specs.iter().flat_map(|s| &s.sources) {
-        if plan.iter().any(|p| p.stored == resolve(&src.name)) {
+        let stored = resolve(&src.name);
+        if plan.iter().any(|p| p.stored == stored) {
             continue;
         }
-        let (g, tr) = gguf_name(arch, &src.name, heads, kv_heads)
-            .ok_or_else(|| Error::tensor(&src.name, format!("{flag}: no GGUF name for this tensor")))?;
-        let permute = match tr {
-            Transform::UnpermuteRope { heads } => Some(heads),
-            _ => None,
-        };
+        let (g, transform) = gguf_name(arch, &stored, heads, kv_heads)
+            .ok_or_else(|| Error::tensor(&stored, format!("{flag}: no GGUF name for this tensor")))?;
         let embed_or_head = g.starts_with("token_embd.") || g.starts_with("output.");
         plan.push(Planned {
-            stored: resolve(&src.name),
+            stored,
             ty: q.pick(&src.shape, embed_or_head),
             gguf: g,
             shape: src.shape.clone(),
-            permute,
+            transform,
         });
     }
     let vocab = hf.cfg.vocab_size;
@@ -185,9 +147,15 @@ pub fn quantize_to_gguf(hf_dir: &Path, out: &Path, q: GgufQuant, force: bool) ->
         let t = hf.files.read(&p.stored)?;
         let mut v = t.to_f32_vec()?;
         drop(t);
-        if let Some(h) = p.permute {
-            let rows = p.shape[0];
-            v = permute_rope(&v, rows, v.len() / rows.max(1), h).map_err(|e| Error::tensor(&p.stored, e))?;
+        let (rows, err) = (p.shape[0], |e| Error::tensor(&p.stored, e));
+        let cols = v.len() / rows.max(1);
+        match p.transform {
+            Transform::UnpermuteRope { heads } => v = permute_rope(&v, rows, cols, heads).map_err(err)?,
+            Transform::GroupQkv { heads, kv_heads } => {
+                v = ungroup_qkv(&v, rows, cols, heads, kv_heads).map_err(err)?
+            }
+            Transform::None => {}
+            Transform::SubtractOne => return Err(err("GGUF export does not write Gemma norms".into())),
         }
         let data = encode(p.ty, &v, *p.shape.last().unwrap_or(&1))
             .map_err(|e| Error::tensor(&p.stored, format!("{flag}: {e}")))?;

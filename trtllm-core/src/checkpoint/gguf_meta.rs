@@ -1,5 +1,5 @@
 //! The metadata of a GGUF written from an HF directory (`convert --quantize q8_0 | q4_k`): the
-//! `{arch}.*` hyperparameters llama.cpp's converter writes for llama / qwen2, and the tokenizer
+//! `{arch}.*` hyperparameters llama.cpp's converter writes for each architecture, and the tokenizer
 //! twice: as `tokenizer.ggml.*` (tokens, types, merges, special ids, chat template: what
 //! llama.cpp reads) and as `tokenizer.huggingface.json` (the directory's own tokenizer.json, which
 //! this engine's importer gives back verbatim).
@@ -47,7 +47,22 @@ pub(super) fn model_kv(cfg: &ModelConfig, arch: Arch, name: &str, file_type: u32
     put("feed_forward_length", u32v(cfg.intermediate_size));
     put("attention.head_count", u32v(cfg.num_attention_heads));
     put("attention.head_count_kv", u32v(cfg.num_key_value_heads));
-    put("attention.layer_norm_rms_epsilon", Value::F32(cfg.norm_eps as f32));
+    match arch {
+        Arch::Llama | Arch::Qwen2 | Arch::Gemma3 | Arch::Olmo2 => {
+            put("attention.layer_norm_rms_epsilon", Value::F32(cfg.norm_eps as f32))
+        }
+        _ => put("attention.layer_norm_epsilon", Value::F32(cfg.norm_eps as f32)),
+    }
+    match arch {
+        Arch::GptNeoX => put("use_parallel_residual", Value::Bool(true)),
+        Arch::CommandR => put("logit_scale", Value::F32(cfg.arch.logit_scale.unwrap_or(1.0) as f32)),
+        Arch::Starcoder2 => {
+            if let Some(w) = cfg.sliding_window {
+                put("attention.sliding_window", u32v(w));
+            }
+        }
+        _ => {}
+    }
     put("rope.freq_base", Value::F32(cfg.rope.theta as f32));
     put("rope.dimension_count", u32v(cfg.rope.rotary_dim));
     put("vocab_size", u32v(cfg.vocab_size));

@@ -10,6 +10,7 @@
 mod convert;
 mod engine;
 mod format;
+mod gguf_arch;
 mod gguf_export;
 mod gguf_meta;
 mod load;

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::dequant::dequantize;
 use super::hf_config::{config_json, generation_config_json};
-use super::names::{map_tensor, unpermute_rope, Arch, Transform};
+use super::names::{group_qkv, map_tensor, unpermute_rope, Arch, Transform};
 use super::reader::{GgufFile, TensorInfo};
 use super::st_writer::{OutDType, SafetensorsWriter};
 use super::tokenizer::build as build_tokenizer;
@@ -106,16 +106,19 @@ fn write_tensor(g: &GgufFile, p: &Planned, w: &mut SafetensorsWriter) -> Result<
                 r = r1;
             }
         }
-        Transform::SubtractOne | Transform::UnpermuteRope { .. } => {
+        Transform::SubtractOne | Transform::UnpermuteRope { .. } | Transform::GroupQkv { .. } => {
             let mut vals = vec![0f32; t.n_elements as usize];
             dequant_rows(g, t, data, row, 0..n_rows, &mut vals)?;
-            if let Transform::UnpermuteRope { heads } = p.transform {
-                let rows = p.shape[0];
-                let cols = p.shape[1..].iter().product();
-                vals = unpermute_rope(&vals, rows, cols, heads)
-                    .map_err(|e| g.error(format!("tensor `{}`: {e}", t.name)))?;
-            } else {
-                vals.iter_mut().for_each(|v| *v -= 1.0);
+            let (rows, cols) = (p.shape[0], p.shape[1..].iter().product());
+            let err = |e: String| g.error(format!("tensor `{}`: {e}", t.name));
+            match p.transform {
+                Transform::UnpermuteRope { heads } => {
+                    vals = unpermute_rope(&vals, rows, cols, heads).map_err(err)?
+                }
+                Transform::GroupQkv { heads, kv_heads } => {
+                    vals = group_qkv(&vals, rows, cols, heads, kv_heads).map_err(err)?
+                }
+                _ => vals.iter_mut().for_each(|v| *v -= 1.0),
             }
             w.write(&vals)?;
         }
@@ -182,11 +185,7 @@ fn write_all(g: &GgufFile, arch: Arch, plan: &[Planned], dir: &Path, opts: &Conv
 pub fn convert_gguf(gguf: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
     let g = GgufFile::open(gguf)?;
     let arch_name = g.architecture()?.to_string();
-    let arch = Arch::parse(&arch_name).ok_or_else(|| {
-        g.error(format!(
-            "metadata `general.architecture`: `{arch_name}` is not supported (llama, qwen2, gemma3)"
-        ))
-    })?;
+    let arch = Arch::of_file(&g)?;
     let plan = plan(&g, arch)?;
     if out.exists() && !out.is_dir() {
         return Err(Error::checkpoint(out, "exists and is not a directory"));

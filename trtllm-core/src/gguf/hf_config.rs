@@ -14,7 +14,7 @@ use crate::Result;
 const GEMMA3_ROPE_LOCAL_BASE: f64 = 10000.0;
 const GEMMA3_SLIDING_WINDOW_PATTERN: usize = 6;
 
-fn rope(theta: f64, scaling: &Option<(String, f64)>) -> Value {
+pub(super) fn rope(theta: f64, scaling: &Option<(String, f64)>) -> Value {
     match scaling {
         None => json!({ "rope_type": "default", "rope_theta": theta }),
         Some((kind, factor)) => json!({ "rope_type": kind, "rope_theta": theta, "factor": factor }),
@@ -57,6 +57,14 @@ fn check_counts(g: &GgufFile, a: &str, layers: usize) -> Result<()> {
     Ok(())
 }
 
+/// The block shape every architecture's keys derive from.
+pub(super) struct Dims {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub theta: f64,
+}
+
 /// The config.json object.
 pub fn config_json(g: &GgufFile, arch: Arch, vocab_size: usize, dtype: OutDType) -> Result<Value> {
     let a = arch.gguf_name();
@@ -82,12 +90,20 @@ pub fn config_json(g: &GgufFile, arch: Arch, vocab_size: usize, dtype: OutDType)
         c.insert(key.to_string(), v);
     };
     set("hidden_size", json!(hidden));
-    set("intermediate_size", json!(g.req_usize(&k("feed_forward_length"))?));
+    set("intermediate_size", json!(super::hf_config_zoo::ffn_size(g, a)?));
     set("num_hidden_layers", json!(layers));
     set("num_attention_heads", json!(heads));
     set("num_key_value_heads", json!(kv_heads));
     set("max_position_embeddings", json!(g.req_usize(&k("context_length"))?));
-    set("rms_norm_eps", json!(g.opt_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6)));
+    if matches!(arch, Arch::Llama | Arch::Qwen2 | Arch::Gemma3 | Arch::Olmo2) {
+        set("rms_norm_eps", json!(g.opt_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6)));
+    } else {
+        let key = k("attention.layer_norm_epsilon");
+        set(
+            "layer_norm_eps",
+            json!(g.opt_f64(&key)?.ok_or_else(|| g.error(format!("metadata `{key}` is missing")))?),
+        );
+    }
     set("rope_theta", json!(theta));
     set("vocab_size", json!(vocab_size));
     set("tie_word_embeddings", json!(g.tensor("output.weight").is_none()));
@@ -169,6 +185,10 @@ pub fn config_json(g: &GgufFile, arch: Arch, vocab_size: usize, dtype: OutDType)
             if let Some((kind, factor)) = &scaling {
                 set("rope_scaling", json!({ "rope_type": kind, "factor": factor }));
             }
+        }
+        _ => {
+            let dims = Dims { heads, kv_heads, head_dim, theta };
+            super::hf_config_zoo::arch_keys(g, arch, &dims, &scaling, &mut c)?;
         }
     }
     Ok(Value::Object(c))

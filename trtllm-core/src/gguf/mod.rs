@@ -1,5 +1,5 @@
 //! GGUF import: a reader for GGUF v2/v3 files (llama.cpp's format), dequantization of the
-//! common ggml types, and conversion of llama-, qwen2- and gemma3-architecture GGUFs into a
+//! common ggml types, and conversion of llama, qwen2, gemma3, gptneox, starcoder2, falcon, command-r and olmo2 GGUFs into a
 //! Hugging Face model directory the engine (and transformers) loads.
 //!
 //! ```no_run
@@ -8,10 +8,12 @@
 //! # Ok::<(), trtllm_core::Error>(())
 //! ```
 
+mod arch;
 mod convert;
 pub mod dequant;
 mod ggml_type;
 mod hf_config;
+mod hf_config_zoo;
 mod kquants;
 mod merges;
 mod meta;
@@ -20,6 +22,7 @@ pub mod names;
 mod quantize;
 mod quantize_k;
 mod reader;
+mod rows;
 mod st_writer;
 mod tokenizer;
 mod tokenizer_files;

@@ -92,12 +92,7 @@ pub fn model_dir(gguf: &Path) -> Result<PathBuf> {
         return Ok(dir);
     }
     let g = GgufFile::open(&abs)?;
-    let arch_name = g.architecture()?.to_string();
-    let arch = Arch::parse(&arch_name).ok_or_else(|| {
-        g.error(format!(
-            "metadata `general.architecture`: `{arch_name}` is not supported (llama, qwen2, gemma3)"
-        ))
-    })?;
+    let arch = Arch::of_file(&g)?;
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let tmp = parent.join(format!(".{stem}-{key:016x}.tmp-{}", std::process::id()));

@@ -31,7 +31,7 @@ struct Opened {
 
 fn open(dir: &Path, file: &Path) -> Result<Opened> {
     let (mut cfg, entry) = resolve_config(dir)?;
-    let weights = GgufWeights::open(file, GgufBlocks::Dequantize)?;
+    let weights = GgufWeights::open(file, GgufBlocks::Dequantize)?.with_renames(entry.layout.renames);
     let bytes = std::fs::metadata(file).map_err(|e| Error::io(file, e))?.len();
     let stored = crate::config::Stored { file, tensors: weights.file.tensors.len(), bytes, shards: 1 };
     cfg.check_stored(file, stored)?;

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use super::builder::WeightSource;
 use super::spec::{Combine, WeightSpec};
-use crate::gguf::names::{map_tensor, unpermute_rope, Arch, Transform};
+use crate::gguf::names::{group_qkv, map_tensor, unpermute_rope, Arch, Transform};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::{DType, Device, Error, Mapping, Result, Tensor};
 
@@ -57,6 +57,10 @@ pub struct GgufWeights {
     shapes: HashMap<String, Vec<usize>>,
     /// Which linear weights stay in their blocks.
     blocks: GgufBlocks,
+    /// The model layout's `(from, to)` part renames: a name the layers ask for that no tensor
+    /// maps to is looked up with `.from.` replaced by `.to.` (Falcon's `ln_attn` / `ln_mlp`
+    /// are one `input_layernorm` in its one-norm layout), as for HF directories.
+    renames: &'static [(&'static str, &'static str)],
 }
 
 impl GgufWeights {
@@ -64,12 +68,7 @@ impl GgufWeights {
     /// naming the file and the tensor); `blocks`: which linears stay in their blocks.
     pub fn open(path: &Path, blocks: GgufBlocks) -> Result<Self> {
         let file = GgufFile::open(path)?;
-        let arch_name = file.architecture()?.to_string();
-        let arch = Arch::parse(&arch_name).ok_or_else(|| {
-            file.error(format!(
-                "metadata `general.architecture`: `{arch_name}` is not supported (llama, qwen2, gemma3)"
-            ))
-        })?;
+        let arch = Arch::of_file(&file)?;
         let a = arch.gguf_name();
         let heads = file.req_usize(&format!("{a}.attention.head_count"))?;
         let kv_heads = file.opt_usize(&format!("{a}.attention.head_count_kv"))?.unwrap_or(heads);
@@ -88,7 +87,13 @@ impl GgufWeights {
             }
             shapes.insert(m.hf_name, t.shape());
         }
-        Ok(GgufWeights { file, by_hf, shapes, blocks })
+        Ok(GgufWeights { file, by_hf, shapes, blocks, renames: &[] })
+    }
+
+    /// Look names up with the model layout's part renames too (see the field).
+    pub fn with_renames(mut self, renames: &'static [(&'static str, &'static str)]) -> Self {
+        self.renames = renames;
+        self
     }
 
     /// HF names with their shapes.
@@ -97,8 +102,16 @@ impl GgufWeights {
     }
 
     fn info(&self, hf: &str) -> Result<(&TensorInfo, Transform)> {
-        let &(i, tr) =
-            self.by_hf.get(hf).ok_or_else(|| self.file.error(format!("no tensor maps to `{hf}`")))?;
+        let renamed = || {
+            self.renames
+                .iter()
+                .find_map(|(from, to)| self.by_hf.get(&hf.replace(&format!(".{from}."), &format!(".{to}."))))
+        };
+        let &(i, tr) = self
+            .by_hf
+            .get(hf)
+            .or_else(renamed)
+            .ok_or_else(|| self.file.error(format!("no tensor maps to `{hf}`")))?;
         Ok((&self.file.tensors[i], tr))
     }
 
@@ -123,6 +136,10 @@ impl GgufWeights {
             Transform::UnpermuteRope { heads } => {
                 let rows = shape[0];
                 v = unpermute_rope(&v, rows, shape[1..].iter().product(), heads)
+                    .map_err(|e| self.tensor_err(t, e))?;
+            }
+            Transform::GroupQkv { heads, kv_heads } => {
+                v = group_qkv(&v, shape[0], shape[1..].iter().product(), heads, kv_heads)
                     .map_err(|e| self.tensor_err(t, e))?;
             }
         }
@@ -154,7 +171,7 @@ impl GgufWeights {
                 && per > 1
                 && k.is_multiple_of(per)
                 && t.shape() == s.shape
-                && tr != Transform::SubtractOne
+                && matches!(tr, Transform::None | Transform::UnpermuteRope { .. })
                 && ty.is_none_or(|ty| ty == t.ty);
             if !ok {
                 return Ok(None);
@@ -181,8 +198,9 @@ impl GgufWeights {
                     bytes.extend_from_slice(&rows);
                 }
                 Transform::None => bytes.extend_from_slice(data),
-                Transform::SubtractOne => {
-                    return Err(self.tensor_err(t, "a norm weight (stored minus one) cannot stay in blocks"))
+                // block_type keeps only plain and un-permuted rows in blocks
+                Transform::SubtractOne | Transform::GroupQkv { .. } => {
+                    return Err(self.tensor_err(t, "a norm weight or a regrouped qkv cannot stay in blocks"))
                 }
             }
             self.file.release(t);
