@@ -232,7 +232,10 @@ fn launch(
     out: DevPtr<'_>,
 ) -> sys::cublasStatus_t {
     let (la, lb, lc) = (d.layouts[0], d.layouts[1], d.layouts[2]);
-    let ws = gpu.lt_workspace.get().expect("workspace allocated before any launch");
+    // `matmul` allocates the workspace before choosing or launching an algorithm.
+    let Some(ws) = gpu.lt_workspace.get() else {
+        return sys::cublasStatus_t::CUBLAS_STATUS_NOT_INITIALIZED;
+    };
     let (ws_ptr, _sync) = ws.device_ptr(&gpu.stream);
     let (alpha, beta) = (1f32, 0f32);
     // SAFETY: the pointers are device addresses of live buffers of this GPU covering the extents

@@ -304,14 +304,8 @@ impl CausalLM for TpModel {
         _comm: &dyn Communicator,
         input: StageInput,
     ) -> Result<StageOutput> {
-        let copy = |i: &StageInput| match i {
-            StageInput::Ids => StageInput::Ids,
-            StageInput::Hidden { x, pending } => {
-                StageInput::Hidden { x: x.clone(), pending: pending.clone() }
-            }
-        };
-        let peer = |_| Work::Stage(copy(&input));
-        let first = super::pp::stage_input_on(copy(&input), kv)?;
+        let peer = |_| Work::Stage(input.clone());
+        let first = super::pp::stage_input_on(input.clone(), kv)?;
         self.on_ranks(batch, kv, peer, |m, kv, comm| m.forward_stage(batch, kv, comm, first))
     }
 }

@@ -79,6 +79,7 @@ pub trait CausalLM: Send + Sync {
 }
 
 /// What a pipeline stage starts from: the token ids (stage 0) or the previous stage's hidden state.
+#[derive(Clone)]
 pub enum StageInput {
     Ids,
     /// `x + pending` is the hidden state `[tokens, hidden]` (the last residual add deferred).
