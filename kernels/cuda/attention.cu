@@ -1,14 +1,19 @@
 // Attention over the paged KV cache, and the fused per-token step that feeds it:
 // (q/k RMSNorm) -> RoPE -> q out, k/v into their cache slots.
+// Compiled twice (kernels/src/module.rs): as is, caches in the activation type; with KV8, bf16
+// activations over an FP8 E4M3 cache (entries `*_kv8`): the write stores e4m3(k / k_scale) and
+// e4m3(v / v_scale) (`iks`, `ivs` = the inverses), the reads fold k_scale into the score scale
+// (host side) and multiply the output by `vs` = v_scale.
 
 // ---- kernels
 // One warp per (token, head): grid (tokens, ceil((heads + kv_heads) / 8)), 8 warps per block, each
 // with its own hd floats of shared memory (hd <= 256) and only warp-level barriers. (One 128-thread
 // block per (token, head) with block barriers took 100 us per layer for 2048 tokens of Llama-3-8B
 // on the H100, ~6x its memory time.)
-template <typename T>
+template <typename T, typename KV>
 __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, const int* pos, const float* inv_freq,
-                         float scaling, const float* qn, const float* kn, float eps, const int* slots, T* q_out, T* kc, T* vc) {
+                         float scaling, const float* qn, const float* kn, float eps, const int* slots, T* q_out, KV* kc,
+                         KV* vc, float iks, float ivs) {
     __shared__ float bufs[8][256];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int t = blockIdx.x, h = blockIdx.y * 8 + warp;
@@ -87,8 +92,13 @@ __device__ void qkv_impl(const T* qkv, int nh, int nkv, int hd, int rot_half, co
         for (int j = 0; j < 8; j++) {
             int i = lane + 32 * j;
             if (i < hd) {
+#ifdef KV8
+                kc[base + i].x = (unsigned char)e4m3_sat(x[j] * iks);
+                vc[base + i].x = (unsigned char)e4m3_sat(to_f(v[j]) * ivs);
+#else
                 kc[base + i] = from_f<T>(x[j]);
                 vc[base + i] = v[j];
+#endif
             }
         }
     }
@@ -114,10 +124,10 @@ __device__ __forceinline__ float softmax_chunk(float* ps, int n, float& m, float
 // Online softmax over the token's visible positions [lo, pos], read through its block table,
 // in chunks of blockDim keys: each warp scores keys with its lanes splitting head_dim (coalesced
 // K reads), then every thread accumulates its output dims over the chunk (coalesced V reads).
-template <typename T>
-__device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, int nkv, int hd, float scale, int window,
+template <typename T, typename KV>
+__device__ void attn_impl(const T* q, const KV* kc, const KV* vc, T* out, int nh, int nkv, int hd, float scale, int window,
                           float softcap, const int* positions, const int* token_seq, const int* bt, const int* bt_off, int bs,
-                          const float* sinks) {
+                          const float* sinks, float vs) {
     extern __shared__ float sm[];
     pdl_start();
     float* qs = sm;
@@ -140,7 +150,7 @@ __device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, 
         for (int jj = warp; jj < n; jj += nwarps) {
             int j = j0 + jj;
             int slot = table[j / bs] * bs + j % bs;
-            const T* k = kc + (long)slot * kvw + (long)kh * hd;
+            const KV* k = kc + (long)slot * kvw + (long)kh * hd;
             float d = 0.f;
             for (int i = lane; i < hd; i += 32) d += qs[i] * to_f(k[i]);
             d = warp_sum(d) * scale;
@@ -156,7 +166,7 @@ __device__ void attn_impl(const T* q, const T* kc, const T* vc, T* out, int nh, 
         }
         __syncthreads();
     }
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) out[(long)t * nh * hd + (long)h * hd + i] = from_f<T>(acc[i] / l);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) out[(long)t * nh * hd + (long)h * hd + i] = from_f<T>(acc[i] * vs / l);
 }
 
 // The same attention with 16-byte loads, for bf16 and head_dim 64 / 128 / 256 (KL = hd / 8 lanes
@@ -254,16 +264,26 @@ __device__ void attn_vec_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
 }
 
 // ---- launchers
-#define QKV_ARGS(T) const T* qkv, int nh, int nkv, int hd, int rh, const int* pos, const float* f, float sc, \
-    const float* qn, const float* kn, float eps, const int* slots, T* qo, T* kc, T* vc
-extern "C" __global__ void qkv_prepare_f32(QKV_ARGS(float)) { qkv_impl(qkv, nh, nkv, hd, rh, pos, f, sc, qn, kn, eps, slots, qo, kc, vc); }
-extern "C" __global__ void qkv_prepare_bf16(QKV_ARGS(bf16)) { qkv_impl(qkv, nh, nkv, hd, rh, pos, f, sc, qn, kn, eps, slots, qo, kc, vc); }
-#define ATTN_ARGS(T) const T* q, const T* kc, const T* vc, T* o, int nh, int nkv, int hd, float scale, int win, \
+#define QKV_ARGS(T, KV) const T* qkv, int nh, int nkv, int hd, int rh, const int* pos, const float* f, float sc, \
+    const float* qn, const float* kn, float eps, const int* slots, T* qo, KV* kc, KV* vc
+#define QKV_CALL(iks, ivs) qkv_impl(qkv, nh, nkv, hd, rh, pos, f, sc, qn, kn, eps, slots, qo, kc, vc, iks, ivs)
+#define ATTN_ARGS(T, KV) const T* q, const KV* kc, const KV* vc, T* o, int nh, int nkv, int hd, float scale, int win, \
     float cap, const int* pos, const int* ts, const int* bt, const int* bo, int bs
-extern "C" __global__ void paged_attention_f32(ATTN_ARGS(float)) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, nullptr); }
-extern "C" __global__ void paged_attention_bf16(ATTN_ARGS(bf16)) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, nullptr); }
-extern "C" __global__ void paged_attention_sinks_f32(ATTN_ARGS(float), const float* sinks) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, sinks); }
-extern "C" __global__ void paged_attention_sinks_bf16(ATTN_ARGS(bf16), const float* sinks) { attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, sinks); }
-extern "C" __global__ void paged_attention_vec_bf16_hd64(ATTN_ARGS(bf16)) { attn_vec_impl<8>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }
-extern "C" __global__ void paged_attention_vec_bf16_hd128(ATTN_ARGS(bf16)) { attn_vec_impl<16>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }
-extern "C" __global__ void paged_attention_vec_bf16_hd256(ATTN_ARGS(bf16)) { attn_vec_impl<32>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }
+#define ATTN_CALL(sinks, vs) attn_impl(q, kc, vc, o, nh, nkv, hd, scale, win, cap, pos, ts, bt, bo, bs, sinks, vs)
+#ifdef KV8
+extern "C" __global__ void qkv_prepare_bf16_kv8(QKV_ARGS(bf16, e4m3), float iks, float ivs) { QKV_CALL(iks, ivs); }
+extern "C" __global__ void paged_attention_bf16_kv8(ATTN_ARGS(bf16, e4m3), float vs) { ATTN_CALL(nullptr, vs); }
+extern "C" __global__ void paged_attention_sinks_bf16_kv8(ATTN_ARGS(bf16, e4m3), const float* sinks, float vs) {
+    ATTN_CALL(sinks, vs);
+}
+#else
+extern "C" __global__ void qkv_prepare_f32(QKV_ARGS(float, float)) { QKV_CALL(1.f, 1.f); }
+extern "C" __global__ void qkv_prepare_bf16(QKV_ARGS(bf16, bf16)) { QKV_CALL(1.f, 1.f); }
+extern "C" __global__ void paged_attention_f32(ATTN_ARGS(float, float)) { ATTN_CALL(nullptr, 1.f); }
+extern "C" __global__ void paged_attention_bf16(ATTN_ARGS(bf16, bf16)) { ATTN_CALL(nullptr, 1.f); }
+extern "C" __global__ void paged_attention_sinks_f32(ATTN_ARGS(float, float), const float* sinks) { ATTN_CALL(sinks, 1.f); }
+extern "C" __global__ void paged_attention_sinks_bf16(ATTN_ARGS(bf16, bf16), const float* sinks) { ATTN_CALL(sinks, 1.f); }
+extern "C" __global__ void paged_attention_vec_bf16_hd64(ATTN_ARGS(bf16, bf16)) { attn_vec_impl<8>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }
+extern "C" __global__ void paged_attention_vec_bf16_hd128(ATTN_ARGS(bf16, bf16)) { attn_vec_impl<16>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }
+extern "C" __global__ void paged_attention_vec_bf16_hd256(ATTN_ARGS(bf16, bf16)) { attn_vec_impl<32>(q, kc, vc, o, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs); }
+#endif

@@ -4,6 +4,21 @@
 // per token instead of once per query head. A split covers `split_keys` consecutive visible
 // positions (grid: tokens, KV heads, splits); with one split the block writes the output, else its normalized partial output and
 // (max, sum) go to f32 workspaces that `attn_combine_bf16` merges.
+// Compiled twice (kernels/src/module.rs): bf16 caches, and with KV8 FP8 E4M3 caches (entries
+// `paged_attention_gqa_bf16_kv8_*`: a lane reads its 8 elements as 8 bytes; the host folds
+// k_scale into `scale`, the output is multiplied by `vs` = v_scale, 1 for bf16).
+
+#ifdef KV8
+typedef e4m3 kv_t;
+typedef uint2 kv_raw;  // 8 cache elements
+#define GQA_NAME(HD, G) paged_attention_gqa_bf16_kv8_hd##HD##_g##G
+#else
+typedef bf16 kv_t;
+typedef uint4 kv_raw;
+#define GQA_NAME(HD, G) paged_attention_gqa_bf16_hd##HD##_g##G
+#endif
+// Elements 8i .. 8i + 7 of a cache row.
+__device__ __forceinline__ kv_raw kv_load8(const kv_t* row, int i) { return __ldg((const kv_raw*)row + i); }
 
 // ---- kernels
 // Block: 128 threads = 4 warps. Scores: KL = HD / 8 lanes read one key row with 16-byte loads
@@ -12,9 +27,9 @@
 // its registers). PV: thread (dg, kg) accumulates 8 dims x G heads over keys kg, kg + nkg, ... in
 // registers across all chunks (rescaled by each chunk's alpha), reduced over kg once at the end.
 template <int KL, int G>
-__device__ void attn_gqa_impl(const bf16* q, const bf16* kc, const bf16* vc, bf16* out, float* part, float* ml,
+__device__ void attn_gqa_impl(const bf16* q, const kv_t* kc, const kv_t* vc, bf16* out, float* part, float* ml,
                               int nh, int nkv, float scale, int window, float softcap, const int* positions,
-                              const int* token_seq, const int* bt, const int* bt_off, int bs, int split_keys) {
+                              const int* token_seq, const int* bt, const int* bt_off, int bs, int split_keys, float vs) {
     constexpr int HD = KL * 8, KPW = 32 / KL, U = 4, NW = 4, CH = 128, NKG = CH / KL, GW = (G + NW - 1) / NW;
     __shared__ float ps[G][CH];     // scores, then probabilities of the chunk
     __shared__ int sl[CH];          // cache slots of the chunk's keys
@@ -33,7 +48,7 @@ __device__ void attn_gqa_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
     if (int j = a + threadIdx.x; j < b) {
         long off = (long)(table[j / bs] * bs + j % bs) * kvw + (long)kh * HD;
 #pragma unroll
-        for (int o = 0; o < HD * 2; o += 128) {
+        for (int o = 0; o < HD * (int)sizeof(kv_t); o += 128) {
             asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)(kc + off) + o));
             asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)(vc + off) + o));
         }
@@ -68,19 +83,18 @@ __device__ void attn_gqa_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
     for (int j0 = a; j0 <= b; j0 += CH) {
         int n = min(CH, b - j0 + 1);
         for (int c = warp * KPW; c < n; c += NW * KPW * U) {
-            uint4 kv[U];
+            kv_raw kv[U];
             int slot[U];
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 int jj = c + u * NW * KPW + kin, j = j0 + jj;
                 slot[u] = jj < n ? table[j / bs] * bs + j % bs : 0;
-                kv[u] = jj < n ? __ldg((const uint4*)(kc + (long)slot[u] * kvw + (long)kh * HD) + sub)
-                               : make_uint4(0u, 0u, 0u, 0u);
+                kv[u] = jj < n ? kv_load8(kc + (long)slot[u] * kvw + (long)kh * HD, sub) : kv_raw{};
             }
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 float kf[8];
-                unpack(kv[u], kf, (const bf16*)nullptr);
+                unpack(kv[u], kf, (const kv_t*)nullptr);
                 int jj = c + u * NW * KPW + kin;
 #pragma unroll
                 for (int g = 0; g < G; g++) {
@@ -134,7 +148,7 @@ __device__ void attn_gqa_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
 #pragma unroll 2
         for (int jj = kg; jj < n; jj += NKG) {
             float vf[8];
-            unpack(__ldg((const uint4*)(vc + (long)sl[jj] * kvw + (long)kh * HD) + dg), vf, (const bf16*)nullptr);
+            unpack(kv_load8(vc + (long)sl[jj] * kvw + (long)kh * HD, dg), vf, (const kv_t*)nullptr);
 #pragma unroll
             for (int g = 0; g < G; g++) {
                 float p = ps[g][jj];
@@ -159,7 +173,7 @@ __device__ void attn_gqa_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
         float s = 0.f;
 #pragma unroll
         for (int k = 0; k < NKG; k++) s += red[(k * G + g) * HD + d];
-        float inv = 1.f / ml_s[g][1];
+        float inv = vs / ml_s[g][1];
         if (nsplit == 1) {
             out[qrow + i] = from_f<bf16>(s * inv);
         } else {
@@ -171,18 +185,18 @@ __device__ void attn_gqa_impl(const bf16* q, const bf16* kc, const bf16* vc, bf1
 }
 
 // ---- launchers
-#define GQA_ARGS const bf16* q, const bf16* kc, const bf16* vc, bf16* o, float* part, float* ml, int nh, int nkv, \
-    float scale, int win, float cap, const int* pos, const int* ts, const int* bt, const int* bo, int bs, int sk
-#define GQA_CALL(KL, G) attn_gqa_impl<KL, G>(q, kc, vc, o, part, ml, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs, sk)
+#define GQA_ARGS const bf16* q, const kv_t* kc, const kv_t* vc, bf16* o, float* part, float* ml, int nh, int nkv, \
+    float scale, int win, float cap, const int* pos, const int* ts, const int* bt, const int* bo, int bs, int sk, float vs
+#define GQA_CALL(KL, G) attn_gqa_impl<KL, G>(q, kc, vc, o, part, ml, nh, nkv, scale, win, cap, pos, ts, bt, bo, bs, sk, vs)
 #define GQA_HD(HD, KL) \
-    extern "C" __global__ void __launch_bounds__(128) paged_attention_gqa_bf16_hd##HD##_g1(GQA_ARGS) { GQA_CALL(KL, 1); } \
-    extern "C" __global__ void __launch_bounds__(128) paged_attention_gqa_bf16_hd##HD##_g2(GQA_ARGS) { GQA_CALL(KL, 2); } \
-    extern "C" __global__ void __launch_bounds__(128) paged_attention_gqa_bf16_hd##HD##_g3(GQA_ARGS) { GQA_CALL(KL, 3); } \
-    extern "C" __global__ void __launch_bounds__(128) paged_attention_gqa_bf16_hd##HD##_g4(GQA_ARGS) { GQA_CALL(KL, 4); } \
-    extern "C" __global__ void __launch_bounds__(128) paged_attention_gqa_bf16_hd##HD##_g5(GQA_ARGS) { GQA_CALL(KL, 5); } \
-    extern "C" __global__ void __launch_bounds__(128) paged_attention_gqa_bf16_hd##HD##_g6(GQA_ARGS) { GQA_CALL(KL, 6); } \
-    extern "C" __global__ void __launch_bounds__(128) paged_attention_gqa_bf16_hd##HD##_g7(GQA_ARGS) { GQA_CALL(KL, 7); } \
-    extern "C" __global__ void __launch_bounds__(128) paged_attention_gqa_bf16_hd##HD##_g8(GQA_ARGS) { GQA_CALL(KL, 8); }
+    extern "C" __global__ void __launch_bounds__(128) GQA_NAME(HD, 1)(GQA_ARGS) { GQA_CALL(KL, 1); } \
+    extern "C" __global__ void __launch_bounds__(128) GQA_NAME(HD, 2)(GQA_ARGS) { GQA_CALL(KL, 2); } \
+    extern "C" __global__ void __launch_bounds__(128) GQA_NAME(HD, 3)(GQA_ARGS) { GQA_CALL(KL, 3); } \
+    extern "C" __global__ void __launch_bounds__(128) GQA_NAME(HD, 4)(GQA_ARGS) { GQA_CALL(KL, 4); } \
+    extern "C" __global__ void __launch_bounds__(128) GQA_NAME(HD, 5)(GQA_ARGS) { GQA_CALL(KL, 5); } \
+    extern "C" __global__ void __launch_bounds__(128) GQA_NAME(HD, 6)(GQA_ARGS) { GQA_CALL(KL, 6); } \
+    extern "C" __global__ void __launch_bounds__(128) GQA_NAME(HD, 7)(GQA_ARGS) { GQA_CALL(KL, 7); } \
+    extern "C" __global__ void __launch_bounds__(128) GQA_NAME(HD, 8)(GQA_ARGS) { GQA_CALL(KL, 8); }
 GQA_HD(64, 8)
 GQA_HD(128, 16)
 GQA_HD(256, 32)

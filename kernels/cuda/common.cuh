@@ -43,6 +43,54 @@ __device__ __forceinline__ uint4 pack(const float* f, const float*) {
     return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
 }
 
+// FP8 E4M3 (torch.float8_e4m3fn). f32 -> E4M3, round to nearest even, saturating to +-448 (inf
+// too), NaN -> 0x7f | sign. In software, so sm_80 gets the same bits as sm_89+ (whose
+// cvt.rn.satfinite.e4m3x2.f32 agrees); kernels/src/quant_ref.rs e4m3_encode is its twin.
+__device__ __forceinline__ unsigned int e4m3_sat(float x) {
+    unsigned int u = __float_as_uint(x);
+    unsigned int sign = (u >> 24) & 0x80u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7fu;
+    if (a >= 0x43e00000u) return sign | 0x7eu;  // >= 448
+    if (a < 0x3c800000u) return sign | (unsigned int)rintf(__uint_as_float(a) * 512.f);  // < 2^-6
+    unsigned int code = ((((a >> 23) - 120u)) << 3) | ((a >> 20) & 7u);
+    unsigned int rem = a & 0xfffffu;
+    code += (rem > 0x80000u || (rem == 0x80000u && (code & 1u))) ? 1u : 0u;
+    return sign | code;
+}
+
+// E4M3 -> f32, exact (NaN codes give NaN).
+__device__ __forceinline__ float e4m3_to_f(unsigned int c) {
+    if ((c & 0x7fu) == 0x7fu) return __uint_as_float(0x7fc00000u | (c & 0x80u) << 24);
+    unsigned int b = ((c & 0x80u) << 8) | ((c & 0x7fu) << 4);  // bf16 bits of value * 2^-120
+    return __uint_as_float(b << 16) * __uint_as_float(0x7b800000u);
+}
+
+// 4 E4M3 bytes (elements j .. j + 3, lowest byte first) -> 4 floats of value e4m3 * 2^-120
+// without conversion instructions: an E4M3 byte's 7 exponent and mantissa bits, moved into a
+// bf16's exponent low bits and mantissa high bits, make a bf16 of that value (subnormals
+// included), and bf16 -> f32 is a shift. The NaN codes (0x7f / 0xff) give +-480 * 2^-120.
+__device__ __forceinline__ void fp8x4_raw(unsigned int q, float* o) {
+    unsigned int odd = (q & 0x80008000u) | ((q & 0x7f007f00u) >> 4);  // bytes 1, 3 as bf16 pairs
+    unsigned int q2 = q << 8;
+    unsigned int even = (q2 & 0x80008000u) | ((q2 & 0x7f007f00u) >> 4);  // bytes 0, 2
+    o[0] = __uint_as_float(even << 16);
+    o[1] = __uint_as_float(odd << 16);
+    o[2] = __uint_as_float(even & 0xffff0000u);
+    o[3] = __uint_as_float(odd & 0xffff0000u);
+}
+
+// An FP8 KV-cache element (`--kv-cache-dtype fp8`): E4M3 of value / the layer's K or V scale.
+struct e4m3 { unsigned char x; };
+__device__ __forceinline__ float to_f(e4m3 v) { return e4m3_to_f(v.x); }
+// 8 bytes = 8 E4M3 -> their exact values (x 2^120 undoes fp8x4_raw's bias; no rounding: the
+// biased values are exact f32 normals or subnormals, kernels are built without flush-to-zero).
+__device__ __forceinline__ void unpack(uint2 r, float* o, const e4m3*) {
+    fp8x4_raw(r.x, o);
+    fp8x4_raw(r.y, o + 4);
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[i] *= __uint_as_float(0x7b800000u);
+}
+
 // Programmatic dependent launch (Hopper): a kernel the host launched with the PDL attribute
 // (kernels/src/launch/pdl.rs, PDL_KERNELS) may start while the previous kernel of the stream is still running.
 // pdl_wait() blocks until that kernel has completed and its writes are visible: every such kernel

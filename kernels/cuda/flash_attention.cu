@@ -18,12 +18,23 @@
 //   registers; out = O / l at the end. One barrier per key tile.
 // A warp skips the math of a key tile none of its rows can see. Dynamic smem (launcher:
 // flash.rs smem_bytes): 4 x 64 x (HD + 8) x 2 B + 512 B = 70,144 B at HD 128.
+// Compiled twice (kernels/src/module.rs): bf16 caches, and with KV8 FP8 E4M3 caches (entries
+// `*_kv8_hd*`): K/V rows are then read by plain loads, widened to bf16 (exact) and stored into
+// the same smem tiles; the host folds k_scale into `scale`, the output is multiplied by
+// `vs` = v_scale (1 for bf16).
 
 // ---- kernels
 #define FA_BQ 64
 #define FA_BK 64
 #define FA_THREADS 128
 #define FA_LOG2E 1.4426950408889634f
+#ifdef KV8
+typedef e4m3 kv_t;
+#define FA_ENTRY(base, HD) base##_kv8_hd##HD
+#else
+typedef bf16 kv_t;
+#define FA_ENTRY(base, HD) base##_hd##HD
+#endif
 
 __device__ __forceinline__ unsigned fa_smem(const void* p) {
     unsigned r;
@@ -70,16 +81,32 @@ __device__ __forceinline__ int fa_slot(const int* table, int j, int kv_hi, int b
     return j <= kv_hi ? table[j / bs] * bs + j % bs : -1;
 }
 
-// K and V rows of the 64 keys whose slots are in `slot` -> padded smem rows (async; one group).
+#ifdef KV8
+// 8 E4M3 cache elements -> 8 bf16 (exact) in one 16-byte smem store.
+__device__ __forceinline__ void fa_st8(unsigned short* dst, uint2 r) {
+    float f[8];
+    unpack(r, f, (const e4m3*)nullptr);
+    *(uint4*)dst = make_uint4(fa_pack(f[0], f[1]), fa_pack(f[2], f[3]), fa_pack(f[4], f[5]), fa_pack(f[6], f[7]));
+}
+#endif
+
+// K and V rows of the 64 keys whose slots are in `slot` -> padded smem rows (async; one group;
+// with KV8 the loads are plain and the group is empty).
 template <int HD>
-__device__ __forceinline__ void fa_load_kv(unsigned short* sk, unsigned short* sv, const int* slot, const bf16* kc,
-                                           const bf16* vc, long kvstride, int kh) {
+__device__ __forceinline__ void fa_load_kv(unsigned short* sk, unsigned short* sv, const int* slot, const kv_t* kc,
+                                           const kv_t* vc, long kvstride, int kh) {
     constexpr int ST = HD + 8, CH = HD / 8;
     for (int c = threadIdx.x; c < FA_BK * CH; c += FA_THREADS) {
         int r = c / CH, col = (c % CH) * 8, s = slot[r];
         long off = s >= 0 ? (long)s * kvstride + (long)kh * HD + col : 0;
+#ifdef KV8
+        uint2 z = make_uint2(0u, 0u);
+        fa_st8(sk + r * ST + col, s >= 0 ? __ldg((const uint2*)(kc + off)) : z);
+        fa_st8(sv + r * ST + col, s >= 0 ? __ldg((const uint2*)(vc + off)) : z);
+#else
         fa_cp16(sk + r * ST + col, kc + off, s >= 0 ? 16 : 0);
         fa_cp16(sv + r * ST + col, vc + off, s >= 0 ? 16 : 0);
+#endif
     }
     fa_commit();
 }
@@ -88,10 +115,10 @@ __device__ __forceinline__ void fa_load_kv(unsigned short* sk, unsigned short* s
 // Key tile i lives in buffer i & 1; its copies are issued one tile ahead, so they land while
 // the tile before is being multiplied; one barrier per tile.
 template <int HD>
-__device__ __forceinline__ void flash_impl(const bf16* __restrict__ q, const bf16* __restrict__ kc,
-                                           const bf16* __restrict__ vc, bf16* __restrict__ out, int nh, int nkv,
+__device__ __forceinline__ void flash_impl(const bf16* __restrict__ q, const kv_t* __restrict__ kc,
+                                           const kv_t* __restrict__ vc, bf16* __restrict__ out, int nh, int nkv,
                                            float scale, int window, float softcap, const int* __restrict__ tiles,
-                                           const int* __restrict__ bt, const int* __restrict__ bt_off, int bs) {
+                                           const int* __restrict__ bt, const int* __restrict__ bt_off, int bs, float vs) {
 #if __CUDA_ARCH__ >= 800
     constexpr int ST = HD + 8;  // padded smem row, elements
     constexpr int KS = HD / 16; // k-steps of Q K^T
@@ -255,13 +282,13 @@ __device__ __forceinline__ void flash_impl(const bf16* __restrict__ q, const bf1
     // A present row always sees its own position, so l > 0 there.
     if (ra < nq) {
         unsigned* dst = (unsigned*)(out + (long)(q0 + ra) * qstride + (long)h * HD + tq * 2);
-        float inv = 1.f / l_a;
+        float inv = vs / l_a;
 #pragma unroll
         for (int i = 0; i < DN; i++) dst[i * 4] = fa_pack(o[i][0] * inv, o[i][1] * inv);
     }
     if (rb < nq) {
         unsigned* dst = (unsigned*)(out + (long)(q0 + rb) * qstride + (long)h * HD + tq * 2);
-        float inv = 1.f / l_b;
+        float inv = vs / l_b;
 #pragma unroll
         for (int i = 0; i < DN; i++) dst[i * 4] = fa_pack(o[i][2] * inv, o[i][3] * inv);
     }
@@ -269,14 +296,9 @@ __device__ __forceinline__ void flash_impl(const bf16* __restrict__ q, const bf1
 }
 
 // ---- launchers
-#define FA_ARGS const bf16 *q, const bf16 *kc, const bf16 *vc, bf16 *o, int nh, int nkv, float scale, int win, \
-    float cap, const int *tiles, const int *bt, const int *bo, int bs
-extern "C" __global__ void __launch_bounds__(FA_THREADS) flash_prefill_bf16_hd64(FA_ARGS) {
-    flash_impl<64>(q, kc, vc, o, nh, nkv, scale, win, cap, tiles, bt, bo, bs);
-}
-extern "C" __global__ void __launch_bounds__(FA_THREADS) flash_prefill_bf16_hd96(FA_ARGS) {
-    flash_impl<96>(q, kc, vc, o, nh, nkv, scale, win, cap, tiles, bt, bo, bs);
-}
-extern "C" __global__ void __launch_bounds__(FA_THREADS) flash_prefill_bf16_hd128(FA_ARGS) {
-    flash_impl<128>(q, kc, vc, o, nh, nkv, scale, win, cap, tiles, bt, bo, bs);
-}
+#define FA_ARGS const bf16 *q, const kv_t *kc, const kv_t *vc, bf16 *o, int nh, int nkv, float scale, int win, \
+    float cap, const int *tiles, const int *bt, const int *bo, int bs, float vs
+#define FA_CALL(impl, HD) impl<HD>(q, kc, vc, o, nh, nkv, scale, win, cap, tiles, bt, bo, bs, vs)
+extern "C" __global__ void __launch_bounds__(FA_THREADS) FA_ENTRY(flash_prefill_bf16, 64)(FA_ARGS) { FA_CALL(flash_impl, 64); }
+extern "C" __global__ void __launch_bounds__(FA_THREADS) FA_ENTRY(flash_prefill_bf16, 96)(FA_ARGS) { FA_CALL(flash_impl, 96); }
+extern "C" __global__ void __launch_bounds__(FA_THREADS) FA_ENTRY(flash_prefill_bf16, 128)(FA_ARGS) { FA_CALL(flash_impl, 128); }

@@ -52,10 +52,10 @@ __device__ __forceinline__ void fb_load_blk(int* blk, const int* table, int j, i
 }
 
 template <int HD>
-__device__ __forceinline__ void flash128_impl(const bf16* __restrict__ q, const bf16* __restrict__ kc,
-                                              const bf16* __restrict__ vc, bf16* __restrict__ out, int nh, int nkv,
+__device__ __forceinline__ void flash128_impl(const bf16* __restrict__ q, const kv_t* __restrict__ kc,
+                                              const kv_t* __restrict__ vc, bf16* __restrict__ out, int nh, int nkv,
                                               float scale, int window, float softcap, const int* __restrict__ tiles,
-                                              const int* __restrict__ bt, const int* __restrict__ bt_off, int bs) {
+                                              const int* __restrict__ bt, const int* __restrict__ bt_off, int bs, float vs) {
 #if __CUDA_ARCH__ >= 800
     constexpr int ST = HD + 8;  // padded smem row, elements
     constexpr int KS = HD / 16; // k-steps of Q K^T
@@ -76,7 +76,7 @@ __device__ __forceinline__ void flash128_impl(const bf16* __restrict__ q, const 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
     const long qstride = (long)nh * HD;
     const int kvstride = nkv * HD;
-    const bf16 *khead = kc + kh * HD, *vhead = vc + kh * HD;  // kv head kh of slot 0
+    const kv_t *khead = kc + kh * HD, *vhead = vc + kh * HD;  // kv head kh of slot 0
 
     // Slots of key tiles 0 and 1; block ids of tile 2 -> blk[0], Q (rows >= nq zero-filled) and key
     // tile 0 -> buffer 0: one copy group.
@@ -259,7 +259,7 @@ __device__ __forceinline__ void flash128_impl(const bf16* __restrict__ q, const 
         const int r = wr + 8 * i + g;
         if (r < nq) {
             unsigned* dst = (unsigned*)(out + (long)(q0 + r) * qstride + (long)h * HD + tq * 2);
-            const float inv = 1.f / l[i];
+            const float inv = vs / l[i];
             const int mt = i >> 1, e = (i & 1) * 2;
 #pragma unroll
             for (int d = 0; d < DN; d++) dst[d * 4] = fa_pack(o[mt][d][e] * inv, o[mt][d][e + 1] * inv);
@@ -269,12 +269,7 @@ __device__ __forceinline__ void flash128_impl(const bf16* __restrict__ q, const 
 }
 
 // ---- launchers (arguments: FA_ARGS of flash_attention.cu)
-extern "C" __global__ void __launch_bounds__(FA_THREADS, 2) flash_prefill_bq128_bf16_hd64(FA_ARGS) {
-    flash128_impl<64>(q, kc, vc, o, nh, nkv, scale, win, cap, tiles, bt, bo, bs);
-}
-extern "C" __global__ void __launch_bounds__(FA_THREADS, 2) flash_prefill_bq128_bf16_hd96(FA_ARGS) {
-    flash128_impl<96>(q, kc, vc, o, nh, nkv, scale, win, cap, tiles, bt, bo, bs);
-}
-extern "C" __global__ void __launch_bounds__(FA_THREADS, 2) flash_prefill_bq128_bf16_hd128(FA_ARGS) {
-    flash128_impl<128>(q, kc, vc, o, nh, nkv, scale, win, cap, tiles, bt, bo, bs);
-}
+#define FB_ENTRY(HD) extern "C" __global__ void __launch_bounds__(FA_THREADS, 2) FA_ENTRY(flash_prefill_bq128_bf16, HD)
+FB_ENTRY(64)(FA_ARGS) { FA_CALL(flash128_impl, 64); }
+FB_ENTRY(96)(FA_ARGS) { FA_CALL(flash128_impl, 96); }
+FB_ENTRY(128)(FA_ARGS) { FA_CALL(flash128_impl, 128); }

@@ -2,26 +2,7 @@
 // the per-token x per-channel FP8 GEMM. Twins: kernels/src/quant_ref.rs (bit-exact: the encode
 // below is quant_ref::e4m3_encode, division is IEEE, products are single f32 roundings).
 
-// f32 -> E4M3, round to nearest even, saturating to +-448 (inf too), NaN -> 0x7f | sign. In
-// software, so sm_80 gets the same bits as sm_89+ (whose cvt.rn.satfinite.e4m3x2.f32 agrees).
-__device__ __forceinline__ unsigned int e4m3_sat(float x) {
-    unsigned int u = __float_as_uint(x);
-    unsigned int sign = (u >> 24) & 0x80u, a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return sign | 0x7fu;
-    if (a >= 0x43e00000u) return sign | 0x7eu;  // >= 448
-    if (a < 0x3c800000u) return sign | (unsigned int)rintf(__uint_as_float(a) * 512.f);  // < 2^-6
-    unsigned int code = ((((a >> 23) - 120u)) << 3) | ((a >> 20) & 7u);
-    unsigned int rem = a & 0xfffffu;
-    code += (rem > 0x80000u || (rem == 0x80000u && (code & 1u))) ? 1u : 0u;
-    return sign | code;
-}
-
-// E4M3 -> f32, exact (NaN codes give NaN).
-__device__ __forceinline__ float e4m3_to_f(unsigned int c) {
-    if ((c & 0x7fu) == 0x7fu) return __uint_as_float(0x7fc00000u | (c & 0x80u) << 24);
-    unsigned int b = ((c & 0x80u) << 8) | ((c & 0x7fu) << 4);  // bf16 bits of value * 2^-120
-    return __uint_as_float(b << 16) * __uint_as_float(0x7b800000u);
-}
+// e4m3_sat / e4m3_to_f: common.cuh.
 
 // Per-token dynamic quantization, one block per row of x[rows, d] (d % 8 == 0, 16-byte aligned
 // rows; host-checked): scale[r] = amax(|x[r]|) / 448 (1 for an all-zero row), q = e4m3(x / scale).

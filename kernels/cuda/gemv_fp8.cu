@@ -32,16 +32,7 @@ __device__ __forceinline__ uint4 ldw_fp8(const uint4* p) {
     return r;
 }
 
-// 4 E4M3 bytes (k-elements j .. j + 3, lowest byte first) -> 4 floats of value e4m3 * 2^-120.
-__device__ __forceinline__ void fp8x4_raw(unsigned int q, float* o) {
-    unsigned int odd = (q & 0x80008000u) | ((q & 0x7f007f00u) >> 4);  // bytes 1, 3 as bf16 pairs
-    unsigned int q2 = q << 8;
-    unsigned int even = (q2 & 0x80008000u) | ((q2 & 0x7f007f00u) >> 4);  // bytes 0, 2
-    o[0] = __uint_as_float(even << 16);
-    o[1] = __uint_as_float(odd << 16);
-    o[2] = __uint_as_float(even & 0xffff0000u);
-    o[3] = __uint_as_float(odd & 0xffff0000u);
-}
+// fp8x4_raw (4 E4M3 bytes -> 4 floats of value e4m3 * 2^-120): common.cuh.
 
 // Before the PDL wait: each lane asks L2 for its first FP8_U 16-byte chunks of the row.
 __device__ __forceinline__ void prefetch_row_fp8(const unsigned char* w_row, int k, int lane) {

@@ -53,10 +53,12 @@ impl Variant {
         }
     }
 
-    fn entry(self, head_dim: usize) -> String {
+    /// The kernel's entry point; `kv8`: the one over an FP8 cache (module `FlashKv8`).
+    fn entry(self, head_dim: usize, kv8: bool) -> String {
+        let kv = if kv8 { "_kv8" } else { "" };
         match self {
-            Variant::Bq64 => format!("flash_prefill_bf16_hd{head_dim}"),
-            Variant::Bq128 => format!("flash_prefill_bq128_bf16_hd{head_dim}"),
+            Variant::Bq64 => format!("flash_prefill_bf16{kv}_hd{head_dim}"),
+            Variant::Bq128 => format!("flash_prefill_bq128_bf16{kv}_hd{head_dim}"),
         }
     }
 
@@ -226,11 +228,11 @@ pub fn flash_prefill_with(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>, v: Variant)
     if !eligible(gpu, dt, at) {
         return Err(pre("q, out, k_cache and v_cache must be 16-byte aligned".into()));
     }
-    let esz = dt.size();
+    let (esz, kv_esz) = (dt.size(), crate::launch::Fp8Kv::elem_size(at.fp8, dt));
     in_buf(&at.q, "q", at.tokens * nh * hd * esz)?;
     in_buf(&at.out, "out", at.tokens * nh * hd * esz)?;
-    in_buf(&at.k_cache, "k_cache", a.cache_slots * nkv * hd * esz)?;
-    in_buf(&at.v_cache, "v_cache", a.cache_slots * nkv * hd * esz)?;
+    in_buf(&at.k_cache, "k_cache", a.cache_slots * nkv * hd * kv_esz)?;
+    in_buf(&at.v_cache, "v_cache", a.cache_slots * nkv * hd * kv_esz)?;
     in_buf(&at.bt_offsets, "bt_offsets", a.num_seqs * 4)?;
     i32_of(a.cache_slots, "cache slots")?;
     i32_of(at.window, "window")?;
@@ -267,7 +269,8 @@ pub fn flash_prefill_with(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>, v: Variant)
     let bytes: Vec<u8> = tiles.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
     // Freed (stream-ordered) when this function returns, after the launch on the same stream.
     let tiles_dev = DevBuf::upload(gpu, &bytes)?;
-    let f = gpu.function(Kernel::Flash, &v.entry(hd))?;
+    let module = if at.fp8.is_some() { Kernel::FlashKv8 } else { Kernel::Flash };
+    let f = gpu.function(module, &v.entry(hd, at.fp8.is_some()))?;
     let smem = v.smem_bytes(hd);
     // Above 48 KiB a kernel must opt in to dynamic shared memory (checked against the device's
     // opt-in limit above).
@@ -288,16 +291,17 @@ pub fn flash_prefill_with(gpu: &Arc<Gpu>, dt: Dt, a: &FlashArgs<'_>, v: Variant)
         at.out.buf.ptr(at.out.off),
     ];
     let (nh_i, nkv_i, win, bs_i) = (nh as i32, nkv as i32, at.window as i32, i32_of(bs, "block size")?);
+    let (score_scale, out_scale) = (at.score_scale(), at.out_scale());
     let tiles_p = tiles_dev.ptr(0);
     let bt_p = at.block_tables.buf.ptr(at.block_tables.off);
     let bo_p = at.bt_offsets.buf.ptr(at.bt_offsets.off);
     let _gate = gpu.enter();
     let mut b = gpu.stream.launch_builder(&f);
     b.arg(&ptrs[0]).arg(&ptrs[1]).arg(&ptrs[2]).arg(&ptrs[3]);
-    b.arg(&nh_i).arg(&nkv_i).arg(&at.scale).arg(&win).arg(&at.softcap);
-    b.arg(&tiles_p).arg(&bt_p).arg(&bo_p).arg(&bs_i);
+    b.arg(&nh_i).arg(&nkv_i).arg(&score_scale).arg(&win).arg(&at.softcap);
+    b.arg(&tiles_p).arg(&bt_p).arg(&bo_p).arg(&bs_i).arg(&out_scale);
     // SAFETY: the arguments match `FA_ARGS` of flash_attention.cu (both kernels' parameter list)
-    // in order and type (4 pointers, int, int, float, int, float, 3 pointers, int). q/out hold
+    // in order and type (4 pointers, int, int, float, int, float, 3 pointers, int, float). q/out hold
     // `tokens` rows and every tile's rows are < tokens (checked); K/V hold `cache_slots` rows;
     // `bt_offsets` holds `num_seqs` entries and every tile's sequence is < num_seqs. A tile reads block-table entries
     // 0..ceil((first_pos + q_len) / bs) <= bt_len of its sequence's table. The device tables and

@@ -18,7 +18,7 @@ mod quant;
 mod sampling;
 pub use attention::{
     gqa_eligible, paged_attention, paged_attention_grouped, paged_attention_per_head, qkv_prepare, AttnArgs,
-    QkvArgs, GQA_MIN_SPLIT_KEYS,
+    Fp8Kv, QkvArgs, GQA_MIN_SPLIT_KEYS,
 };
 pub use fp8_gemm::{fp8_rowwise_ok, matmul_fp8, matmul_fp8_f32out, matmul_fp8_rowwise};
 pub use ggml::{gemv_ggml, gemv_ggml_ok, ggml_dequant, GGML_GEMV_MAX_M};

@@ -28,9 +28,14 @@ pub enum Kernel {
     Mla,
     /// Decode GEMV and bf16 dequantization for ggml block weights, Q8_0 / Q4_K (gemv_ggml.cu).
     GemvGgml,
+    /// `Attention`, `AttentionDecode` and `Flash` compiled with `KV8`: the same kernels over an
+    /// FP8 E4M3 KV cache (`--kv-cache-dtype fp8`; entry names end in `_kv8`).
+    AttentionKv8,
+    AttentionDecodeKv8,
+    FlashKv8,
 }
 
-pub const KERNELS: [Kernel; 13] = [
+pub const KERNELS: [Kernel; 16] = [
     Kernel::Elementwise,
     Kernel::Norm,
     Kernel::Embedding,
@@ -44,6 +49,9 @@ pub const KERNELS: [Kernel; 13] = [
     Kernel::Fp8Quant,
     Kernel::Mla,
     Kernel::GemvGgml,
+    Kernel::AttentionKv8,
+    Kernel::AttentionDecodeKv8,
+    Kernel::FlashKv8,
 ];
 
 const COMMON: &str = include_str!("../cuda/common.cuh");
@@ -64,6 +72,9 @@ impl Kernel {
             Kernel::Fp8Quant => "fp8_quant",
             Kernel::Mla => "mla",
             Kernel::GemvGgml => "gemv_ggml",
+            Kernel::AttentionKv8 => "attention_kv8",
+            Kernel::AttentionDecodeKv8 => "attention_decode_kv8",
+            Kernel::FlashKv8 => "flash_attention_kv8",
         }
     }
     fn body(self) -> &'static str {
@@ -73,6 +84,10 @@ impl Kernel {
             Kernel::Embedding => include_str!("../cuda/embedding.cu"),
             Kernel::Attention => include_str!("../cuda/attention.cu"),
             Kernel::AttentionDecode => include_str!("../cuda/attention_decode.cu"),
+            Kernel::AttentionKv8 => concat!("#define KV8 1\n", include_str!("../cuda/attention.cu")),
+            Kernel::AttentionDecodeKv8 => {
+                concat!("#define KV8 1\n", include_str!("../cuda/attention_decode.cu"))
+            }
             // The greedy argmax and the batched sampler (launch/sampling.rs) share one module.
             Kernel::Sampling => {
                 concat!(
@@ -89,6 +104,12 @@ impl Kernel {
             Kernel::GemvGgml => include_str!("../cuda/gemv_ggml.cu"),
             // One translation unit: the 128-query kernel uses the 64-query file's helpers.
             Kernel::Flash => concat!(
+                include_str!("../cuda/flash_attention.cu"),
+                "\n",
+                include_str!("../cuda/flash_attention_bq128.cu")
+            ),
+            Kernel::FlashKv8 => concat!(
+                "#define KV8 1\n",
                 include_str!("../cuda/flash_attention.cu"),
                 "\n",
                 include_str!("../cuda/flash_attention_bq128.cu")

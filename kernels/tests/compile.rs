@@ -20,6 +20,20 @@ fn kernels_compile_for_hopper_and_ampere() {
         for k in trtllm_kernels::KERNELS {
             let ptx = trtllm_kernels::Gpu::ptx_for_sm(k, sm).unwrap_or_else(|e| panic!("sm_{sm}: {e}"));
             assert!(ptx.contains(".entry"), "{} sm_{sm}: no entry points in PTX", k.name());
+            // The FP8-KV builds of a module define the `_kv8` entry points the launchers name.
+            let kv8 = match k {
+                trtllm_kernels::Kernel::AttentionKv8 => {
+                    &["qkv_prepare_bf16_kv8", "paged_attention_sinks_bf16_kv8"][..]
+                }
+                trtllm_kernels::Kernel::AttentionDecodeKv8 => &["paged_attention_gqa_bf16_kv8_hd128_g4"][..],
+                trtllm_kernels::Kernel::FlashKv8 => {
+                    &["flash_prefill_bf16_kv8_hd64", "flash_prefill_bq128_bf16_kv8_hd128"][..]
+                }
+                _ => &[][..],
+            };
+            for e in kv8 {
+                assert!(ptx.contains(&format!(".entry {e}(")), "{} sm_{sm}: no {e}", k.name());
+            }
         }
     }
     let _ = std::fs::remove_dir_all(dir);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use trtllm_core::batch::{kv_elem_bytes, KvCacheDtype};
 use trtllm_core::load::{load_model, LlmOptions};
 
 use trtllm_core::runner::ModelRunner;
@@ -41,6 +42,8 @@ pub struct ServeConfig {
     /// Pipeline stages (threads in this process); 1: none.
     pub pp_size: usize,
     pub dtype: Option<DType>,
+    /// How the KV cache stores keys and values (`--kv-cache-dtype`).
+    pub kv_cache_dtype: KvCacheDtype,
     pub http_workers: usize,
     pub drain_timeout: Duration,
     /// Time for a complete request head, from a connection's start or its previous response
@@ -82,6 +85,7 @@ impl ServeConfig {
             tp_size: None,
             pp_size: 1,
             dtype: None,
+            kv_cache_dtype: KvCacheDtype::Auto,
             http_workers: 2,
             drain_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
@@ -110,6 +114,7 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = cfg.dtype;
     opts.load.device = cfg.device;
+    opts.kv_cache_dtype = cfg.kv_cache_dtype;
     opts.tokenizer_dir = cfg.tokenizer_dir.clone();
     opts.tp_size = cfg.tp_size;
     opts.pp_size = cfg.pp_size;
@@ -167,10 +172,11 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
         (None, Device::Cuda(n)) => {
             let gpu = trtllm_core::device::gpu(n)?;
             let (free, total) = gpu.mem_info().map_err(|e| Error::Device(e.to_string()))?;
-            let mut per_block = crate::sizing::bytes_per_block(&model.kv_layout(), bs, dtype.size_in_bytes());
+            let elem = kv_elem_bytes(dtype, cfg.kv_cache_dtype);
+            let mut per_block = crate::sizing::bytes_per_block(&model.kv_layout(), bs, elem);
             if let Some(d) = &draft {
                 let m = d.as_deref().unwrap_or(model.as_ref());
-                let elem = opts.load.weight_dtype(m.config()).size_in_bytes();
+                let elem = kv_elem_bytes(opts.load.weight_dtype(m.config()), cfg.kv_cache_dtype);
                 per_block += crate::sizing::bytes_per_block(&m.kv_layout(), bs, elem);
             }
             let reserve = crate::sizing::reserve_bytes(
@@ -206,7 +212,8 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     if eos.is_empty() {
         eos = mcfg.eos_token_ids.clone();
     }
-    let kv = ModelRunner::make_kv(model.as_ref(), cfg.device, dtype, bs, kv_blocks)?;
+    let kv = ModelRunner::make_kv(model.as_ref(), cfg.device, dtype, cfg.kv_cache_dtype, bs, kv_blocks)?;
+    let kv_elem = kv.elem_bytes();
     let mut runner = ModelRunner::new(model, kv, max_batch_size, max_seq_len, cfg.cuda_graphs);
     if let Some(d) = draft {
         let o = LlmOptions { max_batch_size, max_seq_len, ..opts.clone() };
@@ -231,12 +238,13 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
         )
     });
     eprintln!(
-        "trtllm serve: device {:?}, dtype {dtype:?}, KV {kv_blocks} blocks x {bs} tokens = {} tokens ({:.2} GiB), \
+        "trtllm serve: device {:?}, dtype {dtype:?}, KV {:?} {kv_blocks} blocks x {bs} tokens = {} tokens ({:.2} GiB), \
          max-num-seqs {max_batch_size}, max-model-len {max_seq_len}, max-num-tokens {max_num_tokens}, \
          prefix caching {}, CUDA graphs {}",
         cfg.device,
+        cfg.kv_cache_dtype,
         kv_blocks * bs,
-        (kv_blocks * crate::sizing::bytes_per_block(&runner.model().kv_layout(), bs, kv_elem(cfg.device, dtype))) as f64
+        (kv_blocks * crate::sizing::bytes_per_block(&runner.model().kv_layout(), bs, kv_elem)) as f64
             / crate::sizing::GIB,
         if cfg.prefix_caching { "on" } else { "off" },
         graphs.as_deref().unwrap_or("off"),
@@ -295,15 +303,6 @@ fn check_flags(cfg: &ServeConfig) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Bytes of one KV element: the model dtype on the GPU, f32 on the host.
-fn kv_elem(device: Device, dtype: DType) -> usize {
-    if matches!(device, Device::Cuda(_)) {
-        dtype.size_in_bytes()
-    } else {
-        4
-    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,10 @@ pub struct Args {
     /// the weight dtype instead of running the quantized kernels on them (A/B).
     #[arg(long)]
     dequantize: bool,
+    /// KV cache element type: auto (the model's dtype) or fp8 (E4M3, per-layer scales; bf16 on
+    /// the GPU).
+    #[arg(long, alias = "kv_cache_dtype", default_value = "auto")]
+    kv_cache_dtype: trtllm::batch::KvCacheDtype,
     #[arg(long, alias = "batch_size", default_value_t = 1)]
     batch_size: usize,
     /// Tensor-parallel ranks (one thread per GPU, NCCL). Default: the checkpoint's, or 1.
@@ -187,6 +191,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             tp_size: a.tp_size,
             pp_size: a.pp_size,
             dequantize: a.dequantize,
+            kv_cache_dtype: a.kv_cache_dtype,
             input_len: a.input_len,
             output_len: a.output_len,
             json: a.json,
@@ -203,6 +208,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
     opts.load.keep_quantized = a.dequantize.then_some(false);
+    opts.kv_cache_dtype = a.kv_cache_dtype;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.cuda_graphs = !a.m.no_cuda_graphs;
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);

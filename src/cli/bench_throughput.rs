@@ -97,6 +97,7 @@ pub struct Common<'a> {
     pub pp_size: usize,
     /// Dequantize a quantized checkpoint at load (`--dequantize`).
     pub dequantize: bool,
+    pub kv_cache_dtype: trtllm::batch::KvCacheDtype,
     pub cuda_graphs: bool,
     pub input_len: usize,
     pub output_len: usize,
@@ -165,7 +166,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
         )?,
     };
     let dtype = opts.load.weight_dtype(model.config());
-    let kv = ModelRunner::make_kv(model.as_ref(), opts.load.device, dtype, bs, blocks)?;
+    let kv = ModelRunner::make_kv(model.as_ref(), opts.load.device, dtype, c.kv_cache_dtype, bs, blocks)?;
     let cfg = SchedulerConfig {
         max_batch_size: a.max_num_seqs,
         max_num_tokens: a.max_num_tokens,

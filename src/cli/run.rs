@@ -39,6 +39,9 @@ pub struct Args {
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
+    /// KV cache element type: auto (the model's dtype) or fp8 (E4M3, per-layer scales).
+    #[arg(long, alias = "kv_cache_dtype", default_value = "auto")]
+    kv_cache_dtype: trtllm::batch::KvCacheDtype,
     #[arg(long, default_value = "auto")]
     device: super::DeviceArg,
     /// 0 = greedy.
@@ -73,6 +76,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     let dir = &a.m.dir()?;
     let mut opts = LlmOptions::for_dir(dir)?;
+    opts.kv_cache_dtype = a.kv_cache_dtype;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
     opts.tp_size = a.tp_size;

@@ -55,6 +55,10 @@ pub struct Args {
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
+    /// KV cache element type: auto (the model's dtype) or fp8 (E4M3, per-layer scales; twice
+    /// the blocks in the same memory).
+    #[arg(long, alias = "kv_cache_dtype", default_value = "auto")]
+    kv_cache_dtype: trtllm::batch::KvCacheDtype,
     /// A Jinja chat template file that replaces the tokenizer's (e.g. for a base model).
     #[arg(long, alias = "chat_template", value_name = "FILE")]
     chat_template: Option<std::path::PathBuf>,
@@ -107,6 +111,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     cfg.tp_size = a.tp_size;
     cfg.pp_size = a.pp_size;
     cfg.dtype = super::parse_dtype(&a.dtype)?;
+    cfg.kv_cache_dtype = a.kv_cache_dtype;
     cfg.drain_timeout = Duration::from_secs(a.drain_timeout);
     cfg.chat_template = a.chat_template;
     cfg.header_timeout = Duration::from_secs(a.header_timeout);

@@ -93,6 +93,7 @@ fn grouped_decode_attention_matches_the_cpu_and_the_per_head_kernel() {
                 block_size: bs,
                 max_context,
                 sinks: None,
+                fp8: None,
             };
             if grouped {
                 launch::paged_attention_grouped(&g, Dt::BF16, &a).expect("grouped kernel");
@@ -142,6 +143,7 @@ fn grouped_kernel_refuses_what_it_does_not_take() {
         block_size: 16,
         max_context: 64,
         sinks: None,
+        fp8: None,
     };
     assert!(launch::paged_attention_grouped(&g, Dt::BF16, &a).is_err(), "16 heads per KV head");
     let a2 = AttnArgs { kv_heads: 4, head_dim: 96, ..a };

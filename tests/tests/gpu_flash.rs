@@ -174,8 +174,9 @@ fn flash_cases(g: &std::sync::Arc<Gpu>, v: flash::Variant) {
                 k: DevBuf::upload(g, &nan).expect("kv"),
                 v: DevBuf::upload(g, &nan).expect("kv"),
                 dtype: dt,
+                fp8: None,
             };
-            let mut ck = KvLayer::Cpu { k: vec![0f32; n], v: vec![0f32; n] };
+            let mut ck = KvLayer::Cpu { k: vec![0f32; n], v: vec![0f32; n], fp8: None };
             let mut start = vec![0usize; nseq];
             let toks = vec![1u32; 512];
             for (si, lens) in c.steps.iter().enumerate() {
@@ -242,6 +243,7 @@ fn flash_prefill_preconditions() {
         block_size: bs,
         max_context: 0,
         sinks: None,
+        fp8: None,
     };
     let seq = |q_start, q_len, first_pos, seq| FlashSeq { q_start, q_len, first_pos, seq, bt_len: 4 };
     let call_with = |v: flash::Variant, a: &AttnArgs<'_>, dt: Dt, seqs: &[FlashSeq]| {
@@ -363,6 +365,7 @@ fn flash_prefill_llama8b_shape() {
             block_size: bs,
             max_context: 0,
             sinks: None,
+            fp8: None,
         };
         let seqs = [FlashSeq { q_start: 0, q_len: len, first_pos: start, seq: 0, bt_len: tables[0].len() }];
         let time = |f: &dyn Fn(), iters: u32| {

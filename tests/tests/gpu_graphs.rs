@@ -81,7 +81,8 @@ fn decode(name: &str, prompts: &[Vec<u32>], su: Setup<'_>) -> Decoded {
     let model = load_model(&fixture(name), &o).unwrap_or_else(|e| panic!("{name}: {e}"));
     let gpu = trtllm_core::device::gpu(0).expect("GPU 0");
     let blocks = su.max_batch * MAX_SEQ / BLOCK;
-    let mut kv = KvCache::new_cuda(&gpu, su.dtype, model.kv_layout(), BLOCK, blocks).expect("kv");
+    let mut kv =
+        KvCache::new_cuda(&gpu, su.dtype, model.kv_layout(), BLOCK, blocks, Default::default()).expect("kv");
     let mut alloc = BlockAllocator::new(blocks);
     let mut g = su.graphs.then(|| {
         DecodeGraphs::new(&*model, &kv, su.max_batch, su.graph_ctx, true).expect("graphs apply to this model")

@@ -218,8 +218,9 @@ fn qkv_attention() {
                 k: DevBuf::zeros(&g, kv_bytes).expect("kv"),
                 v: DevBuf::zeros(&g, kv_bytes).expect("kv"),
                 dtype: dt,
+                fp8: None,
             };
-            let mut ck = KvLayer::Cpu { k: std::mem::take(&mut kc), v: std::mem::take(&mut vc) };
+            let mut ck = KvLayer::Cpu { k: std::mem::take(&mut kc), v: std::mem::take(&mut vc), fp8: None };
             let qn = rand_t(&mut rng, &[hd], 1.0).map_f32(|x| 1.0 + 0.3 * x).expect("w");
             let kn = rand_t(&mut rng, &[hd], 1.0).map_f32(|x| 1.0 + 0.3 * x).expect("w");
             let (qng, kng) = (qn.to_gpu(&g).expect("up"), kn.to_gpu(&g).expect("up"));

@@ -35,8 +35,10 @@ fn qkv_attention_with_sinks() {
                 k: DevBuf::zeros(&g, kv_bytes).expect("kv"),
                 v: DevBuf::zeros(&g, kv_bytes).expect("kv"),
                 dtype: dt,
+                fp8: None,
             };
-            let mut ck = KvLayer::Cpu { k: vec![0f32; slots * nkv * hd], v: vec![0f32; slots * nkv * hd] };
+            let mut ck =
+                KvLayer::Cpu { k: vec![0f32; slots * nkv * hd], v: vec![0f32; slots * nkv * hd], fp8: None };
             let sinks = rand_t(&mut rng, &[nh], 2.0);
             let sinks_g = sinks.to_gpu(&g).expect("up");
             let inv: Vec<f32> =
@@ -89,8 +91,9 @@ fn mla_attention_matches_cpu() {
                 k: DevBuf::zeros(&g, slots * d * dt.size_in_bytes()).expect("kv"),
                 v: DevBuf::zeros(&g, 0).expect("no values"),
                 dtype: dt,
+                fp8: None,
             };
-            let mut ck = KvLayer::Cpu { k: vec![0f32; slots * d], v: vec![] };
+            let mut ck = KvLayer::Cpu { k: vec![0f32; slots * d], v: vec![], fp8: None };
             let inv: Vec<f32> =
                 (0..rope / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / rope as f32)).collect();
             let inv_g = Tensor::from_f32(inv.clone(), &[inv.len()]).expect("t").to_gpu(&g).expect("up");

@@ -47,8 +47,15 @@ fn reference(prompts: &[Vec<u32>], max_new: usize) -> Vec<Vec<u32>> {
 fn scheduler(num_blocks: usize, cfg: SchedulerConfig) -> Scheduler {
     let o = opts();
     let model = load_model(&fixture(), &o).expect("load");
-    let kv = ModelRunner::make_kv(model.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, num_blocks)
-        .expect("kv");
+    let kv = ModelRunner::make_kv(
+        model.as_ref(),
+        Device::Cpu,
+        DType::F32,
+        Default::default(),
+        o.kv_block_size,
+        num_blocks,
+    )
+    .expect("kv");
     let runner = ModelRunner::new(model, kv, cfg.max_batch_size, cfg.max_seq_len, false);
     Scheduler::new(runner, cfg, vec![2]).expect("scheduler")
 }
@@ -200,7 +207,8 @@ fn invalid_requests_are_rejected_with_their_reason() {
 fn engine(max_queue: usize) -> (Engine, Arc<Tokenizer>) {
     let o = opts();
     let model = load_model(&fixture(), &o).expect("load");
-    let kv: KvCache = ModelRunner::make_kv(model.as_ref(), Device::Cpu, DType::F32, 4, 64).expect("kv");
+    let kv: KvCache =
+        ModelRunner::make_kv(model.as_ref(), Device::Cpu, DType::F32, Default::default(), 4, 64).expect("kv");
     let runner = ModelRunner::new(model, kv, 64, 4096, false);
     let sched = Scheduler::new(runner, SchedulerConfig::default(), vec![2]).expect("scheduler");
     let tok = Arc::new(Tokenizer::from_dir(&fixture()).expect("tokenizer"));

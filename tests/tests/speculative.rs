@@ -116,7 +116,9 @@ fn serve(
 ) -> (Vec<Vec<u32>>, Vec<Vec<f32>>, SpecStats) {
     let o = opts(spec.clone());
     let m = load_model(&fixture(model), &o).expect("load");
-    let kv = ModelRunner::make_kv(m.as_ref(), Device::Cpu, DType::F32, o.kv_block_size, 64).expect("kv");
+    let kv =
+        ModelRunner::make_kv(m.as_ref(), Device::Cpu, DType::F32, Default::default(), o.kv_block_size, 64)
+            .expect("kv");
     let mut runner = ModelRunner::new(m, kv, 8, 160, false);
     if let Some(sp) = &spec {
         runner.load_draft(sp, &fixture(model), &o).expect("draft");

@@ -90,18 +90,25 @@ impl Llm {
         let blocks = opts.kv_blocks()?;
         let p = timing::phase("kv cache");
         let dtype = opts.load.weight_dtype(model.config());
-        let kv = ModelRunner::make_kv(&*model, opts.load.device, dtype, opts.kv_block_size, blocks)?;
+        let kv = ModelRunner::make_kv(
+            &*model,
+            opts.load.device,
+            dtype,
+            opts.kv_cache_dtype,
+            opts.kv_block_size,
+            blocks,
+        )?;
         let mut eos = tokenizer.as_ref().map(|t| t.eos_token_ids.clone()).unwrap_or_default();
         if eos.is_empty() {
             eos = model.config().eos_token_ids.clone();
         }
-        let elem = kv.cuda_dtype().map_or(4, |d| d.size_in_bytes());
-        let kv_bytes = kv.num_slots() * layout.bytes_per_token(elem);
+        let kv_bytes = kv.num_slots() * layout.bytes_per_token(kv.elem_bytes());
         p.done_with(&format!(
-            "{blocks} blocks of {} tokens x {} layers, {:.2} GiB",
+            "{blocks} blocks of {} tokens x {} layers, {:.2} GiB{}",
             opts.kv_block_size,
             layout.num_layers,
-            kv_bytes as f64 / (1u64 << 30) as f64
+            kv_bytes as f64 / (1u64 << 30) as f64,
+            if kv.kv_dtype() == crate::batch::KvCacheDtype::Fp8 { ", FP8 E4M3" } else { "" }
         ));
         let p = timing::phase("cuda graphs setup");
         let one_rank = opts.tp_size.unwrap_or(1) == 1 && opts.load.mapping.tp_size <= 1;

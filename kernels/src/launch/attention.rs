@@ -1,5 +1,7 @@
 //! Launchers of the attention kernels (`kernels/cuda/attention.cu`): the fused per-token q/k-norm +
-//! RoPE + KV-cache write, and paged attention over the cache.
+//! RoPE + KV-cache write, and paged attention over the cache. The cache is in the activation
+//! dtype, or FP8 E4M3 with per-layer scales ([`Fp8Kv`]; bf16 activations only): the `_kv8`
+//! kernels of [`Kernel::AttentionKv8`] / [`Kernel::AttentionDecodeKv8`].
 
 use cudarc::driver::LaunchConfig;
 
@@ -8,6 +10,31 @@ use std::sync::Arc;
 use super::{opt, run, Arg, DevPtr};
 use crate::module::Kernel;
 use crate::{DevBuf, Dt, Gpu, GpuError};
+
+/// The scales of an FP8 E4M3 KV cache layer: a cached key is `e4m3 * k_scale`, a value
+/// `e4m3 * v_scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fp8Kv {
+    pub k_scale: f32,
+    pub v_scale: f32,
+}
+
+impl Fp8Kv {
+    /// Bytes of one cache element: 1 for FP8, else the activation dtype's.
+    pub fn elem_size(fp8: Option<Fp8Kv>, dt: Dt) -> usize {
+        fp8.map_or(dt.size(), |_| 1)
+    }
+}
+
+fn kv8_dt(kernel: &'static str, dt: Dt) -> Result<(), GpuError> {
+    if dt != Dt::BF16 {
+        return Err(GpuError::Precondition {
+            kernel,
+            msg: format!("an FP8 KV cache needs bf16 activations, not {dt:?}"),
+        });
+    }
+    Ok(())
+}
 
 /// Inputs of `qkv_prepare`: q/k norm, RoPE and the KV-cache write of one step.
 pub struct QkvArgs<'a> {
@@ -29,6 +56,8 @@ pub struct QkvArgs<'a> {
     pub k_cache: DevPtr<'a>,
     pub v_cache: DevPtr<'a>,
     pub cache_slots: usize,
+    /// An FP8 cache: keys and values are stored as e4m3(x / scale).
+    pub fp8: Option<Fp8Kv>,
 }
 
 pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
@@ -42,8 +71,9 @@ pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
     }
     a.qkv.check(k, "qkv", t * (a.heads + 2 * a.kv_heads) * hd * dt.size())?;
     a.q_out.check(k, "q_out", t * a.heads * hd * dt.size())?;
-    a.k_cache.check(k, "k_cache", a.cache_slots * a.kv_heads * hd * dt.size())?;
-    a.v_cache.check(k, "v_cache", a.cache_slots * a.kv_heads * hd * dt.size())?;
+    let esz = Fp8Kv::elem_size(a.fp8, dt);
+    a.k_cache.check(k, "k_cache", a.cache_slots * a.kv_heads * hd * esz)?;
+    a.v_cache.check(k, "v_cache", a.cache_slots * a.kv_heads * hd * esz)?;
     a.positions.check(k, "positions", t * 4)?;
     a.slots.check(k, "slot_mapping", t * 4)?;
     let cfg = LaunchConfig {
@@ -52,7 +82,7 @@ pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let args = [
+    let mut args = vec![
         Arg::Ptr(a.qkv.addr()),
         Arg::I32(a.heads as i32),
         Arg::I32(a.kv_heads as i32),
@@ -69,6 +99,11 @@ pub fn qkv_prepare(gpu: &Gpu, dt: Dt, a: &QkvArgs<'_>) -> Result<(), GpuError> {
         Arg::Ptr(a.k_cache.addr()),
         Arg::Ptr(a.v_cache.addr()),
     ];
+    if let Some(s) = a.fp8 {
+        kv8_dt(k, dt)?;
+        args.extend([Arg::F32(1.0 / s.k_scale), Arg::F32(1.0 / s.v_scale)]);
+        return run(gpu, Kernel::AttentionKv8, "qkv_prepare_bf16_kv8", cfg, &args);
+    }
     run(gpu, Kernel::Attention, &format!("qkv_prepare_{}", dt.suffix()), cfg, &args)
 }
 
@@ -100,6 +135,19 @@ pub struct AttnArgs<'a> {
     /// Attention sinks: `heads` f32 logits that join each softmax's denominator (GPT-OSS); only
     /// the per-head scalar kernel takes them.
     pub sinks: Option<DevPtr<'a>>,
+    /// An FP8 E4M3 cache with these scales (bf16 q / out); None: the cache is in `dt`.
+    pub fp8: Option<Fp8Kv>,
+}
+
+impl AttnArgs<'_> {
+    /// The score multiplier the kernels get: `scale`, times k_scale for an FP8 cache.
+    pub fn score_scale(&self) -> f32 {
+        self.scale * self.fp8.map_or(1.0, |s| s.k_scale)
+    }
+    /// The output multiplier: v_scale for an FP8 cache, else 1.
+    pub fn out_scale(&self) -> f32 {
+        self.fp8.map_or(1.0, |s| s.v_scale)
+    }
 }
 
 /// Query heads one GQA-grouped decode block serves at most (`attention_decode.cu`).
@@ -149,7 +197,7 @@ fn paged_attention_gqa(gpu: &Arc<Gpu>, a: &AttnArgs<'_>) -> Result<(), GpuError>
         Arg::Ptr(ml.as_ref().map_or(null, |b| b.ptr(0))),
         Arg::I32(a.heads as i32),
         Arg::I32(a.kv_heads as i32),
-        Arg::F32(a.scale),
+        Arg::F32(a.score_scale()),
         Arg::I32(a.window as i32),
         Arg::F32(a.softcap),
         Arg::Ptr(a.positions.addr()),
@@ -158,8 +206,13 @@ fn paged_attention_gqa(gpu: &Arc<Gpu>, a: &AttnArgs<'_>) -> Result<(), GpuError>
         Arg::Ptr(a.bt_offsets.addr()),
         Arg::I32(a.block_size as i32),
         Arg::I32(split_keys as i32),
+        Arg::F32(a.out_scale()),
     ];
-    run(gpu, Kernel::AttentionDecode, &format!("paged_attention_gqa_bf16_hd{hd}_g{g}"), cfg, &args)?;
+    let (module, kv) = match a.fp8 {
+        Some(_) => (Kernel::AttentionDecodeKv8, "_kv8"),
+        None => (Kernel::AttentionDecode, ""),
+    };
+    run(gpu, module, &format!("paged_attention_gqa_bf16{kv}_hd{hd}_g{g}"), cfg, &args)?;
     if let (Some(part), Some(ml)) = (part, ml) {
         let cfg = LaunchConfig {
             grid_dim: (a.tokens as u32, a.heads as u32, 1),
@@ -174,7 +227,7 @@ fn paged_attention_gqa(gpu: &Arc<Gpu>, a: &AttnArgs<'_>) -> Result<(), GpuError>
             Arg::I32(hd as i32),
             Arg::I32(nsplit as i32),
         ];
-        run(gpu, Kernel::AttentionDecode, "attn_combine_bf16", cfg, &args)?;
+        run(gpu, module, "attn_combine_bf16", cfg, &args)?;
     }
     Ok(())
 }
@@ -221,6 +274,9 @@ fn check_attn(a: &AttnArgs<'_>, dt: Dt) -> Result<(), GpuError> {
             msg: format!("{} heads / {} kv heads, block size {}", a.heads, a.kv_heads, a.block_size),
         });
     }
+    if a.fp8.is_some() {
+        kv8_dt(k, dt)?;
+    }
     a.q.check(k, "q", a.tokens * a.heads * a.head_dim * dt.size())?;
     a.out.check(k, "out", a.tokens * a.heads * a.head_dim * dt.size())?;
     a.positions.check(k, "positions", a.tokens * 4)?;
@@ -234,6 +290,7 @@ pub fn paged_attention_per_head(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(
     // bf16 at head_dim 64 / 128 / 256: the 16-byte-load kernel (+ 8 floats per thread of PV
     // partials in shared memory); the K/V caches are 16-byte aligned rows of head_dim elements.
     let vec = dt == Dt::BF16
+        && a.fp8.is_none()
         && a.sinks.is_none()
         && matches!(a.head_dim, 64 | 128 | 256)
         && a.k_cache.addr().is_multiple_of(16)
@@ -241,12 +298,13 @@ pub fn paged_attention_per_head(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(
     if let Some(s) = a.sinks {
         s.check("paged_attention", "sinks", a.heads * 4)?;
     }
+    let kv = if a.fp8.is_some() { "_kv8" } else { "" };
     let name = if vec {
         format!("paged_attention_vec_bf16_hd{}", a.head_dim)
     } else if a.sinks.is_some() {
-        format!("paged_attention_sinks_{}", dt.suffix())
+        format!("paged_attention_sinks_{}{kv}", dt.suffix())
     } else {
-        format!("paged_attention_{}", dt.suffix())
+        format!("paged_attention_{}{kv}", dt.suffix())
     };
     let smem =
         (2 * a.head_dim * 4 + threads as usize * 8 + if vec { threads as usize * 32 } else { 0 }) as u32;
@@ -263,7 +321,7 @@ pub fn paged_attention_per_head(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(
         Arg::I32(a.heads as i32),
         Arg::I32(a.kv_heads as i32),
         Arg::I32(a.head_dim as i32),
-        Arg::F32(a.scale),
+        Arg::F32(a.score_scale()),
         Arg::I32(a.window as i32),
         Arg::F32(a.softcap),
         Arg::Ptr(a.positions.addr()),
@@ -274,6 +332,10 @@ pub fn paged_attention_per_head(gpu: &Gpu, dt: Dt, a: &AttnArgs<'_>) -> Result<(
     ];
     if a.sinks.is_some() {
         args.push(opt(a.sinks));
+    }
+    if a.fp8.is_some() {
+        args.push(Arg::F32(a.out_scale()));
+        return run(gpu, Kernel::AttentionKv8, &name, cfg, &args);
     }
     run(gpu, Kernel::Attention, &name, cfg, &args)
 }

@@ -5,4 +5,4 @@ mod forward;
 mod kv_cache;
 
 pub use forward::{DeviceBatch, ForwardBatch, SeqMeta, SeqStep};
-pub use kv_cache::{BlockAllocator, KvCache, KvLayer, KvLayout};
+pub use kv_cache::{kv_elem_bytes, BlockAllocator, Fp8Kv, KvCache, KvCacheDtype, KvLayer, KvLayout};

@@ -12,6 +12,8 @@ pub struct LlmOptions {
     pub kv_block_size: usize,
     /// Total KV blocks; `None` sizes the cache for `max_batch_size` sequences of `max_seq_len`.
     pub kv_num_blocks: Option<usize>,
+    /// How the KV cache stores keys and values (`--kv-cache-dtype`).
+    pub kv_cache_dtype: crate::batch::KvCacheDtype,
     pub max_batch_size: usize,
     pub max_seq_len: usize,
     /// Tensor-parallel ranks (CPU reference: one thread per rank). `None`: a checkpoint's own
@@ -110,6 +112,7 @@ impl Default for LlmOptions {
             load: LoadOptions::default(),
             kv_block_size: 16,
             kv_num_blocks: None,
+            kv_cache_dtype: crate::batch::KvCacheDtype::Auto,
             max_batch_size: 8,
             max_seq_len: 4096,
             tp_size: None,

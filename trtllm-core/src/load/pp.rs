@@ -116,16 +116,20 @@ impl PpModel {
     /// Caches of stages 1..N shaped like the caller's, holding only each stage's layers.
     fn peer_caches<'a>(&self, kv: &KvCache, peers: &'a mut Vec<KvCache>) -> Result<&'a mut Vec<KvCache>> {
         let stale = peers.len() != self.stages.len() - 1
-            || peers.iter().any(|p| p.block_size != kv.block_size || p.num_blocks != kv.num_blocks);
+            || peers.iter().any(|p| {
+                p.block_size != kv.block_size
+                    || p.num_blocks != kv.num_blocks
+                    || p.kv_dtype() != kv.kv_dtype()
+            });
         if stale {
             peers.clear();
             for (s, m) in self.stages.iter().enumerate().skip(1) {
-                let (bs, nb, layers) = (kv.block_size, kv.num_blocks, m.stage_layers());
+                let (bs, nb, layers, kd) = (kv.block_size, kv.num_blocks, m.stage_layers(), kv.kv_dtype());
                 peers.push(match (&self.gpus, kv.cuda_dtype()) {
                     (Some(g), Some(dtype)) => {
-                        KvCache::new_cuda_stage(&g[s], dtype, m.kv_layout(), bs, nb, layers)?
+                        KvCache::new_cuda_stage(&g[s], dtype, m.kv_layout(), bs, nb, layers, kd)?
                     }
-                    (None, None) => KvCache::new_stage(m.kv_layout(), bs, nb, layers)?,
+                    (None, None) => KvCache::new_stage(m.kv_layout(), bs, nb, layers, kd)?,
                     _ => {
                         return Err(Error::Device(
                             "a pipeline on GPUs needs a GPU KV cache (and one on the CPU a host one)".into(),

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 
 use trtllm_kernels::Gpu;
 
-use crate::batch::{ForwardBatch, KvCache, KvLayout};
+use crate::batch::{ForwardBatch, KvCache, KvCacheDtype, KvLayout};
 use crate::config::ModelConfig;
 use crate::dist::Communicator;
 use crate::dist::LocalComm;
@@ -52,11 +52,17 @@ struct CacheShape {
     num_blocks: usize,
     /// `None`: a host cache.
     dtype: Option<DType>,
+    kv_dtype: KvCacheDtype,
 }
 
 impl CacheShape {
     fn of(kv: &KvCache) -> Self {
-        CacheShape { block_size: kv.block_size, num_blocks: kv.num_blocks, dtype: kv.cuda_dtype() }
+        CacheShape {
+            block_size: kv.block_size,
+            num_blocks: kv.num_blocks,
+            dtype: kv.cuda_dtype(),
+            kv_dtype: kv.kv_dtype(),
+        }
     }
 }
 
@@ -100,9 +106,9 @@ impl Group {
         let (bs, nb, layers) = (shape.block_size, shape.num_blocks, m.stage_layers());
         match (&self.comms, shape.dtype) {
             (Comms::Nccl(_, gpus), Some(dtype)) => {
-                KvCache::new_cuda_stage(&gpus[r], dtype, m.kv_layout(), bs, nb, layers)
+                KvCache::new_cuda_stage(&gpus[r], dtype, m.kv_layout(), bs, nb, layers, shape.kv_dtype)
             }
-            (Comms::Local(_), None) => KvCache::new_stage(m.kv_layout(), bs, nb, layers),
+            (Comms::Local(_), None) => KvCache::new_stage(m.kv_layout(), bs, nb, layers, shape.kv_dtype),
             _ => Err(Error::Device(
                 "a tensor-parallel group on GPUs needs a GPU KV cache (and a CPU group a host one)".into(),
             )),

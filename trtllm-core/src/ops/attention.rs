@@ -127,7 +127,7 @@ pub(crate) fn cuda_attention(
                 bt_len: s.block_table.len(),
             });
         }
-        let row = a.kv_heads * a.head_dim * dt.size();
+        let row = a.kv_heads * a.head_dim * trtllm_kernels::launch::Fp8Kv::elem_size(a.fp8, dt);
         let slots = |p: &trtllm_kernels::launch::DevPtr<'_>| p.buf.len().saturating_sub(p.off) / row.max(1);
         let fa = FlashArgs {
             attn: a,

@@ -267,6 +267,7 @@ fn gpu(
             block_size: batch.block_size,
             max_context: batch.max_context_len(),
             sinks: None,
+            fp8: None,
         },
     )
     .map_err(cuda::dev_err)?;

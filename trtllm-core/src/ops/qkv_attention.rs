@@ -1,8 +1,10 @@
 //! One attention step after the qkv projection: (q/k RMSNorm) -> RoPE -> write k, v into the
 //! paged cache -> attention of every query over its sequence's cache. On the GPU the first three
-//! are one fused kernel; the CPU twin composes the single ops (the oracle).
+//! are one fused kernel; the CPU twin composes the single ops (the oracle). An FP8 cache layer
+//! (`KvLayer` with scales) stores e4m3(x / scale): the CPU twin rounds the f32 values it writes
+//! through E4M3 the same way.
 
-use trtllm_kernels::launch::{self, AttnArgs, DevPtr, QkvArgs};
+use trtllm_kernels::launch::{self, AttnArgs, DevPtr, Fp8Kv, QkvArgs};
 
 use super::{cuda, AttnParams};
 use crate::batch::{DeviceBatch, ForwardBatch, KvLayer};
@@ -38,15 +40,15 @@ pub fn qkv_attention(
         ));
     }
     match cache {
-        KvLayer::Cpu { k, v } => cpu(qkv, k, v, batch, p),
-        KvLayer::Cuda { k, v, dtype } => {
+        KvLayer::Cpu { k, v, fp8 } => cpu(qkv, k, v, *fp8, batch, p),
+        KvLayer::Cuda { k, v, dtype, fp8 } => {
             let dev = dev.ok_or_else(|| {
                 Error::Device("qkv_attention: GPU cache without device batch metadata".into())
             })?;
             if qkv.dtype() != *dtype {
                 return Err(Error::Device(format!("qkv is {}, the KV cache is {dtype}", qkv.dtype())));
             }
-            gpu(qkv, k, v, batch, dev, p)
+            gpu(qkv, k, v, *fp8, batch, dev, p)
         }
     }
 }
@@ -56,10 +58,19 @@ fn head_norm(x: Tensor, w: &Tensor, eps: f64, heads: usize, hd: usize) -> Result
     super::rms_norm(&x.reshape(&[t * heads, hd])?, w, eps)?.reshape(&[t, heads * hd])
 }
 
+/// `x` as an FP8 cache holds it: e4m3(x * (1 / scale)) * scale (the kernel's rounding).
+fn fp8_round(x: &Tensor, scale: f32) -> Result<Tensor> {
+    use trtllm_kernels::quant_ref::{e4m3_decode, e4m3_encode};
+    let inv = 1.0 / scale;
+    let v = x.f32s()?.iter().map(|&v| e4m3_decode(e4m3_encode(v * inv)) * scale).collect();
+    Tensor::from_f32(v, x.shape())
+}
+
 fn cpu(
     qkv: &Tensor,
     kc: &mut [f32],
     vc: &mut [f32],
+    fp8: Option<Fp8Kv>,
     batch: &ForwardBatch,
     p: &QkvParams<'_>,
 ) -> Result<Tensor> {
@@ -80,7 +91,16 @@ fn cpu(
         q = Tensor::from_f32(qv, q.shape())?;
         k = Tensor::from_f32(kv, k.shape())?;
     }
-    super::write_kv(&k, &v, &batch.slot_mapping, kc, vc)?;
+    match fp8 {
+        Some(s) => super::write_kv(
+            &fp8_round(&k, s.k_scale)?,
+            &fp8_round(&v, s.v_scale)?,
+            &batch.slot_mapping,
+            kc,
+            vc,
+        )?,
+        None => super::write_kv(&k, &v, &batch.slot_mapping, kc, vc)?,
+    }
     let sinks = p.sinks.map(|s| s.f32s()).transpose()?;
     super::paged_attention_sinks(&q, kc, vc, batch, a, sinks)
 }
@@ -89,6 +109,7 @@ fn gpu(
     qkv: &Tensor,
     kc: &mut trtllm_kernels::DevBuf,
     vc: &mut trtllm_kernels::DevBuf,
+    fp8: Option<Fp8Kv>,
     batch: &ForwardBatch,
     dev: &DeviceBatch,
     p: &QkvParams<'_>,
@@ -98,7 +119,7 @@ fn gpu(
     let gpu =
         cuda::gpu_of(qkv).ok_or_else(|| Error::Device("qkv_attention: qkv is not on the GPU".into()))?;
     let dt = cuda::kernel_dtype(qkv, "qkv_attention")?;
-    let cache_slots = kc.len() / (nkv * hd * dt.size());
+    let cache_slots = kc.len() / (nkv * hd * Fp8Kv::elem_size(fp8, dt));
     let uploaded = match (p.rope, p.rope_on_device) {
         (Some((inv, _)), None) => Some(cuda::upload_f32(&gpu, inv)?),
         _ => None,
@@ -134,6 +155,7 @@ fn gpu(
             k_cache: DevPtr::new(kc, 0),
             v_cache: DevPtr::new(vc, 0),
             cache_slots,
+            fp8,
         },
     )
     .map_err(cuda::dev_err)?;
@@ -161,6 +183,7 @@ fn gpu(
             block_size: batch.block_size,
             max_context: batch.max_context_len(),
             sinks: p.sinks.map(|s| cuda::ptr(s, "sinks")).transpose()?,
+            fp8,
         },
     )
     .map_err(cuda::dev_err)?;

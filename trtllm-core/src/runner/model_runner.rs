@@ -9,7 +9,7 @@ use super::logits::TokenLogprob;
 use super::sampling::{sample_host_row, DeviceSampler};
 use super::spec::{verify, DraftChunk, DraftModel};
 use super::{Pooling, Sampler, SamplingParams};
-use crate::batch::{ForwardBatch, KvCache, SeqStep};
+use crate::batch::{ForwardBatch, KvCache, KvCacheDtype, SeqStep};
 use crate::dist::Communicator;
 use crate::load::{LlmOptions, SpecMethod, SpecOptions};
 use crate::model::CausalLM;
@@ -145,7 +145,14 @@ impl ModelRunner {
     pub fn attach_draft(&mut self, model: Option<Box<dyn CausalLM>>, opts: &LlmOptions) -> Result<()> {
         let m = model.as_deref().unwrap_or(&*self.model);
         let dtype = opts.load.weight_dtype(m.config());
-        let kv = Self::make_kv(m, opts.load.device, dtype, self.kv.block_size, self.kv.num_blocks)?;
+        let kv = Self::make_kv(
+            m,
+            opts.load.device,
+            dtype,
+            self.kv.kv_dtype(),
+            self.kv.block_size,
+            self.kv.num_blocks,
+        )?;
         let draft = DraftModel::new(
             model,
             &*self.model,
@@ -161,20 +168,28 @@ impl ModelRunner {
         self.draft.as_ref()
     }
 
-    /// A KV cache for `model` on `device` (`dtype` on the GPU; the host cache is f32).
+    /// A KV cache for `model` on `device` (`dtype` on the GPU, or FP8 by `kv_dtype`; the host
+    /// cache is f32, FP8-rounded by `kv_dtype`).
     pub fn make_kv(
         model: &dyn CausalLM,
         device: Device,
         dtype: DType,
+        kv_dtype: KvCacheDtype,
         block_size: usize,
         num_blocks: usize,
     ) -> Result<KvCache> {
-        check_kv_size(model.kv_layout(), device, dtype, block_size, num_blocks)?;
+        let layout = model.kv_layout();
+        let elem = match device {
+            Device::Cuda(_) => crate::batch::kv_elem_bytes(dtype, kv_dtype),
+            _ => 4,
+        };
+        check_kv_size(layout, device, elem, block_size, num_blocks)?;
+        let all = 0..layout.num_layers;
         match device {
             Device::Cuda(n) => {
-                KvCache::new_cuda(&crate::device::gpu(n)?, dtype, model.kv_layout(), block_size, num_blocks)
+                KvCache::new_cuda(&crate::device::gpu(n)?, dtype, layout, block_size, num_blocks, kv_dtype)
             }
-            _ => KvCache::new(model.kv_layout(), block_size, num_blocks),
+            _ => KvCache::new_stage(layout, block_size, num_blocks, all, kv_dtype),
         }
     }
 
@@ -330,7 +345,7 @@ impl Executor for ModelRunner {
 fn check_kv_size(
     layout: crate::batch::KvLayout,
     device: Device,
-    dtype: DType,
+    elem: usize,
     block_size: usize,
     num_blocks: usize,
 ) -> Result<()> {
@@ -338,7 +353,6 @@ fn check_kv_size(
     let flag = std::path::Path::new("(KV cache options)");
     check_range(flag, "kv_block_size", block_size, MAX_KV_BLOCK_SIZE)?;
     check_range(flag, "kv_blocks", num_blocks, usize::MAX)?;
-    let elem = if matches!(device, Device::Cuda(_)) { dtype.size_in_bytes() } else { 4 };
     let dims =
         [layout.planes(), layout.num_layers, block_size, num_blocks, layout.kv_heads, layout.head_dim, elem];
     let bytes = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
