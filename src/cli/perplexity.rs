@@ -26,6 +26,9 @@ pub struct Args {
     /// Weight dtype: auto (the checkpoint's), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     dtype: String,
+    /// KV cache element type: auto (the model's dtype) or fp8 (E4M3, per-layer scales).
+    #[arg(long, alias = "kv_cache_dtype", default_value = "auto")]
+    kv_cache_dtype: trtllm::batch::KvCacheDtype,
     #[arg(long, default_value = "auto")]
     device: super::DeviceArg,
     /// One JSON line instead of the table.
@@ -55,6 +58,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let mut opts = LlmOptions::for_dir(dir)?;
     opts.load.dtype = super::parse_dtype(&a.dtype)?;
     opts.load.device = device;
+    opts.kv_cache_dtype = a.kv_cache_dtype;
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.max_seq_len = ids.iter().map(Vec::len).max().unwrap_or(2).max(2);
     let mut llm = Llm::with_options(dir, opts)?;

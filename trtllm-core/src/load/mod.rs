@@ -2,10 +2,12 @@
 //! engine): the options ([`LlmOptions`], with an engine's own limits), the dispatch on the
 //! directory kind, and the tensor-parallel group of all ranks ([`TpModel`]).
 
+mod kv_scales;
 mod options;
 mod pp;
 mod tp;
 
+pub use kv_scales::{apply_checkpoint_kv_scales, checkpoint_kv_scales};
 pub use options::{LlmOptions, SpecMethod, SpecOptions, MAX_PROMPT_LOOKUP, MAX_SPEC_TOKENS};
 pub use pp::PpModel;
 pub use tp::TpModel;

@@ -201,6 +201,12 @@ impl ModelRunner {
         &self.kv
     }
 
+    /// The cache, e.g. to give an FP8 cache its checkpoint scales before the first step (CUDA
+    /// graphs capture the scales they launch with).
+    pub fn kv_mut(&mut self) -> &mut KvCache {
+        &mut self.kv
+    }
+
     /// Capture the decode graphs of every batch bucket now, before any sequence holds a KV
     /// block (the probe step writes slot 0 of block 0). The buckets captured (empty: no graphs).
     pub fn capture_graphs(&mut self) -> Result<Vec<usize>> {
