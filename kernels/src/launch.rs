@@ -20,7 +20,10 @@ pub use attention::{
     gqa_eligible, paged_attention, paged_attention_grouped, paged_attention_per_head, qkv_prepare, AttnArgs,
     Fp8Kv, QkvArgs, GQA_MIN_SPLIT_KEYS,
 };
-pub use fp8_gemm::{fp8_rowwise_ok, matmul_fp8, matmul_fp8_f32out, matmul_fp8_rowwise};
+pub use fp8_gemm::{
+    fp8_rowwise_ok, matmul_fp8, matmul_fp8_f32out, matmul_fp8_outer, matmul_fp8_rowwise,
+    matmul_fp8_rowwise_f32acc,
+};
 pub use ggml::{gemv_ggml, gemv_ggml_ok, ggml_dequant, GGML_GEMV_MAX_M};
 pub use lt::{AlgoCache, TUNE_MAX_M};
 use matmul::gemv_launch;

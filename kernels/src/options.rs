@@ -13,13 +13,16 @@ pub struct KernelOptions {
     /// Time cuBLASLt's candidate algorithms for GEMMs with m <= 512 and keep the fastest
     /// (`launch/lt.rs`); off: its first heuristic.
     pub gemm_tune: bool,
+    /// Per-token x per-channel FP8 GEMMs with cuBLASLt's outer-vector scale mode where it has
+    /// an algorithm (`launch/fp8_gemm.rs`); off: unit-scaled GEMM into f32 + a scaling kernel.
+    pub fp8_outer_vec: bool,
     /// Where NVRTC output is cached; `None`: `~/.cache/trtllm/kernels`.
     pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        KernelOptions { pdl: true, gqa_decode: true, gemm_tune: true, cache_dir: None }
+        KernelOptions { pdl: true, gqa_decode: true, gemm_tune: true, fp8_outer_vec: true, cache_dir: None }
     }
 }
 

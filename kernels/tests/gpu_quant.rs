@@ -311,8 +311,8 @@ fn fp8_gemm_matches_cpu() {
         // per-token x per-channel: unit-scaled f32 GEMM + epilogue
         let (rs, cs) = (up(&g, &f32_bytes(&sa)), up(&g, &f32_bytes(&sb)));
         let (acc, out2) = (poisoned(&g, m * n * 4), poisoned(&g, m * n * 2));
-        launch::matmul_fp8_rowwise(&g, p(&ab), p(&rs), p(&bb), p(&cs), p(&acc), p(&out2), m, n, k)
-            .expect("matmul_fp8_rowwise");
+        launch::matmul_fp8_rowwise_f32acc(&g, p(&ab), p(&rs), p(&bb), p(&cs), p(&acc), p(&out2), m, n, k)
+            .expect("matmul_fp8_rowwise_f32acc");
         let accv = down_f32(&acc, m * n);
         let want2: Vec<f64> = (0..m * n).map(|i| dot[i] * sa[i / n] as f64 * sb[i % n] as f64).collect();
         let mag2: Vec<f64> = (0..m * n).map(|i| mag[i] * sa[i / n] as f64 * sb[i % n] as f64).collect();
@@ -323,6 +323,19 @@ fn fp8_gemm_matches_cpu() {
         let epi = qr::scale_rowcol(&accv, &sa, &sb, m, n);
         let got2 = down_bf16(&out2, m * n);
         assert!(got2.iter().zip(&epi).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: epilogue not exact");
+        // the same in one GEMM with cuBLASLt's outer-vector scales, where it has an algorithm
+        let out3 = poisoned(&g, m * n * 2);
+        let what = format!("matmul_fp8_outer m={m} n={n} k={k}");
+        match launch::matmul_fp8_outer(&g, p(&ab), p(&rs), p(&bb), p(&cs), p(&out3), m, n, k) {
+            Ok(()) => {
+                let r = check(&what, &down_bf16(&out3, m * n), &want2, &mag2, 2f64.powi(-8), 1e-4);
+                eprintln!("{what}: worst error / tolerance {r:.3}");
+            }
+            Err(e) if e.to_string().contains("no algorithm") => {
+                eprintln!("{what}: not supported by this cuBLASLt ({e}); the f32 path runs instead")
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
 }
 

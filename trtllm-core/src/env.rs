@@ -37,6 +37,10 @@ pub const KNOBS: &[(&str, &str)] = &[
         "TRTLLM_NO_GEMM_TUNE",
         "`1`: cuBLASLt's first heuristic for every GEMM instead of timing its candidates for m <= 512 (A/B)",
     ),
+    (
+        "TRTLLM_NO_FP8_OUTER_VEC",
+        "`1`: per-token x per-channel FP8 GEMMs unit-scaled into f32 + a scaling kernel instead of cuBLASLt's outer-vector scales (A/B)",
+    ),
     ("TRTLLM_KERNEL_CACHE", "directory of the NVRTC output cache (default ~/.cache/trtllm/kernels)"),
     ("TRTLLM_RENDEZVOUS_TIMEOUT", "seconds multi-process ranks wait for each other (default 300)"),
     ("TRTLLM_NO_HUGEPAGES", "`1`: `trtllm bench` on the CPU does not ask for transparent huge pages"),
@@ -56,6 +60,7 @@ pub struct Knobs {
     pub pdl: bool,
     pub gqa_decode: bool,
     pub gemm_tune: bool,
+    pub fp8_outer_vec: bool,
     pub kernel_cache: Option<PathBuf>,
     pub rendezvous_timeout_s: u64,
     pub hugepages: bool,
@@ -104,6 +109,7 @@ impl Knobs {
             pdl: !flag("TRTLLM_NO_PDL"),
             gqa_decode: !flag("TRTLLM_NO_GQA_DECODE"),
             gemm_tune: !flag("TRTLLM_NO_GEMM_TUNE"),
+            fp8_outer_vec: !flag("TRTLLM_NO_FP8_OUTER_VEC"),
             kernel_cache: raw("TRTLLM_KERNEL_CACHE").map(PathBuf::from),
             rendezvous_timeout_s: number("TRTLLM_RENDEZVOUS_TIMEOUT").unwrap_or(300) as u64,
             hugepages: !flag("TRTLLM_NO_HUGEPAGES"),
@@ -121,6 +127,7 @@ pub fn knobs() -> &'static Knobs {
             pdl: k.pdl,
             gqa_decode: k.gqa_decode,
             gemm_tune: k.gemm_tune,
+            fp8_outer_vec: k.fp8_outer_vec,
             cache_dir: k.kernel_cache.clone(),
         });
         k

@@ -2,9 +2,12 @@
 //! Row-major `out[m, n] = a[m, k] . b[n, k]^T` is column-major `out^T[n, m] = op(B)[n, k] .
 //! a^T[k, m]` with cuBLASLt's A = our `b` (transposed) and B = our `a`: the TN layout, the only
 //! one FP8 supports on Hopper. Per-tensor scales go in as device pointers
-//! (`CUBLASLT_MATMUL_DESC_{A,B}_SCALE_POINTER`); per-token x per-channel scaling runs the GEMM
-//! unit-scaled into f32 and applies both vectors in `fp8_scale_rowcol` (an outer-vector scale
-//! mode exists only in newer cuBLASLt than the bindings this crate is built with).
+//! (`CUBLASLT_MATMUL_DESC_{A,B}_SCALE_POINTER`). Per-token x per-channel scaling runs as one
+//! GEMM with cuBLASLt's outer-vector scale mode (cuBLASLt 12.9+ on sm_90) straight to bf16;
+//! where the installed cuBLASLt has no algorithm for it (the first call finds out, once per
+//! process) the GEMM runs unit-scaled into f32 and `fp8_scale_rowcol` applies both vectors.
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use cudarc::cublaslt::sys::cudaDataType;
 
@@ -53,11 +56,56 @@ fn fp8_lt(
         ab: cudaDataType::CUDA_R_8F_E4M3,
         d,
         scaled: (a_scale.is_some(), b_scale.is_some()),
+        outer: false,
         m,
         n,
         k,
     };
     lt::matmul(gpu, K, shape, a, b, a_scale, b_scale, out)
+}
+
+/// Whether cuBLASLt runs outer-vector-scaled FP8 GEMMs here: 0 unknown, 1 yes, 2 no.
+static OUTER_VEC: AtomicU8 = AtomicU8::new(0);
+
+/// `out[m, n] = bf16(a_rows[r] * b_cols[c] * (a . b^T)[r, c])` in one cuBLASLt GEMM with
+/// outer-vector scales; an error where the installed cuBLASLt has no algorithm for it.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_fp8_outer(
+    gpu: &Gpu,
+    a: DevPtr<'_>,
+    a_rows: DevPtr<'_>,
+    b: DevPtr<'_>,
+    b_cols: DevPtr<'_>,
+    out: DevPtr<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    const K: &str = "matmul_fp8_outer";
+    let aligned = [a, b, out].iter().all(|p| p.addr().is_multiple_of(16));
+    if m == 0 || !k.is_multiple_of(16) || !n.is_multiple_of(16) || !aligned {
+        return Err(GpuError::Precondition {
+            kernel: K,
+            msg: format!(
+                "m={m} n={n} k={k} (need m > 0, k % 16 == 0, n % 16 == 0, 16-byte aligned a, b, out)"
+            ),
+        });
+    }
+    a.check(K, "a", m * k)?;
+    b.check(K, "b", n * k)?;
+    a_rows.check(K, "a_rows", m * 4)?;
+    b_cols.check(K, "b_cols", n * 4)?;
+    out.check(K, "out", m * n * 2)?;
+    let shape = LtShape {
+        ab: cudaDataType::CUDA_R_8F_E4M3,
+        d: cudaDataType::CUDA_R_16BF,
+        scaled: (true, true),
+        outer: true,
+        m,
+        n,
+        k,
+    };
+    lt::matmul(gpu, K, shape, a, b, Some(a_rows), Some(b_cols), out)
 }
 
 /// Prefill FP8 GEMM with per-tensor scales: `out[m, n] = bf16(a_scale[0] * b_scale[0] *
@@ -101,11 +149,43 @@ pub fn fp8_rowwise_ok(x: DevPtr<'_>, w: DevPtr<'_>, n: usize, k: usize) -> bool 
 }
 
 /// Per-token x per-channel FP8 GEMM: `out[m, n] = bf16((acc[r, c] * a_rows[r]) * b_cols[c])`
-/// with `acc = a[m, k] . b[n, k]^T` (unit-scaled cuBLASLt GEMM into the f32 scratch `acc`, then
-/// `fp8_scale_rowcol`); `a_rows` f32 `[m]` (e.g. from `fp8_quantize_rows`), `b_cols` f32 `[n]`
+/// with `acc = a[m, k] . b[n, k]^T`: [`matmul_fp8_outer`] where cuBLASLt has it (and
+/// `KernelOptions::fp8_outer_vec`), else a unit-scaled GEMM into the f32 scratch `acc`, then
+/// `fp8_scale_rowcol`; `a_rows` f32 `[m]` (e.g. from `fp8_quantize_rows`), `b_cols` f32 `[n]`
 /// (per output channel weight scales).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_fp8_rowwise(
+    gpu: &Gpu,
+    a: DevPtr<'_>,
+    a_rows: DevPtr<'_>,
+    b: DevPtr<'_>,
+    b_cols: DevPtr<'_>,
+    acc: DevPtr<'_>,
+    out: DevPtr<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    if OUTER_VEC.load(Ordering::Relaxed) != 2 && crate::options().fp8_outer_vec {
+        match matmul_fp8_outer(gpu, a, a_rows, b, b_cols, out, m, n, k) {
+            Ok(()) => {
+                OUTER_VEC.store(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            // No algorithm: this cuBLASLt lacks the mode; any other error is the caller's.
+            Err(e) if OUTER_VEC.load(Ordering::Relaxed) == 0 && e.to_string().contains("no algorithm") => {
+                OUTER_VEC.store(2, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    matmul_fp8_rowwise_f32acc(gpu, a, a_rows, b, b_cols, acc, out, m, n, k)
+}
+
+/// [`matmul_fp8_rowwise`] without cuBLASLt's outer-vector mode: a unit-scaled GEMM into the
+/// f32 scratch `acc`, then `fp8_scale_rowcol`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_fp8_rowwise_f32acc(
     gpu: &Gpu,
     a: DevPtr<'_>,
     a_rows: DevPtr<'_>,

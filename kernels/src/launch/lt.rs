@@ -47,6 +47,9 @@ pub(crate) struct LtShape {
     pub d: sys::cudaDataType,
     /// Per-tensor scale pointers present (FP8): (scale of `a`, scale of `b`).
     pub scaled: (bool, bool),
+    /// The scales are outer vectors (`CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F`): one f32 per
+    /// row of `a` (m) and per row of `b` (n) instead of one per tensor.
+    pub outer: bool,
     pub m: usize,
     pub n: usize,
     pub k: usize,
@@ -162,6 +165,13 @@ fn descs(
     }
     if let Some(p) = a_scale {
         set_desc(kernel, d.desc, Attr::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &(p.addr() as *const c_void))?;
+    }
+    if s.outer {
+        // CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F (3; cuBLASLt 12.9+, absent from the 12.8
+        // enum this crate is built against): A's scales along its n rows, B's along its m columns.
+        const OUTER_VEC_32F: u32 = 3;
+        set_desc(kernel, d.desc, Attr::CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &OUTER_VEC_32F)?;
+        set_desc(kernel, d.desc, Attr::CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &OUTER_VEC_32F)?;
     }
     // column-major: A = b^T stored [k, n] (ld k), B = a^T stored [k, m] (ld k), C = D [n, m] (ld n)
     for (t, rows, cols, ld) in [(s.ab, s.k, s.n, s.k), (s.ab, s.k, s.m, s.k), (s.d, s.n, s.m, s.n)] {

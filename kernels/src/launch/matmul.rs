@@ -241,6 +241,7 @@ pub fn gemm(
                 ab: cudaDataType::CUDA_R_16BF,
                 d: cudaDataType::CUDA_R_16BF,
                 scaled: (false, false),
+                outer: false,
                 m,
                 n,
                 k,
