@@ -4,15 +4,15 @@
 # call. Prints decode tok/s of both, the speedup, acceptance, tokens per step, and whether the
 # summaries are identical (they must be).
 #   bash scripts/bench-spec.sh [MODEL_DIR]      (default: models/smollm2-hf)
-# env: TRTLLM_BIN (default target/release/trtllm), K (draft tokens, default 4), LOOKUP_MIN /
-#      LOOKUP_MAX (n-gram window, default 2 / 4), MAX_DOCS (default all 24), MAX_OUT (default 96),
+# env: TRTLLM_BIN (default target/release/trtllm), K (most draft tokens, default 8), LOOKUP_MIN /
+#      LOOKUP_MAX (n-gram window, default 1 / 4), MAX_DOCS (default all 24), MAX_OUT (default 96),
 #      DTYPE (default auto), OUT (default /tmp/bench-spec).
 # On a shared machine run it under `flock /tmp/cargo.lock` (no compile in parallel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/smollm2-hf}
 BIN=${TRTLLM_BIN:-target/release/trtllm}
-K=${K:-4}; LMIN=${LOOKUP_MIN:-2}; LMAX=${LOOKUP_MAX:-4}
+K=${K:-8}; LMIN=${LOOKUP_MIN:-1}; LMAX=${LOOKUP_MAX:-4}
 OUT=${OUT:-/tmp/bench-spec}; mkdir -p "$OUT"
 common=(summarize --model "$MODEL" --device cpu --dtype "${DTYPE:-auto}" --batch-size 1
   --max-output-len "${MAX_OUT:-96}" --dataset data/summarize)

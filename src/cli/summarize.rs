@@ -106,6 +106,14 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if a.spec.options()?.is_some() {
         println!("{}", super::spec_args::describe(&llm.take_spec_stats()));
     }
+    // TRTLLM_PROFILE=1: per-op wall time over the whole run (prefill included).
+    for (label, calls, secs) in trtllm::ops::cpu::prof::report() {
+        println!(
+            "profile {label:<32} {calls:>8} calls {:>9.1} ms {:>8.1} us/call",
+            secs * 1e3,
+            secs * 1e6 / calls as f64
+        );
+    }
 
     if a.show_outputs {
         for (d, o) in docs.iter().zip(&ours) {

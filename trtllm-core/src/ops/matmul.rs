@@ -57,8 +57,11 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if let Some((ty, wb)) = w.ggml() {
         return matmul_ggml(x.f32s()?, m, k, ty, wb, n);
     }
-    let _t =
-        super::cpu::prof::scope(|| format!("{} {n}x{k} {}", if m == 1 { "gemv" } else { "gemm" }, w.dtype()));
+    let _t = super::cpu::prof::scope(|| match m {
+        1 => format!("gemv {n}x{k} {}", w.dtype()),
+        2..=8 => format!("gemm m={m} {n}x{k} {}", w.dtype()),
+        _ => format!("gemm {n}x{k} {}", w.dtype()),
+    });
     let xs = x.f32s()?;
     let w = match w.dtype() {
         DType::F32 => Weights::F32(w.f32s()?),

@@ -1,6 +1,12 @@
 //! AVX-512 kernels (avx512f + avx512bw + avx512vl, FMA, F16C): 16 lanes along k, masked k
-//! tails; the row-sequential kernel for m <= 4 and the register-tiled, cache-blocked one for
-//! larger m (2-byte weights widened once per 4-row tile into an f32 panel when m >= 8).
+//! tails. f32 weights with m <= 8 (decode, speculative verification): every x row against a
+//! few weight rows at a time with software prefetch (`few`); 2-byte weights with m <= 4: the
+//! row-sequential kernel (`seq`); larger m: the register-tiled, cache-blocked one (2-byte
+//! weights widened once per 4-row tile into an f32 panel when m >= 8).
+//!
+//! Every f32 output is one accumulator over k in order, reduced by [`reduce4`], in all the f32
+//! paths: a row of y is bitwise the same whatever m is and wherever the row sits in a tile
+//! (speculative verification of K + 1 rows reproduces plain decoding's logits exactly).
 
 // Register arrays are indexed by const loop counters on purpose (they unroll into registers).
 #![allow(clippy::needless_range_loop)]
@@ -77,23 +83,38 @@ unsafe fn store_row<const NR: usize>(acc: &[__m512; NR], y: *mut f32) {
         unsafe { _mm_storeu_ps(y.add(j), reduce4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3])) };
         j += 4;
     }
-    while j < NR {
+    if j < NR {
+        // The last 1-3 outputs through the same reduction (zero accumulators in the free
+        // slots: each slot's sum is computed alike whatever the others hold).
+        let z = _mm512_setzero_ps();
+        let at = |i: usize| if i < NR { acc[i] } else { z };
         // SAFETY: as above.
-        unsafe { *y.add(j) = _mm512_reduce_add_ps(acc[j]) };
-        j += 1;
+        let v = unsafe { reduce4(at(j), at(j + 1), at(j + 2), at(j + 3)) };
+        let mut lanes = [0f32; 4];
+        // SAFETY: `lanes` holds 4 f32.
+        unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), v) };
+        for (i, l) in lanes.iter().enumerate().take(NR - j) {
+            // SAFETY: j + i < NR outputs of the caller's row.
+            unsafe { *y.add(j + i) = *l };
+        }
     }
 }
 
+/// Bytes ahead of the current k offset that `few` prefetches in each weight row (measured
+/// best of 512 B - 2 KiB on the 2-core VM: docs/perf-notes.md).
+const PREFETCH: usize = 1024;
+
 macro_rules! kernels {
-    ($block:ident, $tile:ident, $seq:ident, $T:ty, $ld:ident, $ldm:ident) => {
-        /// One MR x NR tile of outputs over the whole of k.
+    ($block:ident, $tile:ident, $seq:ident, $few:ident, $T:ty, $ld:ident, $ldm:ident) => {
+        /// One MR x NR tile of outputs over the whole of k; with `PF > 0`, each weight row's
+        /// cache line `PF` bytes ahead is prefetched as the tile reaches a new line.
         ///
         /// # Safety
         /// x: MR rows of stride xs with k valid elements; w: NR rows of stride k; y: MR
         /// rows of stride ys with NR writable outputs; AVX-512 present.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-        unsafe fn $tile<const MR: usize, const NR: usize>(
+        unsafe fn $tile<const MR: usize, const NR: usize, const PF: usize>(
             x: *const f32,
             xs: usize,
             w: *const $T,
@@ -102,11 +123,17 @@ macro_rules! kernels {
             ys: usize,
         ) {
             // SAFETY: loads stay below k in each row (tail masked); stores
-            // go to the MR x NR outputs of the contract.
+            // go to the MR x NR outputs of the contract; a prefetch never faults (its address
+            // may lie past w: `wrapping_add`).
             unsafe {
-                let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+                let (size, mut acc) = (std::mem::size_of::<$T>(), [[_mm512_setzero_ps(); NR]; MR]);
                 let mut p = 0;
                 while p + 16 <= k {
+                    if PF > 0 && (p * size) % 64 == 0 {
+                        for j in 0..NR {
+                            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(j * k + p + PF / size).cast());
+                        }
+                    }
                     let mut wv = [_mm512_setzero_ps(); NR];
                     for j in 0..NR {
                         wv[j] = $ld(w.add(j * k + p));
@@ -184,6 +211,39 @@ macro_rules! kernels {
             }
         }
 
+        /// All `MR` x rows against `NR` weight rows at a time (MR * NR accumulators): each
+        /// weight element is loaded once for all x rows, each x vector once for NR weight rows,
+        /// and every weight row is prefetched `PREFETCH` bytes ahead. At m <= 8 the f32 kernel is
+        /// bound by how many cache misses a core keeps in flight: without the prefetch the
+        /// multiply-adds of the extra rows add to the stream's time instead of hiding in it.
+        ///
+        /// # Safety
+        /// x: MR rows of stride k; w: `nrows` rows of k; y: MR rows of stride ys with `nrows`
+        /// writable outputs; AVX-512 present.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+        pub(super) unsafe fn $few<const MR: usize, const NR: usize>(
+            x: *const f32,
+            k: usize,
+            w: *const $T,
+            nrows: usize,
+            y: *mut f32,
+            ys: usize,
+        ) {
+            // SAFETY: every tile stays inside MR x nrows.
+            unsafe {
+                let mut j = 0;
+                while j + NR <= nrows {
+                    $tile::<MR, NR, PREFETCH>(x, k, w.add(j * k), k, y.add(j), ys);
+                    j += NR;
+                }
+                while j < nrows {
+                    $tile::<MR, 1, PREFETCH>(x, k, w.add(j * k), k, y.add(j), ys);
+                    j += 1;
+                }
+            }
+        }
+
         /// # Safety
         /// As `super::rows`, with `w` pointing at the first of `nrows` rows.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
@@ -198,6 +258,22 @@ macro_rules! kernels {
         ) {
             // SAFETY: every tile call stays inside m x nrows.
             unsafe {
+                if m <= 8 && std::mem::size_of::<$T>() == 4 {
+                    // f32 decode and verification: register tiles of m x rows by 3-8 weight
+                    // rows (at most 25 accumulators of the 32 registers; more weight rows, more
+                    // streams in flight, measured faster).
+                    match m {
+                        1 => $few::<1, 8>(x, k, w, nrows, y, ys),
+                        2 => $few::<2, 8>(x, k, w, nrows, y, ys),
+                        3 => $few::<3, 6>(x, k, w, nrows, y, ys),
+                        4 => $few::<4, 6>(x, k, w, nrows, y, ys),
+                        5 => $few::<5, 5>(x, k, w, nrows, y, ys),
+                        6 => $few::<6, 4>(x, k, w, nrows, y, ys),
+                        7 => $few::<7, 3>(x, k, w, nrows, y, ys),
+                        _ => $few::<8, 3>(x, k, w, nrows, y, ys),
+                    }
+                    return;
+                }
                 if m <= 4 {
                     // Decode (and small batches): weight rows in memory order.
                     for j in 0..nrows {
@@ -239,11 +315,11 @@ macro_rules! kernels {
                         }
                         let mut i = i0;
                         while i + 4 <= i1 {
-                            tile_f32::<4, 4>(x.add(i * k), k, pp, k, yj.add(i * ys), ys);
+                            tile_f32::<4, 4, 0>(x.add(i * k), k, pp, k, yj.add(i * ys), ys);
                             i += 4;
                         }
                         while i < i1 {
-                            tile_f32::<1, 4>(x.add(i * k), k, pp, k, yj.add(i * ys), ys);
+                            tile_f32::<1, 4, 0>(x.add(i * k), k, pp, k, yj.add(i * ys), ys);
                             i += 1;
                         }
                         j += 4;
@@ -252,11 +328,11 @@ macro_rules! kernels {
                         let (wj, yj) = (w.add(j * k), y.add(j));
                         let mut i = i0;
                         while i + 4 <= i1 {
-                            $tile::<4, 4>(x.add(i * k), k, wj, k, yj.add(i * ys), ys);
+                            $tile::<4, 4, 0>(x.add(i * k), k, wj, k, yj.add(i * ys), ys);
                             i += 4;
                         }
                         while i < i1 {
-                            $tile::<1, 4>(x.add(i * k), k, wj, k, yj.add(i * ys), ys);
+                            $tile::<1, 4, 0>(x.add(i * k), k, wj, k, yj.add(i * ys), ys);
                             i += 1;
                         }
                         j += 4;
@@ -265,11 +341,11 @@ macro_rules! kernels {
                         let (wj, yj) = (w.add(j * k), y.add(j));
                         let mut i = i0;
                         while i + 4 <= i1 {
-                            $tile::<4, 1>(x.add(i * k), k, wj, k, yj.add(i * ys), ys);
+                            $tile::<4, 1, 0>(x.add(i * k), k, wj, k, yj.add(i * ys), ys);
                             i += 4;
                         }
                         while i < i1 {
-                            $tile::<1, 1>(x.add(i * k), k, wj, k, yj.add(i * ys), ys);
+                            $tile::<1, 1, 0>(x.add(i * k), k, wj, k, yj.add(i * ys), ys);
                             i += 1;
                         }
                         j += 1;
@@ -284,6 +360,6 @@ macro_rules! kernels {
     };
 }
 
-kernels!(block_f32, tile_f32, seq_f32, f32, ld_f32, ldm_f32);
-kernels!(block_bf16, tile_bf16, seq_bf16, u16, ld_bf16, ldm_bf16);
-kernels!(block_f16, tile_f16, seq_f16, u16, ld_f16, ldm_f16);
+kernels!(block_f32, tile_f32, seq_f32, few_f32, f32, ld_f32, ldm_f32);
+kernels!(block_bf16, tile_bf16, seq_bf16, few_bf16, u16, ld_bf16, ldm_bf16);
+kernels!(block_f16, tile_f16, seq_f16, few_f16, u16, ld_f16, ldm_f16);

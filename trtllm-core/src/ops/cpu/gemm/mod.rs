@@ -7,9 +7,12 @@
 //! exactly bf16 -> f32), f16 through F16C. Tails along k use masked loads (AVX-512) or a scalar
 //! loop (AVX2). The accumulators are reduced 4 at a time with `hadd`.
 //!
-//! - m <= 4 (decode, small batches): one weight row at a time against all m x rows, so each
-//!   thread reads its weights as one sequential stream (memory bound; interleaving 8 rows was
-//!   25% slower for bf16, see docs/perf-notes.md).
+//! - m <= 8 with f32 weights (AVX-512; decode, speculative verification, small batches): all m
+//!   x rows against 3-8 weight rows at a time, each weight row prefetched ahead (the step is
+//!   bound by the cache misses a core keeps in flight, see docs/perf-notes.md).
+//! - m <= 4 otherwise: one weight row at a time against all m x rows, so each thread reads its
+//!   weights as one sequential stream (memory bound; interleaving 8 rows was 25% slower for
+//!   bf16, see docs/perf-notes.md).
 //! - m > 4 (prefill): x is cut into L2-sized blocks of rows (`m_block`); for each block, every
 //!   4-row w tile is loaded once into L1 and used by all 4-row x tiles of the block (compute
 //!   bound). bf16/f16 tiles are widened once into an f32 panel for the whole block.
@@ -211,6 +214,10 @@ impl Elem for F16Bits {
         f16::from_bits(self.0).to_f32()
     }
 }
+
+#[cfg(test)]
+#[path = "small_tests.rs"]
+mod small_tests;
 
 #[cfg(test)]
 mod tests {
