@@ -119,6 +119,50 @@ fn every_block_type_matches_dequantized_f32() {
     }
 }
 
+/// A weight in runs of different block types (a fused q/k/v of Q5_0 and Q8_0, gate/up of
+/// Q4_K and Q6_K): each part's columns of the threaded `matmul_parts` against dequantize-then-
+/// f32 of that part, at decode and prefill row counts.
+#[test]
+fn mixed_parts_match_dequantized_f32() {
+    use GgmlType::*;
+    let cases: [(&[(GgmlType, usize)], usize); 4] = [
+        (&[(Q5_0, 64), (Q5_0, 16), (Q8_0, 16)], 576),
+        (&[(Q4K, 40), (Q6K, 40)], 512),
+        (&[(Q8_0, 3), (Q4_1, 70), (Q5_1, 5)], 96),
+        (&[(Q6K, 7), (Q4K, 33), (Q5K, 9)], 256),
+    ];
+    for (c, &(parts, k)) in cases.iter().enumerate() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(900 + c as u64);
+        let blocks: Vec<Vec<u8>> = parts.iter().map(|&(ty, n)| random_blocks(ty, n, k, &mut rng)).collect();
+        let wp: Vec<WeightPart<'_>> =
+            parts.iter().zip(&blocks).map(|(&(ty, n), w)| WeightPart { ty, w, n }).collect();
+        let n: usize = parts.iter().map(|p| p.1).sum();
+        for m in [1usize, 5, 19] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let mut y = vec![f32::NAN; m * n];
+            matmul_parts(&x, m, k, &wp, &mut y);
+            let mut col = 0;
+            for (&(ty, np), w) in parts.iter().zip(&blocks) {
+                let wf = dequant(ty, w, np, k);
+                for i in 0..m {
+                    for r in 0..np {
+                        let wr = &wf[r * k..(r + 1) * k];
+                        let f: f64 = wr.iter().zip(&x[i * k..]).map(|(&w, &x)| w as f64 * x as f64).sum();
+                        let scale: f64 =
+                            wr.iter().map(|&w| (w as f64).abs()).sum::<f64>() / (k as f64).sqrt();
+                        let got = y[i * n + col + r] as f64;
+                        assert!(
+                            (got - f).abs() <= 0.03 * scale + 1e-4,
+                            "{ty} part m{m} [{i},{r}]: {got} vs {f}"
+                        );
+                    }
+                }
+                col += np;
+            }
+        }
+    }
+}
+
 #[test]
 fn activation_quantization_is_q8_0() {
     let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
