@@ -208,6 +208,29 @@ pub fn matmul_parts(x: &[f32], m: usize, k: usize, parts: &[WeightPart<'_>], y: 
     });
 }
 
+/// How far ahead of the rows being read the weight stream is prefetched, in bytes
+/// (`QGEMM_SPEED`: 2.06 -> 1.47 ms for the 49152 x 576 Q8_0 head streamed from memory at
+/// 4 KiB, 1.73 ms at 1 KiB, 1.50 ms at 16 KiB).
+#[cfg(target_arch = "x86_64")]
+const PREFETCH: usize = 4096;
+
+/// Prefetch (into L2) the `len` bytes that lie `PREFETCH` bytes after `w`: each group of rows
+/// asks for the lines of the group as far ahead, so the stream is in flight before the scale
+/// gathers and loads wait on it. A prefetch never faults: lines past the end of the weights
+/// cost only the request.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead(w: *const u8, len: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    let p = w.wrapping_add(PREFETCH);
+    let mut o = 0;
+    while o < len {
+        // SAFETY: a prefetch of any address is allowed (it reads nothing and never faults).
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o).cast()) };
+        o += 64;
+    }
+}
+
 /// Whether the AVX-512 VNNI tier runs `ty` with rows of `k` (the ISA tier is AVX-512 and the
 /// CPU has VNNI).
 fn vnni_ok(isa: Isa, ty: GgmlType, k: usize) -> bool {

@@ -229,36 +229,53 @@ fn real_blocks_scalar_vs_simd() {
     }
 }
 
-/// GEMV / GEMM throughput at SmolLM2-135M's shapes.
+/// GEMV / GEMM throughput at SmolLM2-135M's shapes: "hot" reuses one weight buffer (cache
+/// resident when it fits: the kernel's compute rate), "cold" cycles through copies totalling
+/// >= 256 MB (the weights stream from memory, as in a decode step). `QGEMM_SPEED_M` picks the
+/// row counts (default "1,12,128").
 /// `cargo test --release -p trtllm-core --lib qgemm_speed -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn qgemm_speed() {
+    let ms: Vec<usize> = std::env::var("QGEMM_SPEED_M")
+        .unwrap_or_else(|_| "1,12,128".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
     for (ty, n, k) in [
         (GgmlType::Q4_1, 3072, 576),
         (GgmlType::Q4_1, 576, 1536),
+        (GgmlType::Q8_0, 3072, 576),
         (GgmlType::Q8_0, 49152, 576),
+        (GgmlType::Q5_0, 3072, 576),
         (GgmlType::Q4K, 576, 1536),
         (GgmlType::Q6K, 576, 1536),
-        (GgmlType::Q5_0, 3072, 576),
     ] {
         let w = random_blocks(ty, n, k, &mut rng);
-        for m in [1usize, 12, 128] {
+        let copies = (256_000_000 / w.len()).max(2);
+        let cold: Vec<Vec<u8>> = (0..copies).map(|_| w.clone()).collect();
+        for &m in &ms {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             let mut y = vec![0f32; m * n];
             matmul(&x, m, k, ty, &w, n, &mut y);
-            let reps = (20_000_000 / (m * n * k)).max(3);
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                matmul(&x, m, k, ty, &w, n, &mut y);
+            let reps = (200_000_000 / (m * n * k)).clamp(3, 4 * copies);
+            let mut us = [0f64; 2];
+            for (j, u) in us.iter_mut().enumerate() {
+                let t = std::time::Instant::now();
+                for r in 0..reps {
+                    let wr = if j == 0 { &w } else { &cold[r % copies] };
+                    matmul(&x, m, k, ty, wr, n, &mut y);
+                }
+                *u = t.elapsed().as_secs_f64() / reps as f64 * 1e6;
             }
-            let s = t.elapsed().as_secs_f64() / reps as f64;
             println!(
-                "{ty} {n}x{k} m={m}: {:.1} us, {:.1} GB/s of weights, {:.1} GMAC/s",
-                s * 1e6,
-                w.len() as f64 / s / 1e9,
-                (m * n * k) as f64 / s / 1e9
+                "{ty} {n}x{k} m={m}: hot {:.1} us ({:.1} GB/s), cold {:.1} us ({:.1} GB/s), {:.1} GMAC/s hot",
+                us[0],
+                w.len() as f64 / us[0] / 1e3,
+                us[1],
+                w.len() as f64 / us[1] / 1e3,
+                (m * n * k) as f64 / us[0] / 1e3
             );
         }
     }
