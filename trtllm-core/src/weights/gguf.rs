@@ -68,7 +68,9 @@ impl GgufWeights {
     /// Open `path` and map every tensor name (an unmapped name or a duplicate is an error
     /// naming the file and the tensor); `blocks`: which linears stay in their blocks.
     pub fn open(path: &Path, blocks: GgufBlocks) -> Result<Self> {
-        let file = GgufFile::open(path)?;
+        let mut file = GgufFile::open(path)?;
+        // The tokenizer's arrays are the importer's, not the weights': not kept through the load.
+        file.retain_metadata(|k| !k.starts_with("tokenizer."));
         let arch = Arch::of_file(&file)?;
         let a = arch.gguf_name();
         let heads = file.req_usize(&format!("{a}.attention.head_count"))?;
