@@ -148,34 +148,35 @@ mod tests {
     fn mixed_runs_dequantize_and_view() {
         let k = 64;
         let (a, b) = (values(3 * k, 1), values(2 * k, 7));
-        let (qa, qb) = (quantize(GgmlType::Q8_0, &a).unwrap(), quantize(GgmlType::Q4_0, &b).unwrap());
-        let ta = Tensor::from_ggml(GgmlType::Q8_0, qa.clone(), &[3, k]).unwrap();
-        let tb = Tensor::from_ggml(GgmlType::Q4_0, qb.clone(), &[2, k]).unwrap();
-        let t = Tensor::cat0(&[ta.clone(), tb.clone()]).unwrap();
+        let (qa, qb) = (quantize(GgmlType::Q8_0, &a).expect("ok"), quantize(GgmlType::Q4_0, &b).expect("ok"));
+        let ta = Tensor::from_ggml(GgmlType::Q8_0, qa.clone(), &[3, k]).expect("ok");
+        let tb = Tensor::from_ggml(GgmlType::Q4_0, qb.clone(), &[2, k]).expect("ok");
+        let t = Tensor::cat0(&[ta.clone(), tb.clone()]).expect("ok");
         assert_eq!(t.dtype(), DType::Ggml);
         assert_eq!(t.shape(), &[5, k]);
         assert!(t.ggml().is_none(), "a mixed tensor has no single block type");
         assert_eq!(t.size_in_bytes(), qa.len() + qb.len());
-        let mut want = ta.to_f32_vec().unwrap();
-        want.extend(tb.to_f32_vec().unwrap());
-        assert_eq!(t.to_f32_vec().unwrap(), want);
+        let mut want = ta.to_f32_vec().expect("ok");
+        want.extend(tb.to_f32_vec().expect("ok"));
+        assert_eq!(t.to_f32_vec().expect("ok"), want);
         for (start, len) in [(0, 5), (1, 3), (2, 2), (3, 2), (4, 1), (0, 1)] {
-            let v = t.narrow0(start, len).unwrap();
-            assert_eq!(v.to_f32_vec().unwrap(), want[start * k..(start + len) * k], "rows {start}+{len}");
-            let rows: Vec<usize> = v.ggml_parts().unwrap().iter().map(|p| p.elems / k).collect();
+            let v = t.narrow0(start, len).expect("ok");
+            assert_eq!(v.to_f32_vec().expect("ok"), want[start * k..(start + len) * k], "rows {start}+{len}");
+            let rows: Vec<usize> = v.ggml_parts().expect("ok").iter().map(|p| p.elems / k).collect();
             assert_eq!(rows.iter().sum::<usize>(), len);
         }
         // Same-type parts merge into one run.
-        let one = Tensor::cat0(&[ta.clone(), ta]).unwrap();
+        let one = Tensor::cat0(&[ta.clone(), ta]).expect("ok");
         assert_eq!(one.ggml().map(|(ty, b)| (ty, b.len())), Some((GgmlType::Q8_0, 2 * qa.len())));
     }
 
     #[test]
     fn bad_runs_are_errors() {
-        let q = quantize(GgmlType::Q8_0, &values(64, 3)).unwrap();
-        let e = Tensor::from_ggml_parts(vec![(GgmlType::Q8_0, 2, q.clone())], &[3, 32]).unwrap_err();
+        let q = quantize(GgmlType::Q8_0, &values(64, 3)).expect("ok");
+        let e =
+            Tensor::from_ggml_parts(vec![(GgmlType::Q8_0, 2, q.clone())], &[3, 32]).expect_err("an error");
         assert!(e.to_string().contains("runs of 2 rows"), "{e}");
-        let e = Tensor::from_ggml_parts(vec![(GgmlType::Q8_0, 1, q)], &[1, 32]).unwrap_err();
+        let e = Tensor::from_ggml_parts(vec![(GgmlType::Q8_0, 1, q)], &[1, 32]).expect_err("an error");
         assert!(e.to_string().contains("cannot hold"), "{e}");
     }
 }

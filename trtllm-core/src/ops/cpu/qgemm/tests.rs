@@ -231,7 +231,7 @@ fn real_blocks_scalar_vs_simd() {
 
 /// GEMV / GEMM throughput at SmolLM2-135M's shapes: "hot" reuses one weight buffer (cache
 /// resident when it fits: the kernel's compute rate), "cold" cycles through copies totalling
-/// >= 256 MB (the weights stream from memory, as in a decode step). `QGEMM_SPEED_M` picks the
+/// at least 256 MB (the weights stream from memory, as in a decode step). `QGEMM_SPEED_M` picks the
 /// row counts (default "1,12,128").
 /// `cargo test --release -p trtllm-core --lib qgemm_speed -- --ignored --nocapture`
 #[test]
