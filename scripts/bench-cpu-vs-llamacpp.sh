@@ -20,7 +20,8 @@
 #   3. cargo build --release --bin trtllm (NO_BUILD=1 skips)
 #   4. both engines, all rows; the table goes to stdout and $WORK/table.md
 #
-# Env: WORK (default /tmp/trtllm-bench), THREADS (2), RUNS (3), NEW_TOKENS (64), LONG_PROMPT
+# Env: WORK (default /tmp/trtllm-bench), TRTLLM (the binary; default $CARGO_TARGET_DIR or
+# target/, release/trtllm), THREADS (2), RUNS (3), NEW_TOKENS (64), LONG_PROMPT
 # (512; 0 skips), CONVERT_PY, Q4_1_GGUF (adds the Q4_1 rows when the file exists). Q8_0 and
 # Q4_K_M GGUFs are made from the F32 GGUF by llama.cpp's quantizer (llama_model_quantize); both
 # engines run them, ours directly from the file (blocks kept, int8 activations).
@@ -115,7 +116,7 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
     log "cargo build --release --bin trtllm"
     (cd "$ROOT" && cargo build --release --bin trtllm -q)
 fi
-TRTLLM=$ROOT/target/release/trtllm
+TRTLLM=${TRTLLM:-${CARGO_TARGET_DIR:-$ROOT/target}/release/trtllm}
 
 # ---- 4. runs -----------------------------------------------------------------------------------
 cat >"$WORK/llama_bench.py" <<'PY'

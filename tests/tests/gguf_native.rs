@@ -2,8 +2,9 @@
 //! int8 activations, against the same file dequantized to an f32 HF directory (`convert --gguf`)
 //! and run through the HF path.
 //!
-//! - A synthetic llama GGUF (Q8_0, Q4_0, Q4_1 linears; q/k permuted as llama.cpp does; no
-//!   files needed): plan and validation as for HF directories, logits close to the f32 run.
+//! - A synthetic llama GGUF (Q8_0, Q4_0, Q4_1, Q5_0 linears, one layer with block types mixed
+//!   inside fused q/k/v and gate/up; q/k permuted as llama.cpp does; no files needed): plan and
+//!   validation as for HF directories, logits close to the f32 run.
 //! - SmolLM2-135M-Instruct Q4_1 (`models/` or `$TRTLLM_MODELS_DIR/gguf`; skipped when absent):
 //!   top-1 agreement over 256 teacher-forced tokens (>= 95%), and the same weights
 //!   re-quantized to Q8_0 (>= 95%, measured 97.3%; the greedy tokens of the reference prompt are printed: int8
@@ -130,18 +131,23 @@ fn synthetic_ff(ff_key: u32) -> GgufWriter {
         for nm in ["attn_norm", "ffn_norm"] {
             w.tensor_f32(&g(nm), &[H as u64], &next(H).iter().map(|x| 1.0 + x).collect::<Vec<_>>());
         }
-        // q/k/v one type (fused in blocks), the others varied.
-        let qkv = [GgmlType::Q8_0, GgmlType::Q4_1][l];
-        for (nm, rows, heads) in [("attn_q", H, 4), ("attn_k", H / 2, 2), ("attn_v", H / 2, 0)] {
+        // Layer 0: q/k/v and gate/up of one type each (fused in blocks); layer 1: types mixed
+        // inside the fused weights, as llama.cpp's Q4_K_M stores them (one run of rows each).
+        use GgmlType::{Q4_1, Q5_0, Q8_0};
+        let qkv = [[Q8_0, Q8_0, Q8_0], [Q5_0, Q5_0, Q8_0]][l];
+        for ((nm, rows, heads), ty) in
+            [("attn_q", H, 4), ("attn_k", H / 2, 2), ("attn_v", H / 2, 0)].into_iter().zip(qkv)
+        {
             let mut v = next(rows * H);
             if heads > 0 {
                 v = permute(&v, rows, H, heads);
             }
-            w.tensor(&g(nm), &[H as u64, rows as u64], qkv, q(qkv, &v));
+            w.tensor(&g(nm), &[H as u64, rows as u64], ty, q(ty, &v));
         }
         w.tensor(&g("attn_output"), &[H as u64, H as u64], GgmlType::Q4_0, q(GgmlType::Q4_0, &next(H * H)));
-        for nm in ["ffn_gate", "ffn_up"] {
-            w.tensor(&g(nm), &[H as u64, FF as u64], GgmlType::Q4_1, q(GgmlType::Q4_1, &next(FF * H)));
+        let gate_up = [[Q4_1, Q4_1], [Q4_1, Q5_0]][l];
+        for (nm, ty) in ["ffn_gate", "ffn_up"].into_iter().zip(gate_up) {
+            w.tensor(&g(nm), &[H as u64, FF as u64], ty, q(ty, &next(FF * H)));
         }
         w.tensor(&g("ffn_down"), &[FF as u64, H as u64], GgmlType::Q8_0, q(GgmlType::Q8_0, &next(FF * H)));
     }
@@ -213,11 +219,9 @@ fn smollm2_q4_1_top1_agreement_with_f32() {
     assert!(agree * 100 >= 95 * 256, "top-1 agreement {agree}/256");
 }
 
-#[test]
-fn smollm2_q8_0_agreement_with_f32() {
-    let Some(src) = real_q4_1() else { return };
-    // The same weights, re-quantized to Q8_0 (every block-quantized tensor).
-    let g = GgufFile::open(&src).expect("open");
+/// The GGUF at `src` with every block-quantized tensor re-quantized to `ty_of(name)`.
+fn requantize(src: &Path, ty_of: impl Fn(&str) -> GgmlType) -> GgufWriter {
+    let g = GgufFile::open(src).expect("open");
     let mut w = GgufWriter::new();
     for (k, v) in &g.metadata {
         if k != "general.file_type" {
@@ -231,9 +235,54 @@ fn smollm2_q8_0_agreement_with_f32() {
         } else {
             let mut v = vec![0f32; t.n_elements as usize];
             trtllm_core::gguf::dequantize(t.ty, data, &mut v).expect("dequantize");
-            w.tensor(&t.name, &t.dims, GgmlType::Q8_0, quantize(GgmlType::Q8_0, &v).expect("q8_0"));
+            let ty = ty_of(&t.name);
+            w.tensor(&t.name, &t.dims, ty, quantize(ty, &v).expect("quantize"));
         }
     }
+    w
+}
+
+/// Top-1 agreement over 256 teacher-forced tokens of the GGUF run directly vs its dequantized
+/// f32 HF directory; asserts >= 95%.
+fn top1_vs_f32(file: &Path, what: &str) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (dir, hf) = both(file, tmp.path());
+    let ids = teacher_ids(&hf, 256);
+    let (q, f, vocab) = logits(&dir, &hf, &ids);
+    let agree = q.chunks(vocab).zip(f.chunks(vocab)).filter(|(a, b)| argmax(a) == argmax(b)).count();
+    println!("{what} direct vs dequantized f32: top-1 agreement {agree}/256 = {:.1}%", agree as f64 / 2.56);
+    assert!(agree * 100 >= 95 * 256, "{what}: top-1 agreement {agree}/256");
+}
+
+/// The same weights in llama.cpp's Q4_K_M mix for 576-wide rows (q, k, gate in Q5_0; v in Q8_0
+/// or Q5_0 and up in Q4_1 or Q5_0 by layer: block types mixed inside the fused q/k/v and
+/// gate/up; ffn_down Q4_K; embedding Q8_0), run from its blocks; and llama.cpp's own Q4_K_M file
+/// when `$TRTLLM_Q4_K_M_GGUF` names one (it also holds Q6_K).
+#[test]
+fn smollm2_mixed_types_top1_agreement_with_f32() {
+    let Some(src) = real_q4_1() else { return };
+    let layer = |name: &str| name.split('.').nth(1).and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+    let w = requantize(&src, |name| match name.split('.').nth(2).unwrap_or("") {
+        "attn_v" if layer(name) % 2 == 1 => GgmlType::Q8_0,
+        "ffn_up" if layer(name) % 2 == 1 => GgmlType::Q4_1,
+        "ffn_down" => GgmlType::Q4K,
+        "token_embd" => GgmlType::Q8_0,
+        _ => GgmlType::Q5_0,
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let file = tmp.path().join("smollm2-mixed.gguf");
+    w.write(&file).expect("write");
+    top1_vs_f32(&file, "mixed Q5_0/Q8_0/Q4_1/Q4_K");
+    if let Some(f) = std::env::var_os("TRTLLM_Q4_K_M_GGUF").map(PathBuf::from).filter(|p| p.exists()) {
+        top1_vs_f32(&f, "llama.cpp Q4_K_M");
+    }
+}
+
+#[test]
+fn smollm2_q8_0_agreement_with_f32() {
+    let Some(src) = real_q4_1() else { return };
+    // The same weights, re-quantized to Q8_0 (every block-quantized tensor).
+    let w = requantize(&src, |_| GgmlType::Q8_0);
     let tmp = tempfile::tempdir().expect("tmp");
     let file = tmp.path().join("smollm2-q8_0.gguf");
     w.write(&file).expect("write");

@@ -79,6 +79,7 @@ impl Llm {
         if let Some(spec) = &opts.speculative {
             llm.sched.runner_mut().load_draft(spec, dir, &opts)?;
         }
+        crate::device::release_free_heap();
         total.done();
         Ok(llm)
     }

@@ -23,6 +23,22 @@ pub fn host_memory_available() -> Option<u64> {
     kb.checked_mul(1024)
 }
 
+/// Give the C heap's free pages back to the kernel (glibc's `malloc_trim(0)`, which also
+/// releases whole free pages inside the heap, not only at its top). A load leaves its
+/// transients (file parsing, the tokenizer's JSON, per-tensor copies) freed but resident in
+/// the heap, between the weights that stay; called once a model is loaded. A no-op elsewhere.
+pub fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only returns free pages of its own arenas to the kernel
+        // (madvise / sbrk); no live allocation is touched.
+        unsafe { malloc_trim(0) };
+    }
+}
+
 /// The GPU with this ordinal, opened once per process.
 pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
     let mut map = GPUS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());

@@ -189,6 +189,15 @@ impl GgufFile {
         })
     }
 
+    /// Forget the metadata values whose key does not satisfy `keep` (`get` no longer finds
+    /// them): a weight loader that has read the architecture keys drops the tokenizer's
+    /// vocabulary and merges (~100k small strings, several MB) before it copies the tensors.
+    pub fn retain_metadata(&mut self, keep: impl Fn(&str) -> bool) {
+        self.metadata.retain(|(k, _)| keep(k));
+        self.metadata.shrink_to_fit();
+        self.index = self.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
+    }
+
     /// Drop the pages of `t`'s data from this process's memory (a later read faults them in
     /// from the file again): a loader that has copied or converted a tensor calls it, so the
     /// file and its copies are not resident together.

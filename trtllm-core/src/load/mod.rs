@@ -115,7 +115,9 @@ pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
     }
     if tp == 1 && pp == 1 {
         let load = LoadOptions { mapping: Mapping::default(), ..opts.load.clone() };
-        return Ok(build_model(dir, &load)?.model);
+        let model = build_model(dir, &load)?.model;
+        crate::device::release_free_heap();
+        return Ok(model);
     }
     let world = tp * pp;
     let device_of = |rank: usize| match opts.load.device {

@@ -54,8 +54,8 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         .map_err(cuda::dev_err)?;
         return Tensor::from_devbuf(out, &[m, n], x.dtype());
     }
-    if let Some((ty, wb)) = w.ggml() {
-        return matmul_ggml(x.f32s()?, m, k, ty, wb, n);
+    if let Some(parts) = w.ggml_parts() {
+        return matmul_ggml(x.f32s()?, m, k, &parts, n);
     }
     let _t = super::cpu::prof::scope(|| match m {
         1 => format!("gemv {n}x{k} {}", w.dtype()),
@@ -74,22 +74,32 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Tensor::from_f32(y, &[m, n])
 }
 
-/// `x @ w^T` for weights kept in ggml blocks (`cpu::qgemm`: int8 activations, integer dots).
+/// `x @ w^T` for weights kept in ggml blocks (`cpu::qgemm`: int8 activations, integer dots),
+/// each run of rows in its own block type (a fused weight whose parts differ).
 fn matmul_ggml(
     xs: &[f32],
     m: usize,
     k: usize,
-    ty: crate::gguf::GgmlType,
-    wb: &[u8],
+    parts: &[crate::tensor::GgmlPart<'_>],
     n: usize,
 ) -> Result<Tensor> {
     use super::cpu::qgemm;
-    if !qgemm::supported(ty) || !k.is_multiple_of(qgemm::block_len(ty)) {
-        return Err(Error::shape("matmul_t", format!("no CPU kernel for {ty} weights with rows of {k}")));
+    let mut wp = Vec::with_capacity(parts.len());
+    for p in parts {
+        if !qgemm::supported(p.ty) || !k.is_multiple_of(qgemm::block_len(p.ty)) {
+            return Err(Error::shape(
+                "matmul_t",
+                format!("no CPU kernel for {} weights with rows of {k}", p.ty),
+            ));
+        }
+        wp.push(qgemm::WeightPart { ty: p.ty, w: p.bytes, n: p.elems / k });
     }
-    let _t = super::cpu::prof::scope(|| format!("{} {n}x{k} {ty}", if m == 1 { "gemv" } else { "gemm" }));
+    let _t = super::cpu::prof::scope(|| {
+        let tys: Vec<String> = parts.iter().map(|p| p.ty.to_string()).collect();
+        format!("{} {n}x{k} {}", if m == 1 { "gemv" } else { "gemm" }, tys.join("+"))
+    });
     let mut y = vec![0f32; m * n];
-    qgemm::matmul(xs, m, k, ty, wb, n, &mut y);
+    qgemm::matmul_parts(xs, m, k, &wp, &mut y);
     Tensor::from_f32(y, &[m, n])
 }
 

@@ -85,17 +85,7 @@ impl Tensor {
             DType::F16 => cat!(f16s, from_f16),
             DType::I32 => cat!(i32s, from_i32),
             DType::F8E4M3 => cat!(f8s, from_f8),
-            DType::Ggml => {
-                let ty = first.ggml().map(|(t, _)| t);
-                let mut out = Vec::new();
-                for p in parts {
-                    match p.ggml() {
-                        Some((t, b)) if Some(t) == ty => out.extend_from_slice(b),
-                        _ => return Err(Error::shape("cat0", "ggml parts of different block types")),
-                    }
-                }
-                Tensor::from_ggml(ty.ok_or(Error::DType { op: "cat0", dtype: DType::Ggml })?, out, &shape)
-            }
+            DType::Ggml => Tensor::ggml_cat0(parts, &shape),
         }
     }
 

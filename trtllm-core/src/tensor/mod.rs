@@ -11,7 +11,10 @@ use trtllm_kernels::DevBuf;
 
 use crate::{DType, Error, Result};
 
+mod ggml;
 mod layout;
+
+pub use ggml::GgmlPart;
 
 /// Where a tensor's data lives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,8 +35,9 @@ enum Storage {
     I32(Arc<Vec<i32>>),
     /// FP8 E4M3 codes.
     F8(Arc<Vec<u8>>),
-    /// ggml blocks (`DType::Ggml`): whole blocks per row; `offset` counts elements.
-    Ggml(crate::gguf::GgmlType, Arc<Vec<u8>>),
+    /// ggml blocks (`DType::Ggml`): runs of whole rows, each in one block type (one run, or
+    /// several for a fused weight whose parts differ: `ggml.rs`); `offset` counts elements.
+    Ggml(Arc<Vec<ggml::Run>>),
     Meta(DType),
     /// Device memory; `offset` counts elements of the dtype.
     Cuda(Arc<DevBuf>, DType),
@@ -85,34 +89,6 @@ impl Tensor {
         check_len(data.len(), shape)?;
         Ok(Tensor { storage: Storage::F8(Arc::new(data)), shape: shape.to_vec(), offset: 0 })
     }
-    /// ggml blocks of type `ty` (a block-quantized type), `shape` row-major with whole blocks
-    /// per row (the last dim a multiple of the block size), `data` exactly their bytes.
-    pub fn from_ggml(ty: crate::gguf::GgmlType, data: Vec<u8>, shape: &[usize]) -> Result<Self> {
-        let bad = |m: String| Error::shape("from_ggml", m);
-        let (blk, bytes) =
-            ty.block().filter(|&(b, _)| b > 1).ok_or_else(|| bad(format!("{ty} is not a block type")))?;
-        let row = *shape.last().ok_or_else(|| bad("rank-0 shape".into()))?;
-        if !row.is_multiple_of(blk) {
-            return Err(bad(format!("rows of {row} are not whole {ty} blocks of {blk}")));
-        }
-        if numel(shape) / blk * bytes != data.len() {
-            return Err(bad(format!("{} bytes cannot hold {shape:?} {ty}", data.len())));
-        }
-        Ok(Tensor { storage: Storage::Ggml(ty, Arc::new(data)), shape: shape.to_vec(), offset: 0 })
-    }
-
-    /// The block type and bytes of a ggml tensor (`DType::Ggml`).
-    pub fn ggml(&self) -> Option<(crate::gguf::GgmlType, &[u8])> {
-        match &self.storage {
-            Storage::Ggml(ty, v) => {
-                let (blk, bytes) = ty.block()?;
-                let start = self.offset / blk * bytes;
-                Some((*ty, &v[start..start + self.numel() / blk * bytes]))
-            }
-            _ => None,
-        }
-    }
-
     /// A data-less tensor: shape and dtype only.
     pub fn meta(shape: &[usize], dtype: DType) -> Self {
         Tensor { storage: Storage::Meta(dtype), shape: shape.to_vec(), offset: 0 }
@@ -224,8 +200,8 @@ impl Tensor {
         self.device() == Device::Meta
     }
     pub fn size_in_bytes(&self) -> usize {
-        if let Some((_, b)) = self.ggml() {
-            return b.len();
+        if let Some(parts) = self.ggml_parts() {
+            return parts.iter().map(|p| p.bytes.len()).sum();
         }
         self.numel() * self.dtype().size_in_bytes()
     }
@@ -282,12 +258,7 @@ impl Tensor {
             Storage::F8(_) => {
                 self.f8s()?.iter().map(|&c| trtllm_kernels::quant_ref::e4m3_decode(c)).collect()
             }
-            Storage::Ggml(..) => {
-                let (ty, b) = self.ggml().ok_or(Error::DType { op: "to_f32_vec", dtype: DType::Ggml })?;
-                let mut out = vec![0f32; self.numel()];
-                crate::gguf::dequantize(ty, b, &mut out).map_err(|e| Error::shape("to_f32_vec", e))?;
-                out
-            }
+            Storage::Ggml(..) => self.ggml_to_f32()?,
             Storage::Meta(_) => {
                 return Err(Error::DType { op: "to_f32_vec (meta tensor)", dtype: self.dtype() })
             }

@@ -1,14 +1,15 @@
 //! Weights straight from a GGUF file: tensors found by their Hugging Face names (the importer's
 //! name map, `gguf::names`), so the ordinary weight map plans, validates and loads a GGUF like an
-//! HF directory. A linear weight whose sources all have one block type with a kernel stays in
-//! its blocks: the rows' bytes are copied out of the mapped file (q/k rows un-permuted as whole
+//! HF directory. A linear weight whose sources all have block types with a kernel stays in its
+//! blocks: the rows' bytes are copied out of the mapped file (q/k rows un-permuted as whole
 //! rows, q/k/v and gate/up concatenated as rows), so the model holds about the file's size.
 //! Which kernels, [`GgufBlocks`]: the CPU's (`ops::cpu::qgemm`, a `DType::Ggml` tensor from
-//! `get`) or the GPU's (`ops::matmul_t_ggml`, Q8_0 / Q4_K bytes from `ggml_blocks`, which the
+//! `get`; a fused weight whose parts have different types keeps one run of rows per type) or
+//! the GPU's (`ops::matmul_t_ggml`, Q8_0 / Q4_K bytes of one type from `ggml_blocks`, which the
 //! `Linear` packs). Everything else (norms, f16/f32 tensors, block types without a kernel,
-//! mixed block types in a fused weight, tensor parallelism) is dequantized to f32 and goes
-//! through the spec's usual conversion. Each tensor's pages of the mapped file are released once
-//! it is copied (`GgufFile::release`), so the file and the copies are not resident together.
+//! mixed block types on the GPU, tensor parallelism) is dequantized to f32 and goes through the
+//! spec's usual conversion. Each tensor's pages of the mapped file are released once it is
+//! copied (`GgufFile::release`), so the file and the copies are not resident together.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -67,7 +68,9 @@ impl GgufWeights {
     /// Open `path` and map every tensor name (an unmapped name or a duplicate is an error
     /// naming the file and the tensor); `blocks`: which linears stay in their blocks.
     pub fn open(path: &Path, blocks: GgufBlocks) -> Result<Self> {
-        let file = GgufFile::open(path)?;
+        let mut file = GgufFile::open(path)?;
+        // The tokenizer's arrays are the importer's, not the weights': not kept through the load.
+        file.retain_metadata(|k| !k.starts_with("tokenizer."));
         let arch = Arch::of_file(&file)?;
         let a = arch.gguf_name();
         let heads = file.req_usize(&format!("{a}.attention.head_count"))?;
@@ -151,10 +154,14 @@ impl GgufWeights {
         self.blocks = blocks;
     }
 
-    /// The block type the spec's engine tensor keeps under `kernel` (a block type it takes),
-    /// when every source is a 2-D weight of that one type with whole blocks per row and the
-    /// spec only concatenates rows; `None`: it loads dequantized.
-    pub fn block_type(&self, spec: &WeightSpec, kernel: fn(GgmlType) -> bool) -> Result<Option<GgmlType>> {
+    /// The block type of each source of the spec's engine tensor, when every source is a 2-D
+    /// weight of a type `kernel` takes with whole blocks per row and the spec only concatenates
+    /// rows; `None`: it loads dequantized.
+    pub fn source_types(
+        &self,
+        spec: &WeightSpec,
+        kernel: fn(GgmlType) -> bool,
+    ) -> Result<Option<Vec<GgmlType>>> {
         let plain = spec.quant.is_none()
             && spec.combine == Combine::Concat0
             && spec.transform == Default::default()
@@ -162,7 +169,7 @@ impl GgufWeights {
         if !plain {
             return Ok(None);
         }
-        let mut ty: Option<GgmlType> = None;
+        let mut tys = Vec::with_capacity(spec.sources.len());
         for s in &spec.sources {
             let (t, tr) = self.info(&s.name)?;
             let k = *t.shape().last().unwrap_or(&0);
@@ -171,39 +178,50 @@ impl GgufWeights {
                 && per > 1
                 && k.is_multiple_of(per)
                 && t.shape() == s.shape
-                && matches!(tr, Transform::None | Transform::UnpermuteRope { .. })
-                && ty.is_none_or(|ty| ty == t.ty);
+                && matches!(tr, Transform::None | Transform::UnpermuteRope { .. });
             if !ok {
                 return Ok(None);
             }
-            ty = Some(t.ty);
+            tys.push(t.ty);
         }
-        Ok(ty)
+        Ok(Some(tys))
     }
 
-    /// The rows' bytes of the spec's sources, all of block type `ty` (q/k rows un-permuted),
-    /// concatenated.
+    /// The one block type of all the spec's sources (see [`GgufWeights::source_types`]); `None`
+    /// also when the sources differ in type.
+    pub fn block_type(&self, spec: &WeightSpec, kernel: fn(GgmlType) -> bool) -> Result<Option<GgmlType>> {
+        Ok(self.source_types(spec, kernel)?.and_then(|t| match t.split_first() {
+            Some((&first, rest)) if rest.iter().all(|&ty| ty == first) => Some(first),
+            _ => None,
+        }))
+    }
+
+    /// The rows' bytes of source `i` of the spec, of block type `ty` (q/k rows un-permuted).
+    fn source_bytes(&self, spec: &WeightSpec, i: usize, ty: GgmlType) -> Result<Vec<u8>> {
+        let s = &spec.sources[i];
+        let (t, tr) = self.info(&s.name)?;
+        let data = self.file.tensor_data(t)?;
+        let (per, bb) = ty.block().ok_or_else(|| self.tensor_err(t, format!("{ty} is not a block type")))?;
+        let bytes = match tr {
+            Transform::UnpermuteRope { heads } => {
+                let rb = s.shape[1] / per * bb;
+                unpermute_rope(data, s.shape[0], rb, heads).map_err(|e| self.tensor_err(t, e))?
+            }
+            Transform::None => data.to_vec(),
+            // source_types keeps only plain and un-permuted rows in blocks
+            Transform::SubtractOne | Transform::GroupQkv { .. } => {
+                return Err(self.tensor_err(t, "a norm weight or a regrouped qkv cannot stay in blocks"))
+            }
+        };
+        self.file.release(t);
+        Ok(bytes)
+    }
+
+    /// The rows' bytes of the spec's sources, all of block type `ty`, concatenated.
     fn block_bytes(&self, spec: &WeightSpec, ty: GgmlType) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        for s in &spec.sources {
-            let (t, tr) = self.info(&s.name)?;
-            let data = self.file.tensor_data(t)?;
-            let (per, bb) =
-                ty.block().ok_or_else(|| self.tensor_err(t, format!("{ty} is not a block type")))?;
-            match tr {
-                Transform::UnpermuteRope { heads } => {
-                    let rb = s.shape[1] / per * bb;
-                    let rows =
-                        unpermute_rope(data, s.shape[0], rb, heads).map_err(|e| self.tensor_err(t, e))?;
-                    bytes.extend_from_slice(&rows);
-                }
-                Transform::None => bytes.extend_from_slice(data),
-                // block_type keeps only plain and un-permuted rows in blocks
-                Transform::SubtractOne | Transform::GroupQkv { .. } => {
-                    return Err(self.tensor_err(t, "a norm weight or a regrouped qkv cannot stay in blocks"))
-                }
-            }
-            self.file.release(t);
+        for i in 0..spec.sources.len() {
+            bytes.extend_from_slice(&self.source_bytes(spec, i, ty)?);
         }
         Ok(bytes)
     }
@@ -212,8 +230,15 @@ impl GgufWeights {
 impl WeightSource for GgufWeights {
     fn get(&self, spec: &WeightSpec, mapping: &Mapping) -> Result<Tensor> {
         if self.blocks == GgufBlocks::CpuKernels && mapping.tp_size == 1 {
-            if let Some(ty) = self.block_type(spec, crate::ops::cpu::qgemm::supported)? {
-                return Tensor::from_ggml(ty, self.block_bytes(spec, ty)?, &spec.shape);
+            if let Some(tys) = self.source_types(spec, crate::ops::cpu::qgemm::supported)? {
+                // One run per source (runs of one type merge): a fused weight whose parts differ
+                // in block type keeps each part's blocks, and the matmul runs each its own kernel.
+                let mut runs = Vec::with_capacity(tys.len());
+                for (i, &ty) in tys.iter().enumerate() {
+                    runs.push((ty, spec.sources[i].shape[0], self.source_bytes(spec, i, ty)?));
+                }
+                return Tensor::from_ggml_parts(runs, &spec.shape)
+                    .map_err(|e| self.file.error(format!("`{}`: {e}", spec.name)));
             }
         }
         let sources =

@@ -181,6 +181,7 @@ unsafe fn legacy<T: Legacy>(w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [f32])
     // SAFETY: w holds n rows of rb bytes (the caller's contract); each call reads rows r..r+R.
     unsafe {
         while r + 4 <= n {
+            super::prefetch_ahead(w.as_ptr().add(r * rb), 4 * rb);
             legacy_rows::<T, 4>(w.as_ptr().add(r * rb), rb, a, &mut out[r..r + 4]);
             r += 4;
         }
@@ -207,6 +208,7 @@ pub unsafe fn rows(ty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, out: &mut [
             GgmlType::Q5_1 => legacy::<Q5_1>(w, rb, a, out),
             _ => {
                 for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
+                    super::prefetch_ahead(wr.as_ptr(), rb);
                     *o = dot_row(ty, wr, a);
                 }
             }

@@ -119,6 +119,50 @@ fn every_block_type_matches_dequantized_f32() {
     }
 }
 
+/// A weight in runs of different block types (a fused q/k/v of Q5_0 and Q8_0, gate/up of
+/// Q4_K and Q6_K): each part's columns of the threaded `matmul_parts` against dequantize-then-
+/// f32 of that part, at decode and prefill row counts.
+#[test]
+fn mixed_parts_match_dequantized_f32() {
+    use GgmlType::*;
+    let cases: [(&[(GgmlType, usize)], usize); 4] = [
+        (&[(Q5_0, 64), (Q5_0, 16), (Q8_0, 16)], 576),
+        (&[(Q4K, 40), (Q6K, 40)], 512),
+        (&[(Q8_0, 3), (Q4_1, 70), (Q5_1, 5)], 96),
+        (&[(Q6K, 7), (Q4K, 33), (Q5K, 9)], 256),
+    ];
+    for (c, &(parts, k)) in cases.iter().enumerate() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(900 + c as u64);
+        let blocks: Vec<Vec<u8>> = parts.iter().map(|&(ty, n)| random_blocks(ty, n, k, &mut rng)).collect();
+        let wp: Vec<WeightPart<'_>> =
+            parts.iter().zip(&blocks).map(|(&(ty, n), w)| WeightPart { ty, w, n }).collect();
+        let n: usize = parts.iter().map(|p| p.1).sum();
+        for m in [1usize, 5, 19] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let mut y = vec![f32::NAN; m * n];
+            matmul_parts(&x, m, k, &wp, &mut y);
+            let mut col = 0;
+            for (&(ty, np), w) in parts.iter().zip(&blocks) {
+                let wf = dequant(ty, w, np, k);
+                for i in 0..m {
+                    for r in 0..np {
+                        let wr = &wf[r * k..(r + 1) * k];
+                        let f: f64 = wr.iter().zip(&x[i * k..]).map(|(&w, &x)| w as f64 * x as f64).sum();
+                        let scale: f64 =
+                            wr.iter().map(|&w| (w as f64).abs()).sum::<f64>() / (k as f64).sqrt();
+                        let got = y[i * n + col + r] as f64;
+                        assert!(
+                            (got - f).abs() <= 0.03 * scale + 1e-4,
+                            "{ty} part m{m} [{i},{r}]: {got} vs {f}"
+                        );
+                    }
+                }
+                col += np;
+            }
+        }
+    }
+}
+
 #[test]
 fn activation_quantization_is_q8_0() {
     let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
@@ -185,36 +229,53 @@ fn real_blocks_scalar_vs_simd() {
     }
 }
 
-/// GEMV / GEMM throughput at SmolLM2-135M's shapes.
+/// GEMV / GEMM throughput at SmolLM2-135M's shapes: "hot" reuses one weight buffer (cache
+/// resident when it fits: the kernel's compute rate), "cold" cycles through copies totalling
+/// at least 256 MB (the weights stream from memory, as in a decode step). `QGEMM_SPEED_M` picks the
+/// row counts (default "1,12,128").
 /// `cargo test --release -p trtllm-core --lib qgemm_speed -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn qgemm_speed() {
+    let ms: Vec<usize> = std::env::var("QGEMM_SPEED_M")
+        .unwrap_or_else(|_| "1,12,128".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
     for (ty, n, k) in [
         (GgmlType::Q4_1, 3072, 576),
         (GgmlType::Q4_1, 576, 1536),
+        (GgmlType::Q8_0, 3072, 576),
         (GgmlType::Q8_0, 49152, 576),
+        (GgmlType::Q5_0, 3072, 576),
         (GgmlType::Q4K, 576, 1536),
         (GgmlType::Q6K, 576, 1536),
-        (GgmlType::Q5_0, 3072, 576),
     ] {
         let w = random_blocks(ty, n, k, &mut rng);
-        for m in [1usize, 12, 128] {
+        let copies = (256_000_000 / w.len()).max(2);
+        let cold: Vec<Vec<u8>> = (0..copies).map(|_| w.clone()).collect();
+        for &m in &ms {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             let mut y = vec![0f32; m * n];
             matmul(&x, m, k, ty, &w, n, &mut y);
-            let reps = (20_000_000 / (m * n * k)).max(3);
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                matmul(&x, m, k, ty, &w, n, &mut y);
+            let reps = (200_000_000 / (m * n * k)).clamp(3, 4 * copies);
+            let mut us = [0f64; 2];
+            for (j, u) in us.iter_mut().enumerate() {
+                let t = std::time::Instant::now();
+                for r in 0..reps {
+                    let wr = if j == 0 { &w } else { &cold[r % copies] };
+                    matmul(&x, m, k, ty, wr, n, &mut y);
+                }
+                *u = t.elapsed().as_secs_f64() / reps as f64 * 1e6;
             }
-            let s = t.elapsed().as_secs_f64() / reps as f64;
             println!(
-                "{ty} {n}x{k} m={m}: {:.1} us, {:.1} GB/s of weights, {:.1} GMAC/s",
-                s * 1e6,
-                w.len() as f64 / s / 1e9,
-                (m * n * k) as f64 / s / 1e9
+                "{ty} {n}x{k} m={m}: hot {:.1} us ({:.1} GB/s), cold {:.1} us ({:.1} GB/s), {:.1} GMAC/s hot",
+                us[0],
+                w.len() as f64 / us[0] / 1e3,
+                us[1],
+                w.len() as f64 / us[1] / 1e3,
+                (m * n * k) as f64 / us[0] / 1e3
             );
         }
     }

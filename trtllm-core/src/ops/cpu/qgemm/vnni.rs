@@ -193,6 +193,7 @@ unsafe fn four_rows<T: Pair>(
     // SAFETY: AVX-512 F/BW/DQ/VL/VNNI + F16C are enabled by the caller; rows r < 4 of w hold nb
     // blocks; xs holds 32 * nb bytes, ds 2 * nb floats.
     unsafe {
+        super::prefetch_ahead(w, 4 * rb);
         // Lanes of block i (4 or 8 per half) read [S_i, M_i, S_i+1, M_i+1] entry 0 or 2.
         let idx = if T::NIBBLES {
             _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2)
