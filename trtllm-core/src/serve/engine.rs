@@ -1,8 +1,9 @@
 //! The serving engine: a background thread that owns the [`Scheduler`] (model + KV cache) and
 //! runs steps while there is work. Requests come in over a channel ([`EngineHandle::submit`]);
-//! each request's output goes out through its own [`EventSink`] (a `std::sync::mpsc::Sender`,
-//! or a tokio channel in the server), as per-token deltas with detokenized text, stop strings
-//! applied, and a final usage event.
+//! each step's tokens go to a second thread (`output.rs`) that sends each request's output
+//! through its own [`EventSink`] (a `std::sync::mpsc::Sender`, or a tokio channel in the
+//! server), as per-token deltas with detokenized text, stop strings applied, and a final usage
+//! event.
 //!
 //! Cancellation: [`RequestHandle::cancel`] (or a sink whose receiver is gone) ends the
 //! request's sequences at the start of the next step and frees their blocks. Shutdown
@@ -22,7 +23,6 @@ use crate::runner::TokenLogprob;
 use crate::runner::{Pooling, SamplingParams};
 use crate::serve::EngineMetrics;
 use crate::text::Tokenizer;
-use crate::text::{IncrementalDetokenizer, StopMatcher};
 
 /// Output of one request.
 #[derive(Clone, Debug)]
@@ -90,6 +90,8 @@ pub(crate) enum Msg {
     Add(Box<Pending>),
     Embed(Box<EmbedJob>),
     Abort(u64),
+    /// The output thread found a stop string in this sequence's text: drop it.
+    StopSeq(u64),
     Shutdown,
 }
 
@@ -292,10 +294,22 @@ impl Engine {
         shared.metrics.kv_blocks_total.store(sched.blocks().num_total() as u64, Relaxed);
         shared.metrics.kv_blocks_free.store(sched.blocks().num_available() as u64, Relaxed);
         let (tx, rx) = mpsc::channel();
+        let (out_tx, out_rx) = mpsc::sync_channel(super::output::OUTPUT_QUEUE_STEPS);
+        let (recycle_tx, recycle_rx) = mpsc::channel();
+        // Stop-string and client-gone aborts from the output thread: a channel of their own, so
+        // that the engine's request channel still disconnects when every handle is gone.
+        let (back_tx, back_rx) = mpsc::channel();
+        let output = super::output::OutputLoop::new(tokenizer, shared.clone(), back_tx, recycle_tx);
+        let output_thread = std::thread::Builder::new()
+            .name("trtllm-output".into())
+            .spawn(move || output.run(out_rx))
+            .map_err(|e| crate::Error::Msg(format!("starting the output thread: {e}")))?;
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("trtllm-engine".into())
-            .spawn(move || super::engine_loop::EngineLoop::new(sched, tokenizer, sh).run(rx))
+            .spawn(move || {
+                super::engine_loop::EngineLoop::new(sched, sh, out_tx, (back_rx, recycle_rx), output_thread).run(rx)
+            })
             .map_err(|e| crate::Error::Msg(format!("starting the engine thread: {e}")))?;
         Ok(Engine { handle: EngineHandle { tx, shared }, thread: Some(thread) })
     }
@@ -320,26 +334,6 @@ impl Drop for Engine {
             let _ = t.join();
         }
     }
-}
-
-/// Engine-thread state of one request.
-pub(crate) struct ReqState {
-    pub sink: Box<dyn EventSink>,
-    pub cancel: Arc<AtomicBool>,
-    pub prompt_len: usize,
-    pub live: usize,
-    pub usage: Usage,
-    pub queued: bool,
-    pub arrival: Instant,
-}
-
-/// Engine-thread state of one sequence (a choice of a request).
-pub(crate) struct SeqState {
-    pub req: u64,
-    pub index: usize,
-    pub detok: IncrementalDetokenizer,
-    pub stop: StopMatcher,
-    pub last: Option<Instant>,
 }
 
 /// Sequence ids: `request id * SEQ_STRIDE + choice index`.

@@ -1,28 +1,40 @@
-//! The engine thread's loop: take messages, apply cancellations, run a step, turn its tokens
-//! into per-request events (text, stop strings, logprobs, usage) and update the metrics.
+//! The engine thread's loop: take messages, apply cancellations and stop-string aborts, run a
+//! step and hand its tokens to the output thread (`output.rs`: detokenization, stop strings,
+//! events), update the step metrics. Nothing per token happens here beyond the scheduler.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::engine::{
-    count_step, new_seq, recv, Delta, EmbedJob, Event, Msg, Pending, ReqState, SeqState, Shared, SEQ_STRIDE,
-};
+use super::engine::{count_step, new_seq, recv, EmbedJob, Event, Msg, Pending, Shared, SEQ_STRIDE};
+use super::output::{NewReq, OutMsg};
 use super::scheduler::Scheduler;
 use super::step_output::{StepOutput, TokenOut};
 use crate::runner::Executor;
-use crate::serve::FinishReason;
-use crate::text::Tokenizer;
-use crate::text::{IncrementalDetokenizer, StopMatcher};
+
+/// Engine-thread state of one request: what admission and retirement need.
+struct ReqState {
+    /// Choices (sequences `id * SEQ_STRIDE + 0..n`), and those the scheduler still runs.
+    n: usize,
+    live: usize,
+    prompt_len: usize,
+    queued: bool,
+}
 
 pub(crate) struct EngineLoop<E: Executor> {
     sched: Scheduler<E>,
-    tok: Option<Arc<Tokenizer>>,
     shared: Arc<Shared>,
     reqs: HashMap<u64, ReqState>,
-    seqs: HashMap<u64, SeqState>,
+    /// To the output thread (bounded: `output::OUTPUT_QUEUE_STEPS`).
+    out: SyncSender<OutMsg>,
+    /// From the output thread: stop-string and client-gone aborts.
+    back: Receiver<Msg>,
+    /// Token vectors the output thread has emptied, reused by the next steps.
+    recycled: Receiver<Vec<TokenOut>>,
+    output_thread: Option<JoinHandle<()>>,
     draining: bool,
     /// The last periodic stats line: when, and the prompt / generated token counters then.
     stats_at: (std::time::Instant, u64, u64),
@@ -32,14 +44,22 @@ pub(crate) struct EngineLoop<E: Executor> {
 const STATS_EVERY_S: f64 = 10.0;
 
 impl<E: Executor> EngineLoop<E> {
-    pub fn new(sched: Scheduler<E>, tok: Option<Arc<Tokenizer>>, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        sched: Scheduler<E>,
+        shared: Arc<Shared>,
+        out: SyncSender<OutMsg>,
+        (back, recycled): (Receiver<Msg>, Receiver<Vec<TokenOut>>),
+        output_thread: JoinHandle<()>,
+    ) -> Self {
         let stats_at = (std::time::Instant::now(), 0, 0);
         EngineLoop {
             sched,
-            tok,
             shared,
             reqs: HashMap::new(),
-            seqs: HashMap::new(),
+            out,
+            back,
+            recycled,
+            output_thread: Some(output_thread),
             draining: false,
             stats_at,
         }
@@ -62,20 +82,48 @@ impl<E: Executor> EngineLoop<E> {
                     break;
                 }
             }
-            self.reap_cancelled();
+            while let Ok(m) = self.back.try_recv() {
+                self.on_msg(m);
+            }
             if !self.sched.has_work() {
                 self.publish();
                 if self.draining || !connected {
-                    return;
+                    break;
                 }
                 continue;
             }
-            match self.sched.step() {
-                Ok(out) => self.on_step(out),
-                Err(e) => self.fail_step(&e.to_string()),
+            while let Ok(v) = self.recycled.try_recv() {
+                self.sched.recycle_tokens(v);
             }
+            let t0 = Instant::now();
+            let device_s = match self.sched.step() {
+                Ok(out) => {
+                    let d = out.execute_s + out.spec.draft_s;
+                    self.on_step(out);
+                    d
+                }
+                Err(e) => {
+                    self.fail_step(&e.to_string());
+                    0.0
+                }
+            };
             self.publish();
             self.log_stats();
+            let host_ns = (t0.elapsed().as_secs_f64() - device_s).max(0.0) * 1e9;
+            self.shared.metrics.engine_host_ns.fetch_add(host_ns as u64, Relaxed);
+        }
+        // Every event is out when the engine thread ends: the output thread drains its queue.
+        let EngineLoop { out, output_thread, .. } = self;
+        drop(out);
+        if let Some(t) = output_thread {
+            let _ = t.join();
+        }
+    }
+
+    /// Hand a message to the output thread (blocks while it is `OUTPUT_QUEUE_STEPS` behind).
+    fn to_output(&self, m: OutMsg) {
+        if self.out.send(m).is_err() {
+            tracing::error!("the output thread is gone; request events are lost");
         }
     }
 
@@ -83,7 +131,12 @@ impl<E: Executor> EngineLoop<E> {
         match m {
             Msg::Add(p) => self.add(*p),
             Msg::Embed(job) => self.embed(*job),
-            Msg::Abort(id) => self.end_request(id, false),
+            Msg::Abort(id) => self.end_request(id),
+            Msg::StopSeq(sid) => {
+                if self.sched.abort(sid) {
+                    self.seq_done(sid);
+                }
+            }
             Msg::Shutdown => self.draining = true,
         }
     }
@@ -100,24 +153,19 @@ impl<E: Executor> EngineLoop<E> {
                 p.sink.send(Event::Error(e.to_string()));
                 return;
             }
-            let detok = IncrementalDetokenizer::new(&p.prompt);
-            let stop = StopMatcher::new(p.params.stop.clone());
-            self.seqs.insert(
-                p.id * SEQ_STRIDE + i as u64,
-                SeqState { req: p.id, index: i, detok, stop, last: None },
-            );
         }
-        let usage = super::engine::Usage { prompt_tokens: p.prompt.len(), ..Default::default() };
-        let st = ReqState {
+        let tail = p.prompt[p.prompt.len().saturating_sub(5)..].to_vec();
+        self.reqs.insert(p.id, ReqState { n, live: n, prompt_len: p.prompt.len(), queued: true });
+        self.to_output(OutMsg::Add(Box::new(NewReq {
+            id: p.id,
+            n,
+            prompt_tail: tail,
+            prompt_len: p.prompt.len(),
+            stop: p.params.stop.clone(),
             sink: p.sink,
             cancel: p.cancel,
-            prompt_len: p.prompt.len(),
-            live: n,
-            usage,
-            queued: true,
             arrival: p.arrival,
-        };
-        self.reqs.insert(p.id, st);
+        })));
     }
 
     /// Embed every input of `job` now (between steps), each a prefill into blocks taken from the
@@ -149,38 +197,29 @@ impl<E: Executor> EngineLoop<E> {
         (job.reply)(Ok(out));
     }
 
-    /// End a request: abort its live sequences (their blocks are freed), send `Done` if it
-    /// finished normally.
-    fn end_request(&mut self, id: u64, ok: bool) {
-        let Some(r) = self.reqs.remove(&id) else { return };
-        let children: Vec<u64> = self.seqs.iter().filter(|(_, s)| s.req == id).map(|(&k, _)| k).collect();
-        for sid in children {
-            self.sched.abort(sid);
-            self.seqs.remove(&sid);
-        }
-        let m = &self.shared.metrics;
-        if r.queued {
-            m.queued_requests.fetch_sub(1, Relaxed);
-        }
-        if ok {
-            m.requests_ok.fetch_add(1, Relaxed);
-            m.e2e.observe(r.arrival.elapsed());
-            r.sink.send(Event::Done(r.usage));
-        } else {
-            m.requests_aborted.fetch_add(1, Relaxed);
+    /// A sequence of a request stopped running (finished, or stopped by the output thread);
+    /// the request is forgotten once none runs.
+    fn seq_done(&mut self, sid: u64) {
+        let id = sid / SEQ_STRIDE;
+        if let Some(r) = self.reqs.get_mut(&id) {
+            r.live = r.live.saturating_sub(1);
+            if r.live == 0 {
+                self.reqs.remove(&id);
+            }
         }
     }
 
-    fn reap_cancelled(&mut self) {
-        let dead: Vec<u64> = self
-            .reqs
-            .iter()
-            .filter(|(_, r)| r.cancel.load(Relaxed) || r.sink.is_closed())
-            .map(|(&k, _)| k)
-            .collect();
-        for id in dead {
-            self.end_request(id, false);
+    /// End a request early (cancelled, client gone, failed): abort its sequences (their blocks
+    /// are freed) and tell the output thread, which drops it without `Done`.
+    fn end_request(&mut self, id: u64) {
+        let Some(r) = self.reqs.remove(&id) else { return };
+        for i in 0..r.n as u64 {
+            self.sched.abort(id * SEQ_STRIDE + i);
         }
+        if r.queued {
+            self.shared.metrics.queued_requests.fetch_sub(1, Relaxed);
+        }
+        self.to_output(OutMsg::Abort(id));
     }
 
     /// A step failed: its requests (every running sequence's, the step's own among them) get
@@ -188,106 +227,39 @@ impl<E: Executor> EngineLoop<E> {
     fn fail_step(&mut self, msg: &str) {
         let running = self.sched.running_ids();
         tracing::error!("engine step failed ({} sequences): {msg}", running.len());
-        let mut failed: Vec<u64> =
-            running.iter().filter_map(|sid| self.seqs.get(sid).map(|s| s.req)).collect();
+        let mut failed: Vec<u64> = running.iter().map(|sid| sid / SEQ_STRIDE).collect();
         failed.sort_unstable();
         failed.dedup();
+        failed.retain(|id| self.reqs.contains_key(id));
+        for &id in &failed {
+            tracing::error!("request {id} failed in the step");
+        }
+        // The error events go first; the output thread then ignores the aborts.
+        self.to_output(OutMsg::Fail(failed.clone(), msg.to_string()));
         for id in failed {
-            if let Some(r) = self.reqs.get(&id) {
-                tracing::error!("request {id} failed in the step");
-                r.sink.send(Event::Error(format!("engine error: {msg}")));
-            }
-            self.end_request(id, false);
+            self.end_request(id);
         }
     }
 
     fn on_step(&mut self, out: StepOutput) {
         let m = &self.shared.metrics;
         count_step(m, &out);
-        for &(sid, cached) in &out.admitted {
+        for &(sid, _) in &out.admitted {
             if let Some(r) = self.reqs.get_mut(&(sid / SEQ_STRIDE)) {
                 if r.queued {
                     r.queued = false;
                     m.queued_requests.fetch_sub(1, Relaxed);
                     m.prompt_tokens.fetch_add(r.prompt_len as u64, Relaxed);
                 }
-                if sid % SEQ_STRIDE == 0 {
-                    r.usage.cached_tokens = cached;
-                }
             }
         }
-        let now = Instant::now();
-        let mut finished_reqs = vec![];
-        let mut gone = vec![];
-        for t in out.tokens {
-            let Some(req) = self.seqs.get(&t.seq).map(|s| s.req) else { continue };
-            match self.on_token(t, now) {
-                Some(true) => finished_reqs.push(req),
-                Some(false) => {}
-                None => gone.push(req),
+        for t in &out.tokens {
+            if t.finish.is_some() {
+                self.seq_done(t.seq);
             }
         }
-        for id in gone {
-            self.end_request(id, false);
-        }
-        for id in finished_reqs {
-            self.end_request(id, true);
-        }
-    }
-
-    /// Emit one token. `Some(true)`: its request is complete; `None`: the client is gone.
-    fn on_token(&mut self, t: TokenOut, now: Instant) -> Option<bool> {
-        let m = &self.shared.metrics;
-        m.generation_tokens.fetch_add(1, Relaxed);
-        let s = self.seqs.get_mut(&t.seq)?;
-        let r = self.reqs.get_mut(&s.req)?;
-        match s.last {
-            None => m.ttft.observe(now - r.arrival),
-            Some(l) => m.itl.observe(now - l),
-        }
-        s.last = Some(now);
-        r.usage.completion_tokens += 1;
-        let mut finish = t.finish;
-        let mut text = String::new();
-        if let Some(tok) = &self.tok {
-            // A stop token's own text is not part of the output.
-            let mut piece = if t.stop_token { Ok(String::new()) } else { s.detok.push(tok, t.token) };
-            if let (Ok(p), Some(_)) = (&mut piece, finish) {
-                p.push_str(&s.detok.flush(tok).unwrap_or_default());
-            }
-            match piece {
-                Ok(piece) => {
-                    let (emit, stopped) = s.stop.push(&piece);
-                    text = emit;
-                    if stopped && finish.is_none() {
-                        finish = Some(FinishReason::Stop);
-                        self.sched.abort(t.seq);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("sequence {}: detokenizing token {}: {e}", t.seq, t.token);
-                }
-            }
-            if finish.is_some() && !s.stop.stopped() {
-                text.push_str(&s.stop.flush());
-            }
-        }
-        let delta = Delta {
-            index: s.index,
-            token_ids: vec![t.token],
-            text,
-            logprobs: t.logprob.into_iter().collect(),
-            finish,
-        };
-        if !r.sink.send(Event::Delta(delta)) {
-            return None;
-        }
-        if finish.is_some() {
-            self.seqs.remove(&t.seq);
-            r.live -= 1;
-            return Some(r.live == 0);
-        }
-        Some(false)
+        let at = Instant::now();
+        self.to_output(OutMsg::Step { tokens: out.tokens, admitted: out.admitted, at });
     }
 
     /// vLLM-style periodic line at info level: throughput since the last line, sequences, KV use.

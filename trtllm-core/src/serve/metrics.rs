@@ -74,6 +74,12 @@ pub struct EngineMetrics {
     pub requests_aborted: AtomicU64,
     pub requests_rejected: AtomicU64,
     pub steps: AtomicU64,
+    /// Nanoseconds the engine thread spent on its steps outside the executor (scheduling,
+    /// applying the sampled tokens, handing them out, publishing gauges).
+    pub engine_host_ns: AtomicU64,
+    /// Nanoseconds the output thread spent turning steps' tokens into request events
+    /// (detokenization, stop strings, deltas, sends).
+    pub output_ns: AtomicU64,
     /// Speculative decoding: sequence-steps that verified drafts, draft tokens proposed,
     /// accepted, and tokens those sequence-steps emitted.
     pub spec_verify_steps: AtomicU64,
@@ -104,6 +110,8 @@ impl Default for EngineMetrics {
             requests_aborted: z(),
             requests_rejected: z(),
             steps: z(),
+            engine_host_ns: z(),
+            output_ns: z(),
             spec_verify_steps: z(),
             spec_draft_tokens: z(),
             spec_accepted_tokens: z(),
@@ -185,6 +193,17 @@ impl EngineMetrics {
             g(&self.preemptions),
         );
         one("engine_steps_total", "counter", "Scheduler steps.", g(&self.steps));
+        let secs = |a: &AtomicU64| g(a) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "# HELP trtllm_engine_host_seconds_total Engine-thread time of the steps outside the forward.\n# TYPE trtllm_engine_host_seconds_total counter\ntrtllm_engine_host_seconds_total {}\n# HELP trtllm_output_thread_seconds_total Output-thread time: detokenization, stop strings, events.\n# TYPE trtllm_output_thread_seconds_total counter\ntrtllm_output_thread_seconds_total {}",
+            secs(&self.engine_host_ns),
+            secs(&self.output_ns)
+        );
+        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ =
+                writeln!(out, "# HELP trtllm_{name} {help}\n# TYPE trtllm_{name} {kind}\ntrtllm_{name} {v}");
+        };
         one(
             "spec_decode_num_drafts_total",
             "counter",

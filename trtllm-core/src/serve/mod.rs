@@ -5,6 +5,7 @@
 mod engine;
 mod engine_loop;
 mod metrics;
+mod output;
 mod prefix_cache;
 mod scheduler;
 mod sequence;
@@ -21,6 +22,8 @@ pub use sequence::{FinishReason, SeqRequest};
 pub use spec::SpecStats;
 pub use step_output::{StepOutput, TokenOut};
 
+#[cfg(test)]
+mod engine_tests;
 #[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]

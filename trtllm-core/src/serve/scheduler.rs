@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use super::prefix_cache::BlockManager;
 use super::sequence::{SeqRequest, Sequence};
-use super::step_output::{emit, masks_of, StepOutput};
+use super::step_output::{emit, masks_of, StepOutput, TokenOut};
 use crate::load::{SpecMethod, SpecOptions};
 use crate::runner::{Executor, ModelRunner, SampleInput, ScheduledSeq, SchedulerOutput};
 use crate::text::TokenMatcher;
@@ -63,7 +63,12 @@ pub struct Scheduler<E: Executor = ModelRunner> {
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     eos: Vec<u32>,
+    /// Buffers reused from step to step (no per-step allocation that grows with the batch):
+    /// the plan, and an emptied token vector handed back by the caller.
+    plan_buf: Vec<(usize, usize)>,
+    spare_tokens: Vec<TokenOut>,
 }
+
 
 impl<E: Executor> Scheduler<E> {
     /// A scheduler whose steps `runner` executes. `eos`: the ids that end a sequence.
@@ -87,6 +92,8 @@ impl<E: Executor> Scheduler<E> {
             waiting: VecDeque::new(),
             running: vec![],
             eos,
+            plan_buf: vec![],
+            spare_tokens: vec![],
         })
     }
 
@@ -171,6 +178,14 @@ impl<E: Executor> Scheduler<E> {
         false
     }
 
+    /// Give back a step's emptied token vector: the next step fills it instead of a new one.
+    pub fn recycle_tokens(&mut self, mut v: Vec<TokenOut>) {
+        v.clear();
+        if v.capacity() > self.spare_tokens.capacity() {
+            self.spare_tokens = v;
+        }
+    }
+
     /// Ids of the running sequences (admitted, holding blocks).
     pub fn running_ids(&self) -> Vec<u64> {
         self.running.iter().map(|s| s.id).collect()
@@ -193,9 +208,9 @@ impl<E: Executor> Scheduler<E> {
     }
 
     /// Choose this step's work: `(index in running, tokens)`.
-    fn schedule(&mut self, out: &mut StepOutput) -> Result<Vec<(usize, usize)>> {
+    fn schedule(&mut self, out: &mut StepOutput, plan: &mut Vec<(usize, usize)>) -> Result<()> {
         let mut budget = self.cfg.max_num_tokens;
-        let mut plan = vec![];
+        plan.clear();
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let n = self.running[i].uncomputed().min(budget);
@@ -218,7 +233,7 @@ impl<E: Executor> Scheduler<E> {
             }
         }
         if !out.preempted.is_empty() {
-            return Ok(plan);
+            return Ok(());
         }
         while budget > 0 && self.running.len() < self.cfg.max_batch_size {
             let Some(s) = self.waiting.front_mut() else { break };
@@ -251,16 +266,18 @@ impl<E: Executor> Scheduler<E> {
             plan.push((self.running.len() - 1, n));
             budget -= n;
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// Run one step: schedule, draft (speculative decoding), one forward, sample or verify,
     /// retire finished sequences.
     pub fn step(&mut self) -> Result<StepOutput> {
         let t0 = Instant::now();
-        let mut out = StepOutput::default();
-        let plan = self.schedule(&mut out)?;
+        let mut out = StepOutput { tokens: std::mem::take(&mut self.spare_tokens), ..Default::default() };
+        let mut plan = std::mem::take(&mut self.plan_buf);
+        self.schedule(&mut out, &mut plan)?;
         if plan.is_empty() {
+            self.plan_buf = plan;
             return Ok(out);
         }
         let drafts = match &self.cfg.speculative {
@@ -278,9 +295,10 @@ impl<E: Executor> Scheduler<E> {
                 out.spec.draft_s = secs;
                 d
             }
-            None => vec![vec![]; plan.len()],
+            None => vec![], // no drafts: `draft(k)` is empty for every plan entry
         };
-        // Each planned chunk, followed by its drafts.
+        let draft = |k: usize| drafts.get(k).map_or(&[][..], |d| d.as_slice());
+        // Each planned chunk that has drafts, followed by them (empty without drafts).
         let chunks: Vec<Vec<u32>> = plan
             .iter()
             .zip(&drafts)
@@ -296,9 +314,10 @@ impl<E: Executor> Scheduler<E> {
         // `plan` lists running sequences in increasing index order.
         let mut seqs = Vec::with_capacity(plan.len());
         let mut matchers: Vec<(usize, &mut TokenMatcher)> = vec![];
-        let mut next = plan.iter().zip(&chunks).zip(&drafts).peekable();
+        let mut next = plan.iter().enumerate().peekable();
         for (i, s) in self.running.iter_mut().enumerate() {
-            let Some(((&(_, n), chunk), d)) = next.next_if(|p| p.0 .0 .0 == i) else { continue };
+            let Some((k, &(_, n))) = next.next_if(|p| p.1 .0 == i) else { continue };
+            let (d, chunk) = (draft(k), chunks.get(k).map_or(&[][..], |c| c.as_slice()));
             let end = s.cached + n;
             let (prompt, output) = s.tokens.split_at(s.prompt_len);
             if end == s.tokens.len() {
@@ -342,7 +361,8 @@ impl<E: Executor> Scheduler<E> {
         let bs = self.block_size;
         let draft_model = self.cfg.speculative.as_ref().is_some_and(|o| o.method == SpecMethod::Draft);
         let mut accepted = result.accepted.into_iter();
-        for ((&(i, n), sampled), d) in plan.iter().zip(result.sampled).zip(&drafts) {
+        for (k, (&(i, n), sampled)) in plan.iter().zip(result.sampled).enumerate() {
+            let d = draft(k);
             let acc = accepted.next().unwrap_or_default();
             let s = &mut self.running[i];
             if s.cached < s.prompt_len || s.tokens.len() - s.cached > 1 {
@@ -394,10 +414,12 @@ impl<E: Executor> Scheduler<E> {
                 self.blocks.truncate(&mut s.blocks, s.cached);
             }
         }
-        let done: Vec<u64> = out.tokens.iter().filter(|t| t.finish.is_some()).map(|t| t.seq).collect();
-        for id in done {
-            self.abort(id);
+        for t in &out.tokens {
+            if t.finish.is_some() {
+                self.abort(t.seq);
+            }
         }
+        self.plan_buf = plan;
         out.host_s = t0.elapsed().as_secs_f64() - out.execute_s - out.spec.draft_s;
         Ok(out)
     }
