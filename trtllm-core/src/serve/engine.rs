@@ -308,7 +308,8 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("trtllm-engine".into())
             .spawn(move || {
-                super::engine_loop::EngineLoop::new(sched, sh, out_tx, (back_rx, recycle_rx), output_thread).run(rx)
+                super::engine_loop::EngineLoop::new(sched, sh, out_tx, (back_rx, recycle_rx), output_thread)
+                    .run(rx)
             })
             .map_err(|e| crate::Error::Msg(format!("starting the engine thread: {e}")))?;
         Ok(Engine { handle: EngineHandle { tx, shared }, thread: Some(thread) })

@@ -134,7 +134,11 @@ fn a_stop_string_found_on_the_output_thread_aborts_the_sequence() {
     // queue's depth of steps past the stop, not to max_tokens.
     wait_for("the stopped sequence's blocks", || load(&m.running_seqs) == 0 && load(&m.kv_blocks_free) == 64);
     let ran = s.sampled.load(Relaxed);
-    assert!(ran <= deltas.len() + OUTPUT_QUEUE_STEPS + 2, "{ran} tokens sampled for {} emitted", deltas.len());
+    assert!(
+        ran <= deltas.len() + OUTPUT_QUEUE_STEPS + 2,
+        "{ran} tokens sampled for {} emitted",
+        deltas.len()
+    );
     assert_eq!(load(&m.requests_ok), 1);
     s.eng.shutdown();
 }

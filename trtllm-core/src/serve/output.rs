@@ -121,7 +121,10 @@ impl OutputLoop {
         for i in 0..r.n {
             let detok = IncrementalDetokenizer::new(&r.prompt_tail);
             let stop = StopMatcher::new(r.stop.clone());
-            self.seqs.insert(r.id * SEQ_STRIDE + i as u64, SeqState { req: r.id, index: i, detok, stop, last: None });
+            self.seqs.insert(
+                r.id * SEQ_STRIDE + i as u64,
+                SeqState { req: r.id, index: i, detok, stop, last: None },
+            );
         }
         let usage = Usage { prompt_tokens: r.prompt_len, ..Default::default() };
         let st = ReqState { sink: r.sink, cancel: r.cancel, n: r.n, live: r.n, usage, arrival: r.arrival };
@@ -217,8 +220,13 @@ impl OutputLoop {
                 text.push_str(&s.stop.flush());
             }
         }
-        let delta =
-            Delta { index: s.index, token_ids: vec![t.token], text, logprobs: t.logprob.into_iter().collect(), finish };
+        let delta = Delta {
+            index: s.index,
+            token_ids: vec![t.token],
+            text,
+            logprobs: t.logprob.into_iter().collect(),
+            finish,
+        };
         if !r.sink.send(Event::Delta(delta)) {
             return None;
         }

@@ -69,7 +69,6 @@ pub struct Scheduler<E: Executor = ModelRunner> {
     spare_tokens: Vec<TokenOut>,
 }
 
-
 impl<E: Executor> Scheduler<E> {
     /// A scheduler whose steps `runner` executes. `eos`: the ids that end a sequence.
     pub fn new(runner: E, cfg: SchedulerConfig, eos: Vec<u32>) -> Result<Self> {
