@@ -171,7 +171,14 @@ unsafe fn widen(w: *const u16, nr: usize, k: usize, f16: bool, panel: *mut f32) 
 /// outputs; AVX-512 present.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn kernel<const R: usize>(xs: *const f32, panel: *const f32, k: usize, y: *mut f32, ys: usize, rows: usize) {
+unsafe fn kernel<const R: usize>(
+    xs: *const f32,
+    panel: *const f32,
+    k: usize,
+    y: *mut f32,
+    ys: usize,
+    rows: usize,
+) {
     // SAFETY: loads inside the strip and the panel rows; stores inside the caller's tile.
     unsafe {
         let mut a0 = [_mm512_setzero_ps(); R];
