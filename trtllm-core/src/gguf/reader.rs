@@ -198,6 +198,20 @@ impl GgufFile {
         self.index = self.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
     }
 
+    /// Drop the pages of the header (metadata and tensor infos, already parsed into owned
+    /// values) from this process's memory: for a file with a tokenizer that is several MB of
+    /// strings mapped until the file is closed, beside the weight copies.
+    pub fn release_header(&self) {
+        #[cfg(unix)]
+        if self.data_offset > 0 && self.data_offset as usize <= self.map.len() {
+            // SAFETY: as in `release`: a read-only private file mapping, the range inside it;
+            // a later read refaults the file's bytes.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, self.data_offset as usize)
+            };
+        }
+    }
+
     /// Drop the pages of `t`'s data from this process's memory (a later read faults them in
     /// from the file again): a loader that has copied or converted a tensor calls it, so the
     /// file and its copies are not resident together.
