@@ -222,8 +222,8 @@ impl GgufFile {
     ///
     /// The range is widened by [`FAULT_AROUND`] on both sides: a read fault maps the page-cache
     /// pages around it too (the kernel's fault-around, 64 KiB), so reading a tensor maps the tail
-    /// of the one before it again, and those pages would stay until the file is closed (~8 MB
-    /// over SmolLM2's 272 tensors, measured at the end of its load).
+    /// of the one before it again, and those pages would stay until the file is closed (5.6 MB
+    /// of peak resident memory for SmolLM2's 272 tensors, docs/perf-notes.md).
     pub fn release(&self, t: &TensorInfo) {
         #[cfg(unix)]
         if let Some(n) = t.n_bytes {
