@@ -156,7 +156,7 @@ fn matmul_t_gemv_and_gemm_paths_agree() {
     // The same rows through the GEMV path (one at a time) and the GEMM path (all at once).
     let mut r = rng(4);
     for dtype in [DType::F32, DType::BF16, DType::F16] {
-        for &(m, k, n) in &[(5, 33, 300), (8, 129, 65), (17, 7, 257)] {
+        for &(m, k, n) in &[(5, 33, 300), (8, 129, 65), (17, 7, 257), (70, 129, 300)] {
             let xv = randn(&mut r, m * k);
             let (w, _) = weight(&randn(&mut r, n * k), &[n, k], dtype);
             let all = out_f32(&ops::matmul_t(&f32t(xv.clone(), &[m, k]), &w).expect("gemm"));

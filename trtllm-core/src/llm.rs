@@ -58,21 +58,33 @@ impl Llm {
         opts.check()?;
         let total = timing::phase("total (Llm::with_options)");
         let tok_dir = opts.tokenizer_dir.as_deref().unwrap_or(dir);
-        // The tokenizer (a Llama-3 tokenizer.json takes a few hundred ms to parse) loads on a
-        // thread of its own while the model loads.
-        let (model, tokenizer) = std::thread::scope(|s| {
-            let tok = s.spawn(|| {
-                let p = timing::phase("tokenizer");
-                let present = tok_dir.join("tokenizer.json").exists();
-                let t = if present { Tokenizer::from_dir(tok_dir).map(Some) } else { Ok(None) };
-                p.done_with("on its own thread, overlapping the model load");
-                t
-            });
-            let model = crate::load::load_model(dir, &opts);
-            let tokenizer =
-                tok.join().unwrap_or_else(|_| Err(Error::Msg("the tokenizer loader thread panicked".into())));
-            (model, tokenizer)
-        });
+        let load_tokenizer = |how: &str| {
+            let p = timing::phase("tokenizer");
+            let present = tok_dir.join("tokenizer.json").exists();
+            let t = if present { Tokenizer::from_dir(tok_dir).map(Some) } else { Ok(None) };
+            p.done_with(how);
+            t
+        };
+        let (model, tokenizer) = if dir.join(crate::gguf::MARKER).is_file() {
+            // A GGUF file: its weights load as a copy of the blocks (about the file's size), and
+            // the tokenizer's parse holds ~25-30 MB of transients. Overlapped, both peak together
+            // (1.6x the file in resident memory); in turn, with the parse's heap returned in
+            // between, the peak is the weights' (docs/perf-notes.md, "GGUF, fourth round").
+            let tokenizer = load_tokenizer("before the weights (GGUF: the peak memory is the weights')");
+            crate::device::release_free_heap();
+            (crate::load::load_model(dir, &opts), tokenizer)
+        } else {
+            // The tokenizer (a Llama-3 tokenizer.json takes a few hundred ms to parse) loads on
+            // a thread of its own while the model loads.
+            std::thread::scope(|s| {
+                let tok = s.spawn(|| load_tokenizer("on its own thread, overlapping the model load"));
+                let model = crate::load::load_model(dir, &opts);
+                let tokenizer = tok
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Msg("the tokenizer loader thread panicked".into())));
+                (model, tokenizer)
+            })
+        };
         let mut llm = Self::from_model(model?, tokenizer?, opts.clone())?;
         let ranks = opts.tp_size.unwrap_or(1).max(opts.load.mapping.tp_size) * opts.pp_size;
         crate::load::apply_checkpoint_kv_scales(dir, llm.sched.runner_mut().kv_mut(), ranks)?;

@@ -71,6 +71,7 @@ impl GgufWeights {
         let mut file = GgufFile::open(path)?;
         // The tokenizer's arrays are the importer's, not the weights': not kept through the load.
         file.retain_metadata(|k| !k.starts_with("tokenizer."));
+        file.release_header();
         let arch = Arch::of_file(&file)?;
         let a = arch.gguf_name();
         let heads = file.req_usize(&format!("{a}.attention.head_count"))?;

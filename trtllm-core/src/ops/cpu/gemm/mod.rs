@@ -17,6 +17,9 @@
 //!   4-row w tile is loaded once into L1 and used by all 4-row x tiles of the block (compute
 //!   bound). bf16/f16 tiles are widened once into an f32 panel for the whole block.
 //!
+//! - m >= 32 with 2-byte weights on AVX-512 ([`outer`]): x packed once into transposed
+//!   32-row strips, outer-product micro-kernel (32 x 12 outputs in registers, no reductions).
+//!
 //! Work is split over n (weight rows) between the pool's threads, so each thread streams its
 //! own part of the weights.
 //!
@@ -34,6 +37,8 @@ use super::Isa;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod outer;
 mod scalar;
 
 /// Weights `[n, k]`, row-major.
@@ -69,6 +74,19 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [
     if k == 0 {
         y[..m * n].fill(0.0);
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m >= outer::MIN_ROWS && super::isa() == Isa::Avx512 {
+        let w2 = match w {
+            Weights::Bf16(w) => Some((w.as_ptr().cast::<u16>(), false)),
+            Weights::F16(w) => Some((w.as_ptr().cast::<u16>(), true)),
+            Weights::F32(_) => None,
+        };
+        if let Some((wp, f16)) = w2 {
+            // SAFETY: the AVX-512 tier was detected; the buffer sizes were asserted above.
+            unsafe { outer::matmul(x, m, k, wp, f16, n, y) };
+            return;
+        }
     }
     // A few parts per thread, claimed dynamically (a descheduled thread's share is picked up).
     let parts = if m * n * k < PARALLEL_MIN_FMAS {
