@@ -18,13 +18,15 @@
 //! [`crate::runner::ModelRunner`], or a fake in tests) and applies what it sampled: stop
 //! conditions, block registration in the prefix cache, retirement.
 
+mod apply;
+
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::prefix_cache::BlockManager;
 use super::sequence::{SeqRequest, Sequence};
-use super::step_output::{emit, masks_of, StepOutput, TokenOut};
-use crate::load::{SpecMethod, SpecOptions};
+use super::step_output::{masks_of, StepOutput, TokenOut};
+use crate::load::SpecOptions;
 use crate::runner::{Executor, ModelRunner, SampleInput, ScheduledSeq, SchedulerOutput};
 use crate::text::TokenMatcher;
 use crate::{Error, Result};
@@ -357,62 +359,7 @@ impl<E: Executor> Scheduler<E> {
         })?;
         let now = Instant::now();
         out.execute_s = (now - t1).as_secs_f64();
-        let bs = self.block_size;
-        let draft_model = self.cfg.speculative.as_ref().is_some_and(|o| o.method == SpecMethod::Draft);
-        let mut accepted = result.accepted.into_iter();
-        for (k, (&(i, n), sampled)) in plan.iter().zip(result.sampled).enumerate() {
-            let d = draft(k);
-            let acc = accepted.next().unwrap_or_default();
-            let s = &mut self.running[i];
-            if s.cached < s.prompt_len || s.tokens.len() - s.cached > 1 {
-                out.prefill_tokens += n; // a prompt chunk, or a recompute after preemption
-            } else {
-                out.decode_tokens += n;
-            }
-            s.cached += n;
-            let end = s.cached;
-            if let Some(x) = sampled {
-                if acc.len() > d.len() {
-                    return Err(Error::Msg(format!(
-                        "sequence {}: {} drafts accepted of {}",
-                        s.id,
-                        acc.len(),
-                        d.len()
-                    )));
-                }
-                let emitted = acc.len() + 1;
-                let before = out.tokens.len();
-                for (j, x) in acc.into_iter().chain(std::iter::once(x)).enumerate() {
-                    if j > 0 {
-                        self.running[i].cached += 1; // an accepted draft: its KV was computed in this step
-                    }
-                    let t = emit(&mut self.running[i], x, now, &self.eos, self.cfg.max_seq_len);
-                    let fin = t.finish.is_some();
-                    out.tokens.push(t);
-                    if fin {
-                        break;
-                    }
-                }
-                if !d.is_empty() {
-                    let spec = &mut out.spec;
-                    spec.verify_rows += 1;
-                    spec.draft_tokens += d.len();
-                    spec.accepted_tokens += emitted - 1;
-                    spec.emitted_tokens += out.tokens.len() - before;
-                }
-            }
-            let s = &mut self.running[i];
-            if draft_model {
-                s.draft_cached = super::spec::draft_cached_after(s, end, d.len());
-            }
-            let upto = if draft_model { s.draft_cached } else { s.cached };
-            for (bi, hash) in s.new_full_blocks(bs, upto) {
-                self.blocks.register(s.blocks[bi], hash, &s.tokens[bi * bs..(bi + 1) * bs]);
-            }
-            if !d.is_empty() {
-                self.blocks.truncate(&mut s.blocks, s.cached);
-            }
-        }
+        self.apply(&plan, result, &drafts, now, &mut out)?;
         for t in &out.tokens {
             if t.finish.is_some() {
                 self.abort(t.seq);
