@@ -213,8 +213,7 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
         eos = mcfg.eos_token_ids.clone();
     }
     let mut kv = ModelRunner::make_kv(model.as_ref(), cfg.device, dtype, cfg.kv_cache_dtype, bs, kv_blocks)?;
-    let ranks = opts.tp_size.unwrap_or(1).max(opts.load.mapping.tp_size) * opts.pp_size;
-    if trtllm_core::load::apply_checkpoint_kv_scales(dir, &mut kv, ranks)? {
+    if trtllm_core::load::apply_checkpoint_kv_scales(dir, &mut kv, opts.ranks())? {
         eprintln!("trtllm serve: FP8 KV scales from the checkpoint");
     }
     let kv_elem = kv.elem_bytes();

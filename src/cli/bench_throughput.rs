@@ -167,8 +167,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     };
     let dtype = opts.load.weight_dtype(model.config());
     let mut kv = ModelRunner::make_kv(model.as_ref(), opts.load.device, dtype, c.kv_cache_dtype, bs, blocks)?;
-    let ranks = opts.tp_size.unwrap_or(1).max(opts.load.mapping.tp_size) * opts.pp_size;
-    trtllm::load::apply_checkpoint_kv_scales(c.dir, &mut kv, ranks)?;
+    trtllm::load::apply_checkpoint_kv_scales(c.dir, &mut kv, opts.ranks())?;
     let cfg = SchedulerConfig {
         max_batch_size: a.max_num_seqs,
         max_num_tokens: a.max_num_tokens,

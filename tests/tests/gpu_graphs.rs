@@ -7,6 +7,10 @@
 //! logits NMSE <= 1e-3). Models graphs do not apply to (MoE, sequence-length-dependent RoPE)
 //! decode eagerly. Skips without a GPU.
 
+#[path = "gpu_common/mod.rs"]
+mod gpu_common;
+
+use gpu_common::gpu_ok;
 use trtllm_tests::{fixture, ids, nmse};
 
 use trtllm_core::batch::{BlockAllocator, ForwardBatch, KvCache, SeqStep};
@@ -21,17 +25,6 @@ const STEPS: usize = 24;
 const BLOCK: usize = 4;
 const MAX_BATCH: usize = 4;
 const MAX_SEQ: usize = 64;
-
-fn gpu_ok(name: &str) -> bool {
-    if !trtllm_kernels::Gpu::available() {
-        eprintln!("SKIPPED {name}: no CUDA GPU on this machine (run scripts/gpu-check.sh on the device)");
-        return false;
-    }
-    // Read at the first allocation: unwritten outputs (eager or captured) show up as NaN.
-    std::env::set_var("TRTLLM_POISON", "1");
-    trtllm::init();
-    true
-}
 
 fn opts(graphs: bool) -> LlmOptions {
     let mut o = LlmOptions {

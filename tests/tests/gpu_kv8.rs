@@ -22,7 +22,8 @@ use trtllm_tests::fixture;
 
 /// (heads, kv heads, head_dim, window, softcap, sinks): flash + grouped (64, 128), flash +
 /// per-head scalar (96), grouped without flash (256), scalar with sinks, scalar (16 heads a group).
-const CASES: [(usize, usize, usize, Option<usize>, Option<f32>, bool); 6] = [
+type Case = (usize, usize, usize, Option<usize>, Option<f32>, bool);
+const CASES: [Case; 6] = [
     (8, 2, 64, None, None, false),
     (8, 4, 128, Some(200), Some(30.0), false),
     (6, 2, 96, None, None, false),

@@ -4,6 +4,10 @@
 //! tokens, batched; seeded sampling (device sampler) and penalties (host fallback for drafted
 //! rows) identical to plain; in bf16 a self-draft still accepts nearly everything.
 
+#[path = "gpu_common/mod.rs"]
+mod gpu_common;
+
+use gpu_common::gpu_ok;
 use trtllm_tests::fixture;
 
 use trtllm_core::llm::Llm;
@@ -11,16 +15,6 @@ use trtllm_core::load::{LlmOptions, SpecOptions};
 use trtllm_core::runner::SamplingParams;
 use trtllm_core::serve::SpecStats;
 use trtllm_core::{DType, Device};
-
-fn gpu_ok(name: &str) -> bool {
-    if !trtllm_kernels::Gpu::available() {
-        eprintln!("SKIPPED {name}: no CUDA GPU on this machine (run scripts/gpu-check.sh on the device)");
-        return false;
-    }
-    std::env::set_var("TRTLLM_POISON", "1");
-    trtllm::init();
-    true
-}
 
 fn prompts() -> Vec<Vec<u32>> {
     let rep = |p: &[u32], n: usize| p.iter().cycle().take(n).copied().collect::<Vec<u32>>();

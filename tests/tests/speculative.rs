@@ -3,7 +3,6 @@
 //! with a self-draft and a different draft model; seeded sampling, penalties, logprobs, stop ids
 //! and `max_new_tokens` behave as without speculation; blocks all come back.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use trtllm_core::llm::Llm;
@@ -11,10 +10,7 @@ use trtllm_core::load::{load_model, LlmOptions, SpecOptions};
 use trtllm_core::runner::{ModelRunner, SamplingParams};
 use trtllm_core::serve::{Scheduler, SchedulerConfig, SeqRequest, SpecStats};
 use trtllm_core::{DType, Device};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
+use trtllm_tests::fixture;
 
 fn opts(spec: Option<SpecOptions>) -> LlmOptions {
     trtllm::init();

@@ -86,8 +86,7 @@ impl Llm {
             })
         };
         let mut llm = Self::from_model(model?, tokenizer?, opts.clone())?;
-        let ranks = opts.tp_size.unwrap_or(1).max(opts.load.mapping.tp_size) * opts.pp_size;
-        crate::load::apply_checkpoint_kv_scales(dir, llm.sched.runner_mut().kv_mut(), ranks)?;
+        crate::load::apply_checkpoint_kv_scales(dir, llm.sched.runner_mut().kv_mut(), opts.ranks())?;
         if let Some(spec) = &opts.speculative {
             llm.sched.runner_mut().load_draft(spec, dir, &opts)?;
         }

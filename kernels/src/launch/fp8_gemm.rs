@@ -16,37 +16,53 @@ use super::quant::fp8_scale_rowcol;
 use super::DevPtr;
 use crate::{Dt, Gpu, GpuError};
 
+/// How `fp8_lt` scales the product: per tensor (a missing scale is 1), or by outer vectors
+/// (`a_scale` one f32 per row of `a`, `b_scale` one per row of `b`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scales {
+    Tensor,
+    Outer,
+}
+
 /// `out[m, n] = a_scale * b_scale * (a[m, k] . b[n, k]^T)` with E4M3 `a`, `b`, f32 compute,
-/// `out_dt` output (bf16 or f32); a missing scale is 1. Needs k % 16 == 0, n % 16 == 0 and
-/// 16-byte aligned pointers (cuBLASLt's FP8 requirements).
+/// `out_dt` output (bf16 or f32), the scales as `scales` says. Needs k % 16 == 0, n % 16 == 0
+/// and 16-byte aligned pointers (cuBLASLt's FP8 requirements).
 #[allow(clippy::too_many_arguments)]
 fn fp8_lt(
     gpu: &Gpu,
+    kernel: &'static str,
     a: DevPtr<'_>,
     b: DevPtr<'_>,
     a_scale: Option<DevPtr<'_>>,
     b_scale: Option<DevPtr<'_>>,
+    scales: Scales,
     out: DevPtr<'_>,
     out_dt: Dt,
     m: usize,
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    const K: &str = "matmul_fp8";
     let aligned = [a, b, out].iter().all(|p| p.addr().is_multiple_of(16));
     if m == 0 || !k.is_multiple_of(16) || !n.is_multiple_of(16) || !aligned {
         return Err(GpuError::Precondition {
-            kernel: K,
+            kernel,
             msg: format!(
                 "m={m} n={n} k={k} (need m > 0, k % 16 == 0, n % 16 == 0, 16-byte aligned a, b, out)"
             ),
         });
     }
-    a.check(K, "a", m * k)?;
-    b.check(K, "b", n * k)?;
-    out.check(K, "out", m * n * out_dt.size())?;
-    for s in [a_scale, b_scale].into_iter().flatten() {
-        s.check(K, "scale", 4)?;
+    a.check(kernel, "a", m * k)?;
+    b.check(kernel, "b", n * k)?;
+    out.check(kernel, "out", m * n * out_dt.size())?;
+    let (a_len, b_len) = match scales {
+        Scales::Tensor => (1, 1),
+        Scales::Outer => (m, n),
+    };
+    if let Some(s) = a_scale {
+        s.check(kernel, "a_scale", a_len * 4)?;
+    }
+    if let Some(s) = b_scale {
+        s.check(kernel, "b_scale", b_len * 4)?;
     }
     let d = match out_dt {
         Dt::BF16 => cudaDataType::CUDA_R_16BF,
@@ -56,12 +72,12 @@ fn fp8_lt(
         ab: cudaDataType::CUDA_R_8F_E4M3,
         d,
         scaled: (a_scale.is_some(), b_scale.is_some()),
-        outer: false,
+        outer: scales == Scales::Outer,
         m,
         n,
         k,
     };
-    lt::matmul(gpu, K, shape, a, b, a_scale, b_scale, out)
+    lt::matmul(gpu, kernel, shape, a, b, a_scale, b_scale, out)
 }
 
 /// Whether cuBLASLt runs outer-vector-scaled FP8 GEMMs here: 0 unknown, 1 yes, 2 no.
@@ -81,31 +97,8 @@ pub fn matmul_fp8_outer(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    const K: &str = "matmul_fp8_outer";
-    let aligned = [a, b, out].iter().all(|p| p.addr().is_multiple_of(16));
-    if m == 0 || !k.is_multiple_of(16) || !n.is_multiple_of(16) || !aligned {
-        return Err(GpuError::Precondition {
-            kernel: K,
-            msg: format!(
-                "m={m} n={n} k={k} (need m > 0, k % 16 == 0, n % 16 == 0, 16-byte aligned a, b, out)"
-            ),
-        });
-    }
-    a.check(K, "a", m * k)?;
-    b.check(K, "b", n * k)?;
-    a_rows.check(K, "a_rows", m * 4)?;
-    b_cols.check(K, "b_cols", n * 4)?;
-    out.check(K, "out", m * n * 2)?;
-    let shape = LtShape {
-        ab: cudaDataType::CUDA_R_8F_E4M3,
-        d: cudaDataType::CUDA_R_16BF,
-        scaled: (true, true),
-        outer: true,
-        m,
-        n,
-        k,
-    };
-    lt::matmul(gpu, K, shape, a, b, Some(a_rows), Some(b_cols), out)
+    let (ar, bc) = (Some(a_rows), Some(b_cols));
+    fp8_lt(gpu, "matmul_fp8_outer", a, b, ar, bc, Scales::Outer, out, Dt::BF16, m, n, k)
 }
 
 /// Prefill FP8 GEMM with per-tensor scales: `out[m, n] = bf16(a_scale[0] * b_scale[0] *
@@ -123,7 +116,7 @@ pub fn matmul_fp8(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    fp8_lt(gpu, a, b, Some(a_scale), Some(b_scale), out, Dt::BF16, m, n, k)
+    fp8_lt(gpu, "matmul_fp8", a, b, Some(a_scale), Some(b_scale), Scales::Tensor, out, Dt::BF16, m, n, k)
 }
 
 /// As `matmul_fp8` with an f32 `out[m, n]`; a `None` scale is 1.
@@ -139,7 +132,7 @@ pub fn matmul_fp8_f32out(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    fp8_lt(gpu, a, b, a_scale, b_scale, out, Dt::F32, m, n, k)
+    fp8_lt(gpu, "matmul_fp8", a, b, a_scale, b_scale, Scales::Tensor, out, Dt::F32, m, n, k)
 }
 
 /// Whether bf16 `x[m, k]` quantized per token (`fp8_quantize_rows`) and `w[n, k]` E4M3 meet the
@@ -197,6 +190,6 @@ pub fn matmul_fp8_rowwise_f32acc(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    fp8_lt(gpu, a, b, None, None, acc, Dt::F32, m, n, k)?;
+    fp8_lt(gpu, "matmul_fp8", a, b, None, None, Scales::Tensor, acc, Dt::F32, m, n, k)?;
     fp8_scale_rowcol(gpu, acc, a_rows, b_cols, out, m, n)
 }

@@ -19,6 +19,19 @@ pub fn gpu() -> Option<std::sync::Arc<Gpu>> {
     Some(trtllm_core::device::gpu(0).expect("open GPU 0"))
 }
 
+/// For the whole-model GPU tests: a GPU is usable (else a skip message naming the test), with
+/// fresh outputs NaN-poisoned and the models registered.
+pub fn gpu_ok(name: &str) -> bool {
+    if !Gpu::available() {
+        eprintln!("SKIPPED {name}: no CUDA GPU on this machine (run scripts/gpu-check.sh on the device)");
+        return false;
+    }
+    // Read at the first allocation: unwritten outputs (eager or captured) show up as NaN.
+    std::env::set_var("TRTLLM_POISON", "1");
+    trtllm::init();
+    true
+}
+
 pub fn rand_t(rng: &mut SmallRng, shape: &[usize], scale: f32) -> Tensor {
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect();

@@ -85,15 +85,7 @@ pub fn group_qkv<T: Copy + Default>(
     heads: usize,
     kv: usize,
 ) -> Result<Vec<T>, String> {
-    let order = qkv_order(rows, heads, kv)?;
-    if data.len() != rows * cols {
-        return Err(format!("{} values are not {rows} rows of {cols}", data.len()));
-    }
-    let mut out = vec![T::default(); data.len()];
-    for (g, &h) in order.iter().enumerate() {
-        out[h * cols..(h + 1) * cols].copy_from_slice(&data[g * cols..(g + 1) * cols]);
-    }
-    Ok(out)
+    move_qkv_rows(data, rows, cols, heads, kv, true)
 }
 
 /// HF's grouped fused qkv rows -> GGUF's q, k, v contiguous (the inverse of [`group_qkv`]).
@@ -104,13 +96,26 @@ pub fn ungroup_qkv<T: Copy + Default>(
     heads: usize,
     kv: usize,
 ) -> Result<Vec<T>, String> {
+    move_qkv_rows(data, rows, cols, heads, kv, false)
+}
+
+/// Row `g` of the GGUF order is row `order[g]` of HF's: moved to it (`to_hf`) or from it.
+fn move_qkv_rows<T: Copy + Default>(
+    data: &[T],
+    rows: usize,
+    cols: usize,
+    heads: usize,
+    kv: usize,
+    to_hf: bool,
+) -> Result<Vec<T>, String> {
     let order = qkv_order(rows, heads, kv)?;
     if data.len() != rows * cols {
         return Err(format!("{} values are not {rows} rows of {cols}", data.len()));
     }
     let mut out = vec![T::default(); data.len()];
     for (g, &h) in order.iter().enumerate() {
-        out[g * cols..(g + 1) * cols].copy_from_slice(&data[h * cols..(h + 1) * cols]);
+        let (dst, src) = if to_hf { (h, g) } else { (g, h) };
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
     }
     Ok(out)
 }

@@ -142,6 +142,12 @@ impl LlmOptions {
         Ok(())
     }
 
+    /// Threads a step runs on: tensor-parallel ranks (the option, else the checkpoint's) times
+    /// pipeline stages.
+    pub fn ranks(&self) -> usize {
+        self.tp_size.unwrap_or(1).max(self.load.mapping.tp_size) * self.pp_size
+    }
+
     /// KV blocks to allocate: `kv_num_blocks`, else `max_batch_size` sequences of `max_seq_len`
     /// (checked: an overflow is an error).
     pub fn kv_blocks(&self) -> crate::Result<usize> {
