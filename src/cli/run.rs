@@ -20,7 +20,7 @@ pub struct Args {
     m: super::ModelArgs,
     /// Tensor-parallel ranks: one thread per rank (NCCL between GPUs cuda:N.., the in-process
     /// reference on the CPU). Default: the checkpoint's, or 1. Under WORLD_SIZE/RANK (one process
-    /// per rank) it is WORLD_SIZE.
+    /// per rank) it is WORLD_SIZE / --pp-size.
     #[arg(long, alias = "tp_size")]
     tp_size: Option<usize>,
     /// Pipeline stages (layers split in contiguous stages, each of tp ranks; HF directories).

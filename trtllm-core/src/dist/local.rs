@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::dist::Communicator;
+use crate::dist::{interleave_cols, to_device_of, Communicator};
 use crate::{Error, Result, Tensor};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,15 +161,6 @@ impl LocalComm {
     }
 }
 
-/// `t` (host f32) converted to `like`'s dtype and moved to its device.
-fn back_like(t: Tensor, like: &Tensor) -> Result<Tensor> {
-    let t = t.to_dtype(like.dtype())?;
-    match crate::ops::cuda::gpu_of(like) {
-        Some(gpu) => t.to_gpu(&gpu),
-        None => Ok(t),
-    }
-}
-
 impl Communicator for LocalComm {
     fn tp_size(&self) -> usize {
         LocalComm::tp_size(self)
@@ -178,20 +169,13 @@ impl Communicator for LocalComm {
     fn all_reduce_tensor(&self, x: Tensor) -> Result<Tensor> {
         let mut v = x.to_f32_vec()?;
         self.all_reduce_sum(&mut v)?;
-        back_like(Tensor::from_f32(v, x.shape())?, &x)
+        to_device_of(Tensor::from_f32(v, x.shape())?, &x)
     }
 
     fn all_gather_cols(&self, x: &Tensor) -> Result<Tensor> {
         let (r, local) = x.dims2("all_gather_cols")?;
         let parts = self.all_gather(&x.to_f32_vec()?)?;
-        let n = parts.len();
-        let mut full = vec![0f32; r * local * n];
-        for (rank, p) in parts.iter().enumerate() {
-            for i in 0..r {
-                full[i * local * n + rank * local..][..local].copy_from_slice(&p[i * local..(i + 1) * local]);
-            }
-        }
-        back_like(Tensor::from_f32(full, &[r, local * n])?, x)
+        to_device_of(interleave_cols(&parts, r, local)?, x)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use trtllm_kernels::nccl::{interleave_cols, NcclComm as RawNccl, NcclId};
 use trtllm_kernels::{DevBuf, Dt, Gpu};
 
-use crate::dist::Communicator;
+use crate::dist::{Communicator, TcpGroup};
 use crate::ops::cuda::{dev_err, gpu_of};
 use crate::{DType, Error, Result, Tensor};
 
@@ -30,9 +30,22 @@ impl NcclComm {
         Ok(RawNccl::group(gpus).map_err(dev_err)?.into_iter().map(|inner| NcclComm { inner }).collect())
     }
 
-    /// Rank `rank` of `world` processes sharing `id` (blocks until all have joined).
-    pub fn init_rank(gpu: &Arc<Gpu>, id: &NcclId, rank: usize, world: usize) -> Result<NcclComm> {
-        Ok(NcclComm { inner: RawNccl::init_rank(gpu, id, rank, world).map_err(dev_err)? })
+    /// This process's place in an NCCL group of the processes `members` (ranks of `group`, in
+    /// NCCL rank order): the first member makes the unique id and sends it to the others over
+    /// the TCP mesh; blocks until all have joined.
+    pub fn init_over(gpu: &Arc<Gpu>, group: &TcpGroup, members: &[usize]) -> Result<NcclComm> {
+        let me = members.iter().position(|&m| m == group.rank()).ok_or_else(|| {
+            Error::Msg(format!("NCCL members {members:?} do not include rank {}", group.rank()))
+        })?;
+        let id = if me == 0 {
+            let id = NcclId::new().map_err(dev_err)?;
+            members[1..].iter().try_for_each(|&m| group.send(m, &id.0))?;
+            id
+        } else {
+            let bytes = group.recv(members[0], &[128])?;
+            NcclId(bytes.try_into().map_err(|_| Error::Msg("NCCL id: not 128 bytes".into()))?)
+        };
+        Ok(NcclComm { inner: RawNccl::init_rank(gpu, &id, me, members.len()).map_err(dev_err)? })
     }
 
     pub fn rank(&self) -> usize {

@@ -1,10 +1,12 @@
 //! Loading a model from a directory of any kind (HF, `trtllm convert` checkpoint, `trtllm build`
 //! engine): the options ([`LlmOptions`], with an engine's own limits), the dispatch on the
-//! directory kind, and the tensor-parallel group of all ranks ([`TpModel`]).
+//! directory kind, the tensor-parallel group of all ranks ([`TpModel`]), the pipeline stages
+//! ([`PpModel`]) and one process of a multi-process launch (`rank.rs`).
 
 mod kv_scales;
 mod options;
 mod pp;
+mod rank;
 mod tp;
 
 pub use kv_scales::{apply_checkpoint_kv_scales, checkpoint_kv_scales};
@@ -13,10 +15,10 @@ pub use pp::PpModel;
 pub use tp::TpModel;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::checkpoint::ModelDir;
-use crate::dist::DistEnv;
-use crate::dist::NcclComm;
+use crate::dist::{Communicator, DistEnv, NcclComm, TcpComm, TcpGroup};
 
 use crate::model::{CausalLM, LoadOptions};
 use crate::{Device, Error, Mapping, Result};
@@ -70,22 +72,24 @@ fn resolve_tp(dir: &Path, kind: &ModelDir, asked: Option<usize>) -> Result<usize
 
 impl LlmOptions {
     /// Adopt a multi-process launch (WORLD_SIZE > 1 with RANK, MASTER_ADDR, MASTER_PORT and
-    /// optionally LOCAL_RANK in the environment): the tensor-parallel size becomes WORLD_SIZE and
-    /// the device this rank's GPU. A no-op without those variables.
+    /// optionally LOCAL_RANK in the environment): WORLD_SIZE = tp_size x pp_size (tp_size is
+    /// WORLD_SIZE / pp_size unless given), and on GPUs the device this rank's GPU. A no-op
+    /// without those variables.
     pub fn apply_dist_env(&mut self) -> Result<()> {
         let Some(d) = DistEnv::from_env()? else { return Ok(()) };
-        if let Some(t) = self.tp_size.filter(|&t| t != d.world) {
-            return Err(Error::Msg(format!("--tp-size {t} contradicts WORLD_SIZE={}", d.world)));
+        let pp = self.pp_size.max(1);
+        let tp = self.tp_size.unwrap_or(d.world / pp);
+        if tp * pp != d.world {
+            return Err(Error::Msg(format!(
+                "WORLD_SIZE={} is not tp_size {tp} x pp_size {pp} (--tp-size / --pp-size)",
+                d.world
+            )));
         }
-        self.tp_size = Some(d.world);
+        self.tp_size = Some(tp);
         match self.load.device {
             Device::Cuda(_) => self.load.device = Device::Cuda(d.local_rank),
-            other => {
-                return Err(Error::Device(format!(
-                    "multi-process tensor parallelism (WORLD_SIZE={}) runs on GPUs through NCCL; the device is {other:?}",
-                    d.world
-                )))
-            }
+            Device::Cpu => {}
+            Device::Meta => return Err(Error::Device("cannot run a model on the meta device".into())),
         }
         Ok(())
     }
@@ -103,15 +107,12 @@ pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
     }
     let asked = opts.tp_size.or((opts.load.mapping.tp_size > 1).then_some(opts.load.mapping.tp_size));
     let tp = resolve_tp(dir, &kind, asked)?;
-    if let Some(d) = DistEnv::from_env()? {
-        if opts.pp_size > 1 {
-            return Err(Error::Msg("pipeline parallelism runs in one process (no WORLD_SIZE launch)".into()));
-        }
-        return load_rank(dir, opts, tp, &d);
-    }
     let pp = opts.pp_size.max(1);
     if pp > 1 && !matches!(kind, ModelDir::Hf) {
         return Err(Error::checkpoint(dir, "pipeline parallelism (pp_size > 1) loads HF directories only"));
+    }
+    if let Some(d) = DistEnv::from_env()? {
+        return load_rank(dir, opts, tp, pp, &d);
     }
     if tp == 1 && pp == 1 {
         let load = LoadOptions { mapping: Mapping::default(), ..opts.load.clone() };
@@ -171,46 +172,46 @@ pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
     Ok(Box::new(PpModel::new(stages, stage_gpus)?))
 }
 
-/// One rank of a multi-process group: its shard on its GPU, joined to the others through NCCL.
-fn load_rank(dir: &Path, opts: &LlmOptions, tp: usize, d: &DistEnv) -> Result<Box<dyn CausalLM>> {
-    if tp != d.world {
-        return Err(Error::checkpoint(dir, format!("tp_size {tp} but WORLD_SIZE={}", d.world)));
+/// One process of a multi-process launch: its shard, joined to the others over TCP (and NCCL
+/// between GPUs of a stage).
+fn load_rank(dir: &Path, opts: &LlmOptions, tp: usize, pp: usize, d: &DistEnv) -> Result<Box<dyn CausalLM>> {
+    if tp * pp != d.world {
+        return Err(Error::checkpoint(
+            dir,
+            format!("tp_size {tp} x pp_size {pp} but WORLD_SIZE={}", d.world),
+        ));
     }
-    if opts.load.device != Device::Cuda(d.local_rank) {
-        return Err(Error::Device(format!(
-            "rank {} must run on cuda:{} (LOCAL_RANK), not {:?} (LlmOptions::apply_dist_env sets it)",
-            d.rank, d.local_rank, opts.load.device
-        )));
-    }
-    let gpu = crate::device::gpu(d.local_rank)?;
-    tracing::info!(rank = d.rank, world = d.world, "rendezvous at {}:{}", d.master_addr, d.master_port);
-    let id = d.rendezvous()?;
-    let comm = NcclComm::init_rank(&gpu, &id, d.rank, d.world)?;
-    let load = LoadOptions { mapping: Mapping::new(tp, 1, d.rank)?, ..opts.load.clone() };
+    let gpu = match opts.load.device {
+        Device::Cuda(n) if n != d.local_rank => {
+            return Err(Error::Device(format!(
+                "rank {} must run on cuda:{} (LOCAL_RANK), not cuda:{n} (LlmOptions::apply_dist_env sets it)",
+                d.rank, d.local_rank
+            )))
+        }
+        Device::Cuda(_) if pp > 1 => {
+            return Err(Error::Device(
+                "multi-process pipeline parallelism runs on CPU ranks; on GPUs run the stages in one process (--pp-size without WORLD_SIZE)".into(),
+            ))
+        }
+        Device::Cuda(n) => Some(crate::device::gpu(n)?),
+        _ => None,
+    };
+    tracing::info!(
+        rank = d.rank,
+        world = d.world,
+        "joining the group at {}:{}",
+        d.master_addr,
+        d.master_port
+    );
+    let group = Arc::new(TcpGroup::connect(d)?);
+    let stage = d.rank / tp;
+    let members: Vec<usize> = (stage * tp..(stage + 1) * tp).collect();
+    let comm: Box<dyn Communicator + Send> = match &gpu {
+        Some(g) => Box::new(NcclComm::init_over(g, &group, &members)?),
+        None => Box::new(TcpComm::new(group.clone(), members)?),
+    };
+    let load = LoadOptions { mapping: Mapping::new(tp, pp, d.rank)?, ..opts.load.clone() };
     let model = build_model(dir, &load)?.model;
-    Ok(Box::new(RankModel { model, comm }))
-}
-
-/// A shard that runs its collectives on its own communicator (whatever `forward` is handed).
-struct RankModel {
-    model: Box<dyn CausalLM>,
-    comm: NcclComm,
-}
-
-impl CausalLM for RankModel {
-    fn config(&self) -> &crate::config::ModelConfig {
-        self.model.config()
-    }
-    fn kv_layout(&self) -> crate::batch::KvLayout {
-        self.model.kv_layout()
-    }
-    fn forward(
-        &self,
-        batch: &crate::batch::ForwardBatch,
-        kv: &mut crate::batch::KvCache,
-        _comm: &dyn crate::dist::Communicator,
-        hidden: Option<&mut Vec<crate::Tensor>>,
-    ) -> Result<crate::Tensor> {
-        self.model.forward(batch, kv, &self.comm, hidden)
-    }
+    let pipe = (pp > 1).then(|| rank::Pipe { group, stage, pp, tp });
+    Ok(Box::new(rank::RankModel { model, comm, pipe }))
 }

@@ -42,7 +42,7 @@ pub(crate) fn to_cache_device(t: Tensor, cache: &KvCache) -> Result<Tensor> {
 }
 
 /// The rows of every micro-batch's logits, in order, on the first part's device.
-fn cat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
+pub(crate) fn cat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
     if parts.len() == 1 {
         return Ok(parts.into_iter().next().expect("one part"));
     }
@@ -74,7 +74,7 @@ pub(crate) fn stage_input_on(input: StageInput, cache: &KvCache) -> Result<Stage
     })
 }
 
-fn logits(out: StageOutput) -> Result<Tensor> {
+pub(crate) fn logits(out: StageOutput) -> Result<Tensor> {
     match out {
         StageOutput::Logits(l) => Ok(l),
         StageOutput::Hidden { .. } => Err(Error::Msg("the last pipeline stage returned no logits".into())),

@@ -184,12 +184,19 @@ impl ModelRunner {
             _ => 4,
         };
         check_kv_size(layout, device, elem, block_size, num_blocks)?;
-        let all = 0..layout.num_layers;
+        // a pipeline stage's process holds its own layers only
+        let layers = model.stage_layers();
         match device {
-            Device::Cuda(n) => {
-                KvCache::new_cuda(&crate::device::gpu(n)?, dtype, layout, block_size, num_blocks, kv_dtype)
-            }
-            _ => KvCache::new_stage(layout, block_size, num_blocks, all, kv_dtype),
+            Device::Cuda(n) => KvCache::new_cuda_stage(
+                &crate::device::gpu(n)?,
+                dtype,
+                layout,
+                block_size,
+                num_blocks,
+                layers,
+                kv_dtype,
+            ),
+            _ => KvCache::new_stage(layout, block_size, num_blocks, layers, kv_dtype),
         }
     }
 
