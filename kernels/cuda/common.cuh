@@ -82,6 +82,16 @@ __device__ __forceinline__ void fp8x4_raw(unsigned int q, float* o) {
 // An FP8 KV-cache element (`--kv-cache-dtype fp8`): E4M3 of value / the layer's K or V scale.
 struct e4m3 { unsigned char x; };
 __device__ __forceinline__ float to_f(e4m3 v) { return e4m3_to_f(v.x); }
+// The NaN codes among 4 E4M3 bytes back to NaN (fp8x4_raw made them +-480): what `e4m3_to_f`
+// and the CPU cache give, so a NaN written to the cache reads as NaN on every path.
+__device__ __forceinline__ void fp8x4_nans(unsigned int q, float* o) {
+    unsigned int nan = __vcmpeq4(q & 0x7f7f7f7fu, 0x7f7f7f7fu);
+    if (nan) {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            if ((nan >> (8 * i)) & 1u) o[i] = __uint_as_float(0x7fc00000u);
+    }
+}
 // 8 bytes = 8 E4M3 -> their exact values (x 2^120 undoes fp8x4_raw's bias; no rounding: the
 // biased values are exact f32 normals or subnormals, kernels are built without flush-to-zero).
 __device__ __forceinline__ void unpack(uint2 r, float* o, const e4m3*) {
@@ -89,6 +99,8 @@ __device__ __forceinline__ void unpack(uint2 r, float* o, const e4m3*) {
     fp8x4_raw(r.y, o + 4);
 #pragma unroll
     for (int i = 0; i < 8; i++) o[i] *= __uint_as_float(0x7b800000u);
+    fp8x4_nans(r.x, o);
+    fp8x4_nans(r.y, o + 4);
 }
 
 // Programmatic dependent launch (Hopper): a kernel the host launched with the PDL attribute

@@ -47,7 +47,10 @@ __device__ void gated_v8_impl(const bf16* gu, bf16* out, long rows, int inter, i
 template <typename T> __device__ void clamped_swiglu_impl(const T* x, T* out, long rows, int inter, float alpha, float limit) {
     long n = rows * inter;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-        float g = fminf(to_f(x[2 * i]), limit), u = fminf(fmaxf(to_f(x[2 * i + 1]), -limit), limit);
+        // comparisons, not fminf/fmaxf: a NaN stays NaN (torch's clamp; the CPU twin)
+        float g = to_f(x[2 * i]), u = to_f(x[2 * i + 1]);
+        g = g > limit ? limit : g;
+        u = u > limit ? limit : (u < -limit ? -limit : u);
         out[i] = from_f<T>((u + 1.f) * (g / (1.f + expf(-alpha * g))));
     }
 }

@@ -70,18 +70,25 @@ fn down_bf16(b: &DevBuf, n: usize) -> Vec<f32> {
 /// multiple of the 8 rows per block; one super-block per row; x larger than shared memory.
 const SHAPES: [(usize, usize); 6] =
     [(128, 256), (576, 1536), (1037, 4096), (300, 768), (64, 256), (2048, 8192)];
+/// Q8_0 only: k an odd number of 32-element blocks, not whole super-blocks.
+const Q8_SHAPES: [(usize, usize); 2] = [(96, 1056), (33, 96)];
+
+fn shapes(ty: GgmlBlock) -> Vec<(usize, usize)> {
+    let extra: &[(usize, usize)] = if ty == GgmlBlock::Q8_0 { &Q8_SHAPES } else { &[] };
+    SHAPES.iter().chain(extra).copied().collect()
+}
 
 #[test]
 fn ggml_gemv_matches_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng(0x0099_1f3a);
     for ty in [GgmlBlock::Q8_0, GgmlBlock::Q4K] {
-        for (n, k) in SHAPES {
+        for (n, k) in shapes(ty) {
             let w = gq::random_blocks(ty, n, k, &mut || rng.u());
             let wf = gq::dequant(ty, &w, n, k);
             assert!(wf.iter().all(|v| v.is_finite()));
             let wb = up(&g, &w);
-            for m in [1usize, 2, 3, 8] {
+            for m in [1usize, 2, 3, 5, 8] {
                 let x: Vec<f32> = (0..m * k).map(|_| rng.bf16(2.0)).collect();
                 let xb = up(&g, &bf16_bytes(&x));
                 let out = poisoned(&g, m * n * 2);
@@ -113,7 +120,7 @@ fn ggml_dequant_matches_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng(0x00de_9a17);
     for ty in [GgmlBlock::Q8_0, GgmlBlock::Q4K] {
-        for (n, k) in SHAPES {
+        for (n, k) in shapes(ty) {
             let w = gq::random_blocks(ty, n, k, &mut || rng.u());
             let want = gq::dequant(ty, &w, n, k);
             let wb = up(&g, &w);

@@ -46,6 +46,11 @@ pub enum Error {
     #[error("device: {0}")]
     Device(String),
 
+    /// Tensor- and pipeline-parallel groups and multi-process launches (ranks, collectives,
+    /// the TCP mesh); the message names the rank or stage.
+    #[error("{0}")]
+    Parallel(String),
+
     #[error("{0}")]
     Msg(String),
 }

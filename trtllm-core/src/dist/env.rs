@@ -22,7 +22,7 @@ fn var(name: &str) -> Option<String> {
 fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T> {
     v.trim()
         .parse()
-        .map_err(|_| Error::Msg(format!("environment variable {name}={v:?} is not a valid number")))
+        .map_err(|_| Error::Parallel(format!("environment variable {name}={v:?} is not a valid number")))
 }
 
 impl DistEnv {
@@ -39,12 +39,14 @@ impl DistEnv {
         }
         let need = |n: &str| {
             get(n).ok_or_else(|| {
-                Error::Msg(format!("WORLD_SIZE={world} starts a multi-process group, but {n} is not set"))
+                Error::Parallel(format!(
+                    "WORLD_SIZE={world} starts a multi-process group, but {n} is not set"
+                ))
             })
         };
         let rank: usize = parse("RANK", &need("RANK")?)?;
         if rank >= world {
-            return Err(Error::Msg(format!("RANK={rank} is out of range for WORLD_SIZE={world}")));
+            return Err(Error::Parallel(format!("RANK={rank} is out of range for WORLD_SIZE={world}")));
         }
         let local_rank = match get("LOCAL_RANK") {
             Some(v) => parse("LOCAL_RANK", &v)?,

@@ -53,7 +53,7 @@ impl Barrier {
 }
 
 fn aborted() -> Error {
-    Error::Msg("tensor-parallel collective aborted: another rank failed".into())
+    Error::Parallel("tensor-parallel collective aborted: another rank failed".into())
 }
 
 struct Shared {
@@ -106,7 +106,7 @@ impl LocalComm {
 
     fn check_len(&self, r: usize, got: usize, want: usize) -> Result<()> {
         if got != want {
-            return Err(Error::Msg(format!(
+            return Err(Error::Parallel(format!(
                 "tensor-parallel collective: rank {r} sent {got} values, rank {} sent {want}",
                 self.rank
             )));

@@ -56,7 +56,7 @@ pub(crate) fn to_device_of(t: Tensor, like: &Tensor) -> Result<Tensor> {
 pub(crate) fn interleave_cols(parts: &[Vec<f32>], rows: usize, local: usize) -> Result<Tensor> {
     let n = parts.len();
     if let Some((r, p)) = parts.iter().enumerate().find(|(_, p)| p.len() != rows * local) {
-        return Err(Error::Msg(format!(
+        return Err(Error::Parallel(format!(
             "all_gather_cols: rank {r} sent {} values, not {rows} x {local}",
             p.len()
         )));

@@ -35,7 +35,7 @@ impl NcclComm {
     /// the TCP mesh; blocks until all have joined.
     pub fn init_over(gpu: &Arc<Gpu>, group: &TcpGroup, members: &[usize]) -> Result<NcclComm> {
         let me = members.iter().position(|&m| m == group.rank()).ok_or_else(|| {
-            Error::Msg(format!("NCCL members {members:?} do not include rank {}", group.rank()))
+            Error::Parallel(format!("NCCL members {members:?} do not include rank {}", group.rank()))
         })?;
         let id = if me == 0 {
             let id = NcclId::new().map_err(dev_err)?;
@@ -43,7 +43,7 @@ impl NcclComm {
             id
         } else {
             let bytes = group.recv(members[0], &[128])?;
-            NcclId(bytes.try_into().map_err(|_| Error::Msg("NCCL id: not 128 bytes".into()))?)
+            NcclId(bytes.try_into().map_err(|_| Error::Parallel("NCCL id: not 128 bytes".into()))?)
         };
         Ok(NcclComm { inner: RawNccl::init_rank(gpu, &id, me, members.len()).map_err(dev_err)? })
     }

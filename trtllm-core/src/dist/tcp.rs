@@ -24,7 +24,7 @@ const MAGIC: &[u8; 11] = b"TRTLLM-RDV2";
 const PEER: &[u8; 11] = b"TRTLLM-PEER";
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
-    Error::Msg(format!("multi-process group: {what}: {e}"))
+    Error::Parallel(format!("multi-process group: {what}: {e}"))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,7 +74,7 @@ impl TcpGroup {
         for (r, s) in streams.into_iter().enumerate() {
             links.push(match s {
                 None if r == env.rank => None,
-                None => return Err(Error::Msg(format!("multi-process group: no stream to rank {r}"))),
+                None => return Err(Error::Parallel(format!("multi-process group: no stream to rank {r}"))),
                 Some(s) => {
                     s.set_nodelay(true).map_err(|e| io_err("socket", e))?;
                     s.set_read_timeout(Some(timeout)).map_err(|e| io_err("socket", e))?;
@@ -96,7 +96,7 @@ impl TcpGroup {
 
     fn link(&self, peer: usize) -> Result<&Link> {
         self.links.get(peer).and_then(|l| l.as_ref()).ok_or_else(|| {
-            Error::Msg(format!("rank {}: no link to rank {peer} (world {})", self.rank, self.world))
+            Error::Parallel(format!("rank {}: no link to rank {peer} (world {})", self.rank, self.world))
         })
     }
 
@@ -119,13 +119,13 @@ impl TcpGroup {
                 std::io::ErrorKind::UnexpectedEof => "it closed the connection (exited?)".to_string(),
                 _ => e.to_string(),
             };
-            Error::Msg(format!("rank {} receiving from rank {peer}: {why}", self.rank))
+            Error::Parallel(format!("rank {} receiving from rank {peer}: {why}", self.rank))
         };
         let mut len = [0u8; 8];
         s.read_exact(&mut len).map_err(what)?;
         let len = u64::from_le_bytes(len) as usize;
         if !allowed.contains(&len) {
-            return Err(Error::Msg(format!(
+            return Err(Error::Parallel(format!(
                 "rank {} receiving from rank {peer}: a message of {len} bytes, expected one of {allowed:?} (the ranks disagree about the step)",
                 self.rank
             )));
@@ -158,7 +158,8 @@ impl TcpGroup {
         std::thread::scope(|s| {
             let sender = s.spawn(send_all);
             let got = recv_all();
-            let sent = sender.join().unwrap_or_else(|_| Err(Error::Msg("sender thread panicked".into())));
+            let sent =
+                sender.join().unwrap_or_else(|_| Err(Error::Parallel("sender thread panicked".into())));
             sent.and(got)
         })
     }
@@ -187,7 +188,7 @@ impl TcpGroup {
             |i: usize| u64::from_le_bytes(head[2 + 8 * i..10 + 8 * i].try_into().expect("8 bytes")) as usize;
         let (r, c) = (dim(0), dim(1));
         if head[1] != 2 || r != rows || c > max_cols {
-            return Err(Error::Msg(format!(
+            return Err(Error::Parallel(format!(
                 "rank {}: rank {peer} sent a [{r}, {c}] tensor, expected {rows} rows of at most {max_cols}",
                 self.rank
             )));
@@ -196,7 +197,7 @@ impl TcpGroup {
             0 => DType::F32,
             1 => DType::F16,
             2 => DType::BF16,
-            t => return Err(Error::Msg(format!("rank {}: rank {peer} sent dtype tag {t}", self.rank))),
+            t => return Err(Error::Parallel(format!("rank {}: rank {peer} sent dtype tag {t}", self.rank))),
         };
         let data = f32s(&self.recv(peer, &[4 * r * c])?);
         Tensor::from_f32(data, &[r, c])?.to_dtype(dtype)
@@ -217,7 +218,7 @@ fn accept_before(
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
-                    return Err(Error::Msg(format!(
+                    return Err(Error::Parallel(format!(
                         "multi-process group: {} did not connect in time (TRTLLM_RENDEZVOUS_TIMEOUT)",
                         waiting_for()
                     )));
@@ -270,7 +271,7 @@ fn serve_table(env: &DistEnv, deadline: Instant, streams: &mut [Option<TcpStream
             msg.extend_from_slice(&(why.len() as u32).to_le_bytes());
             msg.extend_from_slice(why.as_bytes());
             let _ = s.write_all(&msg);
-            return Err(Error::Msg(format!("multi-process group: {why}")));
+            return Err(Error::Parallel(format!("multi-process group: {why}")));
         }
         let ip = s.peer_addr().map_err(|e| io_err("peer address", e))?.ip();
         table[rank] = Some((ip, port));
@@ -297,7 +298,7 @@ fn join(env: &DistEnv, deadline: Instant, streams: &mut [Option<TcpStream>]) -> 
         .map_err(|e| io_err(&format!("resolving MASTER_ADDR {master}"), e))?
         .next()
         .ok_or_else(|| {
-            Error::Msg(format!("multi-process group: MASTER_ADDR {master} resolves to nothing"))
+            Error::Parallel(format!("multi-process group: MASTER_ADDR {master} resolves to nothing"))
         })?;
     let mut s = connect_before(target, deadline, "rank 0")?;
     let local_ip = s.local_addr().map_err(|e| io_err("local address", e))?.ip();
@@ -317,7 +318,7 @@ fn join(env: &DistEnv, deadline: Instant, streams: &mut [Option<TcpStream>]) -> 
         s.read_exact(&mut len).map_err(|e| io_err("reading rank 0's refusal", e))?;
         let mut why = vec![0u8; u32_at(&len, 0).min(4096)];
         s.read_exact(&mut why).map_err(|e| io_err("reading rank 0's refusal", e))?;
-        return Err(Error::Msg(format!(
+        return Err(Error::Parallel(format!(
             "multi-process group refused by rank 0: {}",
             String::from_utf8_lossy(&why)
         )));
@@ -330,7 +331,7 @@ fn join(env: &DistEnv, deadline: Instant, streams: &mut [Option<TcpStream>]) -> 
         s.read_exact(&mut entry).map_err(|e| io_err("reading the table", e))?;
         let ip: IpAddr =
             std::str::from_utf8(&entry[..n[0] as usize]).ok().and_then(|t| t.parse().ok()).ok_or_else(
-                || Error::Msg(format!("multi-process group: rank 0 sent a bad address for rank {r}")),
+                || Error::Parallel(format!("multi-process group: rank 0 sent a bad address for rank {r}")),
             )?;
         let port = u16::from_le_bytes([entry[n[0] as usize], entry[n[0] as usize + 1]]);
         table.push(SocketAddr::new(ip, port));
@@ -352,7 +353,7 @@ fn join(env: &DistEnv, deadline: Instant, streams: &mut [Option<TcpStream>]) -> 
         }
         let from = u32_at(&msg, 11);
         if from <= env.rank || from >= env.world || streams[from].is_some() {
-            return Err(Error::Msg(format!(
+            return Err(Error::Parallel(format!(
                 "multi-process group: rank {} was greeted by rank {from}",
                 env.rank
             )));
@@ -374,7 +375,7 @@ pub struct TcpComm {
 impl TcpComm {
     pub fn new(group: Arc<TcpGroup>, members: Vec<usize>) -> Result<TcpComm> {
         if !members.contains(&group.rank()) || members.iter().any(|&m| m >= group.world()) {
-            return Err(Error::Msg(format!(
+            return Err(Error::Parallel(format!(
                 "tensor-parallel members {members:?} must include rank {} and lie below WORLD_SIZE={}",
                 group.rank(),
                 group.world()

@@ -80,7 +80,7 @@ impl LlmOptions {
         let pp = self.pp_size.max(1);
         let tp = self.tp_size.unwrap_or(d.world / pp);
         if tp * pp != d.world {
-            return Err(Error::Msg(format!(
+            return Err(Error::Parallel(format!(
                 "WORLD_SIZE={} is not tp_size {tp} x pp_size {pp} (--tp-size / --pp-size)",
                 d.world
             )));
@@ -152,7 +152,9 @@ pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Msg("a rank's loader thread panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| Err(Error::Parallel("a rank's loader thread panicked".into())))
+            })
             .collect()
     });
     let mut ranks = ranks.into_iter().collect::<Result<Vec<_>>>()?.into_iter();
@@ -160,7 +162,7 @@ pub fn load_model(dir: &Path, opts: &LlmOptions) -> Result<Box<dyn CausalLM>> {
     for s in 0..pp {
         let group: Vec<_> = ranks.by_ref().take(tp).collect();
         stages.push(match (&gpus, tp) {
-            (_, 1) => group.into_iter().next().ok_or_else(|| Error::Msg("no rank built".into()))?,
+            (_, 1) => group.into_iter().next().ok_or_else(|| Error::Parallel("no rank built".into()))?,
             (Some(g), _) => Box::new(TpModel::new_nccl(group, g[s * tp..(s + 1) * tp].to_vec())?),
             (None, _) => Box::new(TpModel::new(group)?),
         });

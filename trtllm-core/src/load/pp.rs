@@ -59,7 +59,9 @@ pub(crate) fn cat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
 fn hand_on(out: StageOutput, next: &KvCache) -> Result<StageInput> {
     match out {
         StageOutput::Hidden { x, pending } => stage_input_on(StageInput::Hidden { x, pending }, next),
-        StageOutput::Logits(_) => Err(Error::Msg("a pipeline stage before the last returned logits".into())),
+        StageOutput::Logits(_) => {
+            Err(Error::Parallel("a pipeline stage before the last returned logits".into()))
+        }
     }
 }
 
@@ -77,7 +79,9 @@ pub(crate) fn stage_input_on(input: StageInput, cache: &KvCache) -> Result<Stage
 pub(crate) fn logits(out: StageOutput) -> Result<Tensor> {
     match out {
         StageOutput::Logits(l) => Ok(l),
-        StageOutput::Hidden { .. } => Err(Error::Msg("the last pipeline stage returned no logits".into())),
+        StageOutput::Hidden { .. } => {
+            Err(Error::Parallel("the last pipeline stage returned no logits".into()))
+        }
     }
 }
 
@@ -85,26 +89,27 @@ impl PpModel {
     /// The stages of one model, in order (stage s built with `Mapping::new(tp, pp, s * tp + t)`),
     /// with the GPU of each stage's first rank when they run on GPUs.
     pub fn new(stages: Vec<Box<dyn CausalLM>>, gpus: Option<Vec<Arc<Gpu>>>) -> Result<Self> {
-        let first = stages.first().ok_or_else(|| Error::Msg("a pipeline needs at least one stage".into()))?;
+        let first =
+            stages.first().ok_or_else(|| Error::Parallel("a pipeline needs at least one stage".into()))?;
         let (layout, arch) = (first.kv_layout(), &first.config().architecture);
         let mut next = 0;
         for (s, m) in stages.iter().enumerate() {
             let r = m.stage_layers();
             if m.kv_layout() != layout || &m.config().architecture != arch || r.start != next {
-                return Err(Error::Msg(format!(
+                return Err(Error::Parallel(format!(
                     "pipeline stage {s} (layers {r:?}) was built for another model or mapping than stage 0"
                 )));
             }
             next = r.end;
         }
         if next != layout.num_layers {
-            return Err(Error::Msg(format!(
+            return Err(Error::Parallel(format!(
                 "the pipeline stages cover {next} of {} layers",
                 layout.num_layers
             )));
         }
         if gpus.as_ref().is_some_and(|g| g.len() != stages.len()) {
-            return Err(Error::Msg("one GPU per pipeline stage".into()));
+            return Err(Error::Parallel("one GPU per pipeline stage".into()));
         }
         Ok(PpModel { stages, gpus, peer_kv: Mutex::new(vec![]) })
     }
@@ -162,7 +167,7 @@ impl PpModel {
                             None => Ok(StageInput::Ids),
                             Some(rx) => match rx.recv() {
                                 Ok(prev) => prev.and_then(|o| hand_on(o, cache)),
-                                Err(_) => Err(Error::Msg(format!(
+                                Err(_) => Err(Error::Parallel(format!(
                                     "pipeline stage {s}: the stage before it stopped"
                                 ))),
                             },
@@ -196,7 +201,7 @@ impl CausalLM for PpModel {
         hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
         if hidden.is_some() {
-            return Err(Error::Msg(
+            return Err(Error::Parallel(
                 "per-layer hidden states are not collected under pipeline parallelism".into(),
             ));
         }

@@ -50,7 +50,7 @@ pub(crate) struct RankModel {
 impl RankModel {
     fn send_hidden(&self, pipe: &Pipe, out: StageOutput) -> Result<()> {
         let StageOutput::Hidden { x, pending } = out else {
-            return Err(Error::Msg("a pipeline stage before the last returned logits".into()));
+            return Err(Error::Parallel("a pipeline stage before the last returned logits".into()));
         };
         let next = pipe.peer_in(pipe.stage + 1);
         pipe.group.send_tensor(next, &x)?;
@@ -120,9 +120,9 @@ impl CausalLM for RankModel {
     ) -> Result<Tensor> {
         match &self.pipe {
             None => self.model.forward(batch, kv, self.comm.as_ref(), hidden),
-            Some(_) if hidden.is_some() => {
-                Err(Error::Msg("per-layer hidden states are not collected under pipeline parallelism".into()))
-            }
+            Some(_) if hidden.is_some() => Err(Error::Parallel(
+                "per-layer hidden states are not collected under pipeline parallelism".into(),
+            )),
             Some(pipe) => self.pipelined(pipe, batch, kv),
         }
     }

@@ -124,7 +124,7 @@ impl Group {
                     cache = None;
                     cache = Some(self.cache_for(r, job.shape)?);
                 }
-                let kv = cache.as_mut().ok_or_else(|| Error::Msg("no rank cache".into()))?;
+                let kv = cache.as_mut().ok_or_else(|| Error::Parallel("no rank cache".into()))?;
                 let (model, comm) = (self.ranks[r].as_ref(), self.comm(r));
                 match job.work {
                     Work::Forward => model.forward(&job.batch, kv, comm, None).map(drop),
@@ -136,7 +136,7 @@ impl Group {
             });
             let res = std::panic::catch_unwind(run).unwrap_or_else(|_| {
                 cache = None;
-                Err(Error::Msg(format!("tensor-parallel rank {r} panicked")))
+                Err(Error::Parallel(format!("tensor-parallel rank {r} panicked")))
             });
             if res.is_err() {
                 self.abort(r);
@@ -165,7 +165,7 @@ impl TpModel {
     pub fn new_nccl(ranks: Vec<Box<dyn CausalLM>>, gpus: Vec<Arc<Gpu>>) -> Result<Self> {
         Self::check(&ranks)?;
         if gpus.len() != ranks.len() {
-            return Err(Error::Msg(format!("{} ranks but {} GPUs", ranks.len(), gpus.len())));
+            return Err(Error::Parallel(format!("{} ranks but {} GPUs", ranks.len(), gpus.len())));
         }
         let comms = Comms::Nccl(NcclComm::group(&gpus)?, gpus);
         Self::start(ranks, comms)
@@ -182,7 +182,7 @@ impl TpModel {
             let t = std::thread::Builder::new()
                 .name(format!("tp-rank-{r}"))
                 .spawn(move || g.serve(r, rx))
-                .map_err(|e| Error::Msg(format!("starting tensor-parallel rank {r}'s thread: {e}")))?;
+                .map_err(|e| Error::Parallel(format!("starting tensor-parallel rank {r}'s thread: {e}")))?;
             jobs.push(tx);
             threads.push(t);
         }
@@ -192,11 +192,11 @@ impl TpModel {
     fn check(ranks: &[Box<dyn CausalLM>]) -> Result<()> {
         let first = ranks
             .first()
-            .ok_or_else(|| Error::Msg("a tensor-parallel group needs at least one rank".into()))?;
+            .ok_or_else(|| Error::Parallel("a tensor-parallel group needs at least one rank".into()))?;
         let layout = first.kv_layout();
         for (r, m) in ranks.iter().enumerate() {
             if m.kv_layout() != layout || m.config().architecture != first.config().architecture {
-                return Err(Error::Msg(format!(
+                return Err(Error::Parallel(format!(
                     "tensor-parallel rank {r} was built for another model or mapping than rank 0"
                 )));
             }
@@ -220,7 +220,7 @@ impl TpModel {
     ) -> Result<T> {
         let g = &self.group;
         if g.broken.load(Ordering::SeqCst) {
-            return Err(Error::Msg(
+            return Err(Error::Parallel(
                 "this tensor-parallel group was aborted after a rank failed; load the model again".into(),
             ));
         }
@@ -238,14 +238,14 @@ impl TpModel {
         let out0 = if sent + 1 == g.ranks.len() {
             rank0(g.ranks[0].as_ref(), kv, g.comm(0))
         } else {
-            Err(Error::Msg("a tensor-parallel rank thread has stopped".into()))
+            Err(Error::Parallel("a tensor-parallel rank thread has stopped".into()))
         };
         if out0.is_err() {
             g.abort(0);
         }
         let mut others: Vec<(usize, Result<()>)> = results.iter().take(sent).collect();
         if others.len() < sent {
-            others.push((0, Err(Error::Msg("a tensor-parallel rank thread stopped mid-step".into()))));
+            others.push((0, Err(Error::Parallel("a tensor-parallel rank thread stopped mid-step".into()))));
         }
         // Every rank has left its collectives: the group can be reused whatever happened.
         let failed = out0.is_err() || others.iter().any(|(_, r)| r.is_err());

@@ -147,9 +147,26 @@ pub fn clamped_swiglu(x: &Tensor, alpha: f32, limit: f32) -> Result<Tensor> {
     let out = v
         .chunks_exact(2)
         .map(|p| {
-            let (g, u) = (p[0].min(limit), p[1].clamp(-limit, limit));
+            // a NaN stays NaN (torch's clamp; f32::min would drop it)
+            let g = if p[0] > limit { limit } else { p[0] };
+            let u = p[1].clamp(-limit, limit);
             (u + 1.0) * (g / (1.0 + (-alpha * g).exp()))
         })
         .collect();
     Tensor::from_f32(out, &[m, i])
+}
+
+#[cfg(test)]
+mod tests {
+    /// GPT-OSS's clamp as torch does it: limits applied, a NaN gate or up kept NaN.
+    #[test]
+    fn clamped_swiglu_clamps_and_keeps_nan() {
+        let x = crate::Tensor::from_f32(vec![9.0, -9.0, 0.5, 0.25, f32::NAN, 0.0, 0.0, f32::NAN], &[1, 8])
+            .expect("x");
+        let y = super::clamped_swiglu(&x, 1.702, 7.0).expect("op").to_f32_vec().expect("f32");
+        let sig = |g: f32| g / (1.0 + (-1.702 * g).exp());
+        assert_eq!(y[0], (-7.0 + 1.0) * sig(7.0));
+        assert_eq!(y[1], (0.25 + 1.0) * sig(0.5));
+        assert!(y[2].is_nan() && y[3].is_nan(), "{y:?}");
+    }
 }
