@@ -29,7 +29,7 @@ pub struct MlaArgs<'a> {
 
 impl MlaArgs<'_> {
     fn check(&self, k: &'static str) -> Result<(), GpuError> {
-        if self.rope % 2 != 0 || self.lora == 0 || self.heads == 0 {
+        if !self.rope.is_multiple_of(2) || self.lora == 0 || self.heads == 0 {
             return Err(GpuError::Precondition {
                 kernel: k,
                 msg: format!("lora {}, rope {} (even), {} heads", self.lora, self.rope, self.heads),

@@ -5,8 +5,8 @@
 //! Bootstrap: rank 0 listens on MASTER_PORT; every other rank binds a listener of its own, then
 //! connects to rank 0 and sends `b"TRTLLM-RDV2"` + rank (u32 LE) + world (u32 LE) + its listener
 //! port (u16 LE). When all have joined, rank 0 answers each with `b"OK"` + the address table
-//! (for ranks 1..N: IP text length (u8) + IP text + port (u16 LE)), or `b"NO"` + length (u32 LE)
-//! + reason. Rank r then connects to ranks 1..r (sending `b"TRTLLM-PEER"` + its rank) and accepts
+//! (for ranks 1..N: IP text length (u8) + IP text + port (u16 LE)), or `b"NO"`, a length (u32
+//! LE) and the reason. Rank r then connects to ranks 1..r (sending `b"TRTLLM-PEER"` + its rank) and accepts
 //! ranks r+1..N. Rank 0's stream to r is the bootstrap stream.
 //!
 //! Messages are a u64 LE byte length and the bytes. Every receive names the length it expects

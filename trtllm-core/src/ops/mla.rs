@@ -68,7 +68,7 @@ pub fn mla_attention(
         && kt == t
         && qw == p.heads * (p.nope + p.rope)
         && kw == p.row()
-        && p.rope % 2 == 0
+        && p.rope.is_multiple_of(2)
         && p.freq.0.len() == p.rope / 2
         && w.kv_norm.shape() == [p.lora]
         && w.w_uk.shape() == [p.heads, p.lora, p.nope]

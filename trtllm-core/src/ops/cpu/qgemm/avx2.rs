@@ -227,7 +227,7 @@ pub unsafe fn dot_row(ty: GgmlType, w: &[u8], a: ActRow<'_>) -> f32 {
     let (wp, ap) = (w.as_ptr(), a.qs.as_ptr().cast::<u8>());
     let mut acc = _mm256_setzero_ps();
     let mut off = 0f32;
-    // SAFETY (every block below): block i of w starts at `wp + i * bytes` and block i of the
+    // SAFETY: (every block below) block i of w starts at `wp + i * bytes` and block i of the
     // activations at `ap + 32 * i`, inside the slices by the contract above.
     unsafe {
         match ty {
