@@ -45,7 +45,23 @@ pub struct SeqStep<'a> {
 
 impl ForwardBatch {
     pub fn new(steps: &[SeqStep<'_>], block_size: usize, all_logits: bool) -> Result<Self> {
-        let mut b = ForwardBatch { block_size, all_logits, ..Default::default() };
+        let mut b = ForwardBatch::default();
+        b.refill(steps, block_size, all_logits)?;
+        Ok(b)
+    }
+
+    /// This batch rebuilt for `steps`, in the buffers it already has (a runner keeps one batch
+    /// across steps: no allocation per step or per sequence once the buffers have grown).
+    pub fn refill(&mut self, steps: &[SeqStep<'_>], block_size: usize, all_logits: bool) -> Result<()> {
+        self.block_size = block_size;
+        self.all_logits = all_logits;
+        self.device = None;
+        self.tokens.clear();
+        self.positions.clear();
+        self.token_seq.clear();
+        self.slot_mapping.clear();
+        self.logits_per_seq.clear();
+        self.seqs.truncate(steps.len());
         for (si, s) in steps.iter().enumerate() {
             if s.tokens.is_empty() {
                 return Err(Error::Request(format!("sequence {si} has no tokens in this step")));
@@ -57,21 +73,34 @@ impl ForwardBatch {
                     s.block_table.len()
                 )));
             }
-            b.seqs.push(SeqMeta {
-                block_table: s.block_table.to_vec(),
-                q_start: b.tokens.len(),
+            let meta = SeqMeta {
+                block_table: vec![],
+                q_start: self.tokens.len(),
                 q_len: s.tokens.len(),
                 context_len,
-            });
+            };
+            let m = match self.seqs.get_mut(si) {
+                Some(m) => {
+                    let table = std::mem::take(&mut m.block_table);
+                    *m = SeqMeta { block_table: table, ..meta };
+                    m
+                }
+                None => {
+                    self.seqs.push(meta);
+                    self.seqs.last_mut().expect("pushed")
+                }
+            };
+            m.block_table.clear();
+            m.block_table.extend_from_slice(s.block_table);
             for (i, &tok) in s.tokens.iter().enumerate() {
                 let p = s.start_pos + i;
-                b.tokens.push(tok);
-                b.positions.push(p);
-                b.token_seq.push(si);
-                b.slot_mapping.push(s.block_table[p / block_size] as usize * block_size + p % block_size);
+                self.tokens.push(tok);
+                self.positions.push(p);
+                self.token_seq.push(si);
+                self.slot_mapping.push(s.block_table[p / block_size] as usize * block_size + p % block_size);
             }
         }
-        Ok(b)
+        Ok(())
     }
 
     pub fn num_tokens(&self) -> usize {
@@ -190,5 +219,35 @@ impl ForwardBatch {
             bt_offsets: up(offsets)?,
             tokens: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps<'a>(toks: &'a [Vec<u32>], tables: &'a [Vec<u32>]) -> Vec<SeqStep<'a>> {
+        toks.iter()
+            .zip(tables)
+            .enumerate()
+            .map(|(i, (t, b))| SeqStep { tokens: t, start_pos: 2 * i, block_table: b })
+            .collect()
+    }
+
+    /// A batch refilled for a larger, then a smaller, then a larger step equals one built fresh.
+    #[test]
+    fn refill_equals_new() {
+        let toks: Vec<Vec<u32>> =
+            [3usize, 1, 1, 5].iter().map(|&n| (0..n as u32).map(|t| t + 7).collect()).collect();
+        let tables: Vec<Vec<u32>> = (0..4u32).map(|i| vec![i * 3, i * 3 + 1, i * 3 + 2]).collect();
+        let mut b = ForwardBatch::new(&steps(&toks[..1], &tables[..1]), 4, true).expect("batch");
+        b.logits_per_seq = vec![2];
+        for n in [4, 2, 3] {
+            b.refill(&steps(&toks[..n], &tables[..n]), 4, false).expect("refill");
+            let fresh = ForwardBatch::new(&steps(&toks[..n], &tables[..n]), 4, false).expect("batch");
+            assert_eq!(format!("{b:?}"), format!("{fresh:?}"), "{n} sequences");
+        }
+        let bad = [SeqStep { tokens: &[1, 2, 3, 4, 5], start_pos: 8, block_table: &[0, 1] }];
+        assert!(b.refill(&bad, 4, false).is_err());
     }
 }

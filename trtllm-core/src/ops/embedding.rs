@@ -10,20 +10,26 @@ use crate::{Error, Result, Tensor};
 /// Gather rows `ids` of `table`, times `multiplier` (Gemma's `sqrt(hidden)`).
 pub fn embedding(ids: &[u32], table: &Tensor, multiplier: Option<f32>) -> Result<Tensor> {
     let (vocab, d) = table.dims2("embedding")?;
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(Error::Request(format!("token id {bad} out of range for vocabulary of {vocab}")));
+    }
     if let Some(gpu) = cuda::gpu_of(table) {
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Request(format!("token id {bad} out of range for vocabulary of {vocab}")));
-        }
         let idv: Vec<i32> = ids.iter().map(|&x| x as i32).collect();
         return gather(&gpu, table, vocab, &idv, d, multiplier.unwrap_or(1.0));
     }
+    // Rows copied (or widened) straight from the table: no allocation per token.
     let mut out = Vec::with_capacity(ids.len() * d);
-    for &id in ids {
-        let id = id as usize;
-        if id >= vocab {
-            return Err(Error::Request(format!("token id {id} out of range for vocabulary of {vocab}")));
+    let rows = ids.iter().map(|&id| id as usize * d..(id as usize + 1) * d);
+    if let Ok(t) = table.f32s() {
+        rows.for_each(|r| out.extend_from_slice(&t[r]));
+    } else if let Ok(t) = table.bf16s() {
+        rows.for_each(|r| out.extend(t[r].iter().map(|v| v.to_f32())));
+    } else if let Ok(t) = table.f16s() {
+        rows.for_each(|r| out.extend(t[r].iter().map(|v| v.to_f32())));
+    } else {
+        for &id in ids {
+            out.extend(table.narrow0(id as usize, 1)?.to_f32_vec()?);
         }
-        out.extend(table.narrow0(id, 1)?.to_f32_vec()?);
     }
     if let Some(m) = multiplier {
         out.iter_mut().for_each(|v| *v *= m);

@@ -99,6 +99,8 @@ pub struct ModelRunner {
     sampler: Option<DeviceSampler>,
     /// The draft model of speculative decoding (`SpecMethod::Draft`).
     draft: Option<DraftModel>,
+    /// The step's batch, rebuilt in place each step (`ForwardBatch::refill`).
+    batch: ForwardBatch,
 }
 
 impl ModelRunner {
@@ -114,7 +116,7 @@ impl ModelRunner {
         let graphs = DecodeGraphs::new(&*model, &kv, max_batch, max_seq_len, cuda_graphs);
         let vocab = model.config().vocab_size;
         let sampler = kv.gpu().map(|g| DeviceSampler::new(g, vocab, max_batch));
-        ModelRunner { model, kv, graphs, sampler, draft: None }
+        ModelRunner { model, kv, graphs, sampler, draft: None, batch: ForwardBatch::default() }
     }
 
     /// Speculate with `draft` (its KV cache has this runner's block geometry).
@@ -241,24 +243,20 @@ impl ModelRunner {
         let batch = ForwardBatch::new(&step, self.kv.block_size, true)?;
         self.model.forward(&batch, &mut self.kv, comm, hidden)
     }
-}
 
-impl Executor for ModelRunner {
-    fn execute(&mut self, step: SchedulerOutput<'_>) -> Result<RunnerOutput> {
-        if step.seqs.is_empty() {
-            return Ok(RunnerOutput::default());
-        }
+    /// One step in `batch` (this runner's buffers, refilled).
+    fn execute_in(&mut self, batch: &mut ForwardBatch, step: SchedulerOutput<'_>) -> Result<RunnerOutput> {
         let steps: Vec<SeqStep<'_>> = step
             .seqs
             .iter()
             .map(|s| SeqStep { tokens: s.tokens, start_pos: s.start_pos, block_table: s.block_table })
             .collect();
-        let mut batch = ForwardBatch::new(&steps, self.kv.block_size, false)?;
+        batch.refill(&steps, self.kv.block_size, false)?;
         let spec = step.seqs.iter().any(|s| s.draft > 0);
         if spec {
             batch.logits_per_seq = verify::rows_per_seq(&step.seqs);
         }
-        let mut logits = forward_step(self.graphs.as_mut(), &*self.model, &batch, &mut self.kv)?;
+        let mut logits = forward_step(self.graphs.as_mut(), &*self.model, batch, &mut self.kv)?;
         let masks = match step.masks {
             Some(job) => Some(job()?),
             None => None,
@@ -315,6 +313,18 @@ impl Executor for ModelRunner {
             rows.iter().enumerate().map(|(r, (_, x))| x.map(|x| sample_host_row(&h[r * v..(r + 1) * v], x)));
         let out = RunnerOutput { sampled: sampled.collect(), accepted: vec![] };
         Ok(out)
+    }
+}
+
+impl Executor for ModelRunner {
+    fn execute(&mut self, step: SchedulerOutput<'_>) -> Result<RunnerOutput> {
+        if step.seqs.is_empty() {
+            return Ok(RunnerOutput::default());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let out = self.execute_in(&mut batch, step);
+        self.batch = batch;
+        out
     }
 
     fn kv_blocks(&self) -> (usize, usize) {
