@@ -116,16 +116,20 @@ impl Llm {
         if eos.is_empty() {
             eos = model.config().eos_token_ids.clone();
         }
-        let kv_bytes = kv.num_slots() * layout.bytes_per_token(kv.elem_bytes());
+        // this process's layers (a pipeline stage's)
+        let layers = model.stage_layers().len();
+        let kv_bytes =
+            kv.num_slots() * layout.bytes_per_token(kv.elem_bytes()) / layout.num_layers.max(1) * layers;
         p.done_with(&format!(
             "{blocks} blocks of {} tokens x {} layers, {:.2} GiB{}",
             opts.kv_block_size,
-            layout.num_layers,
+            layers,
             kv_bytes as f64 / (1u64 << 30) as f64,
             if kv.kv_dtype() == crate::batch::KvCacheDtype::Fp8 { ", FP8 E4M3" } else { "" }
         ));
         let p = timing::phase("cuda graphs setup");
-        let one_rank = opts.tp_size.unwrap_or(1) == 1 && opts.load.mapping.tp_size <= 1;
+        // graphs are per GPU of one rank: not under tensor or pipeline parallelism
+        let one_rank = opts.ranks() <= 1;
         let graphs = opts.cuda_graphs && one_rank;
         let runner = ModelRunner::new(model, kv, opts.max_batch_size, opts.max_seq_len, graphs);
         p.done_with(match runner.cuda_graphs() {

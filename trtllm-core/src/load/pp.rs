@@ -191,6 +191,12 @@ impl CausalLM for PpModel {
         self.stages[0].kv_layout()
     }
 
+    /// The caller's cache is stage 0's: it holds stage 0's layers only (the other stages keep
+    /// their own caches).
+    fn stage_layers(&self) -> std::ops::Range<usize> {
+        self.stages[0].stage_layers()
+    }
+
     /// `comm` is not used: each stage runs its own (tensor-parallel) communication. Per-layer
     /// hidden states (`hidden`) are not collected across stages.
     fn forward(
