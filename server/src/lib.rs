@@ -228,6 +228,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         // Read it before the (long) load, so a wrong path fails at once.
         ChatTemplate::from_file(path, None)?;
     }
+    if setup::run_worker(&cfg)? {
+        return Ok(());
+    }
     let mut served = build_engine(&cfg)?;
     if let Some(path) = &cfg.chat_template {
         served.chat_template = Some(override_template(path, &served)?);

@@ -109,9 +109,10 @@ pub struct Served {
     pub kv_blocks: usize,
 }
 
-pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
-    let dir = &cfg.model_dir;
-    let mut opts = LlmOptions::for_dir(dir)?;
+/// The load options of `cfg`; in a multi-process launch (WORLD_SIZE), rank 0 leads the others
+/// (`LlmOptions::lead_workers`).
+fn llm_options(cfg: &ServeConfig) -> Result<LlmOptions> {
+    let mut opts = LlmOptions::for_dir(&cfg.model_dir)?;
     opts.load.dtype = cfg.dtype;
     opts.load.device = cfg.device;
     opts.kv_cache_dtype = cfg.kv_cache_dtype;
@@ -120,15 +121,46 @@ pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
     opts.pp_size = cfg.pp_size;
     opts.cuda_graphs = cfg.cuda_graphs;
     opts.speculative = cfg.speculative.clone();
-    if trtllm_core::dist::DistEnv::from_env()?.is_some() {
-        return Err(Error::Msg(
-            "serve runs tensor parallelism as threads of one process (--tp-size); unset WORLD_SIZE/RANK"
-                .into(),
-        ));
-    }
     if let Some(bs) = cfg.kv_block_size {
         opts.kv_block_size = bs;
     }
+    if trtllm_core::dist::DistEnv::from_env()?.is_some() {
+        if cfg.speculative.is_some() {
+            return Err(Error::Msg(
+                "speculative decoding is not supported in a multi-process launch (WORLD_SIZE); use --tp-size / --pp-size in one process".into(),
+            ));
+        }
+        opts.apply_dist_env()?;
+        opts.lead_workers = true;
+    }
+    Ok(opts)
+}
+
+/// A worker rank of a multi-process `serve` (WORLD_SIZE with RANK != 0): no HTTP server; it
+/// loads its shard and runs the steps rank 0 sends until rank 0 stops. `Ok(false)`: this
+/// process is not a worker.
+pub fn run_worker(cfg: &ServeConfig) -> Result<bool> {
+    if !trtllm_core::dist::DistEnv::from_env()?.is_some_and(|d| d.rank != 0) {
+        return Ok(false);
+    }
+    let opts = llm_options(cfg)?;
+    let model = load_model(&cfg.model_dir, &opts)?;
+    let dtype = opts.load.weight_dtype(model.config());
+    model.follow(&mut |blocks, bs| {
+        ModelRunner::make_kv(&*model, cfg.device, dtype, cfg.kv_cache_dtype, bs, blocks)
+    })?;
+    Ok(true)
+}
+
+pub fn build_engine(cfg: &ServeConfig) -> Result<Served> {
+    let dir = &cfg.model_dir;
+    if let Some(d) = trtllm_core::dist::DistEnv::from_env()?.filter(|d| d.rank != 0) {
+        return Err(Error::Msg(format!(
+            "RANK={} of a multi-process launch is a worker: it runs under `trtllm serve` (rank 0 serves)",
+            d.rank
+        )));
+    }
+    let opts = llm_options(cfg)?;
     check_flags(cfg)?;
     opts.check()?;
     let tok_dir = cfg.tokenizer_dir.clone().unwrap_or_else(|| dir.clone());

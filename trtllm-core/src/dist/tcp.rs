@@ -110,6 +110,15 @@ impl TcpGroup {
 
     /// The next message from `peer`, which must be one of the lengths in `allowed`.
     pub fn recv(&self, peer: usize, allowed: &[usize]) -> Result<Vec<u8>> {
+        self.recv_if(peer, &|len| allowed.contains(&len), &format!("one of {allowed:?}"))
+    }
+
+    /// The next message from `peer`, of at most `max` bytes.
+    pub fn recv_upto(&self, peer: usize, max: usize) -> Result<Vec<u8>> {
+        self.recv_if(peer, &|len| len <= max, &format!("at most {max}"))
+    }
+
+    fn recv_if(&self, peer: usize, ok: &dyn Fn(usize) -> bool, expected: &str) -> Result<Vec<u8>> {
         let mut s = lock(&self.link(peer)?.rx);
         let what = |e: std::io::Error| {
             let why = match e.kind() {
@@ -124,9 +133,9 @@ impl TcpGroup {
         let mut len = [0u8; 8];
         s.read_exact(&mut len).map_err(what)?;
         let len = u64::from_le_bytes(len) as usize;
-        if !allowed.contains(&len) {
+        if !ok(len) {
             return Err(Error::Parallel(format!(
-                "rank {} receiving from rank {peer}: a message of {len} bytes, expected one of {allowed:?} (the ranks disagree about the step)",
+                "rank {} receiving from rank {peer}: a message of {len} bytes, expected {expected} (the ranks disagree about the step)",
                 self.rank
             )));
         }

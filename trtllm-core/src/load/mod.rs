@@ -214,6 +214,7 @@ fn load_rank(dir: &Path, opts: &LlmOptions, tp: usize, pp: usize, d: &DistEnv) -
     };
     let load = LoadOptions { mapping: Mapping::new(tp, pp, d.rank)?, ..opts.load.clone() };
     let model = build_model(dir, &load)?.model;
-    let pipe = (pp > 1).then(|| rank::Pipe { group, stage, pp, tp });
-    Ok(Box::new(rank::RankModel { model, comm, pipe }))
+    let pipe = (pp > 1).then(|| rank::Pipe { group: group.clone(), stage, pp, tp });
+    let lead = opts.lead_workers && d.rank == 0;
+    Ok(Box::new(rank::RankModel { model, comm, pipe, group, lead }))
 }

@@ -29,6 +29,10 @@ pub struct LlmOptions {
     pub cuda_graphs: bool,
     /// Speculative decoding (`None`: one token per sequence per step).
     pub speculative: Option<SpecOptions>,
+    /// In a multi-process launch: rank 0 sends every step to the other ranks, which run
+    /// `CausalLM::follow` (`trtllm serve`); false: every rank runs the same loop on the same
+    /// inputs (`run`, `bench`).
+    pub lead_workers: bool,
 }
 
 /// Where draft tokens come from.
@@ -120,6 +124,7 @@ impl Default for LlmOptions {
             tokenizer_dir: None,
             cuda_graphs: true,
             speculative: None,
+            lead_workers: false,
         }
     }
 }

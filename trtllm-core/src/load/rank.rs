@@ -45,6 +45,22 @@ pub(crate) struct RankModel {
     pub model: Box<dyn CausalLM>,
     pub comm: Box<dyn Communicator + Send>,
     pub pipe: Option<Pipe>,
+    pub group: Arc<TcpGroup>,
+    /// Rank 0 sending every step to the workers.
+    pub lead: bool,
+}
+
+/// The largest step a worker accepts from the leader (tokens and block tables of one step).
+const MAX_STEP_BYTES: usize = 1 << 30;
+
+impl Drop for RankModel {
+    fn drop(&mut self) {
+        if self.lead {
+            for r in 1..self.group.world() {
+                let _ = self.group.send(r, &[]);
+            }
+        }
+    }
 }
 
 impl RankModel {
@@ -98,6 +114,35 @@ impl RankModel {
     }
 }
 
+impl RankModel {
+    /// This rank's share of `batch` (the whole model's forward, or its pipeline stage).
+    fn forward_local(
+        &self,
+        batch: &ForwardBatch,
+        kv: &mut KvCache,
+        hidden: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
+        match &self.pipe {
+            None => self.model.forward(batch, kv, self.comm.as_ref(), hidden),
+            Some(_) if hidden.is_some() => Err(Error::Parallel(
+                "per-layer hidden states are not collected under pipeline parallelism".into(),
+            )),
+            Some(pipe) => self.pipelined(pipe, batch, kv),
+        }
+    }
+
+    /// The leader's step to every worker: its cache's blocks, block size and element bytes,
+    /// then the batch.
+    fn send_step(&self, batch: &ForwardBatch, kv: &KvCache) -> Result<()> {
+        let mut msg: Vec<u8> = [kv.num_blocks, kv.block_size, kv.elem_bytes()]
+            .iter()
+            .flat_map(|&v| (v as u64).to_le_bytes())
+            .collect();
+        msg.extend(batch.encode()?);
+        (1..self.group.world()).try_for_each(|r| self.group.send(r, &msg))
+    }
+}
+
 impl CausalLM for RankModel {
     fn config(&self) -> &ModelConfig {
         self.model.config()
@@ -118,12 +163,41 @@ impl CausalLM for RankModel {
         _comm: &dyn Communicator,
         hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
-        match &self.pipe {
-            None => self.model.forward(batch, kv, self.comm.as_ref(), hidden),
-            Some(_) if hidden.is_some() => Err(Error::Parallel(
-                "per-layer hidden states are not collected under pipeline parallelism".into(),
-            )),
-            Some(pipe) => self.pipelined(pipe, batch, kv),
+        if self.lead {
+            self.send_step(batch, kv)?;
+        }
+        self.forward_local(batch, kv, hidden)
+    }
+
+    fn follow(&self, make_kv: &mut dyn FnMut(usize, usize) -> Result<KvCache>) -> Result<()> {
+        if self.group.rank() == 0 {
+            return Err(Error::Parallel("rank 0 leads; it does not follow".into()));
+        }
+        let mut kv: Option<KvCache> = None;
+        loop {
+            let msg = self.group.recv_upto(0, MAX_STEP_BYTES)?;
+            if msg.is_empty() {
+                return Ok(());
+            }
+            if msg.len() < 24 {
+                return Err(Error::Parallel(format!("a step from the leader of {} bytes", msg.len())));
+            }
+            let field =
+                |i: usize| u64::from_le_bytes(msg[8 * i..8 * i + 8].try_into().expect("8 bytes")) as usize;
+            let (blocks, block_size, elem) = (field(0), field(1), field(2));
+            let cache = match kv.take() {
+                Some(c) if c.num_blocks == blocks && c.block_size == block_size => c,
+                _ => make_kv(blocks, block_size)?,
+            };
+            if cache.elem_bytes() != elem {
+                return Err(Error::Parallel(format!(
+                    "rank {}: KV cache of {} bytes per element, the leader's has {elem} (same --kv-cache-dtype and --dtype on every rank)",
+                    self.group.rank(),
+                    cache.elem_bytes()
+                )));
+            }
+            let kv = kv.insert(cache);
+            self.forward_local(&ForwardBatch::decode(&msg[24..])?, kv, None)?;
         }
     }
 }

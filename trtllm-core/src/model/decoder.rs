@@ -59,6 +59,16 @@ pub trait CausalLM: Send + Sync {
         0..self.kv_layout().num_layers
     }
 
+    /// A worker rank of a multi-process launch whose rank 0 leads (`LlmOptions::lead_workers`):
+    /// run every step the leader sends until it says stop, in a KV cache `make_kv(blocks,
+    /// block_size)` shaped like the leader's. Other models are not workers.
+    fn follow(&self, _make_kv: &mut dyn FnMut(usize, usize) -> Result<KvCache>) -> Result<()> {
+        Err(Error::Parallel(format!(
+            "{} is not a worker rank of a multi-process launch (WORLD_SIZE, RANK != 0)",
+            self.config().architecture
+        )))
+    }
+
     /// This model's part of a pipeline-parallel forward (docs/parallelism.md): `Ids` in and
     /// `Logits` out for a model that is the whole pipeline (the default: `forward`).
     fn forward_stage(
