@@ -187,3 +187,20 @@ pub fn config_seeds(corpus: &Path) -> Vec<Vec<u8>> {
     out.dedup();
     out
 }
+
+/// Steps in their wire form: a prefill, a decode batch, speculative verification rows.
+pub fn step_seeds(_corpus: &Path) -> Vec<Vec<u8>> {
+    use trtllm_core::batch::{ForwardBatch, SeqStep};
+    let toks: [&[u32]; 3] = [&[5, 6, 7, 8, 9], &[3], &[1, 2]];
+    let tables: [&[u32]; 3] = [&[0, 4], &[2, 7, 1], &[3]];
+    let steps: Vec<SeqStep<'_>> = (0..3)
+        .map(|i| SeqStep { tokens: toks[i], start_pos: [0, 8, 1][i], block_table: tables[i] })
+        .collect();
+    let mut out = vec![];
+    for (n, all, lps) in [(1, true, vec![]), (3, false, vec![]), (3, false, vec![3, 1, 2])] {
+        let mut b = ForwardBatch::new(&steps[..n], 4, all).expect("seed batch");
+        b.logits_per_seq = lps;
+        out.push(b.encode().expect("seed encode"));
+    }
+    out
+}

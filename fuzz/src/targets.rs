@@ -54,6 +54,7 @@ pub const ALL: &[Target] = &[
     Target { name: "tokenizer", run: tokenizer, seeds: seeds::tokenizer_seeds, json: true },
     Target { name: "chat_template", run: chat_template, seeds: seeds::chat_template_seeds, json: false },
     Target { name: "request", run: request, seeds: seeds::files, json: true },
+    Target { name: "step", run: step, seeds: seeds::step_seeds, json: false },
 ];
 
 pub fn by_name(name: &str) -> Option<&'static Target> {
@@ -185,4 +186,20 @@ fn request(s: &Scratch, input: &[u8]) -> Outcome {
         }
     }
     Outcome::Fine(shapes.join(" | "))
+}
+
+/// A step as a multi-process worker receives it from the leader (`ForwardBatch::decode`): an
+/// error or a batch, and a batch survives its own round trip.
+fn step(_: &Scratch, input: &[u8]) -> Outcome {
+    use trtllm_core::batch::ForwardBatch;
+    let b = match ForwardBatch::decode(input) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Fine(shape(&e.to_string())),
+    };
+    let again = b.encode().and_then(|bytes| ForwardBatch::decode(&bytes));
+    match again {
+        Ok(c) if format!("{c:?}") == format!("{b:?}") => Outcome::Fine("ok".into()),
+        Ok(_) => Outcome::Violation("a decoded step changed in its round trip".into()),
+        Err(e) => Outcome::Violation(format!("a decoded step does not encode back: {e}")),
+    }
 }
