@@ -48,6 +48,9 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
+    if trtllm::dist::DistEnv::from_env()?.is_some() {
+        anyhow::bail!("chat runs in one process; unset WORLD_SIZE (multi-process launches: `trtllm serve`, `run`, `bench`)");
+    }
     let (dir, _) = a.m.resolve()?;
     let mut cfg = trtllm_server::ServeConfig::new(dir);
     cfg.device = super::resolve_device(&a.device)?;
