@@ -1,7 +1,8 @@
 //! One process of a multi-process launch (RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT): its
 //! shard — tensor-parallel rank `t` of pipeline stage `s`, `rank = s * tp + t` (`Mapping`) —
-//! joined to the others over a [`TcpGroup`]. Every process runs the same engine on the same
-//! requests (SPMD) and gets the same full logits, so all sample the same tokens.
+//! joined to the others over a [`TcpGroup`]. Under `run` and `bench` every process runs the same
+//! engine on the same requests (SPMD) and gets the same full logits, so all sample the same
+//! tokens; under `serve` rank 0 leads and the others follow (below).
 //!
 //! Tensor parallelism inside a stage: NCCL on GPUs (the id sent over the TCP mesh), the TCP
 //! collectives ([`TcpComm`]) on CPU ranks. Pipeline stages (CPU ranks): the step's sequences are
