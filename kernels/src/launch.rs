@@ -26,7 +26,7 @@ pub use attention::{
 pub use elementwise::{act, add, add_bias, cast, clamped_swiglu, fill_f32, gated_act, mul, scale, softcap};
 pub use fp8_gemm::{
     fp8_rowwise_ok, matmul_fp8, matmul_fp8_f32out, matmul_fp8_outer, matmul_fp8_rowwise,
-    matmul_fp8_rowwise_f32acc,
+    matmul_fp8_rowwise_f32acc, try_matmul_fp8_outer,
 };
 pub use ggml::{gemv_ggml, gemv_ggml_ok, ggml_dequant, GGML_GEMV_MAX_M};
 pub use lt::{AlgoCache, TUNE_MAX_M};

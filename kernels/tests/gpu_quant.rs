@@ -336,6 +336,12 @@ fn fp8_gemm_matches_cpu() {
             }
             Err(e) => panic!("{what}: {e}"),
         }
+        // the dispatcher the engine calls: one path or the other, never an error, every shape
+        let (acc4, out4) = (poisoned(&g, m * n * 4), poisoned(&g, m * n * 2));
+        let what = format!("matmul_fp8_rowwise (dispatch) m={m} n={n} k={k}");
+        launch::matmul_fp8_rowwise(&g, p(&ab), p(&rs), p(&bb), p(&cs), p(&acc4), p(&out4), m, n, k)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        check(&what, &down_bf16(&out4, m * n), &want2, &mag2, 2f64.powi(-8), 1e-4);
     }
 }
 

@@ -141,11 +141,45 @@ pub fn fp8_rowwise_ok(x: DevPtr<'_>, w: DevPtr<'_>, n: usize, k: usize) -> bool 
     k.is_multiple_of(16) && n.is_multiple_of(16) && x.addr().is_multiple_of(16) && w.addr().is_multiple_of(16)
 }
 
+/// [`matmul_fp8_outer`] where it runs: `true` when it did, `false` when the caller takes the
+/// f32-scratch path ([`matmul_fp8_rowwise_f32acc`]) — the mode is off
+/// (`KernelOptions::fp8_outer_vec`), this cuBLASLt refuses its attributes (then it stays off
+/// for the process), or it has no algorithm for this shape (cuBLASLt's support of the mode
+/// varies by shape, so every call tries).
+#[allow(clippy::too_many_arguments)]
+pub fn try_matmul_fp8_outer(
+    gpu: &Gpu,
+    a: DevPtr<'_>,
+    a_rows: DevPtr<'_>,
+    b: DevPtr<'_>,
+    b_cols: DevPtr<'_>,
+    out: DevPtr<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> bool {
+    if OUTER_VEC.load(Ordering::Relaxed) == 2 || !crate::options().fp8_outer_vec {
+        return false;
+    }
+    match matmul_fp8_outer(gpu, a, a_rows, b, b_cols, out, m, n, k) {
+        Ok(()) => {
+            OUTER_VEC.store(1, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            // The descriptor attributes themselves refused: a cuBLASLt without the mode.
+            if matches!(&e, GpuError::Launch { kernel, .. } if kernel.ends_with("(set attribute)")) {
+                OUTER_VEC.store(2, Ordering::Relaxed);
+            }
+            false
+        }
+    }
+}
+
 /// Per-token x per-channel FP8 GEMM: `out[m, n] = bf16((acc[r, c] * a_rows[r]) * b_cols[c])`
-/// with `acc = a[m, k] . b[n, k]^T`: [`matmul_fp8_outer`] where cuBLASLt has it (and
-/// `KernelOptions::fp8_outer_vec`), else a unit-scaled GEMM into the f32 scratch `acc`, then
-/// `fp8_scale_rowcol`; `a_rows` f32 `[m]` (e.g. from `fp8_quantize_rows`), `b_cols` f32 `[n]`
-/// (per output channel weight scales).
+/// with `acc = a[m, k] . b[n, k]^T`: [`try_matmul_fp8_outer`], else a unit-scaled GEMM into the
+/// f32 scratch `acc`, then `fp8_scale_rowcol`; `a_rows` f32 `[m]` (e.g. from
+/// `fp8_quantize_rows`), `b_cols` f32 `[n]` (per output channel weight scales).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_fp8_rowwise(
     gpu: &Gpu,
@@ -159,18 +193,8 @@ pub fn matmul_fp8_rowwise(
     n: usize,
     k: usize,
 ) -> Result<(), GpuError> {
-    if OUTER_VEC.load(Ordering::Relaxed) != 2 && crate::options().fp8_outer_vec {
-        match matmul_fp8_outer(gpu, a, a_rows, b, b_cols, out, m, n, k) {
-            Ok(()) => {
-                OUTER_VEC.store(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            // No algorithm: this cuBLASLt lacks the mode; any other error is the caller's.
-            Err(e) if OUTER_VEC.load(Ordering::Relaxed) == 0 && e.to_string().contains("no algorithm") => {
-                OUTER_VEC.store(2, Ordering::Relaxed);
-            }
-            Err(e) => return Err(e),
-        }
+    if try_matmul_fp8_outer(gpu, a, a_rows, b, b_cols, out, m, n, k) {
+        return Ok(());
     }
     matmul_fp8_rowwise_f32acc(gpu, a, a_rows, b, b_cols, acc, out, m, n, k)
 }

@@ -309,15 +309,21 @@ fn bucket(m: usize) -> usize {
     }
 }
 
-/// Whether `algo` runs the described problem (its own m).
+/// Whether `algo` runs the described problem (its own m) within the workspace: an algorithm
+/// timed at one m of a bucket may need more workspace at a larger m (split-K).
 fn applies(gpu: &Gpu, d: &Descs, algo: &sys::cublasLtMatmulAlgo_t) -> bool {
     let (la, lb, lc) = (d.layouts[0], d.layouts[1], d.layouts[2]);
     let mut r = std::mem::MaybeUninit::<sys::cublasLtMatmulHeuristicResult_t>::uninit();
-    // SAFETY: descriptors live; `r` is written by cuBLASLt and not read here.
+    // SAFETY: descriptors live; `r` is written by cuBLASLt before it is read below.
     let st = unsafe {
         sys::cublasLtMatmulAlgoCheck(*gpu.blaslt.handle(), d.desc, la, lb, lc, lc, algo, r.as_mut_ptr())
     };
-    st == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS
+    if st != sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        return false;
+    }
+    // SAFETY: a successful check wrote the result.
+    let r = unsafe { r.assume_init() };
+    r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS && r.workspaceSize <= WORKSPACE
 }
 
 /// The algorithm for `s`: cached, else timed (eager calls with m <= TUNE_MAX_M and tuning on),

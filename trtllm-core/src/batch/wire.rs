@@ -38,7 +38,7 @@ impl ForwardBatch {
 
     /// The batch `encode` wrote, rebuilt by [`ForwardBatch::new`].
     pub fn decode(bytes: &[u8]) -> Result<ForwardBatch> {
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(bad("length not a multiple of 4"));
         }
         let w: Vec<u32> =

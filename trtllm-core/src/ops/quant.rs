@@ -80,11 +80,14 @@ pub fn matmul_t_fp8(x: &Tensor, w: &Tensor, scale: &Tensor, layout: ScaleLayout)
     if layout == ScaleLayout::Row && launch::fp8_rowwise_ok(xp, wp, n, k) {
         let q = cuda::alloc(&gpu, &[m, k], DType::F8E4M3)?;
         let rs = cuda::alloc(&gpu, &[m], DType::F32)?;
-        let acc = cuda::alloc(&gpu, &[m, n], DType::F32)?;
-        let (qp, rp) = (DevPtr::new(&q, 0), DevPtr::new(&rs, 0));
+        let (qp, rp, op) = (DevPtr::new(&q, 0), DevPtr::new(&rs, 0), DevPtr::new(&out, 0));
         launch::fp8_quantize_rows(&gpu, xp, qp, rp, m, k).map_err(cuda::dev_err)?;
-        launch::matmul_fp8_rowwise(&gpu, qp, rp, wp, sp, DevPtr::new(&acc, 0), DevPtr::new(&out, 0), m, n, k)
-            .map_err(cuda::dev_err)?;
+        if !launch::try_matmul_fp8_outer(&gpu, qp, rp, wp, sp, op, m, n, k) {
+            // the f32 scratch only where the one-call GEMM did not run
+            let acc = cuda::alloc(&gpu, &[m, n], DType::F32)?;
+            launch::matmul_fp8_rowwise_f32acc(&gpu, qp, rp, wp, sp, DevPtr::new(&acc, 0), op, m, n, k)
+                .map_err(cuda::dev_err)?;
+        }
         return Tensor::from_devbuf(out, &[m, n], DType::BF16);
     }
     let wb = cuda::alloc(&gpu, &[n, k], DType::BF16)?;
