@@ -94,9 +94,21 @@ impl DraftModel {
             return Ok(out);
         }
         let bs = self.kv.block_size;
+        // A draft whose vocabulary is smaller than the target's (Qwen2.5 pairs: 151936 vs
+        // 152064) reads the target's ids beyond it as id 0: its cache stays in step, its
+        // proposals there are only worse, and verification keeps the output the target's.
+        let vocab = model.config().vocab_size;
+        let clamped: Vec<std::borrow::Cow<'_, [u32]>> = chunks
+            .iter()
+            .map(|c| match c.tokens.iter().any(|&t| t as usize >= vocab) {
+                false => std::borrow::Cow::Borrowed(c.tokens),
+                true => c.tokens.iter().map(|&t| if (t as usize) < vocab { t } else { 0 }).collect(),
+            })
+            .collect();
         let steps: Vec<SeqStep<'_>> = chunks
             .iter()
-            .map(|c| SeqStep { tokens: c.tokens, start_pos: c.start_pos, block_table: c.block_table })
+            .zip(&clamped)
+            .map(|(c, t)| SeqStep { tokens: t, start_pos: c.start_pos, block_table: c.block_table })
             .collect();
         let batch = ForwardBatch::new(&steps, bs, false)?;
         let logits = forward_step(self.graphs.as_mut(), model, &batch, &mut self.kv)?;
