@@ -216,9 +216,13 @@ impl ModelRunner {
         &mut self.kv
     }
 
-    /// Capture the decode graphs of every batch bucket now, before any sequence holds a KV
-    /// block (the probe step writes slot 0 of block 0). The buckets captured (empty: no graphs).
+    /// Capture the decode graphs of every batch bucket now (the draft model's too), before any
+    /// sequence holds a KV block (the probe step writes slot 0 of block 0). The target's buckets
+    /// captured (empty: no graphs).
     pub fn capture_graphs(&mut self) -> Result<Vec<usize>> {
+        if let Some(d) = self.draft.as_mut() {
+            d.capture_graphs(&*self.model)?;
+        }
         match self.graphs.as_mut() {
             Some(g) => g.capture_all(&*self.model, &mut self.kv),
             None => Ok(vec![]),

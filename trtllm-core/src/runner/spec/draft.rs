@@ -85,6 +85,17 @@ impl DraftModel {
         &self.kv
     }
 
+    /// Capture the draft's decode graphs now (as the target's, before any sequence holds a
+    /// block): lazily, mid-serve, each capture would cost a latency spike and an arena allocated
+    /// after the KV budget took the memory.
+    pub fn capture_graphs(&mut self, target: &dyn CausalLM) -> Result<Vec<usize>> {
+        let model = self.model.as_deref().unwrap_or(target);
+        match self.graphs.as_mut() {
+            Some(g) => g.capture_all(model, &mut self.kv),
+            None => Ok(vec![]),
+        }
+    }
+
     /// Run `chunks` (see [`DraftChunk`]) with `target` standing in for a self-draft: up to
     /// `k` greedy draft tokens per chunk.
     pub fn propose(&mut self, target: &dyn CausalLM, chunks: &[DraftChunk<'_>]) -> Result<Vec<Vec<u32>>> {
