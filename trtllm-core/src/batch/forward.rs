@@ -73,23 +73,11 @@ impl ForwardBatch {
                     s.block_table.len()
                 )));
             }
-            let meta = SeqMeta {
-                block_table: vec![],
-                q_start: self.tokens.len(),
-                q_len: s.tokens.len(),
-                context_len,
-            };
-            let m = match self.seqs.get_mut(si) {
-                Some(m) => {
-                    let table = std::mem::take(&mut m.block_table);
-                    *m = SeqMeta { block_table: table, ..meta };
-                    m
-                }
-                None => {
-                    self.seqs.push(meta);
-                    self.seqs.last_mut().expect("pushed")
-                }
-            };
+            if si == self.seqs.len() {
+                self.seqs.push(SeqMeta { block_table: vec![], q_start: 0, q_len: 0, context_len: 0 });
+            }
+            let m = &mut self.seqs[si];
+            (m.q_start, m.q_len, m.context_len) = (self.tokens.len(), s.tokens.len(), context_len);
             m.block_table.clear();
             m.block_table.extend_from_slice(s.block_table);
             for (i, &tok) in s.tokens.iter().enumerate() {

@@ -22,6 +22,8 @@ use crate::{DType, Error, Result, Tensor};
 
 const MAGIC: &[u8; 11] = b"TRTLLM-RDV2";
 const PEER: &[u8; 11] = b"TRTLLM-PEER";
+/// The dtypes a tensor message carries, by tag (its index); the values travel as f32.
+const TAGS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
     Error::Parallel(format!("multi-process group: {what}: {e}"))
@@ -175,12 +177,10 @@ impl TcpGroup {
 
     /// `t` to `peer`: dtype tag, number of dims, dims (u64 LE), then the values as f32.
     pub fn send_tensor(&self, peer: usize, t: &Tensor) -> Result<()> {
-        let tag = match t.dtype() {
-            DType::F32 => 0u8,
-            DType::F16 => 1,
-            DType::BF16 => 2,
-            d => return Err(Error::DType { op: "send_tensor", dtype: d }),
-        };
+        let tag = TAGS
+            .iter()
+            .position(|&d| d == t.dtype())
+            .ok_or(Error::DType { op: "send_tensor", dtype: t.dtype() })? as u8;
         let mut head = vec![tag, t.shape().len() as u8];
         for &d in t.shape() {
             head.extend_from_slice(&(d as u64).to_le_bytes());
@@ -202,12 +202,9 @@ impl TcpGroup {
                 self.rank
             )));
         }
-        let dtype = match head[0] {
-            0 => DType::F32,
-            1 => DType::F16,
-            2 => DType::BF16,
-            t => return Err(Error::Parallel(format!("rank {}: rank {peer} sent dtype tag {t}", self.rank))),
-        };
+        let dtype = *TAGS.get(head[0] as usize).ok_or_else(|| {
+            Error::Parallel(format!("rank {}: rank {peer} sent dtype tag {}", self.rank, head[0]))
+        })?;
         let data = f32s(&self.recv(peer, &[4 * r * c])?);
         Tensor::from_f32(data, &[r, c])?.to_dtype(dtype)
     }

@@ -214,7 +214,7 @@ fn load_rank(dir: &Path, opts: &LlmOptions, tp: usize, pp: usize, d: &DistEnv) -
     };
     let load = LoadOptions { mapping: Mapping::new(tp, pp, d.rank)?, ..opts.load.clone() };
     let model = build_model(dir, &load)?.model;
-    let pipe = (pp > 1).then(|| rank::Pipe { group: group.clone(), stage, pp, tp });
+    let pipe = (pp > 1).then_some(rank::Pipe { stage, pp, tp, tp_rank: d.rank % tp });
     let lead = opts.lead_workers && d.rank == 0;
     Ok(Box::new(rank::RankModel { model, comm, pipe, group, lead }))
 }

@@ -76,6 +76,11 @@ pub(crate) fn stage_input_on(input: StageInput, cache: &KvCache) -> Result<Stage
     })
 }
 
+/// A pipeline forward asked for per-layer hidden states, which no stage collects.
+pub(crate) fn no_hidden_states() -> Error {
+    Error::Parallel("per-layer hidden states are not collected under pipeline parallelism".into())
+}
+
 pub(crate) fn logits(out: StageOutput) -> Result<Tensor> {
     match out {
         StageOutput::Logits(l) => Ok(l),
@@ -207,9 +212,7 @@ impl CausalLM for PpModel {
         hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
         if hidden.is_some() {
-            return Err(Error::Parallel(
-                "per-layer hidden states are not collected under pipeline parallelism".into(),
-            ));
+            return Err(no_hidden_states());
         }
         let mut guard = self.peer_kv.lock().unwrap_or_else(|p| p.into_inner());
         let peers = self.peer_caches(kv, &mut guard)?;

@@ -12,28 +12,25 @@
 
 use std::sync::Arc;
 
-use super::pp::{cat_rows, logits, stage_input_on};
+use super::pp::{cat_rows, logits, no_hidden_states, stage_input_on};
 use crate::batch::{ForwardBatch, KvCache, KvLayout};
 use crate::config::ModelConfig;
 use crate::dist::{Communicator, TcpGroup};
 use crate::model::{CausalLM, StageInput, StageOutput};
 use crate::{Error, Result, Tensor};
 
-/// Where this process sits in the pipeline.
+/// Where this process sits in the pipeline: tensor-parallel rank `tp_rank` of `stage`.
 pub(crate) struct Pipe {
-    pub group: Arc<TcpGroup>,
     pub stage: usize,
     pub pp: usize,
     pub tp: usize,
+    pub tp_rank: usize,
 }
 
 impl Pipe {
-    fn tp_rank(&self) -> usize {
-        self.group.rank() % self.tp
-    }
     /// The rank of this tensor-parallel rank's place in stage `s`.
     fn peer_in(&self, s: usize) -> usize {
-        s * self.tp + self.tp_rank()
+        s * self.tp + self.tp_rank
     }
     fn last(&self) -> bool {
         self.stage + 1 == self.pp
@@ -70,18 +67,18 @@ impl RankModel {
             return Err(Error::Parallel("a pipeline stage before the last returned logits".into()));
         };
         let next = pipe.peer_in(pipe.stage + 1);
-        pipe.group.send_tensor(next, &x)?;
-        pipe.group.send(next, &[pending.is_some() as u8])?;
-        pending.map_or(Ok(()), |p| pipe.group.send_tensor(next, &p))
+        self.group.send_tensor(next, &x)?;
+        self.group.send(next, &[pending.is_some() as u8])?;
+        pending.map_or(Ok(()), |p| self.group.send_tensor(next, &p))
     }
 
     fn recv_hidden(&self, pipe: &Pipe, tokens: usize, kv: &KvCache) -> Result<StageInput> {
         let prev = pipe.peer_in(pipe.stage - 1);
         let width = self.model.config().hidden_size;
-        let x = pipe.group.recv_tensor(prev, tokens, width)?;
-        let pending = match pipe.group.recv(prev, &[1])?[0] {
+        let x = self.group.recv_tensor(prev, tokens, width)?;
+        let pending = match self.group.recv(prev, &[1])?[0] {
             0 => None,
-            _ => Some(pipe.group.recv_tensor(prev, tokens, width)?),
+            _ => Some(self.group.recv_tensor(prev, tokens, width)?),
         };
         stage_input_on(StageInput::Hidden { x, pending }, kv)
     }
@@ -106,11 +103,11 @@ impl RankModel {
         if pipe.last() {
             let all = cat_rows(parts)?;
             for s in 0..pipe.stage {
-                pipe.group.send_tensor(pipe.peer_in(s), &all)?;
+                self.group.send_tensor(pipe.peer_in(s), &all)?;
             }
             return Ok(all);
         }
-        let all = pipe.group.recv_tensor(pipe.peer_in(pipe.pp - 1), rows, max_cols)?;
+        let all = self.group.recv_tensor(pipe.peer_in(pipe.pp - 1), rows, max_cols)?;
         super::pp::to_cache_device(all, kv)
     }
 }
@@ -125,9 +122,7 @@ impl RankModel {
     ) -> Result<Tensor> {
         match &self.pipe {
             None => self.model.forward(batch, kv, self.comm.as_ref(), hidden),
-            Some(_) if hidden.is_some() => Err(Error::Parallel(
-                "per-layer hidden states are not collected under pipeline parallelism".into(),
-            )),
+            Some(_) if hidden.is_some() => Err(no_hidden_states()),
             Some(pipe) => self.pipelined(pipe, batch, kv),
         }
     }

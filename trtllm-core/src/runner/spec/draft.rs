@@ -109,9 +109,10 @@ impl DraftModel {
         // 152064) reads the target's ids beyond it as id 0: its cache stays in step, its
         // proposals there are only worse, and verification keeps the output the target's.
         let vocab = model.config().vocab_size;
+        let narrower = vocab < target.config().vocab_size;
         let clamped: Vec<std::borrow::Cow<'_, [u32]>> = chunks
             .iter()
-            .map(|c| match c.tokens.iter().any(|&t| t as usize >= vocab) {
+            .map(|c| match narrower && c.tokens.iter().any(|&t| t as usize >= vocab) {
                 false => std::borrow::Cow::Borrowed(c.tokens),
                 true => c.tokens.iter().map(|&t| if (t as usize) < vocab { t } else { 0 }).collect(),
             })
