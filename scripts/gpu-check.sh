@@ -14,7 +14,7 @@ if [ "$mode" = build ]; then
   cargo build --release --bin trtllm
   cp target/release/trtllm $D/bin/
   { cargo test --release -p trtllm-tests --no-run --message-format=json \
-      --test gpu_ops --test gpu_attention --test gpu_flash --test gpu_models --test gpu_graphs --test gpu_spec --test gpu_shapes --test gpu_quant_models --test gpu_zoo_ops --test gpu_gguf_models --test gpu_kv8 2>/dev/null
+      --test gpu_ops --test gpu_attention --test gpu_flash --test gpu_models --test gpu_graphs --test gpu_spec --test gpu_shapes --test gpu_quant_models --test gpu_zoo_ops --test gpu_moe --test gpu_gguf_models --test gpu_kv8 2>/dev/null
     cargo test --release -p trtllm-kernels --no-run --message-format=json --test gpu_sampling --test gpu_quant --test gpu_token_mask --test gpu_gguf 2>/dev/null; } \
     | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -58,6 +58,7 @@ run_suite gpu_quant $D/bin/gpu_quant --test-threads=1 --nocapture
 run_suite gpu_quant_models $D/bin/gpu_quant_models --test-threads=1 --nocapture
 run_suite gpu_token_mask $D/bin/gpu_token_mask --test-threads=1 --nocapture
 run_suite gpu_zoo_ops $D/bin/gpu_zoo_ops --test-threads=1 --nocapture
+run_suite gpu_moe $D/bin/gpu_moe --test-threads=1 --nocapture
 run_suite gpu_gguf $D/bin/gpu_gguf --test-threads=1 --nocapture
 run_suite gpu_gguf_models $D/bin/gpu_gguf_models --test-threads=1 --nocapture
 run_suite gpu_kv8 $D/bin/gpu_kv8 --test-threads=1 --nocapture
@@ -66,6 +67,7 @@ run_suite memcheck compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/g
 run_suite memcheck_attention compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_attention --test-threads=1
 run_suite memcheck_quant compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_quant_models --test-threads=1 \
     _matmul_matches_cpu
+run_suite memcheck_moe compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_moe --test-threads=1
 run_suite memcheck_flash compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_flash --test-threads=1
 run_suite memcheck_sampling compute-sanitizer --tool memcheck --error-exitcode 1 $D/bin/gpu_sampling --test-threads=1 \
     same_seed_and_counter

@@ -131,6 +131,70 @@ __device__ void gemv_gated_impl(const T* x, const T* w, T* y, int m, int inter, 
     }
 }
 
+// MoE experts: y[p, n] = x[p / xdiv] @ w[ids[p]]^T for the pairs p < pairs routed to this
+// block's expert e = blockIdx.y (w: [experts, n, k]; xdiv = top-k for the gate/up GEMVs, 1 for
+// down). The block first lists its expert's pairs in shared memory (order does not matter: each
+// pair's sum is formed the same way), then each warp reads its weight row once per 8 pairs. A
+// block whose expert has no pair returns without reading weights. pairs <= MOE_GEMV_MAX_PAIRS.
+#define MOE_GEMV_MAX_PAIRS 256
+template <typename T>
+__device__ void gemv_moe_impl(const T* x, const T* w, const int* ids, T* y, int pairs, int n, int k, int xdiv) {
+    __shared__ int plist[MOE_GEMV_MAX_PAIRS];
+    __shared__ int cnt;
+    constexpr int V = 16 / sizeof(T);
+    int e = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (threadIdx.x == 0) cnt = 0;
+    pdl_start();
+    __syncthreads();
+    for (int p = threadIdx.x; p < pairs; p += blockDim.x)
+        if (ids[p] == e) plist[atomicAdd(&cnt, 1)] = p;
+    __syncthreads();
+    int c = cnt;
+    if (c == 0 || row >= n) return;
+    const uint4* wr = (const uint4*)(w + ((long)e * n + row) * k);
+    int kv = k / V;
+    for (int p0 = 0; p0 < c; p0 += 8) {
+        int m = min(8, c - p0);
+        const uint4* xr[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) xr[i] = (const uint4*)(x + (long)(plist[p0 + min(i, m - 1)] / xdiv) * k);
+        float acc[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] = 0.f;
+        for (int c0 = lane; c0 < kv; c0 += 128) {
+            uint4 wv[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) wv[u] = c0 + 32 * u < kv ? ldw<1>(wr + c0 + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int cc = c0 + 32 * u;
+                if (cc >= kv) break;
+                float wf[V];
+                unpack(wv[u], wf, (const T*)nullptr);
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    if (i < m) {
+                        float xf[V];
+                        unpack(__ldg(xr[i] + cc), xf, (const T*)nullptr);
+                        float s = 0.f;
+#pragma unroll
+                        for (int j = 0; j < V; j++) s += wf[j] * xf[j];
+                        acc[i] += s;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            if (i < m) {
+                float s = warp_sum(acc[i]);
+                if (lane == 0) y[(long)plist[p0 + i] * n + row] = from_f<T>(s);
+            }
+        }
+    }
+}
+
 // ---- launchers (k % (16 / sizeof(T)) == 0, 16-byte aligned w and x: checked by the host).
 // The plain names stage x in shared memory (dynamic, m * k * sizeof(T) bytes, <= 48 KB); the _gx
 // twins read x from global memory, for larger m * k.
@@ -149,6 +213,10 @@ GEMV_GATED_ENTRY(gemv_gated_f32, float, true)
 GEMV_GATED_ENTRY(gemv_gated_f32_gx, float, false)
 GEMV_GATED_ENTRY(gemv_gated_bf16, bf16, true)
 GEMV_GATED_ENTRY(gemv_gated_bf16_gx, bf16, false)
+#define GEMV_MOE_ENTRY(name, T) \
+    extern "C" __global__ void name(const T* x, const T* w, const int* ids, T* y, int pairs, int n, int k, int xdiv) { gemv_moe_impl<T>(x, w, ids, y, pairs, n, k, xdiv); }
+GEMV_MOE_ENTRY(gemv_moe_f32, float)
+GEMV_MOE_ENTRY(gemv_moe_bf16, bf16)
 // the sweep's baselines: neither change (the kernel before 2026-11-28), and each one alone
 GEMV_ENTRY(gemv_bf16_base, bf16, bf16, 0, false)
 GEMV_ENTRY(gemv_bf16_l2, bf16, bf16, 1, false)

@@ -14,6 +14,7 @@ mod lt;
 mod matmul;
 mod mixed;
 mod mla;
+mod moe;
 mod norm;
 mod pdl;
 mod quant;
@@ -34,6 +35,10 @@ use matmul::gemv_launch;
 pub use matmul::{gemm, gemv, gemv_bf16_variant, gemv_gated, gemv_ok, GEMV_MAX_M};
 pub use mixed::{gemm_bf16_f32out, gemv_bf16_f32out};
 pub use mla::{mla_absorb_q, mla_cache_write, mla_out, MlaArgs};
+pub use moe::{
+    gemv_moe, moe_bias, moe_combine, moe_route, MoeRoute, MOE_GEMV_MAX_PAIRS, MOE_MAX_EXPERTS,
+    MOE_MAX_GROUPS, MOE_MAX_TOPK,
+};
 pub use norm::{add_rms_norm, layer_norm, qk_rms_apply, qk_sumsq, rms_norm};
 pub use quant::{
     fp8_dequant, fp8_quantize_rows, fp8_quantize_static, fp8_scale_rowcol, gemv_fp8, gemv_fp8_gated,

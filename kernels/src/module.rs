@@ -33,9 +33,11 @@ pub enum Kernel {
     AttentionKv8,
     AttentionDecodeKv8,
     FlashKv8,
+    /// MoE routing on the device, expert biases by pair, the weighted sum of expert outputs (moe.cu).
+    Moe,
 }
 
-pub const KERNELS: [Kernel; 16] = [
+pub const KERNELS: [Kernel; 17] = [
     Kernel::Elementwise,
     Kernel::Norm,
     Kernel::Embedding,
@@ -52,6 +54,7 @@ pub const KERNELS: [Kernel; 16] = [
     Kernel::AttentionKv8,
     Kernel::AttentionDecodeKv8,
     Kernel::FlashKv8,
+    Kernel::Moe,
 ];
 
 const COMMON: &str = include_str!("../cuda/common.cuh");
@@ -75,6 +78,7 @@ impl Kernel {
             Kernel::AttentionKv8 => "attention_kv8",
             Kernel::AttentionDecodeKv8 => "attention_decode_kv8",
             Kernel::FlashKv8 => "flash_attention_kv8",
+            Kernel::Moe => "moe",
         }
     }
     fn body(self) -> &'static str {
@@ -102,6 +106,7 @@ impl Kernel {
             Kernel::Fp8Quant => include_str!("../cuda/fp8_quant.cu"),
             Kernel::Mla => include_str!("../cuda/mla.cu"),
             Kernel::GemvGgml => include_str!("../cuda/gemv_ggml.cu"),
+            Kernel::Moe => include_str!("../cuda/moe.cu"),
             // One translation unit: the 128-query kernel uses the 64-query file's helpers.
             Kernel::Flash => concat!(
                 include_str!("../cuda/flash_attention.cu"),

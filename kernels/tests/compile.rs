@@ -20,8 +20,9 @@ fn kernels_compile_for_hopper_and_ampere() {
         for k in trtllm_kernels::KERNELS {
             let ptx = trtllm_kernels::Gpu::ptx_for_sm(k, sm).unwrap_or_else(|e| panic!("sm_{sm}: {e}"));
             assert!(ptx.contains(".entry"), "{} sm_{sm}: no entry points in PTX", k.name());
-            // The FP8-KV builds of a module define the `_kv8` entry points the launchers name.
-            let kv8 = match k {
+            // Entry points the launchers name that a module must define (the FP8-KV builds' `_kv8`
+            // twins, the MoE kernels).
+            let entries = match k {
                 trtllm_kernels::Kernel::AttentionKv8 => {
                     &["qkv_prepare_bf16_kv8", "paged_attention_sinks_bf16_kv8"][..]
                 }
@@ -29,9 +30,11 @@ fn kernels_compile_for_hopper_and_ampere() {
                 trtllm_kernels::Kernel::FlashKv8 => {
                     &["flash_prefill_bf16_kv8_hd64", "flash_prefill_bq128_bf16_kv8_hd128"][..]
                 }
+                trtllm_kernels::Kernel::Moe => &["moe_route", "moe_bias_bf16", "moe_combine_bf16"][..],
+                trtllm_kernels::Kernel::Gemv => &["gemv_moe_bf16", "gemv_moe_f32"][..],
                 _ => &[][..],
             };
-            for e in kv8 {
+            for e in entries {
                 assert!(ptx.contains(&format!(".entry {e}(")), "{} sm_{sm}: no {e}", k.name());
             }
         }

@@ -4,8 +4,9 @@
 //! logits NMSE <= 1e-6 at every step, with the graphs really captured and replayed; the same
 //! through `Llm` (graphs on vs `LlmOptions::cuda_graphs = false`). Batch 10 (the 16-row
 //! bucket: cuBLAS / cuBLASLt GEMMs inside the graph) in f32 (same bar) and bf16 (teacher-forced,
-//! logits NMSE <= 1e-3). Models graphs do not apply to (MoE, sequence-length-dependent RoPE)
-//! decode eagerly. Skips without a GPU.
+//! logits NMSE <= 1e-3). MoE models are captured too (their decode routes on the device,
+//! `ops/moe.rs`). Models graphs do not apply to (sequence-length-dependent RoPE) decode eagerly.
+//! Skips without a GPU.
 
 #[path = "gpu_common/mod.rs"]
 mod gpu_common;
@@ -248,12 +249,24 @@ macro_rules! graph_fixtures {
     ($($name:ident),* $(,)?) => { $(#[test] fn $name() { check(stringify!($name)); })* };
 }
 
-graph_fixtures!(llama, llama_tied, llama_rope_llama3, mistral_swa, qwen2, qwen3, gemma2, gemma3, phi3, gpt2);
-
-#[test]
-fn not_applicable_moe() {
-    check_not_applicable("mixtral");
-}
+graph_fixtures!(
+    llama,
+    llama_tied,
+    llama_rope_llama3,
+    mistral_swa,
+    qwen2,
+    qwen3,
+    gemma2,
+    gemma3,
+    phi3,
+    gpt2,
+    mixtral,
+    qwen2_moe,
+    qwen3_moe,
+    gpt_oss,
+    deepseek_v2,
+    deepseek_v3,
+);
 
 #[test]
 fn not_applicable_dynamic_rope() {

@@ -41,6 +41,10 @@ pub const KNOBS: &[(&str, &str)] = &[
         "TRTLLM_NO_FP8_OUTER_VEC",
         "`1`: per-token x per-channel FP8 GEMMs unit-scaled into f32 + a scaling kernel instead of cuBLASLt's outer-vector scales (A/B)",
     ),
+    (
+        "TRTLLM_MOE_PAIRS",
+        "`0`: MoE routing read back to the host at every step (no CUDA graphs for MoE models; A/B); `1`: the on-device pair path on any device, the CPU included (tests)",
+    ),
     ("TRTLLM_KERNEL_CACHE", "directory of the NVRTC output cache (default ~/.cache/trtllm/kernels)"),
     ("TRTLLM_RENDEZVOUS_TIMEOUT", "seconds multi-process ranks wait for each other (default 300)"),
     ("TRTLLM_NO_HUGEPAGES", "`1`: `trtllm bench` on the CPU does not ask for transparent huge pages"),
@@ -61,6 +65,8 @@ pub struct Knobs {
     pub gqa_decode: bool,
     pub gemm_tune: bool,
     pub fp8_outer_vec: bool,
+    /// `None`: MoE steps of at most `ops::MOE_PAIRS_MAX` pairs route on the device on the GPU.
+    pub moe_pairs: Option<bool>,
     pub kernel_cache: Option<PathBuf>,
     pub rendezvous_timeout_s: u64,
     pub hugepages: bool,
@@ -110,6 +116,14 @@ impl Knobs {
             gqa_decode: !flag("TRTLLM_NO_GQA_DECODE"),
             gemm_tune: !flag("TRTLLM_NO_GEMM_TUNE"),
             fp8_outer_vec: !flag("TRTLLM_NO_FP8_OUTER_VEC"),
+            moe_pairs: raw("TRTLLM_MOE_PAIRS").and_then(|v| match v.as_str() {
+                "0" => Some(false),
+                "1" => Some(true),
+                _ => {
+                    eprintln!("warning: TRTLLM_MOE_PAIRS={v:?} is not 0 or 1; using the default");
+                    None
+                }
+            }),
             kernel_cache: raw("TRTLLM_KERNEL_CACHE").map(PathBuf::from),
             rendezvous_timeout_s: number("TRTLLM_RENDEZVOUS_TIMEOUT").unwrap_or(300) as u64,
             hugepages: !flag("TRTLLM_NO_HUGEPAGES"),

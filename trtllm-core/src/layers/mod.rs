@@ -11,7 +11,6 @@ mod linear;
 mod mla;
 mod mlp;
 mod moe;
-mod moe_route;
 mod norm;
 
 pub use attention::{Attention, AttnNames};

@@ -1,5 +1,8 @@
-//! `SparseMoe`: a router picks the top-k experts of each token (`moe_route.rs`, by the rules of
-//! `cfg.arch.moe`); each expert is a gated MLP; outputs are summed with the router weights. An
+//! `SparseMoe`: a router picks the top-k experts of each token (`ops::Router`, by the rules of
+//! `cfg.arch.moe`); each expert is a gated MLP; outputs are summed with the router weights. On the
+//! GPU, a step of at most `ops::MOE_PAIRS_MAX` (token, expert) pairs routes on the device and runs
+//! the experts per pair (`ops/moe.rs`: nothing read back, so CUDA graphs capture MoE decode);
+//! larger steps and the CPU read the routing back and run each expert on its tokens. An
 //! always-on shared expert (a `GatedMlp`, optionally behind a sigmoid gate) is added when the
 //! names give one. Expert weights are stacked per layer: `[experts, inter, hidden]` for gate and
 //! up (or `[experts, 2 * inter, hidden]` gate/up interleaved, GPT-OSS), `[experts, hidden, inter]`
@@ -7,9 +10,9 @@
 
 use super::linear::{stacked_spec, Stored};
 use super::mlp::{GatedMlp, GatedMlpNames};
-use super::moe_route::Router;
 use super::{BuildCtx, ForwardCtx, Linear, MlpLayer, Module, Named};
 use crate::config::Activation;
+use crate::ops::Router;
 use crate::weights::{TpSplit, Transform, VarBuilder};
 use crate::{ops, DType, Error, Result, Tensor};
 
@@ -52,7 +55,8 @@ enum Experts {
 
 pub struct SparseMoe {
     router: Linear,
-    correction: Option<Vec<f32>>,
+    /// `e_score_correction_bias` as loaded (the device path) and on the host.
+    correction: Option<(Tensor, Vec<f32>)>,
     experts: Experts,
     down: Tensor,
     down_bias: Option<Tensor>,
@@ -93,7 +97,7 @@ impl Named for SparseMoe {
         };
         // The planner's meta tensor has no values (nothing runs a planned model).
         let host = |t: Tensor| if t.is_meta() { Ok(vec![]) } else { t.to_cpu()?.to_f32_vec() };
-        let correction = correction.map(host).transpose()?;
+        let correction = correction.map(|t| Ok::<_, Error>((t.clone(), host(t)?))).transpose()?;
         let hf = |n: &str| (0..e).map(|x| format!("experts.{x}.{n}.weight")).collect::<Vec<_>>();
         let stacked = |engine: &str, n: &str, inner: &[usize]| {
             vb.get_spec(stacked_spec(vb, engine, hf(n), inner, TpSplit::Replicate))
@@ -150,9 +154,7 @@ impl Named for SparseMoe {
                 ))
             }
         };
-        let router_check =
-            Router { opts: o, top_k: cfg.num_experts_per_tok, renormalize: false, correction: None };
-        router_check.check(e)?;
+        Router { opts: o, top_k: cfg.num_experts_per_tok, renormalize: false }.check(e)?;
         Ok(SparseMoe {
             router,
             correction,
@@ -183,49 +185,126 @@ fn expert(w: &Tensor, j: usize) -> Result<Tensor> {
 }
 
 impl SparseMoe {
-    /// Expert `j` on its tokens `xe` `[n, h]` -> `[n, h]`.
-    fn expert_forward(&self, xe: &Tensor, j: usize) -> Result<Tensor> {
+    fn router(&self) -> Router<'_> {
+        Router { opts: &self.opts, top_k: self.top_k, renormalize: self.renormalize }
+    }
+
+    /// The experts' gated MLP through `lin(w, bias, input)`, which applies a stacked weight (and
+    /// its stacked bias) to the expert(s) in question: to the block's tokens when `input` is
+    /// `None` (gate / up), to the activated rows otherwise (down).
+    fn expert_mlp(
+        &self,
+        lin: impl Fn(&Tensor, Option<&Tensor>, Option<&Tensor>) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let a = match &self.experts {
             Experts::Split { gate, up } => {
-                let g = ops::activation(&ops::matmul_t(xe, &expert(gate, j)?)?, self.act)?;
-                ops::mul(&g, &ops::matmul_t(xe, &expert(up, j)?)?)?
+                let g = ops::activation(&lin(gate, None, None)?, self.act)?;
+                ops::mul(&g, &lin(up, None, None)?)?
             }
-            Experts::Interleaved { gate_up, bias } => {
-                let mut gu = ops::matmul_t(xe, &expert(gate_up, j)?)?;
-                if let Some(b) = bias {
-                    gu = ops::add_bias(&gu, &expert(b, j)?)?;
+            Experts::Interleaved { gate_up, bias } => match self.opts.clamped_swiglu {
+                Some((alpha, limit)) => {
+                    ops::clamped_swiglu(&lin(gate_up, bias.as_ref(), None)?, alpha as f32, limit as f32)?
                 }
-                match self.opts.clamped_swiglu {
-                    Some((alpha, limit)) => ops::clamped_swiglu(&gu, alpha as f32, limit as f32)?,
-                    None => return Err(Error::Msg("interleaved experts need clamped_swiglu".into())),
-                }
-            }
+                None => return Err(Error::Msg("interleaved experts need clamped_swiglu".into())),
+            },
         };
-        let y = ops::matmul_t(&a, &expert(&self.down, j)?)?;
-        match &self.down_bias {
-            Some(b) => ops::add_bias(&y, &expert(b, j)?),
-            None => Ok(y),
-        }
+        lin(&self.down, self.down_bias.as_ref(), Some(&a))
+    }
+
+    /// Expert `j` on its tokens `xe` `[n, h]` -> `[n, h]`.
+    fn expert_forward(&self, xe: &Tensor, j: usize) -> Result<Tensor> {
+        self.expert_mlp(|w, b, input| {
+            let y = ops::matmul_t(input.unwrap_or(xe), &expert(w, j)?)?;
+            match b {
+                Some(b) => ops::add_bias(&y, &expert(b, j)?),
+                None => Ok(y),
+            }
+        })
+    }
+
+    /// Whether a step of `t` tokens on `x`'s device routes on the device: the GPU, at most
+    /// `MOE_PAIRS_MAX` pairs, a router and expert weights the kernels take. `TRTLLM_MOE_PAIRS`
+    /// turns it off (`0`) or on at any device (`1`: the CPU runs the same ops, for tests).
+    fn routes_on_device(&self, x: &Tensor, t: usize) -> bool {
+        let on_gpu = x.devbuf().is_some();
+        let pairs_on = crate::env::knobs().moe_pairs.unwrap_or(on_gpu);
+        let (h, i) = (self.down.dim(1), self.down.dim(2));
+        let dtypes_ok = !on_gpu
+            || [Some(&self.down), self.down_bias.as_ref()]
+                .into_iter()
+                .chain(match &self.experts {
+                    Experts::Split { gate, up } => [Some(gate), Some(up)],
+                    Experts::Interleaved { gate_up, bias } => [Some(gate_up), bias.as_ref()],
+                })
+                .flatten()
+                .all(|w| w.dtype() == x.dtype());
+        pairs_on
+            && t * self.top_k <= ops::MOE_PAIRS_MAX
+            && ops::moe_route_fits(&self.router(), self.down.dim(0))
+            && h % 8 == 0
+            && i % 8 == 0
+            && dtypes_ok
+    }
+
+    /// The block on the device, nothing read back: route, run every (token, expert) pair, sum.
+    fn forward_pairs(
+        &self,
+        x: &Tensor,
+        x32: &Tensor,
+        logits: &Tensor,
+        cx: &mut ForwardCtx<'_>,
+    ) -> Result<Tensor> {
+        let (t, k) = (x.dim(0), self.top_k);
+        let (ids, w) = ops::moe_route(logits, &self.router(), self.correction.as_ref().map(|c| &c.0))?;
+        let ids = ids.reshape(&[t * k])?;
+        let y = self.expert_mlp(|wt, b, input| match input {
+            None => ops::moe_gemv(x, wt, b, &ids, k),
+            Some(a) => ops::moe_gemv(a, wt, b, &ids, 1),
+        })?;
+        let (shared, gate) = match &self.shared {
+            Some((mlp, g)) => {
+                (Some(mlp.forward(x, cx)?), g.as_ref().map(|g| g.forward(x32, cx)).transpose()?)
+            }
+            None => (None, None),
+        };
+        ops::moe_combine(&y, &w, shared.as_ref(), gate.as_ref())
     }
 }
 
 impl MlpLayer for SparseMoe {
     fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
-        let (t, h) = x.dims2("moe")?;
-        // Routing is decided on the host (a [t, experts] transfer); expert GEMMs stay on the device.
+        let t = x.dims2("moe")?.0;
         let x32 = ops::cast(x, DType::F32)?;
-        let logits = self.router.forward(&x32, cx)?.to_cpu()?;
-        let e = logits.dim(1);
-        let router = Router {
-            opts: &self.opts,
-            top_k: self.top_k,
-            renormalize: self.renormalize,
-            correction: self.correction.as_deref(),
+        let logits = self.router.forward(&x32, cx)?;
+        let out = if self.routes_on_device(x, t) {
+            self.forward_pairs(x, &x32, &logits, cx)?
+        } else {
+            self.forward_host_routed(x, &x32, &logits.to_cpu()?, cx)?
         };
+        match self.out_scale {
+            Some(s) => ops::scale(&out, s),
+            None => Ok(out),
+        }
+    }
+}
+
+impl SparseMoe {
+    /// The block with the routing read back to the host: each expert runs once on its tokens.
+    fn forward_host_routed(
+        &self,
+        x: &Tensor,
+        x32: &Tensor,
+        logits: &Tensor,
+        cx: &mut ForwardCtx<'_>,
+    ) -> Result<Tensor> {
+        let (t, h) = x.dims2("moe")?;
+        let e = logits.dim(1);
+        let router = self.router();
+        let correction = self.correction.as_ref().map(|c| c.1.as_slice());
         // Per expert: (token, weight) pairs routed to it.
         let mut routed: Vec<Vec<(usize, f32)>> = vec![vec![]; e];
         for (ti, row) in logits.f32s()?.chunks_exact(e).enumerate() {
-            for (j, w) in router.route(row) {
+            for (j, w) in router.route(row, correction) {
                 routed[j].push((ti, w));
             }
         }
@@ -243,16 +322,13 @@ impl MlpLayer for SparseMoe {
             let all: Vec<usize> = (0..t).collect();
             let w = match gate {
                 Some(g) => {
-                    g.forward(&x32, cx)?.to_cpu()?.f32s()?.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect()
+                    g.forward(x32, cx)?.to_cpu()?.f32s()?.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect()
                 }
                 None => vec![1.0; t],
             };
             out = ops::scatter_add_rows(&out, &y, &all, &w)?;
         }
-        match self.out_scale {
-            Some(s) => ops::scale(&out, s),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 }
 

@@ -37,9 +37,10 @@ pub const SHORT_CONTEXT: usize = trtllm_kernels::launch::GQA_MIN_SPLIT_KEYS;
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta, SeqStep};
 use crate::config::rope::RopeScaling;
+use crate::config::ModelConfig;
 use crate::dist::Communicator;
 use crate::model::CausalLM;
-use crate::{ops::cuda::dev_err, Error, Result, Tensor};
+use crate::{ops, ops::cuda::dev_err, Error, Result, Tensor};
 
 /// The persistent inputs: one device buffer, its views, the pinned staging.
 struct GraphInputs {
@@ -109,6 +110,13 @@ pub struct DecodeGraphs {
     off: Option<String>,
 }
 
+/// Whether a MoE model's decode routes on the device (`layers/moe.rs`), so a graph can hold it.
+fn moe_on_device(cfg: &ModelConfig) -> bool {
+    let router =
+        ops::Router { opts: &cfg.arch.moe, top_k: cfg.num_experts_per_tok, renormalize: cfg.norm_topk_prob };
+    crate::env::knobs().moe_pairs != Some(false) && ops::moe_route_fits(&router, cfg.num_experts)
+}
+
 fn kv_key(kv: &mut KvCache) -> u64 {
     match kv.layer(0) {
         Ok(KvLayer::Cuda { k, .. }) => k.ptr(0),
@@ -138,8 +146,8 @@ impl DecodeGraphs {
             return None;
         } else if matches!(crate::dist::DistEnv::from_env(), Ok(Some(_))) {
             "multi-process tensor parallelism"
-        } else if cfg.num_experts > 0 {
-            "MoE routing reads the router logits on the host"
+        } else if cfg.num_experts > 0 && !moe_on_device(cfg) {
+            "MoE routing reads the router logits on the host (TRTLLM_MOE_PAIRS=0, or a router the device kernel does not take)"
         } else if ropes
             .into_iter()
             .any(|r| matches!(r.scaling, RopeScaling::Dynamic { .. } | RopeScaling::LongRope { .. }))
@@ -153,6 +161,14 @@ impl DecodeGraphs {
             return None;
         }
         let gpu = kv.gpu()?;
+        // MoE decode routes on the device up to `MOE_PAIRS_MAX` pairs: larger batches run eagerly.
+        let max_batch = match cfg.num_experts {
+            0 => max_batch,
+            _ => max_batch.min(ops::MOE_PAIRS_MAX / cfg.num_experts_per_tok.max(1)),
+        };
+        if max_batch == 0 {
+            return None;
+        }
         let buckets = bucket_sizes(max_batch);
         let per_seq = max_seq_len.max(1).div_ceil(kv.block_size);
         let table_cap = (max_batch * per_seq).max(kv.num_blocks).min(1 << 22);

@@ -1,17 +1,17 @@
-//! Expert routing on the host: one token's router logits -> its `(expert, weight)` picks, by the
-//! rules of `MoeOptions` (softmax / sigmoid / top-k-then-softmax scores, group-limited choice,
-//! a score-correction bias for the choice only, renormalization, a routed scaling factor).
+//! Expert routing of one token on the host: its router logits -> its `(expert, weight)` picks, by
+//! the rules of `MoeOptions` (softmax / sigmoid / top-k-then-softmax scores, group-limited choice,
+//! a score-correction bias for the choice only, renormalization, a routed scaling factor). The
+//! oracle of the GPU's `moe_route` kernel (`ops/moe.rs`).
 
 use crate::config::{MoeOptions, MoeScoring};
 use crate::{Error, Result};
 
-/// What `route` needs besides the logits.
-pub(super) struct Router<'a> {
+/// What `route` needs besides the logits and the correction bias.
+#[derive(Clone, Copy, Debug)]
+pub struct Router<'a> {
     pub opts: &'a MoeOptions,
     pub top_k: usize,
     pub renormalize: bool,
-    /// `e_score_correction_bias` `[experts]` (DeepSeek-V3).
-    pub correction: Option<&'a [f32]>,
 }
 
 impl Router<'_> {
@@ -28,20 +28,21 @@ impl Router<'_> {
         Ok(())
     }
 
-    /// The top-k `(expert, weight)` pairs of one token, best first.
-    pub fn route(&self, logits: &[f32]) -> Vec<(usize, f32)> {
+    /// The top-k `(expert, weight)` pairs of one token, best first; `correction` is
+    /// `e_score_correction_bias` `[experts]` (DeepSeek-V3).
+    pub fn route(&self, logits: &[f32], correction: Option<&[f32]>) -> Vec<(usize, f32)> {
         let e = logits.len();
         let scores: Vec<f32> = match self.opts.scoring {
             MoeScoring::Softmax => {
                 let mut p = logits.to_vec();
-                crate::ops::softmax_inplace(&mut p);
+                super::softmax_inplace(&mut p);
                 p
             }
             MoeScoring::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
             MoeScoring::TopKSoftmax => logits.to_vec(),
         };
         // What the choice ranks: the scores plus the correction bias, outside the allowed groups -inf.
-        let mut choice: Vec<f32> = match self.correction {
+        let mut choice: Vec<f32> = match correction {
             Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
             None => scores.clone(),
         };
@@ -65,7 +66,7 @@ impl Router<'_> {
         let picked = top(&choice, self.top_k);
         let mut w: Vec<f32> = picked.iter().map(|&j| scores[j]).collect();
         if self.opts.scoring == MoeScoring::TopKSoftmax {
-            crate::ops::softmax_inplace(&mut w);
+            super::softmax_inplace(&mut w);
         } else if self.renormalize {
             let sum: f32 = w.iter().sum();
             w.iter_mut().for_each(|x| *x /= sum);
@@ -101,9 +102,9 @@ mod tests {
             ..Default::default()
         };
         let bias = [0.0, -1.0, 0.3, 0.3];
-        let r = Router { opts: &opts, top_k: 2, renormalize: true, correction: Some(&bias) };
+        let r = Router { opts: &opts, top_k: 2, renormalize: true };
         let logits = [3.0f32, -3.0, 0.5, 0.0];
-        let got = r.route(&logits);
+        let got = r.route(&logits, Some(&bias));
         let s = |x: f32| 1.0 / (1.0 + (-x).exp());
         let (a, b) = (s(0.5), s(0.0));
         assert_eq!(got.iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 3]);
@@ -113,8 +114,8 @@ mod tests {
     #[test]
     fn topk_then_softmax() {
         let opts = MoeOptions { scoring: MoeScoring::TopKSoftmax, ..Default::default() };
-        let r = Router { opts: &opts, top_k: 2, renormalize: false, correction: None };
-        let got = r.route(&[1.0, 3.0, 2.0]);
+        let r = Router { opts: &opts, top_k: 2, renormalize: false };
+        let got = r.route(&[1.0, 3.0, 2.0], None);
         let z = 1.0 + (-1.0f32).exp();
         assert_eq!((got[0].0, got[1].0), (1, 2));
         assert!((got[0].1 - 1.0 / z).abs() < 1e-6 && (got[1].1 - (-1.0f32).exp() / z).abs() < 1e-6);
