@@ -25,8 +25,9 @@
 //!   of at most [`SHORT_CONTEXT`] keys, where the kernel never splits (no combine kernel, no
 //!   empty split blocks), and steps whose longest context fits replay it.
 //! - **Not captured:** prefill and mixed steps, tensor parallelism (a model whose forward touches
-//!   another GPU, or a multi-process launch), MoE (the router reads logits on the host), RoPE
-//!   that depends on the sequence length (dynamic NTK, LongRoPE), all-logits verification.
+//!   another GPU, or a multi-process launch), MoE batches beyond `ops::MOE_PAIRS_MAX / top_k`
+//!   rows (their routing is read back to the host; smaller ones route on the device), RoPE that
+//!   depends on the sequence length (dynamic NTK, LongRoPE), all-logits verification.
 
 use std::sync::Arc;
 
