@@ -238,7 +238,10 @@ impl SparseMoe {
                 })
                 .flatten()
                 .all(|w| w.dtype() == x.dtype());
+        // The pair GEMV reads x with 16-byte loads (weights and the ops' outputs are own buffers).
+        let x_aligned = x.devbuf().is_none_or(|(_, off)| off % 16 == 0);
         pairs_on
+            && x_aligned
             && t * self.top_k <= ops::MOE_PAIRS_MAX
             && ops::moe_route_fits(&self.router(), self.down.dim(0))
             && h % 8 == 0
