@@ -1,8 +1,10 @@
 //! The MoE pair ops on the GPU (`ops/moe.rs`: routing, the per-pair expert GEMV with biases, the
 //! weighted combine) against their CPU oracles on random inputs, outputs NaN-poisoned. Routing:
 //! expert ids identical, weights f32 relative error <= 1e-5, for every scoring rule, with and
-//! without group-limited choice, correction bias and scaling; GEMV and combine: f32 <= 1e-5,
-//! bf16 <= 1e-2. Skips without a GPU.
+//! without group-limited choice, correction bias and scaling, spaced logits and rows of exact ties
+//! (the lower index wins); GEMV and combine: f32 <= 1e-5, bf16 <= 1e-2. The GEMV also runs on ids
+//! `moe_route` wrote just before it, as in a model (a read before the programmatic-launch wait
+//! would show). Skips without a GPU.
 
 mod gpu_common;
 
@@ -56,7 +58,10 @@ fn moe_route_matches_cpu() {
         });
         let bias_g = bias.as_ref().map(|b| b.to_gpu(&g).expect("up"));
         for t in [1, 7, 64, 300] {
-            let l = logits(&mut rng, t, e);
+            let mut l = logits(&mut rng, t, e);
+            if t == 7 {
+                l = with_ties(&l, e);
+            }
             let (ids_c, w_c) = ops::moe_route(&l, &router, bias.as_ref()).expect("cpu");
             let (ids_g, w_g) =
                 ops::moe_route(&l.to_gpu(&g).expect("up"), &router, bias_g.as_ref()).expect("gpu");
@@ -71,6 +76,14 @@ fn moe_route_matches_cpu() {
         }
         println!("moe_route {:?} groups {:?} e={e} k={k}: ids equal, weights ok", opts.scoring, opts.groups);
     }
+}
+
+/// `l` with exact ties: values rounded to a 1.5-wide grid, so several experts of a row share a
+/// value and the lower-index rule decides (exact ties stay ties on both sides).
+fn with_ties(l: &Tensor, e: usize) -> Tensor {
+    let v: Vec<f32> = l.f32s().expect("f32").iter().map(|x| (x / 1.5).round() * 1.5).collect();
+    let t = v.len() / e;
+    Tensor::from_f32(v, &[t, e]).expect("ties")
 }
 
 /// `t` tokens' random picks: `k` distinct experts each (as routing gives), flattened.
@@ -88,10 +101,11 @@ fn picks(rng: &mut SmallRng, t: usize, e: usize, k: usize) -> Tensor {
 fn moe_gemv_matches_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = SmallRng::seed_from_u64(32);
-    // (experts, n, k, tokens, top-k, bias): one pair; 8+ pairs per expert (row chunks of 8);
-    // the 256-pair limit with 64 pairs per expert; experts without any pair.
+    // (experts, n, k, tokens, top-k, bias): one token; 13 pairs per expert (a chunk of 8, then
+    // 5); the 256-pair limit with 64 pairs per expert; experts without any pair.
     let cases = [
         (8, 64, 128, 1, 2, false),
+        (2, 48, 256, 13, 2, true),
         (4, 40, 64, 64, 4, true),
         (16, 96, 256, 7, 4, true),
         (32, 24, 512, 5, 8, false),
@@ -113,7 +127,23 @@ fn moe_gemv_matches_cpu() {
                 assert!(err <= tol(dt), "moe_gemv {dt} e={e} n={n} k={k} pairs={pairs} xdiv={xdiv}: {err:e}");
             }
         }
-        println!("moe_gemv {dt}: {} shapes ok", cases.len());
+        // The chain a model runs: ids from `moe_route` on the device straight into the GEMV.
+        let opts = MoeOptions::default();
+        for (e, n, k, t, topk) in [(8, 64, 128, 5, 2), (64, 96, 256, 16, 8)] {
+            let router = Router { opts: &opts, top_k: topk, renormalize: true };
+            let l = logits(&mut rng, t, e);
+            let (ids, _) = ops::moe_route(&l, &router, None).expect("cpu route");
+            let (ids_g, _) = ops::moe_route(&l.to_gpu(&g).expect("up"), &router, None).expect("gpu route");
+            let (ids, ids_g) =
+                (ids.reshape(&[t * topk]).expect("ids"), ids_g.reshape(&[t * topk]).expect("ids"));
+            let (w, wr) = up(&g, &rand_t(&mut rng, &[e, n, k], 0.5), dt);
+            let (x, xr) = up(&g, &rand_t(&mut rng, &[t, k], 1.0), dt);
+            let got = ops::moe_gemv(&x, &w, None, &ids_g, topk).expect("gpu");
+            let want = ops::moe_gemv(&xr, &wr, None, &ids, topk).expect("cpu");
+            let err = rel(&got, &want);
+            assert!(err <= tol(dt), "route -> moe_gemv {dt} e={e} t={t} top-{topk}: {err:e}");
+        }
+        println!("moe_gemv {dt}: {} shapes + 2 routed chains ok", cases.len());
     }
 }
 

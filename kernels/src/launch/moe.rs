@@ -37,7 +37,9 @@ pub fn moe_route(
     r: MoeRoute,
 ) -> Result<(), GpuError> {
     let (ng, tg, top2) = r.groups.unwrap_or((0, 0, false));
-    let bad = if e == 0 || e > MOE_MAX_EXPERTS {
+    let bad = if t == 0 || !(0..=2).contains(&r.scoring) {
+        Some(format!("{t} tokens, scoring {}", r.scoring))
+    } else if e == 0 || e > MOE_MAX_EXPERTS {
         Some(format!("{e} experts (1..={MOE_MAX_EXPERTS})"))
     } else if r.top_k == 0 || r.top_k > MOE_MAX_TOPK.min(e) {
         Some(format!("top-k {} of {e} experts (at most {MOE_MAX_TOPK})", r.top_k))
@@ -62,8 +64,9 @@ pub fn moe_route(
     }
     ids.check("moe_route", "ids", t * r.top_k * 4)?;
     wts.check("moe_route", "wts", t * r.top_k * 4)?;
+    // One warp per token, 4 tokens per block (`MOE_WARPS` in moe.cu).
     let cfg =
-        LaunchConfig { grid_dim: (t.div_ceil(64) as u32, 1, 1), block_dim: (64, 1, 1), shared_mem_bytes: 0 };
+        LaunchConfig { grid_dim: (t.div_ceil(4) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     run(
         gpu,
         Kernel::Moe,
@@ -108,12 +111,15 @@ pub fn gemv_moe(
         || pairs > MOE_GEMV_MAX_PAIRS
         || xdiv == 0
         || !pairs.is_multiple_of(xdiv)
+        || k == 0
         || !k.is_multiple_of(v)
+        || n == 0
+        || !(1..=65535).contains(&experts)
     {
         return Err(GpuError::Precondition {
             kernel: "gemv_moe",
             msg: format!(
-                "{pairs} pairs (1..={MOE_GEMV_MAX_PAIRS}, a multiple of {xdiv}), k {k} (a multiple of {v})"
+                "{pairs} pairs (1..={MOE_GEMV_MAX_PAIRS}, a multiple of {xdiv}), k {k} (a multiple of {v}), n {n}, {experts} experts"
             ),
         });
     }
@@ -162,6 +168,12 @@ pub fn moe_bias(
     pairs: usize,
     n: usize,
 ) -> Result<(), GpuError> {
+    if pairs == 0 || n == 0 {
+        return Err(GpuError::Precondition {
+            kernel: "moe_bias",
+            msg: format!("{pairs} pairs of width {n}"),
+        });
+    }
     y.check("moe_bias", "y", pairs * n * dt.size())?;
     bias.check("moe_bias", "bias", experts * n * dt.size())?;
     ids.check("moe_bias", "ids", pairs * 4)?;
@@ -193,6 +205,12 @@ pub fn moe_combine(
         return Err(GpuError::Precondition {
             kernel: "moe_combine",
             msg: "a shared gate without a shared expert".into(),
+        });
+    }
+    if t == 0 || k == 0 || d == 0 {
+        return Err(GpuError::Precondition {
+            kernel: "moe_combine",
+            msg: format!("{t} tokens, top-{k}, width {d}"),
         });
     }
     y.check("moe_combine", "y", t * k * d * dt.size())?;

@@ -111,11 +111,16 @@ pub struct DecodeGraphs {
     off: Option<String>,
 }
 
-/// Whether a MoE model's decode routes on the device (`layers/moe.rs`), so a graph can hold it.
+/// Whether a MoE model's decode routes on the device (the conditions of
+/// `SparseMoe::routes_on_device` the config decides), so a graph can hold it.
 fn moe_on_device(cfg: &ModelConfig) -> bool {
     let router =
         ops::Router { opts: &cfg.arch.moe, top_k: cfg.num_experts_per_tok, renormalize: cfg.norm_topk_prob };
-    crate::env::knobs().moe_pairs != Some(false) && ops::moe_route_fits(&router, cfg.num_experts)
+    let inter = cfg.moe_intermediate_size.unwrap_or(cfg.intermediate_size);
+    crate::env::knobs().moe_pairs != Some(false)
+        && ops::moe_route_fits(&router, cfg.num_experts)
+        && cfg.hidden_size % 8 == 0
+        && inter % 8 == 0
 }
 
 fn kv_key(kv: &mut KvCache) -> u64 {
