@@ -131,27 +131,32 @@ __device__ void gemv_gated_impl(const T* x, const T* w, T* y, int m, int inter, 
     }
 }
 
-// MoE experts: y[p, n] = x[p / xdiv] @ w[ids[p]]^T for the pairs p < pairs routed to this
-// block's expert e = blockIdx.y (w: [experts, n, k]; xdiv = top-k for the gate/up GEMVs, 1 for
-// down). The block first lists its expert's pairs in shared memory (order does not matter: each
-// pair's sum is formed the same way), then each warp reads its weight row once per 8 pairs. A
-// block whose expert has no pair returns without reading weights. pairs <= MOE_GEMV_MAX_PAIRS.
+// MoE experts: y[p, n] = x[p / xdiv] @ w[ids[p]]^T for every pair p < pairs (w: [experts, n, k];
+// xdiv = top-k for the gate/up GEMVs, 1 for down). Block column blockIdx.y serves expert
+// e = ids[blockIdx.y] when that pair is e's first (later pairs of e return at once), so the grid
+// is row blocks x pairs, not x experts. The block lists e's pairs in shared memory (order does
+// not matter: each pair's sum is formed the same way), then each warp reads its weight row once
+// per 8 of them. pairs <= MOE_GEMV_MAX_PAIRS; ids < experts (the router's output).
 #define MOE_GEMV_MAX_PAIRS 256
 template <typename T>
 __device__ void gemv_moe_impl(const T* x, const T* w, const int* ids, T* y, int pairs, int n, int k, int xdiv) {
     __shared__ int plist[MOE_GEMV_MAX_PAIRS];
-    __shared__ int cnt;
+    __shared__ int cnt, dup;
     constexpr int V = 16 / sizeof(T);
-    int e = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + warp;
-    if (threadIdx.x == 0) cnt = 0;
+    if (threadIdx.x == 0) cnt = dup = 0;
     pdl_start();
     __syncthreads();
-    for (int p = threadIdx.x; p < pairs; p += blockDim.x)
-        if (ids[p] == e) plist[atomicAdd(&cnt, 1)] = p;
+    int e = ids[blockIdx.y];
+    for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+        int id = ids[p];
+        if (id == e && p < (int)blockIdx.y) dup = 1;
+        if (id == e) plist[atomicAdd(&cnt, 1)] = p;
+    }
     __syncthreads();
     int c = cnt;
-    if (c == 0 || row >= n) return;
+    if (dup || row >= n) return;
     const uint4* wr = (const uint4*)(w + ((long)e * n + row) * k);
     int kv = k / V;
     for (int p0 = 0; p0 < c; p0 += 8) {

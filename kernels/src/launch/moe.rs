@@ -91,7 +91,8 @@ pub fn moe_route(
 }
 
 /// The expert GEMV: `y[p, n] = x[p / xdiv, k] @ w[ids[p]]^T` for `pairs` pairs, `w`
-/// `[experts, n, k]`; each expert's rows are read once for all of its pairs.
+/// `[experts, n, k]`; each expert's rows are read once for all of its pairs (the grid is row
+/// blocks x pairs; the first pair of each expert serves all of them).
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_moe(
     gpu: &Gpu,
@@ -134,7 +135,7 @@ pub fn gemv_moe(
     ids.check("gemv_moe", "ids", pairs * 4)?;
     y.check("gemv_moe", "y", pairs * n * dt.size())?;
     let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(8) as u32, experts as u32, 1),
+        grid_dim: (n.div_ceil(8) as u32, pairs as u32, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
