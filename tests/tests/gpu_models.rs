@@ -33,8 +33,20 @@ fn check(name: &str) {
             .expect("dl")
             .to_f32_vec()
             .expect("f32");
-        let e = nmse(&logits, want_logits.f32s().expect("f32"));
+        let want_v = want_logits.f32s().expect("f32");
+        let e = nmse(&logits, want_v);
         println!("{name:20} {dt:9} logits NMSE {e:.2e}");
+        if e > limit {
+            // Where the error sits: one position far off (a discrete choice flipped there, e.g.
+            // MoE routing at a near tie) or spread over all (a numeric path).
+            let vocab = logits.len() / input.len();
+            let per: Vec<String> = logits
+                .chunks(vocab)
+                .zip(want_v.chunks(vocab))
+                .map(|(a, b)| format!("{:.1e}", nmse(a, b)))
+                .collect();
+            println!("{name} {dt}: NMSE per position {}", per.join(" "));
+        }
         assert!(e <= limit, "{name} {dt}: logits NMSE {e:e} > {limit:e}");
         if dt == DType::F32 {
             let want = ids(&refs.read("greedy").expect("greedy"));
