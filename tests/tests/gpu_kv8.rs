@@ -135,9 +135,9 @@ fn fixtures_with_an_fp8_cache_match_the_cpu_oracle_and_stay_close_to_bf16() {
     for (name, finite, e, kl) in rows {
         assert!(finite, "{name}: non-finite logits");
         assert!(e <= 5e-3, "{name}: GPU fp8 KV vs CPU fp8 oracle NMSE {e:e}");
-        // The fixtures' random weights (std 0.2) make larger activations than trained models;
-        // the H100 run of 910124d measured 1.26e-2 on llama (the first bound, 1e-2, was a guess).
-        // The accuracy measure is real-model perplexity (`trtllm perplexity`, docs/quantization.md).
-        assert!(kl <= 2e-2, "{name}: KL(bf16 || fp8 KV) {kl:e}");
+        // The CPU test's bound (tests/tests/kv_fp8.rs): on these random tiny models E4M3's 3
+        // mantissa bits cost KL up to 2.8e-2 on the CPU (mixtral; llama 1.05e-2, docs/quantization.md),
+        // 1.26e-2 for llama on the H100 (910124d). The accuracy measure is real-model perplexity.
+        assert!(kl <= 0.05, "{name}: KL(bf16 || fp8 KV) {kl:e}");
     }
 }
