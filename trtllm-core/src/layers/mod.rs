@@ -18,7 +18,7 @@ pub use embedding::Embedding;
 pub use linear::{Linear, Packed, Stored};
 pub use mla::MlaAttention;
 pub use mlp::{GatedMlp, GatedMlpNames, Mlp, MlpNames};
-pub use moe::{MoeNames, MoeOrDense, SparseMoe};
+pub use moe::{moe_pairs_fit, MoeNames, MoeOrDense, SparseMoe};
 pub use norm::{AllHeadsRmsNorm, GemmaRmsNorm, LayerNorm, LayerNormNoBias, QkNormType, RmsNorm, RmsNormType};
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache};

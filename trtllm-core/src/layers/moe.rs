@@ -56,7 +56,11 @@ enum Experts {
 pub struct SparseMoe {
     router: Linear,
     /// `e_score_correction_bias` as loaded (the device path) and on the host.
-    correction: Option<(Tensor, Vec<f32>)>,
+    correction: Option<(Tensor, Tensor)>,
+    /// `moe_pairs_fit` of the config, and the dtype every stacked expert tensor shares (if one):
+    /// the parts of `routes_on_device` that do not change from step to step.
+    pairs_fit: bool,
+    experts_dtype: Option<DType>,
     experts: Experts,
     down: Tensor,
     down_bias: Option<Tensor>,
@@ -96,8 +100,8 @@ impl Named for SparseMoe {
             false => None,
         };
         // The planner's meta tensor has no values (nothing runs a planned model).
-        let host = |t: Tensor| if t.is_meta() { Ok(vec![]) } else { t.to_cpu()?.to_f32_vec() };
-        let correction = correction.map(|t| Ok::<_, Error>((t.clone(), host(t)?))).transpose()?;
+        let host = |t: &Tensor| if t.is_meta() { Ok(t.clone()) } else { t.to_cpu() };
+        let correction = correction.map(|t| Ok::<_, Error>((t.clone(), host(&t)?))).transpose()?;
         let hf = |n: &str| (0..e).map(|x| format!("experts.{x}.{n}.weight")).collect::<Vec<_>>();
         let stacked = |engine: &str, n: &str, inner: &[usize]| {
             vb.get_spec(stacked_spec(vb, engine, hf(n), inner, TpSplit::Replicate))
@@ -155,9 +159,20 @@ impl Named for SparseMoe {
             }
         };
         Router { opts: o, top_k: cfg.num_experts_per_tok, renormalize: false }.check(e)?;
+        let expert_tensors: Vec<&Tensor> = [Some(&down), down_bias.as_ref()]
+            .into_iter()
+            .chain(match &experts {
+                Experts::Split { gate, up } => [Some(gate), Some(up)],
+                Experts::Interleaved { gate_up, bias } => [Some(gate_up), bias.as_ref()],
+            })
+            .flatten()
+            .collect();
+        let experts_dtype = Some(down.dtype()).filter(|d| expert_tensors.iter().all(|w| w.dtype() == *d));
         Ok(SparseMoe {
             router,
             correction,
+            pairs_fit: moe_pairs_fit(cfg),
+            experts_dtype,
             experts,
             down,
             down_bias,
@@ -169,6 +184,19 @@ impl Named for SparseMoe {
             out_scale: cfg.arch.residual_multiplier.map(|m| m as f32),
         })
     }
+}
+
+/// Whether `cfg`'s MoE blocks can run the pair path (`ops/moe.rs`) at all: `TRTLLM_MOE_PAIRS`
+/// is not `0`, the routing kernel takes the router, hidden and expert widths are whole 16-byte
+/// vectors. The CUDA-graph setup asks this of a model; a step also needs `routes_on_device`.
+pub fn moe_pairs_fit(cfg: &crate::config::ModelConfig) -> bool {
+    let router =
+        Router { opts: &cfg.arch.moe, top_k: cfg.num_experts_per_tok, renormalize: cfg.norm_topk_prob };
+    let inter = cfg.moe_intermediate_size.unwrap_or(cfg.intermediate_size);
+    crate::env::knobs().moe_pairs != Some(false)
+        && ops::moe_route_fits(&router, cfg.num_experts)
+        && cfg.hidden_size % 8 == 0
+        && inter % 8 == 0
 }
 
 /// The config without `residual_multiplier`: the block scales its summed output once.
@@ -222,31 +250,17 @@ impl SparseMoe {
         })
     }
 
-    /// Whether a step of `t` tokens on `x`'s device routes on the device: the GPU, at most
-    /// `MOE_PAIRS_MAX` pairs, a router and expert weights the kernels take. `TRTLLM_MOE_PAIRS`
-    /// turns it off (`0`) or on at any device (`1`: the CPU runs the same ops, for tests).
+    /// Whether a step of `t` tokens on `x`'s device routes on the device: the GPU (or the CPU
+    /// with `TRTLLM_MOE_PAIRS=1`, for tests), a config that fits (`moe_pairs_fit`), at most
+    /// `MOE_PAIRS_MAX` pairs, experts in x's dtype, x 16-byte aligned (the pair GEMV's loads;
+    /// weights and the ops' outputs are own buffers).
     fn routes_on_device(&self, x: &Tensor, t: usize) -> bool {
         let on_gpu = x.devbuf().is_some();
-        let pairs_on = crate::env::knobs().moe_pairs.unwrap_or(on_gpu);
-        let (h, i) = (self.down.dim(1), self.down.dim(2));
-        let dtypes_ok = !on_gpu
-            || [Some(&self.down), self.down_bias.as_ref()]
-                .into_iter()
-                .chain(match &self.experts {
-                    Experts::Split { gate, up } => [Some(gate), Some(up)],
-                    Experts::Interleaved { gate_up, bias } => [Some(gate_up), bias.as_ref()],
-                })
-                .flatten()
-                .all(|w| w.dtype() == x.dtype());
-        // The pair GEMV reads x with 16-byte loads (weights and the ops' outputs are own buffers).
-        let x_aligned = x.devbuf().is_none_or(|(_, off)| off % 16 == 0);
-        pairs_on
-            && x_aligned
+        self.pairs_fit
+            && crate::env::knobs().moe_pairs.unwrap_or(on_gpu)
             && t * self.top_k <= ops::MOE_PAIRS_MAX
-            && ops::moe_route_fits(&self.router(), self.down.dim(0))
-            && h % 8 == 0
-            && i % 8 == 0
-            && dtypes_ok
+            && (!on_gpu || self.experts_dtype == Some(x.dtype()))
+            && x.devbuf().is_none_or(|(_, off)| off % 16 == 0)
     }
 
     /// The block on the device, nothing read back: route, run every (token, expert) pair, sum.
@@ -272,26 +286,7 @@ impl SparseMoe {
         };
         ops::moe_combine(&y, &w, shared.as_ref(), gate.as_ref())
     }
-}
 
-impl MlpLayer for SparseMoe {
-    fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
-        let t = x.dims2("moe")?.0;
-        let x32 = ops::cast(x, DType::F32)?;
-        let logits = self.router.forward(&x32, cx)?;
-        let out = if self.routes_on_device(x, t) {
-            self.forward_pairs(x, &x32, &logits, cx)?
-        } else {
-            self.forward_host_routed(x, &x32, &logits.to_cpu()?, cx)?
-        };
-        match self.out_scale {
-            Some(s) => ops::scale(&out, s),
-            None => Ok(out),
-        }
-    }
-}
-
-impl SparseMoe {
     /// The block with the routing read back to the host: each expert runs once on its tokens.
     fn forward_host_routed(
         &self,
@@ -301,15 +296,11 @@ impl SparseMoe {
         cx: &mut ForwardCtx<'_>,
     ) -> Result<Tensor> {
         let (t, h) = x.dims2("moe")?;
-        let e = logits.dim(1);
-        let router = self.router();
-        let correction = self.correction.as_ref().map(|c| c.1.as_slice());
+        let (ids, w) = ops::moe_route(logits, &self.router(), self.correction.as_ref().map(|c| &c.1))?;
         // Per expert: (token, weight) pairs routed to it.
-        let mut routed: Vec<Vec<(usize, f32)>> = vec![vec![]; e];
-        for (ti, row) in logits.f32s()?.chunks_exact(e).enumerate() {
-            for (j, w) in router.route(row, correction) {
-                routed[j].push((ti, w));
-            }
+        let mut routed: Vec<Vec<(usize, f32)>> = vec![vec![]; logits.dim(1)];
+        for (p, (&j, &wj)) in ids.i32s()?.iter().zip(w.f32s()?).enumerate() {
+            routed[j as usize].push((p / self.top_k, wj));
         }
         let mut out = ops::zeros_like(x, &[t, h])?;
         for (j, toks) in routed.iter().enumerate() {
@@ -332,6 +323,23 @@ impl SparseMoe {
             out = ops::scatter_add_rows(&out, &y, &all, &w)?;
         }
         Ok(out)
+    }
+}
+
+impl MlpLayer for SparseMoe {
+    fn forward(&self, x: &Tensor, cx: &mut ForwardCtx<'_>) -> Result<Tensor> {
+        let t = x.dims2("moe")?.0;
+        let x32 = ops::cast(x, DType::F32)?;
+        let logits = self.router.forward(&x32, cx)?;
+        let out = if self.routes_on_device(x, t) {
+            self.forward_pairs(x, &x32, &logits, cx)?
+        } else {
+            self.forward_host_routed(x, &x32, &logits.to_cpu()?, cx)?
+        };
+        match self.out_scale {
+            Some(s) => ops::scale(&out, s),
+            None => Ok(out),
+        }
     }
 }
 

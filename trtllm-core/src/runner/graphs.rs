@@ -38,7 +38,6 @@ pub const SHORT_CONTEXT: usize = trtllm_kernels::launch::GQA_MIN_SPLIT_KEYS;
 
 use crate::batch::{DeviceBatch, ForwardBatch, KvCache, KvLayer, SeqMeta, SeqStep};
 use crate::config::rope::RopeScaling;
-use crate::config::ModelConfig;
 use crate::dist::Communicator;
 use crate::model::CausalLM;
 use crate::{ops, ops::cuda::dev_err, Error, Result, Tensor};
@@ -111,18 +110,6 @@ pub struct DecodeGraphs {
     off: Option<String>,
 }
 
-/// Whether a MoE model's decode routes on the device (the conditions of
-/// `SparseMoe::routes_on_device` the config decides), so a graph can hold it.
-fn moe_on_device(cfg: &ModelConfig) -> bool {
-    let router =
-        ops::Router { opts: &cfg.arch.moe, top_k: cfg.num_experts_per_tok, renormalize: cfg.norm_topk_prob };
-    let inter = cfg.moe_intermediate_size.unwrap_or(cfg.intermediate_size);
-    crate::env::knobs().moe_pairs != Some(false)
-        && ops::moe_route_fits(&router, cfg.num_experts)
-        && cfg.hidden_size % 8 == 0
-        && inter % 8 == 0
-}
-
 fn kv_key(kv: &mut KvCache) -> u64 {
     match kv.layer(0) {
         Ok(KvLayer::Cuda { k, .. }) => k.ptr(0),
@@ -152,7 +139,7 @@ impl DecodeGraphs {
             return None;
         } else if matches!(crate::dist::DistEnv::from_env(), Ok(Some(_))) {
             "multi-process tensor parallelism"
-        } else if cfg.num_experts > 0 && !moe_on_device(cfg) {
+        } else if cfg.num_experts > 0 && !crate::layers::moe_pairs_fit(cfg) {
             "MoE routing reads the router logits on the host (TRTLLM_MOE_PAIRS=0, or a router the device kernel does not take)"
         } else if ropes
             .into_iter()
