@@ -195,8 +195,8 @@ pub fn moe_pairs_fit(cfg: &crate::config::ModelConfig) -> bool {
     let inter = cfg.moe_intermediate_size.unwrap_or(cfg.intermediate_size);
     crate::env::knobs().moe_pairs != Some(false)
         && ops::moe_route_fits(&router, cfg.num_experts)
-        && cfg.hidden_size % 8 == 0
-        && inter % 8 == 0
+        && cfg.hidden_size.is_multiple_of(8)
+        && inter.is_multiple_of(8)
 }
 
 /// The config without `residual_multiplier`: the block scales its summed output once.
