@@ -4,18 +4,20 @@
 # achieved bandwidth for the decode steps, the GPU-busy time per step and what share of the
 # measured step time it is (the rest is launch/host gaps).
 #   device: bash scripts/ncu-decode.sh [MODEL_DIR]     (carry .device; default /tmp/shapes/llama3-8b)
+# env: BATCH (1; rows per decode step), INPUT_LEN (16), OUTPUT_LEN (4), EXTRA (more bench flags,
+# e.g. "--max-seq-len 256" so a large batch's KV cache fits).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TRTLLM_KERNEL_CACHE=/tmp/trtllm-kernels
-M=${1:-/tmp/shapes/llama3-8b}; OL=${OUTPUT_LEN:-4}
+M=${1:-/tmp/shapes/llama3-8b}; OL=${OUTPUT_LEN:-4}; B=${BATCH:-1}; IL=${INPUT_LEN:-16}
 R=${OUT:-/tmp}; mkdir -p "$R"
 [ -f "$M/config.json" ] || python3 scripts/make_random_hf.py --shape llama3-8b --out "$M" --std 0.02 >/dev/null 2>&1
 cp tests/fixtures/llama/tokenizer.json tests/fixtures/llama/tokenizer_config.json "$M/" 2>/dev/null
 # warm the kernel cache outside the profiler
-.device/bin/trtllm bench --model "$M" --device cuda --input-len 16 --output-len 2 --runs 1 --warmup 0 >/dev/null 2>&1
+.device/bin/trtllm bench --model "$M" --device cuda --batch-size "$B" --input-len "$IL" --output-len 2 --runs 1 --warmup 0 ${EXTRA:-} >/dev/null 2>&1
 ncu --clock-control none --csv --page raw \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
-    .device/bin/trtllm bench --model "$M" --device cuda --input-len 16 --output-len "$OL" --runs 1 --warmup 0 --json \
+    .device/bin/trtllm bench --model "$M" --device cuda --batch-size "$B" --input-len "$IL" --output-len "$OL" --runs 1 --warmup 0 --json ${EXTRA:-} \
     >"$R/ncu-raw.csv" 2>"$R/ncu.err"
 echo "ncu exit $? ($(wc -l <"$R/ncu-raw.csv") lines)"
 python3 - "$R/ncu-raw.csv" "$OL" <<'PY'

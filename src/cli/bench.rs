@@ -62,6 +62,10 @@ pub struct Args {
     kv_cache_dtype: trtllm::batch::KvCacheDtype,
     #[arg(long, alias = "batch_size", default_value_t = 1)]
     batch_size: usize,
+    /// Latency mode: longest sequence the KV cache holds (prompt + output); default the model's
+    /// (capped at 4096). Lower it so a large `--batch-size` fits the card.
+    #[arg(long, alias = "max_seq_len")]
+    max_seq_len: Option<usize>,
     /// Tensor-parallel ranks (one thread per GPU, NCCL). Default: the checkpoint's, or 1.
     #[arg(long, alias = "tp_size")]
     tp_size: Option<usize>,
@@ -212,6 +216,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     opts.tokenizer_dir = a.m.tokenizer_dir.clone();
     opts.cuda_graphs = !a.m.no_cuda_graphs;
     opts.max_batch_size = opts.max_batch_size.max(a.batch_size);
+    if let Some(n) = a.max_seq_len {
+        opts.max_seq_len = n;
+    }
     opts.tp_size = a.tp_size;
     opts.pp_size = a.pp_size;
     opts.speculative = a.spec.options()?;
