@@ -2,18 +2,18 @@
 # FP8 and INT4 against bf16 on the GPU machine, one call: a random Llama-3-8B-shape bf16
 # checkpoint (by transformers), quantized by `trtllm convert --quantize fp8` (compressed-tensors
 # per-channel FP8, dynamic per-token activations) and `--quantize int4-awq-rtn` (AWQ layout,
-# group 128), then batch-1 decode, TTFT at 512 / 2048 and offline throughput 1000 x
-# 128/128 (bf16, FP8), one table. HF transformers needs the compressed-tensors package to run
+# group 128), then batch-1 decode, TTFT at 512 / 2048, offline throughput 1000 x 128/128 (bf16,
+# FP8, FP8 + FP8 KV cache) and 512 x 1000/1000 (bf16, FP8), one table. HF transformers needs the compressed-tensors package to run
 # this checkpoint (not installed on the device): the comparison is our own bf16, same call.
 # Build first here: `bash scripts/gpu-check.sh build` (stages .device/).
-#   device: bash scripts/bench-fp8.sh     (carry .device)   env: SHAPE, PARTS="bs1 ttft tput",
+#   device: bash scripts/bench-fp8.sh     (carry .device)   env: SHAPE, PARTS="bs1 ttft tput long",
 #   WEIGHTS="bf16 fp8 int4", TTFT_LENS="512 2048"
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRTLLM_KERNEL_CACHE=/tmp/trtllm-kernels
 R=${OUT:-/tmp/bench-fp8}; mkdir -p "$R"
 T=.device/bin/trtllm; S=/tmp/shapes; mkdir -p $S
-SHAPE=${SHAPE:-llama3-8b}; PARTS=${PARTS:-bs1 ttft tput}; WEIGHTS=${WEIGHTS:-bf16 fp8 int4}
+SHAPE=${SHAPE:-llama3-8b}; PARTS=${PARTS:-bs1 ttft tput long}; WEIGHTS=${WEIGHTS:-bf16 fp8 int4}
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 B=$S/$SHAPE; F=$S/$SHAPE-fp8; I=$S/$SHAPE-int4
 [ -f $B/config.json ] || python3 scripts/make_random_hf.py --shape $SHAPE --out $B --std 0.02 >>"$R/make.log" 2>&1
@@ -45,6 +45,16 @@ for w in $WEIGHTS; do
     timeout 300 $T bench --mode throughput --model $M --device cuda --num-requests 1000 --max-num-seqs 256 \
         --input-len 128 --output-len 128 --json >"$R/tput-$w.json" 2>"$R/tput-$w.err" || tail -3 "$R/tput-$w.err"
     row "| $w | 1000 x 128/128 offline | out tok/s, TPOT s, decode step s | $(j "$R/tput-$w.json" output_tokens_per_s tpot_s decode_step_s) |"
+    if [ $w = fp8 ]; then
+      timeout 300 $T bench --mode throughput --model $M --device cuda --num-requests 1000 --max-num-seqs 256 \
+          --input-len 128 --output-len 128 --kv-cache-dtype fp8 --json >"$R/tput-$w-kv8.json" 2>"$R/tput-$w-kv8.err" || tail -3 "$R/tput-$w-kv8.err"
+      row "| $w + FP8 KV | 1000 x 128/128 offline | out tok/s, TPOT s, decode step s | $(j "$R/tput-$w-kv8.json" output_tokens_per_s tpot_s decode_step_s) |"
+    fi
+  fi
+  if [[ " $PARTS " == *" long "* && $w != int4 ]]; then
+    timeout 300 $T bench --mode throughput --model $M --device cuda --num-requests 512 --max-num-seqs 256 \
+        --input-len 1000 --output-len 1000 --json >"$R/long-$w.json" 2>"$R/long-$w.err" || tail -3 "$R/long-$w.err"
+    row "| $w | 512 x 1000/1000 offline | out tok/s, TPOT s, decode step s | $(j "$R/long-$w.json" output_tokens_per_s tpot_s decode_step_s) |"
   fi
 done
 echo
