@@ -53,6 +53,9 @@ for shape in ${SHAPES:-llama3-8b smollm2}; do
       python3 scripts/load_client.py --url http://127.0.0.1:8123 --vocab 128000 --json "$@" >"$R/on-$label.json" 2>>"$R/client.err"
       row "| $label | online | $(j "$R/on-$label.json" output_tokens_per_s itl_mean_s itl_p50_s itl_p90_s itl_p99_s ttft_p50_s ok errors tokens_marked) |"
     }
+    # warm-up traffic (not reported): the first requests after start pay one-time costs
+    python3 scripts/load_client.py --url http://127.0.0.1:8123 --vocab 128000 --json --num-requests 256 \
+        --concurrency 256 --input-len 128 --output-len 16 >/dev/null 2>>"$R/client.err"
     online "$shape-128-greedy-c256" --num-requests 1000 --concurrency 256 --input-len 128 --output-len 128
     online "$shape-128-sampled-c256" --num-requests 1000 --concurrency 256 --input-len 128 --output-len 128 \
         --temperature 0.8 --top-p 0.95 --top-k 50 --repetition-penalty 1.1
