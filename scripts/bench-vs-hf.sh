@@ -3,10 +3,12 @@
 # bf16, by transformers), run ours and HF transformers (eager; static cache + torch.compile) on them,
 # print one table with ratios. Build first here: `bash scripts/gpu-check.sh build` (stages .device/).
 #   device: bash scripts/bench-vs-hf.sh     (carry .device)
+# env: SHAPE_LIST ("smollm2 llama3-8b"), INPUT_LEN, OUTPUT_LEN, ENGINE_LOAD (1), QUANT ("fp8 int4":
+# FP8 / INT4 rows of the 8B shape against our bf16; needs llama3-8b in SHAPE_LIST)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRTLLM_KERNEL_CACHE=/tmp/trtllm-kernels
-RES=${OUT:-/tmp}; OUT=/tmp/bench-out; mkdir -p "$OUT"
+RES=${OUT:-/tmp}; OUT=/tmp/bench-out; mkdir -p "$OUT" "$RES"
 T=.device/bin/trtllm
 S=/tmp/shapes; mkdir -p $S
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
@@ -56,6 +58,24 @@ print(f"| {s} | {gb:.2f} GB | {o:.1f} | {bw:.0f} GB/s ({bw/pk*100:.0f}% of {pk/1
   grep -h "^\[load\]" "$OUT/ours-$shape.err" | tail -9 | sed "s/^/$shape /"
   rows+=("$row"); echo "ROW $row"; cat "$OUT/ours-$shape.json" "$OUT/hf-$shape.jsonl" >> "$RES/bench-raw.txt" 2>/dev/null
 done
+# Quantized rows (QUANT="fp8 int4"): the 8B shape converted on the device; HF transformers needs
+# the compressed-tensors / autoawq packages for these checkpoints (not installed), so the
+# comparison is our own bf16 row of this call.
+bf16_tok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("decode_tok_s",0))' "$OUT/ours-llama3-8b.json" 2>/dev/null || echo 0)
+for q in ${QUANT:-}; do
+  m=$S/llama3-8b-$q; method=$([ $q = int4 ] && echo int4-awq-rtn || echo $q)
+  [ -f $m/config.json ] || $T convert --model-dir $S/llama3-8b --output-dir $m --quantize $method >>"$OUT/convert.log" 2>&1 || { tail -2 "$OUT/convert.log"; continue; }
+  $T bench --model $m --device cuda --input-len $IN --output-len $OL --json --runs 3 --warmup 1 >"$OUT/ours-$q.json" 2>"$OUT/ours-$q.err"
+  $T bench --model $m --device cuda --input-len 2048 --output-len 1 --json --runs 3 --warmup 1 >"$OUT/ours-ttft-$q.json" 2>>"$OUT/ours-$q.err"
+  gb=$(du -b --apparent-size $m/*.safetensors | awk '{s+=$1} END {printf "%.2f", s/1e9}')
+  row=$(python3 -c 'import json,sys
+d=json.load(open(sys.argv[1])); t=json.load(open(sys.argv[2])).get("ttft_ms",0)
+o, bw, b = d.get("decode_tok_s",0), d.get("achieved_gbps",0), float(sys.argv[5])
+r = f"{o/b:.2f}x our bf16" if b else "-"
+print(f"| llama3-8b {sys.argv[3]} | {sys.argv[4]} GB | {o:.1f} | {bw:.0f} GB/s | n/a (needs compressed-tensors / autoawq) | n/a | {r} | {r} | {t:.1f} | - | - | - |")' "$OUT/ours-$q.json" "$OUT/ours-ttft-$q.json" $q $gb ${bf16_tok:-0} 2>/dev/null || echo "| llama3-8b $q | failed: see $OUT/ours-$q.err |")
+  rows+=("$row"); echo "ROW $row"
+done
+
 echo
 echo "bench-vs-hf: $card | commit $commit | $(date -u +%Y-%m-%dT%H:%MZ) | batch 1, ${IN}-token prompt, $OL decode steps, bf16"
 echo "| shape | weights | ours tok/s | ours GB/s (bytes read per step / TPOT) | HF eager tok/s | HF compiled tok/s (best of generate() compiled / static-cache loop) | vs eager | vs compiled | ours TTFT 2048 (ms) | HF eager TTFT 2048 (ms) | ours load (HF dir) | ours load (engine dir, warm) |"
