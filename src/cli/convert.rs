@@ -43,6 +43,10 @@ pub struct Args {
     /// INT4 group size (--quantize int4-awq-rtn).
     #[arg(long, default_value_t = 128)]
     group_size: usize,
+    /// With --quantize fp8 | fp8-block | int4-awq-rtn: keep the linears whose module name
+    /// contains this in the source dtype (repeatable; e.g. `--keep layers.29.`).
+    #[arg(long)]
+    keep: Vec<String>,
 }
 
 fn gib(b: u64) -> String {
@@ -55,8 +59,8 @@ fn to_gguf(a: &Args, model_dir: &std::path::Path, q: trtllm::checkpoint::GgufQua
     let Some(out) = &a.output else {
         anyhow::bail!("{flag} writes one GGUF file: give --output FILE.gguf (not --output-dir)")
     };
-    if a.tp_size != 1 || a.pp_size != 1 || a.dtype != "auto" {
-        anyhow::bail!("{flag} writes a GGUF of ggml blocks: --tp-size/--pp-size/--dtype do not apply");
+    if a.tp_size != 1 || a.pp_size != 1 || a.dtype != "auto" || !a.keep.is_empty() {
+        anyhow::bail!("{flag} writes a GGUF of ggml blocks: --tp-size/--pp-size/--dtype/--keep do not apply");
     }
     let t0 = std::time::Instant::now();
     let s = trtllm::checkpoint::quantize_to_gguf(model_dir, out, q, a.force)?;
@@ -98,7 +102,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         }
         let scheme = trtllm::checkpoint::QuantizeScheme::parse(q, a.group_size)?;
         let t0 = std::time::Instant::now();
-        let s = trtllm::checkpoint::quantize_hf(model_dir, output_dir, scheme, a.force)?;
+        let s = trtllm::checkpoint::quantize_hf(model_dir, output_dir, scheme, &a.keep, a.force)?;
         println!(
             "quantized {} -> {} ({q}): {} linears quantized, {} tensors copied, {}, {:.1}s",
             model_dir.display(),
@@ -109,6 +113,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             t0.elapsed().as_secs_f64()
         );
         return Ok(());
+    }
+    if !a.keep.is_empty() {
+        anyhow::bail!("--keep goes with --quantize fp8 | fp8-block | int4-awq-rtn");
     }
     let opts = ConvertOptions {
         dtype: super::parse_dtype(&a.dtype)?,

@@ -86,7 +86,7 @@ fn convert_and_run(scheme: trtllm_core::checkpoint::QuantizeScheme, bound: f64) 
     let src = fixture("quant/bf16");
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("q");
-    let s = trtllm_core::checkpoint::quantize_hf(&src, &out, scheme, false).expect("quantize");
+    let s = trtllm_core::checkpoint::quantize_hf(&src, &out, scheme, &[], false).expect("quantize");
     assert_eq!(s.quantized_linears, 2 * 7, "{scheme:?}: every decoder linear");
     let input: Vec<u32> = (3..23).collect();
     let base = engine(&src).logits_all(&input, None, &SingleRank).expect("base");
@@ -100,6 +100,36 @@ fn convert_and_run(scheme: trtllm_core::checkpoint::QuantizeScheme, bound: f64) 
     eprintln!("convert {scheme:?}: KL(unquantized || quantized) {k:.5}, greedy prefix {same}/16 equal");
     assert!(k <= bound && k > 1e-7, "{scheme:?}: KL {k} (bound {bound})");
     k
+}
+
+/// `--keep`: the named layer's linears stay in the source dtype (written as the format's
+/// ignore list), the others are quantized, and the directory loads and runs.
+#[test]
+fn convert_quantize_keeps_named_layers() {
+    use trtllm_core::checkpoint::QuantizeScheme;
+    let src = fixture("quant/bf16");
+    for scheme in [QuantizeScheme::Fp8, QuantizeScheme::Fp8Block, QuantizeScheme::Int4AwqRtn { group: 128 }] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let out = tmp.path().join("q");
+        let keep = ["layers.1.".to_string()];
+        let s = trtllm_core::checkpoint::quantize_hf(&src, &out, scheme, &keep, false).expect("quantize");
+        assert_eq!(s.quantized_linears, 7, "{scheme:?}: layer 0's linears only");
+        let st = safetensors_names(&out.join("model.safetensors"));
+        assert!(st.iter().any(|n| n == "model.layers.1.mlp.down_proj.weight"), "{scheme:?}: layer 1 kept");
+        assert!(!st.iter().any(|n| n.starts_with("model.layers.1.") && n.contains("scale")), "{scheme:?}");
+        assert!(st.iter().any(|n| n.starts_with("model.layers.0.mlp.down_proj.") && !n.ends_with(".weight")));
+        let input: Vec<u32> = (3..23).collect();
+        let base = engine(&src).logits_all(&input, None, &SingleRank).expect("base");
+        let ql = engine(&out).logits_all(&input, None, &SingleRank).expect("quantized");
+        let k = kl(base.f32s().expect("f32"), ql.f32s().expect("f32"), base.dim(1));
+        assert!(k > 1e-7 && k <= 0.05, "{scheme:?}: KL {k}");
+    }
+}
+
+fn safetensors_names(path: &std::path::Path) -> Vec<String> {
+    let bytes = std::fs::read(path).expect("read");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+    meta.tensors().into_keys().collect()
 }
 
 #[test]

@@ -42,8 +42,25 @@ impl QuantizeScheme {
         }
     }
 
-    /// The `quantization_config` written to `config.json`.
-    pub fn hf_config(self) -> serde_json::Value {
+    /// The `quantization_config` written to `config.json`; the linears whose module name contains
+    /// one of `keep` stay in the source dtype (compressed-tensors `ignore` as `re:` patterns, HF
+    /// `modules_to_not_convert` for the others).
+    pub fn hf_config(self, keep: &[String]) -> serde_json::Value {
+        let mut q = self.hf_config_all();
+        if !keep.is_empty() {
+            let (key, items): (&str, Vec<String>) = match self {
+                QuantizeScheme::Fp8 => {
+                    let res = keep.iter().map(|k| format!("re:.*{}.*", regex_escape(k)));
+                    ("ignore", std::iter::once("lm_head".to_string()).chain(res).collect())
+                }
+                _ => ("modules_to_not_convert", keep.to_vec()),
+            };
+            q[key] = json!(items);
+        }
+        q
+    }
+
+    fn hf_config_all(self) -> serde_json::Value {
         match self {
             QuantizeScheme::Fp8 => {
                 let args = |strategy: &str, dynamic: bool| {
@@ -64,6 +81,17 @@ impl QuantizeScheme {
                 "group_size": group, "version": "gemm", "zero_point": true, "modules_to_not_convert": null}),
         }
     }
+}
+
+/// `s` as a literal in a Python `re` pattern (and in `config::quant_ct`'s subset of it).
+fn regex_escape(s: &str) -> String {
+    s.chars().fold(String::new(), |mut o, c| {
+        if !c.is_ascii_alphanumeric() && c != '_' {
+            o.push('\\');
+        }
+        o.push(c);
+        o
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -135,11 +163,13 @@ fn quantize_weight(scheme: QuantizeScheme, w: &Tensor) -> Result<Vec<(&'static s
     }
 }
 
-/// Quantize `hf_dir` into a new HF directory `out`.
+/// Quantize `hf_dir` into a new HF directory `out`; linears whose module name contains one of
+/// `keep` (e.g. `layers.29.`) are copied in the source dtype.
 pub fn quantize_hf(
     hf_dir: &Path,
     out: &Path,
     scheme: QuantizeScheme,
+    keep: &[String],
     force: bool,
 ) -> Result<QuantizeSummary> {
     let hf = HfCheckpoint::open(hf_dir)?;
@@ -153,7 +183,7 @@ pub fn quantize_hf(
     }
     // The plan with the target config names exactly the linears the loader will expect quantized.
     let mut root = crate::error::read_json(&cfg_file)?;
-    let qjson = scheme.hf_config();
+    let qjson = scheme.hf_config(keep);
     let mut cfg = hf.cfg.clone();
     cfg.quant = QuantConfig::from_hf_value(&json!({ "quantization_config": qjson }), &cfg_file)?;
     let specs = plan_weights(hf.entry, &cfg, Mapping::default(), DType::F32)?;
