@@ -176,11 +176,40 @@ fn cpu_bandwidth() -> (f64, f64) {
     (2.0 * bytes / best_copy / 1e9, bytes / best_read / 1e9)
 }
 
+/// The flags of one mode given (away from their defaults) to the other: an error naming them.
+fn check_mode_flags(a: &Args) -> anyhow::Result<()> {
+    let t = &a.throughput;
+    let (mode, wrong): (&str, Vec<&str>) = if t.mode == "latency" {
+        let f = [
+            (t.num_requests != 64, "--num-requests"),
+            (t.max_num_seqs != 64, "--max-num-seqs"),
+            (t.max_num_tokens != 2048, "--max-num-tokens"),
+            (t.kv_blocks.is_some(), "--kv-blocks"),
+            (t.timeline.is_some(), "--timeline"),
+            (t.dataset.is_some(), "--dataset"),
+        ];
+        ("throughput", f.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect())
+    } else {
+        let f = [
+            (a.batch_size != 1, "--batch-size"),
+            (a.max_seq_len.is_some(), "--max-seq-len"),
+            (a.runs != 3, "--runs"),
+            (a.warmup != 1, "--warmup"),
+        ];
+        ("latency", f.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect())
+    };
+    if !wrong.is_empty() {
+        anyhow::bail!("{} apply to --mode {mode} only (this run is --mode {})", wrong.join(", "), t.mode);
+    }
+    Ok(())
+}
+
 pub fn main(a: Args) -> anyhow::Result<()> {
     let dir = &a.m.dir()?;
     if a.throughput.mode != "latency" && a.throughput.mode != "throughput" {
         anyhow::bail!("--mode {}: expected latency or throughput", a.throughput.mode);
     }
+    check_mode_flags(&a)?;
     if a.throughput.mode == "throughput" && a.spec.options()?.is_some() {
         anyhow::bail!("speculative decoding is measured in latency mode (`--mode latency`) or under `serve`, not with --mode throughput");
     }
@@ -236,11 +265,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if prompt.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let params = SamplingParams {
-        max_new_tokens: a.output_len,
-        ignore_eos: true,
-        ..SamplingParams::greedy(a.output_len)
-    };
+    // Greedy unless the sampling flags say otherwise; batch row `i` samples with seed `seed + i`.
+    let params = SamplingParams { seed: Some(a.throughput.seed), ..a.throughput.sampling(a.output_len) };
+    params.validate()?;
 
     let run_once = |llm: &mut Llm| -> anyhow::Result<Run> {
         let prompts = vec![prompt.clone(); a.batch_size];

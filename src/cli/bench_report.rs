@@ -117,6 +117,11 @@ fn print_json(a: &Args, m: &Measured, s: &Stats) {
         "output_len": a.output_len,
         "warmup": a.warmup,
         "runs": a.runs,
+        "temperature": a.throughput.temperature,
+        "top_p": a.throughput.top_p,
+        "top_k": a.throughput.top_k,
+        "min_p": a.throughput.min_p,
+        "repetition_penalty": a.throughput.repetition_penalty,
         "load_s": m.load.as_secs_f64(),
         "ttft_ms": s.ttft * 1e3,
         "tpot_ms": s.tpot * 1e3,
@@ -173,6 +178,13 @@ fn print_table(a: &Args, m: &Measured, s: &Stats) {
     println!("model        {}", m.dir.display());
     println!("device       {}", m.device_name);
     println!("dtype        {dtype}   batch {}   prompt {} tokens   output {} tokens   warmup {}   runs {} (median)", a.batch_size, m.prompt.len(), a.output_len, a.warmup, a.runs);
+    let t = &a.throughput;
+    if t.temperature > 0.0 {
+        println!(
+            "sampling     temperature {}   top-p {}   top-k {}   min-p {}   repetition penalty {}   seed {}",
+            t.temperature, t.top_p, t.top_k, t.min_p, t.repetition_penalty, t.seed
+        );
+    }
     println!("load         {:.3} s", m.load.as_secs_f64());
     println!("TTFT         {:.2} ms   (prefill {:.1} tok/s)", s.ttft * 1e3, s.prefill_tps);
     println!("TPOT         {:.3} ms   (decode {:.2} tok/s)", s.tpot * 1e3, s.decode_tps);

@@ -38,22 +38,22 @@ pub struct ThroughputArgs {
     /// Throughput mode: KV blocks (default: max-num-seqs sequences of input + output).
     #[arg(long, alias = "kv_blocks")]
     pub kv_blocks: Option<usize>,
-    /// Throughput mode, sampling: temperature (0 = greedy).
+    /// Sampling (both modes): temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
-    /// Throughput mode, sampling: nucleus probability (1 = off).
+    /// Sampling (both modes): nucleus probability (1 = off).
     #[arg(long, alias = "top_p", default_value_t = 1.0)]
     pub top_p: f32,
-    /// Throughput mode, sampling: top-k (0 = off).
+    /// Sampling (both modes): top-k (0 = off).
     #[arg(long, alias = "top_k", default_value_t = 0)]
     pub top_k: usize,
-    /// Throughput mode, sampling: min-p (0 = off).
+    /// Sampling (both modes): min-p (0 = off).
     #[arg(long, alias = "min_p", default_value_t = 0.0)]
     pub min_p: f32,
-    /// Throughput mode, sampling: HF repetition penalty (1 = off).
+    /// Sampling (both modes): HF repetition penalty (1 = off).
     #[arg(long, alias = "repetition_penalty", default_value_t = 1.0)]
     pub repetition_penalty: f32,
-    /// Throughput mode, sampling: request `i` samples with seed `seed + i`.
+    /// Sampling: throughput-mode request `i` (latency mode: batch row `i`) samples with seed `seed + i`.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Throughput mode: write one JSON line per scheduler step (prefill tokens, decode rows,
@@ -65,6 +65,21 @@ pub struct ThroughputArgs {
     /// how many are taken.
     #[arg(long)]
     pub dataset: Option<std::path::PathBuf>,
+}
+
+impl ThroughputArgs {
+    /// The sampling flags as the parameters of a request of `n` new tokens (EOS ignored).
+    pub fn sampling(&self, n: usize) -> SamplingParams {
+        SamplingParams {
+            ignore_eos: true,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            ..SamplingParams::greedy(n)
+        }
+    }
 }
 
 /// `(mean, p50, p90, p99)` of `v` (sorted here); zeros when empty.
@@ -180,15 +195,7 @@ pub fn main(c: Common<'_>, a: &ThroughputArgs) -> anyhow::Result<()> {
     let captured = runner.capture_graphs()?;
     let graphs_s = t_graphs.elapsed().as_secs_f64();
     let mut s = Scheduler::new(runner, cfg, eos)?;
-    let params_for = |n: usize| SamplingParams {
-        ignore_eos: true,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        top_k: a.top_k,
-        min_p: a.min_p,
-        repetition_penalty: a.repetition_penalty,
-        ..SamplingParams::greedy(n)
-    };
+    let params_for = |n: usize| a.sampling(n);
     params_for(c.output_len).validate()?;
 
     // Warm-up (kernels, allocator): one short request, not counted.
