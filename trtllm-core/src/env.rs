@@ -48,6 +48,10 @@ pub const KNOBS: &[(&str, &str)] = &[
     ("TRTLLM_KERNEL_CACHE", "directory of the NVRTC output cache (default ~/.cache/trtllm/kernels)"),
     ("TRTLLM_RENDEZVOUS_TIMEOUT", "seconds multi-process ranks wait for each other (default 300)"),
     ("TRTLLM_NO_HUGEPAGES", "`1`: `trtllm bench` on the CPU does not ask for transparent huge pages"),
+    (
+        "TRTLLM_Q8_0_ACT",
+        "`f32` (default): Q8_0 weights on the CPU meet f32 activations (the dequantized f32 result, bitwise); `int8`: activations quantized per 32 elements, integer dots (llama.cpp's way; A/B)",
+    ),
 ];
 
 /// The parsed knobs ([`knobs`]).
@@ -70,6 +74,8 @@ pub struct Knobs {
     pub kernel_cache: Option<PathBuf>,
     pub rendezvous_timeout_s: u64,
     pub hugepages: bool,
+    /// Q8_0 weights on the CPU against int8-quantized activations instead of f32 ones.
+    pub q8_0_int8_act: bool,
 }
 
 fn raw(name: &str) -> Option<String> {
@@ -127,6 +133,14 @@ impl Knobs {
             kernel_cache: raw("TRTLLM_KERNEL_CACHE").map(PathBuf::from),
             rendezvous_timeout_s: number("TRTLLM_RENDEZVOUS_TIMEOUT").unwrap_or(300) as u64,
             hugepages: !flag("TRTLLM_NO_HUGEPAGES"),
+            q8_0_int8_act: raw("TRTLLM_Q8_0_ACT").is_some_and(|v| match v.as_str() {
+                "int8" => true,
+                "f32" => false,
+                _ => {
+                    eprintln!("warning: TRTLLM_Q8_0_ACT={v:?} is not f32 or int8; using f32");
+                    false
+                }
+            }),
         }
     }
 }

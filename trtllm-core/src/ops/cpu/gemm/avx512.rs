@@ -74,9 +74,13 @@ unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
     _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps::<1>(abcd))
 }
 
+/// `y[j] = sum(acc[j])` for the NR accumulators, 4 at a time through [`reduce4`].
+///
+/// # Safety
+/// `y` valid for NR writes; AVX-512 present.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn store_row<const NR: usize>(acc: &[__m512; NR], y: *mut f32) {
+pub(in crate::ops::cpu) unsafe fn store_row<const NR: usize>(acc: &[__m512; NR], y: *mut f32) {
     let mut j = 0;
     while j + 4 <= NR {
         // SAFETY: the caller's row has NR writable outputs.

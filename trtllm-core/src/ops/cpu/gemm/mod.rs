@@ -41,6 +41,9 @@ mod avx512;
 mod outer;
 mod scalar;
 
+#[cfg(target_arch = "x86_64")]
+pub(in crate::ops::cpu) use avx512::store_row;
+
 /// Weights `[n, k]`, row-major.
 #[derive(Clone, Copy)]
 pub enum Weights<'a> {
@@ -113,7 +116,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [
 /// `x` valid for `m * k` reads; `w` holds rows `r0 .. r0 + nrows` of length k; `y` valid for
 /// writes of `nrows` columns in each of `m` rows of stride `ys`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows(
+pub(in crate::ops::cpu) unsafe fn rows(
     x: *const f32,
     m: usize,
     k: usize,

@@ -7,6 +7,10 @@
 //! elements; activations keep a scale per 32 elements for them too (finer than ggml's Q8_K
 //! 256-element blocks, same integer path).
 //!
+//! Q8_0 weights may instead meet f32 activations ([`Q8Act::F32`], `q8f32.rs`): weights widened
+//! in registers, f32 products in the f32 GEMM's order, bitwise the dequantize-then-f32 result.
+//! `TRTLLM_Q8_0_ACT` picks the mode (`env.rs`).
+//!
 //! Work is split over weight rows between the pool's threads (each streams its own rows).
 //! m = 1 (decode) is a GEMV; for m > 1 (prefill) each thread walks its rows in tiles of
 //! `TILE` rows (a few KiB, L1-resident) and runs every activation row against the tile, so
@@ -18,6 +22,7 @@ use crate::gguf::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod q8f32;
 pub mod scalar;
 #[cfg(test)]
 mod tests;
@@ -154,6 +159,21 @@ pub struct WeightPart<'a> {
 /// into its columns of y (`[m, sum of n]`), and every thread takes a share of every part. The
 /// caller checks what [`matmul`] says for each part.
 pub fn matmul_parts(x: &[f32], m: usize, k: usize, parts: &[WeightPart<'_>], y: &mut [f32]) {
+    let q8 = if crate::env::knobs().q8_0_int8_act { Q8Act::Int8 } else { Q8Act::F32 };
+    matmul_parts_act(x, m, k, parts, y, q8)
+}
+
+/// What Q8_0 weights are multiplied with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Q8Act {
+    /// The f32 activations as they are (`q8f32.rs`: the dequantize-then-f32 result, bitwise).
+    F32,
+    /// Activations quantized to int8 per 32 elements, integer dots (llama.cpp's `q8_0 x q8_0`).
+    Int8,
+}
+
+/// [`matmul_parts`] with the Q8_0 mode given.
+pub fn matmul_parts_act(x: &[f32], m: usize, k: usize, parts: &[WeightPart<'_>], y: &mut [f32], q8: Q8Act) {
     let n: usize = parts.iter().map(|p| p.n).sum();
     assert!(
         parts.iter().all(|p| supported(p.ty)
@@ -167,10 +187,13 @@ pub fn matmul_parts(x: &[f32], m: usize, k: usize, parts: &[WeightPart<'_>], y: 
         return;
     }
     let isa = super::isa();
+    let f32_act: Vec<bool> = parts.iter().map(|p| q8 == Q8Act::F32 && q8f32::handles(p.ty)).collect();
     ACT.with(|act| {
         let mut act = act.borrow_mut();
-        act.quantize(x, m, k);
-        let vnni: Vec<bool> = parts.iter().map(|p| vnni_ok(isa, p.ty, k)).collect();
+        if f32_act.contains(&false) {
+            act.quantize(x, m, k);
+        }
+        let vnni: Vec<bool> = parts.iter().zip(&f32_act).map(|(p, &f)| !f && vnni_ok(isa, p.ty, k)).collect();
         if vnni.contains(&true) {
             act.make_pairs();
         }
@@ -180,9 +203,27 @@ pub fn matmul_parts(x: &[f32], m: usize, k: usize, parts: &[WeightPart<'_>], y: 
         let yp = SendPtr(y.as_mut_ptr());
         pool::run_parts(np, &|part, np| {
             let mut col = 0;
-            for (p, &vn) in parts.iter().zip(&vnni) {
+            for ((p, &vn), &fa) in parts.iter().zip(&vnni).zip(&f32_act) {
                 let rb = row_bytes(p.ty, k);
                 let r = pool::split(p.n, part, np, TILE);
+                if fa {
+                    // SAFETY: columns col + r of y's m rows (stride n) are this part's (as below);
+                    // `isa` is the detected tier.
+                    unsafe {
+                        q8f32::rows(
+                            isa,
+                            x,
+                            m,
+                            k,
+                            &p.w[r.start * rb..r.end * rb],
+                            r.len(),
+                            yp.get().add(col + r.start),
+                            n,
+                        )
+                    };
+                    col += p.n;
+                    continue;
+                }
                 for t0 in r.clone().step_by(TILE) {
                     let t1 = (t0 + TILE).min(r.end);
                     for i in 0..m {

@@ -93,9 +93,10 @@ fn check(ty: GgmlType, m: usize, n: usize, k: usize, seed: u64) {
             }
         }
     }
-    // The threaded entry point (tiles, parts) against the per-row scalar reference.
+    // The threaded entry point (tiles, parts; int8 activations for Q8_0 too) against the
+    // per-row scalar reference.
     let mut y = vec![0f32; m * n];
-    matmul(&x, m, k, ty, &w, n, &mut y);
+    matmul_parts_act(&x, m, k, &[WeightPart { ty, w: &w, n }], &mut y, Q8Act::Int8);
     for i in 0..m {
         for r in 0..n {
             let want = scalar::dot_row(ty, &w[r * rb..(r + 1) * rb], act.row(i));
