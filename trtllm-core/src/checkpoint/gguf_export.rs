@@ -1,12 +1,13 @@
 //! `convert --quantize q8_0 | q4_k | f32 --output FILE.gguf`: an HF directory (llama, qwen2,
-//! GPT-NeoX, Starcoder2, Falcon, Cohere or OLMo 2: `gguf_arch`) -> one GGUF file that `run / serve / bench --model FILE.gguf` load directly
+//! GPT-NeoX, Starcoder2, Falcon, Cohere, OLMo 2 or Gemma 3: `gguf_arch`) -> one GGUF file that `run / serve / bench --model FILE.gguf` load directly
 //! and llama.cpp reads. Tensors are read, quantized and written one at a time (the header with
 //! every tensor's type and size goes first), into a temporary sibling renamed into place.
 //!
 //! Types: norms and biases F32. `q8_0`: every 2-D weight Q8_0. `q4_k`: linears Q4_K where a row
 //! is whole 256-value super-blocks, else Q5_0 (llama.cpp's fallback for Q4_K), the embedding and
 //! output head Q8_0. A row that is not whole 32-value blocks stays F32. q/k rows are permuted
-//! as llama.cpp's converter does for the llama architecture.
+//! as llama.cpp's converter does for the llama architecture; Gemma's norms are written as
+//! `1 + w`, as llama.cpp's converter does.
 
 use std::path::Path;
 
@@ -155,7 +156,8 @@ pub fn quantize_to_gguf(hf_dir: &Path, out: &Path, q: GgufQuant, force: bool) ->
                 v = ungroup_qkv(&v, rows, cols, heads, kv_heads).map_err(err)?
             }
             Transform::None => {}
-            Transform::SubtractOne => return Err(err("GGUF export does not write Gemma norms".into())),
+            // Gemma norms: llama.cpp stores `1 + w`.
+            Transform::SubtractOne => v.iter_mut().for_each(|x| *x += 1.0),
         }
         let data = encode(p.ty, &v, *p.shape.last().unwrap_or(&1))
             .map_err(|e| Error::tensor(&p.stored, format!("{flag}: {e}")))?;

@@ -56,7 +56,7 @@ pub(super) fn model_kv(cfg: &ModelConfig, arch: Arch, name: &str, file_type: u32
     match arch {
         Arch::GptNeoX => put("use_parallel_residual", Value::Bool(true)),
         Arch::CommandR => put("logit_scale", Value::F32(cfg.arch.logit_scale.unwrap_or(1.0) as f32)),
-        Arch::Starcoder2 => {
+        Arch::Starcoder2 | Arch::Gemma3 => {
             if let Some(w) = cfg.sliding_window {
                 put("attention.sliding_window", u32v(w));
             }
@@ -66,7 +66,7 @@ pub(super) fn model_kv(cfg: &ModelConfig, arch: Arch, name: &str, file_type: u32
     put("rope.freq_base", Value::F32(cfg.rope.theta as f32));
     put("rope.dimension_count", u32v(cfg.rope.rotary_dim));
     put("vocab_size", u32v(cfg.vocab_size));
-    if cfg.head_dim * cfg.num_attention_heads != cfg.hidden_size {
+    if cfg.head_dim * cfg.num_attention_heads != cfg.hidden_size || arch == Arch::Gemma3 {
         put("attention.key_length", u32v(cfg.head_dim));
         put("attention.value_length", u32v(cfg.head_dim));
     }
