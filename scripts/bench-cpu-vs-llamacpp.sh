@@ -24,7 +24,7 @@
 # target/, release/trtllm), THREADS (2), RUNS (3), NEW_TOKENS (64), LONG_PROMPT
 # (512; 0 skips), CONVERT_PY, Q4_1_GGUF (adds the Q4_1 rows when the file exists). Q8_0 and
 # Q4_K_M GGUFs are made from the F32 GGUF by llama.cpp's quantizer (llama_model_quantize); both
-# engines run them, ours directly from the file (blocks kept, int8 activations).
+# engines run them, ours directly from the file (blocks kept; int8 activations, f32 for Q8_0).
 # AMX: llama.cpp built with GGML_NATIVE enables its AMX buffer type where CPUID says AMX; on
 # the project's VMs AMX faults, so the Q4_1 row runs with use_extra_bufts=false. (F32/BF16 do
 # not use that buffer.)
@@ -197,7 +197,7 @@ ours() { # dtype new-tokens input-args... -> json line
     wait_quiet "trtllm $dt $*"
     "$TRTLLM" bench --model "$MODEL" --device cpu --dtype "$dt" --output-len "$n" --warmup 1 --runs "$RUNS" --json "$@" 2>>"$WORK/results/trtllm.err"
 }
-ours_gguf() { # file new-tokens -> json line (the GGUF run directly: blocks kept, int8 activations)
+ours_gguf() { # file new-tokens -> json line (the GGUF run directly: blocks kept)
     local f=$1 n=$2; shift 2
     wait_quiet "trtllm $(basename "$f")"
     "$TRTLLM" bench --model "$f" --device cpu --output-len "$n" --warmup 1 --runs "$RUNS" --json --input-text "$PROMPT" 2>>"$WORK/results/trtllm.err"

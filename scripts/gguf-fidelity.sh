@@ -2,7 +2,8 @@
 # Issue 19's fidelity check on real checkpoints: each HF directory -> a Q8_0 GGUF written by
 # `trtllm convert --quantize q8_0`, that GGUF dequantized back to an f32 HF directory
 # (`trtllm convert --gguf`), then 30 greedy tokens of both (`trtllm run --device cpu`) for each
-# prompt: the Q8_0 file run from its blocks (int8 activations) against its own dequantized f32
+# prompt: the Q8_0 file run from its blocks (f32 activations by default; TRTLLM_Q8_0_ACT=int8 for
+# llama.cpp's int8 activations) against its own dequantized f32
 # weights. Prints one row per (model, prompt): identical text or the first difference.
 # usage: bash scripts/gguf-fidelity.sh HF_DIR...   (env: TRTLLM=binary, WORK=/tmp/gguf-fidelity)
 set -uo pipefail
