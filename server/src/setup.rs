@@ -140,7 +140,7 @@ fn llm_options(cfg: &ServeConfig) -> Result<LlmOptions> {
 /// loads its shard and runs the steps rank 0 sends until rank 0 stops. `Ok(false)`: this
 /// process is not a worker.
 pub fn run_worker(cfg: &ServeConfig) -> Result<bool> {
-    if !trtllm_core::dist::DistEnv::from_env()?.is_some_and(|d| d.rank != 0) {
+    if trtllm_core::dist::DistEnv::from_env()?.is_none_or(|d| d.rank == 0) {
         return Ok(false);
     }
     let opts = llm_options(cfg)?;
@@ -346,7 +346,8 @@ mod tests {
 
     #[test]
     fn zero_or_absurd_sizes_are_errors_naming_the_flag() {
-        let cases: [(fn(&mut ServeConfig), &str, &str); 9] = [
+        type Case = (fn(&mut ServeConfig), &'static str, &'static str);
+        let cases: [Case; 9] = [
             (|c| c.kv_block_size = Some(0), "--kv-block-size", "must be positive"),
             (|c| c.max_batch_size = Some(1_000_000_000), "--max-num-seqs", "limit of 65536"),
             (|c| c.max_num_tokens = Some(0), "--max-num-tokens", "must be positive"),

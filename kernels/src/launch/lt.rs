@@ -374,6 +374,7 @@ fn choose(
 
 /// `out[m, n] = a_scale * b_scale * (a[m, k] . b[n, k]^T)`, f32 compute, in the GPU's stream
 /// order; a missing scale is 1. The caller checked extents and alignment.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     gpu: &Gpu,
     kernel: &'static str,

@@ -345,7 +345,9 @@ impl MlpLayer for SparseMoe {
 
 /// The MLP of a MoE model's layer: a `SparseMoe`, or a dense `GatedMlp` of `intermediate_size`
 /// on the layers `cfg.arch.moe.dense_layers` lists (Qwen2-MoE `mlp_only_layers`, DeepSeek's
-/// first `first_k_dense_replace` layers).
+/// first `first_k_dense_replace` layers). One per layer, built once: the variants' sizes differ
+/// and do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum MoeOrDense {
     Sparse(SparseMoe),
     Dense(GatedMlp),

@@ -337,7 +337,7 @@ impl<L: DecoderLayer, N: NormLayer + Send + Sync> DecoderModelForCausalLM<L, N> 
             Some(d) => self.norm.forward_residual(&ops::select_rows(&d, &rows)?, &x)?.1,
             None => self.norm.forward(&x)?,
         };
-        if let Some(h) = hidden.as_deref_mut() {
+        if let Some(h) = hidden {
             h.push(x.clone());
         }
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens.weight);

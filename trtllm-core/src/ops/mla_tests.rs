@@ -93,7 +93,7 @@ fn absorbed_decode_matches_the_expanded_formulation() {
     let bs = 4;
     let blocks = vec![2u32, 0, 3];
     let mut cache = KvLayer::Cpu { k: vec![0.0; 4 * bs * p.row()], v: vec![], fp8: None };
-    let toks = vec![1u32; 7];
+    let toks = [1u32; 7];
     for (start, len) in [(0usize, 7usize), (7, 1), (8, 1), (9, 1)] {
         let step = [SeqStep { tokens: &toks[..len], start_pos: start, block_table: &blocks }];
         let batch = ForwardBatch::new(&step, bs, true).expect("batch");
