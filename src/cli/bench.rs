@@ -60,7 +60,7 @@ pub struct Args {
     /// the GPU).
     #[arg(long, alias = "kv_cache_dtype", default_value = "auto")]
     kv_cache_dtype: trtllm::batch::KvCacheDtype,
-    #[arg(long, alias = "batch_size", default_value_t = 1)]
+    #[arg(long, alias = "batch_size", default_value_t = BATCH_SIZE)]
     batch_size: usize,
     /// Latency mode: longest sequence the KV cache holds (prompt + output); default the model's
     /// (capped at 4096). Lower it so a large `--batch-size` fits the card.
@@ -81,9 +81,9 @@ pub struct Args {
     /// Use this prompt (tokenized, no BOS added beyond the tokenizer's own) instead of a synthetic one.
     #[arg(long, alias = "input_text")]
     input_text: Option<String>,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = WARMUP)]
     warmup: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = RUNS)]
     runs: usize,
     /// Roofline bandwidth in GB/s (default: measured on the device where we know how).
     #[arg(long, alias = "peak_gbps")]
@@ -176,14 +176,19 @@ fn cpu_bandwidth() -> (f64, f64) {
     (2.0 * bytes / best_copy / 1e9, bytes / best_read / 1e9)
 }
 
+/// Defaults of the latency mode's flags (also how `check_mode_flags` tells them given).
+const BATCH_SIZE: usize = 1;
+const WARMUP: usize = 1;
+const RUNS: usize = 3;
+
 /// The flags of one mode given (away from their defaults) to the other: an error naming them.
 fn check_mode_flags(a: &Args) -> anyhow::Result<()> {
     let t = &a.throughput;
     let (mode, wrong): (&str, Vec<&str>) = if t.mode == "latency" {
         let f = [
-            (t.num_requests != 64, "--num-requests"),
-            (t.max_num_seqs != 64, "--max-num-seqs"),
-            (t.max_num_tokens != 2048, "--max-num-tokens"),
+            (t.num_requests != throughput::NUM_REQUESTS, "--num-requests"),
+            (t.max_num_seqs != throughput::MAX_NUM_SEQS, "--max-num-seqs"),
+            (t.max_num_tokens != throughput::MAX_NUM_TOKENS, "--max-num-tokens"),
             (t.kv_blocks.is_some(), "--kv-blocks"),
             (t.timeline.is_some(), "--timeline"),
             (t.dataset.is_some(), "--dataset"),
@@ -191,10 +196,10 @@ fn check_mode_flags(a: &Args) -> anyhow::Result<()> {
         ("throughput", f.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect())
     } else {
         let f = [
-            (a.batch_size != 1, "--batch-size"),
+            (a.batch_size != BATCH_SIZE, "--batch-size"),
             (a.max_seq_len.is_some(), "--max-seq-len"),
-            (a.runs != 3, "--runs"),
-            (a.warmup != 1, "--warmup"),
+            (a.runs != RUNS, "--runs"),
+            (a.warmup != WARMUP, "--warmup"),
         ];
         ("latency", f.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect())
     };

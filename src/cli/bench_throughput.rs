@@ -20,6 +20,11 @@ use trtllm::{DType, Device};
 
 use super::dataset::BenchRequest;
 
+/// Defaults of the throughput mode's sizing flags (also how `bench` tells them given).
+pub const NUM_REQUESTS: usize = 64;
+pub const MAX_NUM_SEQS: usize = 64;
+pub const MAX_NUM_TOKENS: usize = 2048;
+
 /// The throughput mode's flags (flattened into `trtllm bench`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct ThroughputArgs {
@@ -27,13 +32,13 @@ pub struct ThroughputArgs {
     #[arg(long, default_value = "latency")]
     pub mode: String,
     /// Throughput mode: requests queued at once.
-    #[arg(long, alias = "num_requests", default_value_t = 64)]
+    #[arg(long, alias = "num_requests", default_value_t = NUM_REQUESTS)]
     pub num_requests: usize,
     /// Throughput mode: most sequences per step.
-    #[arg(long, alias = "max_num_seqs", default_value_t = 64)]
+    #[arg(long, alias = "max_num_seqs", default_value_t = MAX_NUM_SEQS)]
     pub max_num_seqs: usize,
     /// Throughput mode: most tokens (prefill + decode) per step.
-    #[arg(long, alias = "max_num_tokens", default_value_t = 2048)]
+    #[arg(long, alias = "max_num_tokens", default_value_t = MAX_NUM_TOKENS)]
     pub max_num_tokens: usize,
     /// Throughput mode: KV blocks (default: max-num-seqs sequences of input + output).
     #[arg(long, alias = "kv_blocks")]

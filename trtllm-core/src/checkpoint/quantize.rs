@@ -50,7 +50,7 @@ impl QuantizeScheme {
         if !keep.is_empty() {
             let (key, items): (&str, Vec<String>) = match self {
                 QuantizeScheme::Fp8 => {
-                    let res = keep.iter().map(|k| format!("re:.*{}.*", regex_escape(k)));
+                    let res = keep.iter().map(|k| format!("re:.*{}.*", crate::text::regex_escape(k)));
                     ("ignore", std::iter::once("lm_head".to_string()).chain(res).collect())
                 }
                 _ => ("modules_to_not_convert", keep.to_vec()),
@@ -81,17 +81,6 @@ impl QuantizeScheme {
                 "group_size": group, "version": "gemm", "zero_point": true, "modules_to_not_convert": null}),
         }
     }
-}
-
-/// `s` as a literal in a Python `re` pattern (and in `config::quant_ct`'s subset of it).
-fn regex_escape(s: &str) -> String {
-    s.chars().fold(String::new(), |mut o, c| {
-        if !c.is_ascii_alphanumeric() && c != '_' {
-            o.push('\\');
-        }
-        o.push(c);
-        o
-    })
 }
 
 #[derive(Clone, Debug)]

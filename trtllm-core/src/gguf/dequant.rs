@@ -101,7 +101,7 @@ fn q5_1(b: &[u8], o: &mut [f32]) {
 }
 
 /// Q8_0: `d: f16, qs: [i8; 32]`; value `q * d`.
-fn q8_0(b: &[u8], o: &mut [f32]) {
+pub(crate) fn q8_0(b: &[u8], o: &mut [f32]) {
     let d = f16_at(b, 0);
     for (o, &q) in o.iter_mut().zip(&b[2..34]) {
         *o = (q as i8) as f32 * d;

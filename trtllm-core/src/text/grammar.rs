@@ -55,8 +55,9 @@ impl std::fmt::Debug for GrammarCompiler {
     }
 }
 
-/// Regex metacharacters of the `regex` crate's syntax.
-fn regex_escape(s: &str) -> String {
+/// `s` as a literal in a regex: the metacharacters of the `regex` crate's syntax escaped (also
+/// a literal for Python's `re`, which compressed-tensors ignore patterns use).
+pub(crate) fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if "\\.+*?()|[]{}^$#&-~".contains(c) {

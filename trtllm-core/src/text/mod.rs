@@ -8,5 +8,6 @@ mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use detok::{IncrementalDetokenizer, StopMatcher};
+pub(crate) use grammar::regex_escape;
 pub use grammar::{mask_allows, mask_words, Grammar, GrammarCompiler, GrammarSpec, TokenMatcher, MASK_BITS};
 pub use tokenizer::{check_tokenizer_json, StreamDecoder, Tokenizer};

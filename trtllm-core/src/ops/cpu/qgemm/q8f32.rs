@@ -66,13 +66,10 @@ pub unsafe fn rows(isa: Isa, x: &[f32], m: usize, k: usize, w: &[u8], nrows: usi
     });
 }
 
-/// Q8_0 blocks -> f32 (`d * q`, as `gguf::dequantize`).
+/// Q8_0 blocks -> f32 (`d * q`), block by block as `gguf::dequantize` does.
 fn dequant(w: &[u8], out: &mut [f32]) {
     for (b, o) in w.chunks_exact(BYTES).zip(out.chunks_exact_mut(32)) {
-        let d = super::scalar::f16(b, 0);
-        for (o, &q) in o.iter_mut().zip(&b[2..]) {
-            *o = (q as i8) as f32 * d;
-        }
+        crate::gguf::dequant::q8_0(b, o);
     }
 }
 
